@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine: `make test` and `make demo`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests and the demo use (iproute2 for namespaces, tc and
+# ip; iperf3 and irtt to compare against; openssh for the ssh launcher).
+APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client
+
+.PHONY: test demo lint typecheck unit bench deps clean
+
+test: deps lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: deps
+	$(VENV)/bin/antler-ray run +experiment=hello
+
+deps: $(STAMP) .apt-stamp
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# apt-get only when something is missing, so a warm machine starts at once.
+.apt-stamp:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch .apt-stamp
+
+lint: deps
+	$(VENV)/bin/ruff check antler tests bench
+	$(VENV)/bin/ruff format --check antler tests bench
+
+typecheck: deps
+	$(VENV)/bin/mypy antler
+
+bench: deps
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .apt-stamp

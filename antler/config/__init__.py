@@ -1,0 +1,1 @@
+"""Configuration: Hydra composition, sweeps, and conversion to node types."""

@@ -1,0 +1,147 @@
+"""Composing experiments with Hydra, and expanding sweeps into jobs.
+
+Hydra's compose API builds each job's config; the sweep is expanded here the
+way Hydra's BasicSweeper does (the cartesian product of the swept values), so
+that no ``outputs/`` or ``multirun/`` folder is ever created and every job is
+checked before any test runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from antler.config.test import TestSpec
+from antler.node.spec import ConfigError, parse
+
+_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def packaged_conf_dir() -> Path:
+    """Packaged_conf_dir is the conf/ folder shipped inside the package."""
+    return Path(str(resources.files("antler") / "conf"))
+
+
+@dataclass
+class Job:
+    """Job is one test of an invocation: its overrides, config and parsed test."""
+
+    overrides: list[str]
+    swept: dict[str, str]
+    config: dict[str, Any]
+    test: TestSpec
+    cfg: DictConfig = field(repr=False)
+
+
+def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
+    """Expand returns each job's overrides and its swept key/values."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError("overrides", _first_line(e)) from None
+    lists: list[list[tuple[str, str, bool]]] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not multirun:
+                raise ConfigError(key, f"{o.input_line!r} is a sweep: add -m (--multirun) to run one test per value")
+            if not o.is_discrete_sweep():
+                raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
+            lists.append([(key, v, True) for v in o.sweep_string_iterator()])
+        else:
+            lists.append([(key, o.get_value_element_as_str(), False)])
+    jobs = []
+    for combo in itertools.product(*lists):
+        jobs.append(([f"{k}={v}" for k, v, _ in combo], {k: v for k, v, swept in combo if swept}))
+    return jobs
+
+
+def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
+    """Compose_jobs builds and checks every job of an invocation, raising ConfigError."""
+    jobs = []
+    for job_overrides, swept in expand(overrides, multirun):
+        cfg = compose_config(job_overrides, config_dir)
+        jobs.append(_job(cfg, job_overrides, swept))
+    seen: dict[str, list[str]] = {}
+    for job in jobs:
+        out = job.test.output_path()
+        if out in seen:
+            raise ConfigError(
+                "test.id", f"two tests have the same ID or path {out!r} ({seen[out]} and {job.overrides})"
+            )
+        seen[out] = job.overrides
+    return jobs
+
+
+def compose_config(overrides: list[str], config_dir: str | None = None) -> DictConfig:
+    """Compose_config composes the root config with overrides, raising ConfigError."""
+    if config_dir is not None:
+        if not Path(config_dir).is_dir():
+            raise ConfigError("--config-dir", f"{config_dir} is not a folder")
+        overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(packaged_conf_dir()), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except HydraException as e:
+        message = str(e)
+        m = re.search(r"Could not find '(experiment/[^']+)'", message)
+        if m:
+            name = m.group(1).split("/", 1)[1]
+            raise ConfigError(
+                "experiment", f"unknown experiment {name!r} (available: {', '.join(experiments(config_dir))})"
+            ) from None
+        raise ConfigError("overrides", _first_line(e)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
+    if "test" not in cfg or cfg.test is None:
+        raise ConfigError("test", "no test: choose an experiment with +experiment=NAME (see antler-ray list)")
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+    assert isinstance(plain, dict)
+    test_data = plain["test"]
+    if not isinstance(test_data, dict):
+        raise ConfigError("test", "expected a mapping")
+    test_data = dict(test_data)
+    ids = dict(test_data.get("id") or {})
+    for k, v in swept.items():
+        ids.setdefault(_ID_BAD.sub("_", k), _ID_BAD.sub("_", v))
+    test_data["id"] = {str(k): str(v) for k, v in ids.items()}
+    test = parse(TestSpec, test_data, "test")
+    plain["test"] = test_data
+    return Job(overrides, swept, {str(k): v for k, v in plain.items()}, test, cfg)
+
+
+def experiments(config_dir: str | None = None) -> list[str]:
+    """Experiments lists the experiment names available (packaged and in config_dir)."""
+    names = {p.stem for p in (packaged_conf_dir() / "experiment").glob("*.yaml")}
+    if config_dir is not None:
+        names |= {p.stem for p in (Path(config_dir) / "experiment").glob("*.yaml")}
+    return sorted(names)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _omegaconf_path(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    return str(key) if key else "config"

@@ -1,0 +1,48 @@
+"""TestSpec: one test of an experiment, as the ``test`` key of the config sets it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from antler.node.metric import Duration
+from antler.node.run import Run
+
+ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
+"""ID_PART is what a test ID's keys and values must match."""
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """TestSpec is a test: its ID, output path, timeout, HMAC choice, run tree and reports."""
+
+    id: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    timeout: Duration = field(default_factory=lambda: Duration(660_000_000_000))
+    hmac: bool = False
+    run: Run = field(default_factory=Run)
+    during: Any = None
+    after: Any = None
+
+    def validate(self, path: str) -> None:
+        """Validate checks the ID and output path."""
+        if not self.id:
+            raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
+        for k, v in self.id.items():
+            if not ID_PART.fullmatch(k):
+                raise ValueError(f"test ID key {k!r} must match {ID_PART.pattern}")
+            if not ID_PART.fullmatch(v):
+                raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
+        if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
+            raise ValueError(f"test path {self.path!r} must be relative, without '..'")
+
+    def output_path(self) -> str:
+        """Output_path is the test's folder under the result folder, from path or its ID."""
+        if self.path:
+            return self.path
+        return "_".join(f"{k}-{v}" for k, v in self.id.items())
+
+    def id_text(self) -> str:
+        """Id_text is the ID as ``k=v k=v``, for humans."""
+        return " ".join(f"{k}={v}" for k, v in self.id.items())

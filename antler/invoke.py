@@ -1,0 +1,154 @@
+"""Running an invocation: each job's test, its result folder, and the live output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from tqdm import tqdm
+
+from antler.config.compose import Job
+from antler.node.items import Error, Item, LogEntry
+from antler.node.root import Launch, do
+from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class Outcome:
+    """Outcome is how an invocation ended."""
+
+    result_dir: Path | None = None
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """Exit_code is the command's exit status for this outcome."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+class Live:
+    """Live prints log entries and errors as they arrive, under a progress line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.bar: tqdm[Any] | None = None
+
+    def item(self, item: Item) -> None:
+        """Item prints a log entry or error."""
+        if isinstance(item, (LogEntry, Error)):
+            t = item.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
+            text = item.text if isinstance(item, LogEntry) else f"error: {item.message}"
+            line = f"{t} {item.node_id} {item.tag}: {text}"
+            if self.bar is not None:
+                self.bar.write(line, file=self.out)
+            else:
+                print(line, file=self.out, flush=True)
+
+
+async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None, out: TextIO = sys.stdout) -> Outcome:
+    """Run_jobs runs each job's test in turn into one result folder."""
+    from antler.node.launch import launch as default_launch
+
+    inv = Invocation(root_dir)
+    inv.begin()
+    outcome = Outcome()
+    live = Live(out)
+    try:
+        for k, job in enumerate(jobs, 1):
+            ok = await _run_test(inv, job, k, len(jobs), launch or default_launch, live)
+            if not ok:
+                outcome.failed.append(job.test.id_text())
+    except asyncio.CancelledError:
+        outcome.interrupted = True
+    finally:
+        outcome.result_dir = inv.finish()
+    return outcome
+
+
+async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live) -> bool:
+    test = job.test
+    directory = inv.test_dir(test.output_path())
+    (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
+    (directory / "overrides.yaml").write_text(yaml.safe_dump(job.overrides))
+    meta: dict[str, Any] = {
+        "test_id": test.id,
+        "path": test.output_path(),
+        "status": "running",
+        "started": datetime.now(UTC).isoformat(),
+        "overrides": job.overrides,
+        "config": job.config,
+        "versions": versions(),
+        "host": host_facts(),
+        "pid": os.getpid(),
+    }
+    write_meta(directory, meta)
+    writer = TestWriter(directory)
+
+    def sink(item: Item) -> None:
+        writer.write(item)
+        live.item(item)
+
+    expected = test.run.expected_seconds()
+    print(f"test {k} of {n}: {test.id_text()} (about {expected:.0f}s)", file=live.out, flush=True)
+    start = time.monotonic()
+    live.bar = tqdm(
+        total=max(expected, 0.001),
+        desc=f"test {k}/{n}",
+        bar_format="{desc} {elapsed} of " + _clock(expected) + " |{bar}|",
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
+    ticker = asyncio.ensure_future(_tick(live, start, expected))
+    status = "failed"
+    try:
+        ok = await do(test.run, sink, timeout=test.timeout, launch=launch, hmac_key=_hmac_key(test.hmac))
+        status = "ok" if ok and not writer.errors else "failed"
+        return status == "ok"
+    except asyncio.CancelledError:
+        status = "interrupted"
+        raise
+    finally:
+        ticker.cancel()
+        live.bar.close()
+        live.bar = None
+        writer.close()
+        meta.update(
+            status=status,
+            ended=datetime.now(UTC).isoformat(),
+            duration_s=round(time.monotonic() - start, 3),
+            errors=len(writer.errors),
+        )
+        write_meta(directory, meta)
+        print(f"test {k} of {n}: {status} in {time.monotonic() - start:.1f}s", file=live.out, flush=True)
+
+
+async def _tick(live: Live, start: float, expected: float) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        if live.bar is not None:
+            live.bar.n = min(time.monotonic() - start, expected)
+            live.bar.refresh()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds + 0.5), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+def _hmac_key(enabled: bool) -> bytes | None:
+    if not enabled:
+        return None
+    key = os.environ.get("ANTLER_HMAC_KEY", "")
+    return key.encode() if key else None

@@ -1,0 +1,169 @@
+"""The recorder: how runners emit logs, errors, files and measurements.
+
+Measurements are appended to per-flow columnar buffers (:class:`Columns`) and
+leave the node as Arrow record batches, never as one message per sample. The
+node flushes the buffers every ``flush_interval`` and when its run tree ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from antler.node.filter import ResultStream
+from antler.node.items import SCHEMAS, Batch, Error, FileData, Item, LogEntry, now
+
+Sink = Callable[[Item], None]
+"""Sink receives the data items of a node, in order; it must be thread-safe."""
+
+BATCH_ROWS = 65536
+"""BATCH_ROWS is the most rows a buffer holds before it is shipped."""
+
+
+class Columns:
+    """Columns is a columnar buffer of samples of one kind for one flow.
+
+    Appending is thread-safe, so a dedicated sender thread (the packet runner's
+    timer) can record without going through the event loop.
+    """
+
+    def __init__(self, kind: str, flow: str, ship: Callable[[Columns], None], **constants: Any) -> None:
+        self.kind = kind
+        self.flow = flow
+        self.schema = SCHEMAS[kind]
+        self._constants = constants | {"flow": flow}
+        self._names = [n for n in self.schema.names if n not in self._constants]
+        self._cols: list[list[Any]] = [[] for _ in self._names]
+        self._lock = threading.Lock()
+        self._ship = ship
+
+    @property
+    def names(self) -> list[str]:
+        """Names lists the columns passed to append, in order."""
+        return list(self._names)
+
+    def append(self, *values: Any) -> None:
+        """Append adds one sample, with values in the order of ``names``."""
+        with self._lock:
+            for col, v in zip(self._cols, values, strict=True):
+                col.append(v)
+            full = len(self._cols[0]) >= BATCH_ROWS
+        if full:
+            self._ship(self)
+
+    def take(self) -> pa.RecordBatch | None:
+        """Take returns the buffered samples as a record batch and empties the buffer."""
+        with self._lock:
+            cols, self._cols = self._cols, [[] for _ in self._names]
+        n = len(cols[0]) if cols else 0
+        if n == 0:
+            return None
+        arrays = []
+        for f in self.schema:
+            if f.name in self._constants:
+                arrays.append(pa.array([self._constants[f.name]] * n, type=f.type))
+            else:
+                arrays.append(pa.array(cols[self._names.index(f.name)], type=f.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+class Recorder:
+    """Recorder sends a node's data items to its sink, streaming or buffering each.
+
+    Runners use ``log``, ``error``, ``file``, ``send`` and ``columns``; the node
+    runtime calls ``flush`` periodically and ``close`` when its tree ends.
+    """
+
+    def __init__(self, node_id: str, sink: Sink) -> None:
+        self.node_id = node_id
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._buffers: list[Columns] = []
+        self._held: list[Item] = []
+        self.result_stream = ResultStream()
+
+    def send(self, item: Item) -> None:
+        """Send streams the item now, or holds it until close, per the result stream."""
+        with self._lock:
+            if self.result_stream.streams(item):
+                self._sink(item)
+            else:
+                self._held.append(item)
+
+    def log(self, text: str, tag: str = "node") -> None:
+        """Log records a log entry with the node time."""
+        self.send(LogEntry(now(), self.node_id, tag, text))
+
+    def error(self, message: str, tag: str) -> Error:
+        """Error records and returns an Error with the node time."""
+        err = Error(now(), self.node_id, tag, message)
+        self.send(err)
+        return err
+
+    def file(self, name: str, data: bytes) -> None:
+        """File records a chunk of a file for the test's result folder."""
+        self.send(FileData(name, data, self.node_id))
+
+    def columns(self, kind: str, flow: str, **constants: Any) -> Columns:
+        """Columns returns a new buffer for samples of kind on flow.
+
+        Constant columns (e.g. ``server=True``) are given once here, not per sample.
+        """
+        cols = Columns(kind, flow, self._ship, **constants)
+        with self._lock:
+            self._buffers.append(cols)
+        return cols
+
+    def _ship(self, cols: Columns) -> None:
+        batch = cols.take()
+        if batch is not None:
+            self.send(Batch(cols.kind, cols.flow, batch, self.node_id))
+
+    def flush(self) -> None:
+        """Flush ships every non-empty buffer as a batch."""
+        with self._lock:
+            buffers = list(self._buffers)
+        for cols in buffers:
+            self._ship(cols)
+
+    def close(self) -> None:
+        """Close flushes the buffers and sends the items held back by the result stream."""
+        self.flush()
+        with self._lock:
+            held, self._held = self._held, []
+            self._buffers.clear()
+            for item in held:
+                self._sink(item)
+
+
+class ErrorFactory:
+    """ErrorFactory makes Errors tagged with one runner type, as antler's does."""
+
+    def __init__(self, rec: Recorder, tag: str) -> None:
+        self._rec = rec
+        self._tag = tag
+
+    def new_error(self, message: str) -> Error:
+        """New_error returns an Error with the given message (not yet sent)."""
+        return Error(now(), self._rec.node_id, self._tag, message)
+
+    def new_errorf(self, fmt: str, *args: Any) -> Error:
+        """New_errorf returns an Error with a %-formatted message."""
+        return self.new_error(fmt % args)
+
+    def new_errore(self, err: BaseException) -> Error:
+        """New_errore returns an Error from an exception (its own Error if it carries one)."""
+        if isinstance(err, RunnerError) and err.error is not None:
+            return err.error
+        return self.new_error(str(err) or type(err).__name__)
+
+
+class RunnerError(Exception):
+    """RunnerError is a runner failure; the Error item it carries is already recorded."""
+
+    def __init__(self, message: str, error: Error | None = None) -> None:
+        super().__init__(message)
+        self.error = error

@@ -1,0 +1,142 @@
+"""The root node: runs a whole test tree in-process, as antler's ``node.Do``.
+
+Every child node in the tree is launched before any run starts, so start-up
+time never lands inside a measurement. When the tree completes (or fails, or
+is canceled, or times out) every node's cancelers run, in reverse order of
+launch with the root's own first, and then the nodes are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+
+from antler.node.context import NodeHandle
+from antler.node.feedback import Feedback
+from antler.node.items import ROOT_NODE_ID
+from antler.node.metric import Duration
+from antler.node.node import InprocHandle, Node, NodeRuntime
+from antler.node.recorder import RunnerError, Sink
+from antler.node.run import Run
+
+Launch = Callable[[Node, Sink, dict[Node, NodeHandle]], Awaitable[NodeHandle]]
+"""Launch starts a node and returns its handle; the dict holds every node of the test."""
+
+
+async def launch_inproc(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+    """Launch_inproc runs the node inside the calling process (no isolation)."""
+    return InprocHandle(node, sink, nodes)
+
+
+class Control:
+    """Control sends control signals to a running test; ``cancel`` is thread-safe."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._canceled = threading.Event()
+
+    def _attach(self, task: asyncio.Task[object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = task
+        if self._canceled.is_set():
+            task.cancel()
+
+    def cancel(self) -> None:
+        """Cancel stops the test: every running runner is canceled, then cleanup runs."""
+        self._canceled.set()
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+    @property
+    def canceled(self) -> bool:
+        """Canceled reports whether cancel was called."""
+        return self._canceled.is_set()
+
+
+class TestTimeout(Exception):
+    """TestTimeout is a test that ran past its timeout."""
+
+
+async def do(
+    run: Run,
+    sink: Sink,
+    *,
+    control: Control | None = None,
+    timeout: Duration | None = None,
+    launch: Launch = launch_inproc,
+    feedback: Feedback | None = None,
+    hmac_key: bytes | None = None,
+) -> bool:
+    """Do runs a tree on an in-process root node, sending its data items to sink.
+
+    It returns True if the test completed without an error. Errors are data:
+    each is sent to the sink as an Error item. Cancellation through ``control``
+    ends the test (returning False) after cleanup.
+    """
+    root = NodeRuntime(ROOT_NODE_ID, sink, hmac_key=hmac_key)
+    nodes: dict[Node, NodeHandle] = {}
+    root.ctx.nodes = nodes
+    ok = True
+    try:
+        for node in run.nodes():
+            try:
+                nodes[node] = await launch(node, sink, nodes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                root.rec.error(f"launching node {node.id!r}: {e}", "launch")
+                return False
+        task = asyncio.ensure_future(_run_tree(root, run, feedback or {}, timeout))
+        if control is not None:
+            control._attach(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            ok = False
+            if not task.cancelled() or (control is None or not control.canceled):
+                raise
+            root.rec.log("test canceled", "node")
+        except (RunnerError, BaseExceptionGroup):
+            ok = False
+        except TestTimeout as e:
+            ok = False
+            root.rec.error(str(e), "node")
+        return ok
+    finally:
+        await _cleanup(root, nodes)
+
+
+async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Duration | None) -> Feedback:
+    if timeout is None or timeout.ns == 0:
+        return await root.run(run, feedback)
+    try:
+        async with asyncio.timeout(timeout.seconds):
+            return await root.run(run, feedback)
+    except TimeoutError:
+        raise TestTimeout(f"test timed out after {timeout}") from None
+
+
+async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:
+    # Shielded so a second Ctrl-C cannot leave servers or namespaces behind.
+    async def all_() -> None:
+        await root.cleanup()
+        for handle in reversed(list(nodes.values())):
+            try:
+                await handle.cleanup()
+            except Exception as e:
+                root.rec.error(f"cleanup of node {handle.node.id!r}: {e}", "node")
+        for handle in reversed(list(nodes.values())):
+            try:
+                await handle.close()
+            except Exception as e:
+                root.rec.error(f"closing node {handle.node.id!r}: {e}", "node")
+        root.rec.close()
+
+    task = asyncio.ensure_future(all_())
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    if not task.done():
+        await task

@@ -1,0 +1,230 @@
+"""The run tree: Serial, Parallel, Schedule, Child and runners, and how it executes.
+
+Execution is structured concurrency on asyncio: serial stops at the first
+failure; parallel runs its children in a TaskGroup, so the first failure
+cancels the siblings; a schedule starts its runs after waits. Cancellation is
+never swallowed, and each node's cancelers run when the whole test completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback, FeedbackConflict, merge
+from antler.node.metric import Duration
+from antler.node.node import Node
+from antler.node.recorder import RunnerError
+from antler.node.runners import Runner
+from antler.node.runners.result_stream import ResultStreamRunner
+from antler.node.runners.sleep import Sleep
+from antler.node.runners.system import System
+
+COMBINATORS = ("serial", "parallel", "schedule", "child")
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run is a node of the run tree: exactly one of its fields set, or none (does nothing)."""
+
+    serial: tuple[Run, ...] | None = None
+    parallel: tuple[Run, ...] | None = None
+    schedule: Schedule | None = None
+    child: Child | None = None
+    # Runners: the field name is the runner type, its tag in logs and errors.
+    sleep: Sleep | None = None
+    system: System | None = None
+    result_stream: ResultStreamRunner | None = None
+
+    def validate(self, path: str) -> None:
+        """Validate checks that at most one field is set."""
+        set_ = self.set_fields()
+        if len(set_) > 1:
+            choices = ", ".join(f.name for f in fields(Run))
+            raise ValueError(f"a run has exactly one of {choices}; found {', '.join(set_)}")
+
+    def set_fields(self) -> list[str]:
+        """Set_fields names the fields that are set."""
+        return [f.name for f in fields(Run) if getattr(self, f.name) is not None]
+
+    def runner(self) -> tuple[str, Runner] | None:
+        """Runner returns the runner type and runner, if this run is a runner."""
+        for name in self.set_fields():
+            if name not in COMBINATORS:
+                return name, getattr(self, name)
+        return None
+
+    def walk(self, path: str = "run") -> Iterator[tuple[str, Run]]:
+        """Walk yields every run in the tree with its path, depth first."""
+        yield path, self
+        for name, sub in (("serial", self.serial), ("parallel", self.parallel)):
+            for i, r in enumerate(sub or ()):
+                yield from r.walk(f"{path}.{name}[{i}]")
+        if self.schedule is not None:
+            for i, r in enumerate(self.schedule.run):
+                yield from r.walk(f"{path}.schedule.run[{i}]")
+        if self.child is not None:
+            yield from self.child.as_run().walk(f"{path}.child")
+
+    def nodes(self) -> list[Node]:
+        """Nodes lists the distinct child nodes in the tree, in order of appearance."""
+        seen: dict[Node, None] = {}
+        for _, r in self.walk():
+            if r.child is not None and r.child.node is not None:
+                seen.setdefault(r.child.node, None)
+        return list(seen)
+
+    def expected_seconds(self) -> float:
+        """Expected_seconds estimates how long the tree runs, for progress display."""
+        if self.serial is not None:
+            return sum(r.expected_seconds() for r in self.serial)
+        if self.parallel is not None:
+            return max((r.expected_seconds() for r in self.parallel), default=0.0)
+        if self.schedule is not None:
+            return self.schedule.expected_seconds()
+        if self.child is not None:
+            return self.child.as_run().expected_seconds()
+        found = self.runner()
+        if found is not None:
+            estimate = getattr(found[1], "expected_seconds", None)
+            return float(estimate()) if estimate is not None else 0.0
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Schedule lists runs to execute with waits between them.
+
+    Waits cycle through ``wait`` (or are drawn from it at random); with
+    ``wait_first`` the first run waits too; with ``sequential`` each run
+    finishes before the next wait starts, otherwise runs overlap.
+    """
+
+    run: tuple[Run, ...] = ()
+    wait: tuple[Duration, ...] = ()
+    wait_first: bool = False
+    random: bool = False
+    sequential: bool = False
+    seed: int | None = None
+
+    def waits(self) -> Iterator[float]:
+        """Waits yields the wait before each run, in seconds."""
+        rng = random.Random(self.seed)
+        for i in range(len(self.run)):
+            if (i == 0 and not self.wait_first) or not self.wait:
+                yield 0.0
+            elif self.random:
+                yield rng.choice(self.wait).seconds
+            else:
+                yield self.wait[(i - (0 if self.wait_first else 1)) % len(self.wait)].seconds
+
+    def expected_seconds(self) -> float:
+        """Expected_seconds estimates the schedule's run time."""
+        if self.random and self.wait:
+            mean = sum(w.seconds for w in self.wait) / len(self.wait)
+            waits = [mean if i or self.wait_first else 0.0 for i in range(len(self.run))]
+        else:
+            waits = list(self.waits())
+        if self.sequential:
+            return sum(waits) + sum(r.expected_seconds() for r in self.run)
+        start, end = 0.0, 0.0
+        for w, r in zip(waits, self.run, strict=True):
+            start += w
+            end = max(end, start + r.expected_seconds())
+        return end
+
+
+@dataclass(frozen=True)
+class Child(Run):
+    """Child is a run to execute on another node (``node``), beside its own run keys."""
+
+    node: Node | None = None
+
+    def validate(self, path: str) -> None:
+        """Validate checks that the node is set, and the run."""
+        if self.node is None:
+            raise ValueError("child needs a node")
+        set_ = self.set_fields()
+        if len(set_) > 1:
+            raise ValueError(f"a child run has exactly one of its run keys; found {', '.join(set_)}")
+
+    def as_run(self) -> Run:
+        """As_run returns the run to execute on the child node."""
+        return Run(**{f.name: getattr(self, f.name) for f in fields(Run)})
+
+
+async def execute(run: Run, ctx: Context, feedback: Feedback) -> Feedback:
+    """Execute runs a tree on the node of ctx and returns the merged feedback of its runs."""
+    if run.serial is not None:
+        return await _serial(run.serial, ctx, feedback, [0.0] * len(run.serial))
+    if run.parallel is not None:
+        return await _parallel(run.parallel, ctx, feedback, [0.0] * len(run.parallel))
+    if run.schedule is not None:
+        s = run.schedule
+        waits = list(s.waits())
+        if s.sequential:
+            return await _serial(s.run, ctx, feedback, waits)
+        return await _parallel(s.run, ctx, feedback, waits)
+    if run.child is not None:
+        assert run.child.node is not None
+        handle = ctx.nodes[run.child.node]
+        return await handle.run(run.child.as_run(), feedback)
+    found = run.runner()
+    if found is None:
+        return {}
+    tag, runner = found
+    try:
+        return await runner.run(ctx, feedback)
+    except (asyncio.CancelledError, RunnerError):
+        raise
+    except Exception as e:
+        message = str(e) or type(e).__name__
+        raise RunnerError(message, ctx.rec.error(message, tag)) from e
+
+
+async def _serial(runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float]) -> Feedback:
+    out: Feedback = {}
+    for r, wait in zip(runs, waits, strict=True):
+        if wait > 0:
+            await asyncio.sleep(wait)
+        got = await execute(r, ctx, _merge(ctx, feedback, out))
+        out = _merge(ctx, out, got)
+    return out
+
+
+async def _parallel(runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float]) -> Feedback:
+    async def after(delay: float, r: Run) -> Feedback:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await execute(r, ctx, feedback)
+
+    tasks: list[asyncio.Task[Feedback]] = []
+    start = 0.0
+    async with asyncio.TaskGroup() as tg:
+        for r, wait in zip(runs, waits, strict=True):
+            start += wait
+            tasks.append(tg.create_task(after(start, r)))
+    return _merge(ctx, *(t.result() for t in tasks))
+
+
+def _merge(ctx: Context, *parts: Feedback) -> Feedback:
+    try:
+        return merge(*parts)
+    except FeedbackConflict as e:
+        raise RunnerError(str(e), ctx.rec.error(str(e), "run")) from None
+
+
+def fields_of_run() -> list[str]:
+    """Fields_of_run lists the keys a run may have."""
+    return [f.name for f in fields(Run)]
+
+
+def parse_run(data: Any, path: str = "run") -> Run:
+    """Parse_run builds and validates a run tree from plain data."""
+    from antler.node.spec import parse
+
+    return parse(Run, data, path)

@@ -1,0 +1,22 @@
+"""The result_stream runner: chooses which items stream live and which wait for the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.filter import MessageFilter, ResultStream
+
+
+@dataclass(frozen=True)
+class ResultStreamRunner:
+    """ResultStreamRunner sets the node's ResultStream for the items recorded after it."""
+
+    include: MessageFilter | None = None
+    exclude: MessageFilter | None = None
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        """Run sets the filters."""
+        ctx.rec.result_stream = ResultStream(self.include, self.exclude)
+        return {}

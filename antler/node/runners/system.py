@@ -1,0 +1,144 @@
+"""The system runner: executes a command, in the foreground or background.
+
+Output modes for ``stdout`` and ``stderr`` follow antler: empty gathers the
+output into one log entry when the command exits, ``stream`` logs a line at a
+time, ``quiet`` discards it, and any other value is a file name in the test's
+result folder.
+
+Commands start in their own session, so a Ctrl-C at the terminal reaches the
+tool, which then interrupts or kills them itself and waits for them: no
+command outlives its test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.recorder import RunnerError
+
+TAG = "system"
+READ_SIZE = 65536
+GRACE_SECONDS = 5.0
+"""GRACE_SECONDS is how long an interrupted command may take to exit before it is killed."""
+
+
+@dataclass(frozen=True)
+class System:
+    """System executes a system command."""
+
+    command: str = ""
+    args: tuple[str, ...] = ()
+    background: bool = False
+    ignore_errors: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    kill: bool = False
+
+    def validate(self, path: str) -> None:
+        """Validate checks that there is a command to run."""
+        if not self.argv():
+            raise ValueError("system needs a command or args")
+
+    def argv(self) -> list[str]:
+        """Argv is the command split on spaces (no escaping), then args."""
+        return self.command.split() + list(self.args)
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        """Run starts the command and, unless in the background, waits for it."""
+        argv = self.argv()
+        name = os.path.basename(argv[0])
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=_pipe(self.stdout),
+                stderr=_pipe(self.stderr),
+                env=ctx.env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            return self._fail(ctx, f"{name}: could not start: {e.strerror or e}")
+        pumps = [
+            asyncio.ensure_future(_pump(ctx, proc.stdout, self.stdout, name)),
+            asyncio.ensure_future(_pump(ctx, proc.stderr, self.stderr, name)),
+        ]
+        if self.background:
+            ctx.on_cancel(lambda: self._stop(ctx, proc, pumps, name))
+            return {}
+        try:
+            await asyncio.gather(*pumps)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            await _terminate(proc, self.kill)
+            for p in pumps:
+                p.cancel()
+            raise
+        if code != 0:
+            return self._fail(ctx, f"{' '.join(argv)}: exited with status {code}")
+        return {}
+
+    def _fail(self, ctx: Context, message: str) -> Feedback:
+        if self.ignore_errors:
+            ctx.rec.log(f"ignored: {message}", TAG)
+            return {}
+        raise RunnerError(message, ctx.rec.error(message, TAG))
+
+    async def _stop(
+        self, ctx: Context, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]], name: str
+    ) -> None:
+        exited_alone = proc.returncode is not None
+        if not exited_alone:
+            await _terminate(proc, self.kill)
+        await asyncio.gather(*pumps, return_exceptions=True)
+        code = await proc.wait()
+        if exited_alone and code != 0:
+            self._fail(ctx, f"{' '.join(self.argv())}: background command exited with status {code}")
+
+
+def _pipe(mode: str) -> int:
+    return asyncio.subprocess.DEVNULL if mode == "quiet" else asyncio.subprocess.PIPE
+
+
+async def _terminate(proc: asyncio.subprocess.Process, kill: bool) -> None:
+    """Terminate signals the command's process group and waits, killing it after a grace period."""
+    sig = signal.SIGKILL if kill else signal.SIGINT
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), GRACE_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def _pump(ctx: Context, stream: asyncio.StreamReader | None, mode: str, name: str) -> None:
+    if stream is None:
+        return
+    if mode == "stream":
+        while line := await stream.readline():
+            ctx.rec.log(line.decode(errors="replace").rstrip("\n"), TAG)
+    elif mode == "":
+        chunks = [chunk async for chunk in _chunks(stream)]
+        text = b"".join(chunks).decode(errors="replace").rstrip("\n")
+        if text:
+            ctx.rec.log(text, TAG)
+    else:
+        wrote = False
+        async for chunk in _chunks(stream):
+            ctx.rec.file(mode, chunk)
+            wrote = True
+        if not wrote:
+            ctx.rec.file(mode, b"")
+
+
+async def _chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await stream.read(READ_SIZE):
+        yield chunk

@@ -1,0 +1,168 @@
+"""Building spec dataclasses from plain config data, with the path of every error.
+
+The run tree is recursive and its runners form a union, two things Hydra's
+structured configs support only partly (see STYLE.md), so the tree is parsed
+here: dataclasses are the schema, YAML holds the values, and every error names
+the path of the offending node, e.g. ``test.run.serial[2].child.serial[0]``.
+
+A dataclass may define ``from_scalar(value)`` to accept a scalar in place of a
+mapping (``sleep: 100ms``), and ``validate(path)`` to check itself after
+parsing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from antler.node.metric import Bitrate, Bytes, Duration, UnitError
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """ConfigError is an invalid config value, with the path where it was found."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+_QUANTITIES: dict[type, Any] = {Duration: Duration.parse, Bytes: Bytes.parse, Bitrate: Bitrate.parse}
+
+
+def parse(cls: type[T], data: Any, path: str) -> T:
+    """Parse returns an instance of the spec type cls built from data, or raises ConfigError."""
+    return typing.cast(T, _parse(cls, data, path))
+
+
+def _parse(tp: Any, data: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if data is None:
+            return None
+        if len(args) == 1:
+            return _parse(args[0], data, path)
+        raise ConfigError(path, f"unsupported union type {tp}")
+    if tp is Any:
+        return data
+    if tp in _QUANTITIES:
+        try:
+            return _QUANTITIES[tp](data)
+        except UnitError as e:
+            raise ConfigError(path, str(e)) from None
+    if origin in (list, tuple):
+        if data is None:
+            data = []
+        if not isinstance(data, (list, tuple)):
+            # A single value where a list is expected is a one-item list, as
+            # users write `wait: 20ms` for `wait: [20ms]`.
+            data = [data]
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [_parse(item_tp, v, f"{path}[{i}]") for i, v in enumerate(data)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+        _, val_tp = get_args(tp) or (str, Any)
+        return {str(k): _parse(val_tp, v, f"{path}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _parse_dataclass(tp, data, path)
+    if tp is bool:
+        if isinstance(data, bool):
+            return data
+        raise ConfigError(path, f"expected true or false, got {_describe(data)}")
+    if tp is int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        raise ConfigError(path, f"expected an integer, got {_describe(data)}")
+    if tp is float:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return float(data)
+        raise ConfigError(path, f"expected a number, got {_describe(data)}")
+    if tp is str:
+        if isinstance(data, (str, int, float)) and not isinstance(data, bool):
+            return str(data)
+        raise ConfigError(path, f"expected text, got {_describe(data)}")
+    raise ConfigError(path, f"unsupported type {tp}")
+
+
+def _parse_dataclass(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        from_scalar = getattr(cls, "from_scalar", None)
+        if from_scalar is not None and data is not None:
+            try:
+                obj = from_scalar(data)
+            except (UnitError, ValueError) as e:
+                raise ConfigError(path, str(e)) from None
+            _validate(obj, path)
+            return obj
+        if data is None:
+            data = {}
+        else:
+            raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [str(k) for k in data if str(k) not in fields]
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{path}.{unknown[0]}", f"unknown key {unknown[0]!r} (known keys: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _parse(hints[name], data[name], f"{path}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}.{name}", "missing required value")
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(path, str(e)) from None
+    _validate(obj, path)
+    return obj
+
+
+def _validate(obj: Any, path: str) -> None:
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate(path)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, Mapping):
+        return "a mapping"
+    if isinstance(data, (list, tuple)):
+        return "a list"
+    return repr(data)
+
+
+def to_plain(obj: Any) -> Any:
+    """To_plain returns a spec as plain data (dicts, lists, text) for printing and meta.json."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None or value == () or value == [] or value == {}:
+                continue
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            out[f.name] = to_plain(value)
+        return out
+    if isinstance(obj, (Duration, Bytes, Bitrate)):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
