@@ -8,9 +8,10 @@ from __future__ import annotations
 from antler.node.context import NodeHandle
 from antler.node.node import Node
 from antler.node.recorder import Sink
-from antler.node.root import launch_inproc
 
 
 async def launch(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
     """Launch starts the node with the launcher its spec names."""
-    return await launch_inproc(node, sink, nodes)
+    from antler.node.launch.netns import launch_thread
+
+    return await launch_thread(node, sink, nodes)

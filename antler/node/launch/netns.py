@@ -1,0 +1,167 @@
+"""Network namespaces for nodes, and a node runtime on a thread inside one.
+
+``setns`` is per thread: a thread that enters a namespace keeps the rest of the
+process (Ray's own threads included) outside, and passes the namespace to the
+threads and processes it starts. So a namespaced node runs its event loop on a
+dedicated thread that enters the namespace first; its sockets and commands
+live there, while the process that hosts it keeps its connections outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from pyroute2 import netns as pr_netns
+
+from antler.node.context import NodeHandle
+from antler.node.feedback import Feedback
+from antler.node.node import Netns, Node, NodeRuntime
+from antler.node.recorder import Sink
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(Exception):
+    """NetnsError is a namespace that could not be created, found or entered."""
+
+
+def namespace_name(node: Node) -> str:
+    """Namespace_name is the namespace a node uses: its netns name, or its ID."""
+    return node.netns.name or node.id
+
+
+def create(name: str) -> None:
+    """Create makes a new named namespace; one that exists already is an error."""
+    if name in pr_netns.listnetns():
+        raise NetnsError(f"network namespace {name!r} already exists")
+    pr_netns.create(name)
+
+
+def remove(name: str) -> None:
+    """Remove deletes a named namespace, if it exists."""
+    if name in pr_netns.listnetns():
+        pr_netns.remove(name)
+
+
+def enter(name: str) -> None:
+    """Enter moves the calling thread into the named namespace (never creating it)."""
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsError(f"network namespace {name!r} does not exist") from None
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsError(f"setns {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
+    """Prepare creates the node's namespace if asked; it returns the name and whether it was created."""
+    name = spec.name or node_id
+    if spec.create:
+        create(name)
+        pr_netns_up_lo(name)
+        return name, True
+    if name not in pr_netns.listnetns():
+        raise NetnsError(f"network namespace {name!r} does not exist (set create: true to create it)")
+    return name, False
+
+
+def pr_netns_up_lo(name: str) -> None:
+    """Pr_netns_up_lo brings up loopback in a new namespace, as ip-netns users expect."""
+    from pyroute2 import NetNS
+
+    with NetNS(name, flags=0) as ns:
+        idx = ns.link_lookup(ifname="lo")
+        if idx:
+            ns.link("set", index=idx[0], state="up")
+
+
+class LoopThread:
+    """LoopThread is an asyncio loop on its own thread, optionally inside a namespace."""
+
+    def __init__(self, name: str, netns: str | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        started: Future[None] = Future()
+
+        def main() -> None:
+            try:
+                if netns is not None:
+                    enter(netns)
+            except BaseException as e:
+                started.set_exception(e)
+                return
+            asyncio.set_event_loop(self.loop)
+            started.set_result(None)
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+        self.thread = threading.Thread(target=main, name=name, daemon=True)
+        self.thread.start()
+        started.result()
+
+    async def call(self, coro: Any) -> Any:
+        """Call runs a coroutine on the thread's loop; canceling the caller cancels it."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def call_sync(self, coro: Any, timeout: float | None = None) -> Any:
+        """Call_sync runs a coroutine on the thread's loop and blocks for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Stop ends the loop and joins the thread."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+class ThreadHandle:
+    """ThreadHandle is a node in this process, on its own thread, in its namespace if it has one.
+
+    Tests and the in-process launch use it; a Ray actor hosts the same runtime.
+    """
+
+    def __init__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> None:
+        self.node = node
+        self.netns: str | None = None
+        self.created = False
+        if node.netns.enabled:
+            self.netns, self.created = prepare(node.netns, node.id)
+        try:
+            self.thread = LoopThread(f"node-{node.id}", self.netns)
+        except BaseException:
+            if self.created and self.netns:
+                remove(self.netns)
+            raise
+        self.runtime = NodeRuntime(node.id, sink, node.env.build(), nodes)
+
+    async def run(self, run: object, feedback: Feedback) -> Feedback:
+        """Run executes a run tree on the node's thread."""
+        result: Feedback = await self.thread.call(self.runtime.run(run, feedback))
+        return result
+
+    async def cleanup(self) -> None:
+        """Cleanup runs the node's cancelers on its thread."""
+        await self.thread.call(self.runtime.cleanup())
+
+    async def close(self) -> None:
+        """Close stops the thread and deletes a namespace the node created."""
+        self.thread.stop()
+        if self.created and self.netns:
+            remove(self.netns)
+
+
+async def launch_thread(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+    """Launch_thread starts the node on a thread of this process (in its namespace, if any)."""
+    return await asyncio.to_thread(ThreadHandle, node, sink, nodes)
