@@ -49,7 +49,8 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
-        raise ConfigError("overrides", _first_line(e)) from None
+        bad = str(e).split(":", 1)[-1].strip().splitlines()[0]
+        raise ConfigError("overrides", f"cannot parse {bad!r} (quote values with special characters)") from None
     lists: list[list[tuple[str, str, bool]]] = []
     for o in parsed:
         key = o.get_key_element()

@@ -94,8 +94,6 @@ class Duration:
         ):
             if ns % size == 0:
                 return f"{ns // size}{unit}"
-        if ns >= 1_000_000_000:
-            return f"{ns / 1e9:g}s"
         return f"{ns}ns"
 
 

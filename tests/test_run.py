@@ -1,0 +1,279 @@
+"""The run tree: validation with paths, combinators, feedback, cancellation and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+
+from antler.node import ConfigError, Error, FeedbackConflict, LogEntry, Run, do, merge, parse_run
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.items import Item
+from antler.node.launch import launch
+from antler.node.runners.sleep import Sleep
+
+
+def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item]]:
+    items: list[Item] = []
+    ok = asyncio.run(do(parse_run(data), items.append, launch=launch, **kw))
+    return ok, items
+
+
+def logs(items: list[Item]) -> list[str]:
+    return [i.text for i in items if isinstance(i, LogEntry)]
+
+
+def errors(items: list[Item]) -> list[Error]:
+    return [i for i in items if isinstance(i, Error)]
+
+
+# --- feedback merging: antler once shipped a merge that merged nothing ---
+
+
+def test_merge_unions_keys() -> None:
+    assert merge({"a": 1}, {"b": 2}, {}) == {"a": 1, "b": 2}
+
+
+def test_merge_refuses_a_repeated_key_naming_it() -> None:
+    with pytest.raises(FeedbackConflict, match="'addr'"):
+        merge({"addr": "x"}, {"addr": "y"})
+
+
+# --- validation ---
+
+
+def test_empty_run_is_valid_and_does_nothing() -> None:
+    ok, items = run_tree({})
+    assert ok and items == []
+
+
+def test_two_fields_of_a_run_name_the_path() -> None:
+    data = {
+        "serial": [
+            {"sleep": "1ms"},
+            {"sleep": "1ms"},
+            {"child": {"node": {"id": "a"}, "serial": [{"sleep": "1ms", "system": {"command": "true"}}]}},
+        ]
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_run(data, "test.run")
+    assert e.value.path == "test.run.serial[2].child.serial[0]"
+    assert "sleep, system" in str(e.value)
+
+
+def test_unknown_key_names_path_and_known_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_run({"parallel": [{"system": {"comand": "true"}}]}, "test.run")
+    assert e.value.path == "test.run.parallel[0].system.comand"
+    assert "command" in str(e.value)
+
+
+def test_duration_without_unit_names_the_path() -> None:
+    with pytest.raises(ConfigError, match=r"test.run.serial\[0\].sleep: duration 10 has no unit"):
+        parse_run({"serial": [{"sleep": 10}]}, "test.run")
+
+
+def test_child_without_node_is_refused() -> None:
+    with pytest.raises(ConfigError, match="child needs a node"):
+        parse_run({"child": {"sleep": "1ms"}})
+
+
+# --- combinators ---
+
+
+def test_serial_runs_in_order_and_stops_at_first_failure() -> None:
+    ok, items = run_tree(
+        {
+            "serial": [
+                {"system": {"command": "echo one"}},
+                {"system": {"command": "false"}},
+                {"system": {"command": "echo three"}},
+            ]
+        }
+    )
+    assert not ok
+    assert logs(items) == ["one"]
+    assert len(errors(items)) == 1 and errors(items)[0].tag == "system"
+
+
+def test_parallel_runs_concurrently() -> None:
+    start = time.monotonic()
+    ok, _ = run_tree({"parallel": [{"sleep": "300ms"}, {"sleep": "300ms"}, {"sleep": "300ms"}]})
+    assert ok
+    assert time.monotonic() - start < 0.8
+
+
+def test_parallel_failure_cancels_siblings() -> None:
+    start = time.monotonic()
+    ok, items = run_tree(
+        {"parallel": [{"sleep": "10s"}, {"serial": [{"sleep": "50ms"}, {"system": {"command": "false"}}]}]}
+    )
+    assert not ok
+    assert time.monotonic() - start < 3
+    assert [e.tag for e in errors(items)] == ["system"]
+
+
+def test_schedule_waits_cycle_sequentially() -> None:
+    s = parse_run({"schedule": {"wait": ["10ms", "20ms"], "run": [{}, {}, {}, {}]}}).schedule
+    assert s is not None
+    assert list(s.waits()) == [0.0, 0.01, 0.02, 0.01]
+    s = parse_run({"schedule": {"wait": ["10ms", "20ms"], "wait_first": True, "run": [{}, {}, {}]}}).schedule
+    assert s is not None
+    assert list(s.waits()) == [0.01, 0.02, 0.01]
+
+
+def test_schedule_random_waits_come_from_the_list() -> None:
+    s = parse_run({"schedule": {"wait": ["1ms", "7ms"], "random": True, "run": [{}] * 50}}).schedule
+    assert s is not None
+    got = set(list(s.waits())[1:])
+    assert got == {0.001, 0.007}
+
+
+def test_schedule_starts_runs_after_waits_and_overlaps_them() -> None:
+    cmd = {"command": "date +%s.%N", "stdout": "stream"}
+    start = time.time()
+    ok, items = run_tree({"schedule": {"wait": ["200ms"], "run": [{"system": cmd}, {"system": cmd}, {"system": cmd}]}})
+    assert ok
+    times = sorted(float(t) - start for t in logs(items))
+    assert times[1] - times[0] == pytest.approx(0.2, abs=0.1)
+    assert times[2] - times[0] == pytest.approx(0.4, abs=0.1)
+
+
+def test_sequential_schedule_waits_for_each_run() -> None:
+    start = time.monotonic()
+    ok, _ = run_tree(
+        {"schedule": {"wait": ["100ms"], "sequential": True, "run": [{"sleep": "200ms"}, {"sleep": "200ms"}]}}
+    )
+    assert ok
+    assert time.monotonic() - start >= 0.5
+
+
+# --- feedback through the tree ---
+
+
+@dataclass(frozen=True)
+class _Emit:
+    """A test runner returning fixed feedback and logging the feedback it saw."""
+
+    key: str
+    seen: ClassVar[list[Feedback]] = []
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        _Emit.seen.append(dict(feedback))
+        return {self.key: ctx.node_id}
+
+
+def _emit_run(key: str) -> Run:
+    r = Run(sleep=Sleep.from_scalar("0s"))
+    object.__setattr__(r, "sleep", _Emit(key))
+    return r
+
+
+def test_serial_passes_earlier_feedback_to_later_runs() -> None:
+    _Emit.seen.clear()
+    tree = Run(serial=(_emit_run("a"), _emit_run("b"), _emit_run("c")))
+    items: list[Item] = []
+    assert asyncio.run(do(tree, items.append))
+    assert _Emit.seen == [{}, {"a": "-"}, {"a": "-", "b": "-"}]
+
+
+def test_parallel_merges_feedback_and_conflict_is_an_error() -> None:
+    _Emit.seen.clear()
+    tree = Run(serial=(Run(parallel=(_emit_run("a"), _emit_run("b"))), _emit_run("c")))
+    assert asyncio.run(do(tree, [].append))
+    assert _Emit.seen[-1] == {"a": "-", "b": "-"}
+    items: list[Item] = []
+    tree = Run(parallel=(_emit_run("x"), _emit_run("x")))
+    assert not asyncio.run(do(tree, items.append))
+    assert "'x'" in errors(items)[0].message
+
+
+# --- cancellation and cleanup ---
+
+
+def test_background_commands_are_stopped_in_reverse_order_at_the_end(tmp_path: Any) -> None:
+    log = tmp_path / "order"
+    script = "trap 'echo {n} >> " + str(log) + "; exit 0' INT; echo started; while true; do sleep 0.05; done"
+    tree = {
+        "serial": [
+            {"system": {"command": "sh -c", "args": [script.format(n=1)], "background": True, "stdout": "stream"}},
+            {"system": {"command": "sh -c", "args": [script.format(n=2)], "background": True, "stdout": "stream"}},
+            {"sleep": "300ms"},
+        ]
+    }
+    ok, _items = run_tree(tree)
+    assert ok
+    assert log.read_text().split() == ["2", "1"]
+
+
+def test_timeout_cancels_the_tree_and_cleanup_still_runs(tmp_path: Any) -> None:
+    marker = tmp_path / "stopped"
+    tree = {
+        "serial": [
+            {
+                "system": {
+                    "command": "sh -c",
+                    "args": [f"trap 'touch {marker}; exit 0' INT; while true; do sleep 0.05; done"],
+                    "background": True,
+                }
+            },
+            {"sleep": "30s"},
+        ]
+    }
+    from antler.node.metric import Duration
+
+    start = time.monotonic()
+    ok, items = run_tree(tree, timeout=Duration.parse("300ms"))
+    assert not ok
+    assert time.monotonic() - start < 5
+    assert marker.exists()
+    assert any("timed out" in e.message for e in errors(items))
+
+
+def test_control_cancel_reaches_a_foreground_command() -> None:
+    from antler.node import Control
+
+    async def main() -> tuple[bool, float]:
+        control = Control()
+        items: list[Item] = []
+        task = asyncio.ensure_future(do(parse_run({"system": {"command": "sleep 30"}}), items.append, control=control))
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        control.cancel()
+        ok = await task
+        return ok, time.monotonic() - start
+
+    ok, took = asyncio.run(main())
+    assert not ok
+    assert took < 2
+
+
+def test_child_nodes_in_namespaces_are_launched_before_runs_and_removed_after() -> None:
+    from tests.nettools import netns_list, unique_name
+
+    name = unique_name("c")
+    ok, items = run_tree(
+        {
+            "serial": [
+                {"system": {"command": "ip netns list", "stdout": "stream"}},
+                {
+                    "child": {
+                        "node": {"id": "n1", "netns": {"name": name, "create": True}},
+                        "system": {"command": "ip -o link", "stdout": "stream"},
+                    }
+                },
+            ]
+        }
+    )
+    assert ok
+    lines = logs(items)
+    # launched before the first run: the root's first command already sees it
+    assert any(line.split()[0] == name for line in lines if line)
+    # inside the namespace there is only loopback
+    links = [line for line in lines if ": lo:" in line or "link/ether" in line]
+    assert len(links) == 1 and ": lo:" in links[0]
+    assert name not in netns_list()
