@@ -146,3 +146,12 @@ def test_interrupted_test_keeps_what_it_measured(cwd: Path) -> None:
     ticks = test["log"]["text"].tolist()
     assert len(ticks) >= 5 and ticks[0] == "tick 1"
     assert test.meta["status"] == "interrupted"
+
+
+def test_invalid_yaml_in_an_experiment_is_a_config_error(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (cwd / "c" / "experiment").mkdir(parents=True)
+    (cwd / "c" / "experiment" / "y.yaml").write_text("test:\n  id: {experiment: y}\n  run: a: b\n")
+    assert main(["run", "--config-dir", str(cwd / "c"), "+experiment=y"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid YAML" in err and "Traceback" not in err
+    assert not (cwd / "results").exists()

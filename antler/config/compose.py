@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -22,6 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from antler.config import resolvers
 from antler.config.test import TestSpec
 from antler.node.spec import ConfigError, parse
 
@@ -91,6 +93,7 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         if not Path(config_dir).is_dir():
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    resolvers.register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(packaged_conf_dir()), version_base="1.3"):
@@ -106,6 +109,8 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         raise ConfigError("overrides", _first_line(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+    except yaml.YAMLError as e:
+        raise ConfigError("experiment", f"invalid YAML: {' '.join(str(e).split())}") from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -1,0 +1,118 @@
+"""Seeded OmegaConf resolvers for random workloads: lengths, arrivals, and runs built from a template.
+
+Experiments draw flow lengths and waits from these at composition time, so
+the drawn values are in the resolved config (``config.yaml``, ``meta.json``)
+and the same ``seed`` gives the same test::
+
+    fct:
+      lengths: ${lognormal:${seed},40,64K,2M}      # P5 = 64 KB, P95 = 2 MB
+      waits: ${exponential:${seed},40,250ms}       # mean 250 ms: Poisson arrivals
+      ccas: ${cycle:40,[cubic,bbr]}
+    test:
+      run:
+        schedule:
+          wait: ${fct.waits}
+          run: ${each:${fct.template},{length: ${fct.lengths}, cca: ${fct.ccas}}}
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from antler.node.metric import Bytes, Duration
+
+Z95 = 1.6448536269514722
+"""Z95 is the standard normal quantile at 0.95: P5 and P95 are mu -/+ Z95 sigma."""
+
+
+def _rng(seed: Any, salt: str) -> random.Random:
+    # Salted, so lengths and waits drawn with the same seed are independent.
+    return random.Random(f"{seed}:{salt}")
+
+
+def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
+    """Lognormal draws n byte counts whose 5th and 95th percentiles are p5 and p95."""
+    lo, hi = Bytes.parse(p5).n, Bytes.parse(p95).n
+    if not 0 < lo < hi:
+        raise ValueError(f"lognormal needs 0 < P5 < P95, got {p5} and {p95}")
+    mu = (math.log(lo) + math.log(hi)) / 2
+    sigma = (math.log(hi) - math.log(lo)) / (2 * Z95)
+    rng = _rng(seed, "lognormal")
+    return [max(1, round(rng.lognormvariate(mu, sigma))) for _ in range(int(n))]
+
+
+def exponential(seed: Any, n: int, mean: Any) -> list[str]:
+    """Exponential draws n waits with the given mean (Poisson arrivals), as durations in µs."""
+    m = Duration.parse(mean).seconds
+    rng = _rng(seed, "exponential")
+    return [f"{max(1, round(rng.expovariate(1 / m) * 1e6))}us" for _ in range(int(n))]
+
+
+def uniform(seed: Any, n: int, lo: Any, hi: Any) -> list[str]:
+    """Uniform draws n durations uniformly between lo and hi, in µs."""
+    a, b = Duration.parse(lo).ns / 1e3, Duration.parse(hi).ns / 1e3
+    rng = _rng(seed, "uniform")
+    return [f"{round(rng.uniform(a, b))}us" for _ in range(int(n))]
+
+
+def cycle(n: int, values: Any) -> list[Any]:
+    """Cycle repeats the values to a list of n."""
+    items = _plain(values)
+    if not isinstance(items, list) or not items:
+        raise ValueError("cycle needs a non-empty list")
+    return [items[i % len(items)] for i in range(int(n))]
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def each(template: Any, variables: Any) -> list[Any]:
+    """Each copies template once per position of the equal-length lists in variables.
+
+    In every string of the copy, ``{name}`` becomes the name's value at that
+    position and ``{i}`` the position; a string that is just ``{name}`` takes
+    the value itself (a number stays a number).
+    """
+    tmpl = _plain(template)
+    vars_ = _plain(variables)
+    if not isinstance(vars_, dict) or not vars_:
+        raise ValueError("each needs a mapping of names to lists")
+    lengths = {k: len(v) for k, v in vars_.items() if isinstance(v, list)}
+    if len(lengths) != len(vars_) or len(set(lengths.values())) != 1:
+        raise ValueError(f"each needs lists of one length, got {lengths}")
+    n = next(iter(lengths.values()))
+    return [_fill(tmpl, {"i": i, **{k: v[i] for k, v in vars_.items()}}) for i in range(n)]
+
+
+def _fill(node: Any, values: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        return {k: _fill(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v, values) for v in node]
+    if isinstance(node, str):
+        whole = _FIELD.fullmatch(node)
+        if whole and whole.group(1) in values:
+            return values[whole.group(1)]
+        return _FIELD.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), node)
+    return node
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+RESOLVERS = {"lognormal": lognormal, "exponential": exponential, "uniform": uniform, "cycle": cycle, "each": each}
+
+
+def register() -> None:
+    """Register adds the resolvers to OmegaConf (once; again is harmless)."""
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
