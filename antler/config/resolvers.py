@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -108,7 +109,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-RESOLVERS = {"lognormal": lognormal, "exponential": exponential, "uniform": uniform, "cycle": cycle, "each": each}
+RESOLVERS: dict[str, Callable[..., Any]] = {"lognormal": lognormal, "exponential": exponential, "uniform": uniform, "cycle": cycle, "each": each}
 
 
 def register() -> None:
