@@ -78,6 +78,7 @@ class StreamInfo:
     cca: str
     server: bool
     node_id: str = ROOT_NODE_ID
+    length: int = 0  # the flow's length limit in bytes (a flow-completion-time flow), 0 for none
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("cca", pa.string()),
             ("server", pa.bool_()),
             ("node_id", pa.string()),
+            ("length_bytes", pa.int64()),
         ]
     ),
     "packet_info": pa.schema(
@@ -204,6 +206,7 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error) -> tuple[str, dic
             "cca": item.cca,
             "server": item.server,
             "node_id": item.node_id,
+            "length_bytes": item.length,
         }
     return "packet_info", {"tinit": item.tinit, "flow": item.flow, "server": item.server, "node_id": item.node_id}
 

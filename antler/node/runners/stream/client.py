@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from dataclasses import dataclass
 
@@ -141,4 +142,6 @@ class StreamClient:
         except TimeoutError:
             raise StreamError(f"flow {flow}: connect to {addr}: no answer within {self.connect_timeout}") from None
         except OSError as e:
-            raise StreamError(f"flow {flow}: connect to {addr}: {e.strerror or e}") from None
+            # asyncio's message repeats the address; the errno's text is the cause.
+            cause = os.strerror(e.errno) if e.errno else str(e)
+            raise StreamError(f"flow {flow}: connect to {addr}: {cause}") from None

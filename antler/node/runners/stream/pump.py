@@ -158,36 +158,39 @@ class Pump:
 
     def _send(self) -> int:
         p = self.params
-        sock, stop, append = self.sock, self._stop, self.io.append
+        stop, append, send = self._stop, self.io.append, self.sock.send
         mono = time.monotonic_ns
         buf = memoryview(bytearray(p.buf_len))
         t0, interval = self.t0, p.sample_io_interval_ns
         end = t0 + p.duration_ns if p.duration_ns > 0 else 1 << 62
         remaining = p.length if p.length > 0 else -1
         total, sampled, next_sample = 0, 0, 0
-        while not stop.is_set():
-            chunk = buf if remaining < 0 or remaining >= p.buf_len else buf[:remaining]
-            try:
-                n = sock.send(chunk)
-            except (BlockingIOError, TimeoutError):
-                n = 0  # SO_SNDTIMEO passed with the buffer still full
-            except OSError:
-                if stop.is_set():
+        try:
+            while not stop.is_set():
+                chunk = buf if remaining < 0 or remaining >= p.buf_len else buf[:remaining]
+                try:
+                    n = send(chunk)
+                except (BlockingIOError, TimeoutError):
+                    n = 0  # SO_SNDTIMEO passed with the buffer still full
+                except OSError:
+                    if stop.is_set():
+                        break
+                    raise
+                total += n
+                now = mono()
+                if now >= next_sample and n:
+                    append(now - t0, total)
+                    sampled, next_sample = total, now + interval
+                if remaining > 0:
+                    remaining -= n
+                    if remaining == 0:
+                        break
+                if now >= end:
                     break
-                raise
-            total += n
-            now = mono()
-            if now >= next_sample and n:
-                append(now - t0, total)
-                sampled, next_sample = total, now + interval
-            if remaining > 0:
-                remaining -= n
-                if remaining == 0:
-                    break
-            if now >= end:
-                break
-        if total != sampled:
-            append(mono() - t0, total)
+        finally:
+            # The last count is recorded even when the flow ends in an error or is stopped.
+            if total != sampled:
+                append(mono() - t0, total)
         if not stop.is_set():
             self._finish_send()
         return total
@@ -216,32 +219,33 @@ class Pump:
 
     def _recv(self) -> int:
         p = self.params
-        sock, stop, append = self.sock, self._stop, self.io.append
+        stop, append, recv_into = self._stop, self.io.append, self.sock.recv_into
         mono = time.monotonic_ns
         buf = memoryview(bytearray(p.buf_len))
-        recv_into = sock.recv_into
         t0, interval = self.t0, p.sample_io_interval_ns
         total, sampled, next_sample = 0, 0, 0
-        while True:
-            try:
-                n = recv_into(buf)
-            except (BlockingIOError, TimeoutError):
-                if stop.is_set():
+        try:
+            while True:
+                try:
+                    n = recv_into(buf)
+                except (BlockingIOError, TimeoutError):
+                    if stop.is_set():
+                        break
+                    continue
+                except OSError:
+                    if stop.is_set():
+                        break
+                    raise
+                if n == 0:
                     break
-                continue
-            except OSError:
-                if stop.is_set():
-                    break
-                raise
-            if n == 0:
-                break
-            total += n
-            now = mono()
-            if now >= next_sample:
-                append(now - t0, total)
-                sampled, next_sample = total, now + interval
-        if total != sampled:
-            append(mono() - t0, total)
+                total += n
+                now = mono()
+                if now >= next_sample:
+                    append(now - t0, total)
+                    sampled, next_sample = total, now + interval
+        finally:
+            if total != sampled:
+                append(mono() - t0, total)
         return total
 
     def _sample_tcp_info(self) -> None:
@@ -264,7 +268,7 @@ async def run_end(
     ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool, tag: str
 ) -> None:
     """Run_end records one end's StreamInfo and runs its data phase, sampling as asked."""
-    info = stream.info(server, ctx.node_id)
+    info = stream.info(server, ctx.node_id, params.length)
     t0 = time.monotonic_ns()
     ctx.rec.send(info)
     io = ctx.rec.columns("stream_io", stream.flow, server=server, sent=params.sender)

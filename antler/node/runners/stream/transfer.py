@@ -22,9 +22,9 @@ class Stream:
     direction: str
     cca: str = ""
 
-    def info(self, server: bool, node_id: str) -> StreamInfo:
+    def info(self, server: bool, node_id: str, length: int = 0) -> StreamInfo:
         """Info returns the StreamInfo for one end of this stream, with the time now as its base."""
-        return StreamInfo(now(), self.flow, self.direction, self.cca, server, node_id)
+        return StreamInfo(now(), self.flow, self.direction, self.cca, server, node_id, length)
 
 
 @dataclass(frozen=True)
