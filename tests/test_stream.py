@@ -495,3 +495,16 @@ def test_tcp6_over_loopback_in_a_namespace(pair: Pair) -> None:
     )
     assert out.ok, out.errors()
     assert out.flows().loc["six", "bytes"] == 1_000_000
+
+
+def test_the_stream_experiment_writes_flows_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from antler.cli import main
+    from tests.nettools import unique_name
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "+experiment=stream", f"ns={unique_name('x')}", "duration=1s", "cca=reno"]) == 0
+    folder = tmp_path / "results" / "latest" / "experiment-stream_cca-reno"
+    flows = pd.read_parquet(folder / "flows.parquet")
+    assert flows.flow.tolist() == ["up"] and flows.cca.tolist() == ["reno"] and flows.kind.tolist() == ["stream"]
+    assert flows.goodput_mbps.iloc[0] > 50
+    assert set(pd.read_parquet(folder / "tcp_info.parquet").cca) == {"reno"}
