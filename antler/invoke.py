@@ -124,6 +124,7 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         live.bar.close()
         live.bar = None
         writer.close()
+        _analyze(directory, live)
         meta.update(
             status=status,
             ended=datetime.now(UTC).isoformat(),
@@ -132,6 +133,16 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         )
         write_meta(directory, meta)
         print(f"test {k} of {n}: {status} in {time.monotonic() - start:.1f}s", file=live.out, flush=True)
+
+
+def _analyze(directory: Path, live: Live) -> None:
+    """_analyze writes the test's per-flow metrics (flows.parquet); a failure is reported, not raised."""
+    from antler.report.stream_metrics import write_stream_flows
+
+    try:
+        write_stream_flows(directory)
+    except Exception as e:
+        print(f"analysis of {directory.name}: {e}", file=live.out, flush=True)
 
 
 async def _tick(live: Live, start: float, expected: float) -> None:

@@ -74,6 +74,15 @@ def _ray_actors() -> set[str]:
         return set()
 
 
+def _made_here(name: str) -> bool:
+    """_made_here tells this process's namespaces (named by nettools.unique_name) from others'.
+
+    The machine is shared: another test run's namespaces come and go during
+    ours, and counting (and deleting) them failed our tests and broke theirs.
+    """
+    return f"{os.getpid() % 100000}-" in name
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
@@ -81,7 +90,7 @@ def no_leaks() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5
     while True:
-        ns = netns_list() - ns0
+        ns = {n for n in netns_list() - ns0 if _made_here(n)}
         procs = {pid: cmd for pid, cmd in _ours().items() if pid not in procs0}
         socks = _listening() - socks0
         actors = _ray_actors() - actors0

@@ -78,6 +78,7 @@ class StreamInfo:
     cca: str
     server: bool
     node_id: str = ROOT_NODE_ID
+    length: int = 0  # the flow's length limit in bytes (a flow-completion-time flow), 0 for none
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("cca", pa.string()),
             ("server", pa.bool_()),
             ("node_id", pa.string()),
+            ("length_bytes", pa.int64()),
         ]
     ),
     "packet_info": pa.schema(
@@ -140,25 +142,36 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("sent", pa.bool_()),
         ]
     ),
-    # One TCP_INFO sample of the sending or receiving socket.
+    # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
+    # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
+    # unacked, lost, total_retrans and delivered_ce in segments, rates in bits
+    # per second (the kernel's bytes/s times 8; u64 max means unlimited).
     "tcp_info": pa.schema(
         [
             ("flow", pa.string()),
             ("server", pa.bool_()),
             ("t_ns", pa.int64()),
-            ("state", pa.uint8()),
             ("cca", pa.string()),
+            ("state", pa.uint8()),
+            ("ca_state", pa.uint8()),
             ("rtt_us", pa.uint32()),
             ("rttvar_us", pa.uint32()),
+            ("min_rtt_us", pa.uint32()),
             ("snd_cwnd", pa.uint32()),
             ("snd_ssthresh", pa.uint32()),
             ("snd_mss", pa.uint32()),
+            ("unacked", pa.uint32()),
             ("pacing_rate_bps", pa.uint64()),
             ("delivery_rate_bps", pa.uint64()),
             ("total_retrans", pa.uint32()),
             ("lost", pa.uint32()),
+            ("bytes_sent", pa.uint64()),
+            ("bytes_retrans", pa.uint64()),
             ("bytes_acked", pa.uint64()),
             ("bytes_received", pa.uint64()),
+            ("notsent_bytes", pa.uint32()),
+            ("delivered_ce", pa.uint32()),
+            ("snd_wnd_bytes", pa.uint32()),
         ]
     ),
     # One packet sent or received by a packet client or server.
@@ -193,6 +206,7 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error) -> tuple[str, dic
             "cca": item.cca,
             "server": item.server,
             "node_id": item.node_id,
+            "length_bytes": item.length,
         }
     return "packet_info", {"tinit": item.tinit, "flow": item.flow, "server": item.server, "node_id": item.node_id}
 

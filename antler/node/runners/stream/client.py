@@ -1,0 +1,147 @@
+"""The stream client: connects to a stream server and runs the client end of one flow."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.metric import Duration
+from antler.node.runners.stream.addr import PROTOCOLS, check_protocol, split_host_port
+from antler.node.runners.stream.header import Header, HeaderError, read_frame
+from antler.node.runners.stream.pump import PumpParams, run_end
+from antler.node.runners.stream.sock import get_cca, set_cca, set_tos
+from antler.node.runners.stream.transfer import Download, Transfer, Upload
+
+TAG = "stream_client"
+CONNECT_TIMEOUT = Duration(10_000_000_000)
+
+
+class StreamError(Exception):
+    """StreamError is a stream flow that failed: the message names the flow and the cause."""
+
+
+@dataclass(frozen=True)
+class StreamClient:
+    """StreamClient is the client for stream flows: one upload or download to a stream server.
+
+    The server is ``addr`` (``host:port``) or, if that is empty, the address
+    found in the incoming feedback under ``addr_key``. ``protocol`` is ``tcp``,
+    ``tcp4`` or ``tcp6``. A connect that gets no answer within
+    ``connect_timeout`` fails the flow.
+    """
+
+    addr: str = ""
+    addr_key: str = ""
+    protocol: str = "tcp"
+    upload: Upload | None = None
+    download: Download | None = None
+    connect_timeout: Duration = CONNECT_TIMEOUT
+
+    def validate(self, path: str) -> None:
+        """Validate checks there is one transfer, a way to find the server, and the protocol."""
+        if (self.upload is None) == (self.download is None):
+            raise ValueError("stream_client needs exactly one of upload or download")
+        if not self.addr and not self.addr_key:
+            raise ValueError("stream_client needs addr or addr_key")
+        if self.addr:
+            split_host_port(self.addr)
+        check_protocol(self.protocol)
+        if self.connect_timeout.ns <= 0:
+            raise ValueError("connect_timeout must be positive")
+
+    def transfer(self) -> Transfer:
+        """Transfer returns the upload or download."""
+        t = self.upload or self.download
+        assert t is not None
+        return t
+
+    def expected_seconds(self) -> float:
+        """Expected_seconds is the transfer's duration."""
+        return self.transfer().duration.seconds
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        """Run connects, sends the header and runs the client end until the flow completes."""
+        t = self.transfer()
+        flow = t.flow
+        addr = self.addr
+        if not addr:
+            if self.addr_key not in feedback:
+                keys = ", ".join(sorted(feedback)) or "none"
+                raise StreamError(f"flow {flow}: no server address under feedback key {self.addr_key!r} (keys: {keys})")
+            addr = str(feedback[self.addr_key])
+        try:
+            host, port = split_host_port(addr)
+        except ValueError as e:
+            raise StreamError(f"flow {flow}: {e}") from None
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                host or "localhost", port, family=PROTOCOLS[self.protocol], type=socket.SOCK_STREAM
+            )
+        except OSError as e:
+            raise StreamError(f"flow {flow}: resolving {addr}: {e}") from None
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sender = t.direction == "up"
+            try:
+                if sender and t.cca:
+                    set_cca(sock, t.cca)
+                if t.tos:
+                    set_tos(sock, t.dscp, t.ecn)
+                for opt in t.sockopt:
+                    opt.apply(sock)
+            except (ValueError, OSError) as e:
+                raise StreamError(f"flow {flow}: {e}") from None
+            await self._connect(sock, sockaddr, addr, flow)
+            header = Header(
+                flow=flow,
+                direction=t.direction,
+                cca=get_cca(sock) if sender else t.cca,
+                duration_ns=t.duration.ns,
+                length=t.length_bytes,
+                sample_io_interval_ns=t.sample_io_interval.ns,
+                tcp_info_interval_ns=t.tcp_info_interval.ns,
+                buf_len=t.buf_len,
+                tos=t.tos,
+            )
+            try:
+                await loop.sock_sendall(sock, header.encode())
+                reply = await read_frame(sock, self.connect_timeout.seconds)
+            except (HeaderError, OSError) as e:
+                raise StreamError(f"flow {flow}: no valid reply from server {addr}: {e}") from None
+            if "error" in reply:
+                raise StreamError(f"flow {flow}: server {addr} refused it: {reply['error']}")
+            cca = header.cca if sender else str(reply.get("cca", ""))
+            params = PumpParams(
+                sender=sender,
+                duration_ns=t.duration.ns,
+                length=t.length_bytes,
+                buf_len=t.buf_len,
+                sample_io_interval_ns=t.sample_io_interval.ns,
+                tcp_info_interval_ns=t.tcp_info_interval.ns,
+            )
+            try:
+                await run_end(ctx, sock, t.stream(cca), params, server=False, tag=TAG)
+            except OSError as e:
+                raise StreamError(f"flow {flow}: {'sending to' if sender else 'receiving from'} {addr}: {e}") from None
+        finally:
+            sock.close()
+        return {}
+
+    async def _connect(self, sock: socket.socket, sockaddr: tuple[object, ...], addr: str, flow: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout.seconds):
+                await loop.sock_connect(sock, sockaddr)
+        except TimeoutError:
+            raise StreamError(f"flow {flow}: connect to {addr}: no answer within {self.connect_timeout}") from None
+        except OSError as e:
+            # asyncio's message repeats the address; the errno's text is the cause.
+            cause = os.strerror(e.errno) if e.errno else str(e)
+            raise StreamError(f"flow {flow}: connect to {addr}: {cause}") from None

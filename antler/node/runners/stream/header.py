@@ -1,0 +1,141 @@
+"""The stream header: what a client tells the server before any data flows.
+
+Wire format, both ways (request and the server's reply)::
+
+    magic    4 bytes  b"AnSt"
+    version  1 byte   HEADER_VERSION
+    flags    1 byte   0 (reserved)
+    length   2 bytes  big-endian length of the body
+    body     length   UTF-8 JSON object
+
+The request body names the flow, its direction, CCA and stop rules (see
+:class:`Header`). Unknown keys are ignored, so a later version can add one,
+such as the ``sig`` HMAC signature the packet protocol's keyed mode may fill,
+without breaking older servers. The reply body is ``{"ok": true}`` or
+``{"error": "..."}``, so a server-side failure (an unknown CCA for a download)
+reaches the client with its cause.
+
+A server reads a header with a deadline and a size limit, and checks every
+field, so random bytes from a stray client are an error for that connection
+only: the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from antler.node.flow import check_flow
+
+MAGIC = b"AnSt"
+HEADER_VERSION = 1
+MAX_BODY = 4096
+_PREFIX = struct.Struct("!4sBBH")
+DIRECTIONS = ("up", "down")
+
+
+class HeaderError(Exception):
+    """HeaderError is a header that is malformed, too large, late or cut short."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """Header is the request a client sends: which flow, which way, and when to stop.
+
+    ``direction`` is ``up`` (client sends) or ``down`` (server sends). The
+    sender stops after ``duration_ns`` or ``length`` bytes (0 = no length
+    limit), whichever comes first; the interval fields tell the server how to
+    sample when it is the sender. ``sig`` is reserved for an HMAC signature.
+    """
+
+    flow: str
+    direction: str
+    cca: str = ""
+    duration_ns: int = 0
+    length: int = 0
+    sample_io_interval_ns: int = 0
+    tcp_info_interval_ns: int = 0
+    buf_len: int = 131072
+    tos: int = 0
+    sig: str = ""
+
+    def check(self) -> None:
+        """Check raises HeaderError for a field out of its range."""
+        try:
+            check_flow(self.flow)
+        except ValueError as e:
+            raise HeaderError(str(e)) from None
+        if self.direction not in DIRECTIONS:
+            raise HeaderError(f"direction {self.direction!r} is not up or down")
+        if not isinstance(self.cca, str) or len(self.cca) > 15:
+            raise HeaderError(f"invalid cca {self.cca!r}")
+        for name in ("duration_ns", "length", "sample_io_interval_ns", "tcp_info_interval_ns", "buf_len", "tos"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise HeaderError(f"{name} must be a non-negative integer, got {v!r}")
+        if not 0 < self.buf_len <= 64 * 1024 * 1024:
+            raise HeaderError(f"buf_len {self.buf_len} out of range")
+        if self.tos > 255:
+            raise HeaderError(f"tos {self.tos} out of range")
+
+    def encode(self) -> bytes:
+        """Encode returns the header on the wire."""
+        return frame(asdict(self))
+
+    @classmethod
+    def decode(cls, body: dict[str, Any]) -> Header:
+        """Decode builds a checked header from a request body."""
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
+        try:
+            h = cls(**known)
+        except TypeError as e:
+            raise HeaderError(f"incomplete header: {e}") from None
+        h.check()
+        return h
+
+
+def frame(body: dict[str, Any]) -> bytes:
+    """Frame returns a JSON body with the magic, version and length before it."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    if len(data) > MAX_BODY:
+        raise HeaderError(f"header body of {len(data)} bytes exceeds {MAX_BODY}")
+    return _PREFIX.pack(MAGIC, HEADER_VERSION, 0, len(data)) + data
+
+
+async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
+    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            prefix = await _read_exactly(sock, _PREFIX.size)
+            magic, version, _flags, length = _PREFIX.unpack(prefix)
+            if magic != MAGIC:
+                raise HeaderError(f"not an antler stream header (starts {prefix[:4]!r})")
+            if version != HEADER_VERSION:
+                raise HeaderError(f"header version {version} not supported (this node speaks {HEADER_VERSION})")
+            if length > MAX_BODY:
+                raise HeaderError(f"header body of {length} bytes exceeds {MAX_BODY}")
+            data = await _read_exactly(sock, length)
+    except TimeoutError:
+        raise HeaderError(f"no complete header within {timeout:g}s") from None
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HeaderError(f"header body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise HeaderError("header body is not a JSON object")
+    return body
+
+
+async def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise HeaderError(f"connection closed after {len(buf)} of {n} header bytes")
+        buf += chunk
+    return bytes(buf)

@@ -1,0 +1,198 @@
+"""Socket options of a stream flow: congestion control, DSCP/ECN, raw sockopts, TCP_INFO.
+
+TCP_INFO is read with ``getsockopt(IPPROTO_TCP, TCP_INFO)`` on the flow's own
+socket, the counterpart of the sock_diag sampling the Go original does from
+outside: the same kernel struct, without a netlink round trip per sample.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+AVAILABLE_CCA_PATH = "/proc/sys/net/ipv4/tcp_available_congestion_control"
+SOCKOPT_TYPES = ("int", "string", "byte")
+TCP_INFO_LEN = 256
+"""TCP_INFO_LEN is the buffer asked of the kernel; older kernels fill less, the rest reads as zero."""
+
+
+class CCAError(ValueError):
+    """CCAError is a congestion control algorithm the kernel does not offer."""
+
+
+@dataclass(frozen=True)
+class Sockopt:
+    """Sockopt is a raw socket option set on a flow's socket before it connects.
+
+    ``type`` says how ``value`` is passed: ``int`` (a C int), ``string`` (its
+    bytes) or ``byte`` (one byte, 0-255). ``level`` and ``opt`` are the numbers
+    given to setsockopt(2); ``name`` labels the option in logs.
+    """
+
+    type: str
+    level: int
+    opt: int
+    value: Any
+    name: str = ""
+
+    def validate(self, path: str) -> None:
+        """Validate checks the type and that the value fits it."""
+        if self.type not in SOCKOPT_TYPES:
+            raise ValueError(f"sockopt type {self.type!r} is not one of {', '.join(SOCKOPT_TYPES)}")
+        self.encoded()
+
+    def encoded(self) -> int | bytes:
+        """Encoded returns the value as setsockopt takes it."""
+        v = self.value
+        if self.type == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"sockopt {self.label()}: int value expected, got {v!r}")
+            return v
+        if self.type == "byte":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+                raise ValueError(f"sockopt {self.label()}: byte value 0-255 expected, got {v!r}")
+            return bytes([v])
+        if not isinstance(v, str):
+            raise ValueError(f"sockopt {self.label()}: string value expected, got {v!r}")
+        return v.encode()
+
+    def label(self) -> str:
+        """Label names the option for messages."""
+        return self.name or f"{self.level}/{self.opt}"
+
+    def apply(self, sock: socket.socket) -> None:
+        """Apply sets the option on sock."""
+        try:
+            sock.setsockopt(self.level, self.opt, self.encoded())
+        except OSError as e:
+            raise OSError(e.errno, f"setting sockopt {self.label()}: {e.strerror}") from None
+
+
+def available_ccas() -> list[str]:
+    """Available_ccas lists the congestion control algorithms the kernel offers."""
+    try:
+        with open(AVAILABLE_CCA_PATH) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def set_cca(sock: socket.socket, cca: str) -> None:
+    """Set_cca sets the socket's congestion control algorithm (TCP_CONGESTION)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cca.encode())
+    except OSError as e:
+        offered = " ".join(available_ccas()) or "unknown"
+        raise CCAError(
+            f"congestion control {cca!r} is not available ({e.strerror}); the kernel offers: {offered}"
+        ) from None
+
+
+def get_cca(sock: socket.socket) -> str:
+    """Get_cca returns the socket's congestion control algorithm."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def set_tos(sock: socket.socket, dscp: int, ecn: int) -> None:
+    """Set_tos sets the DSCP and ECN bits (IP_TOS, or IPV6_TCLASS on IPv6).
+
+    For TCP the kernel manages the ECN bits itself once ECN is negotiated
+    (sysctl net.ipv4.tcp_ecn); the DSCP bits are always honoured.
+    """
+    tos = (dscp << 2) | ecn
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+# struct tcp_info from linux/tcp.h, up to tcpi_snd_wnd (232 bytes, Linux 5.4+).
+# The bitfield byte (snd/rcv wscale) and the app-limited byte are read as plain bytes.
+_TCP_INFO = struct.Struct(
+    "=8B"  # state, ca_state, retransmits, probes, backoff, options, wscale, app_limited
+    "24I"  # rto .. total_retrans (24 u32, offsets 8..103)
+    "4Q"  # pacing_rate, max_pacing_rate, bytes_acked, bytes_received
+    "6I"  # segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in, data_segs_out
+    "4Q"  # delivery_rate, busy_time, rwnd_limited, sndbuf_limited
+    "2I"  # delivered, delivered_ce
+    "2Q"  # bytes_sent, bytes_retrans
+    "4I"  # dsack_dups, reord_seen, rcv_ooopack, snd_wnd
+)
+assert _TCP_INFO.size == 232
+
+TCP_INFO_COLUMNS = (
+    "state",
+    "ca_state",
+    "rtt_us",
+    "rttvar_us",
+    "min_rtt_us",
+    "snd_cwnd",
+    "snd_ssthresh",
+    "snd_mss",
+    "unacked",
+    "pacing_rate_bps",
+    "delivery_rate_bps",
+    "total_retrans",
+    "lost",
+    "bytes_sent",
+    "bytes_retrans",
+    "bytes_acked",
+    "bytes_received",
+    "notsent_bytes",
+    "delivered_ce",
+    "snd_wnd_bytes",
+)
+"""TCP_INFO_COLUMNS are the tcp_info columns read_tcp_info returns, in order (after t_ns)."""
+
+
+def read_tcp_info(sock: socket.socket) -> tuple[int, ...]:
+    """Read_tcp_info returns one TCP_INFO sample of sock, in the order of TCP_INFO_COLUMNS.
+
+    Rates are converted from the kernel's bytes per second to bits per second.
+    """
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+    if len(raw) < _TCP_INFO.size:
+        raw = raw + bytes(_TCP_INFO.size - len(raw))
+    v = _TCP_INFO.unpack_from(raw)
+    u32 = v[8:32]  # rto=0 ato snd_mss=2 rcv_mss unacked=4 sacked lost=6 retrans fackets
+    # last_data_sent=9 .. last_ack_recv=12, pmtu=13 rcv_ssthresh rtt=15 rttvar=16
+    # snd_ssthresh=17 snd_cwnd=18 advmss reordering rcv_rtt rcv_space total_retrans=23
+    pacing, _max_pacing, acked, received = v[32:36]
+    _segs_out, _segs_in, notsent, min_rtt, _dsi, _dso = v[36:42]
+    delivery_rate = v[42]
+    _delivered, delivered_ce = v[46:48]
+    bytes_sent, bytes_retrans = v[48:50]
+    snd_wnd = v[53]
+    return (
+        v[0],
+        v[1],
+        u32[15],
+        u32[16],
+        min_rtt,
+        u32[18],
+        u32[17],
+        u32[2],
+        u32[4],
+        _bits(pacing),
+        _bits(delivery_rate),
+        u32[23],
+        u32[6],
+        bytes_sent,
+        bytes_retrans,
+        acked,
+        received,
+        notsent,
+        delivered_ce,
+        snd_wnd,
+    )
+
+
+_U64_MAX = 2**64 - 1
+
+
+def _bits(bytes_per_second: int) -> int:
+    # The kernel reports ~0 for "no pacing limit"; keep that as the u64 maximum.
+    return min(bytes_per_second * 8, _U64_MAX)
