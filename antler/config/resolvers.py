@@ -109,7 +109,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-RESOLVERS: dict[str, Callable[..., Any]] = {"lognormal": lognormal, "exponential": exponential, "uniform": uniform, "cycle": cycle, "each": each}
+RESOLVERS: dict[str, Callable[..., Any]] = {
+    "lognormal": lognormal,
+    "exponential": exponential,
+    "uniform": uniform,
+    "cycle": cycle,
+    "each": each,
+}
 
 
 def register() -> None:
