@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from antler.config.test import TestSpec
 from antler.node.spec import ConfigError, parse
+from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -90,6 +91,7 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         if not Path(config_dir).is_dir():
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    register_rig_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(packaged_conf_dir()), version_base="1.3"):
