@@ -18,6 +18,16 @@ import pytest
 
 from tests.nettools import NetnsFactory, netns_factory, netns_list
 
+# Namespaces are host-wide and other test sessions run beside this one: only
+# names made by nettools.unique_name in this process count as ours, so the
+# check never reports, or deletes, another session's namespaces.
+_OUR_NETNS = re.compile(rf"[a-zA-Z]*{os.getpid() % 100000}-[0-9]+(?:$|[^0-9])")
+
+
+def _our_netns() -> set[str]:
+    return {n for n in netns_list() if _OUR_NETNS.match(n)}
+
+
 _RAY_PROC = re.compile(
     r"raylet|gcs_server|ray::|ray/_private|ray/dashboard|ray/autoscaler|default_worker|log_monitor|runtime_env"
 )
@@ -77,11 +87,11 @@ def _ray_actors() -> set[str]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
-    ns0, procs0, socks0, actors0 = netns_list(), set(_ours()), _listening(), _ray_actors()
+    ns0, procs0, socks0, actors0 = _our_netns(), set(_ours()), _listening(), _ray_actors()
     yield
     deadline = time.monotonic() + 5
     while True:
-        ns = netns_list() - ns0
+        ns = _our_netns() - ns0
         procs = {pid: cmd for pid, cmd in _ours().items() if pid not in procs0}
         socks = _listening() - socks0
         actors = _ray_actors() - actors0

@@ -117,6 +117,10 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
+        cause = _config_error_in(e)
+        if cause is not None:
+            # A resolver's own ConfigError (e.g. the rig's) already names its key.
+            raise cause from None
         raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
     assert isinstance(plain, dict)
     test_data = plain["test"]
@@ -138,6 +142,16 @@ def experiments(config_dir: str | None = None) -> list[str]:
     if config_dir is not None:
         names |= {p.stem for p in (Path(config_dir) / "experiment").glob("*.yaml")}
     return sorted(names)
+
+
+def _config_error_in(e: BaseException) -> ConfigError | None:
+    """_config_error_in finds a ConfigError that OmegaConf wrapped while resolving."""
+    seen: BaseException | None = e
+    for _ in range(10):
+        if seen is None or isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _first_line(e: BaseException) -> str:

@@ -171,7 +171,8 @@ def check(rig: Dumbbell) -> str:
             # The forward netem sits on an ifb fed from m-left's ingress.
             check_qdisc("netem")
     except RigError as e:
-        raise ConfigError("rig", str(e)) from None
+        # The message names its key (rig.qdisc, rig.emulator) and what the kernel has.
+        raise ConfigError("", str(e)) from None
     return emulator
 
 

@@ -62,7 +62,8 @@ def qdiscs() -> frozenset[str]:
     """Qdiscs returns the qdisc kinds this kernel has, among those in QDISC_PROBES."""
     if shutil.which("tc") is None or shutil.which("ip") is None:
         raise RigError("tc and ip (iproute2) are needed to detect qdiscs")
-    ns = f"rq{os.getpid() % 1_000_000}-{next(_scratch)}"[:15]
+    # Named as tests/nettools.unique_name names them: prefix, pid, counter.
+    ns = f"rq{os.getpid() % 100000}-{next(_scratch)}"
     _run("ip", "netns", "add", ns)
     try:
         found = set()
