@@ -15,17 +15,19 @@ import re
 import statistics
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
+from antler.cli import main
 from antler.config.compose import compose_config, compose_jobs
 from antler.node import Duration, Item, LogEntry, do, parse_run
 from antler.node.items import Error
 from antler.node.launch import launch
 from antler.node.spec import ConfigError
-from antler.rig import kernel
+from antler.rig import dumbbell, kernel
 from antler.rig.delay import DelayError, LinkSpec
 from tests.nettools import unique_name
 
@@ -195,3 +197,67 @@ def test_link_spec_reads_delay_and_loss() -> None:
     for bad in ("d-fwd", "d-fwd:10", "d-fwd:10ms:2", ":10ms"):
         with pytest.raises(DelayError):
             LinkSpec.parse(bad)
+
+
+@pytest.mark.slow
+def test_the_bottleneck_shapes_tcp_to_rig_rate_and_its_queue_shows_in_the_rtt() -> None:
+    count = 300
+
+    def body(rig: dict[str, Any]) -> list[dict[str, Any]]:
+        right = rig["addr"]["right"]
+        return [
+            on(rig, "right", system={"command": f"iperf3 -s -1 -B {right}", "background": True, "stdout": "quiet"}),
+            {"sleep": "200ms"},
+            {
+                "parallel": [
+                    on(rig, "left", system={"command": f"iperf3 -c {right} -t 6 -O 2 -C cubic -J"}),
+                    {
+                        "serial": [
+                            {"sleep": "3s"},
+                            on(rig, "left", system={"command": f"ping -c {count} -i 0.01 {right}"}),
+                        ]
+                    },
+                ]
+            },
+        ]
+
+    ok, items, _ = rig_test(["rig.rate=50mbit", "rig.rtt=20ms", "rig.qdisc=pfifo", "rig.limit=1000"], body)
+    assert ok, errors(items)
+    report = json.loads(next(t for t in logs(items, "left") if t.lstrip().startswith("{")))
+    goodput = report["end"]["sum_received"]["bits_per_second"] / 1e6
+    assert 44 <= goodput <= 50.5, f"TCP goodput {goodput:.1f} Mbit/s through a 50 Mbit/s bottleneck"
+    rtts = ping_rtts(ping_log(items, count))
+    assert statistics.median(rtts) > 20 + 50, f"median RTT under load {statistics.median(rtts):.1f} ms: no bufferbloat"
+
+
+def test_meta_json_records_the_emulator_the_rig_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    prefix = unique_name("rg") + "-"
+    assert main(["run", "+experiment=rigcheck", f"rig.netns_prefix={prefix}", "rig.rtt=10ms"]) == 0
+    test_dir = tmp_path / "results" / "latest" / "experiment-rigcheck"
+    meta = json.loads((test_dir / "meta.json").read_text())
+    assert meta["rig"]["emulator"] == kernel.choose_emulator()
+    assert meta["rig"]["rtt_ms"] == 10.0
+    assert "pfifo" in meta["rig"]["kernel_qdiscs"]
+    assert "50 packets transmitted, 50 received" in (test_dir / "log.txt").read_text()
+
+
+def _commands(runs: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for child in runs:
+        for step in child["child"]["serial"]:
+            s = step["system"]
+            out.append(" ".join([s.get("command", ""), *s.get("args", [])]).strip())
+    return out
+
+
+def test_the_rig_uses_netem_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel, "qdiscs", lambda: frozenset({"pfifo", "htb", "tbf", "netem"}))
+    rig = {"rtt": "20ms", "loss": "1%"}
+    netem = _commands(dumbbell.setup_runs(rig))
+    assert any(c.endswith("root netem delay 10000us limit 100000 loss 1%") for c in netem), netem
+    assert any("mirred egress redirect dev ifb-fwd" in c for c in netem)
+    assert not any("antler.rig.delay" in c for c in netem)
+    tun = _commands(dumbbell.setup_runs({**rig, "emulator": "tun"}))
+    assert not any("netem" in c for c in tun)
+    assert any("antler.rig.delay run --link d-fwd:10ms:0.01 --link d-ret:10ms" in c for c in tun), tun
