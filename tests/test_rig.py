@@ -261,3 +261,6 @@ def test_the_rig_uses_netem_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPa
     tun = _commands(dumbbell.setup_runs({**rig, "emulator": "tun"}))
     assert not any("netem" in c for c in tun)
     assert any("antler.rig.delay run --link d-fwd:10ms:0.01 --link d-ret:10ms" in c for c in tun), tun
+    plain = _commands(dumbbell.setup_runs({"rtt": "0", "loss": 0}))
+    assert not any("netem" in c or "antler.rig.delay" in c for c in plain), "no delay, no emulator"
+    assert any("emulator none" in c for c in plain)

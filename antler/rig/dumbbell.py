@@ -161,19 +161,20 @@ def params(data: Any, path: str = "rig") -> Dumbbell:
 
 
 def check(rig: Dumbbell) -> str:
-    """Check verifies the kernel can build the rig and returns the emulator to use, raising ConfigError."""
+    """Check verifies the kernel can build the rig and returns its delay emulator, raising ConfigError.
+
+    The emulator is ``netem`` or ``tun``, or ``none`` when the rig adds
+    neither delay nor loss.
+    """
     try:
         check_qdisc(rig.qdisc_kind)
         if rig.rate.bps:
             check_qdisc("htb", "the bottleneck shaper")
         emulator = choose_emulator(rig.emulator)
-        if emulator == "netem" and (rig.rtt.ns or rig.loss_probability):
-            # The forward netem sits on an ifb fed from m-left's ingress.
-            check_qdisc("netem")
     except RigError as e:
         # The message names its key (rig.qdisc, rig.emulator) and what the kernel has.
         raise ConfigError("", str(e)) from None
-    return emulator
+    return emulator if rig.rtt.ns or rig.loss_probability else "none"
 
 
 def setup_runs(data: Any) -> list[dict[str, Any]]:
@@ -198,10 +199,9 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         *_offloads(rig, DEV_MID_LEFT, DEV_MID_RIGHT),
         *_bottleneck(rig),
     ]
-    delay_wanted = rig.rtt.ns > 0 or rig.loss_probability > 0
-    if delay_wanted and emulator == "netem":
+    if emulator == "netem":
         mid += _netem(rig)
-    elif delay_wanted:
+    elif emulator == "tun":
         mid += _tun(rig)
     # Forwarding last: no packet crosses mid before the delay is in place.
     mid.append(_sys("sysctl -w net.ipv4.ip_forward=1"))

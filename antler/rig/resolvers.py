@@ -3,7 +3,7 @@
 Each reads the composed ``rig`` key of the config (the rig group an
 experiment chose, with any overrides such as ``rig.rtt=40ms``) and returns
 plain data: the set-up or tear-down runs (a list for a ``serial``), or the
-name of the delay emulator the rig will use (``netem`` or ``tun``), for
+name of the delay emulator the rig will use (``netem``, ``tun`` or ``none``), for
 titles and IDs. A rig the kernel cannot build (a qdisc it lacks) fails the
 composition with a message naming the qdiscs it has, before any test runs.
 """
@@ -52,7 +52,7 @@ def rig_teardown(*, _root_: DictConfig) -> list[dict[str, Any]]:
 
 
 def rig_emulator(*, _root_: DictConfig) -> str:
-    """Rig_emulator is the ``${rig_emulator:}`` resolver: ``netem`` or ``tun``, as the rig will use."""
+    """Rig_emulator is the ``${rig_emulator:}`` resolver: ``netem``, ``tun`` or ``none``, as the rig will use."""
     data = rig_data(_root_)
     emulator: str = _module(data).check(_module(data).params(data))
     return emulator
