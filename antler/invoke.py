@@ -18,6 +18,7 @@ from antler.config.compose import Job
 from antler.node.items import Error, Item, LogEntry
 from antler.node.root import Launch, do
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
+from antler.rig.resolvers import rig_facts
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -93,6 +94,11 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         "host": host_facts(),
         "pid": os.getpid(),
     }
+    rig = rig_facts(job.config)
+    if rig is not None:
+        # The rig as built on this kernel (the delay emulator above all), so a
+        # result never hides that it was made with the TUN link, not netem.
+        meta["rig"] = rig
     write_meta(directory, meta)
     writer = TestWriter(directory)
 

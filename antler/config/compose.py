@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from antler.config import resolvers
 from antler.config.test import TestSpec
 from antler.node.spec import ConfigError, parse
+from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -94,6 +95,7 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
     resolvers.register()
+    register_rig_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(packaged_conf_dir()), version_base="1.3"):
@@ -121,6 +123,10 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
+        cause = _config_error_in(e)
+        if cause is not None:
+            # A resolver's own ConfigError (e.g. the rig's) already names its key.
+            raise cause from None
         raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
     assert isinstance(plain, dict)
     test_data = plain["test"]
@@ -142,6 +148,16 @@ def experiments(config_dir: str | None = None) -> list[str]:
     if config_dir is not None:
         names |= {p.stem for p in (Path(config_dir) / "experiment").glob("*.yaml")}
     return sorted(names)
+
+
+def _config_error_in(e: BaseException) -> ConfigError | None:
+    """_config_error_in finds a ConfigError that OmegaConf wrapped while resolving."""
+    seen: BaseException | None = e
+    for _ in range(10):
+        if seen is None or isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _first_line(e: BaseException) -> str:
