@@ -20,6 +20,7 @@ from antler.node.metric import Duration
 from antler.node.node import Node
 from antler.node.recorder import RunnerError
 from antler.node.runners import Runner
+from antler.node.runners.packet import PacketClient, PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
 from antler.node.runners.sleep import Sleep
 from antler.node.runners.system import System
@@ -39,6 +40,8 @@ class Run:
     sleep: Sleep | None = None
     system: System | None = None
     result_stream: ResultStreamRunner | None = None
+    packet_server: PacketServer | None = None
+    packet_client: PacketClient | None = None
 
     def validate(self, path: str) -> None:
         """Validate checks that at most one field is set."""
