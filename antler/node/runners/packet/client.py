@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
+import select
 import socket
 import struct
 import threading
@@ -27,12 +27,13 @@ from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
     FIXED_LEN,
     MAX_UDP_PAYLOAD,
+    REPLY,
     BadPacket,
     Packet,
     PacketFlag,
     PacketHeader,
-    decode,
     header_len,
+    parse,
 )
 
 TAG = "packet_client"
@@ -44,6 +45,9 @@ or LATE_UNKNOWN_S if no reply came at all (a lost server gives loss figures, not
 RING = 1 << 16
 """RING is how many recent sends the client remembers to match replies for the late-reply bound."""
 POLL_SECONDS = 0.1
+"""POLL_SECONDS is the longest the I/O thread waits before checking for a cancel."""
+DRAIN_SLACK_NS = 40_000
+"""DRAIN_SLACK_NS: while spinning, a reply is handled only if the deadline is further away than this."""
 _SEQ = struct.Struct("!Q")
 
 
@@ -130,7 +134,16 @@ class PacketClient:
 
 
 class _Flow:
-    """_Flow is one running PacketClient: a sender thread, a receiver thread and their shared state."""
+    """_Flow is one running PacketClient: one I/O thread that sends on schedule and receives between sends.
+
+    Sending and receiving share one thread on purpose: two Python threads
+    contend for the GIL, and a spinning sender starves a receiver (or the
+    other way round) for up to the 5 ms switch interval. Here the thread
+    waits in select() on the socket until shortly before each deadline,
+    handles replies that arrive meanwhile, then spins to the deadline, still
+    draining replies while there is slack. Receive times come from the
+    kernel, so handling a reply a little later does not change its RTT.
+    """
 
     def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any) -> None:
         self.ctx = ctx
@@ -150,11 +163,11 @@ class _Flow:
         self._ring_t = [0] * RING
         self._ring_replied = bytearray(RING)
         self._stop = threading.Event()
-        self._recv_stop = threading.Event()
-        self._sender_error: BaseException | None = None
+        self._error: BaseException | None = None
         self._done_cb: Callable[[], object] = lambda: None
-        self._receiver = threading.Thread(target=self._receive_loop, name=f"packet-recv-{spec.flow}", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name=f"packet-send-{spec.flow}", daemon=True)
+        self._buf = bytearray(spec.max_packet_size + 1)
+        self._view = memoryview(self._buf)
+        self._thread = threading.Thread(target=self._main, name=f"packet-{spec.flow}", daemon=True)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,29 +178,15 @@ class _Flow:
                 done.set_result(None)
 
         self._done_cb = lambda: loop.call_soon_threadsafe(finished)
-        self._receiver.start()
-        self._sender.start()
+        self._thread.start()
         await done
-        if self._sender_error is not None:
-            raise RuntimeError(f"flow {self.spec.flow}: sending failed: {self._sender_error}")
-        if self.echo_sent:
-            await self._await_replies()
-
-    async def _await_replies(self) -> None:
-        if self.max_rtt_ns:
-            bound = min(max(4 * self.max_rtt_ns / 1e9, LATE_MIN_S), LATE_MAX_S)
-        else:
-            bound = LATE_UNKNOWN_S
-        end = time.monotonic() + bound
-        while self.replies < self.echo_sent and time.monotonic() < end:
-            await asyncio.sleep(0.01)
+        if self._error is not None:
+            raise RuntimeError(f"flow {self.spec.flow}: {self._error}")
 
     async def close(self) -> None:
         self._stop.set()
-        self._recv_stop.set()
-        for t in (self._sender, self._receiver):
-            if t.is_alive():
-                await asyncio.to_thread(t.join)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
         self.sock.close()
         text = f"flow {self.spec.flow}: sent {self.sent} packets"
         if self.echo_sent:
@@ -196,21 +195,39 @@ class _Flow:
             text += "; " + ", ".join(f"{v} {k}" for k, v in sorted(self.errors.items()))
         self.ctx.rec.log(text, TAG)
 
-    def _send_loop(self) -> None:
+    def _main(self) -> None:
         try:
-            self._send()
+            self.sock.setblocking(False)
+            self._send_all()
+            if self.echo_sent and not self._stop.is_set():
+                self._await_replies()
         except BaseException as e:
-            self._sender_error = e
+            self._error = e
         finally:
             self._done_cb()
 
-    def _send(self) -> None:
-        clock_timer = timer.HybridTimer()
-        clock_timer.setup()
+    def _late_bound_ns(self) -> int:
+        if not self.max_rtt_ns:
+            return int(LATE_UNKNOWN_S * 1e9)
+        return int(min(max(4 * self.max_rtt_ns, LATE_MIN_S * 1e9), LATE_MAX_S * 1e9))
+
+    def _await_replies(self) -> None:
+        end = time.monotonic_ns() + self._late_bound_ns()
+        while self.replies < self.echo_sent and not self._stop.is_set():
+            left = end - time.monotonic_ns()
+            if left <= 0:
+                return
+            ready, _, _ = select.select([self.sock], [], [], min(left / 1e9, POLL_SECONDS))
+            if ready:
+                self._drain(end)
+
+    def _send_all(self) -> None:
+        hyb = timer.HybridTimer()
+        hyb.setup()
         spec, key, clock, cols = self.spec, self.key, self.clock, self.cols
-        s, sockaddr = self.sock, self.sockaddr
-        flow_len = len(spec.flow)
-        tag_at = FIXED_LEN + flow_len
+        s, sockaddr, stop = self.sock, self.sockaddr, self._stop
+        mono = time.monotonic_ns
+        tag_at = FIXED_LEN + len(spec.flow)
         templates: dict[tuple[int, bool], bytes] = {}
         # Merge the senders' plans into one time-ordered schedule, so sequence
         # numbers follow send order across senders.
@@ -221,9 +238,8 @@ class _Flow:
             if first is not None:
                 heap.append((first[0], i, first[1], first[2]))
         heapq.heapify(heap)
-        start = time.monotonic_ns() + START_DELAY_NS
+        start = mono() + START_DELAY_NS
         ring_seq, ring_t, ring_replied = self._ring_seq, self._ring_t, self._ring_replied
-        stop = self._stop
         seq = 0
         while heap:
             offset, i, length, echo = heapq.heappop(heap)
@@ -236,14 +252,27 @@ class _Flow:
             if key is not None:
                 hmac.sign_in_place(key, buf, tag_at)
             deadline = start + offset
-            now = time.monotonic_ns()
-            # Sleep in slices so a cancel is seen within POLL_SECONDS.
-            while deadline - now > timer.MAX_SPIN_NS + int(POLL_SECONDS * 1e9):
-                time.sleep(POLL_SECONDS)
-                if stop.is_set():
-                    return
-                now = time.monotonic_ns()
-            now = clock_timer.wait_until(deadline)
+            # Wait for the deadline, handling replies meanwhile.
+            while True:
+                now = mono()
+                ahead = deadline - now
+                if ahead <= 0:
+                    break
+                if ahead > hyb.spin_ns:
+                    target = deadline - hyb.spin_ns
+                    timeout = (target - now) / 1e9
+                    ready, _, _ = select.select([s], [], [], min(timeout, POLL_SECONDS))
+                    if stop.is_set():
+                        return
+                    if ready:
+                        self._drain(target)
+                    elif timeout <= POLL_SECONDS:
+                        hyb.learn(mono() - target)
+                    continue
+                # Spin; take a reply only while there is time to spare.
+                if ahead > DRAIN_SLACK_NS:
+                    self._drain(deadline - DRAIN_SLACK_NS, once=True)
+            now = mono()
             t = clock.from_mono(now)
             # The reply may be handled before sendto returns: note the send first.
             slot = seq % RING
@@ -252,6 +281,9 @@ class _Flow:
             ring_replied[slot] = 0
             try:
                 s.sendto(buf, sockaddr)
+            except BlockingIOError:
+                ring_seq[slot] = -1
+                self.errors["send errors (socket buffer full)"] += 1
             except OSError as e:
                 ring_seq[slot] = -1
                 self.errors[f"send errors ({e.strerror or e})"] += 1
@@ -267,45 +299,39 @@ class _Flow:
             if nxt is not None:
                 heapq.heappush(heap, (nxt[0], i, nxt[1], nxt[2]))
 
-    def _receive_loop(self) -> None:
-        with contextlib.suppress(OSError):
-            self._receive()
-
-    def _receive(self) -> None:
+    def _drain(self, until_ns: int, once: bool = False) -> None:
+        """_drain handles the datagrams waiting on the socket, until none is left or until_ns."""
         s, key, clock, cols, flow = self.sock, self.key, self.clock, self.cols, self.spec.flow
         limit = self.spec.max_packet_size
-        buf = bytearray(limit + 1)
-        view = memoryview(buf)
+        buf, view = self._buf, self._view
         ring_seq, ring_t, ring_replied = self._ring_seq, self._ring_t, self._ring_replied
-        reply = PacketFlag.REPLY
-        while not self._recv_stop.is_set():
+        while True:
             try:
                 n, anc, msg_flags, _ = s.recvmsg_into([buf], psock.ANC_SIZE)
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                if self._recv_stop.is_set():
-                    return
                 self.errors["receive errors"] += 1
-                continue
+                return
             t = clock.from_wall(psock.rx_time_ns(anc))
             if n > limit or msg_flags & socket.MSG_TRUNC:
                 self.errors["oversized packets dropped"] += 1
-                continue
-            try:
-                p = decode(view[:n], key)
-            except BadPacket as e:
-                self.errors[f"invalid packets dropped ({e.reason})"] += 1
-                continue
-            h = p.header
-            if not h.flag & reply or h.flow != flow:
-                self.errors["unexpected packets dropped"] += 1
-                continue
-            cols.append(t, h.seq, n, int(h.flag), False, None)
-            slot = h.seq % RING
-            if ring_seq[slot] == h.seq and not ring_replied[slot]:
-                ring_replied[slot] = 1
-                self.replies += 1
-                rtt = t - ring_t[slot]
-                if rtt > self.max_rtt_ns:
-                    self.max_rtt_ns = rtt
+            else:
+                try:
+                    flag, seq, got_flow = parse(view[:n], key)
+                except BadPacket as e:
+                    self.errors[f"invalid packets dropped ({e.reason})"] += 1
+                else:
+                    if not flag & REPLY or got_flow != flow:
+                        self.errors["unexpected packets dropped"] += 1
+                    else:
+                        cols.append(t, seq, n, flag, False, None)
+                        slot = seq % RING
+                        if ring_seq[slot] == seq and not ring_replied[slot]:
+                            ring_replied[slot] = 1
+                            self.replies += 1
+                            rtt = t - ring_t[slot]
+                            if rtt > self.max_rtt_ns:
+                                self.max_rtt_ns = rtt
+            if once or time.monotonic_ns() >= until_ns:
+                return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 from collections import Counter
@@ -14,7 +15,7 @@ from antler.node.items import PacketInfo
 from antler.node.recorder import Columns
 from antler.node.runners.packet import sock as psock
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
-from antler.node.runners.packet.wire import MAX_UDP_PAYLOAD, BadPacket, PacketFlag, decode, reply_to
+from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
 
 TAG = "packet_server"
 MAX_FLOWS = 4096
@@ -58,7 +59,7 @@ class PacketServer:
             s.bind(sockaddr)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
-            s.settimeout(POLL_SECONDS)
+            s.setblocking(False)
         except BaseException:
             s.close()
             raise
@@ -103,9 +104,25 @@ class _DupWindow:
 
 
 class _Flow:
+    """_Flow is what a server keeps per flow: its records and a duplicate window per client address.
+
+    Windows are per address because a client that starts again with the same
+    flow ID (a new socket) starts its sequence numbers again.
+    """
+
+    MAX_WINDOWS = 16
+
     def __init__(self, cols: Columns) -> None:
         self.cols = cols
-        self.window = _DupWindow()
+        self.windows: dict[object, _DupWindow] = {}
+
+    def window(self, addr: object) -> _DupWindow:
+        w = self.windows.get(addr)
+        if w is None:
+            if len(self.windows) >= self.MAX_WINDOWS:
+                del self.windows[next(iter(self.windows))]
+            w = self.windows[addr] = _DupWindow()
+        return w
 
 
 class _Server:
@@ -166,12 +183,13 @@ class _Server:
         # One byte more than the limit tells an oversized datagram from one that fits.
         buf = bytearray(limit + 1)
         view = memoryview(buf)
-        echo, reply = PacketFlag.ECHO, PacketFlag.REPLY
         trunc = socket.MSG_TRUNC
         while not self._stop.is_set():
             try:
                 n, anc, msg_flags, addr = s.recvmsg_into([buf], psock.ANC_SIZE)
-            except TimeoutError:
+            except BlockingIOError:
+                # Wait only when the queue is empty: under load, one syscall per packet.
+                select.select([s], [], [], POLL_SECONDS)
                 continue
             except OSError:
                 if self._stop.is_set():
@@ -184,27 +202,31 @@ class _Server:
                 continue
             data = view[:n]
             try:
-                p = decode(data, key)
+                flag, seq, flow = parse(data, key)
             except BadPacket as e:
                 self.dropped[e.reason] += 1
                 continue
-            h = p.header
-            if h.flag & reply:
+            if flag & REPLY:
                 self.dropped["unexpected-reply"] += 1
                 continue
-            f = self._flow(h.flow)
+            f = self.flows.get(flow) or self._flow(flow)
             if f is None:
                 self.dropped["too-many-flows"] += 1
                 continue
             self.received += 1
-            dup = f.window.seen(h.seq)
-            f.cols.append(t, h.seq, n, int(h.flag), False, None)
-            if h.flag & echo and not dup:
+            dup = f.window(addr).seen(seq)
+            # Echo first and record after, so recording is not in the RTT.
+            if flag & ECHO and not dup:
                 out = reply_to(data, key)
+                t_out = clock.now()
                 try:
                     s.sendto(out, addr)
                 except OSError:
                     self.dropped["echo-send-error"] += 1
+                    f.cols.append(t, seq, n, flag, False, None)
                     continue
-                f.cols.append(clock.now(), h.seq, n, out[3], True, None)
+                f.cols.append(t, seq, n, flag, False, None)
+                f.cols.append(t_out, seq, n, out[3], True, None)
                 self.echoed += 1
+            else:
+                f.cols.append(t, seq, n, flag, False, None)

@@ -70,12 +70,13 @@ class HybridTimer:
             target = deadline_ns - self.spin_ns
             time.sleep((target - now) / 1e9)
             now = mono()
-            self._learn(now - target)
+            self.learn(now - target)
         while now < deadline_ns:
             now = mono()
         return now
 
-    def _learn(self, oversleep_ns: int) -> None:
+    def learn(self, oversleep_ns: int) -> None:
+        """Learn adapts the spin time to an oversleep seen (how late a sleep or select woke)."""
         self._oversleep_ns = max(float(oversleep_ns), self._oversleep_ns * DECAY)
         spin = int(self._oversleep_ns) + SPIN_MARGIN_NS
         self.spin_ns = min(max(spin, self.min_spin_ns), self.max_spin_ns)
