@@ -74,14 +74,38 @@ def _ray_actors() -> set[str]:
         return set()
 
 
+_created_here: set[str] = set()
+"""_created_here names the namespaces this process created through antler's launcher."""
+
+
+def _track_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    from antler.node.launch import netns as launch_netns
+
+    real = launch_netns.create
+
+    def create(name: str) -> None:
+        real(name)
+        _created_here.add(name)
+
+    monkeypatch.setattr(launch_netns, "create", create)
+
+
+def _is_ours(name: str) -> bool:
+    # Other suites run on this machine at the same time: only namespaces this
+    # process made (test helpers put the PID in the name) are ours to judge
+    # and delete, never one that merely appeared meanwhile.
+    return name in _created_here or f"{os.getpid() % 100000}-" in name
+
+
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
+    _track_created(monkeypatch)
     ns0, procs0, socks0, actors0 = netns_list(), set(_ours()), _listening(), _ray_actors()
     yield
     deadline = time.monotonic() + 5
     while True:
-        ns = netns_list() - ns0
+        ns = {n for n in netns_list() - ns0 if _is_ours(n)}
         procs = {pid: cmd for pid, cmd in _ours().items() if pid not in procs0}
         socks = _listening() - socks0
         actors = _ray_actors() - actors0
