@@ -15,6 +15,7 @@ import yaml
 from tqdm import tqdm
 
 from antler.config.compose import Job
+from antler.node.hmac import resolve_key
 from antler.node.items import Error, Item, LogEntry
 from antler.node.root import Launch, do
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
@@ -119,7 +120,9 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
     ticker = asyncio.ensure_future(_tick(live, start, expected))
     status = "failed"
     try:
-        ok = await do(test.run, sink, timeout=test.timeout, launch=launch, hmac_key=_hmac_key(test.hmac))
+        ok = await do(
+            test.run, sink, timeout=test.timeout, launch=launch, hmac_key=resolve_key(test.hmac, test.hmac_key_file)
+        )
         status = "ok" if ok and not writer.errors else "failed"
         return status == "ok"
     except asyncio.CancelledError:
@@ -162,10 +165,3 @@ async def _tick(live: Live, start: float, expected: float) -> None:
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds + 0.5), 60)
     return f"{m:02d}:{s:02d}"
-
-
-def _hmac_key(enabled: bool) -> bytes | None:
-    if not enabled:
-        return None
-    key = os.environ.get("ANTLER_HMAC_KEY", "")
-    return key.encode() if key else None

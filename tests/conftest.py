@@ -82,8 +82,25 @@ _SHARED = os.environ.get("ANTLER_TEST_SHARED") == "1"
 _LEAKED_NETNS: set[str] = set()
 
 
+_created_here: set[str] = set()
+"""_created_here names the namespaces this process created through antler's launcher."""
+
+
+def _track_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    from antler.node.launch import netns as launch_netns
+
+    real = launch_netns.create
+
+    def create(name: str) -> None:
+        real(name)
+        _created_here.add(name)
+
+    monkeypatch.setattr(launch_netns, "create", create)
+
+
 def _made_here(name: str) -> bool:
-    return f"{os.getpid() % 100000}-" in name
+    # test helpers put the PID in the name; the launcher's are tracked
+    return name in _created_here or f"{os.getpid() % 100000}-" in name
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -99,8 +116,9 @@ def delete_leaked_namespaces() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
+    _track_created(monkeypatch)
     ns0, procs0, socks0, actors0 = netns_list(), set(_ours()), _listening(), _ray_actors()
     yield
     deadline = time.monotonic() + 5

@@ -21,7 +21,10 @@ pytest_plugins = ["pytester"]
         ),
     ],
 )
-def test_leak_check_fails_a_leaky_test(pytester: pytest.Pytester, body: str, needle: str) -> None:
+def test_leak_check_fails_a_leaky_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, body: str, needle: str
+) -> None:
+    monkeypatch.delenv("ANTLER_TEST_SHARED", raising=False)
     import shutil
     from pathlib import Path
 

@@ -15,12 +15,18 @@ ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
 
 @dataclass(frozen=True)
 class TestSpec:
-    """TestSpec is a test: its ID, output path, timeout, HMAC choice, run tree and reports."""
+    """TestSpec is a test: its ID, output path, timeout, HMAC choice, run tree and reports.
+
+    With ``hmac``, packets are signed with a key from ``ANTLER_HMAC_KEY``, else
+    from the file ``hmac_key_file``, else a random key made for the test
+    (antler.node.hmac.resolve_key); the key itself is never in the config.
+    """
 
     id: dict[str, str] = field(default_factory=dict)
     path: str = ""
     timeout: Duration = field(default_factory=lambda: Duration(660_000_000_000))
     hmac: bool = False
+    hmac_key_file: str = ""
     run: Run = field(default_factory=Run)
     during: Any = None
     after: Any = None

@@ -174,7 +174,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("snd_wnd_bytes", pa.uint32()),
         ]
     ),
-    # One packet sent or received by a packet client or server.
+    # One packet sent or received by a packet client or server. sched_t_ns is
+    # when a client's packet was scheduled to be sent (null for other rows), so
+    # t_ns - sched_t_ns is the send-time error. Received times are the
+    # kernel's (SO_TIMESTAMPNS) where available.
     "packet_io": pa.schema(
         [
             ("flow", pa.string()),
@@ -184,6 +187,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("length", pa.int32()),
             ("flags", pa.uint8()),
             ("sent", pa.bool_()),
+            ("sched_t_ns", pa.int64()),
         ]
     ),
 }

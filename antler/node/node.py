@@ -204,6 +204,10 @@ class InprocHandle:
         """Run executes a run tree on the node."""
         return await self.runtime.run(run, feedback)
 
+    async def set_hmac_key(self, key: bytes) -> None:
+        """Set_hmac_key gives the node the test's HMAC key."""
+        self.runtime.ctx.hmac_key = key
+
     async def cleanup(self) -> None:
         """Cleanup runs the node's cancelers."""
         await self.runtime.cleanup()

@@ -89,6 +89,8 @@ async def do(
             except Exception as e:
                 root.rec.error(f"launching node {node.id!r}: {e}", "launch")
                 return False
+        if hmac_key is not None:
+            await _give_hmac_key(nodes, hmac_key)
         task = asyncio.ensure_future(_run_tree(root, run, feedback or {}, timeout))
         if control is not None:
             control._attach(task)
@@ -107,6 +109,15 @@ async def do(
         return ok
     finally:
         await _cleanup(root, nodes)
+
+
+async def _give_hmac_key(nodes: dict[Node, NodeHandle], key: bytes) -> None:
+    # Optional handle protocol: a handle that can sign gets the test's key
+    # (packets and stream headers are signed on every node of an HMAC test).
+    for handle in nodes.values():
+        setter = getattr(handle, "set_hmac_key", None)
+        if setter is not None:
+            await setter(key)
 
 
 async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Duration | None) -> Feedback:

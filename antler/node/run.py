@@ -20,6 +20,7 @@ from antler.node.metric import Duration
 from antler.node.node import Node
 from antler.node.recorder import RunnerError
 from antler.node.runners import Runner
+from antler.node.runners.packet import PacketClient, PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
 from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
@@ -42,6 +43,8 @@ class Run:
     result_stream: ResultStreamRunner | None = None
     stream_server: StreamServer | None = None
     stream_client: StreamClient | None = None
+    packet_server: PacketServer | None = None
+    packet_client: PacketClient | None = None
 
     def validate(self, path: str) -> None:
         """Validate checks that at most one field is set."""

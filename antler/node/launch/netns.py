@@ -151,6 +151,10 @@ class ThreadHandle:
         result: Feedback = await self.thread.call(self.runtime.run(run, feedback))
         return result
 
+    async def set_hmac_key(self, key: bytes) -> None:
+        """Set_hmac_key gives the node the test's HMAC key (before any run starts)."""
+        self.runtime.ctx.hmac_key = key
+
     async def cleanup(self) -> None:
         """Cleanup runs the node's cancelers on its thread."""
         await self.thread.call(self.runtime.cleanup())

@@ -1,0 +1,68 @@
+"""Flow clocks: a flow's base time and its relative times in ns.
+
+Relative times are in the CLOCK_REALTIME domain so that the kernel's receive
+timestamps (SO_TIMESTAMPNS) and our own send times share one clock, and so
+that absolute times (``tinit + t_ns``) of the two ends of a flow compare for
+one-way delay when their clocks agree. Send times are read from the
+monotonic clock plus a fixed offset taken at the start, because the wall
+clock's reading is slower and may step.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class FlowClock:
+    """FlowClock gives times relative to a base time taken at construction."""
+
+    def __init__(self) -> None:
+        # The offset with the least gap between its two reads is the most accurate.
+        best = None
+        for _ in range(5):
+            a = time.monotonic_ns()
+            w = time.time_ns()
+            b = time.monotonic_ns()
+            if best is None or b - a < best[0]:
+                best = (b - a, w - (a + b) // 2)
+        assert best is not None
+        self.mono_to_wall = best[1]
+        # tinit is whole µs so that a datetime holds it exactly.
+        self.tinit_ns = (time.time_ns() // 1000) * 1000
+        self.tinit = _EPOCH + timedelta(microseconds=self.tinit_ns // 1000)
+        self._mono_base = self.tinit_ns - self.mono_to_wall
+
+    def from_mono(self, mono_ns: int) -> int:
+        """From_mono returns the relative time of a time.monotonic_ns() reading."""
+        return mono_ns - self._mono_base
+
+    def to_mono(self, t_ns: int) -> int:
+        """To_mono returns the time.monotonic_ns() reading for a relative time."""
+        return t_ns + self._mono_base
+
+    def from_wall(self, wall_ns: int) -> int:
+        """From_wall returns the relative time of a CLOCK_REALTIME reading (e.g. a kernel timestamp)."""
+        return wall_ns - self.tinit_ns
+
+    def now(self) -> int:
+        """Now returns the current relative time."""
+        return time.monotonic_ns() - self._mono_base
+
+
+def warm_up_arrow() -> None:
+    """Warm_up_arrow builds one packet_io batch, so pyarrow's lazy start-up is done before timing starts.
+
+    The first conversion in a process takes about 250 ms holding the GIL
+    (measured on the test machine); during a flow it would delay every packet
+    of the sender thread by that much.
+    """
+    import pyarrow as pa
+
+    from antler.node.items import SCHEMAS
+
+    schema = SCHEMAS["packet_io"]
+    row = {"flow": "x", "server": False, "t_ns": 0, "seq": 0, "length": 0, "flags": 0, "sent": True, "sched_t_ns": None}
+    pa.RecordBatch.from_arrays([pa.array([row[f.name]], type=f.type) for f in schema], schema=schema)

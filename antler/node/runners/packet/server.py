@@ -1,0 +1,232 @@
+"""The packet server: receives packet flows, echoes those that ask, records what arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.items import PacketInfo
+from antler.node.recorder import Columns
+from antler.node.runners.packet import sock as psock
+from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
+from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
+
+TAG = "packet_server"
+MAX_FLOWS = 4096
+"""MAX_FLOWS bounds the flows one server records, so forged flow IDs cannot exhaust memory."""
+DUP_WINDOW = 1 << 16
+"""DUP_WINDOW is how many recent sequence numbers per flow the duplicate check remembers."""
+POLL_SECONDS = 0.1
+"""POLL_SECONDS is how often the receive thread checks for a stop request."""
+
+
+@dataclass(frozen=True)
+class PacketServer:
+    """PacketServer is the server for packet flows (UDP).
+
+    It listens on ``listen_addr`` (``:port`` or ``host:port``), echoes each
+    packet that requests it (same seq, flag REPLY) unless it is a duplicate,
+    records every valid packet it receives and every reply it sends, and runs
+    until the test's tree completes. ``listen_addr_key`` publishes the bound
+    address as feedback for a client's ``addr_key``.
+    """
+
+    listen_addr: str = ":7778"
+    listen_addr_key: str = ""
+    protocol: str = "udp"
+    max_packet_size: int = 1480
+
+    def validate(self, path: str) -> None:
+        """Validate checks the protocol, address and packet size."""
+        if self.protocol not in psock.PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
+        psock.split_addr(self.listen_addr)
+        if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
+            raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        """Run binds the socket, starts the receive thread and returns; a canceler stops it."""
+        family, sockaddr = psock.resolve(self.listen_addr, self.protocol, passive=True)
+        warm_up_arrow()
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.bind(sockaddr)
+            psock.grow_rcvbuf(s)
+            psock.enable_rx_timestamps(s)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        core = _Server(ctx, s, self.max_packet_size)
+        core.start()
+        ctx.on_cancel(core.stop)
+        host, port = s.getsockname()[:2]
+        bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}", TAG)
+        return {self.listen_addr_key: bound} if self.listen_addr_key else {}
+
+
+class _DupWindow:
+    """_DupWindow remembers which of the last DUP_WINDOW sequence numbers of a flow were seen."""
+
+    def __init__(self) -> None:
+        self.top = -1
+        self.bits = bytearray(DUP_WINDOW)
+
+    def seen(self, seq: int) -> bool:
+        """Seen marks seq and reports whether it was seen before (too old counts as seen)."""
+        if seq > self.top:
+            gap = seq - self.top
+            if gap >= DUP_WINDOW:
+                self.bits[:] = bytes(DUP_WINDOW)
+            else:
+                # Clear the slots the window slides over, in at most two slices.
+                start, end = (self.top + 1) % DUP_WINDOW, (seq + 1) % DUP_WINDOW
+                if start < end:
+                    self.bits[start:end] = bytes(end - start)
+                else:
+                    self.bits[start:] = bytes(DUP_WINDOW - start)
+                    self.bits[:end] = bytes(end)
+            self.top = seq
+        elif seq <= self.top - DUP_WINDOW:
+            return True
+        i = seq % DUP_WINDOW
+        if self.bits[i]:
+            return True
+        self.bits[i] = 1
+        return False
+
+
+class _Flow:
+    """_Flow is what a server keeps per flow: its records and a duplicate window per client address.
+
+    Windows are per address because a client that starts again with the same
+    flow ID (a new socket) starts its sequence numbers again.
+    """
+
+    MAX_WINDOWS = 16
+
+    def __init__(self, cols: Columns) -> None:
+        self.cols = cols
+        self.windows: dict[object, _DupWindow] = {}
+
+    def window(self, addr: object) -> _DupWindow:
+        w = self.windows.get(addr)
+        if w is None:
+            if len(self.windows) >= self.MAX_WINDOWS:
+                del self.windows[next(iter(self.windows))]
+            w = self.windows[addr] = _DupWindow()
+        return w
+
+
+class _Server:
+    """_Server is the receive thread of a PacketServer and its counters."""
+
+    def __init__(self, ctx: Context, s: socket.socket, max_packet_size: int) -> None:
+        self.ctx = ctx
+        self.sock = s
+        self.key = ctx.hmac_key
+        self.max_packet_size = max_packet_size
+        self.clock = FlowClock()
+        self.flows: dict[str, _Flow] = {}
+        self.dropped: Counter[str] = Counter()
+        self.received = 0
+        self.echoed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="packet-server", daemon=True)
+        self._failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop ends the receive thread, closes the socket and logs what was dropped."""
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+        self.sock.close()
+        text = f"received {self.received} packets in {len(self.flows)} flows, echoed {self.echoed}"
+        if self.key is not None:
+            bad = self.dropped["unsigned"] + self.dropped["bad-signature"]
+            text += f"; dropped {bad} with a missing or bad signature"
+        other = {k: v for k, v in self.dropped.items() if k not in ("unsigned", "bad-signature")}
+        if other:
+            text += "; dropped " + ", ".join(f"{v} {k}" for k, v in sorted(other.items()))
+        self.ctx.rec.log(text, TAG)
+        if self._failure is not None:
+            raise RuntimeError(f"packet server failed: {self._failure}")
+
+    def _flow(self, flow: str) -> _Flow | None:
+        f = self.flows.get(flow)
+        if f is None:
+            if len(self.flows) >= MAX_FLOWS:
+                return None
+            cols = self.ctx.rec.columns("packet_io", flow, server=True)
+            f = self.flows[flow] = _Flow(cols)
+            self.ctx.rec.send(PacketInfo(self.clock.tinit, flow, True, self.ctx.node_id))
+        return f
+
+    def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # recorded when the server is stopped
+            self._failure = e
+
+    def _serve(self) -> None:
+        s, key, clock = self.sock, self.key, self.clock
+        limit = self.max_packet_size
+        # One byte more than the limit tells an oversized datagram from one that fits.
+        buf = bytearray(limit + 1)
+        view = memoryview(buf)
+        trunc = socket.MSG_TRUNC
+        while not self._stop.is_set():
+            try:
+                n, anc, msg_flags, addr = s.recvmsg_into([buf], psock.ANC_SIZE)
+            except BlockingIOError:
+                # Wait only when the queue is empty: under load, one syscall per packet.
+                select.select([s], [], [], POLL_SECONDS)
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    break
+                self.dropped["receive-error"] += 1
+                continue
+            t = clock.from_wall(psock.rx_time_ns(anc))
+            if n > limit or msg_flags & trunc:
+                self.dropped["oversized"] += 1
+                continue
+            data = view[:n]
+            try:
+                flag, seq, flow = parse(data, key)
+            except BadPacket as e:
+                self.dropped[e.reason] += 1
+                continue
+            if flag & REPLY:
+                self.dropped["unexpected-reply"] += 1
+                continue
+            f = self.flows.get(flow) or self._flow(flow)
+            if f is None:
+                self.dropped["too-many-flows"] += 1
+                continue
+            self.received += 1
+            dup = f.window(addr).seen(seq)
+            # Echo first and record after, so recording is not in the RTT.
+            if flag & ECHO and not dup:
+                out = reply_to(data, key)
+                t_out = clock.now()
+                try:
+                    s.sendto(out, addr)
+                except OSError:
+                    self.dropped["echo-send-error"] += 1
+                    f.cols.append(t, seq, n, flag, False, None)
+                    continue
+                f.cols.append(t, seq, n, flag, False, None)
+                f.cols.append(t_out, seq, n, out[3], True, None)
+                self.echoed += 1
+            else:
+                f.cols.append(t, seq, n, flag, False, None)
