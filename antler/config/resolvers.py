@@ -61,6 +61,16 @@ def uniform(seed: Any, n: int, lo: Any, hi: Any) -> list[str]:
     return [f"{round(rng.uniform(a, b))}us" for _ in range(int(n))]
 
 
+def dadd(*durations: Any) -> str:
+    """Dadd is the sum of durations, as text (``${dadd:${duration},2s}``)."""
+    return str(Duration(sum(Duration.parse(d).ns for d in durations)))
+
+
+def dscale(duration: Any, factor: float) -> str:
+    """Dscale is a duration times a factor, as text (``${dscale:${duration},0.333}``)."""
+    return str(Duration(round(Duration.parse(duration).ns * float(factor))))
+
+
 def cycle(n: int, values: Any) -> list[Any]:
     """Cycle repeats the values to a list of n."""
     items = _plain(values)
@@ -114,6 +124,8 @@ RESOLVERS: dict[str, Callable[..., Any]] = {
     "exponential": exponential,
     "uniform": uniform,
     "cycle": cycle,
+    "dadd": dadd,
+    "dscale": dscale,
     "each": each,
 }
 
