@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (iproute2 for namespaces, tc and
-# ip; iperf3 and irtt to compare against; openssh for the ssh launcher).
-APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client
+# ip; iperf3 and irtt to compare against; openssh for the ssh launcher;
+# chromium to check that the report pages draw offline).
+APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client chromium
 
 .PHONY: test demo lint typecheck unit bench deps clean
 

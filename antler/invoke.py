@@ -17,6 +17,9 @@ from tqdm import tqdm
 from antler.config.compose import Job
 from antler.node.items import Error, Item, LogEntry
 from antler.node.root import Launch, do
+from antler.node.spec import parse
+from antler.report.pipeline import DuringSink, run_after
+from antler.report.spec import IndexSpec
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -73,6 +76,7 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     except asyncio.CancelledError:
         outcome.interrupted = True
     finally:
+        _write_index(inv.dir, jobs, out)
         outcome.result_dir = inv.finish()
     return outcome
 
@@ -95,10 +99,7 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
     }
     write_meta(directory, meta)
     writer = TestWriter(directory)
-
-    def sink(item: Item) -> None:
-        writer.write(item)
-        live.item(item)
+    sink = DuringSink(test.during, directory, writer.write, live.item)
 
     expected = test.run.expected_seconds()
     print(f"test {k} of {n}: {test.id_text()} (about {expected:.0f}s)", file=live.out, flush=True)
@@ -131,7 +132,23 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
             errors=len(writer.errors),
         )
         write_meta(directory, meta)
+        if status != "interrupted":
+            # The after reports read the stored data, exactly as `antler-ray report` does later.
+            report_errors = await asyncio.to_thread(run_after, directory, test.after, live.out)
+            if report_errors:
+                meta["report_errors"] = report_errors
+                write_meta(directory, meta)
         print(f"test {k} of {n}: {status} in {time.monotonic() - start:.1f}s", file=live.out, flush=True)
+
+
+def _write_index(directory: Path, jobs: list[Job], out: TextIO) -> None:
+    from antler.report.index import write_index
+
+    try:
+        spec = parse(IndexSpec, jobs[0].config.get("index") if jobs else None, "index")
+        write_index(directory, spec)
+    except Exception as e:  # an index problem must not lose the results being finished
+        print(f"index.html not written: {type(e).__name__}: {e}", file=out)
 
 
 async def _tick(live: Live, start: float, expected: float) -> None:

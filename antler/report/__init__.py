@@ -1,0 +1,1 @@
+"""Reports from stored results: analysis, charts, logs, system info, index, encoding."""

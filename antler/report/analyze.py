@@ -1,0 +1,408 @@
+"""Analysis of a test's stored measurements: per-flow metrics and the charts' time series.
+
+Everything here is columnar (numpy over Arrow columns, pandas group-bys): no
+Python loop ever runs per sample, so ten million packet records analyse in
+about the time it takes to read them (see bench/analyze.py).
+
+Times: every series' ``t_s`` is seconds since the test's first flow began (the
+earliest ``tinit`` of any flow end), so stream and packet flows share one axis.
+Each end's ``t_ns`` is relative to its own ``tinit``; adding the end's offset
+from that start puts both ends on the test's clock (one-way delay across nodes
+is only as good as their clock sync, as in antler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from antler.results.load import TestResult
+
+FLOW_COLUMNS = [
+    "flow",
+    "kind",
+    "direction",
+    "cca",
+    "start_s",
+    "bytes",
+    "duration_s",
+    "goodput_mbps",
+    "fct_s",
+    "sent",
+    "received",
+    "lost",
+    "loss_pct",
+    "duplicates",
+    "late",
+    "early",
+    "rtt_ms_median",
+    "rtt_ms_p99",
+    "owd_ms_median",
+    "owd_ms_p99",
+    "retrans",
+    "send_err_us_median",
+    "send_err_us_p99",
+]
+"""FLOW_COLUMNS are the columns of ``flows.parquet``, in order (NaN where a metric does not apply)."""
+
+SEQ_BITS = 40
+"""SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
+
+
+@dataclass
+class Analysis:
+    """Analysis is a test's per-flow metrics and the time series its charts draw."""
+
+    flows: pd.DataFrame
+    goodput: pd.DataFrame = field(default_factory=lambda: _empty_series("goodput_mbps"))
+    rtt: pd.DataFrame = field(default_factory=lambda: _empty_series("rtt_ms"))
+    owd: pd.DataFrame = field(default_factory=lambda: _empty_series("owd_ms"))
+    t0: pd.Timestamp | None = None
+
+    def delay(self, kind: str = "rtt") -> pd.DataFrame:
+        """Delay returns the RTT or one-way delay series as columns flow, t_s, delay_ms.
+
+        A flow without echo replies has no RTT; with ``kind`` "rtt" its one-way
+        delay stands in, so every packet flow shows on the chart.
+        """
+        rtt = self.rtt.rename(columns={"rtt_ms": "delay_ms"})
+        owd = self.owd.rename(columns={"owd_ms": "delay_ms"})
+        if kind == "owd":
+            return owd
+        missing = owd[~owd["flow"].isin(set(rtt["flow"]))]
+        return pd.concat([rtt, missing], ignore_index=True) if len(missing) else rtt
+
+
+def _empty_series(value: str) -> pd.DataFrame:
+    return pd.DataFrame({"flow": pd.Series(dtype=str), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
+
+
+def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
+    """Analyze computes the flow metrics and series of one stored test.
+
+    ``interval_s`` is the goodput interval: each point is the goodput between
+    the last receiver samples of consecutive intervals.
+    """
+    stream_info = test["stream_info"]
+    packet_info = test["packet_info"]
+    tinits = pd.concat([stream_info["tinit"], packet_info["tinit"]])
+    if tinits.empty:
+        return Analysis(flows=pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in FLOW_COLUMNS}))
+    t0 = tinits.min()
+    stream_flows, goodput = _streams(stream_info, test.arrow("stream_io"), test.arrow("tcp_info"), t0, interval_s)
+    packet_flows, rtt, owd = _packets(packet_info, test.arrow("packet_io"), t0)
+    flows = pd.concat([f for f in (stream_flows, packet_flows) if len(f)], ignore_index=True)
+    for c in FLOW_COLUMNS:
+        if c not in flows.columns:
+            flows[c] = np.nan
+    flows = flows[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
+    return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
+
+
+def _dtype(column: str) -> str:
+    return "object" if column in ("flow", "kind", "direction", "cca") else "float64"
+
+
+class _Ends:
+    """_Ends maps (flow index, server) to the end's offset from the test start, in ns."""
+
+    def __init__(self, info: pd.DataFrame, flows: list[str], t0: pd.Timestamp) -> None:
+        self.offset = np.zeros((len(flows), 2), dtype=np.int64)
+        self.known = np.zeros((len(flows), 2), dtype=bool)
+        index = {f: i for i, f in enumerate(flows)}
+        for flow, server, tinit in zip(info["flow"], info["server"], info["tinit"], strict=True):
+            i = index.get(flow)
+            if i is not None:
+                self.offset[i, int(server)] = (tinit - t0).value
+                self.known[i, int(server)] = True
+
+    def at(self, code: np.ndarray, server: np.ndarray) -> np.ndarray:
+        """At returns the offset of each row's end."""
+        return self.offset[code, server.astype(np.int64)]
+
+
+def _codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """_codes returns each row's flow as an index into the sorted list of flows."""
+    col = table.column("flow")
+    flows = sorted(str(f) for f in pc.unique(col).to_pylist())
+    codes = pc.index_in(col, value_set=pa.array(flows, pa.string()))
+    return codes.to_numpy().astype(np.int64), flows
+
+
+def _np(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
+def _streams(
+    info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    flows = sorted(set(info["flow"]) | set(pc.unique(io.column("flow")).to_pylist()))
+    if not flows:
+        return pd.DataFrame(), _empty_series("goodput_mbps")
+    ends = _Ends(info, flows, t0)
+    if io.num_rows:
+        local, names = _codes(io)
+        code = np.searchsorted(np.array(flows), np.array(names))[local]
+        server = _np(io, "server")
+        t = ends.at(code, server) + _np(io, "t_ns")
+        total = _np(io, "total_bytes")
+        sent = _np(io, "sent")
+    else:
+        code = np.zeros(0, np.int64)
+        t = total = np.zeros(0, np.int64)
+        sent = server = np.zeros(0, bool)
+
+    rx = ~sent
+    rcode, rt, rtotal = code[rx], t[rx], total[rx]
+    order = np.lexsort((rt, rcode))
+    rcode, rt, rtotal = rcode[order], rt[order], rtotal[order]
+
+    # Per flow: bytes received, and when the last byte arrived (first time the
+    # cumulative count reached its maximum).
+    n = len(flows)
+    nbytes = np.nan_to_num(-_group_min(rcode, -rtotal, n)).astype(np.int64)
+    reached = rtotal >= nbytes[rcode]
+    t_done = np.full(n, np.nan)
+    if reached.any():
+        first_done = pd.Series(rt[reached]).groupby(rcode[reached]).min()
+        t_done[first_done.index.to_numpy()] = first_done.to_numpy()
+    t_first_rx = _group_min(rcode, rt, n)
+    t_first_tx = _group_min(code[sent], t[sent], n)
+
+    flow_info = _flow_info(info, flows)
+    client_known = ends.known[:, 0]
+    start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(client_known, ends.offset[:, 0], t_first_rx))
+    duration_s = (t_done - start) / 1e9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        goodput = np.where(duration_s > 0, nbytes * 8 / duration_s / 1e6, np.nan)
+    fct_s = duration_s.copy()
+    if "length" in info.columns:
+        # A stream helper that records the configured length lets FCT apply
+        # only to length-limited flows; without it every flow gets one.
+        length = flow_info["length"].to_numpy(dtype=float)
+        fct_s = np.where(length > 0, fct_s, np.nan)
+
+    out = pd.DataFrame(
+        {
+            "flow": flows,
+            "kind": "stream",
+            "direction": flow_info["direction"].to_numpy(),
+            "cca": flow_info["cca"].to_numpy(),
+            "start_s": start / 1e9,
+            "bytes": nbytes.astype(float),
+            "duration_s": duration_s,
+            "goodput_mbps": goodput,
+            "fct_s": fct_s,
+        }
+    )
+    out = out.join(_tcp_metrics(tcp, flows, flow_info), on="flow")
+    series = _goodput_series(rcode, rt, rtotal, ends, flows, interval_s)
+    return out, series
+
+
+def _group_min(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    if len(code):
+        m = pd.Series(values).groupby(code).min()
+        out[m.index.to_numpy()] = m.to_numpy()
+    return out
+
+
+def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
+    """_flow_info returns one info row per flow, the client's where both ends reported."""
+    if info.empty:
+        return pd.DataFrame({"direction": "", "cca": ""}, index=flows)
+    ordered = info.sort_values("server", kind="stable")  # client (False) first
+    first = ordered.drop_duplicates("flow").set_index("flow")
+    return first.reindex(flows).fillna({"direction": "", "cca": ""})
+
+
+def _goodput_series(
+    code: np.ndarray, t: np.ndarray, total: np.ndarray, ends: _Ends, flows: list[str], interval_s: float
+) -> pd.DataFrame:
+    """_goodput_series is the goodput between the last receiver samples of consecutive intervals.
+
+    Using the samples' own times (not the interval edges) keeps the rate exact
+    when samples and intervals do not line up; the first point counts from the
+    receiving end's start with zero bytes.
+    """
+    if not len(code):
+        return _empty_series("goodput_mbps")
+    interval_ns = max(int(interval_s * 1e9), 1)
+    b = t // interval_ns
+    last = np.ones(len(code), bool)
+    last[:-1] = (code[1:] != code[:-1]) | (b[1:] != b[:-1])
+    pc_, pt, ptotal = code[last], t[last], total[last]
+    first = np.ones(len(pc_), bool)
+    first[1:] = pc_[1:] != pc_[:-1]
+    prev_t = np.empty_like(pt)
+    prev_total = np.empty_like(ptotal)
+    prev_t[1:], prev_total[1:] = pt[:-1], ptotal[:-1]
+    # The receiving end of each flow started at its tinit (server for up, client for down).
+    rx_start = np.where(ends.known[pc_, 1], ends.offset[pc_, 1], ends.offset[pc_, 0])
+    prev_t[first] = np.minimum(rx_start[first], pt[first])
+    prev_total[first] = 0
+    dt = (pt - prev_t).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mbps = (ptotal - prev_total) * 8e3 / dt
+    keep = dt > 0
+    return pd.DataFrame(
+        {"flow": np.array(flows, dtype=object)[pc_[keep]], "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}
+    )
+
+
+def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd.DataFrame:
+    """_tcp_metrics is each stream flow's RTT percentiles and retransmits from the sender's TCP_INFO."""
+    cols = ["rtt_ms_median", "rtt_ms_p99", "retrans"]
+    if tcp.num_rows == 0:
+        return pd.DataFrame(columns=cols, index=pd.Index(flows, name="flow"), dtype=float)
+    df = tcp.select(["flow", "server", "rtt_us", "total_retrans"]).to_pandas()
+    # The sender is the server for a download, the client for an upload.
+    sender_is_server = (flow_info["direction"] == "down").reindex(df["flow"]).to_numpy(dtype=bool)
+    df = df[(df["server"].to_numpy() == sender_is_server) & (df["rtt_us"] > 0)]
+    g = df.groupby("flow")
+    out = pd.DataFrame(
+        {
+            "rtt_ms_median": g["rtt_us"].median() / 1e3,
+            "rtt_ms_p99": g["rtt_us"].quantile(0.99) / 1e3,
+            "retrans": g["total_retrans"].max().astype(float),
+        }
+    )
+    return out.reindex(pd.Index(flows, name="flow"))
+
+
+def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    flows = sorted(set(info["flow"]) | set(pc.unique(io.column("flow")).to_pylist()))
+    if not flows:
+        return pd.DataFrame(), _empty_series("rtt_ms"), _empty_series("owd_ms")
+    n = len(flows)
+    ends = _Ends(info, flows, t0)
+    flow_names = np.array(flows, dtype=object)
+    if io.num_rows:
+        local, names = _codes(io)
+        code = np.searchsorted(np.array(flows), np.array(names))[local]
+        server = _np(io, "server")
+        t = ends.at(code, server) + _np(io, "t_ns")
+        seq = _np(io, "seq")
+        length = _np(io, "length").astype(np.int64)
+        sent = _np(io, "sent")
+    else:
+        code = seq = length = t = np.zeros(0, np.int64)
+        server = sent = np.zeros(0, bool)
+    key = (code << SEQ_BITS) | seq
+
+    tx = ~server & sent  # the client's sends
+    srx = server & ~sent  # what the server received
+    crx = ~server & ~sent  # echo replies the client received
+
+    n_sent = np.bincount(code[tx], minlength=n)
+    n_bytes = np.bincount(code[tx], weights=length[tx], minlength=n)
+    tx_key, tx_t = _first_by_key(key[tx], t[tx])
+    t_first_tx = _group_min(code[tx], t[tx], n)
+    t_last_tx = -_group_min(code[tx], -t[tx], n)
+
+    # Loss and order are counted where the packets arrive: at the server when
+    # it recorded them, otherwise (a server on a node that does not report) at
+    # the client from the echoes.
+    at_server = np.bincount(code[srx], minlength=n) > 0
+    use = np.where(server, srx & at_server[code], crx & ~at_server[code])
+    counts = _arrivals(code[use], t[use], seq[use], n)
+
+    rtt = _delay_series(tx_key, tx_t, key[crx], t[crx], flow_names, "rtt_ms")
+    owd = _delay_series(tx_key, tx_t, key[srx], t[srx], flow_names, "owd_ms")
+
+    start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
+    lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss_pct = np.where(n_sent > 0, 100.0 * lost / n_sent, np.nan)
+    out = pd.DataFrame(
+        {
+            "flow": flows,
+            "kind": "packet",
+            "direction": "",
+            "cca": "",
+            "start_s": start / 1e9,
+            "bytes": n_bytes,
+            "duration_s": (t_last_tx - t_first_tx) / 1e9,
+            "sent": n_sent.astype(float),
+            "received": counts["received"].astype(float),
+            "lost": lost,
+            "loss_pct": loss_pct,
+            "duplicates": counts["duplicates"].astype(float),
+            "late": counts["late"].astype(float),
+            "early": counts["early"].astype(float),
+        }
+    )
+    out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
+    if "sched_t_ns" in io.column_names:
+        err = pd.DataFrame(
+            {"flow": flow_names[code[tx]], "us": (_np(io, "t_ns")[tx] - _np(io, "sched_t_ns")[tx]) / 1e3}
+        )
+        g = err.groupby("flow")["us"]
+        out = out.join(pd.DataFrame({"send_err_us_median": g.median(), "send_err_us_p99": g.quantile(0.99)}), on="flow")
+    return out, rtt, owd
+
+
+def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_first_by_key returns the sorted distinct keys and the earliest time of each."""
+    order = np.lexsort((t, key))
+    k, tt = key[order], t[order]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    return k[first], tt[first]
+
+
+def _delay_series(
+    tx_key: np.ndarray, tx_t: np.ndarray, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
+) -> pd.DataFrame:
+    """_delay_series pairs each packet's first arrival with its send, by flow and seq."""
+    if not len(rx_key) or not len(tx_key):
+        return _empty_series(name)
+    k, t = _first_by_key(rx_key, rx_t)
+    i = np.searchsorted(tx_key, k)
+    i = np.minimum(i, len(tx_key) - 1)
+    hit = tx_key[i] == k
+    sent_t = tx_t[i[hit]]
+    order = np.lexsort((sent_t, k[hit] >> SEQ_BITS))
+    code = (k[hit] >> SEQ_BITS)[order]
+    return pd.DataFrame({"flow": flows[code], "t_s": sent_t[order] / 1e9, name: (t[hit][order] - sent_t[order]) / 1e6})
+
+
+def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """_arrivals counts received, duplicate, late and early packets per flow.
+
+    In arrival order, a packet is late if a higher seq arrived before it, and
+    early if a lower seq arrives after it; duplicates (a seq seen again) count
+    only as duplicates.
+    """
+    order = np.lexsort((t, code))
+    code, seq = code[order], seq[order]
+    key = (code << SEQ_BITS) | seq
+    _, first_idx = np.unique(key, return_index=True)
+    is_first = np.zeros(len(key), bool)
+    is_first[first_idx] = True
+    total = np.bincount(code, minlength=n)
+    received = np.bincount(code[is_first], minlength=n)
+    fc, fs = code[is_first], seq[is_first]
+    late = np.zeros(n, np.int64)
+    early = np.zeros(n, np.int64)
+    if len(fc):
+        s = pd.Series(fs)
+        prev_max = s.groupby(fc).cummax().groupby(fc).shift(1).to_numpy()
+        next_min = s[::-1].groupby(fc[::-1]).cummin()[::-1].groupby(fc).shift(-1).to_numpy()
+        with np.errstate(invalid="ignore"):
+            late = np.bincount(fc[fs < prev_max], minlength=n)
+            early = np.bincount(fc[fs > next_min], minlength=n)
+    return {"received": received, "duplicates": total - received, "late": late, "early": early}
+
+
+def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
+    prefix = value.removesuffix("_ms")
+    if series.empty:
+        return pd.DataFrame(columns=[f"{prefix}_ms_median", f"{prefix}_ms_p99"], dtype=float)
+    g = series.groupby("flow")[value]
+    return pd.DataFrame({f"{prefix}_ms_median": g.median(), f"{prefix}_ms_p99": g.quantile(0.99)})
