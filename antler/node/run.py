@@ -22,6 +22,7 @@ from antler.node.recorder import RunnerError
 from antler.node.runners import Runner
 from antler.node.runners.result_stream import ResultStreamRunner
 from antler.node.runners.sleep import Sleep
+from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
@@ -39,6 +40,7 @@ class Run:
     sleep: Sleep | None = None
     system: System | None = None
     result_stream: ResultStreamRunner | None = None
+    sysinfo: SysInfoRunner | None = None
 
     def validate(self, path: str) -> None:
         """Validate checks that at most one field is set."""
