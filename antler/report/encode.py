@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,19 +15,20 @@ import zstandard
 CHUNK = 1 << 20
 
 
-def _zstd_writer(f: IO[bytes], level: int | None) -> Any:
-    return zstandard.ZstdCompressor(level=3 if level is None else level).stream_writer(f, closefd=False)
+def _zstd_writer(f: IO[bytes], level: int | None, size: int) -> Any:
+    # The size goes in the frame header, so `zstd -l` and one-shot decoders know it.
+    return zstandard.ZstdCompressor(level=3 if level is None else level).stream_writer(f, size=size, closefd=False)
 
 
-def _gzip_writer(f: IO[bytes], level: int | None) -> Any:
+def _gzip_writer(f: IO[bytes], level: int | None, size: int) -> Any:
     return gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6 if level is None else level, mtime=0)
 
 
-def _xz_writer(f: IO[bytes], level: int | None) -> Any:
+def _xz_writer(f: IO[bytes], level: int | None, size: int) -> Any:
     return lzma.LZMAFile(f, mode="wb", preset=6 if level is None else level)
 
 
-WRITERS: dict[str, Callable[[IO[bytes], int | None], Any]] = {
+WRITERS: dict[str, Callable[[IO[bytes], int | None, int], Any]] = {
     ".zst": _zstd_writer,
     ".gz": _gzip_writer,
     ".xz": _xz_writer,
@@ -56,7 +58,7 @@ def encode_file(src: Path, extension: str, level: int | None = None, destructive
         return None
     tmp = dst.with_name(f".{dst.name}.tmp")
     with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        w = WRITERS[extension](fout, level)
+        w = WRITERS[extension](fout, level, os.fstat(fin.fileno()).st_size)
         with w:
             shutil.copyfileobj(fin, w, CHUNK)
     tmp.rename(dst)

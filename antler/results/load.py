@@ -12,12 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from antler.node.items import RESULT_FORMAT_VERSION, SCHEMAS
+from antler.results.store import ResultsError
 
 ENCODED = (".zst", ".gz", ".xz")
 """ENCODED are the extensions of encoded tables that load() reads transparently."""
 
 
-class FormatError(Exception):
+class FormatError(ResultsError):
     """FormatError is a result folder this code cannot read."""
 
 
