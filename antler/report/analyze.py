@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from antler.results.load import TestResult
 
@@ -51,6 +52,8 @@ FLOW_COLUMNS = [
 
 SEQ_BITS = 40
 """SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
+TIME_BITS = 50
+"""TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
 
 
 @dataclass
@@ -73,12 +76,16 @@ class Analysis:
         owd = self.owd.rename(columns={"owd_ms": "delay_ms"})
         if kind == "owd":
             return owd
-        missing = owd[~owd["flow"].isin(set(rtt["flow"]))]
-        return pd.concat([rtt, missing], ignore_index=True) if len(missing) else rtt
+        have_rtt = set(rtt["flow"].unique())
+        missing = owd[~owd["flow"].isin(have_rtt)]
+        if not len(missing):
+            return rtt
+        both = pd.concat([rtt.astype({"flow": str}), missing.astype({"flow": str})], ignore_index=True)
+        return both.astype({"flow": "category"})
 
 
 def _empty_series(value: str) -> pd.DataFrame:
-    return pd.DataFrame({"flow": pd.Series(dtype=str), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
+    return pd.DataFrame({"flow": pd.Categorical([]), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
 
 
 def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
@@ -93,14 +100,27 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     if tinits.empty:
         return Analysis(flows=pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in FLOW_COLUMNS}))
     t0 = tinits.min()
-    stream_flows, goodput = _streams(stream_info, test.arrow("stream_io"), test.arrow("tcp_info"), t0, interval_s)
-    packet_flows, rtt, owd = _packets(packet_info, test.arrow("packet_io"), t0)
+    stream_io = _read(test, "stream_io", ["flow", "server", "t_ns", "total_bytes", "sent"])
+    tcp_info = _read(test, "tcp_info", ["flow", "server", "rtt_us", "total_retrans"])
+    stream_flows, goodput = _streams(stream_info, stream_io, tcp_info, t0, interval_s)
+    del stream_io
+    packet_cols = ["flow", "server", "t_ns", "seq", "length", "sent"]
+    packet_flows, rtt, owd = _packets(
+        packet_info, _read(test, "packet_io", packet_cols + _optional(test, "packet_io", ["sched_t_ns"])), t0
+    )
     flows = pd.concat([f for f in (stream_flows, packet_flows) if len(f)], ignore_index=True)
     for c in FLOW_COLUMNS:
         if c not in flows.columns:
             flows[c] = np.nan
     flows = flows[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
     return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
+
+
+def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:
+    """_optional lists which of the optional columns the stored table has."""
+    path = test.path / f"{kind}.parquet"
+    names = pq.read_schema(path).names if path.exists() else test.arrow(kind).schema.names
+    return [c for c in columns if c in names]
 
 
 def _dtype(column: str) -> str:
@@ -128,9 +148,38 @@ class _Ends:
 def _codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
     """_codes returns each row's flow as an index into the sorted list of flows."""
     col = table.column("flow")
+    if pa.types.is_dictionary(col.type):
+        # Read dictionary-encoded: map each chunk's small dictionary, never the rows' strings.
+        col = col.unify_dictionaries()
+        names = col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
+        flows = sorted(set(names))
+        remap = np.array([flows.index(n) for n in names], dtype=np.int64)
+        if not col.num_chunks:
+            return np.zeros(0, np.int64), flows
+        idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
+        return remap[idx.astype(np.int64)], flows
     flows = sorted(str(f) for f in pc.unique(col).to_pylist())
     codes = pc.index_in(col, value_set=pa.array(flows, pa.string()))
     return codes.to_numpy().astype(np.int64), flows
+
+
+def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
+    """_read reads the columns of a table that analysis needs, flow IDs dictionary-encoded."""
+    path = test.path / f"{kind}.parquet"
+    if path.exists():
+        return pq.read_table(path, columns=columns, read_dictionary=["flow"])
+    return test.arrow(kind).select(columns)
+
+
+def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """_order returns the permutation sorting rows by flow, then time (stable).
+
+    One stable argsort of a packed key: records arrive nearly sorted, which
+    numpy's stable sort (timsort) exploits; lexsort does not.
+    """
+    if len(t) and t.min() >= 0 and t.max() < (1 << TIME_BITS):
+        return np.argsort((code << TIME_BITS) | t, kind="stable")
+    return np.lexsort((t, code))
 
 
 def _np(table: pa.Table, name: str) -> np.ndarray:
@@ -140,12 +189,12 @@ def _np(table: pa.Table, name: str) -> np.ndarray:
 def _streams(
     info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    flows = sorted(set(info["flow"]) | set(pc.unique(io.column("flow")).to_pylist()))
+    local, names = _codes(io)
+    flows = sorted(set(info["flow"]) | set(names))
     if not flows:
         return pd.DataFrame(), _empty_series("goodput_mbps")
     ends = _Ends(info, flows, t0)
     if io.num_rows:
-        local, names = _codes(io)
         code = np.searchsorted(np.array(flows), np.array(names))[local]
         server = _np(io, "server")
         t = ends.at(code, server) + _np(io, "t_ns")
@@ -158,7 +207,7 @@ def _streams(
 
     rx = ~sent
     rcode, rt, rtotal = code[rx], t[rx], total[rx]
-    order = np.lexsort((rt, rcode))
+    order = _order(rcode, rt)
     rcode, rt, rtotal = rcode[order], rt[order], rtotal[order]
 
     # Per flow: bytes received, and when the last byte arrived (first time the
@@ -250,9 +299,7 @@ def _goodput_series(
     with np.errstate(divide="ignore", invalid="ignore"):
         mbps = (ptotal - prev_total) * 8e3 / dt
     keep = dt > 0
-    return pd.DataFrame(
-        {"flow": np.array(flows, dtype=object)[pc_[keep]], "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}
-    )
+    return pd.DataFrame({"flow": _flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]})
 
 
 def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd.DataFrame:
@@ -276,14 +323,14 @@ def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd
 
 
 def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    flows = sorted(set(info["flow"]) | set(pc.unique(io.column("flow")).to_pylist()))
+    local, names = _codes(io)
+    flows = sorted(set(info["flow"]) | set(names))
     if not flows:
         return pd.DataFrame(), _empty_series("rtt_ms"), _empty_series("owd_ms")
     n = len(flows)
     ends = _Ends(info, flows, t0)
     flow_names = np.array(flows, dtype=object)
     if io.num_rows:
-        local, names = _codes(io)
         code = np.searchsorted(np.array(flows), np.array(names))[local]
         server = _np(io, "server")
         t = ends.at(code, server) + _np(io, "t_ns")
@@ -340,20 +387,23 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
     if "sched_t_ns" in io.column_names:
         err = pd.DataFrame(
-            {"flow": flow_names[code[tx]], "us": (_np(io, "t_ns")[tx] - _np(io, "sched_t_ns")[tx]) / 1e3}
+            {"flow": _flow_column(code[tx], flows), "us": (_np(io, "t_ns")[tx] - _np(io, "sched_t_ns")[tx]) / 1e3}
         )
-        g = err.groupby("flow")["us"]
+        g = err.groupby("flow", observed=True)["us"]
         out = out.join(pd.DataFrame({"send_err_us_median": g.median(), "send_err_us_p99": g.quantile(0.99)}), on="flow")
     return out, rtt, owd
 
 
 def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """_first_by_key returns the sorted distinct keys and the earliest time of each."""
-    order = np.lexsort((t, key))
+    order = np.argsort(key, kind="stable")
     k, tt = key[order], t[order]
+    if not len(k):
+        return k, tt
     first = np.ones(len(k), bool)
     first[1:] = k[1:] != k[:-1]
-    return k[first], tt[first]
+    starts = np.flatnonzero(first)
+    return k[starts], np.minimum.reduceat(tt, starts)
 
 
 def _delay_series(
@@ -367,9 +417,14 @@ def _delay_series(
     i = np.minimum(i, len(tx_key) - 1)
     hit = tx_key[i] == k
     sent_t = tx_t[i[hit]]
-    order = np.lexsort((sent_t, k[hit] >> SEQ_BITS))
+    order = _order(k[hit] >> SEQ_BITS, sent_t)
     code = (k[hit] >> SEQ_BITS)[order]
     return pd.DataFrame({"flow": flows[code], "t_s": sent_t[order] / 1e9, name: (t[hit][order] - sent_t[order]) / 1e6})
+
+
+def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
+    """_flow_column is a series' flow column: categorical, as millions of repeated strings cost seconds."""
+    return pd.Categorical.from_codes(code.astype(np.int64), categories=pd.Index(flows))
 
 
 def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -379,30 +434,48 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
     early if a lower seq arrives after it; duplicates (a seq seen again) count
     only as duplicates.
     """
-    order = np.lexsort((t, code))
+    order = _order(code, t)
     code, seq = code[order], seq[order]
     key = (code << SEQ_BITS) | seq
-    _, first_idx = np.unique(key, return_index=True)
+    # A stable sort by key keeps arrival order within a key: the run's head is the first arrival.
+    by_key = np.argsort(key, kind="stable")
+    head = np.ones(len(key), bool)
+    head[1:] = key[by_key][1:] != key[by_key][:-1]
     is_first = np.zeros(len(key), bool)
-    is_first[first_idx] = True
+    is_first[by_key[head]] = True
     total = np.bincount(code, minlength=n)
     received = np.bincount(code[is_first], minlength=n)
-    fc, fs = code[is_first], seq[is_first]
+    fc, fk = code[is_first], key[is_first]
     late = np.zeros(n, np.int64)
     early = np.zeros(n, np.int64)
     if len(fc):
-        s = pd.Series(fs)
-        prev_max = s.groupby(fc).cummax().groupby(fc).shift(1).to_numpy()
-        next_min = s[::-1].groupby(fc[::-1]).cummin()[::-1].groupby(fc).shift(-1).to_numpy()
-        with np.errstate(invalid="ignore"):
-            late = np.bincount(fc[fs < prev_max], minlength=n)
-            early = np.bincount(fc[fs > next_min], minlength=n)
+        # Keys grow with the flow index, so running max/min over the packed
+        # keys never cross from one flow into the next in a way that counts.
+        prev_max = np.empty_like(fk)
+        prev_max[0] = -1
+        prev_max[1:] = np.maximum.accumulate(fk)[:-1]
+        next_min = np.empty_like(fk)
+        next_min[-1] = np.iinfo(np.int64).max
+        next_min[:-1] = np.minimum.accumulate(fk[::-1])[::-1][1:]
+        late = np.bincount(fc[fk < prev_max], minlength=n)
+        early = np.bincount(fc[fk > next_min], minlength=n)
     return {"received": received, "duplicates": total - received, "late": late, "early": early}
 
 
 def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
+    """_percentiles is the median and 99th percentile of a series per flow (series sorted by flow)."""
     prefix = value.removesuffix("_ms")
+    cols = [f"{prefix}_ms_median", f"{prefix}_ms_p99"]
     if series.empty:
-        return pd.DataFrame(columns=[f"{prefix}_ms_median", f"{prefix}_ms_p99"], dtype=float)
-    g = series.groupby("flow")[value]
-    return pd.DataFrame({f"{prefix}_ms_median": g.median(), f"{prefix}_ms_p99": g.quantile(0.99)})
+        return pd.DataFrame(columns=cols, dtype=float)
+    flow = series["flow"].astype("category")
+    codes = flow.cat.codes.to_numpy()
+    values = series[value].to_numpy(dtype=float)
+    # One quantile call per flow (a slice of the sorted series), never per sample.
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(codes)]])
+    rows = {
+        flow.cat.categories[codes[a]]: np.quantile(values[a:b], [0.5, 0.99]) for a, b in zip(starts, ends, strict=True)
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)

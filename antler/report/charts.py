@@ -22,6 +22,8 @@ from antler.report.html import figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+IMAGE_POINTS = 4000
+"""IMAGE_POINTS caps the points per flow in a static image (min/max per bucket, as in the pages)."""
 
 
 def label(flow: str, labels: Mapping[str, str]) -> str:
@@ -49,8 +51,9 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
 
 def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     out = []
-    for flow, g in df.groupby("flow", sort=False):
-        g = g.sort_values("t_s", kind="stable")
+    for flow, g in df.groupby("flow", sort=False, observed=True):
+        if not g["t_s"].is_monotonic_increasing:
+            g = g.sort_values("t_s", kind="stable")
         t, y = g["t_s"].to_numpy(), g[value].to_numpy()
         idx = decimate(t, y, max_points)
         out.append((str(flow), t[idx], y[idx]))
@@ -211,10 +214,14 @@ def _matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) ->
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, tr in enumerate(fig.data):
             color = colors[i % len(colors)]
+            x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
+            # An image is ~1300 px wide: more points than a few per pixel only cost time.
+            idx = decimate(x, y, IMAGE_POINTS) if len(x) else np.arange(0)
+            x, y = x[idx], y[idx]
             if tr.yaxis == "y2":
-                ax2.scatter(tr.x, tr.y, s=2, color=color, label=tr.name)
+                ax2.scatter(x, y, s=2, color=color, label=tr.name, rasterized=True)
             else:
-                ax.plot(tr.x, tr.y, lw=1.2, color=color, label=tr.name, marker="o" if len(tr.x) <= 4 else None, ms=3)
+                ax.plot(x, y, lw=1.2, color=color, label=tr.name, marker="o" if len(x) <= 4 else None, ms=3)
         layout = fig.layout
         ax.set_title(layout.title.text or "")
         ax.set_xlabel(layout.xaxis.title.text or "")
