@@ -20,6 +20,8 @@ from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, FlowSeries
 from antler.results import load
 from tests.data.make_fixture import SHORT, short_fct_s
 
+pytestmark = pytest.mark.no_netns
+
 FIXTURE = Path(__file__).parent / "data" / "result"
 
 
@@ -188,3 +190,19 @@ def test_timeseries_png_is_a_real_image(result: Path) -> None:
     assert img.shape[:2] == (720, 1280)
     # Not blank: many distinct colours were drawn.
     assert len(np.unique(img.reshape(-1, img.shape[2]), axis=0)) > 20
+
+
+def test_a_flow_without_echo_counts_at_the_server_and_charts_its_one_way_delay(result: Path) -> None:
+    d = result / "cca-cubic"
+    io = pq.read_table(d / "packet_io.parquet").to_pandas()
+    one_way = io[~((~io["server"]) & (~io["sent"]))]  # drop the echo replies the client received
+    pq.write_table(
+        pa.Table.from_pandas(one_way, schema=SCHEMAS["packet_io"], preserve_index=False), d / "packet_io.parquet"
+    )
+    a = analyze(load(d)["."])
+    udp = a.flows.set_index("flow").loc["udp"]
+    assert (udp["received"], udp["lost"], udp["duplicates"]) == (199, 1, 1)
+    assert np.isnan(udp["rtt_ms_median"]) and udp["owd_ms_median"] == pytest.approx(5.0)
+    fig = timeseries_figure(a, ChartsTimeSeries())
+    delay = [tr for tr in fig.data if tr.yaxis == "y2"]
+    assert len(delay) == 1 and np.median(delay[0].y) == pytest.approx(5.0)

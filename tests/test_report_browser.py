@@ -25,7 +25,10 @@ from antler.report.spec import After, IndexSpec
 FIXTURE = Path(__file__).parent / "data" / "result"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
+    pytest.mark.no_netns,
+]
 
 
 def render(page: Path, profile: Path) -> tuple[str, list[str]]:

@@ -20,6 +20,8 @@ from antler.results.commands import make_server
 from antler.results.load import FormatError
 from antler.results.store import LATEST
 
+pytestmark = pytest.mark.no_netns
+
 FIXTURE = Path(__file__).parent / "data" / "result"
 
 
