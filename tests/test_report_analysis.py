@@ -206,3 +206,37 @@ def test_a_flow_without_echo_counts_at_the_server_and_charts_its_one_way_delay(r
     fig = timeseries_figure(a, ChartsTimeSeries())
     delay = [tr for tr in fig.data if tr.yaxis == "y2"]
     assert len(delay) == 1 and np.median(delay[0].y) == pytest.approx(5.0)
+
+
+def test_interleaved_packet_flows_and_send_time_error(tmp_path: Path) -> None:
+    """Two flows whose records interleave (as batches from several nodes do), with the sender's schedule."""
+    from antler.node.items import PacketInfo
+    from antler.results.store import TestWriter, write_meta
+
+    t0 = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
+    w = TestWriter(tmp_path)
+    rows = []
+    for flow, n, lost in (("a", 100, set()), ("b", 50, {3, 7, 11})):
+        w.write(PacketInfo(t0, flow, False))
+        w.write(PacketInfo(t0, flow, True))
+        for s in range(n):
+            sent_ns = s * 1_000_000
+            rows.append((flow, False, sent_ns + 5_000, s, 100, 1, True, sent_ns))
+            if s not in lost:
+                rows.append((flow, True, sent_ns + 2_000_000, s, 100, 1, False, 0))
+                rows.append((flow, False, sent_ns + 4_000_000 + (s % 2) * 1_000_000, s, 100, 0, False, 0))
+    w.close()
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame(rows, columns=[*SCHEMAS["packet_io"].names, "sched_t_ns"]).iloc[rng.permutation(len(rows))]
+    schema = SCHEMAS["packet_io"].append(pa.field("sched_t_ns", pa.int64()))
+    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp_path / "packet_io.parquet")
+    write_meta(tmp_path, {"test_id": {"t": "x"}})
+    a = analyze(load(tmp_path)["."])
+    f = a.flows.set_index("flow")
+    assert (f.loc["a", "sent"], f.loc["a", "received"], f.loc["a", "lost"]) == (100, 100, 0)
+    assert (f.loc["b", "sent"], f.loc["b", "received"], f.loc["b", "lost"]) == (50, 47, 3)
+    assert f.loc["a", "late"] == 0 and f.loc["b", "duplicates"] == 0
+    assert f.loc["a", "send_err_us_median"] == pytest.approx(5.0)
+    assert f.loc["b", "owd_ms_median"] == pytest.approx(1.995)  # from the actual send, 5 µs late
+    assert sorted(set(np.round(a.rtt[a.rtt["flow"] == "a"]["rtt_ms"], 6))) == [3.995, 4.995]
+    assert a.rtt.groupby("flow", observed=True)["t_s"].apply(lambda s: s.is_monotonic_increasing).all()

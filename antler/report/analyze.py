@@ -178,8 +178,18 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
     numpy's stable sort (timsort) exploits; lexsort does not.
     """
     if len(t) and t.min() >= 0 and t.max() < (1 << TIME_BITS):
-        return np.argsort((code << TIME_BITS) | t, kind="stable")
+        packed = (code << TIME_BITS) | t
+        if _sorted(packed):
+            return np.arange(len(t))
+        return np.argsort(packed, kind="stable")
     return np.lexsort((t, code))
+
+
+def _sorted(a: np.ndarray, strict: bool = False) -> bool:
+    """_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
+    if len(a) < 2:
+        return True
+    return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
 
 
 def _np(table: pa.Table, name: str) -> np.ndarray:
@@ -340,27 +350,31 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     else:
         code = seq = length = t = np.zeros(0, np.int64)
         server = sent = np.zeros(0, bool)
-    key = (code << SEQ_BITS) | seq
+    # Gather each kind of row once; every metric below works on these.
+    tx_c, tx_t_all, tx_s, tx_len = _gather(~server & sent, code, t, seq, length)  # the client's sends
+    srx_c, srx_t, srx_s = _gather(server & ~sent, code, t, seq)  # what the server received
+    crx_c, crx_t, crx_s = _gather(~server & ~sent, code, t, seq)  # echo replies the client received
 
-    tx = ~server & sent  # the client's sends
-    srx = server & ~sent  # what the server received
-    crx = ~server & ~sent  # echo replies the client received
-
-    n_sent = np.bincount(code[tx], minlength=n)
-    n_bytes = np.bincount(code[tx], weights=length[tx], minlength=n)
-    tx_key, tx_t = _first_by_key(key[tx], t[tx])
-    t_first_tx = _group_min(code[tx], t[tx], n)
-    t_last_tx = -_group_min(code[tx], -t[tx], n)
+    n_sent = np.bincount(tx_c, minlength=n)
+    n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
+    tx_key, tx_t = _first_by_key((tx_c << SEQ_BITS) | tx_s, tx_t_all)
+    t_first_tx = _group_min(tx_c, tx_t_all, n)
+    t_last_tx = -_group_min(tx_c, -tx_t_all, n)
 
     # Loss and order are counted where the packets arrive: at the server when
     # it recorded them, otherwise (a server on a node that does not report) at
     # the client from the echoes.
-    at_server = np.bincount(code[srx], minlength=n) > 0
-    use = np.where(server, srx & at_server[code], crx & ~at_server[code])
-    counts = _arrivals(code[use], t[use], seq[use], n)
+    at_server = np.bincount(srx_c, minlength=n) > 0
+    from_client = ~at_server[crx_c]
+    counts = _arrivals(
+        np.concatenate([srx_c, crx_c[from_client]]),
+        np.concatenate([srx_t, crx_t[from_client]]),
+        np.concatenate([srx_s, crx_s[from_client]]),
+        n,
+    )
 
-    rtt = _delay_series(tx_key, tx_t, key[crx], t[crx], flow_names, "rtt_ms")
-    owd = _delay_series(tx_key, tx_t, key[srx], t[srx], flow_names, "owd_ms")
+    rtt = _delay_series(tx_key, tx_t, (crx_c << SEQ_BITS) | crx_s, crx_t, flow_names, "rtt_ms")
+    owd = _delay_series(tx_key, tx_t, (srx_c << SEQ_BITS) | srx_s, srx_t, flow_names, "owd_ms")
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
     lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
@@ -387,19 +401,28 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
     if "sched_t_ns" in io.column_names:
         err = pd.DataFrame(
-            {"flow": _flow_column(code[tx], flows), "us": (_np(io, "t_ns")[tx] - _np(io, "sched_t_ns")[tx]) / 1e3}
+            {
+                "flow": _flow_column(tx_c, flows),
+                "us": _gather(~server & sent, _np(io, "t_ns") - _np(io, "sched_t_ns"))[0] / 1e3,
+            }
         )
         g = err.groupby("flow", observed=True)["us"]
         out = out.join(pd.DataFrame({"send_err_us_median": g.median(), "send_err_us_p99": g.quantile(0.99)}), on="flow")
     return out, rtt, owd
 
 
+def _gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
+    """_gather returns the rows of each column where mask is set."""
+    idx = np.flatnonzero(mask)
+    return [c[idx] for c in columns]
+
+
 def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """_first_by_key returns the sorted distinct keys and the earliest time of each."""
+    if _sorted(key, strict=True):
+        return key, t  # distinct and in order already: a single flow's sends, typically
     order = np.argsort(key, kind="stable")
     k, tt = key[order], t[order]
-    if not len(k):
-        return k, tt
     first = np.ones(len(k), bool)
     first[1:] = k[1:] != k[:-1]
     starts = np.flatnonzero(first)
@@ -438,7 +461,7 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
     code, seq = code[order], seq[order]
     key = (code << SEQ_BITS) | seq
     # A stable sort by key keeps arrival order within a key: the run's head is the first arrival.
-    by_key = np.argsort(key, kind="stable")
+    by_key = np.arange(len(key)) if _sorted(key) else np.argsort(key, kind="stable")
     head = np.ones(len(key), bool)
     head[1:] = key[by_key][1:] != key[by_key][:-1]
     is_first = np.zeros(len(key), bool)

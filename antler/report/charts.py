@@ -94,6 +94,8 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
             "side": "right",
             "rangemode": "tozero",
             "showgrid": False,
+            # Round ticks of its own (synced ticks give values like 7.56 ms).
+            "tickmode": "auto",
         },
         legend={"orientation": "h", "y": -0.15},
         hovermode="closest",
