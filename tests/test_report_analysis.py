@@ -240,3 +240,15 @@ def test_interleaved_packet_flows_and_send_time_error(tmp_path: Path) -> None:
     assert f.loc["b", "owd_ms_median"] == pytest.approx(1.995)  # from the actual send, 5 µs late
     assert sorted(set(np.round(a.rtt[a.rtt["flow"] == "a"]["rtt_ms"], 6))) == [3.995, 4.995]
     assert a.rtt.groupby("flow", observed=True)["t_s"].apply(lambda s: s.is_monotonic_increasing).all()
+
+
+def test_sparse_seqs_take_the_sorting_path_with_the_same_answers(result: Path) -> None:
+    d = result / "cca-cubic"
+    dense = analyze(load(d)["."])
+    io = pq.read_table(d / "packet_io.parquet").to_pandas()
+    io["seq"] = io["seq"] * 1_000_000_007  # far too sparse for a (flow, seq) table
+    pq.write_table(pa.Table.from_pandas(io, schema=SCHEMAS["packet_io"], preserve_index=False), d / "packet_io.parquet")
+    sparse = analyze(load(d)["."])
+    cols = ["sent", "received", "lost", "duplicates", "late", "early", "rtt_ms_median", "rtt_ms_p99", "owd_ms_median"]
+    pd.testing.assert_frame_equal(dense.flows.set_index("flow")[cols], sparse.flows.set_index("flow")[cols])
+    assert np.allclose(dense.rtt["rtt_ms"], sparse.rtt["rtt_ms"])

@@ -52,6 +52,7 @@ FLOW_COLUMNS = [
 
 SEQ_BITS = 40
 """SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
+SEQ_MASK = (1 << SEQ_BITS) - 1
 TIME_BITS = 50
 """TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
 
@@ -432,17 +433,41 @@ def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _delay_series(
     tx_key: np.ndarray, tx_t: np.ndarray, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
 ) -> pd.DataFrame:
-    """_delay_series pairs each packet's first arrival with its send, by flow and seq."""
+    """_delay_series pairs each packet's first arrival with its send, by flow and seq.
+
+    ``tx_key`` is sorted and distinct (see _first_by_key). Seqs are dense in
+    practice (0, 1, 2, ... per flow), so the pairing is a scatter into a table
+    indexed by (flow, seq): linear time. Sparse or negative seqs fall back to
+    a sort and a binary search.
+    """
     if not len(rx_key) or not len(tx_key):
         return _empty_series(name)
-    k, t = _first_by_key(rx_key, rx_t)
-    i = np.searchsorted(tx_key, k)
-    i = np.minimum(i, len(tx_key) - 1)
-    hit = tx_key[i] == k
-    sent_t = tx_t[i[hit]]
-    order = _order(k[hit] >> SEQ_BITS, sent_t)
-    code = (k[hit] >> SEQ_BITS)[order]
-    return pd.DataFrame({"flow": flows[code], "t_s": sent_t[order] / 1e9, name: (t[hit][order] - sent_t[order]) / 1e6})
+    n = len(flows)
+    bounds = np.searchsorted(tx_key, np.arange(n + 1, dtype=np.int64) << SEQ_BITS)
+    has = np.diff(bounds) > 0
+    max_seq = np.where(has, tx_key[np.maximum(bounds[1:] - 1, 0)] & SEQ_MASK, -1)
+    size = max_seq + 1
+    base = np.concatenate([[0], np.cumsum(size)])
+    rx_code, rx_seq = rx_key >> SEQ_BITS, rx_key & SEQ_MASK
+    if base[-1] <= 4 * len(tx_key) + 1024 and rx_key.min() >= 0:
+        never = np.iinfo(np.int64).max
+        sent = np.full(base[-1], never, np.int64)
+        sent[base[tx_key >> SEQ_BITS] + (tx_key & SEQ_MASK)] = tx_t
+        ok = rx_seq <= max_seq[rx_code]
+        arrived = np.full(base[-1], never, np.int64)
+        # The earliest arrival of each packet: duplicates are not delays.
+        np.minimum.at(arrived, base[rx_code[ok]] + rx_seq[ok], rx_t[ok])
+        slot = np.flatnonzero((arrived != never) & (sent != never))
+        code = np.repeat(np.arange(n, dtype=np.int64), size)[slot]
+        sent_t, got_t = sent[slot], arrived[slot]
+    else:
+        k, got = _first_by_key(rx_key, rx_t)
+        i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
+        hit = tx_key[i] == k
+        code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
+    order = _order(code, sent_t)
+    code, sent_t, got_t = code[order], sent_t[order], got_t[order]
+    return pd.DataFrame({"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6})
 
 
 def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
@@ -457,18 +482,13 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
     early if a lower seq arrives after it; duplicates (a seq seen again) count
     only as duplicates.
     """
-    order = _order(code, t)
-    code, seq = code[order], seq[order]
-    key = (code << SEQ_BITS) | seq
-    # A stable sort by key keeps arrival order within a key: the run's head is the first arrival.
-    by_key = np.arange(len(key)) if _sorted(key) else np.argsort(key, kind="stable")
-    head = np.ones(len(key), bool)
-    head[1:] = key[by_key][1:] != key[by_key][:-1]
-    is_first = np.zeros(len(key), bool)
-    is_first[by_key[head]] = True
     total = np.bincount(code, minlength=n)
-    received = np.bincount(code[is_first], minlength=n)
-    fc, fk = code[is_first], key[is_first]
+    is_first = _first_arrivals(code, t, seq, n)
+    fc, ft, fs = code[is_first], t[is_first], seq[is_first]
+    order = _order(fc, ft)
+    fc = fc[order]
+    fk = (fc << SEQ_BITS) | fs[order]
+    received = np.bincount(fc, minlength=n)
     late = np.zeros(n, np.int64)
     early = np.zeros(n, np.int64)
     if len(fc):
@@ -483,6 +503,38 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
         late = np.bincount(fc[fk < prev_max], minlength=n)
         early = np.bincount(fc[fk > next_min], minlength=n)
     return {"received": received, "duplicates": total - received, "late": late, "early": early}
+
+
+def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """_first_arrivals marks the earliest arrival of each (flow, seq); duplicates stay unmarked.
+
+    With dense seqs this is two scatters into a (flow, seq) table (linear
+    time); otherwise a stable sort by arrival, then by key.
+    """
+    mark = np.zeros(len(code), bool)
+    if not len(code):
+        return mark
+    max_seq = np.full(n, -1, np.int64)
+    np.maximum.at(max_seq, code, seq)
+    base = np.concatenate([[0], np.cumsum(max_seq + 1)])
+    if seq.min() >= 0 and base[-1] <= 4 * len(code) + 1024:
+        never = np.iinfo(np.int64).max
+        slot = base[code] + seq
+        first_t = np.full(base[-1], never, np.int64)
+        np.minimum.at(first_t, slot, t)
+        # Ties (a duplicate in the same nanosecond) go to the earlier row.
+        tied = np.flatnonzero(t == first_t[slot])
+        first_row = np.full(base[-1], never, np.int64)
+        np.minimum.at(first_row, slot[tied], tied)
+        mark[first_row[first_row != never]] = True
+        return mark
+    order = _order(code, t)
+    key = ((code << SEQ_BITS) | seq)[order]
+    by_key = np.argsort(key, kind="stable")  # keeps arrival order within a key
+    head = np.ones(len(key), bool)
+    head[1:] = key[by_key][1:] != key[by_key][:-1]
+    mark[order[by_key[head]]] = True
+    return mark
 
 
 def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
