@@ -18,6 +18,9 @@ from antler.config.compose import Job
 from antler.node.hmac import resolve_key
 from antler.node.items import Error, Item, LogEntry
 from antler.node.root import Launch, do
+from antler.node.spec import parse
+from antler.report.pipeline import DuringSink, run_after
+from antler.report.spec import IndexSpec
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
 from antler.rig.resolvers import rig_facts
 
@@ -75,6 +78,7 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     except asyncio.CancelledError:
         outcome.interrupted = True
     finally:
+        _write_index(inv.dir, jobs, out)
         outcome.result_dir = inv.finish()
     return outcome
 
@@ -102,10 +106,7 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         meta["rig"] = rig
     write_meta(directory, meta)
     writer = TestWriter(directory)
-
-    def sink(item: Item) -> None:
-        writer.write(item)
-        live.item(item)
+    sink = DuringSink(test.during, directory, writer.write, live.item)
 
     expected = test.run.expected_seconds()
     print(f"test {k} of {n}: {test.id_text()} (about {expected:.0f}s)", file=live.out, flush=True)
@@ -133,7 +134,6 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         live.bar.close()
         live.bar = None
         writer.close()
-        _analyze(directory, live)
         meta.update(
             status=status,
             ended=datetime.now(UTC).isoformat(),
@@ -141,17 +141,23 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
             errors=len(writer.errors),
         )
         write_meta(directory, meta)
+        if status != "interrupted":
+            # The after reports read the stored data, exactly as `antler-ray report` does later.
+            report_errors = await asyncio.to_thread(run_after, directory, test.after, live.out)
+            if report_errors:
+                meta["report_errors"] = report_errors
+                write_meta(directory, meta)
         print(f"test {k} of {n}: {status} in {time.monotonic() - start:.1f}s", file=live.out, flush=True)
 
 
-def _analyze(directory: Path, live: Live) -> None:
-    """_analyze writes the test's per-flow metrics (flows.parquet); a failure is reported, not raised."""
-    from antler.report.stream_metrics import write_stream_flows
+def _write_index(directory: Path, jobs: list[Job], out: TextIO) -> None:
+    from antler.report.index import write_index
 
     try:
-        write_stream_flows(directory)
-    except Exception as e:
-        print(f"analysis of {directory.name}: {e}", file=live.out, flush=True)
+        spec = parse(IndexSpec, jobs[0].config.get("index") if jobs else None, "index")
+        write_index(directory, spec)
+    except Exception as e:  # an index problem must not lose the results being finished
+        print(f"index.html not written: {type(e).__name__}: {e}", file=out)
 
 
 async def _tick(live: Live, start: float, expected: float) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from antler.cli import main
 
+pytestmark = pytest.mark.no_netns
+
 
 def test_hello_writes_its_line_to_log_txt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

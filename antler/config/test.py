@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from antler.node.metric import Duration
 from antler.node.run import Run
+from antler.report.spec import After, During
 
 ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
 """ID_PART is what a test ID's keys and values must match."""
@@ -28,8 +28,8 @@ class TestSpec:
     hmac: bool = False
     hmac_key_file: str = ""
     run: Run = field(default_factory=Run)
-    during: Any = None
-    after: Any = None
+    during: During = field(default_factory=During)
+    after: After = field(default_factory=After)
 
     def validate(self, path: str) -> None:
         """Validate checks the ID and output path."""

@@ -24,6 +24,7 @@ from antler.node.runners.packet import PacketClient, PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
 from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
+from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
@@ -45,6 +46,7 @@ class Run:
     stream_client: StreamClient | None = None
     packet_server: PacketServer | None = None
     packet_client: PacketClient | None = None
+    sysinfo: SysInfoRunner | None = None
 
     def validate(self, path: str) -> None:
         """Validate checks that at most one field is set."""

@@ -1,1 +1,1 @@
-"""Reports: analysis of stored results and the pages and charts made from it."""
+"""Reports from stored results: analysis, charts, logs, system info, index, encoding."""

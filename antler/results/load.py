@@ -12,9 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from antler.node.items import RESULT_FORMAT_VERSION, SCHEMAS
+from antler.results.store import ResultsError
+
+ENCODED = (".zst", ".gz", ".xz")
+"""ENCODED are the extensions of encoded tables that load() reads transparently."""
 
 
-class FormatError(Exception):
+class FormatError(ResultsError):
     """FormatError is a result folder this code cannot read."""
 
 
@@ -42,6 +46,7 @@ class TestResult:
         """Kinds lists the tables the test has."""
         found = {p.name.split(".")[0] for p in self.path.glob("*.parquet")}
         found |= {p.name.split(".")[0] for p in self.path.glob("*.arrows")}
+        found |= {p.name.split(".")[0] for p in self.path.glob("*.parquet.*") if p.suffix in ENCODED}
         return sorted(found)
 
     def arrow(self, kind: str) -> pa.Table:
@@ -49,6 +54,14 @@ class TestResult:
         pq_path = self.path / f"{kind}.parquet"
         if pq_path.exists():
             return pq.read_table(pq_path)
+        for ext in ENCODED:
+            encoded = self.path / f"{kind}.parquet{ext}"
+            if encoded.exists():
+                # A table compressed by the Encode report reads as if it were plain.
+                from antler.report.encode import open_decoded
+
+                with open_decoded(encoded) as f:
+                    return pq.read_table(pa.BufferReader(f.read()))
         arrows = self.path / f"{kind}.arrows"
         if arrows.exists():
             from antler.results.store import read_arrows

@@ -1,0 +1,556 @@
+"""Analysis of a test's stored measurements: per-flow metrics and the charts' time series.
+
+Everything here is columnar (numpy over Arrow columns, pandas group-bys): no
+Python loop ever runs per sample, so ten million packet records analyse in
+about the time it takes to read them (see bench/analyze.py).
+
+Times: every series' ``t_s`` is seconds since the test's first flow began (the
+earliest ``tinit`` of any flow end), so stream and packet flows share one axis.
+Each end's ``t_ns`` is relative to its own ``tinit``; adding the end's offset
+from that start puts both ends on the test's clock (one-way delay across nodes
+is only as good as their clock sync, as in antler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from antler.results.load import TestResult
+
+FLOW_COLUMNS = [
+    "flow",
+    "kind",
+    "direction",
+    "cca",
+    "start_s",
+    "bytes",
+    "duration_s",
+    "goodput_mbps",
+    "fct_s",
+    "sent",
+    "received",
+    "lost",
+    "loss_pct",
+    "duplicates",
+    "late",
+    "early",
+    "rtt_ms_median",
+    "rtt_ms_p99",
+    "owd_ms_median",
+    "owd_ms_p99",
+    "retrans",
+    "send_err_us_median",
+    "send_err_us_p99",
+]
+"""FLOW_COLUMNS are the columns of ``flows.parquet``, in order (NaN where a metric does not apply)."""
+
+SEQ_BITS = 40
+"""SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
+SEQ_MASK = (1 << SEQ_BITS) - 1
+TIME_BITS = 50
+"""TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
+
+
+@dataclass
+class Analysis:
+    """Analysis is a test's per-flow metrics and the time series its charts draw."""
+
+    flows: pd.DataFrame
+    goodput: pd.DataFrame = field(default_factory=lambda: _empty_series("goodput_mbps"))
+    rtt: pd.DataFrame = field(default_factory=lambda: _empty_series("rtt_ms"))
+    owd: pd.DataFrame = field(default_factory=lambda: _empty_series("owd_ms"))
+    t0: pd.Timestamp | None = None
+
+    def delay(self, kind: str = "rtt") -> pd.DataFrame:
+        """Delay returns the RTT or one-way delay series as columns flow, t_s, delay_ms.
+
+        A flow without echo replies has no RTT; with ``kind`` "rtt" its one-way
+        delay stands in, so every packet flow shows on the chart.
+        """
+        rtt = self.rtt.rename(columns={"rtt_ms": "delay_ms"})
+        owd = self.owd.rename(columns={"owd_ms": "delay_ms"})
+        if kind == "owd":
+            return owd
+        have_rtt = set(rtt["flow"].unique())
+        missing = owd[~owd["flow"].isin(have_rtt)]
+        if not len(missing):
+            return rtt
+        both = pd.concat([rtt.astype({"flow": str}), missing.astype({"flow": str})], ignore_index=True)
+        return both.astype({"flow": "category"})
+
+
+def _empty_series(value: str) -> pd.DataFrame:
+    return pd.DataFrame({"flow": pd.Categorical([]), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
+
+
+def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
+    """Analyze computes the flow metrics and series of one stored test.
+
+    ``interval_s`` is the goodput interval: each point is the goodput between
+    the last receiver samples of consecutive intervals.
+    """
+    stream_info = test["stream_info"]
+    packet_info = test["packet_info"]
+    tinits = pd.concat([stream_info["tinit"], packet_info["tinit"]])
+    if tinits.empty:
+        return Analysis(flows=pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in FLOW_COLUMNS}))
+    t0 = tinits.min()
+    stream_io = _read(test, "stream_io", ["flow", "server", "t_ns", "total_bytes", "sent"])
+    tcp_info = _read(test, "tcp_info", ["flow", "server", "rtt_us", "total_retrans"])
+    stream_flows, goodput = _streams(stream_info, stream_io, tcp_info, t0, interval_s)
+    del stream_io
+    packet_cols = ["flow", "server", "t_ns", "seq", "length", "sent"]
+    packet_flows, rtt, owd = _packets(
+        packet_info, _read(test, "packet_io", packet_cols + _optional(test, "packet_io", ["sched_t_ns"])), t0
+    )
+    flows = pd.concat([f for f in (stream_flows, packet_flows) if len(f)], ignore_index=True)
+    for c in FLOW_COLUMNS:
+        if c not in flows.columns:
+            flows[c] = np.nan
+    flows = flows[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
+    return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
+
+
+def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:
+    """_optional lists which of the optional columns the stored table has."""
+    path = test.path / f"{kind}.parquet"
+    names = pq.read_schema(path).names if path.exists() else test.arrow(kind).schema.names
+    return [c for c in columns if c in names]
+
+
+def _dtype(column: str) -> str:
+    return "object" if column in ("flow", "kind", "direction", "cca") else "float64"
+
+
+class _Ends:
+    """_Ends maps (flow index, server) to the end's offset from the test start, in ns."""
+
+    def __init__(self, info: pd.DataFrame, flows: list[str], t0: pd.Timestamp) -> None:
+        self.offset = np.zeros((len(flows), 2), dtype=np.int64)
+        self.known = np.zeros((len(flows), 2), dtype=bool)
+        index = {f: i for i, f in enumerate(flows)}
+        for flow, server, tinit in zip(info["flow"], info["server"], info["tinit"], strict=True):
+            i = index.get(flow)
+            if i is not None:
+                self.offset[i, int(server)] = (tinit - t0).value
+                self.known[i, int(server)] = True
+
+    def at(self, code: np.ndarray, server: np.ndarray) -> np.ndarray:
+        """At returns the offset of each row's end."""
+        return self.offset[code, server.astype(np.int64)]
+
+
+def _codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """_codes returns each row's flow as an index into the sorted list of flows."""
+    col = table.column("flow")
+    if pa.types.is_dictionary(col.type):
+        # Read dictionary-encoded: map each chunk's small dictionary, never the rows' strings.
+        col = col.unify_dictionaries()
+        names = col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
+        flows = sorted(set(names))
+        remap = np.array([flows.index(n) for n in names], dtype=np.int64)
+        if not col.num_chunks:
+            return np.zeros(0, np.int64), flows
+        idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
+        return remap[idx.astype(np.int64)], flows
+    flows = sorted(str(f) for f in pc.unique(col).to_pylist())
+    codes = pc.index_in(col, value_set=pa.array(flows, pa.string()))
+    return codes.to_numpy().astype(np.int64), flows
+
+
+def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
+    """_read reads the columns of a table that analysis needs, flow IDs dictionary-encoded."""
+    path = test.path / f"{kind}.parquet"
+    if path.exists():
+        return pq.read_table(path, columns=columns, read_dictionary=["flow"])
+    return test.arrow(kind).select(columns)
+
+
+def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """_order returns the permutation sorting rows by flow, then time (stable).
+
+    One stable argsort of a packed key: records arrive nearly sorted, which
+    numpy's stable sort (timsort) exploits; lexsort does not.
+    """
+    if len(t) and t.min() >= 0 and t.max() < (1 << TIME_BITS):
+        packed = (code << TIME_BITS) | t
+        if _sorted(packed):
+            return np.arange(len(t))
+        return np.argsort(packed, kind="stable")
+    return np.lexsort((t, code))
+
+
+def _sorted(a: np.ndarray, strict: bool = False) -> bool:
+    """_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
+    if len(a) < 2:
+        return True
+    return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
+
+
+def _np(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
+def _streams(
+    info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    local, names = _codes(io)
+    flows = sorted(set(info["flow"]) | set(names))
+    if not flows:
+        return pd.DataFrame(), _empty_series("goodput_mbps")
+    ends = _Ends(info, flows, t0)
+    if io.num_rows:
+        code = np.searchsorted(np.array(flows), np.array(names))[local]
+        server = _np(io, "server")
+        t = ends.at(code, server) + _np(io, "t_ns")
+        total = _np(io, "total_bytes")
+        sent = _np(io, "sent")
+    else:
+        code = np.zeros(0, np.int64)
+        t = total = np.zeros(0, np.int64)
+        sent = server = np.zeros(0, bool)
+
+    rx = ~sent
+    rcode, rt, rtotal = code[rx], t[rx], total[rx]
+    order = _order(rcode, rt)
+    rcode, rt, rtotal = rcode[order], rt[order], rtotal[order]
+
+    # Per flow: bytes received, and when the last byte arrived (first time the
+    # cumulative count reached its maximum).
+    n = len(flows)
+    nbytes = np.nan_to_num(-_group_min(rcode, -rtotal, n)).astype(np.int64)
+    reached = rtotal >= nbytes[rcode]
+    t_done = np.full(n, np.nan)
+    if reached.any():
+        first_done = pd.Series(rt[reached]).groupby(rcode[reached]).min()
+        t_done[first_done.index.to_numpy()] = first_done.to_numpy()
+    t_first_rx = _group_min(rcode, rt, n)
+    t_first_tx = _group_min(code[sent], t[sent], n)
+
+    flow_info = _flow_info(info, flows)
+    client_known = ends.known[:, 0]
+    start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(client_known, ends.offset[:, 0], t_first_rx))
+    duration_s = (t_done - start) / 1e9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        goodput = np.where(duration_s > 0, nbytes * 8 / duration_s / 1e6, np.nan)
+    fct_s = duration_s.copy()
+    if "length" in info.columns:
+        # A stream helper that records the configured length lets FCT apply
+        # only to length-limited flows; without it every flow gets one.
+        length = flow_info["length"].to_numpy(dtype=float)
+        fct_s = np.where(length > 0, fct_s, np.nan)
+
+    out = pd.DataFrame(
+        {
+            "flow": flows,
+            "kind": "stream",
+            "direction": flow_info["direction"].to_numpy(),
+            "cca": flow_info["cca"].to_numpy(),
+            "start_s": start / 1e9,
+            "bytes": nbytes.astype(float),
+            "duration_s": duration_s,
+            "goodput_mbps": goodput,
+            "fct_s": fct_s,
+        }
+    )
+    out = out.join(_tcp_metrics(tcp, flows, flow_info), on="flow")
+    series = _goodput_series(rcode, rt, rtotal, ends, flows, interval_s)
+    return out, series
+
+
+def _group_min(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    if len(code):
+        m = pd.Series(values).groupby(code).min()
+        out[m.index.to_numpy()] = m.to_numpy()
+    return out
+
+
+def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
+    """_flow_info returns one info row per flow, the client's where both ends reported."""
+    if info.empty:
+        return pd.DataFrame({"direction": "", "cca": ""}, index=flows)
+    ordered = info.sort_values("server", kind="stable")  # client (False) first
+    first = ordered.drop_duplicates("flow").set_index("flow")
+    return first.reindex(flows).fillna({"direction": "", "cca": ""})
+
+
+def _goodput_series(
+    code: np.ndarray, t: np.ndarray, total: np.ndarray, ends: _Ends, flows: list[str], interval_s: float
+) -> pd.DataFrame:
+    """_goodput_series is the goodput between the last receiver samples of consecutive intervals.
+
+    Using the samples' own times (not the interval edges) keeps the rate exact
+    when samples and intervals do not line up; the first point counts from the
+    receiving end's start with zero bytes.
+    """
+    if not len(code):
+        return _empty_series("goodput_mbps")
+    interval_ns = max(int(interval_s * 1e9), 1)
+    b = t // interval_ns
+    last = np.ones(len(code), bool)
+    last[:-1] = (code[1:] != code[:-1]) | (b[1:] != b[:-1])
+    pc_, pt, ptotal = code[last], t[last], total[last]
+    first = np.ones(len(pc_), bool)
+    first[1:] = pc_[1:] != pc_[:-1]
+    prev_t = np.empty_like(pt)
+    prev_total = np.empty_like(ptotal)
+    prev_t[1:], prev_total[1:] = pt[:-1], ptotal[:-1]
+    # The receiving end of each flow started at its tinit (server for up, client for down).
+    rx_start = np.where(ends.known[pc_, 1], ends.offset[pc_, 1], ends.offset[pc_, 0])
+    prev_t[first] = np.minimum(rx_start[first], pt[first])
+    prev_total[first] = 0
+    dt = (pt - prev_t).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mbps = (ptotal - prev_total) * 8e3 / dt
+    keep = dt > 0
+    return pd.DataFrame({"flow": _flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]})
+
+
+def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd.DataFrame:
+    """_tcp_metrics is each stream flow's RTT percentiles and retransmits from the sender's TCP_INFO."""
+    cols = ["rtt_ms_median", "rtt_ms_p99", "retrans"]
+    if tcp.num_rows == 0:
+        return pd.DataFrame(columns=cols, index=pd.Index(flows, name="flow"), dtype=float)
+    df = tcp.select(["flow", "server", "rtt_us", "total_retrans"]).to_pandas()
+    # The sender is the server for a download, the client for an upload.
+    sender_is_server = (flow_info["direction"] == "down").reindex(df["flow"]).to_numpy(dtype=bool)
+    df = df[(df["server"].to_numpy() == sender_is_server) & (df["rtt_us"] > 0)]
+    g = df.groupby("flow")
+    out = pd.DataFrame(
+        {
+            "rtt_ms_median": g["rtt_us"].median() / 1e3,
+            "rtt_ms_p99": g["rtt_us"].quantile(0.99) / 1e3,
+            "retrans": g["total_retrans"].max().astype(float),
+        }
+    )
+    return out.reindex(pd.Index(flows, name="flow"))
+
+
+def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    local, names = _codes(io)
+    flows = sorted(set(info["flow"]) | set(names))
+    if not flows:
+        return pd.DataFrame(), _empty_series("rtt_ms"), _empty_series("owd_ms")
+    n = len(flows)
+    ends = _Ends(info, flows, t0)
+    flow_names = np.array(flows, dtype=object)
+    if io.num_rows:
+        code = np.searchsorted(np.array(flows), np.array(names))[local]
+        server = _np(io, "server")
+        t = ends.at(code, server) + _np(io, "t_ns")
+        seq = _np(io, "seq")
+        length = _np(io, "length").astype(np.int64)
+        sent = _np(io, "sent")
+    else:
+        code = seq = length = t = np.zeros(0, np.int64)
+        server = sent = np.zeros(0, bool)
+    # Gather each kind of row once; every metric below works on these.
+    tx_c, tx_t_all, tx_s, tx_len = _gather(~server & sent, code, t, seq, length)  # the client's sends
+    srx_c, srx_t, srx_s = _gather(server & ~sent, code, t, seq)  # what the server received
+    crx_c, crx_t, crx_s = _gather(~server & ~sent, code, t, seq)  # echo replies the client received
+
+    n_sent = np.bincount(tx_c, minlength=n)
+    n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
+    tx_key, tx_t = _first_by_key((tx_c << SEQ_BITS) | tx_s, tx_t_all)
+    t_first_tx = _group_min(tx_c, tx_t_all, n)
+    t_last_tx = -_group_min(tx_c, -tx_t_all, n)
+
+    # Loss and order are counted where the packets arrive: at the server when
+    # it recorded them, otherwise (a server on a node that does not report) at
+    # the client from the echoes.
+    at_server = np.bincount(srx_c, minlength=n) > 0
+    from_client = ~at_server[crx_c]
+    counts = _arrivals(
+        np.concatenate([srx_c, crx_c[from_client]]),
+        np.concatenate([srx_t, crx_t[from_client]]),
+        np.concatenate([srx_s, crx_s[from_client]]),
+        n,
+    )
+
+    rtt = _delay_series(tx_key, tx_t, (crx_c << SEQ_BITS) | crx_s, crx_t, flow_names, "rtt_ms")
+    owd = _delay_series(tx_key, tx_t, (srx_c << SEQ_BITS) | srx_s, srx_t, flow_names, "owd_ms")
+
+    start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
+    lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss_pct = np.where(n_sent > 0, 100.0 * lost / n_sent, np.nan)
+    out = pd.DataFrame(
+        {
+            "flow": flows,
+            "kind": "packet",
+            "direction": "",
+            "cca": "",
+            "start_s": start / 1e9,
+            "bytes": n_bytes,
+            "duration_s": (t_last_tx - t_first_tx) / 1e9,
+            "sent": n_sent.astype(float),
+            "received": counts["received"].astype(float),
+            "lost": lost,
+            "loss_pct": loss_pct,
+            "duplicates": counts["duplicates"].astype(float),
+            "late": counts["late"].astype(float),
+            "early": counts["early"].astype(float),
+        }
+    )
+    out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
+    if "sched_t_ns" in io.column_names:
+        err = pd.DataFrame(
+            {
+                "flow": _flow_column(tx_c, flows),
+                "us": _gather(~server & sent, _np(io, "t_ns") - _np(io, "sched_t_ns"))[0] / 1e3,
+            }
+        )
+        g = err.groupby("flow", observed=True)["us"]
+        out = out.join(pd.DataFrame({"send_err_us_median": g.median(), "send_err_us_p99": g.quantile(0.99)}), on="flow")
+    return out, rtt, owd
+
+
+def _gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
+    """_gather returns the rows of each column where mask is set."""
+    idx = np.flatnonzero(mask)
+    return [c[idx] for c in columns]
+
+
+def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_first_by_key returns the sorted distinct keys and the earliest time of each."""
+    if _sorted(key, strict=True):
+        return key, t  # distinct and in order already: a single flow's sends, typically
+    order = np.argsort(key, kind="stable")
+    k, tt = key[order], t[order]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    starts = np.flatnonzero(first)
+    return k[starts], np.minimum.reduceat(tt, starts)
+
+
+def _delay_series(
+    tx_key: np.ndarray, tx_t: np.ndarray, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
+) -> pd.DataFrame:
+    """_delay_series pairs each packet's first arrival with its send, by flow and seq.
+
+    ``tx_key`` is sorted and distinct (see _first_by_key). Seqs are dense in
+    practice (0, 1, 2, ... per flow), so the pairing is a scatter into a table
+    indexed by (flow, seq): linear time. Sparse or negative seqs fall back to
+    a sort and a binary search.
+    """
+    if not len(rx_key) or not len(tx_key):
+        return _empty_series(name)
+    n = len(flows)
+    bounds = np.searchsorted(tx_key, np.arange(n + 1, dtype=np.int64) << SEQ_BITS)
+    has = np.diff(bounds) > 0
+    max_seq = np.where(has, tx_key[np.maximum(bounds[1:] - 1, 0)] & SEQ_MASK, -1)
+    size = max_seq + 1
+    base = np.concatenate([[0], np.cumsum(size)])
+    rx_code, rx_seq = rx_key >> SEQ_BITS, rx_key & SEQ_MASK
+    if base[-1] <= 4 * len(tx_key) + 1024 and rx_key.min() >= 0:
+        never = np.iinfo(np.int64).max
+        sent = np.full(base[-1], never, np.int64)
+        sent[base[tx_key >> SEQ_BITS] + (tx_key & SEQ_MASK)] = tx_t
+        ok = rx_seq <= max_seq[rx_code]
+        arrived = np.full(base[-1], never, np.int64)
+        # The earliest arrival of each packet: duplicates are not delays.
+        np.minimum.at(arrived, base[rx_code[ok]] + rx_seq[ok], rx_t[ok])
+        slot = np.flatnonzero((arrived != never) & (sent != never))
+        code = np.repeat(np.arange(n, dtype=np.int64), size)[slot]
+        sent_t, got_t = sent[slot], arrived[slot]
+    else:
+        k, got = _first_by_key(rx_key, rx_t)
+        i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
+        hit = tx_key[i] == k
+        code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
+    order = _order(code, sent_t)
+    code, sent_t, got_t = code[order], sent_t[order], got_t[order]
+    return pd.DataFrame({"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6})
+
+
+def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
+    """_flow_column is a series' flow column: categorical, as millions of repeated strings cost seconds."""
+    return pd.Categorical.from_codes(code.astype(np.int64), categories=pd.Index(flows))
+
+
+def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """_arrivals counts received, duplicate, late and early packets per flow.
+
+    In arrival order, a packet is late if a higher seq arrived before it, and
+    early if a lower seq arrives after it; duplicates (a seq seen again) count
+    only as duplicates.
+    """
+    total = np.bincount(code, minlength=n)
+    is_first = _first_arrivals(code, t, seq, n)
+    fc, ft, fs = code[is_first], t[is_first], seq[is_first]
+    order = _order(fc, ft)
+    fc = fc[order]
+    fk = (fc << SEQ_BITS) | fs[order]
+    received = np.bincount(fc, minlength=n)
+    late = np.zeros(n, np.int64)
+    early = np.zeros(n, np.int64)
+    if len(fc):
+        # Keys grow with the flow index, so running max/min over the packed
+        # keys never cross from one flow into the next in a way that counts.
+        prev_max = np.empty_like(fk)
+        prev_max[0] = -1
+        prev_max[1:] = np.maximum.accumulate(fk)[:-1]
+        next_min = np.empty_like(fk)
+        next_min[-1] = np.iinfo(np.int64).max
+        next_min[:-1] = np.minimum.accumulate(fk[::-1])[::-1][1:]
+        late = np.bincount(fc[fk < prev_max], minlength=n)
+        early = np.bincount(fc[fk > next_min], minlength=n)
+    return {"received": received, "duplicates": total - received, "late": late, "early": early}
+
+
+def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """_first_arrivals marks the earliest arrival of each (flow, seq); duplicates stay unmarked.
+
+    With dense seqs this is two scatters into a (flow, seq) table (linear
+    time); otherwise a stable sort by arrival, then by key.
+    """
+    mark = np.zeros(len(code), bool)
+    if not len(code):
+        return mark
+    max_seq = np.full(n, -1, np.int64)
+    np.maximum.at(max_seq, code, seq)
+    base = np.concatenate([[0], np.cumsum(max_seq + 1)])
+    if seq.min() >= 0 and base[-1] <= 4 * len(code) + 1024:
+        never = np.iinfo(np.int64).max
+        slot = base[code] + seq
+        first_t = np.full(base[-1], never, np.int64)
+        np.minimum.at(first_t, slot, t)
+        # Ties (a duplicate in the same nanosecond) go to the earlier row.
+        tied = np.flatnonzero(t == first_t[slot])
+        first_row = np.full(base[-1], never, np.int64)
+        np.minimum.at(first_row, slot[tied], tied)
+        mark[first_row[first_row != never]] = True
+        return mark
+    order = _order(code, t)
+    key = ((code << SEQ_BITS) | seq)[order]
+    by_key = np.argsort(key, kind="stable")  # keeps arrival order within a key
+    head = np.ones(len(key), bool)
+    head[1:] = key[by_key][1:] != key[by_key][:-1]
+    mark[order[by_key[head]]] = True
+    return mark
+
+
+def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
+    """_percentiles is the median and 99th percentile of a series per flow (series sorted by flow)."""
+    prefix = value.removesuffix("_ms")
+    cols = [f"{prefix}_ms_median", f"{prefix}_ms_p99"]
+    if series.empty:
+        return pd.DataFrame(columns=cols, dtype=float)
+    flow = series["flow"].astype("category")
+    codes = flow.cat.codes.to_numpy()
+    values = series[value].to_numpy(dtype=float)
+    # One quantile call per flow (a slice of the sorted series), never per sample.
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(codes)]])
+    rows = {
+        flow.cat.categories[codes[a]]: np.quantile(values[a:b], [0.5, 0.99]) for a, b in zip(starts, ends, strict=True)
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)

@@ -1,0 +1,264 @@
+"""Charts: goodput and delay against time, and flow completion time against length.
+
+Each chart is built once as a plotly figure (the interactive, zoomable page)
+and drawn again with matplotlib for static images: plotly's own image export
+(kaleido) needs a browser download, which this project's machines cannot do.
+The figure functions return the plotly figure so tests can check its series.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from antler.report.analyze import Analysis
+from antler.report.html import figure_div, flow_table, page
+from antler.report.spec import ChartsFCT, ChartsTimeSeries
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+IMAGE_POINTS = 4000
+"""IMAGE_POINTS caps the points per flow in a static image (min/max per bucket, as in the pages)."""
+
+
+def label(flow: str, labels: Mapping[str, str]) -> str:
+    """Label returns a flow's display name."""
+    return labels.get(flow, flow)
+
+
+def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
+    """Decimate returns the indices to draw: all, or each time bucket's min and max.
+
+    Keeping both extremes of every bucket preserves the spikes a researcher
+    looks for (a delay excursion, a goodput collapse) while bounding page size.
+    """
+    n = len(t)
+    if max_points <= 0 or n <= max_points:
+        return np.arange(n)
+    buckets = max(max_points // 2, 1)
+    span = float(t.max() - t.min()) or 1.0
+    b = np.minimum(((t - t.min()) / span * buckets).astype(np.int64), buckets - 1)
+    s = pd.Series(y)
+    g = s.groupby(b)
+    idx = np.union1d(g.idxmin().to_numpy(), g.idxmax().to_numpy())
+    return idx.astype(np.int64)
+
+
+def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = []
+    for flow, g in df.groupby("flow", sort=False, observed=True):
+        if not g["t_s"].is_monotonic_increasing:
+            g = g.sort_values("t_s", kind="stable")
+        t, y = g["t_s"].to_numpy(), g[value].to_numpy()
+        idx = decimate(t, y, max_points)
+        out.append((str(flow), t[idx], y[idx]))
+    return out
+
+
+def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
+    """Timeseries_figure is goodput per stream flow (left axis) and delay per packet flow (right axis)."""
+    fig = go.Figure()
+    for flow, t, y in _series(a.goodput, "goodput_mbps", spec.max_points):
+        # A short flow has a point or two: markers keep it visible.
+        mode = "lines" if len(t) > 4 else "lines+markers"
+        fig.add_trace(
+            go.Scatter(x=t, y=y, name=label(flow, spec.flow_label), mode=mode, line={"width": 1.5}, yaxis="y")
+        )
+    delay = a.delay(spec.delay)
+    delay_name = "RTT" if spec.delay == "rtt" else "one-way delay"
+    for flow, t, y in _series(delay, "delay_ms", spec.max_points):
+        fig.add_trace(
+            go.Scatter(
+                x=t,
+                y=y,
+                name=f"{label(flow, spec.flow_label)} {delay_name}",
+                mode="markers",
+                marker={"size": 3},
+                yaxis="y2",
+            )
+        )
+    fig.update_layout(
+        title={"text": spec.title},
+        template="plotly_white",
+        height=600,
+        xaxis={"title": {"text": "Time (s)"}, "rangemode": "tozero"},
+        yaxis={"title": {"text": "Goodput (Mbit/s)"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": f"{'RTT' if spec.delay == 'rtt' else 'One-way delay'} (ms)"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            # Round ticks of its own (synced ticks give values like 7.56 ms).
+            "tickmode": "auto",
+        },
+        legend={"orientation": "h", "y": -0.15},
+        hovermode="closest",
+    )
+    if spec.options:
+        fig.update_layout(spec.options)
+    return fig
+
+
+def fct_figure(a: Analysis, spec: ChartsFCT) -> go.Figure:
+    """Fct_figure is FCT against length (kB, log axis), one series per FlowSeries pattern."""
+    fig = go.Figure()
+    for name, group in fct_groups(a.flows, spec):
+        fig.add_trace(
+            go.Scatter(
+                x=group["bytes"].to_numpy() / 1000,
+                y=group["fct_s"].to_numpy(),
+                name=name,
+                mode="markers",
+                text=[label(f, spec.flow_label) for f in group["flow"]],
+                hovertemplate="%{text}: %{x:.1f} kB in %{y:.4f} s<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": spec.title},
+        template="plotly_white",
+        height=600,
+        xaxis={"title": {"text": "Length (kB)"}, "type": "log"},
+        yaxis={"title": {"text": "Flow completion time (s)"}, "rangemode": "tozero"},
+    )
+    if spec.options:
+        fig.update_layout(spec.options)
+    return fig
+
+
+def fct_groups(flows: pd.DataFrame, spec: ChartsFCT) -> list[tuple[str, pd.DataFrame]]:
+    """Fct_groups splits the completed stream flows into the chart's series."""
+    done = flows[(flows["kind"] == "stream") & flows["fct_s"].notna()]
+    if not spec.series:
+        return [("flows", done)] if len(done) else []
+    out = []
+    for s in spec.series:
+        pattern = re.compile(s.pattern)
+        match = done[done["flow"].map(lambda f, p=pattern: p.search(f) is not None)]
+        if len(match):
+            out.append((s.name, match))
+    return out
+
+
+def write_figure(
+    fig: go.Figure,
+    directory: Path,
+    names: tuple[str, ...],
+    table_html: str,
+    subtitle: str,
+    draw_image: Any,
+) -> list[Path]:
+    """Write_figure writes the figure's page(s) and image(s) to the names in directory."""
+    written = []
+    for name in names:
+        path = directory / name
+        if path.suffix == ".html":
+            title = str(fig.layout.title.text or name)
+            body = figure_div(fig) + "<h2>Flows</h2>" + table_html
+            _write_new(path, page(title, body, subtitle).encode())
+        elif path.suffix in IMAGE_SUFFIXES:
+            draw_image(path)
+        else:
+            raise ValueError(f"{name}: chart outputs end in .html, {', '.join(IMAGE_SUFFIXES)}")
+        written.append(path)
+    return written
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    # "xb": a report never overwrites a file (results are never rewritten in place).
+    with open(path, "xb") as f:
+        f.write(data)
+
+
+def charts_time_series(a: Analysis, spec: ChartsTimeSeries, directory: Path, subtitle: str = "") -> go.Figure:
+    """Charts_time_series writes the time series page and image; returns the figure."""
+    fig = timeseries_figure(a, spec)
+
+    def draw(path: Path) -> None:
+        _matplotlib_timeseries(fig, path, spec.image_options)
+
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw)
+    return fig
+
+
+def charts_fct(a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "") -> go.Figure:
+    """Charts_fct writes the FCT page and image; returns the figure."""
+    fig = fct_figure(a, spec)
+
+    def draw(path: Path) -> None:
+        _matplotlib_fct(fig, path, spec.image_options)
+
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw)
+    return fig
+
+
+def _mpl_figure(rc: Mapping[str, Any]) -> Any:
+    from matplotlib.figure import Figure
+
+    size = rc.get("figure.figsize", (12.8, 7.2))
+    dpi = rc.get("figure.dpi", 100)
+    return Figure(figsize=size, dpi=dpi, layout="constrained")
+
+
+def _matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
+    """_matplotlib_timeseries draws the plotly figure's traces as a static image (no pyplot, no GUI)."""
+    import matplotlib as mpl
+
+    with mpl.rc_context(cast(Any, dict(rc))):
+        m = _mpl_figure(rc)
+        ax = m.subplots()
+        ax2 = ax.twinx()
+        colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, tr in enumerate(fig.data):
+            color = colors[i % len(colors)]
+            x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
+            # An image is ~1300 px wide: more points than a few per pixel only cost time.
+            idx = decimate(x, y, IMAGE_POINTS) if len(x) else np.arange(0)
+            x, y = x[idx], y[idx]
+            if tr.yaxis == "y2":
+                ax2.scatter(x, y, s=2, color=color, label=tr.name, rasterized=True)
+            else:
+                ax.plot(x, y, lw=1.2, color=color, label=tr.name, marker="o" if len(x) <= 4 else None, ms=3)
+        layout = fig.layout
+        ax.set_title(layout.title.text or "")
+        ax.set_xlabel(layout.xaxis.title.text or "")
+        ax.set_ylabel(layout.yaxis.title.text or "")
+        ax2.set_ylabel(layout.yaxis2.title.text or "")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax2.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+        if handles:
+            m.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize="small")
+        _save_new(m, path)
+
+
+def _matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
+    import matplotlib as mpl
+
+    with mpl.rc_context(cast(Any, dict(rc))):
+        m = _mpl_figure(rc)
+        ax = m.subplots()
+        for tr in fig.data:
+            ax.scatter(tr.x, tr.y, s=12, label=tr.name)
+        ax.set_xscale("log")
+        layout = fig.layout
+        ax.set_title(layout.title.text or "")
+        ax.set_xlabel(layout.xaxis.title.text or "")
+        ax.set_ylabel(layout.yaxis.title.text or "")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3, which="both")
+        if fig.data:
+            ax.legend(fontsize="small")
+        _save_new(m, path)
+
+
+def _save_new(m: Any, path: Path) -> None:
+    with open(path, "xb") as f:
+        m.savefig(f, format=path.suffix.lstrip("."))

@@ -1,0 +1,140 @@
+"""Running the report pipelines: ``during`` on items as they arrive, ``after`` from the stored data."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from antler.node.items import Error, FileData, Item, LogEntry
+from antler.node.spec import parse
+from antler.report.analyze import Analysis, analyze
+from antler.report.spec import After, During
+from antler.results.load import TestResult
+
+
+class DuringSink:
+    """DuringSink applies the during pipeline to each item before and beside the writer."""
+
+    def __init__(
+        self, spec: During, directory: Path, store: Callable[[Item], None], live: Callable[[Item], None]
+    ) -> None:
+        self.spec = spec
+        self._store = store
+        self._live = live if "-" in spec.emit_log else None
+        self._files = [directory / name for name in spec.emit_log if name != "-"]
+
+    def __call__(self, item: Item) -> None:
+        if isinstance(item, FileData) and not self.spec.save_files:
+            return
+        self._store(item)
+        if isinstance(item, (LogEntry, Error)):
+            if self._live is not None:
+                self._live(item)
+            for path in self._files:
+                with open(path, "a") as f:
+                    f.write(str(item) + "\n")
+
+
+class AfterRun:
+    """AfterRun runs one test's after pipeline, keeping the analysis for the charts that follow it."""
+
+    def __init__(self, directory: Path, out: TextIO = sys.stdout) -> None:
+        self.test = TestResult(directory)
+        self.out = out
+        self.analysis: Analysis | None = None
+        self.errors: list[str] = []
+        self.written: list[Path] = []
+
+    def run(self, after: After) -> list[str]:
+        """Run executes every step; a failing step is reported and the rest still run."""
+        for step in after.steps():
+            name, cfg = step.step()
+            try:
+                getattr(self, f"_{name}")(cfg)
+            except Exception as e:
+                message = f"report {name} failed: {type(e).__name__}: {e}"
+                self.errors.append(message)
+                print(f"{self.test.path.name}: {message}", file=self.out)
+                if not isinstance(e, (ValueError, OSError, KeyError)):
+                    traceback.print_exc(file=self.out)
+        return self.errors
+
+    def _get_analysis(self) -> Analysis:
+        if self.analysis is None:
+            self.analysis = analyze(self.test)
+        return self.analysis
+
+    def _subtitle(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.test.id.items())
+
+    def _analyze(self, cfg: Any) -> None:
+        self.analysis = analyze(self.test, cfg.interval.seconds)
+        path = self.test.path / cfg.to
+        if path.exists():
+            raise FileExistsError(f"{path} exists; reports never overwrite")
+        pq.write_table(pa.Table.from_pandas(self.analysis.flows, preserve_index=False), path, compression="zstd")
+        self.written.append(path)
+
+    def _emit_log(self, cfg: Any) -> None:
+        from antler.report.logs import emit_log
+
+        self.written += emit_log(self.test, cfg.to)
+
+    def _emit_sysinfo(self, cfg: Any) -> None:
+        from antler.report.sysinfo import emit_sysinfo
+
+        self.written += emit_sysinfo(self.test.path, cfg.to)
+
+    def _charts_time_series(self, cfg: Any) -> None:
+        from antler.report.charts import charts_time_series
+
+        a = self._get_analysis()
+        if a.flows.empty:
+            return  # a test without flows (e.g. only system commands) has nothing to draw
+        charts_time_series(a, cfg, self.test.path, self._subtitle())
+        self.written += [self.test.path / n for n in cfg.to]
+
+    def _charts_fct(self, cfg: Any) -> None:
+        from antler.report.charts import charts_fct
+
+        a = self._get_analysis()
+        if not (a.flows["kind"] == "stream").any():
+            return
+        charts_fct(a, cfg, self.test.path, self._subtitle())
+        self.written += [self.test.path / n for n in cfg.to]
+
+    def _encode(self, cfg: Any) -> None:
+        from antler.report.encode import encode
+
+        self.written += encode(self.test.path, cfg.file, cfg.extension, cfg.level, cfg.destructive)
+
+
+def run_after(directory: Path, after: After, out: TextIO = sys.stdout) -> list[str]:
+    """Run_after runs the after pipeline on a stored test; returns the error messages of failed steps."""
+    return AfterRun(directory, out).run(after)
+
+
+def after_of(meta: dict[str, Any]) -> After:
+    """After_of returns the after pipeline stored in a test's meta.json config (defaults if none)."""
+    test = (meta.get("config") or {}).get("test") or {}
+    return parse(After, test.get("after"), "test.after")
+
+
+def report_outputs(after: After) -> set[str]:
+    """Report_outputs lists the file names (and name patterns) the after pipeline writes."""
+    names: set[str] = set()
+    for step in after.steps():
+        name, cfg = step.step()
+        if name == "analyze":
+            names.add(cfg.to)
+        elif name in ("charts_time_series", "charts_fct", "emit_log"):
+            names.update(n for n in cfg.to if n != "-")
+        elif name == "emit_sysinfo":
+            names.add(cfg.to.replace("{node}", "*"))
+    return names
