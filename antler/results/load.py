@@ -1,0 +1,122 @@
+"""Loading results for notebooks and reports: ``antler.results.load(path)``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from antler.node.items import RESULT_FORMAT_VERSION, SCHEMAS
+
+
+class FormatError(Exception):
+    """FormatError is a result folder this code cannot read."""
+
+
+class TestResult:
+    """TestResult is one test's stored data: its meta and its tables."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
+        version = int(self.meta.get("format_version", 0))
+        if version > RESULT_FORMAT_VERSION:
+            raise FormatError(
+                f"{path}: result format {version} is newer than this antler-ray understands "
+                f"({RESULT_FORMAT_VERSION}); upgrade antler-ray to read it"
+            )
+        self.meta = upgrade(self.meta)
+        self._cache: dict[str, pd.DataFrame] = {}
+
+    @property
+    def id(self) -> dict[str, str]:
+        """Id is the test's ID map."""
+        return dict(self.meta.get("test_id", {}))
+
+    def kinds(self) -> list[str]:
+        """Kinds lists the tables the test has."""
+        found = {p.name.split(".")[0] for p in self.path.glob("*.parquet")}
+        found |= {p.name.split(".")[0] for p in self.path.glob("*.arrows")}
+        return sorted(found)
+
+    def arrow(self, kind: str) -> pa.Table:
+        """Arrow returns the table of one kind (empty with its schema when absent)."""
+        pq_path = self.path / f"{kind}.parquet"
+        if pq_path.exists():
+            return pq.read_table(pq_path)
+        arrows = self.path / f"{kind}.arrows"
+        if arrows.exists():
+            from antler.results.store import read_arrows
+
+            return read_arrows(arrows)
+        schema = SCHEMAS.get(kind)
+        if schema is None:
+            raise KeyError(kind)
+        return schema.empty_table()
+
+    def __getitem__(self, kind: str) -> pd.DataFrame:
+        if kind not in self._cache:
+            self._cache[kind] = self.arrow(kind).to_pandas()
+        return self._cache[kind]
+
+    def __repr__(self) -> str:
+        return f"TestResult({str(self.path)!r}, id={self.id}, tables={self.kinds()})"
+
+
+class Results(Mapping[str, TestResult]):
+    """Results maps each test's folder (relative to the result folder) to its TestResult."""
+
+    def __init__(self, path: Path, tests: dict[str, TestResult]) -> None:
+        self.path = path
+        self._tests = tests
+
+    def __getitem__(self, key: str) -> TestResult:
+        return self._tests[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tests)
+
+    def __len__(self) -> int:
+        return len(self._tests)
+
+    def concat(self, kind: str) -> pd.DataFrame:
+        """Concat returns one table of a kind across tests, with each test's ID keys as columns."""
+        frames = []
+        for key, test in self._tests.items():
+            df = test[kind].copy()
+            df.insert(0, "test", key)
+            for k, v in test.id.items():
+                if k not in df.columns:
+                    df[k] = v
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
+
+
+def load(path: str | Path) -> Results:
+    """Load opens a result folder (or one test's folder) for analysis."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"no results at {root}")
+    if (root / "meta.json").exists():
+        return Results(root, {".": TestResult(root)})
+    tests = {str(m.parent.relative_to(root)): TestResult(m.parent) for m in sorted(root.rglob("meta.json"))}
+    return Results(root, tests)
+
+
+def upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade returns meta from an older result format in the current shape."""
+    version = int(meta.get("format_version", 0))
+    if version < 1:
+        # Format 0 (pre-release) named the ID "id"; format 1 calls it "test_id".
+        meta = dict(meta)
+        if "test_id" not in meta and "id" in meta:
+            meta["test_id"] = meta.pop("id")
+        meta["format_version"] = RESULT_FORMAT_VERSION
+    return meta

@@ -1,0 +1,265 @@
+"""Writing results: the invocation folder and each test's files.
+
+Data is written while the test runs: each table first goes to an Arrow IPC
+stream file (``<kind>.arrows``), flushed batch by batch, which stays readable
+up to its last whole batch even if the process is killed; when the test ends
+each stream becomes ``<kind>.parquet``. Nothing already written is ever
+overwritten: a test folder that exists is an error, and a finished invocation
+folder whose name is taken gets a suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from antler.node.items import (
+    RESULT_FORMAT_VERSION,
+    SCHEMAS,
+    Batch,
+    Error,
+    FileData,
+    Item,
+    LogEntry,
+    PacketInfo,
+    StreamInfo,
+    SysInfo,
+    info_row,
+)
+
+IN_PROGRESS = "in-progress"
+LATEST = "latest"
+STAMP_FORMAT = "%Y-%m-%d-%H%M%SZ"
+DEPENDENCIES = ("ray", "pyarrow", "pandas", "pyroute2", "paramiko", "hydra-core", "omegaconf")
+
+
+class ResultsError(Exception):
+    """ResultsError is a result folder that cannot be written as asked."""
+
+
+def versions() -> dict[str, str]:
+    """Versions returns the versions of this package, Python and the dependencies."""
+    out = {"python": platform.python_version()}
+    for name in ("antler-ray", *DEPENDENCIES):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def host_facts() -> dict[str, str]:
+    """Host_facts returns the kernel and host of the machine writing the results."""
+    u = platform.uname()
+    return {"hostname": u.node, "kernel": f"{u.system} {u.release}", "kernel_version": u.version, "machine": u.machine}
+
+
+class Invocation:
+    """Invocation is one run of the command: ``in-progress/`` until finish moves it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started = datetime.now(timezone.utc)
+        self.dir = root / IN_PROGRESS
+        self.final: Path | None = None
+
+    def begin(self) -> None:
+        """Begin creates in-progress, recovering one left by a dead process."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.dir.exists():
+            pid = _read_pid(self.dir / ".pid")
+            if pid is not None and _alive(pid):
+                raise ResultsError(f"{self.dir} is in use by process {pid}; wait for it or stop it")
+            # A run that died left its folder: keep its data under its own name.
+            stale = datetime.fromtimestamp(self.dir.stat().st_mtime, timezone.utc)
+            self._move(self.dir, stale.strftime(STAMP_FORMAT) + "-interrupted")
+        self.dir.mkdir()
+        (self.dir / ".pid").write_text(str(os.getpid()))
+
+    def test_dir(self, sub: str) -> Path:
+        """Test_dir creates and returns a new test folder; an existing one is an error."""
+        d = self.dir / sub
+        if d.exists():
+            raise ResultsError(f"test folder {sub!r} already exists: two tests have the same ID or path")
+        d.mkdir(parents=True)
+        return d
+
+    def finish(self) -> Path:
+        """Finish moves in-progress to its UTC time stamp and points latest at it."""
+        (self.dir / ".pid").unlink(missing_ok=True)
+        self.final = self._move(self.dir, self.started.strftime(STAMP_FORMAT))
+        link = self.root / LATEST
+        tmp = self.root / f".{LATEST}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.final.name)
+        os.replace(tmp, link)
+        return self.final
+
+    def _move(self, src: Path, name: str) -> Path:
+        dst = self.root / name
+        n = 1
+        while dst.exists() or dst.is_symlink():
+            dst = self.root / f"{name}-{n}"
+            n += 1
+        os.rename(src, dst)
+        return dst
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TestWriter:
+    """TestWriter writes one test's items into its folder as they arrive.
+
+    ``write`` is thread-safe: it is the sink for every node of the test.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._streams: dict[str, ipc.RecordBatchStreamWriter] = {}
+        self._files: dict[str, Any] = {}
+        self._last_flush = time.monotonic()
+        self.errors: list[Error] = []
+        self.closed = False
+
+    def write(self, item: Item) -> None:
+        """Write stores one item."""
+        with self._lock:
+            if isinstance(item, Batch):
+                self._stream(item.kind).write_batch(item.batch)
+            elif isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo)):
+                kind, row = info_row(item)
+                self._rows.setdefault(kind, []).append(row)
+                if isinstance(item, Error):
+                    self.errors.append(item)
+            elif isinstance(item, FileData):
+                self._file(item)
+            elif isinstance(item, SysInfo):
+                path = self.dir / f"sysinfo_{item.node_id}.json"
+                path.write_text(json.dumps(item.data, indent=2, default=str))
+            if time.monotonic() - self._last_flush > 1.0:
+                self._flush_rows()
+
+    def _stream(self, kind: str) -> ipc.RecordBatchStreamWriter:
+        writer = self._streams.get(kind)
+        if writer is None:
+            sink = pa.OSFile(str(self.dir / f"{kind}.arrows"), "wb")
+            writer = ipc.new_stream(sink, SCHEMAS[kind])
+            self._streams[kind] = writer
+        return writer
+
+    def _file(self, item: FileData) -> None:
+        name = item.name
+        if name.startswith("/") or ".." in name.split("/") or not name:
+            raise ResultsError(f"file name {name!r} must be relative, without '..'")
+        f = self._files.get(name)
+        if f is None:
+            path = self.dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # "xb": never overwrite, even a file another node wrote first.
+            f = open(path, "xb")  # noqa: SIM115 - kept open across chunks
+            self._files[name] = f
+        f.write(item.data)
+        f.flush()
+
+    def _flush_rows(self) -> None:
+        for kind, rows in self._rows.items():
+            if rows:
+                self._stream(kind).write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMAS[kind]))
+                rows.clear()
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Flush writes buffered rows to disk."""
+        with self._lock:
+            self._flush_rows()
+
+    def close(self) -> None:
+        """Close turns each table into Parquet and writes the time-sorted log.txt."""
+        with self._lock:
+            if self.closed:
+                return
+            self._flush_rows()
+            for writer in self._streams.values():
+                writer.close()
+            for f in self._files.values():
+                f.close()
+            for kind in self._streams:
+                arrows = self.dir / f"{kind}.arrows"
+                table = read_arrows(arrows)
+                if kind in ("log", "errors"):
+                    table = table.sort_by("time")
+                pq.write_table(table, self.dir / f"{kind}.parquet", compression="zstd")
+                arrows.unlink()
+            self._write_log_txt()
+            self.closed = True
+
+    def _write_log_txt(self) -> None:
+        lines: list[tuple[Any, str]] = []
+        for kind in ("log", "errors"):
+            path = self.dir / f"{kind}.parquet"
+            if not path.exists():
+                continue
+            for row in pq.read_table(path).to_pylist():
+                item = LogEntry(**row) if kind == "log" else Error(**row)
+                lines.append((row["time"], str(item)))
+        lines.sort(key=lambda x: x[0])
+        with open(self.dir / "log.txt", "x") as f:
+            for _, line in lines:
+                f.write(line + "\n")
+
+
+def read_arrows(path: Path) -> pa.Table:
+    """Read_arrows reads an Arrow IPC stream file up to its last whole batch."""
+    batches = []
+    schema = None
+    with pa.OSFile(str(path), "rb") as f:
+        try:
+            reader = ipc.open_stream(f)
+            schema = reader.schema
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+        except (pa.ArrowInvalid, OSError):
+            pass  # a truncated tail from a killed writer: keep what is whole
+    if schema is None:
+        kind = path.name.removesuffix(".arrows")
+        schema = SCHEMAS.get(kind, pa.schema([]))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    """Write_meta writes meta.json (replacing the test's own earlier meta.json)."""
+    meta = {"format_version": RESULT_FORMAT_VERSION, **meta}
+    tmp = directory / ".meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(tmp, directory / "meta.json")
