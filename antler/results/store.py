@@ -15,7 +15,7 @@ import os
 import platform
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class Invocation:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
         self.dir = root / IN_PROGRESS
         self.final: Path | None = None
 
@@ -82,7 +82,7 @@ class Invocation:
             if pid is not None and _alive(pid):
                 raise ResultsError(f"{self.dir} is in use by process {pid}; wait for it or stop it")
             # A run that died left its folder: keep its data under its own name.
-            stale = datetime.fromtimestamp(self.dir.stat().st_mtime, timezone.utc)
+            stale = datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
             self._move(self.dir, stale.strftime(STAMP_FORMAT) + "-interrupted")
         self.dir.mkdir()
         (self.dir / ".pid").write_text(str(os.getpid()))
