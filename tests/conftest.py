@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.nettools import NetnsFactory, netns_factory, netns_list
+from tests.nettools import NetnsFactory, netns_factory, netns_list, owned_by_me
 
 _RAY_PROC = re.compile(
     r"raylet|gcs_server|ray::|ray/_private|ray/dashboard|ray/autoscaler|default_worker|log_monitor|runtime_env"
@@ -75,14 +75,21 @@ def _ray_actors() -> set[str]:
         return set()
 
 
+def _my_netns() -> set[str]:
+    # Only namespaces named by this process's unique_name: other sessions on
+    # the machine create (and delete) their own meanwhile, and deleting theirs
+    # as "leaks" broke their tests.
+    return {name for name in netns_list() if owned_by_me(name)}
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
-    ns0, procs0, socks0, actors0 = netns_list(), set(_ours()), _listening(), _ray_actors()
+    ns0, procs0, socks0, actors0 = _my_netns(), set(_ours()), _listening(), _ray_actors()
     yield
     deadline = time.monotonic() + 5
     while True:
-        ns = netns_list() - ns0
+        ns = _my_netns() - ns0
         procs = {pid: cmd for pid, cmd in _ours().items() if pid not in procs0}
         socks = _listening() - socks0
         actors = _ray_actors() - actors0

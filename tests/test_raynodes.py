@@ -369,9 +369,17 @@ def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
     assert out.stdout.strip() == repr(sorted(want)), out.stderr[-2000:]
 
 
+@dataclass
+class Cluster:
+    """Cluster is a test-local Ray cluster: its address and the `ray start` of host b."""
+
+    address: str
+    host_b: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def two_hosts(tmp_path: Path) -> Iterator[str]:
-    """Two_hosts runs a head raylet (host a) and a second raylet (host b); it yields the address."""
+def two_hosts(tmp_path: Path) -> Iterator[Cluster]:
+    """Two_hosts runs a head raylet (host a) and a second raylet (host b), all deleted after."""
     port = free_port()
     temp = Path("/tmp") / f"rn{os.getpid()}-{port}"  # short: Ray's socket paths have a length limit
     head = _ray_start(
@@ -384,15 +392,16 @@ def two_hosts(tmp_path: Path) -> Iterator[str]:
         address = f"127.0.0.1:{port}"
         procs.append(_ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], tmp_path / "b.log"))
         _wait_for_hosts(address, {"a", "b"}, tmp_path)
-        yield address
+        yield Cluster(address, procs[1])
     finally:
         for p in reversed(procs):
-            _stop(p)
+            if p.poll() is None:
+                _stop(p)
         subprocess.run(["rm", "-rf", str(temp)], check=False)
 
 
 @pytest.mark.slow
-def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: str, tmp_path: Path) -> None:
+def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_path: Path) -> None:
     nb = unique_name("rb")
     (tmp_path / "experiment").mkdir()
     pinned = {
@@ -422,16 +431,39 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: str, tmp_path
             "run": {"child": {"node": {"id": "x", "launcher": {"ray": {"host": "c"}}}, "sleep": "1ms"}},
         }
     }
-    for name, exp in (("pinned", pinned), ("stray", stray)):
+    marker = tmp_path / "b-running"
+    nd = unique_name("rd")
+    dies = {
+        "test": {
+            "id": {"experiment": "dies"},
+            "run": {
+                "parallel": [
+                    {
+                        "child": {
+                            "node": {"id": "stays", "launcher": {"ray": {"host": "a"}}},
+                            "serial": [{"system": {"command": "echo still here"}}, {"sleep": "60s"}],
+                        }
+                    },
+                    {
+                        "child": {
+                            "node": {"id": nd, "launcher": {"ray": {"host": "b"}}, "netns": {"create": True}},
+                            "serial": [{"system": {"command": f"touch {marker}"}}, {"sleep": "60s"}],
+                        }
+                    },
+                ]
+            },
+        }
+    }
+    for name, exp in (("pinned", pinned), ("stray", stray), ("dies", dies)):
         (tmp_path / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(exp))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
+    def argv(experiment: str) -> list[str]:
+        return [sys.executable, "-m", "antler", "run", "--config-dir", str(tmp_path), f"+experiment={experiment}",
+                f"ray.address={two_hosts.address}"]  # fmt: skip
+
     def cli(experiment: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "antler", "run", "--config-dir", str(tmp_path), f"+experiment={experiment}",
-             f"ray.address={two_hosts}"],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240,
-        )  # fmt: skip
+        return subprocess.run(argv(experiment), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
 
     done = cli("pinned")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -448,3 +480,24 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: str, tmp_path
     assert refused.returncode == 1
     log = (tmp_path / "results" / "latest" / "experiment-stray" / "log.txt").read_text()
     assert "host 'c' is not in the Ray cluster; its hosts: a, b" in log
+
+    # Host b goes down mid-test: the test ends soon after, naming the node, keeping a's data.
+    with subprocess.Popen(
+        argv("dies"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+    ) as proc:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate()[0]
+        _stop(two_hosts.host_b)
+        down = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        ended = time.monotonic() - down
+    assert proc.returncode == 1, out
+    print(f"host b down: the test ended {ended:.1f}s later")
+    assert ended < 15, f"the test ran on for {ended:.1f}s after host b went down"
+    log = (tmp_path / "results" / "latest" / "experiment-dies" / "log.txt").read_text()
+    assert f"{nd} node: error: node {nd!r}" in log, log
+    assert "stays system: still here" in log
+    # Host b is this machine: the driver removed the namespace the dead node left.
+    assert nd not in netns_list()
