@@ -126,11 +126,10 @@ def ray_session() -> Iterator[None]:
     """Ray_session connects the test session to one Ray instance (started once: ~5-10 s here).
 
     Session-scoped fixtures are set up before the per-test leak check takes
-    its snapshot, so Ray's own processes and sockets never count as leaks.
+    its snapshot, so Ray's own processes and sockets never count as leaks. Like
+    the tool's embedded Ray it ships no code: workers import this checkout.
     """
     import ray
-
-    from antler.node.launch.ray import runtime_env
 
     started = False
     if not ray.is_initialized():
@@ -140,7 +139,6 @@ def ray_session() -> Iterator[None]:
             object_store_memory=200 * 2**20,
             logging_level=logging.WARNING,
             log_to_driver=False,
-            runtime_env=runtime_env(),
         )
         started = True
     yield

@@ -81,14 +81,21 @@ async def do(
     root.ctx.nodes = nodes
     ok = True
     try:
-        for node in run.nodes():
-            try:
-                nodes[node] = await launch(node, sink, nodes)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                root.rec.error(f"launching node {node.id!r}: {e}", "launch")
-                return False
+        # All nodes start at once: a Ray actor's worker takes a second or two to
+        # start, and those seconds would add up node by node.
+        order = run.nodes()
+        launched = await asyncio.gather(*(launch(node, sink, nodes) for node in order), return_exceptions=True)
+        failed = False
+        for node, handle in zip(order, launched, strict=True):
+            if isinstance(handle, asyncio.CancelledError):
+                raise handle
+            if isinstance(handle, BaseException):
+                root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
+                failed = True
+            else:
+                nodes[node] = handle
+        if failed:
+            return False
         task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback or {}, timeout), nodes))
         if control is not None:
             control._attach(task)

@@ -435,15 +435,13 @@ class RaySession:
             if ray.is_initialized():
                 return
             address = self.address or os.environ.get("RAY_ADDRESS") or None
-            quiet: dict[str, Any] = {
-                "logging_level": logging.WARNING,
-                "log_to_driver": False,
-                # The driver's own package, so a cluster host never runs a stale copy.
-                "runtime_env": runtime_env(),
-            }
+            quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
             if address:
-                ray.init(address=address, **quiet)
+                # The driver's own package, so a cluster host never runs a stale copy.
+                ray.init(address=address, runtime_env=runtime_env(), **quiet)
             else:
+                # An embedded Ray runs on this machine, from this very package:
+                # shipping it would only cost each actor 1-2 s of runtime-env set-up.
                 ray.init(include_dashboard=False, **quiet)
                 self.started = True
 
@@ -476,7 +474,10 @@ class RayLaunch:
 
     async def launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> RayHandle:
         """Launch starts the node's actor on its host and returns its handle, polling already."""
-        await asyncio.to_thread(self.session.ensure)
+        # On the calling thread, never a pool thread: Ray's processes die with
+        # the thread that started them (PR_SET_PDEATHSIG), and asyncio.run ends
+        # its pool threads, which left `ray.shutdown` waiting 15 s on a dead GCS.
+        self.session.ensure()
         if self._code is None:
             self._code = await asyncio.to_thread(code_version)
         options: dict[str, Any] = {
