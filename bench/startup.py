@@ -5,7 +5,10 @@ Prints, per round:
 - ``hello``: ``antler-ray run +experiment=hello`` (no child nodes, so no Ray);
 - ``three nodes``: a test on three nodes, each in its own new namespace, on an
   embedded Ray: command start to its first runner, and the whole command;
-- the overhead of the three-node command beyond bare Ray and its own runs;
+- the overhead of the three-node command beyond its own runs and its own
+  ``ray.init`` + ``ray.shutdown`` (timed inside the same process: the
+  machine's noise in Ray's start-up, 8 to 14 s here, cancels out), and beyond
+  the bare-Ray command of the same round;
 - peak memory of all its processes (RSS summed, and PSS, which counts shared
   pages once), sampled every 100 ms.
 
@@ -38,6 +41,32 @@ THREE_NODES = {
         },
     }
 }
+TIMED_CLI = """
+import sys, time
+import ray
+
+spent = [0.0]
+
+
+def timed(f):
+    def call(*args, **kwargs):
+        t = time.monotonic()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            spent[0] += time.monotonic() - t
+
+    return call
+
+
+ray.init, ray.shutdown = timed(ray.init), timed(ray.shutdown)
+from antler.cli import main
+
+code = main(sys.argv[1:])
+print(f"RAY_SECONDS {spent[0]:.3f}")
+sys.exit(code)
+"""
+"""TIMED_CLI runs the command with its own ray.init and ray.shutdown timed, in the same process."""
 RUN_SECONDS = 0.02
 """RUN_SECONDS is the three-node test's own work (two 10 ms sleeps)."""
 
@@ -118,13 +147,17 @@ def main() -> None:
         for r in range(rounds):
             _, t_bare, _, _ = timed(bare, cwd)
             _, t_hello, _, _ = timed([cli, "run", "+experiment=hello"], cwd)
-            w0, t_three, mem, _ = timed([cli, "run", "--config-dir", str(cwd), "+experiment=three"], cwd, memory=True)
+            three = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=three"]
+            w0, t_three, mem, out = timed(three, cwd, memory=True)
             assert mem is not None
+            t_ray = float(out.rsplit("RAY_SECONDS ", 1)[1].split()[0])
             figures = {
                 "bare ray.init+shutdown s": t_bare,
                 "hello command s": t_hello,
                 "three nodes: to first runner s": first_runner(cwd / "results", w0),
                 "three nodes: command s": t_three,
+                "three nodes: its ray.init+shutdown s": t_ray,
+                "three nodes: overhead beyond its own Ray s": t_three - t_ray - RUN_SECONDS,
                 "three nodes: overhead beyond bare Ray s": t_three - t_bare - RUN_SECONDS,
                 "three nodes: peak RSS sum MiB": mem.rss / 2**20,
                 "three nodes: peak PSS sum MiB": mem.pss / 2**20,
@@ -134,7 +167,7 @@ def main() -> None:
                 rows.setdefault(k, []).append(v)
     print("\nmedian of", rounds, "rounds")
     for k, vs in rows.items():
-        print(f"  {k:42s} {statistics.median(vs):8.2f}")
+        print(f"  {k:46s} {statistics.median(vs):8.2f}")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,18 @@ class Launchers:
     async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
         """Call launches the node."""
         name = node.launcher.name
-        if name == "ray":
+        # In launch order, though launches run concurrently and end in any order.
+        facts: dict[str, Any] = {"id": node.id, "launcher": name}
+        self._facts.append(facts)
+        try:
+            if name != "ray":
+                raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
             handle = await self._ray_launch().launch(node, sink, nodes)
-            self._facts.append(handle.facts)
-            return handle
-        raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
+        except Exception as e:
+            facts["error"] = str(e)
+            raise
+        facts.update(handle.facts)
+        return handle
 
     def _ray_launch(self) -> RayLaunch:
         # Ray is imported only when a test has a Ray node: a test without
