@@ -83,7 +83,7 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     finally:
         outcome.result_dir = inv.finish()
         if own is not None:
-            await asyncio.to_thread(own.close)
+            own.close()  # on this thread, like the ray.init it undoes
     return outcome
 
 

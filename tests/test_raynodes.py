@@ -29,7 +29,7 @@ from antler.cli import main
 from antler.node import Child, Control, Duration, Error, LogEntry, Netns, Node, Run, do, parse_run
 from antler.node.context import Context
 from antler.node.feedback import Feedback
-from antler.node.items import Item
+from antler.node.items import SCHEMAS, Batch, Item
 from antler.node.launch import Launchers
 from antler.node.launch import ray as ray_launch
 from tests.nettools import NetnsFactory, netns_list, unique_name
@@ -77,6 +77,22 @@ class Dial:
         w.close()
         await w.wait_closed()
         ctx.rec.log(f"got {line!r} from {feedback['listen_addr']}", "dial")
+        return {}
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Samples is a test runner: it records n stream_io samples, as a stream runner would."""
+
+    n: int
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        """Run appends the samples to a columnar buffer, yielding now and then."""
+        cols = ctx.rec.columns("stream_io", "f1", server=False)
+        for i in range(self.n):
+            cols.append(i * 1000, i * 1448, True)
+            if i % 1000 == 0:
+                await asyncio.sleep(0.001)
         return {}
 
 
@@ -188,6 +204,16 @@ def test_nested_child_runs_on_a_node_launched_by_the_driver() -> None:
     assert ok, errors(items)
     assert logs(items, outer) == [outer] and logs(items, inner) == [inner]
     assert [f["id"] for f in launchers.take_facts()] == [outer, inner]
+
+
+def test_measurements_reach_the_driver_as_arrow_batches() -> None:
+    ok, items, _ = run_tree(Run(child=Child(node=Node(id=unique_name("rs")), system=Samples(20000))))  # type: ignore[arg-type]
+    assert ok, errors(items)
+    batches = [i for i in items if isinstance(i, Batch)]
+    assert sum(b.batch.num_rows for b in batches) == 20000
+    assert len(batches) <= 20, "samples crossed one by one, not in batches"
+    assert batches[0].batch.schema.equals(SCHEMAS["stream_io"])
+    assert batches[-1].batch.column("total_bytes")[-1].as_py() == 19999 * 1448
 
 
 def test_unknown_host_is_refused_before_any_run(tmp_path: Path) -> None:
