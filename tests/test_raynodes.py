@@ -216,6 +216,21 @@ def test_measurements_reach_the_driver_as_arrow_batches() -> None:
     assert batches[-1].batch.column("total_bytes")[-1].as_py() == 19999 * 1448
 
 
+def test_a_node_gets_the_tests_hmac_key() -> None:
+    # The root hands the key over through this optional handle method (main's HMAC work).
+    async def main_() -> bytes | None:
+        launchers = Launchers()
+        node = Node(id=unique_name("rh"))
+        handle = await launchers(node, lambda item: None, {})
+        try:
+            await handle.set_hmac_key(b"k3y")  # type: ignore[attr-defined]
+            return await handle.actor.__ray_call__.remote(lambda actor: actor.runtime.ctx.hmac_key)  # type: ignore[attr-defined, no-any-return]
+        finally:
+            await handle.close()
+
+    assert asyncio.run(main_()) == b"k3y"
+
+
 def test_unknown_host_is_refused_before_any_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     run = parse_run(

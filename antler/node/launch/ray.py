@@ -168,6 +168,11 @@ class NodeActor:
             if node not in nodes and node != self.node:
                 nodes[node] = RayHandle(node, actor, self._sink, home=self._home)
 
+    async def set_hmac_key(self, key: bytes) -> None:
+        """Set_hmac_key gives the node the test's HMAC key (before any run starts)."""
+        assert self.runtime is not None
+        self.runtime.ctx.hmac_key = key
+
     async def clock(self) -> int:
         """Clock returns the node's wall clock, in ns since the epoch."""
         return time.time_ns()
@@ -254,6 +259,10 @@ class RayHandle:
         self._closed = False
 
     # --- running
+
+    async def set_hmac_key(self, key: bytes) -> None:
+        """Set_hmac_key gives the node the test's HMAC key (the root calls it before any run)."""
+        await self._await(self.actor.set_hmac_key.remote(key))
 
     async def run(self, run: object, feedback: Feedback) -> Feedback:
         """Run executes a run tree on the node; its feedback travels as an object ref."""
