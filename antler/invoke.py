@@ -63,16 +63,24 @@ class Live:
 
 
 async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None, out: TextIO = sys.stdout) -> Outcome:
-    """Run_jobs runs each job's test in turn into one result folder."""
-    from antler.node.launch import launch as default_launch
+    """Run_jobs runs each job's test in turn into one result folder.
 
+    Without a ``launch`` the nodes are launched by the launcher each names, on
+    the Ray cluster at the first job's ``ray.address`` (or RAY_ADDRESS, or an
+    embedded local Ray started when a test first needs it and shut down here).
+    """
+    from antler.node.launch import Launchers
+
+    own: Launchers | None = None
+    if launch is None:
+        launch = own = Launchers(ray_address(jobs[0].config) if jobs else None)
     inv = Invocation(root_dir)
     inv.begin()
     outcome = Outcome()
     live = Live(out)
     try:
         for k, job in enumerate(jobs, 1):
-            ok = await _run_test(inv, job, k, len(jobs), launch or default_launch, live)
+            ok = await _run_test(inv, job, k, len(jobs), launch, live)
             if not ok:
                 outcome.failed.append(job.test.id_text())
     except asyncio.CancelledError:
@@ -80,7 +88,16 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     finally:
         _write_index(inv.dir, jobs, out)
         outcome.result_dir = inv.finish()
+        if own is not None:
+            own.close()  # on this thread, like the ray.init it undoes
     return outcome
+
+
+def ray_address(config: dict[str, Any]) -> str | None:
+    """Ray_address is the cluster address the config names (``ray.address``), or None."""
+    section = config.get("ray") or {}
+    address = section.get("address") if isinstance(section, dict) else None
+    return str(address) if address else None
 
 
 async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live) -> bool:
@@ -140,6 +157,10 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
             duration_s=round(time.monotonic() - start, 3),
             errors=len(writer.errors),
         )
+        take_facts = getattr(launch, "take_facts", None)
+        if take_facts is not None:
+            # Where each node ran and its clock offset, to correct one-way delays across hosts.
+            meta["nodes"] = take_facts()
         write_meta(directory, meta)
         if status != "interrupted":
             # The after reports read the stored data, exactly as `antler-ray report` does later.

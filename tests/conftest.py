@@ -8,6 +8,7 @@ processes (one instance per session) are not counted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -156,3 +157,28 @@ def netns() -> Iterator[NetnsFactory]:
     """Netns yields a factory of namespaces and veth links, all deleted after the test."""
     with netns_factory() as f:
         yield f
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """Ray_session connects the test session to one Ray instance (started once: ~5-10 s here).
+
+    Session-scoped fixtures are set up before the per-test leak check takes
+    its snapshot, so Ray's own processes and sockets never count as leaks. Like
+    the tool's embedded Ray it ships no code: workers import this checkout.
+    """
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            num_cpus=2,
+            object_store_memory=200 * 2**20,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        started = True
+    yield
+    if started:
+        ray.shutdown()

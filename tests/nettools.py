@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +25,17 @@ def netns_list() -> set[str]:
 
 
 def unique_name(prefix: str = "t") -> str:
-    """Unique_name returns a namespace name unique to this process (<= 15 chars)."""
+    """Unique_name returns a namespace name unique to this process (<= 15 chars).
+
+    Tests name every namespace they create (directly or through a node) with it:
+    the leak check counts only names it made.
+    """
     return f"{prefix}{os.getpid() % 100000}-{next(_counter)}"[:15]
+
+
+def owned_by_me(name: str) -> bool:
+    """Owned_by_me reports whether a namespace name came from this process's unique_name."""
+    return re.fullmatch(rf"[a-zA-Z]*{os.getpid() % 100000}-\d+", name) is not None
 
 
 @dataclass

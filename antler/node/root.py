@@ -81,17 +81,24 @@ async def do(
     root.ctx.nodes = nodes
     ok = True
     try:
-        for node in run.nodes():
-            try:
-                nodes[node] = await launch(node, sink, nodes)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                root.rec.error(f"launching node {node.id!r}: {e}", "launch")
-                return False
+        # All nodes start at once: a Ray actor's worker takes a second or two to
+        # start, and those seconds would add up node by node.
+        order = run.nodes()
+        launched = await asyncio.gather(*(launch(node, sink, nodes) for node in order), return_exceptions=True)
+        failed = False
+        for node, handle in zip(order, launched, strict=True):
+            if isinstance(handle, asyncio.CancelledError):
+                raise handle
+            if isinstance(handle, BaseException):
+                root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
+                failed = True
+            else:
+                nodes[node] = handle
+        if failed:
+            return False
         if hmac_key is not None:
             await _give_hmac_key(nodes, hmac_key)
-        task = asyncio.ensure_future(_run_tree(root, run, feedback or {}, timeout))
+        task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback or {}, timeout), nodes))
         if control is not None:
             control._attach(task)
         try:
@@ -128,6 +135,32 @@ async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Du
             return await root.run(run, feedback)
     except TimeoutError:
         raise TestTimeout(f"test timed out after {timeout}") from None
+
+
+async def _watched(tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle]) -> Feedback:
+    """_Watched runs the tree, ending it when a node is lost even while no run is on it.
+
+    A handle may offer ``lost``, a future that completes with a message when
+    its node dies (the Error naming the node is already recorded).
+    """
+    losses = [f for h in nodes.values() if isinstance(f := getattr(h, "lost", None), asyncio.Future)]
+    task = asyncio.ensure_future(tree)
+    if not losses:
+        return await task
+    try:
+        await asyncio.wait([task, *losses], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    lost = next(f for f in losses if f.done())
+    raise RunnerError(str(lost.result()))
 
 
 async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:

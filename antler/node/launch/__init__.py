@@ -1,17 +1,76 @@
 """Launchers: how a node named in a child run is started.
 
-``launch`` picks the launcher the node's spec names.
+:class:`Launchers` picks the launcher the node's spec names (``ray`` unless
+another is set) and remembers the facts of each node it launched (host,
+namespace, clock offset) for the test's meta.json. One instance serves a whole
+command; ``close`` shuts down an embedded Ray it started.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from antler.node.context import NodeHandle
 from antler.node.node import Node
 from antler.node.recorder import Sink
 
+if TYPE_CHECKING:
+    from antler.node.launch.ray import RayLaunch, RaySession
+
+
+class Launchers:
+    """Launchers starts each node with the launcher its spec names; call it as a ``Launch``."""
+
+    def __init__(self, ray_address: str | None = None) -> None:
+        self.ray_address = ray_address
+        self._session: RaySession | None = None
+        self._ray: RayLaunch | None = None
+        self._facts: list[dict[str, Any]] = []
+
+    async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        """Call launches the node."""
+        name = node.launcher.name
+        # In launch order, though launches run concurrently and end in any order.
+        facts: dict[str, Any] = {"id": node.id, "launcher": name}
+        self._facts.append(facts)
+        try:
+            if name != "ray":
+                raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
+            handle = await self._ray_launch().launch(node, sink, nodes)
+        except Exception as e:
+            facts["error"] = str(e)
+            raise
+        facts.update(handle.facts)
+        return handle
+
+    def _ray_launch(self) -> RayLaunch:
+        # Ray is imported only when a test has a Ray node: a test without
+        # children never pays for it.
+        if self._ray is None:
+            from antler.node.launch.ray import RayLaunch, RaySession
+
+            self._session = RaySession(self.ray_address)
+            self._ray = RayLaunch(self._session)
+        return self._ray
+
+    def take_facts(self) -> list[dict[str, Any]]:
+        """Take_facts returns the facts of the nodes launched since the last call."""
+        facts, self._facts = self._facts, []
+        return facts
+
+    def close(self) -> None:
+        """Close shuts down an embedded Ray this launcher started."""
+        if self._session is not None:
+            self._session.shutdown()
+
+
+_default = Launchers()
+
 
 async def launch(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-    """Launch starts the node with the launcher its spec names."""
-    from antler.node.launch.netns import launch_thread
+    """Launch starts the node with the launcher its spec names, in a process-wide Launchers.
 
-    return await launch_thread(node, sink, nodes)
+    In-process threads (no Ray) remain available as
+    :func:`antler.node.launch.netns.launch_thread`.
+    """
+    return await _default(node, sink, nodes)

@@ -10,13 +10,14 @@ live there, while the process that hosts it keeps its connections outside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
+import signal
+import subprocess
 import threading
 from concurrent.futures import Future
 from typing import Any
-
-from pyroute2 import netns as pr_netns
 
 from antler.node.context import NodeHandle
 from antler.node.feedback import Feedback
@@ -37,17 +38,33 @@ def namespace_name(node: Node) -> str:
     return node.netns.name or node.id
 
 
+def _ip(*args: str) -> None:
+    # iproute2 rather than pyroute2 here: pyroute2 forks a helper process to
+    # create a namespace, and a fork from a Ray worker's many threads hangs.
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)}: {done.stderr.strip() or f'status {done.returncode}'}")
+
+
+def list_names() -> list[str]:
+    """List_names returns the names of the host's named network namespaces."""
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
 def create(name: str) -> None:
     """Create makes a new named namespace; one that exists already is an error."""
-    if name in pr_netns.listnetns():
+    if name in list_names():
         raise NetnsError(f"network namespace {name!r} already exists")
-    pr_netns.create(name)
+    _ip("netns", "add", name)
 
 
 def remove(name: str) -> None:
     """Remove deletes a named namespace, if it exists."""
-    if name in pr_netns.listnetns():
-        pr_netns.remove(name)
+    if name in list_names():
+        _ip("netns", "del", name)
 
 
 def enter(name: str) -> None:
@@ -70,21 +87,80 @@ def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
     name = spec.name or node_id
     if spec.create:
         create(name)
-        pr_netns_up_lo(name)
+        try:
+            pr_netns_up_lo(name)
+        except BaseException:
+            remove(name)
+            raise
         return name, True
-    if name not in pr_netns.listnetns():
+    if name not in list_names():
         raise NetnsError(f"network namespace {name!r} does not exist (set create: true to create it)")
     return name, False
 
 
 def pr_netns_up_lo(name: str) -> None:
     """Pr_netns_up_lo brings up loopback in a new namespace, as ip-netns users expect."""
-    from pyroute2 import NetNS
+    _ip("-n", name, "link", "set", "lo", "up")
 
-    with NetNS(name, flags=0) as ns:
-        idx = ns.link_lookup(ifname="lo")
-        if idx:
-            ns.link("set", index=idx[0], state="up")
+
+async def call_on(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Call_on runs a coroutine on another thread's loop and awaits it from this one.
+
+    Unlike ``wrap_future(run_coroutine_threadsafe(...))``, canceling the caller
+    cancels the coroutine and then waits until it has finished, so cleanup in
+    the coroutine never outlives the caller's cancellation.
+    """
+    started: Future[asyncio.Task[Any]] = Future()
+
+    async def guard() -> tuple[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        started.set_result(task)
+        try:
+            return "ok", await coro
+        except asyncio.CancelledError:
+            return "canceled", None
+        except BaseException as e:
+            return "raised", e
+
+    done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(guard(), loop))
+    try:
+        kind, value = await asyncio.shield(done)
+    except asyncio.CancelledError:
+        task = await asyncio.wrap_future(started)
+        loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(BaseException):
+            await done
+        raise
+    if kind == "raised":
+        raise value
+    if kind == "canceled":
+        raise asyncio.CancelledError()
+    return value
+
+
+def kill_processes_in(name: str) -> list[int]:
+    """Kill_processes_in kills every process in the named namespace; it returns their PIDs.
+
+    A backstop for a node that died without cleaning up: its commands ran in
+    their own sessions and outlive it otherwise.
+    """
+    try:
+        ns_ino = os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return []
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != ns_ino:
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return killed
 
 
 class LoopThread:
@@ -112,8 +188,13 @@ class LoopThread:
         started.result()
 
     async def call(self, coro: Any) -> Any:
-        """Call runs a coroutine on the thread's loop; canceling the caller cancels it."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        """Call runs a coroutine on the thread's loop; canceling the caller cancels it.
+
+        A canceled caller waits for the coroutine to finish unwinding (its
+        commands interrupted, its sockets closed) before it sees CancelledError,
+        so cancellation stays structured across the thread boundary.
+        """
+        return await call_on(self.loop, coro)
 
     def call_sync(self, coro: Any, timeout: float | None = None) -> Any:
         """Call_sync runs a coroutine on the thread's loop and blocks for its result."""

@@ -1,0 +1,174 @@
+"""Start-up cost of Ray nodes, measured side by side in one run (issue 5).
+
+Prints, per round:
+- ``bare ray``: ``python -c "ray.init(); ray.shutdown()"``, the floor any Ray tool pays;
+- ``hello``: ``antler-ray run +experiment=hello`` (no child nodes, so no Ray);
+- ``three nodes``: a test on three nodes, each in its own new namespace, on an
+  embedded Ray: command start to its first runner, and the whole command;
+- the overhead of the three-node command beyond its own runs and its own
+  ``ray.init`` + ``ray.shutdown`` (timed inside the same process: the
+  machine's noise in Ray's start-up, 8 to 14 s here, cancels out), and beyond
+  the bare-Ray command of the same round;
+- peak memory of all its processes (RSS summed, and PSS, which counts shared
+  pages once), sampled every 100 ms.
+
+Usage: ``.venv/bin/python bench/startup.py [rounds]`` (default 2). Needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+THREE_NODES = {
+    "test": {
+        "id": {"experiment": "three"},
+        "run": {
+            "serial": [
+                {"child": {"node": {"id": "bn1", "netns": {"create": True}}, "system": {"command": "date +%s.%N"}}},
+                {"child": {"node": {"id": "bn2", "netns": {"create": True}}, "sleep": "10ms"}},
+                {"child": {"node": {"id": "bn3", "netns": {"create": True}}, "sleep": "10ms"}},
+            ]
+        },
+    }
+}
+TIMED_CLI = """
+import sys, time
+import ray
+
+spent = [0.0]
+
+
+def timed(f):
+    def call(*args, **kwargs):
+        t = time.monotonic()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            spent[0] += time.monotonic() - t
+
+    return call
+
+
+ray.init, ray.shutdown = timed(ray.init), timed(ray.shutdown)
+from antler.cli import main
+
+code = main(sys.argv[1:])
+print(f"RAY_SECONDS {spent[0]:.3f}")
+sys.exit(code)
+"""
+"""TIMED_CLI runs the command with its own ray.init and ray.shutdown timed, in the same process."""
+RUN_SECONDS = 0.02
+"""RUN_SECONDS is the three-node test's own work (two 10 ms sleeps)."""
+
+
+def env() -> dict[str, str]:
+    """Env is this environment without RAY_ADDRESS, so the tool starts its embedded Ray."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+class PeakMemory:
+    """PeakMemory samples the summed RSS and PSS of a process tree until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss = 0
+        self.pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss = pss = 0
+            for p in procs:
+                try:
+                    info = p.memory_full_info()
+                except psutil.Error:
+                    continue
+                rss += info.rss
+                pss += getattr(info, "pss", 0)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            self._stop.wait(0.1)
+
+    def stop(self) -> None:
+        """Stop ends sampling."""
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(argv: list[str], cwd: Path, memory: bool = False) -> tuple[float, float, PeakMemory | None, str]:
+    """Timed runs a command; it returns its start (wall clock), duration, memory and output."""
+    start_wall, start = time.time(), time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mem = PeakMemory(proc.pid) if memory else None
+    out, _ = proc.communicate()
+    took = time.monotonic() - start
+    if mem is not None:
+        mem.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{out}")
+    return start_wall, took, mem, out
+
+
+def first_runner(results: Path, start_wall: float) -> float:
+    """First_runner is the time from command start to the first runner's `date` output."""
+    log = (results / "latest" / "experiment-three" / "log.txt").read_text()
+    for line in log.splitlines():
+        if " bn1 system: " in line:
+            return float(line.rsplit(" ", 1)[1]) - start_wall
+    raise SystemExit(f"no output of the first runner in log.txt:\n{log}")
+
+
+def main() -> None:
+    """Main runs the rounds and prints the figures."""
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    cli = str(Path(sys.executable).with_name("antler-ray"))
+    bare = [sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"]
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        cwd = Path(tmp)
+        (cwd / "experiment").mkdir()
+        (cwd / "experiment" / "three.yaml").write_text("# @package _global_\n" + yaml.safe_dump(THREE_NODES))
+        for r in range(rounds):
+            _, t_bare, _, _ = timed(bare, cwd)
+            _, t_hello, _, _ = timed([cli, "run", "+experiment=hello"], cwd)
+            three = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=three"]
+            w0, t_three, mem, out = timed(three, cwd, memory=True)
+            assert mem is not None
+            t_ray = float(out.rsplit("RAY_SECONDS ", 1)[1].split()[0])
+            figures = {
+                "bare ray.init+shutdown s": t_bare,
+                "hello command s": t_hello,
+                "three nodes: to first runner s": first_runner(cwd / "results", w0),
+                "three nodes: command s": t_three,
+                "three nodes: its ray.init+shutdown s": t_ray,
+                "three nodes: overhead beyond its own Ray s": t_three - t_ray - RUN_SECONDS,
+                "three nodes: overhead beyond bare Ray s": t_three - t_bare - RUN_SECONDS,
+                "three nodes: peak RSS sum MiB": mem.rss / 2**20,
+                "three nodes: peak PSS sum MiB": mem.pss / 2**20,
+            }
+            print(f"round {r + 1}: " + "; ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
+            for k, v in figures.items():
+                rows.setdefault(k, []).append(v)
+    print("\nmedian of", rounds, "rounds")
+    for k, vs in rows.items():
+        print(f"  {k:46s} {statistics.median(vs):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
