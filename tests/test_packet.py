@@ -16,7 +16,7 @@ import pytest
 from antler.node import hmac
 from antler.node.flow import check_flow
 from antler.node.items import SCHEMAS, Batch, Error, Item, LogEntry, PacketInfo
-from antler.node.launch import launch
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.metric import Duration
 from antler.node.root import do
 from antler.node.run import parse_run

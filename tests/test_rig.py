@@ -25,7 +25,7 @@ from antler.cli import main
 from antler.config.compose import compose_config, compose_jobs
 from antler.node import Duration, Item, LogEntry, do, parse_run
 from antler.node.items import Error
-from antler.node.launch import launch
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.spec import ConfigError
 from antler.rig import dumbbell, kernel
 from antler.rig.delay import DelayError, LinkSpec
@@ -230,6 +230,7 @@ def test_the_bottleneck_shapes_tcp_to_rig_rate_and_its_queue_shows_in_the_rtt() 
     assert statistics.median(rtts) > 20 + 50, f"median RTT under load {statistics.median(rtts):.1f} ms: no bufferbloat"
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_meta_json_records_the_emulator_the_rig_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     prefix = unique_name("rg") + "-"

@@ -13,7 +13,7 @@ from antler.node import ConfigError, Error, FeedbackConflict, LogEntry, Run, do,
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Item
-from antler.node.launch import launch
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.sleep import Sleep
 
 

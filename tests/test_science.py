@@ -16,7 +16,7 @@ from antler.report.packet_metrics import packet_flows, packet_rtt_series
 from antler.report.stream_metrics import stream_goodput_series
 from antler.results import TestResult, load
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
 
 def run(cwd: Path, *args: str) -> TestResult:

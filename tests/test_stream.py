@@ -20,7 +20,7 @@ import pytest
 from antler.node import ConfigError, Control, Error, Item, LogEntry, StreamInfo, do, parse_run
 from antler.node.flow import check_flow
 from antler.node.items import SCHEMAS, Batch, info_row
-from antler.node.launch import launch
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
 from antler.node.runners.stream.sock import Sockopt, available_ccas, get_cca, set_tos
 from antler.report.stream_metrics import stream_flows, stream_goodput_series, write_stream_flows
@@ -497,6 +497,7 @@ def test_tcp6_over_loopback_in_a_namespace(pair: Pair) -> None:
     assert out.flows().loc["six", "bytes"] == 1_000_000
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_the_stream_experiment_writes_flows_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from antler.cli import main
     from tests.nettools import unique_name

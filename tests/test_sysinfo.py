@@ -8,7 +8,7 @@ import pytest
 
 from antler.node import parse_run
 from antler.node.items import Item, SysInfo
-from antler.node.launch import launch
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.root import do
 from antler.node.spec import ConfigError
 from antler.report.sysinfo import sysinfo_html

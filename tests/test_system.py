@@ -102,7 +102,7 @@ def test_env_vars_of_the_node_reach_commands() -> None:
         }
     }
     items: list[Item] = []
-    from antler.node.launch import launch
+    from antler.node.launch.netns import launch_thread as launch
 
     assert asyncio.run(do(parse_run(tree), items.append, launch=launch))
     assert texts(items) == ["42"]
