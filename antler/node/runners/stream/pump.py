@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,12 @@ from antler.node.recorder import Columns
 from antler.node.runners.stream.sock import TCP_INFO_COLUMNS, read_tcp_info
 from antler.node.runners.stream.transfer import Stream
 
+# Several flows of one node pump from threads of one process, taking turns at
+# the GIL around each send and recv. At CPython's default 5 ms switch
+# interval, two Reno flows through a 50 Mbit/s bottleneck split it 21/27 to
+# 20/28 Mbit/s over 20 s (flows in separate processes: 24/23); at 0.5 ms
+# they split 22-23/25 (tests/test_science.py, three runs each).
+GIL_SWITCH_SECONDS = 0.0005
 POLL_SECONDS = 0.1
 """POLL_SECONDS bounds how long one blocking call may wait before the loop checks its clock and stop flag."""
 
@@ -113,6 +120,8 @@ class Pump:
         awaited (briefly) before the cancellation goes on, so the samples taken
         so far are all in the buffers and the caller may close the socket.
         """
+        if sys.getswitchinterval() > GIL_SWITCH_SECONDS:
+            sys.setswitchinterval(GIL_SWITCH_SECONDS)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[PumpResult] = loop.create_future()
 
