@@ -15,7 +15,7 @@ test: deps lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: deps
-	$(VENV)/bin/antler-ray run +experiment=hello
+	$(VENV)/bin/antler-ray run +experiment=cubic
 
 deps: $(STAMP) .apt-stamp
 

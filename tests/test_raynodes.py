@@ -509,7 +509,8 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_
     done = cli("pinned")
     assert done.returncode == 0, done.stdout + done.stderr
     meta = json.loads((tmp_path / "results" / "latest" / "experiment-pinned" / "meta.json").read_text())
-    a, b = meta["nodes"]
+    by_id = {n["id"]: n for n in meta["nodes"]}
+    a, b = by_id["on-a"], by_id[nb]
     assert (a["id"], a["host"]) == ("on-a", "a")
     assert (b["id"], b["host"], b["netns"]) == (nb, "b", nb)
     assert a["ray_node_id"] != b["ray_node_id"]

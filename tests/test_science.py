@@ -44,7 +44,10 @@ def test_cubic_goodput_base_rtt_and_bufferbloat(cwd: Path) -> None:
     assert abs(base.median() - 20) <= 1
     # ...and a pfifo of 1000 packets at 50 Mbit/s fills: bufferbloat, visible
     assert loaded.median() - base.median() >= 50
-    assert test.meta["rig"]["emulator"] in ("netem", "tun")
+    emulator = test.meta["rig"]["emulator"]
+    assert emulator in ("netem", "tun")
+    # the chart says how the delay was made: never a silent change of experiment
+    assert f"delay by {emulator}" in (test.path / "timeseries.html").read_text()
 
 
 TWO_FLOWS = """# @package _global_

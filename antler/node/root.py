@@ -83,19 +83,22 @@ async def do(
     try:
         # All nodes start at once: a Ray actor's worker takes a second or two to
         # start, and those seconds would add up node by node.
+        # Nodes that create a namespace go first, so a node joining one that
+        # another node of the test creates finds it.
         order = run.nodes()
-        launched = await asyncio.gather(*(launch(node, sink, nodes) for node in order), return_exceptions=True)
         failed = False
-        for node, handle in zip(order, launched, strict=True):
-            if isinstance(handle, asyncio.CancelledError):
-                raise handle
-            if isinstance(handle, BaseException):
-                root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
-                failed = True
-            else:
-                nodes[node] = handle
-        if failed:
-            return False
+        for wave in ([n for n in order if n.netns.create], [n for n in order if not n.netns.create]):
+            launched = await asyncio.gather(*(launch(node, sink, nodes) for node in wave), return_exceptions=True)
+            for node, handle in zip(wave, launched, strict=True):
+                if isinstance(handle, asyncio.CancelledError):
+                    raise handle
+                if isinstance(handle, BaseException):
+                    root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
+                    failed = True
+                else:
+                    nodes[node] = handle
+            if failed:
+                return False
         if hmac_key is not None:
             await _give_hmac_key(nodes, hmac_key)
         task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback or {}, timeout), nodes))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -73,6 +74,21 @@ class AfterRun:
     def _subtitle(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.test.id.items())
 
+    def _title(self, title: str) -> str:
+        """_title adds the rig to a chart's title: its delay emulator must never be a surprise."""
+        rig = self.test.meta.get("rig")
+        if not rig:
+            return title
+        parts = [str(rig.get("kind", "rig"))]
+        if rig.get("rate_bps"):
+            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}".rstrip())
+        if rig.get("rtt_ms"):
+            parts.append(f"RTT {rig['rtt_ms']:g} ms")
+        if rig.get("loss"):
+            parts.append(f"loss {100 * rig['loss']:g}%")
+        parts.append(f"delay by {rig.get('emulator', '?')}")
+        return f"{title} ({', '.join(parts)})"
+
     def _analyze(self, cfg: Any) -> None:
         self.analysis = analyze(self.test, cfg.interval.seconds)
         path = self.test.path / cfg.to
@@ -97,7 +113,7 @@ class AfterRun:
         a = self._get_analysis()
         if a.flows.empty:
             return  # a test without flows (e.g. only system commands) has nothing to draw
-        charts_time_series(a, cfg, self.test.path, self._subtitle())
+        charts_time_series(a, replace(cfg, title=self._title(cfg.title)), self.test.path, self._subtitle())
         self.written += [self.test.path / n for n in cfg.to]
 
     def _charts_fct(self, cfg: Any) -> None:
@@ -106,7 +122,7 @@ class AfterRun:
         a = self._get_analysis()
         if not (a.flows["kind"] == "stream").any():
             return
-        charts_fct(a, cfg, self.test.path, self._subtitle())
+        charts_fct(a, replace(cfg, title=self._title(cfg.title)), self.test.path, self._subtitle())
         self.written += [self.test.path / n for n in cfg.to]
 
     def _encode(self, cfg: Any) -> None:

@@ -25,6 +25,8 @@ class FormatError(ResultsError):
 class TestResult:
     """TestResult is one test's stored data: its meta and its tables."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
