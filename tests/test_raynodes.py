@@ -543,3 +543,22 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_
     assert "stays system: still here" in log
     # Host b is this machine: the driver removed the namespace the dead node left.
     assert nd not in netns_list()
+
+
+def test_background_commands_on_a_ray_node_are_interrupted_not_killed() -> None:
+    # Ray's workers block SIGINT; a command started on a node must not inherit
+    # that, or it is killed after the grace period and loses its last words.
+    script = "trap 'echo interrupted; exit 0' INT; while true; do sleep 0.05; done"
+    run = parse_run(
+        {
+            "serial": [
+                {"child": {"node": {"id": "bg"}, "system": {"command": "sh -c", "args": [script], "background": True}}},
+                {"sleep": "200ms"},
+            ]
+        }
+    )
+    start = time.monotonic()
+    ok, items, _ = run_tree(run)
+    assert ok
+    assert "interrupted" in logs(items, "bg")
+    assert time.monotonic() - start < 4.5

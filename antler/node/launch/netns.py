@@ -172,6 +172,11 @@ class LoopThread:
 
         def main() -> None:
             try:
+                # Commands inherit the signal mask of the thread that starts
+                # them, and Ray's workers block SIGINT: unblocked here, a
+                # background command can be interrupted rather than killed
+                # after the grace period (the delay link then prints its counts).
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
                 if netns is not None:
                     enter(netns)
             except BaseException as e:
