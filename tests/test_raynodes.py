@@ -548,11 +548,19 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_
 def test_background_commands_on_a_ray_node_are_interrupted_not_killed() -> None:
     # Ray's workers block SIGINT; a command started on a node must not inherit
     # that, or it is killed after the grace period and loses its last words.
-    script = "trap 'echo interrupted; exit 0' INT; while true; do sleep 0.05; done"
+    # (a shell would not do: dash unblocks signals itself at start)
+    script = (
+        "import signal, sys, time; signal.signal(2, lambda *a: (print('interrupted'), sys.exit(0))); time.sleep(60)"
+    )
     run = parse_run(
         {
             "serial": [
-                {"child": {"node": {"id": "bg"}, "system": {"command": "sh -c", "args": [script], "background": True}}},
+                {
+                    "child": {
+                        "node": {"id": "bg"},
+                        "system": {"args": [sys.executable, "-c", script], "background": True},
+                    }
+                },
                 {"sleep": "200ms"},
             ]
         }
