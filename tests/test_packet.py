@@ -23,7 +23,7 @@ from antler.node.run import parse_run
 from antler.node.runners.packet import Unresponsive
 from antler.node.runners.packet.wire import BadPacket, Packet, PacketFlag, PacketHeader, decode, reply_to
 from antler.node.spec import ConfigError, parse
-from antler.report.packet_metrics import arrival_counts, packet_flows, packet_rtt_series
+from antler.report.analyze import analyze_frames, arrival_counts, packet_flows
 from tests.nettools import NetnsFactory
 
 GARBAGE = str(Path(__file__).with_name("packet_garbage.py"))
@@ -93,7 +93,7 @@ def test_echo_flow_records_rtt_and_both_ends(pair: tuple[str, str]) -> None:
     # A veth round trip inside one host is well under the 5 ms between packets.
     assert 0 < f.rtt_ms_median < 5
     assert 0 < f.owd_ms_median < f.rtt_ms_median
-    rtt = packet_rtt_series(out.table("packet_io"))
+    rtt = analyze_frames(packet_info=out.info(), packet_io=out.table("packet_io")).rtt
     assert len(rtt) == 200 and (rtt.rtt_ms > 0).all()
     info = out.info()
     assert sorted(zip(info.flow, info.server, strict=True)) == [("echo", False), ("echo", True)]
