@@ -280,3 +280,23 @@ def test_config_errors_name_the_path() -> None:
         parse_run({"packet_client": {**base, "sender": [{}]}})
     with pytest.raises(ConfigError, match="protocol"):
         parse_run({"packet_server": {"protocol": "tcp"}})
+
+
+def test_packet_and_stream_sockopts_are_one_type_and_take_names_or_numbers() -> None:
+    import socket
+
+    from antler.node.sockopt import Sockopt
+
+    base = {"flow": "ok", "addr": "10.77.0.1:1", "sender": [{"unresponsive": {"wait": ["1ms"]}}]}
+    named = {"level": "SOL_SOCKET", "opt": "SO_PRIORITY", "value": "0x6", "name": "prio"}
+    run = parse_run({"packet_client": {**base, "sockopt": [named]}})
+    (opt,) = run.packet_client.sockopt  # type: ignore[union-attr]
+    stream = parse_run({"stream_client": {"addr": "10.77.0.1:1", "upload": {"flow": "a", "sockopt": [named]}}})
+    assert type(opt) is Sockopt and stream.stream_client.upload.sockopt == (opt,)  # type: ignore[union-attr]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        opt.apply(s)
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) == 6
+    with pytest.raises(ConfigError, match="unknown socket constant"):
+        parse_run({"packet_client": {**base, "sockopt": [{**named, "opt": "SO_NOPE"}]}})
+    with pytest.raises(ConfigError, match="brackets"):
+        parse_run({"packet_client": {**base, "addr": "::1:7"}})

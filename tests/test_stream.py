@@ -22,7 +22,8 @@ from antler.node.flow import check_flow
 from antler.node.items import SCHEMAS, Batch, info_row
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
-from antler.node.runners.stream.sock import Sockopt, available_ccas, get_cca, set_tos
+from antler.node.runners.stream.sock import available_ccas, get_cca
+from antler.node.sockopt import Sockopt, set_tos
 from antler.report.analyze import analyze_frames, stream_flows
 from antler.report.pipeline import run_after
 from antler.report.spec import After, Analyze, Report
@@ -463,9 +464,9 @@ def test_dscp_ecn_and_sockopts_reach_the_socket() -> None:
     with socket.socket() as s:
         set_tos(s, 46, 1)  # EF with ECT(1); for TCP the kernel keeps the ECN bits to itself
         assert s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) >> 2 == 46
-        Sockopt("int", socket.SOL_SOCKET, socket.SO_PRIORITY, 5, name="SO_PRIORITY").apply(s)
+        Sockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 5, type="int", name="SO_PRIORITY").apply(s)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) == 5
-        Sockopt("string", socket.IPPROTO_TCP, socket.TCP_CONGESTION, "reno").apply(s)
+        Sockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, "reno", type="string").apply(s)
         assert get_cca(s) == "reno"
     with pytest.raises(ConfigError, match="byte value"):
         parse_run(
