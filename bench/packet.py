@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from antler.node.items import SCHEMAS, Batch, Item, PacketInfo
 from antler.node.root import do
 from antler.node.run import parse_run
-from antler.report.packet_metrics import packet_flows
+from antler.report.analyze import packet_flows
 
 CLIENT_ADDR, SERVER_ADDR = "10.77.42.1", "10.77.42.2"
 OUR_PORT, IRTT_PORT = 7790, 2112

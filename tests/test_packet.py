@@ -23,7 +23,7 @@ from antler.node.run import parse_run
 from antler.node.runners.packet import Unresponsive
 from antler.node.runners.packet.wire import BadPacket, Packet, PacketFlag, PacketHeader, decode, reply_to
 from antler.node.spec import ConfigError, parse
-from antler.report.packet_metrics import arrival_counts, packet_flows, packet_rtt_series
+from antler.report.analyze import analyze_frames, arrival_counts, packet_flows
 from tests.nettools import NetnsFactory
 
 GARBAGE = str(Path(__file__).with_name("packet_garbage.py"))
@@ -93,7 +93,7 @@ def test_echo_flow_records_rtt_and_both_ends(pair: tuple[str, str]) -> None:
     # A veth round trip inside one host is well under the 5 ms between packets.
     assert 0 < f.rtt_ms_median < 5
     assert 0 < f.owd_ms_median < f.rtt_ms_median
-    rtt = packet_rtt_series(out.table("packet_io"))
+    rtt = analyze_frames(packet_info=out.info(), packet_io=out.table("packet_io")).rtt
     assert len(rtt) == 200 and (rtt.rtt_ms > 0).all()
     info = out.info()
     assert sorted(zip(info.flow, info.server, strict=True)) == [("echo", False), ("echo", True)]
@@ -280,3 +280,23 @@ def test_config_errors_name_the_path() -> None:
         parse_run({"packet_client": {**base, "sender": [{}]}})
     with pytest.raises(ConfigError, match="protocol"):
         parse_run({"packet_server": {"protocol": "tcp"}})
+
+
+def test_packet_and_stream_sockopts_are_one_type_and_take_names_or_numbers() -> None:
+    import socket
+
+    from antler.node.sockopt import Sockopt
+
+    base = {"flow": "ok", "addr": "10.77.0.1:1", "sender": [{"unresponsive": {"wait": ["1ms"]}}]}
+    named = {"level": "SOL_SOCKET", "opt": "SO_PRIORITY", "value": "0x6", "name": "prio"}
+    run = parse_run({"packet_client": {**base, "sockopt": [named]}})
+    (opt,) = run.packet_client.sockopt  # type: ignore[union-attr]
+    stream = parse_run({"stream_client": {"addr": "10.77.0.1:1", "upload": {"flow": "a", "sockopt": [named]}}})
+    assert type(opt) is Sockopt and stream.stream_client.upload.sockopt == (opt,)  # type: ignore[union-attr]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        opt.apply(s)
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) == 6
+    with pytest.raises(ConfigError, match="unknown socket constant"):
+        parse_run({"packet_client": {**base, "sockopt": [{**named, "opt": "SO_NOPE"}]}})
+    with pytest.raises(ConfigError, match="brackets"):
+        parse_run({"packet_client": {**base, "addr": "::1:7"}})

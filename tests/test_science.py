@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from antler.cli import main
-from antler.report.packet_metrics import packet_flows, packet_rtt_series
-from antler.report.stream_metrics import stream_goodput_series
+from antler.report.analyze import analyze, packet_flows
 from antler.results import TestResult, load
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -36,7 +35,7 @@ def test_cubic_goodput_base_rtt_and_bufferbloat(cwd: Path) -> None:
     flows = pd.read_parquet(test.path / "flows.parquet")
     cubic = flows[flows["flow"] == "cubic"].iloc[0]
     assert 44 <= cubic["goodput_mbps"] <= 50
-    rtt = packet_rtt_series(test["packet_io"])
+    rtt = analyze(test).rtt  # t_s from the start of the first flow: the echo flow
     base = rtt[rtt["t_s"] < 1.8]["rtt_ms"]
     loaded = rtt[rtt["t_s"] > 6]["rtt_ms"]
     assert len(base) >= 50
@@ -82,9 +81,9 @@ def test_two_flows_of_one_cca_share_the_bottleneck(cwd: Path) -> None:
     # epoch lasts ~4 s here, so 20 s holds too few to converge, and two CUBIC
     # flows of iperf3 itself differed by up to 21% on this path (bench/README.md).
     test = run(cwd, "--config-dir", str(cwd / "c"), "+experiment=twoflows", "rig.limit=100")
-    series = stream_goodput_series(test["stream_io"], interval_s=1.0)
+    series = analyze(test, interval_s=1.0).goodput
     late = series[(series["t_s"] > 10) & (series["t_s"] <= 29)]
-    rates = late.groupby("flow")["goodput_mbps"].mean()
+    rates = late.groupby("flow", observed=True)["goodput_mbps"].mean()
     assert set(rates.index) == {"a", "b"}
     assert 40 <= rates.sum() <= 50
     assert abs(rates["a"] - rates["b"]) / rates.max() <= 0.3

@@ -22,8 +22,11 @@ from antler.node.flow import check_flow
 from antler.node.items import SCHEMAS, Batch, info_row
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
-from antler.node.runners.stream.sock import Sockopt, available_ccas, get_cca, set_tos
-from antler.report.stream_metrics import stream_flows, stream_goodput_series, write_stream_flows
+from antler.node.runners.stream.sock import available_ccas, get_cca
+from antler.node.sockopt import Sockopt, set_tos
+from antler.report.analyze import analyze_frames, stream_flows
+from antler.report.pipeline import run_after
+from antler.report.spec import After, Analyze, Report
 from antler.results import store
 from tests.nettools import Netns, NetnsFactory
 
@@ -247,7 +250,7 @@ def test_a_50mbit_shaper_gives_44_to_50_mbps_of_goodput(pair: Pair) -> None:
     assert out.ok, out.errors()
     goodput = out.flows().loc["shaped", "goodput_mbps"]
     assert 44 <= goodput <= 50, goodput
-    series = stream_goodput_series(out.table("stream_io"), interval_s=0.5)
+    series = analyze_frames(out.table("stream_info"), out.table("stream_io"), interval_s=0.5).goodput
     steady = series[(series.t_s > 1) & (series.t_s <= 4)]
     assert steady.goodput_mbps.between(40, 52).all(), steady
 
@@ -385,14 +388,17 @@ def _io(flow: str, rows: list[tuple[int, int]], sent: bool = False, server: bool
     )
 
 
-def test_goodput_series_bins_receiver_bytes_and_counts_silence_as_zero() -> None:
-    # 10 Mbit/s = 125,000 bytes per 100 ms for 200 ms, a 200 ms stall, then 10 Mbit/s again.
+def test_goodput_series_uses_receiver_bytes_and_a_stall_lowers_the_rate() -> None:
+    # 10 Mbit/s = 125,000 bytes per 100 ms for 200 ms, a 200 ms stall, then 125,000 bytes more by 450 ms.
     rows = [(50_000_000, 62_500), (99_000_000, 125_000), (199_000_000, 250_000), (450_000_000, 375_000)]
     io = pd.concat([_io("a", rows), _io("a", [(t, b * 9) for t, b in rows], sent=True, server=False)])
-    s = stream_goodput_series(io, interval_s=0.1)
-    assert s.flow.tolist() == ["a"] * 5
-    assert s.t_s.round(3).tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]
-    assert s.goodput_mbps.round(3).tolist() == [10.0, 10.0, 0.0, 0.0, 10.0]
+    s = analyze_frames(stream_io=io, interval_s=0.1).goodput
+    # One point per interval with a receiver sample, at its last sample: the
+    # sender's (9x larger) counts never enter, and the silent intervals 0.2 s
+    # to 0.4 s make no points of their own but lower the rate across the stall.
+    assert s.flow.astype(str).tolist() == ["a"] * 3
+    assert s.t_s.round(3).tolist() == [0.099, 0.199, 0.45]
+    assert s.goodput_mbps.tolist() == pytest.approx([1e6 / 99e3, 10.0, 1e6 / 251e3])
 
 
 def test_flows_use_the_receiver_and_fct_only_for_length_flows() -> None:
@@ -445,21 +451,22 @@ def test_flows_parquet_is_written_from_a_stored_test(tmp_path: Path) -> None:
 
     assert asyncio.run(do(run, sink))
     writer.close()
-    path = write_stream_flows(tmp_path)
-    assert path is not None
-    flows = pd.read_parquet(path)
+    store.write_meta(tmp_path, {"test_id": {"t": "lo"}})
+    only_flows = After(default=(Report(analyze=Analyze()),))
+    assert run_after(tmp_path, only_flows) == []
+    flows = pd.read_parquet(tmp_path / "flows.parquet")
     assert flows.flow.tolist() == ["lo"] and flows.bytes.tolist() == [5_000_000]
     assert flows.fct_s.iloc[0] > 0
-    assert write_stream_flows(tmp_path) is None  # never overwritten
+    assert any("flows.parquet exists" in e for e in run_after(tmp_path, only_flows))  # never overwritten
 
 
 def test_dscp_ecn_and_sockopts_reach_the_socket() -> None:
     with socket.socket() as s:
         set_tos(s, 46, 1)  # EF with ECT(1); for TCP the kernel keeps the ECN bits to itself
         assert s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) >> 2 == 46
-        Sockopt("int", socket.SOL_SOCKET, socket.SO_PRIORITY, 5, name="SO_PRIORITY").apply(s)
+        Sockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, 5, type="int", name="SO_PRIORITY").apply(s)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) == 5
-        Sockopt("string", socket.IPPROTO_TCP, socket.TCP_CONGESTION, "reno").apply(s)
+        Sockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, "reno", type="string").apply(s)
         assert get_cca(s) == "reno"
     with pytest.raises(ConfigError, match="byte value"):
         parse_run(

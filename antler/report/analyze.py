@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from antler.node.items import SCHEMAS
 from antler.results.load import TestResult
 
 FLOW_COLUMNS = [
@@ -97,23 +98,148 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     """
     stream_info = test["stream_info"]
     packet_info = test["packet_info"]
-    tinits = pd.concat([stream_info["tinit"], packet_info["tinit"]])
-    if tinits.empty:
-        return Analysis(flows=pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in FLOW_COLUMNS}))
-    t0 = tinits.min()
-    stream_io = _read(test, "stream_io", ["flow", "server", "t_ns", "total_bytes", "sent"])
-    tcp_info = _read(test, "tcp_info", ["flow", "server", "rtt_us", "total_retrans"])
+    t0 = _t0(stream_info, packet_info)
+    if t0 is None:
+        return _no_flows()
+    stream_io = _read(test, "stream_io", STREAM_IO_COLUMNS)
+    tcp_info = _read(test, "tcp_info", TCP_INFO_COLUMNS)
     stream_flows, goodput = _streams(stream_info, stream_io, tcp_info, t0, interval_s)
     del stream_io
-    packet_cols = ["flow", "server", "t_ns", "seq", "length", "sent"]
-    packet_flows, rtt, owd = _packets(
-        packet_info, _read(test, "packet_io", packet_cols + _optional(test, "packet_io", ["sched_t_ns"])), t0
+    packet_cols = PACKET_IO_COLUMNS + _optional(test, "packet_io", ["sched_t_ns"])
+    packet_flows, rtt, owd = _packets(packet_info, _read(test, "packet_io", packet_cols), t0)
+    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+
+
+def analyze_frames(
+    stream_info: pd.DataFrame | None = None,
+    stream_io: pd.DataFrame | None = None,
+    tcp_info: pd.DataFrame | None = None,
+    packet_info: pd.DataFrame | None = None,
+    packet_io: pd.DataFrame | None = None,
+    interval_s: float = 0.1,
+) -> Analysis:
+    """Analyze_frames is :func:`analyze` of tables in memory (e.g. a tree's items), not of a stored test.
+
+    Each table has its stored schema's columns (antler.node.items.SCHEMAS);
+    a missing table is empty. Without any info rows every end's times count
+    from its own ``tinit``.
+    """
+    s_info, p_info = _info(stream_info, "stream_info"), _info(packet_info, "packet_info")
+    t0 = _t0(s_info, p_info)
+    if t0 is None and not _rows(stream_io) and not _rows(packet_io):
+        return _no_flows()
+    t0 = t0 if t0 is not None else _EPOCH
+    stream_flows, goodput = _streams(
+        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_COLUMNS),
+        _frame_table(tcp_info, "tcp_info", TCP_INFO_COLUMNS), t0, interval_s,
+    )  # fmt: skip
+    packet_flows, rtt, owd = _packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_COLUMNS), t0)
+    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+
+
+def stream_flows(
+    stream_info: pd.DataFrame | None, stream_io: pd.DataFrame, tcp_info: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Stream_flows is the per-flow metrics of stream flows from tables in memory (columns as in flows.parquet)."""
+    return _kind_flows(analyze_frames(stream_info=stream_info, stream_io=stream_io, tcp_info=tcp_info), "stream")
+
+
+def packet_flows(packet_info: pd.DataFrame | None, packet_io: pd.DataFrame) -> pd.DataFrame:
+    """Packet_flows is the per-flow metrics of packet flows from tables in memory.
+
+    Beyond the columns of flows.parquet it has ``server_received``: the
+    distinct seqs the server received (NaN where the server recorded nothing),
+    so for an echo flow ``sent - server_received`` is the loss on the way up.
+    """
+    p_info = _info(packet_info, "packet_info")
+    t0 = _t0(None, p_info)
+    flows, _, _ = _packets(
+        p_info, _frame_table(packet_io, "packet_io", PACKET_IO_COLUMNS), t0 if t0 is not None else _EPOCH
     )
-    flows = pd.concat([f for f in (stream_flows, packet_flows) if len(f)], ignore_index=True)
+    if flows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in [*FLOW_COLUMNS, "server_received"]})
+    extra = [c for c in flows.columns if c not in FLOW_COLUMNS]
+    return _columns(flows)[[*FLOW_COLUMNS, *extra]] if extra else _columns(flows)
+
+
+def arrival_counts(seq: np.ndarray) -> tuple[int, int, int, int]:
+    """Arrival_counts is (received, duplicates, late, early) of one flow's seqs in order of arrival.
+
+    The definitions are those of flows.parquet (see :func:`_arrivals`).
+    """
+    seq = np.asarray(seq, dtype=np.int64)
+    c = _arrivals(np.zeros(len(seq), np.int64), np.arange(len(seq), dtype=np.int64), seq, 1)
+    return int(c["received"][0]), int(c["duplicates"][0]), int(c["late"][0]), int(c["early"][0])
+
+
+STREAM_IO_COLUMNS = ["flow", "server", "t_ns", "total_bytes", "sent"]
+"""STREAM_IO_COLUMNS are the stream_io columns analysis reads."""
+TCP_INFO_COLUMNS = ["flow", "server", "rtt_us", "total_retrans"]
+"""TCP_INFO_COLUMNS are the tcp_info columns analysis reads."""
+PACKET_IO_COLUMNS = ["flow", "server", "t_ns", "seq", "length", "sent"]
+"""PACKET_IO_COLUMNS are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def _t0(stream_info: pd.DataFrame | None, packet_info: pd.DataFrame | None) -> pd.Timestamp | None:
+    """_t0 is the test's start: the earliest tinit of any flow end (None without any)."""
+    tinits = [i["tinit"].min() for i in (stream_info, packet_info) if i is not None and len(i)]
+    return min(tinits) if tinits else None
+
+
+def _rows(df: pd.DataFrame | None) -> int:
+    return 0 if df is None else len(df)
+
+
+def _no_flows() -> Analysis:
+    return Analysis(flows=pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in FLOW_COLUMNS}))
+
+
+def _info(df: pd.DataFrame | None, kind: str) -> pd.DataFrame:
+    """_info is an info table in memory with tinit as UTC timestamps (empty when None)."""
+    if df is None or df.empty:
+        return SCHEMAS[kind].empty_table().to_pandas()
+    return df.assign(tinit=pd.to_datetime(df["tinit"], utc=True))
+
+
+def _frame_table(df: pd.DataFrame | None, kind: str, columns: list[str]) -> pa.Table:
+    """_frame_table is a table in memory as Arrow: the columns analysis reads, plus sched_t_ns if present."""
+    schema = SCHEMAS[kind]
+    names = columns + (["sched_t_ns"] if df is not None and "sched_t_ns" in df.columns else [])
+    sub = pa.schema([schema.field(n) for n in names])
+    if df is None or df.empty:
+        return sub.empty_table()
+    return pa.Table.from_pandas(df[names], schema=sub, preserve_index=False)
+
+
+def _kind_flows(a: Analysis, kind: str) -> pd.DataFrame:
+    return a.flows[a.flows["kind"] == kind].reset_index(drop=True)
+
+
+def _columns(flows: pd.DataFrame) -> pd.DataFrame:
+    """_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN)."""
     for c in FLOW_COLUMNS:
         if c not in flows.columns:
             flows[c] = np.nan
-    flows = flows[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
+    return flows
+
+
+def _combine(
+    stream_flows: pd.DataFrame,
+    packet_flows: pd.DataFrame,
+    goodput: pd.DataFrame,
+    rtt: pd.DataFrame,
+    owd: pd.DataFrame,
+    t0: pd.Timestamp,
+) -> Analysis:
+    parts = [f for f in (stream_flows, packet_flows) if len(f)]
+    if not parts:
+        return _no_flows()
+    flows = (
+        _columns(pd.concat(parts, ignore_index=True))[FLOW_COLUMNS]
+        .sort_values(["start_s", "flow"], kind="stable")
+        .reset_index(drop=True)
+    )
     return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
 
 
@@ -234,17 +360,29 @@ def _streams(
     t_first_tx = _group_min(code[sent], t[sent], n)
 
     flow_info = _flow_info(info, flows)
+    # The sender is the client of an upload and the server of a download.
+    send_end = (flow_info["direction"] == "down").to_numpy(dtype=np.int64)
+    recv_end = 1 - send_end
+    rows = np.arange(n)
     client_known = ends.known[:, 0]
-    start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(client_known, ends.offset[:, 0], t_first_rx))
-    duration_s = (t_done - start) / 1e9
+    fallback = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(client_known, ends.offset[:, 0], t_first_rx))
+    # The flow starts when its sender began (its tinit): first byte sent to
+    # last byte received is the flow completion time.
+    start = np.where(ends.known[rows, send_end], ends.offset[rows, send_end], fallback)
+    # Goodput is the receiver's: bytes read over its time from its start to
+    # the last byte, as iperf3's receiver figure.
+    recv_start = np.where(ends.known[rows, recv_end], ends.offset[rows, recv_end], start)
+    duration_s = (t_done - recv_start) / 1e9
     with np.errstate(divide="ignore", invalid="ignore"):
         goodput = np.where(duration_s > 0, nbytes * 8 / duration_s / 1e6, np.nan)
-    fct_s = duration_s.copy()
-    if "length" in info.columns:
-        # A stream helper that records the configured length lets FCT apply
-        # only to length-limited flows; without it every flow gets one.
-        length = flow_info["length"].to_numpy(dtype=float)
-        fct_s = np.where(length > 0, fct_s, np.nan)
+    fct_s = (t_done - start) / 1e9
+    length_col = next((c for c in ("length_bytes", "length") if c in flow_info.columns), None)
+    if length_col is not None:
+        # Where the info records the configured length, FCT applies only to
+        # length-limited flows that received all of it; without it (older
+        # results) every flow gets one.
+        length = flow_info[length_col].to_numpy(dtype=float)
+        fct_s = np.where((length > 0) & (nbytes >= length), fct_s, np.nan)
 
     out = pd.DataFrame(
         {
@@ -397,6 +535,8 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
             "duplicates": counts["duplicates"].astype(float),
             "late": counts["late"].astype(float),
             "early": counts["early"].astype(float),
+            # Where the server recorded arrivals they are what was counted above.
+            "server_received": np.where(at_server, counts["received"], np.nan),
         }
     )
     out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")

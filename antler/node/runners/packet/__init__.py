@@ -8,8 +8,8 @@ come from the kernel, and every packet is recorded into columnar buffers.
 from antler.node.runners.packet.client import PacketClient
 from antler.node.runners.packet.sender import PacketSenders, Unresponsive
 from antler.node.runners.packet.server import PacketServer
-from antler.node.runners.packet.sock import Sockopt
 from antler.node.runners.packet.wire import Packet, PacketFlag, PacketHeader, Seq
+from antler.node.sockopt import Sockopt
 
 __all__ = [
     "Packet",

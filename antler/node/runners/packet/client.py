@@ -35,6 +35,7 @@ from antler.node.runners.packet.wire import (
     header_len,
     parse,
 )
+from antler.node.sockopt import Sockopt, set_tos, split_host_port
 
 TAG = "packet_client"
 START_DELAY_NS = 5_000_000
@@ -68,7 +69,7 @@ class PacketClient:
     max_packet_size: int = 1480
     dscp: int = 0
     ecn: int = 0
-    sockopt: tuple[psock.Sockopt, ...] = ()
+    sockopt: tuple[Sockopt, ...] = ()
     sender: tuple[PacketSenders, ...] = ()
 
     def validate(self, path: str) -> None:
@@ -77,7 +78,7 @@ class PacketClient:
         if not self.addr and not self.addr_key:
             raise ValueError("packet_client needs addr or addr_key")
         if self.addr:
-            psock.split_addr(self.addr)
+            split_host_port(self.addr)
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
@@ -114,7 +115,7 @@ class PacketClient:
         warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            psock.set_tos(s, family, self.dscp, self.ecn)
+            set_tos(s, self.dscp, self.ecn)
             for opt in self.sockopt:
                 opt.apply(s)
             psock.grow_rcvbuf(s)

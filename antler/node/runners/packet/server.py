@@ -16,6 +16,7 @@ from antler.node.recorder import Columns
 from antler.node.runners.packet import sock as psock
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
+from antler.node.sockopt import split_host_port
 
 TAG = "packet_server"
 MAX_FLOWS = 4096
@@ -46,7 +47,7 @@ class PacketServer:
         """Validate checks the protocol, address and packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
-        psock.split_addr(self.listen_addr)
+        split_host_port(self.listen_addr)
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
 

@@ -1,4 +1,4 @@
-"""UDP socket plumbing for packet flows: addresses, socket options, kernel receive timestamps."""
+"""UDP socket plumbing for packet flows: address resolution, receive buffers, kernel receive timestamps."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import contextlib
 import socket
 import struct
 import time
-from dataclasses import dataclass
 from typing import Any
+
+from antler.node.sockopt import split_host_port
 
 PROTOCOLS = {"udp": socket.AF_UNSPEC, "udp4": socket.AF_INET, "udp6": socket.AF_INET6}
 """PROTOCOLS maps a packet protocol name to its address family (udp: either)."""
@@ -21,25 +22,9 @@ RCVBUF_BYTES = 4 << 20
 """RCVBUF_BYTES is the receive buffer asked for, so a GIL or scheduling stall of tens of ms loses nothing."""
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    """Split_addr splits ``host:port``, ``[v6]:port`` or ``:port`` into host and port."""
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        raise ValueError(f"address {addr!r} needs a port (host:port or :port)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        n = int(port)
-    except ValueError:
-        raise ValueError(f"address {addr!r} has a bad port {port!r}") from None
-    if not 0 <= n <= 65535:
-        raise ValueError(f"address {addr!r} has a port out of range")
-    return host, n
-
-
 def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
     """Resolve returns the address family and socket address for addr under protocol."""
-    host, port = split_addr(addr)
+    host, port = split_host_port(addr)
     family = PROTOCOLS[protocol]
     if passive and not host:
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
@@ -77,70 +62,3 @@ def rx_time_ns(ancdata: list[tuple[int, int, bytes]]) -> int:
             sec, nsec = _TIMESPEC.unpack_from(data)
             return int(sec * 1_000_000_000 + nsec)
     return time.time_ns()
-
-
-@dataclass(frozen=True)
-class Sockopt:
-    """Sockopt is a socket option to set on a socket before use (setsockopt(2)).
-
-    ``level`` and ``opt`` are names from Python's socket module (``SOL_SOCKET``,
-    ``SO_PRIORITY``) or numbers; ``type`` says how ``value`` is passed: ``int``,
-    ``string`` (bytes of the text) or ``byte`` (one byte). ``name`` labels it in
-    errors.
-    """
-
-    level: str
-    opt: str
-    value: str
-    type: str = "int"
-    name: str = ""
-
-    def validate(self, path: str) -> None:
-        """Validate checks the type, level, option and value."""
-        if self.type not in ("int", "string", "byte"):
-            raise ValueError(f"sockopt type must be int, string or byte, not {self.type!r}")
-        _number(self.level)
-        _number(self.opt)
-        self._value()
-
-    def _value(self) -> int | bytes:
-        if self.type == "string":
-            return self.value.encode()
-        try:
-            n = int(self.value, 0)
-        except ValueError:
-            raise ValueError(f"sockopt value {self.value!r} is not an integer") from None
-        if self.type == "byte":
-            if not 0 <= n <= 255:
-                raise ValueError(f"sockopt byte value {n} is out of range")
-            return bytes([n])
-        return n
-
-    def apply(self, sock: socket.socket) -> None:
-        """Apply sets the option on sock."""
-        try:
-            sock.setsockopt(_number(self.level), _number(self.opt), self._value())
-        except OSError as e:
-            raise OSError(f"setsockopt {self.name or self.opt}={self.value}: {e.strerror or e}") from None
-
-
-def _number(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        pass
-    value = getattr(socket, text, None)
-    if not isinstance(value, int):
-        raise ValueError(f"unknown socket constant {text!r}")
-    return int(value)
-
-
-def set_tos(sock: socket.socket, family: int, dscp: int, ecn: int) -> None:
-    """Set_tos sets the DSCP and ECN bits of outgoing packets (IP_TOS or IPV6_TCLASS)."""
-    tos = (dscp << 2) | ecn
-    if tos == 0:
-        return
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)

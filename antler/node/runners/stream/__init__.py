@@ -9,8 +9,8 @@ sender TCP_INFO when asked.
 from antler.node.runners.stream.client import StreamClient, StreamError
 from antler.node.runners.stream.header import Header, HeaderError
 from antler.node.runners.stream.server import StreamServer
-from antler.node.runners.stream.sock import Sockopt
 from antler.node.runners.stream.transfer import Download, Stream, Transfer, Upload
+from antler.node.sockopt import Sockopt
 
 __all__ = [
     "Download",

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
-from antler.node.runners.stream.addr import PROTOCOLS, check_protocol, split_host_port
+from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
 from antler.node.runners.stream.header import Header, HeaderError, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
-from antler.node.runners.stream.sock import get_cca, set_cca, set_tos
+from antler.node.runners.stream.sock import get_cca, set_cca
 from antler.node.runners.stream.transfer import Download, Transfer, Upload
+from antler.node.sockopt import set_tos, split_host_port
 
 TAG = "stream_client"
 CONNECT_TIMEOUT = Duration(10_000_000_000)

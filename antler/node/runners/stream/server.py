@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
-from antler.node.runners.stream.addr import PROTOCOLS, check_protocol, join_host_port, sockname, split_host_port
+from antler.node.runners.stream.addr import PROTOCOLS, check_protocol, sockname
 from antler.node.runners.stream.header import Header, HeaderError, frame, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
-from antler.node.runners.stream.sock import CCAError, get_cca, set_cca, set_tos
+from antler.node.runners.stream.sock import CCAError, get_cca, set_cca
 from antler.node.runners.stream.transfer import Stream
+from antler.node.sockopt import join_host_port, set_tos, split_host_port
 
 TAG = "stream_server"
 BACKLOG = 128

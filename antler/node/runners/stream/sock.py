@@ -1,4 +1,4 @@
-"""Socket options of a stream flow: congestion control, DSCP/ECN, raw sockopts, TCP_INFO.
+"""Socket options of a stream flow: congestion control and TCP_INFO (raw sockopts: antler.node.sockopt).
 
 TCP_INFO is read with ``getsockopt(IPPROTO_TCP, TCP_INFO)`` on the flow's own
 socket, the counterpart of the sock_diag sampling the Go original does from
@@ -9,65 +9,14 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Any
 
 AVAILABLE_CCA_PATH = "/proc/sys/net/ipv4/tcp_available_congestion_control"
-SOCKOPT_TYPES = ("int", "string", "byte")
 TCP_INFO_LEN = 256
 """TCP_INFO_LEN is the buffer asked of the kernel; older kernels fill less, the rest reads as zero."""
 
 
 class CCAError(ValueError):
     """CCAError is a congestion control algorithm the kernel does not offer."""
-
-
-@dataclass(frozen=True)
-class Sockopt:
-    """Sockopt is a raw socket option set on a flow's socket before it connects.
-
-    ``type`` says how ``value`` is passed: ``int`` (a C int), ``string`` (its
-    bytes) or ``byte`` (one byte, 0-255). ``level`` and ``opt`` are the numbers
-    given to setsockopt(2); ``name`` labels the option in logs.
-    """
-
-    type: str
-    level: int
-    opt: int
-    value: Any
-    name: str = ""
-
-    def validate(self, path: str) -> None:
-        """Validate checks the type and that the value fits it."""
-        if self.type not in SOCKOPT_TYPES:
-            raise ValueError(f"sockopt type {self.type!r} is not one of {', '.join(SOCKOPT_TYPES)}")
-        self.encoded()
-
-    def encoded(self) -> int | bytes:
-        """Encoded returns the value as setsockopt takes it."""
-        v = self.value
-        if self.type == "int":
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"sockopt {self.label()}: int value expected, got {v!r}")
-            return v
-        if self.type == "byte":
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
-                raise ValueError(f"sockopt {self.label()}: byte value 0-255 expected, got {v!r}")
-            return bytes([v])
-        if not isinstance(v, str):
-            raise ValueError(f"sockopt {self.label()}: string value expected, got {v!r}")
-        return v.encode()
-
-    def label(self) -> str:
-        """Label names the option for messages."""
-        return self.name or f"{self.level}/{self.opt}"
-
-    def apply(self, sock: socket.socket) -> None:
-        """Apply sets the option on sock."""
-        try:
-            sock.setsockopt(self.level, self.opt, self.encoded())
-        except OSError as e:
-            raise OSError(e.errno, f"setting sockopt {self.label()}: {e.strerror}") from None
 
 
 def available_ccas() -> list[str]:
@@ -94,19 +43,6 @@ def get_cca(sock: socket.socket) -> str:
     """Get_cca returns the socket's congestion control algorithm."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
     return raw.split(b"\0", 1)[0].decode(errors="replace")
-
-
-def set_tos(sock: socket.socket, dscp: int, ecn: int) -> None:
-    """Set_tos sets the DSCP and ECN bits (IP_TOS, or IPV6_TCLASS on IPv6).
-
-    For TCP the kernel manages the ECN bits itself once ECN is negotiated
-    (sysctl net.ipv4.tcp_ecn); the DSCP bits are always honoured.
-    """
-    tos = (dscp << 2) | ecn
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
 # struct tcp_info from linux/tcp.h, up to tcpi_snd_wnd (232 bytes, Linux 5.4+).

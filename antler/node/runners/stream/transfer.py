@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from antler.node.flow import check_flow
 from antler.node.items import StreamInfo, now
 from antler.node.metric import Bytes, Duration
-from antler.node.runners.stream.sock import Sockopt
+from antler.node.sockopt import Sockopt
 
 DEFAULT_DURATION = Duration(60_000_000_000)
 DEFAULT_BUF_LEN = 128 * 1024
