@@ -83,11 +83,13 @@ class Outcome:
         return stream_flows(self.table("stream_info"), self.table("stream_io")).set_index("flow")
 
 
-def run_tree(tree: dict[str, Any], timeout: str = "60s", control: Control | None = None) -> Outcome:
+def run_tree(
+    tree: dict[str, Any], timeout: str = "60s", control: Control | None = None, hmac_key: bytes | None = None
+) -> Outcome:
     items: list[Item] = []
     run = parse_run(tree)
     start = time.monotonic()
-    ok = asyncio.run(do(run, items.append, launch=launch, timeout=_dur(timeout), control=control))
+    ok = asyncio.run(do(run, items.append, launch=launch, timeout=_dur(timeout), control=control, hmac_key=hmac_key))
     return Outcome(ok, items, time.monotonic() - start)
 
 
@@ -516,3 +518,52 @@ def test_the_stream_experiment_writes_flows_parquet(tmp_path: Path, monkeypatch:
     assert flows.flow.tolist() == ["up"] and flows.cca.tolist() == ["reno"] and flows.kind.tolist() == ["stream"]
     assert flows.goodput_mbps.iloc[0] > 50
     assert set(pd.read_parquet(folder / "tcp_info.parquet").cca) == {"reno"}
+
+
+UNSIGNED_CLIENT = textwrap.dedent(
+    """
+    import socket, sys
+    sys.path.insert(0, sys.argv[3])
+    from antler.node.runners.stream.header import Header
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    forged = Header(flow="forged", direction="up", duration_ns=10**9, sig="00" * 16)
+    s.sendall(forged.encode())
+    print(s.recv(4096)[8:].decode())
+    """
+)
+
+
+def test_with_hmac_signed_headers_pass_and_unsigned_ones_are_refused_and_counted(pair: Pair) -> None:
+    import antler
+
+    port = 5303
+    root = str(Path(antler.__file__).parent.parent)
+    out = run_tree(
+        {
+            "serial": [
+                pair.on("server", {"stream_server": {"listen_addr": f"{SERVER_IP}:{port}"}}),
+                client(
+                    pair,
+                    {
+                        "stream_client": {
+                            "addr": f"{SERVER_IP}:{port}",
+                            "upload": {"flow": "signed", "duration": "300ms"},
+                        }
+                    },
+                    {
+                        "system": {
+                            "args": [sys.executable, "-c", UNSIGNED_CLIENT, SERVER_IP, str(port), root],
+                            "stdout": "stream",
+                        }
+                    },
+                ),
+            ]
+        },
+        hmac_key=b"test-secret-key",
+    )
+    assert out.ok, out.errors()
+    assert out.flows().loc["signed", "bytes"] > 100_000
+    logs = out.logs()
+    assert any("missing or bad HMAC signature" in line and "error" in line for line in logs)
+    assert "dropped 1 clients with a missing or bad HMAC signature" in logs
+    assert not any("test-secret-key" in line for line in logs)

@@ -111,6 +111,8 @@ class StreamClient:
                 buf_len=t.buf_len,
                 tos=t.tos,
             )
+            if ctx.hmac_key is not None:
+                header = header.signed(ctx.hmac_key)
             try:
                 await loop.sock_sendall(sock, header.encode())
                 reply = await read_frame(sock, self.connect_timeout.seconds)

@@ -26,9 +26,10 @@ import asyncio
 import json
 import socket
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from antler.node import hmac
 from antler.node.flow import check_flow
 
 MAGIC = b"AnSt"
@@ -49,7 +50,8 @@ class Header:
     ``direction`` is ``up`` (client sends) or ``down`` (server sends). The
     sender stops after ``duration_ns`` or ``length`` bytes (0 = no length
     limit), whichever comes first; the interval fields tell the server how to
-    sample when it is the sender. ``sig`` is reserved for an HMAC signature.
+    sample when it is the sender. ``sig`` is the hex HMAC tag of the other
+    fields (see :meth:`signed`) when the test uses HMAC, else empty.
     """
 
     flow: str
@@ -81,6 +83,23 @@ class Header:
             raise HeaderError(f"buf_len {self.buf_len} out of range")
         if self.tos > 255:
             raise HeaderError(f"tos {self.tos} out of range")
+
+    def _signed_bytes(self) -> bytes:
+        fields = asdict(self)
+        fields.pop("sig")
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, key: bytes) -> Header:
+        """Signed returns the header with ``sig`` set to the HMAC tag of its other fields."""
+        return replace(self, sig=hmac.tag(key, self._signed_bytes()).hex())
+
+    def verified(self, key: bytes) -> bool:
+        """Verified reports whether ``sig`` is the right tag under key (False if missing)."""
+        try:
+            got = bytes.fromhex(self.sig)
+        except ValueError:
+            return False
+        return len(got) == hmac.TAG_LEN and hmac.verify(key, self._signed_bytes(), got)
 
     def encode(self) -> bytes:
         """Encode returns the header on the wire."""

@@ -108,6 +108,7 @@ class _Serving:
         self.addr = sockname(lsock)
         self.conns: set[asyncio.Task[None]] = set()
         self.accepting: asyncio.Task[None] | None = None
+        self.bad_signatures = 0
 
     def start(self) -> None:
         self.accepting = asyncio.ensure_future(self._accept_loop())
@@ -139,6 +140,14 @@ class _Serving:
                 self.ctx.rec.error(f"client {peer} on {self.addr}: bad stream header: {e}", TAG)
                 return
             flow = header.flow
+            key = self.ctx.hmac_key
+            if key is not None and not header.verified(key):
+                # Dropped and counted like a packet with a bad signature; the
+                # count is logged when the server stops (never the key).
+                self.bad_signatures += 1
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(conn, frame({"error": "missing or bad HMAC signature"}))
+                return
             sender = header.direction == "down"
             try:
                 if sender and header.cca:
@@ -181,4 +190,6 @@ class _Serving:
         for task in conns:
             task.cancel()
         await asyncio.gather(*conns, return_exceptions=True)
+        if self.bad_signatures:
+            self.ctx.rec.log(f"dropped {self.bad_signatures} clients with a missing or bad HMAC signature", TAG)
         self.ctx.rec.log(f"stopped listening on {self.addr}", TAG)
