@@ -97,9 +97,8 @@ def test_left_pings_right_through_mid_at_the_configured_rtt(rtt_ms: int) -> None
     assert any("qdisc pfifo 10:" in t and "limit 1000p" in t for t in logs(items, "mid")), "tear-down logs the queue"
 
 
-@pytest.mark.slow
-def test_delay_link_keeps_the_rtt_under_50_mbit_load() -> None:
-    count = 250
+def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """Iperf3_with_ping is a rig body: an iperf3 load from left to right, pinged `ping_after` into it."""
 
     def body(rig: dict[str, Any]) -> list[dict[str, Any]]:
         right = rig["addr"]["right"]
@@ -108,16 +107,25 @@ def test_delay_link_keeps_the_rtt_under_50_mbit_load() -> None:
             {"sleep": "200ms"},
             {
                 "parallel": [
-                    on(rig, "left", system={"command": f"iperf3 -c {right} -u -b 50M -l 1400 -t 4 -J"}),
+                    on(rig, "left", system={"command": f"iperf3 -c {right} {client_args} -J"}),
                     {
                         "serial": [
-                            {"sleep": "1s"},
+                            {"sleep": ping_after},
                             on(rig, "left", system={"command": f"ping -c {count} -i 0.01 {right}"}),
                         ]
                     },
                 ]
             },
         ]
+
+    return body
+
+
+@pytest.mark.slow
+def test_delay_link_keeps_the_rtt_under_50_mbit_load() -> None:
+    count = 250
+
+    body = iperf3_with_ping("-u -b 50M -l 1400 -t 4", ping_after="1s", count=count)
 
     ok, items, _ = rig_test(["rig.rate=0", "rig.rtt=20ms", "rig.emulator=tun"], body)
     assert ok, errors(items)
@@ -203,23 +211,7 @@ def test_link_spec_reads_delay_and_loss() -> None:
 def test_the_bottleneck_shapes_tcp_to_rig_rate_and_its_queue_shows_in_the_rtt() -> None:
     count = 300
 
-    def body(rig: dict[str, Any]) -> list[dict[str, Any]]:
-        right = rig["addr"]["right"]
-        return [
-            on(rig, "right", system={"command": f"iperf3 -s -1 -B {right}", "background": True, "stdout": "quiet"}),
-            {"sleep": "200ms"},
-            {
-                "parallel": [
-                    on(rig, "left", system={"command": f"iperf3 -c {right} -t 6 -O 2 -C cubic -J"}),
-                    {
-                        "serial": [
-                            {"sleep": "3s"},
-                            on(rig, "left", system={"command": f"ping -c {count} -i 0.01 {right}"}),
-                        ]
-                    },
-                ]
-            },
-        ]
+    body = iperf3_with_ping("-t 6 -O 2 -C cubic", ping_after="3s", count=count)
 
     ok, items, _ = rig_test(["rig.rate=50mbit", "rig.rtt=20ms", "rig.qdisc=pfifo", "rig.limit=1000"], body)
     assert ok, errors(items)
