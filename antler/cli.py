@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from antler.config.compose import compose_jobs, experiments
-from antler.invoke import EXIT_CONFIG, run_jobs
+from antler import exitcode
+from antler.config.compose import Job, compose_jobs, experiments
+from antler.node.launch import Launchers, ray_address
 from antler.node.spec import ConfigError, to_plain
 from antler.results.store import ResultsError
 
@@ -48,7 +53,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     """Cmd_run runs the tests of an experiment (or a sweep) into a new result folder."""
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
     root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
-    outcome = asyncio.run(run_jobs(jobs, root))
+    launchers = Launchers(ray_address(jobs[0].config))
+    try:
+        run_jobs = _start(launchers, jobs)
+        outcome = asyncio.run(run_jobs(jobs, root, launchers))
+    finally:
+        launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
     if outcome.interrupted:
         print(f"interrupted; results so far in {where}", file=sys.stderr)
@@ -58,6 +68,27 @@ def cmd_run(a: argparse.Namespace) -> int:
     else:
         print(f"{len(jobs)} test{'s' if len(jobs) != 1 else ''} passed; results in {where}")
     return outcome.exit_code
+
+
+def _start(launchers: Launchers, jobs: list[Job]) -> Callable[..., Any]:
+    """_Start connects to Ray if the tests need it while the runner's modules import; it returns run_jobs.
+
+    Ray's start-up mostly waits on the processes it spawns, so the imports
+    (pandas and the report pipeline, about half a second) cost nothing there.
+    """
+    warm = threading.Thread(target=_import_quietly, args=("antler.invoke",), name="warm-imports", daemon=True)
+    warm.start()
+    launchers.start(n for job in jobs for n in job.test.run.nodes())
+    warm.join()
+    from antler.invoke import run_jobs
+
+    return run_jobs
+
+
+def _import_quietly(module: str) -> None:
+    # An import error surfaces again, with its traceback, where the module is used.
+    with contextlib.suppress(BaseException):
+        importlib.import_module(module)
 
 
 @command("vet", "check an experiment's config and print its test trees", _hydra_args)
@@ -95,18 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[a.command][1](a)
     except ConfigError as e:
         print(f"antler-ray: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exitcode.CONFIG
     except ResultsError as e:
         print(f"antler-ray: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exitcode.CONFIG
     except KeyboardInterrupt:
-        return 130
+        return exitcode.INTERRUPTED
 
 
 def _load_commands() -> None:
     # Commands of other layers (report, results, ...) register themselves here.
-    import importlib
-
     for module in ("antler.results.commands",):
         try:
             importlib.import_module(module)

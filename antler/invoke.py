@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import yaml
 from tqdm import tqdm
 
+from antler import exitcode
 from antler.config.compose import Job
 from antler.node.hmac import resolve_key
 from antler.node.items import Error, Item, LogEntry
@@ -23,8 +24,6 @@ from antler.report.pipeline import DuringSink, run_after
 from antler.report.spec import IndexSpec
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
 from antler.rig.resolvers import rig_facts
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass
@@ -39,8 +38,8 @@ class Outcome:
     def exit_code(self) -> int:
         """Exit_code is the command's exit status for this outcome."""
         if self.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
+            return exitcode.INTERRUPTED
+        return exitcode.FAILED if self.failed else exitcode.OK
 
 
 class Live:
@@ -69,7 +68,7 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     the Ray cluster at the first job's ``ray.address`` (or RAY_ADDRESS, or an
     embedded local Ray started when a test first needs it and shut down here).
     """
-    from antler.node.launch import Launchers
+    from antler.node.launch import Launchers, ray_address
 
     own: Launchers | None = None
     if launch is None:
@@ -91,13 +90,6 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
         if own is not None:
             own.close()  # on this thread, like the ray.init it undoes
     return outcome
-
-
-def ray_address(config: dict[str, Any]) -> str | None:
-    """Ray_address is the cluster address the config names (``ray.address``), or None."""
-    section = config.get("ray") or {}
-    address = section.get("address") if isinstance(section, dict) else None
-    return str(address) if address else None
 
 
 async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live) -> bool:

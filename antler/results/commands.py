@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import TextIO
 
 from antler.cli import command
-from antler.results.load import FormatError, load
-from antler.results.store import IN_PROGRESS, LATEST, Invocation, ResultsError, _alive, _read_pid, write_meta
+from antler.results.store import (
+    IN_PROGRESS,
+    LATEST,
+    FormatError,
+    Invocation,
+    ResultsError,
+    _alive,
+    _read_pid,
+    write_meta,
+)
 
 DEFAULT_ROOT = "results"
 
@@ -72,6 +80,7 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
     from antler.report.index import write_index
     from antler.report.pipeline import after_of, report_outputs, run_after
     from antler.report.spec import IndexSpec
+    from antler.results.load import load
 
     results = load(src)  # refuses newer formats before anything is created
     inv = Invocation(root)
@@ -119,6 +128,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 @command("results", "list result folders and their tests", _root_arg)
 def cmd_results(a: argparse.Namespace) -> int:
     """Cmd_results prints each result folder with its tests and their status."""
+    from antler.results.load import load
+
     root = Path(a.root)
     latest = os.readlink(root / LATEST) if (root / LATEST).is_symlink() else None
     folders = result_folders(root)
@@ -148,6 +159,7 @@ def _log_args(p: argparse.ArgumentParser) -> None:
 def cmd_log(a: argparse.Namespace) -> int:
     """Cmd_log prints each test's log entries and errors."""
     from antler.report.logs import log_lines
+    from antler.results.load import load
 
     results = load(_resolve(a.path, a.root))
     for key, test in results.items():

@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from antler.node.items import RESULT_FORMAT_VERSION, SCHEMAS
-from antler.results.store import ResultsError
+from antler.results.store import FormatError
+
+if TYPE_CHECKING:
+    # pandas costs a third of a second to import, on every start of the command.
+    import pandas as pd
 
 ENCODED = (".zst", ".gz", ".xz")
 """ENCODED are the extensions of encoded tables that load() reads transparently."""
-
-
-class FormatError(ResultsError):
-    """FormatError is a result folder this code cannot read."""
 
 
 class TestResult:
@@ -101,6 +100,8 @@ class Results(Mapping[str, TestResult]):
 
     def concat(self, kind: str) -> pd.DataFrame:
         """Concat returns one table of a kind across tests, with each test's ID keys as columns."""
+        import pandas as pd
+
         frames = []
         for key, test in self._tests.items():
             df = test[kind].copy()

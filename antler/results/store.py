@@ -48,6 +48,10 @@ class ResultsError(Exception):
     """ResultsError is a result folder that cannot be written as asked."""
 
 
+class FormatError(ResultsError):
+    """FormatError is a result folder this code cannot read."""
+
+
 def versions() -> dict[str, str]:
     """Versions returns the versions of this package, Python and the dependencies."""
     out = {"python": platform.python_version()}

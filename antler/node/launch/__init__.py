@@ -8,6 +8,7 @@ command; ``close`` shuts down an embedded Ray it started.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from antler.node.context import NodeHandle
@@ -43,6 +44,17 @@ class Launchers:
         facts.update(handle.facts)
         return handle
 
+    def start(self, nodes: Iterable[Node]) -> None:
+        """Start connects to Ray now if any of the nodes needs it (blocking, on the calling thread).
+
+        The command calls it before its event loop starts, so Ray's start-up
+        (seconds) overlaps the rest of the tool's imports instead of following them.
+        """
+        if any(n.launcher.name == "ray" for n in nodes):
+            self._ray_launch()
+            assert self._session is not None
+            self._session.ensure()
+
     def _ray_launch(self) -> RayLaunch:
         # Ray is imported only when a test has a Ray node: a test without
         # children never pays for it.
@@ -62,6 +74,13 @@ class Launchers:
         """Close shuts down an embedded Ray this launcher started."""
         if self._session is not None:
             self._session.shutdown()
+
+
+def ray_address(config: dict[str, Any]) -> str | None:
+    """Ray_address is the cluster address the config names (``ray.address``), or None."""
+    section = config.get("ray") or {}
+    address = section.get("address") if isinstance(section, dict) else None
+    return str(address) if address else None
 
 
 _default = Launchers()
