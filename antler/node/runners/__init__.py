@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from antler.node.context import Context
-from antler.node.feedback import Feedback
+if TYPE_CHECKING:
+    from antler.node.context import Context
+    from antler.node.feedback import Feedback
 
 
 class Runner(Protocol):

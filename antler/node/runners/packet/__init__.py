@@ -5,11 +5,30 @@ dedicated thread by a hybrid timer against absolute deadlines, receive times
 come from the kernel, and every packet is recorded into columnar buffers.
 """
 
-from antler.node.runners.packet.client import PacketClient
-from antler.node.runners.packet.sender import PacketSenders, Unresponsive
-from antler.node.runners.packet.server import PacketServer
-from antler.node.runners.packet.wire import Packet, PacketFlag, PacketHeader, Seq
-from antler.node.sockopt import Sockopt
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from antler import lazy
+
+if TYPE_CHECKING:
+    from antler.node.runners.packet.client import PacketClient
+    from antler.node.runners.packet.sender import PacketSenders, Unresponsive
+    from antler.node.runners.packet.server import PacketServer
+    from antler.node.runners.packet.wire import Packet, PacketFlag, PacketHeader, Seq
+    from antler.node.sockopt import Sockopt
+
+_MODULES = {
+    "Packet": "antler.node.runners.packet.wire",
+    "PacketClient": "antler.node.runners.packet.client",
+    "PacketFlag": "antler.node.runners.packet.wire",
+    "PacketHeader": "antler.node.runners.packet.wire",
+    "PacketSenders": "antler.node.runners.packet.sender",
+    "PacketServer": "antler.node.runners.packet.server",
+    "Seq": "antler.node.runners.packet.wire",
+    "Sockopt": "antler.node.sockopt",
+    "Unresponsive": "antler.node.runners.packet.sender",
+}
 
 __all__ = [
     "Packet",
@@ -22,3 +41,6 @@ __all__ = [
     "Sockopt",
     "Unresponsive",
 ]
+
+
+__getattr__ = lazy.attributes(__name__, _MODULES)
