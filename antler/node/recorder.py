@@ -37,32 +37,23 @@ _TYPECODES = {
 """_TYPECODES maps the Arrow types a column buffer holds natively to array module typecodes."""
 
 
+NULL = -(1 << 63)
+"""NULL stands for a missing value in an int64 column (``None`` works too, but takes the slow path)."""
+
+
 class _Column:
     """_Column is one buffered column: a typed array (no Python object per value) or, for other types, a list.
 
-    A None in a typed column is stored as 0 and marked in a validity mask,
-    made on the first None.
+    In an int64 column, :data:`NULL` (or None) is a missing value.
     """
 
-    __slots__ = ("append", "nulls", "type", "values")
+    __slots__ = ("append", "type", "values")
 
     def __init__(self, type_: pa.DataType) -> None:
         self.type = type_
         code = _TYPECODES.get(type_)
         self.values: array[Any] | list[Any] = array(code) if code else []
-        self.nulls: bytearray | None = None
-        self.append: Callable[[Any], None] = self.values.append if code is None else self._append_typed
-
-    def _append_typed(self, v: Any) -> None:
-        if v is None:
-            if self.nulls is None:
-                self.nulls = bytearray(len(self.values))
-            self.nulls.append(1)
-            self.values.append(0)
-            return
-        if self.nulls is not None:
-            self.nulls.append(0)
-        self.values.append(v)
+        self.append: Callable[[Any], None] = self.values.append
 
     def __len__(self) -> int:
         return len(self.values)
@@ -74,8 +65,8 @@ class _Column:
         values = np.frombuffer(self.values, dtype=self.values.typecode)
         if self.type == pa.bool_():
             values = values.astype(bool)
-        mask = None if self.nulls is None else np.frombuffer(self.nulls, dtype=np.bool_)
-        return pa.array(values, type=self.type, mask=mask)
+        mask = values == NULL if self.type == pa.int64() else None
+        return pa.array(values, type=self.type, mask=mask if mask is not None and mask.any() else None)
 
 
 class Columns:
@@ -84,7 +75,8 @@ class Columns:
     Appending is thread-safe, so a dedicated sender thread (the packet runner's
     timer) can record without going through the event loop. Numeric and
     boolean columns are typed arrays, so a buffer holds no Python object per
-    sample (the garbage collector never walks them) and turning it into a
+    sample (the garbage collector never walks them), appending costs a C call
+    per value, and turning it into a
     record batch holds the GIL for microseconds, not the milliseconds a
     conversion from lists takes: that pause would land in a packet sender's
     send times.
@@ -112,11 +104,24 @@ class Columns:
     def append(self, *values: Any) -> None:
         """Append adds one sample, with values in the order of ``names``."""
         with self._lock:
-            for col, v in zip(self._cols, values, strict=True):
-                col.append(v)
-            full = len(self._cols[0]) >= BATCH_ROWS
+            cols = self._cols
+            try:
+                for col, v in zip(cols, values, strict=True):
+                    col.append(v)
+            except TypeError:
+                self._append_nulls(values)
+            full = len(cols[0].values) >= BATCH_ROWS
         if full:
             self._ship(self)
+
+    def _append_nulls(self, values: tuple[Any, ...]) -> None:
+        # A None in a typed column: undo the part of the row appended, then append it with NULLs.
+        n = min(len(c) for c in self._cols)
+        for c in self._cols:
+            if len(c) > n:
+                c.values.pop()
+        for c, v in zip(self._cols, values, strict=True):
+            c.append(NULL if v is None and not isinstance(c.values, list) else v)
 
     def take(self) -> pa.RecordBatch | None:
         """Take returns the buffered samples as a record batch and empties the buffer."""

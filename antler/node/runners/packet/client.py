@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import heapq
+import json
+import os
 import select
 import socket
-import struct
+import subprocess
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from antler.node import hmac
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.flow import check_flow
 from antler.node.items import PacketInfo
-from antler.node.recorder import Columns
+from antler.node.recorder import NULL, Columns
+from antler.node.runners.packet import sendproc
 from antler.node.runners.packet import sock as psock
-from antler.node.runners.packet import timer
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
@@ -38,18 +42,21 @@ from antler.node.runners.packet.wire import (
 from antler.node.sockopt import Sockopt, set_tos, split_host_port
 
 TAG = "packet_client"
-START_DELAY_NS = 5_000_000
-"""START_DELAY_NS puts the first deadline a little ahead, so thread start-up is not a send-time error."""
+TRUNC = int(socket.MSG_TRUNC)
+"""TRUNC is MSG_TRUNC as a plain int: the enum's ``&`` costs microseconds per packet."""
 LATE_MIN_S, LATE_MAX_S, LATE_UNKNOWN_S = 0.2, 3.0, 1.0
 """After the last send, replies are awaited for 4x the largest RTT seen, within [LATE_MIN_S, LATE_MAX_S],
 or LATE_UNKNOWN_S if no reply came at all (a lost server gives loss figures, not a hang)."""
-RING = 1 << 16
-"""RING is how many recent sends the client remembers to match replies for the late-reply bound."""
 POLL_SECONDS = 0.1
-"""POLL_SECONDS is the longest the I/O thread waits before checking for a cancel."""
-DRAIN_SLACK_NS = 40_000
-"""DRAIN_SLACK_NS: while spinning, a reply is handled only if the deadline is further away than this."""
-_SEQ = struct.Struct("!Q")
+"""POLL_SECONDS is the longest the receive thread waits before checking for a stop."""
+LATE_POLL_SECONDS = 0.005
+"""LATE_POLL_SECONDS is how often the wait for late replies checks whether all have come."""
+CLOSE_SECONDS = 5.0
+"""CLOSE_SECONDS is how long a stopped sender process may take to report before it is killed."""
+PLAN_CHUNK = 4096 * 11
+"""PLAN_CHUNK is how many bytes of plan are written to the sender at once (4,096 packets)."""
+REPLY_AHEAD = 1 << 20
+"""REPLY_AHEAD bounds how far a reply's seq may run ahead of the sends recorded (they arrive in chunks)."""
 
 
 @dataclass(frozen=True)
@@ -135,15 +142,12 @@ class PacketClient:
 
 
 class _Flow:
-    """_Flow is one running PacketClient: one I/O thread that sends on schedule and receives between sends.
+    """_Flow is one running PacketClient.
 
-    Sending and receiving share one thread on purpose: two Python threads
-    contend for the GIL, and a spinning sender starves a receiver (or the
-    other way round) for up to the 5 ms switch interval. Here the thread
-    waits in select() on the socket until shortly before each deadline,
-    handles replies that arrive meanwhile, then spins to the deadline, still
-    draining replies while there is slack. Receive times come from the
-    kernel, so handling a reply a little later does not change its RTT.
+    Packets leave from a sender process of their own (sendproc.py), which has
+    its CPU time to itself; this process feeds it the plan, records what it
+    reports sending, and receives the replies on a thread that is never held
+    up by a spinning timer. Receive times come from the kernel.
     """
 
     def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any) -> None:
@@ -159,53 +163,147 @@ class _Flow:
         self.echo_sent = 0
         self.replies = 0
         self.max_rtt_ns = 0
+        self.realtime = False
         self.errors: Counter[str] = Counter()
-        self._ring_seq = [-1] * RING
-        self._ring_t = [0] * RING
-        self._ring_replied = bytearray(RING)
+        # Per sequence number: the send time (-1: not sent), whether a reply came.
+        self._send_t = array("q")
+        self._replied = bytearray()
         self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._done_cb: Callable[[], object] = lambda: None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
         self._buf = bytearray(spec.max_packet_size + 1)
         self._view = memoryview(self._buf)
-        self._thread = threading.Thread(target=self._main, name=f"packet-{spec.flow}", daemon=True)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        self.sock.setblocking(False)  # shared with the sender, which counts a full buffer as a send error
+        # Forked from the node's own thread: the sender dies with it (PDEATHSIG).
+        proc = self._proc = sendproc.spawn(self.sock.fileno())
+        assert proc.stdin is not None and proc.stdout is not None
+        self._start(self._write_plan, proc.stdin.fileno())
+        self._start(self._receive)
+        reader = self._start(self._read_sent, proc.stdout.fileno())
+        await asyncio.to_thread(reader.join)
+        code = await asyncio.to_thread(proc.wait)
+        if self._stop.is_set():
+            return
+        if code != 0:
+            assert proc.stderr is not None
+            detail = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"flow {self.spec.flow}: the sender process failed: {detail[-1] if detail else code}")
+        if self.echo_sent:
+            await asyncio.to_thread(self._await_replies)
 
-        def finished() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        self._done_cb = lambda: loop.call_soon_threadsafe(finished)
-        self._thread.start()
-        await done
-        if self._error is not None:
-            raise RuntimeError(f"flow {self.spec.flow}: {self._error}")
+    def _start(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=f"packet-{self.spec.flow}-{target.__name__}", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return t
 
     async def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join)
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()  # it stops and reports what it sent
+            try:
+                await asyncio.to_thread(proc.wait, CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+        for t in self._threads:
+            await asyncio.to_thread(t.join)
         self.sock.close()
         text = f"flow {self.spec.flow}: sent {self.sent} packets"
         if self.echo_sent:
             text += f", {self.replies} of {self.echo_sent} echo requests answered"
+        if proc is not None and not self.realtime:
+            text += "; sender at normal priority (no real-time scheduling allowed)"
         if self.errors:
             text += "; " + ", ".join(f"{v} {k}" for k, v in sorted(self.errors.items()))
         self.ctx.rec.log(text, TAG)
 
-    def _main(self) -> None:
+    def _templates(self) -> list[tuple[int, bool, str]]:
+        flag = {True: PacketFlag.ECHO, False: PacketFlag(0)}
+        wanted = {(n, ps.sender().echo) for ps in self.spec.sender for n in ps.sender().length}
+        return [
+            (n, echo, Packet(PacketHeader(flag[echo], 0, self.spec.flow), n).encode(self.key).hex())
+            for n, echo in sorted(wanted)
+        ]
+
+    def _write_plan(self, fd: int) -> None:
+        """_Write_plan sends the sender its set-up and the merged plan of every sender, then end of file."""
+        config = {
+            "fd": self.sock.fileno(),
+            "addr": list(self.sockaddr),
+            "templates": self._templates(),
+            "key": self.key.hex() if self.key is not None else None,
+            "tag_at": FIXED_LEN + len(self.spec.flow),
+            "priority": sendproc.RT_PRIORITY,
+        }
+        pack = sendproc.PLAN.pack
         try:
-            self.sock.setblocking(False)
-            self._send_all()
-            if self.echo_sent and not self._stop.is_set():
-                self._await_replies()
-        except BaseException as e:
-            self._error = e
+            sendproc.write_all(fd, json.dumps(config).encode() + b"\n")
+            # Merge the senders' plans into one time-ordered schedule, so
+            # sequence numbers follow send order across senders.
+            heap: list[tuple[int, int, int, bool]] = []
+            plans: list[SendPlan] = [ps.sender().plan() for ps in self.spec.sender]
+            for i, plan in enumerate(plans):
+                first = next(plan, None)
+                if first is not None:
+                    heap.append((first[0], i, first[1], first[2]))
+            heapq.heapify(heap)
+            chunk = bytearray()
+            while heap and not self._stop.is_set():
+                offset, i, length, echo = heapq.heappop(heap)
+                chunk += pack(offset, length, echo)
+                if len(chunk) >= PLAN_CHUNK:
+                    sendproc.write_all(fd, chunk)
+                    chunk = bytearray()
+                nxt = next(plans[i], None)
+                if nxt is not None:
+                    heapq.heappush(heap, (nxt[0], i, nxt[1], nxt[2]))
+            sendproc.write_all(fd, chunk)
+        except OSError:
+            pass  # the sender is gone (stopped, or failed: its exit status says why)
         finally:
-            self._done_cb()
+            assert self._proc is not None and self._proc.stdin is not None
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()  # end of file: the plan is complete
+
+    def _read_sent(self, fd: int) -> None:
+        """_Read_sent records the packets the sender reports, until it exits."""
+        first = os.read(fd, 1)
+        self.realtime = first == b"R"
+        size = sendproc.SENT.size
+        from_mono, append, send_t = self.clock.from_mono, self.cols.append, self._send_t
+        pending = b""
+        while data := os.read(fd, 1 << 16):
+            pending += data
+            whole = len(pending) - len(pending) % size
+            for t, deadline, seq, length, flags, err in sendproc.SENT.iter_unpack(pending[:whole]):
+                if err:
+                    send_t.append(-1)
+                    self.errors[_send_error(err)] += 1
+                    continue
+                tt = from_mono(t)
+                append(tt, seq, length, flags, True, from_mono(deadline))
+                send_t.append(tt)
+                self.sent += 1
+                if flags & PacketFlag.ECHO:
+                    self.echo_sent += 1
+            pending = pending[whole:]
+
+    def _receive(self) -> None:
+        """_Receive records replies until the flow stops."""
+        s = self.sock
+        while not self._stop.is_set():
+            ready, _, _ = select.select([s], [], [], POLL_SECONDS)
+            if ready:
+                self._drain()
 
     def _late_bound_ns(self) -> int:
         if not self.max_rtt_ns:
@@ -214,98 +312,15 @@ class _Flow:
 
     def _await_replies(self) -> None:
         end = time.monotonic_ns() + self._late_bound_ns()
-        while self.replies < self.echo_sent and not self._stop.is_set():
-            left = end - time.monotonic_ns()
-            if left <= 0:
-                return
-            ready, _, _ = select.select([self.sock], [], [], min(left / 1e9, POLL_SECONDS))
-            if ready:
-                self._drain(end)
+        while self.replies < self.echo_sent and not self._stop.is_set() and time.monotonic_ns() < end:
+            self._stop.wait(LATE_POLL_SECONDS)
 
-    def _send_all(self) -> None:
-        hyb = timer.HybridTimer()
-        hyb.setup()
-        spec, key, clock, cols = self.spec, self.key, self.clock, self.cols
-        s, sockaddr, stop = self.sock, self.sockaddr, self._stop
-        mono = time.monotonic_ns
-        tag_at = FIXED_LEN + len(spec.flow)
-        templates: dict[tuple[int, bool], bytes] = {}
-        # Merge the senders' plans into one time-ordered schedule, so sequence
-        # numbers follow send order across senders.
-        heap: list[tuple[int, int, int, bool]] = []
-        plans: list[SendPlan] = [ps.sender().plan() for ps in spec.sender]
-        for i, plan in enumerate(plans):
-            first = next(plan, None)
-            if first is not None:
-                heap.append((first[0], i, first[1], first[2]))
-        heapq.heapify(heap)
-        start = mono() + START_DELAY_NS
-        ring_seq, ring_t, ring_replied = self._ring_seq, self._ring_t, self._ring_replied
-        seq = 0
-        while heap:
-            offset, i, length, echo = heapq.heappop(heap)
-            tpl = templates.get((length, echo))
-            if tpl is None:
-                flag = PacketFlag.ECHO if echo else PacketFlag(0)
-                tpl = templates[(length, echo)] = Packet(PacketHeader(flag, 0, spec.flow), length).encode(key)
-            buf = bytearray(tpl)
-            _SEQ.pack_into(buf, 4, seq)
-            if key is not None:
-                hmac.sign_in_place(key, buf, tag_at)
-            deadline = start + offset
-            # Wait for the deadline, handling replies meanwhile.
-            while True:
-                now = mono()
-                ahead = deadline - now
-                if ahead <= 0:
-                    break
-                if ahead > hyb.spin_ns:
-                    target = deadline - hyb.spin_ns
-                    timeout = (target - now) / 1e9
-                    ready, _, _ = select.select([s], [], [], min(timeout, POLL_SECONDS))
-                    if stop.is_set():
-                        return
-                    if ready:
-                        self._drain(target)
-                    elif timeout <= POLL_SECONDS:
-                        hyb.learn(mono() - target)
-                    continue
-                # Spin; take a reply only while there is time to spare.
-                if ahead > DRAIN_SLACK_NS:
-                    self._drain(deadline - DRAIN_SLACK_NS, once=True)
-            now = mono()
-            t = clock.from_mono(now)
-            # The reply may be handled before sendto returns: note the send first.
-            slot = seq % RING
-            ring_t[slot] = t
-            ring_seq[slot] = seq
-            ring_replied[slot] = 0
-            try:
-                s.sendto(buf, sockaddr)
-            except BlockingIOError:
-                ring_seq[slot] = -1
-                self.errors["send errors (socket buffer full)"] += 1
-            except OSError as e:
-                ring_seq[slot] = -1
-                self.errors[f"send errors ({e.strerror or e})"] += 1
-            else:
-                cols.append(t, seq, length, buf[3], True, clock.from_mono(deadline))
-                self.sent += 1
-                if echo:
-                    self.echo_sent += 1
-            seq += 1
-            if stop.is_set():
-                return
-            nxt = next(plans[i], None)
-            if nxt is not None:
-                heapq.heappush(heap, (nxt[0], i, nxt[1], nxt[2]))
-
-    def _drain(self, until_ns: int, once: bool = False) -> None:
-        """_drain handles the datagrams waiting on the socket, until none is left or until_ns."""
+    def _drain(self) -> None:
+        """_drain handles the datagrams waiting on the socket."""
         s, key, clock, cols, flow = self.sock, self.key, self.clock, self.cols, self.spec.flow
         limit = self.spec.max_packet_size
         buf, view = self._buf, self._view
-        ring_seq, ring_t, ring_replied = self._ring_seq, self._ring_t, self._ring_replied
+        send_t, replied = self._send_t, self._replied
         while True:
             try:
                 n, anc, msg_flags, _ = s.recvmsg_into([buf], psock.ANC_SIZE)
@@ -315,24 +330,29 @@ class _Flow:
                 self.errors["receive errors"] += 1
                 return
             t = clock.from_wall(psock.rx_time_ns(anc))
-            if n > limit or msg_flags & socket.MSG_TRUNC:
+            if n > limit or msg_flags & TRUNC:
                 self.errors["oversized packets dropped"] += 1
-            else:
-                try:
-                    flag, seq, got_flow = parse(view[:n], key)
-                except BadPacket as e:
-                    self.errors[f"invalid packets dropped ({e.reason})"] += 1
-                else:
-                    if not flag & REPLY or got_flow != flow:
-                        self.errors["unexpected packets dropped"] += 1
-                    else:
-                        cols.append(t, seq, n, flag, False, None)
-                        slot = seq % RING
-                        if ring_seq[slot] == seq and not ring_replied[slot]:
-                            ring_replied[slot] = 1
-                            self.replies += 1
-                            rtt = t - ring_t[slot]
-                            if rtt > self.max_rtt_ns:
-                                self.max_rtt_ns = rtt
-            if once or time.monotonic_ns() >= until_ns:
-                return
+                continue
+            try:
+                flag, seq, got_flow = parse(view[:n], key)
+            except BadPacket as e:
+                self.errors[f"invalid packets dropped ({e.reason})"] += 1
+                continue
+            # A reply's seq is at most a little ahead of the sends recorded so far.
+            if not flag & REPLY or got_flow != flow or seq >= len(send_t) + REPLY_AHEAD:
+                self.errors["unexpected packets dropped"] += 1
+                continue
+            cols.append(t, seq, n, flag, False, NULL)
+            if seq >= len(replied):
+                replied.extend(bytes(seq + 1 - len(replied)))
+            if not replied[seq]:
+                replied[seq] = 1
+                self.replies += 1
+                if seq < len(send_t) and send_t[seq] >= 0:
+                    self.max_rtt_ns = max(self.max_rtt_ns, t - send_t[seq])
+
+
+def _send_error(err: int) -> str:
+    if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+        return "send errors (socket buffer full)"
+    return f"send errors ({os.strerror(err)})"

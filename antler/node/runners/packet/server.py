@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import PacketInfo
-from antler.node.recorder import Columns
+from antler.node.recorder import NULL, Columns
 from antler.node.runners.packet import sock as psock
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
@@ -184,7 +184,7 @@ class _Server:
         # One byte more than the limit tells an oversized datagram from one that fits.
         buf = bytearray(limit + 1)
         view = memoryview(buf)
-        trunc = socket.MSG_TRUNC
+        trunc = int(socket.MSG_TRUNC)  # the enum's & costs microseconds
         while not self._stop.is_set():
             try:
                 n, anc, msg_flags, addr = s.recvmsg_into([buf], psock.ANC_SIZE)
@@ -224,10 +224,10 @@ class _Server:
                     s.sendto(out, addr)
                 except OSError:
                     self.dropped["echo-send-error"] += 1
-                    f.cols.append(t, seq, n, flag, False, None)
+                    f.cols.append(t, seq, n, flag, False, NULL)
                     continue
-                f.cols.append(t, seq, n, flag, False, None)
-                f.cols.append(t_out, seq, n, out[3], True, None)
+                f.cols.append(t, seq, n, flag, False, NULL)
+                f.cols.append(t_out, seq, n, out[3], True, NULL)
                 self.echoed += 1
             else:
-                f.cols.append(t, seq, n, flag, False, None)
+                f.cols.append(t, seq, n, flag, False, NULL)
