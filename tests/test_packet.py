@@ -235,6 +235,22 @@ def test_a_lost_server_gives_loss_figures_not_a_hang(pair: tuple[str, str]) -> N
     assert np.isnan(f.rtt_ms_median)
 
 
+def test_a_flow_cut_short_by_the_test_timeout_stops_its_sender_and_keeps_what_it_sent(pair: tuple[str, str]) -> None:
+    a, b = pair
+    tree = {"serial": [server(b), client(a, "cut", wait=["2ms"], length=[64], duration="60s", echo=True)]}
+    items: list[Item] = []
+    ok = asyncio.run(do(parse_run(tree), items.append, launch=launch, timeout=Duration.parse("1s")))
+    out = Outcome(ok, items)
+    assert not ok and out.errors() == ["test timed out after 1s"]
+    # The sender process reported every packet it sent before it was stopped
+    # (the leak check fails the test if the process outlived it).
+    (log,) = out.logs("packet_client")
+    sent = int(log.split("sent ")[1].split()[0])
+    io = out.table("packet_io")
+    assert 300 <= sent <= 500
+    assert (~io.server & io.sent).sum() == sent
+
+
 def test_wire_format_round_trips_and_rejects_tampering() -> None:
     p = Packet(PacketHeader(PacketFlag.ECHO, 2**40 + 5, "flow-1.a"), 120)
     data = p.encode(b"k")
