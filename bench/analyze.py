@@ -63,16 +63,20 @@ def write_result(d: Path) -> None:
     for f in flows:
         owd = rng.integers(1_000_000, 30_000_000, PACKETS_PER_FLOW)
         kept = rng.random(PACKETS_PER_FLOW) > 0.01  # 1% loss
+        # The client's sends carry their scheduled time (a few µs early, as
+        # the hybrid timer sends); every other row has none (null).
+        sched = send - rng.integers(0, 20_000, PACKETS_PER_FLOW)
         parts = [
-            (False, send, seq, True),
-            (True, (send + owd)[kept], seq[kept], False),
-            (True, (send + owd)[kept] + 10_000, seq[kept], True),
-            (False, (send + 2 * owd)[kept], seq[kept], False),
+            (False, send, seq, True, sched),
+            (True, (send + owd)[kept], seq[kept], False, None),
+            (True, (send + owd)[kept] + 10_000, seq[kept], True, None),
+            (False, (send + 2 * owd)[kept], seq[kept], False, None),
         ]
-        for server, t, s, sent in parts:
+        for server, t, s, sent, sc in parts:
             for a in range(0, len(t), BATCH_ROWS):
                 tt, ss = t[a : a + BATCH_ROWS], s[a : a + BATCH_ROWS]
                 n = len(tt)
+                sched_col = pa.nulls(n, pa.int64()) if sc is None else pa.array(sc[a : a + BATCH_ROWS], pa.int64())
                 chunks.append(
                     (
                         int(tt[-1]),
@@ -85,6 +89,7 @@ def write_result(d: Path) -> None:
                                 "length": pa.array(np.full(n, 100, np.int32)),
                                 "flags": pa.array(np.full(n, 1, np.uint8)),
                                 "sent": pa.array(np.full(n, sent)),
+                                "sched_t_ns": sched_col,
                             },
                             schema=SCHEMAS["packet_io"],
                         ),
@@ -95,6 +100,7 @@ def write_result(d: Path) -> None:
         for _, table in chunks:
             w.write_table(table)
     sflows = [f"s{i}" for i in range(STREAM_FLOWS)]
+    totals = [np.cumsum(rng.integers(5_000, 20_000, SAMPLES_PER_END)) for _ in sflows]
     sinfo = {
         "tinit": [t0] * (2 * STREAM_FLOWS),
         "flow": [f for f in sflows for _ in (0, 1)],
@@ -102,12 +108,13 @@ def write_result(d: Path) -> None:
         "cca": ["cubic"] * (2 * STREAM_FLOWS),
         "server": [s for _ in sflows for s in (False, True)],
         "node_id": ["-"] * (2 * STREAM_FLOWS),
+        # Length-limited flows that complete, so the FCT chart has its points.
+        "length_bytes": [int(total[-1]) for total in totals for _ in (0, 1)],
     }
     pq.write_table(pa.table(sinfo, schema=SCHEMAS["stream_info"]), d / "stream_info.parquet")
     with pq.ParquetWriter(d / "stream_io.parquet", SCHEMAS["stream_io"], compression="zstd") as w:
         t = np.arange(1, SAMPLES_PER_END + 1, dtype=np.int64) * 2_000_000  # 2 ms samples
-        for f in sflows:
-            total = np.cumsum(rng.integers(5_000, 20_000, SAMPLES_PER_END))
+        for f, total in zip(sflows, totals, strict=True):
             for server in (False, True):
                 w.write_table(
                     pa.table(
