@@ -309,6 +309,12 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
         packed = (code << TIME_BITS) | t
         if _sorted(packed):
             return np.arange(len(t))
+        if code.max() < (1 << 15):
+            # Flows interleave in batches but each end records in time order:
+            # a radix sort by flow (stable, linear) usually leaves runs timsort merges cheaply.
+            by_flow = np.argsort(code.astype(np.int16), kind="stable")
+            p = packed[by_flow]
+            return by_flow if _sorted(p) else by_flow[np.argsort(p, kind="stable")]
         return np.argsort(packed, kind="stable")
     return np.lexsort((t, code))
 
@@ -467,7 +473,9 @@ def _goodput_series(
     with np.errstate(divide="ignore", invalid="ignore"):
         mbps = (ptotal - prev_total) * 8e3 / dt
     keep = dt > 0
-    return pd.DataFrame({"flow": _flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]})
+    return pd.DataFrame(
+        {"flow": _flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}, copy=False
+    )
 
 
 def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd.DataFrame:
@@ -520,7 +528,7 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
 
     n_sent = np.bincount(tx_c, minlength=n)
     n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
-    tx_key, tx_t = _first_by_key((tx_c << SEQ_BITS) | tx_s, tx_t_all)
+    sends = _Sends(tx_c, tx_s, tx_t_all, n)
     t_first_tx = _group_min(tx_c, tx_t_all, n)
     t_last_tx = -_group_min(tx_c, -tx_t_all, n)
 
@@ -536,8 +544,8 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
         n,
     )
 
-    rtt = _delay_series(tx_key, tx_t, (crx_c << SEQ_BITS) | crx_s, crx_t, flow_names, "rtt_ms")
-    owd = _delay_series(tx_key, tx_t, (srx_c << SEQ_BITS) | srx_s, srx_t, flow_names, "owd_ms")
+    rtt = _delay_series(sends, (crx_c << SEQ_BITS) | crx_s, crx_t, flow_names, "rtt_ms")
+    owd = _delay_series(sends, (srx_c << SEQ_BITS) | srx_s, srx_t, flow_names, "owd_ms")
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
     lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
@@ -605,44 +613,70 @@ def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return k[starts], np.minimum.reduceat(tt, starts)
 
 
-def _delay_series(
-    tx_key: np.ndarray, tx_t: np.ndarray, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
-) -> pd.DataFrame:
+class _Sends:
+    """_Sends is the client's sends by (flow, seq), built once for both the RTT and the one-way delay series.
+
+    Seqs are dense in practice (0, 1, 2, ... per flow), so the sends go into a
+    table indexed by (flow, seq) holding each packet's earliest send time:
+    one scatter, linear time, no sort. Sparse or negative seqs instead get
+    sorted distinct keys (see _first_by_key), built only then.
+    """
+
+    NEVER = np.iinfo(np.int64).max
+
+    def __init__(self, code: np.ndarray, seq: np.ndarray, t: np.ndarray, n: int) -> None:
+        self.code, self.seq, self.t, self.n = code, seq, t, n
+        self.table: np.ndarray | None = None
+        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        if not len(code) or seq.min() < 0:
+            return
+        self.max_seq = np.full(n, -1, np.int64)
+        np.maximum.at(self.max_seq, code, seq)
+        self.size = self.max_seq + 1
+        self.base = np.concatenate([[0], np.cumsum(self.size)])
+        if self.base[-1] <= 4 * len(code) + 1024:
+            self.table = np.full(self.base[-1], self.NEVER, np.int64)
+            np.minimum.at(self.table, self.base[code] + seq, t)
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Keys returns the sorted distinct (flow << SEQ_BITS | seq) keys and the earliest send of each."""
+        if self._keys is None:
+            self._keys = _first_by_key((self.code << SEQ_BITS) | self.seq, self.t)
+        return self._keys
+
+
+def _delay_series(sends: _Sends, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str) -> pd.DataFrame:
     """_delay_series pairs each packet's first arrival with its send, by flow and seq.
 
-    ``tx_key`` is sorted and distinct (see _first_by_key). Seqs are dense in
-    practice (0, 1, 2, ... per flow), so the pairing is a scatter into a table
-    indexed by (flow, seq): linear time. Sparse or negative seqs fall back to
-    a sort and a binary search.
+    With dense seqs the pairing is a scatter into the sends' (flow, seq)
+    table: linear time. Sparse or negative seqs fall back to a sort and a
+    binary search.
     """
-    if not len(rx_key) or not len(tx_key):
+    if not len(rx_key) or not len(sends.code):
         return _empty_series(name)
     n = len(flows)
-    bounds = np.searchsorted(tx_key, np.arange(n + 1, dtype=np.int64) << SEQ_BITS)
-    has = np.diff(bounds) > 0
-    max_seq = np.where(has, tx_key[np.maximum(bounds[1:] - 1, 0)] & SEQ_MASK, -1)
-    size = max_seq + 1
-    base = np.concatenate([[0], np.cumsum(size)])
-    rx_code, rx_seq = rx_key >> SEQ_BITS, rx_key & SEQ_MASK
-    if base[-1] <= 4 * len(tx_key) + 1024 and rx_key.min() >= 0:
-        never = np.iinfo(np.int64).max
-        sent = np.full(base[-1], never, np.int64)
-        sent[base[tx_key >> SEQ_BITS] + (tx_key & SEQ_MASK)] = tx_t
-        ok = rx_seq <= max_seq[rx_code]
-        arrived = np.full(base[-1], never, np.int64)
+    if sends.table is not None and rx_key.min() >= 0:
+        never = _Sends.NEVER
+        rx_code, rx_seq = rx_key >> SEQ_BITS, rx_key & SEQ_MASK
+        ok = rx_seq <= sends.max_seq[rx_code]
+        arrived = np.full(sends.base[-1], never, np.int64)
         # The earliest arrival of each packet: duplicates are not delays.
-        np.minimum.at(arrived, base[rx_code[ok]] + rx_seq[ok], rx_t[ok])
-        slot = np.flatnonzero((arrived != never) & (sent != never))
-        code = np.repeat(np.arange(n, dtype=np.int64), size)[slot]
-        sent_t, got_t = sent[slot], arrived[slot]
+        np.minimum.at(arrived, sends.base[rx_code[ok]] + rx_seq[ok], rx_t[ok])
+        slot = np.flatnonzero((arrived != never) & (sends.table != never))
+        code = np.repeat(np.arange(n, dtype=np.int64), sends.size)[slot]
+        sent_t, got_t = sends.table[slot], arrived[slot]
     else:
+        tx_key, tx_t = sends.keys()
         k, got = _first_by_key(rx_key, rx_t)
         i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
     order = _order(code, sent_t)
     code, sent_t, got_t = code[order], sent_t[order], got_t[order]
-    return pd.DataFrame({"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6})
+    # copy=False: no consolidating copy of millions of rows into one block.
+    return pd.DataFrame(
+        {"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6}, copy=False
+    )
 
 
 def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
