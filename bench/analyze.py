@@ -153,11 +153,11 @@ def import_report() -> float:
     start = time.perf_counter()
     # The submodules both libraries import lazily on first use count too
     # (matplotlib.figure alone is ~0.2 s): start-up, not work on the data.
-    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.backends.backend_agg
     import matplotlib.figure  # noqa: F401
-    import plotly.graph_objects  # noqa: F401
-    import plotly.graph_objs.layout  # noqa: F401
-    import plotly.graph_objs.scatter  # noqa: F401
+    import plotly.graph_objects
+    import plotly.graph_objs.layout
+    import plotly.graph_objs.scatter
     import plotly.io  # noqa: F401
 
     import antler.report.analyze

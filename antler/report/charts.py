@@ -4,6 +4,13 @@ Each chart is built once as a plotly figure (the interactive, zoomable page)
 and drawn again with matplotlib for static images: plotly's own image export
 (kaleido) needs a browser download, which this project's machines cannot do.
 The figure functions return the plotly figure so tests can check its series.
+
+Charts draw what a screen can show: a time series longer than the spec's
+``max_points`` (default 20,000 per flow; IMAGE_POINTS in a static image) is
+drawn as the minimum and maximum of each of ``max_points / 2`` equal time
+buckets (see :func:`decimate`), so spikes stay; a shorter one is drawn whole.
+The metrics (flow table, flows.parquet) come from :mod:`antler.report.analyze`
+and use every sample.
 """
 
 from __future__ import annotations
