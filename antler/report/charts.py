@@ -4,6 +4,13 @@ Each chart is built once as a plotly figure (the interactive, zoomable page)
 and drawn again with matplotlib for static images: plotly's own image export
 (kaleido) needs a browser download, which this project's machines cannot do.
 The figure functions return the plotly figure so tests can check its series.
+
+Charts draw what a screen can show: a time series longer than the spec's
+``max_points`` (default 20,000 per flow; IMAGE_POINTS in a static image) is
+drawn as the minimum and maximum of each of ``max_points / 2`` equal time
+buckets (see :func:`decimate`), so spikes stay; a shorter one is drawn whole.
+The metrics (flow table, flows.parquet) come from :mod:`antler.report.analyze`
+and use every sample.
 """
 
 from __future__ import annotations
@@ -34,29 +41,69 @@ def label(flow: str, labels: Mapping[str, str]) -> str:
 def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     """Decimate returns the indices to draw: all, or each time bucket's min and max.
 
-    Keeping both extremes of every bucket preserves the spikes a researcher
-    looks for (a delay excursion, a goodput collapse) while bounding page size.
+    The time span is cut into ``max_points // 2`` equal buckets and each
+    bucket keeps the first row of its minimum and of its maximum (ascending
+    indices). Keeping both extremes of every bucket preserves the spikes a
+    researcher looks for (a delay excursion, a goodput collapse) while
+    bounding page size; a series under the cap is drawn whole.
     """
     n = len(t)
     if max_points <= 0 or n <= max_points:
         return np.arange(n)
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float)
     buckets = max(max_points // 2, 1)
-    span = float(t.max() - t.min()) or 1.0
-    b = np.minimum(((t - t.min()) / span * buckets).astype(np.int64), buckets - 1)
-    s = pd.Series(y)
-    g = s.groupby(b)
-    idx = np.union1d(g.idxmin().to_numpy(), g.idxmax().to_numpy())
-    return idx.astype(np.int64)
+    lo = t.min()
+    span = float(t.max() - lo) or 1.0
+    b = np.minimum(((t - lo) / span * buckets).astype(np.int64), buckets - 1)
+    # Rows of one bucket are made contiguous (already so when t is sorted),
+    # so each bucket's min and max are one reduceat over segments.
+    order = None if bool(np.all(b[1:] >= b[:-1])) else np.argsort(b, kind="stable")
+    if order is not None:
+        b, y = b[order], y[order]
+    starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
+    sizes = np.diff(np.append(starts, n))
+    keep = []
+    for reduce in (np.fmin, np.fmax):  # NaN (no value) is never an extreme
+        extreme = np.repeat(reduce.reduceat(y, starts), sizes)
+        hit = np.flatnonzero(y == extreme)
+        first = np.concatenate([[True], b[hit][1:] != b[hit][:-1]]) if len(hit) else np.zeros(0, bool)
+        keep.append(hit[first])
+    idx = np.union1d(keep[0], keep[1])
+    return (np.sort(order[idx]) if order is not None else idx).astype(np.int64)
 
 
 def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """_series splits a series frame into (flow, t, y) per flow, in time order, decimated to max_points.
+
+    Works on the categorical flow codes (analysis hands the series sorted by
+    flow, then time): no per-flow pandas group objects over millions of rows.
+    """
+    if df.empty:
+        return []
+    flow = df["flow"].astype("category")
+    codes = flow.cat.codes.to_numpy().astype(np.int64)
+    t_all, y_all = df["t_s"].to_numpy(dtype=float), df[value].to_numpy(dtype=float)
+    if not bool(np.all(codes[1:] >= codes[:-1])):
+        # In order of first appearance, as groupby(sort=False) gave.
+        _, first = np.unique(codes, return_index=True)
+        rank = np.empty(codes.max() + 1, np.int64)
+        rank[codes[np.sort(first)]] = np.arange(len(first))
+        order = np.argsort(rank[codes], kind="stable")
+        codes, t_all, y_all = codes[order], t_all[order], y_all[order]
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    ends = np.append(starts[1:], len(codes))
     out = []
-    for flow, g in df.groupby("flow", sort=False, observed=True):
-        if not g["t_s"].is_monotonic_increasing:
-            g = g.sort_values("t_s", kind="stable")
-        t, y = g["t_s"].to_numpy(), g[value].to_numpy()
+    names = flow.cat.categories
+    for a, b in zip(starts, ends, strict=True):
+        if codes[a] < 0:
+            continue  # a row without a flow
+        t, y = t_all[a:b], y_all[a:b]
+        if not bool(np.all(t[1:] >= t[:-1])):
+            o = np.argsort(t, kind="stable")
+            t, y = t[o], y[o]
         idx = decimate(t, y, max_points)
-        out.append((str(flow), t[idx], y[idx]))
+        out.append((str(names[codes[a]]), t[idx], y[idx]))
     return out
 
 
