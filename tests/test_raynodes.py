@@ -295,6 +295,31 @@ def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing()
     assert processes_with(sleeper) == []
 
 
+def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On Python 3.11 asyncio.wait_for returns instead of raising when a cancel
+    # arrives as the call it waits for completes; a drain that does that once
+    # left a poller running and the test never ended.
+    swallowed = []
+    real = ray_launch.RayHandle._drain_now
+
+    async def drain_swallowing_one_cancel(self: ray_launch.RayHandle, timeout: float | None = None) -> None:
+        try:
+            await real(self, timeout)
+            await asyncio.sleep(0.5)  # so close() finds the poller here
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+
+    monkeypatch.setattr(ray_launch.RayHandle, "_drain_now", drain_swallowing_one_cancel)
+    monkeypatch.setattr(ray_launch, "POLL_SECONDS", 0.001)
+    start = time.monotonic()
+    ok, items, _ = run_tree(parse_run({"child": {"node": {"id": unique_name("rp")}, "sleep": "300ms"}}))
+    assert ok, errors(items)
+    assert swallowed, "the poller's drain was never canceled"
+    assert time.monotonic() - start < 30
+
+
 def test_cancel_reaches_every_node() -> None:
     a, b = unique_name("rca"), unique_name("rcb")
     sleeper = ["sleep", "62.3141"]

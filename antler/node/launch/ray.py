@@ -345,7 +345,10 @@ class RayHandle:
         self._poller = asyncio.ensure_future(self._poll())
 
     async def _poll(self) -> None:
-        while not self.lost or not self.lost.done():
+        # The loop also checks _closed: on Python 3.11, asyncio.wait_for can
+        # swallow a cancel that arrives as its call completes, and a poller
+        # that ignored close()'s cancel kept the test from ever ending.
+        while not self._closed and (not self.lost or not self.lost.done()):
             try:
                 await self._drain_now(DEAD_AFTER_SECONDS)
             except (TimeoutError, GetTimeoutError):
@@ -384,7 +387,7 @@ class RayHandle:
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+                await self._poller  # ends at its next check of _closed if the cancel was swallowed
         alive = self.lost is None or not self.lost.done()
         if alive:
             with contextlib.suppress(RayError, TimeoutError):
