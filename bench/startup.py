@@ -3,10 +3,13 @@
 Prints, per round:
 - ``bare ray``: ``python -c "ray.init(); ray.shutdown()"``, the floor any Ray tool pays;
 - ``hello``: ``antler-ray run +experiment=hello`` (no child nodes, so no Ray);
+- ``hello on a node``: the same two runs on one child node (no namespace), so
+  on an embedded Ray: its overhead beyond its own ``ray.init`` +
+  ``ray.shutdown`` and beyond the bare-Ray command of the same round;
 - ``three nodes``: a test on three nodes, each in its own new namespace, on an
   embedded Ray: command start to its first runner, and the whole command;
 - the overhead of the three-node command beyond its own runs and its own
-  ``ray.init`` + ``ray.shutdown`` (timed inside the same process: the
+  ``import ray`` + ``ray.init`` + ``ray.shutdown`` (timed inside the same process: the
   machine's noise in Ray's start-up, 8 to 14 s here, cancels out), and beyond
   the bare-Ray command of the same round;
 - peak memory of all its processes (RSS summed, and PSS, which counts shared
@@ -41,11 +44,23 @@ THREE_NODES = {
         },
     }
 }
+HELLO_NODE = {
+    "test": {
+        "id": {"experiment": "hello-node"},
+        "run": {
+            "child": {
+                "node": {"id": "hello"},
+                "serial": [{"system": {"command": "echo Hello World!"}}, {"sleep": "100ms"}],
+            }
+        },
+    }
+}
 TIMED_CLI = """
 import sys, time
+t0 = time.monotonic()
 import ray
 
-spent = [0.0]
+spent = [time.monotonic() - t0]  # importing Ray is Ray's own cost too: the bare command pays it
 
 
 def timed(f):
@@ -66,7 +81,9 @@ code = main(sys.argv[1:])
 print(f"RAY_SECONDS {spent[0]:.3f}")
 sys.exit(code)
 """
-"""TIMED_CLI runs the command with its own ray.init and ray.shutdown timed, in the same process."""
+"""TIMED_CLI runs the command with its own ``import ray``, ray.init and ray.shutdown timed, in the same process."""
+HELLO_SECONDS = 0.1
+"""HELLO_SECONDS is hello's own work (a 100 ms sleep)."""
 RUN_SECONDS = 0.02
 """RUN_SECONDS is the three-node test's own work (two 10 ms sleeps)."""
 
@@ -144,9 +161,13 @@ def main() -> None:
         cwd = Path(tmp)
         (cwd / "experiment").mkdir()
         (cwd / "experiment" / "three.yaml").write_text("# @package _global_\n" + yaml.safe_dump(THREE_NODES))
+        (cwd / "experiment" / "hello-node.yaml").write_text("# @package _global_\n" + yaml.safe_dump(HELLO_NODE))
         for r in range(rounds):
             _, t_bare, _, _ = timed(bare, cwd)
             _, t_hello, _, _ = timed([cli, "run", "+experiment=hello"], cwd)
+            hello_node = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=hello-node"]
+            _, t_hn, _, out_hn = timed(hello_node, cwd)
+            t_ray_hn = float(out_hn.rsplit("RAY_SECONDS ", 1)[1].split()[0])
             three = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=three"]
             w0, t_three, mem, out = timed(three, cwd, memory=True)
             assert mem is not None
@@ -154,6 +175,9 @@ def main() -> None:
             figures = {
                 "bare ray.init+shutdown s": t_bare,
                 "hello command s": t_hello,
+                "hello on a node: command s": t_hn,
+                "hello on a node: overhead beyond its own Ray s": t_hn - t_ray_hn - HELLO_SECONDS,
+                "hello on a node: overhead beyond bare Ray s": t_hn - t_bare - HELLO_SECONDS,
                 "three nodes: to first runner s": first_runner(cwd / "results", w0),
                 "three nodes: command s": t_three,
                 "three nodes: its ray.init+shutdown s": t_ray,
