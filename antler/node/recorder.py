@@ -76,10 +76,9 @@ class Columns:
     timer) can record without going through the event loop. Numeric and
     boolean columns are typed arrays, so a buffer holds no Python object per
     sample (the garbage collector never walks them), appending costs a C call
-    per value, and turning it into a
-    record batch holds the GIL for microseconds, not the milliseconds a
-    conversion from lists takes: that pause would land in a packet sender's
-    send times.
+    per value, and turning it into a record batch holds the GIL for
+    microseconds, not the milliseconds a conversion from lists takes: that
+    pause would land in a packet sender's send times.
     """
 
     def __init__(self, kind: str, flow: str, ship: Callable[[Columns], None], **constants: Any) -> None:

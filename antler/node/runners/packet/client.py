@@ -29,6 +29,7 @@ from antler.node.runners.packet import sock as psock
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
+    ECHO,
     FIXED_LEN,
     MAX_UDP_PAYLOAD,
     REPLY,
@@ -42,8 +43,6 @@ from antler.node.runners.packet.wire import (
 from antler.node.sockopt import Sockopt, set_tos, split_host_port
 
 TAG = "packet_client"
-TRUNC = int(socket.MSG_TRUNC)
-"""TRUNC is MSG_TRUNC as a plain int: the enum's ``&`` costs microseconds per packet."""
 LATE_MIN_S, LATE_MAX_S, LATE_UNKNOWN_S = 0.2, 3.0, 1.0
 """After the last send, replies are awaited for 4x the largest RTT seen, within [LATE_MIN_S, LATE_MAX_S],
 or LATE_UNKNOWN_S if no reply came at all (a lost server gives loss figures, not a hang)."""
@@ -127,7 +126,6 @@ class PacketClient:
                 opt.apply(s)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
-            s.settimeout(POLL_SECONDS)
             # Bind now so replies to the very first packet have a socket to land on.
             s.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
         except BaseException:
@@ -293,7 +291,7 @@ class _Flow:
                 append(tt, seq, length, flags, True, from_mono(deadline))
                 send_t.append(tt)
                 self.sent += 1
-                if flags & PacketFlag.ECHO:
+                if flags & ECHO:
                     self.echo_sent += 1
             pending = pending[whole:]
 
@@ -330,7 +328,7 @@ class _Flow:
                 self.errors["receive errors"] += 1
                 return
             t = clock.from_wall(psock.rx_time_ns(anc))
-            if n > limit or msg_flags & TRUNC:
+            if n > limit or msg_flags & psock.TRUNC:
                 self.errors["oversized packets dropped"] += 1
                 continue
             try:

@@ -58,12 +58,9 @@ PLAN_LOW = 2048
 """PLAN_LOW: below this many planned packets in hand, more of the plan is read while there is slack."""
 PLAN_SHORT = 256
 """PLAN_SHORT: below this many in hand, the plan is read even without slack, rather than run dry at a deadline."""
-SEQ_OFFSET = 4
-"""SEQ_OFFSET is where the sequence number sits in a packet (wire format: magic, version, flags, seq)."""
 PIPE_BYTES = (8 << 20, 1 << 20)
 """PIPE_BYTES are the pipe sizes asked for, in turn (beyond /proc/sys/fs/pipe-max-size needs privilege)."""
 _F_SETPIPE_SZ = 1031
-_SEQ = struct.Struct("!Q")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -103,6 +100,16 @@ class _Plan:
             return
         self.buf = self.buf[self.pos :] + data
         self.pos = 0
+
+    def line(self) -> bytes | None:
+        """Line returns the first line (the set-up), leaving what follows it as plan; None at end of file."""
+        while (end := self.buf.find(b"\n", self.pos)) < 0:
+            if self.eof:
+                return None
+            self.read(block=True)
+        first = self.buf[self.pos : end]
+        self.pos = end + 1
+        return first
 
     def pop(self) -> tuple[int, int, int] | None:
         """Pop returns the next planned packet, or None at the end of the plan."""
@@ -175,16 +182,15 @@ def write_all(fd: int, data: bytes | bytearray) -> None:
 def main() -> None:
     """Main runs the sender: config line, then the plan, from stdin; records to stdout."""
     from antler.node import hmac
+    from antler.node.runners.packet import wire
     from antler.node.runners.packet.timer import HybridTimer
 
     signal.signal(signal.SIGTERM, _on_term)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    line = b""
-    while not line.endswith(b"\n"):
-        ch = os.read(stdin, 1)
-        if not ch:
-            return
-        line += ch
+    plan = _Plan(stdin)
+    line = plan.line()
+    if line is None:
+        return
     cfg: dict[str, Any] = json.loads(line)
     sock = socket.socket(fileno=cfg["fd"])
     addr = tuple(cfg["addr"])
@@ -194,7 +200,6 @@ def main() -> None:
     realtime = _setup(int(cfg.get("priority", RT_PRIORITY)))
     os.write(stdout, b"R" if realtime else b"N")  # ready; the parent notes the priority
 
-    plan = _Plan(stdin)
     hyb = HybridTimer()
     mono = time.monotonic_ns
     out = bytearray()
@@ -210,11 +215,10 @@ def main() -> None:
     seq = 0
     start = last = mono() + START_DELAY_NS
     try:
-        plan.read(block=True)
         while (p := plan.pop()) is not None:
             offset, length, echo = p
             buf = bytearray(templates[(length, bool(echo))])
-            _SEQ.pack_into(buf, SEQ_OFFSET, seq)
+            wire.set_seq(buf, seq)
             if key is not None:
                 hmac.sign_in_place(key, buf, tag_at)
             deadline = start + offset

@@ -31,6 +31,9 @@ VERSION = 1
 _FIXED = struct.Struct("!2sBBQB")
 FIXED_LEN = _FIXED.size
 """FIXED_LEN is the header length without the flow ID and tag."""
+SEQ_AT = 4
+"""SEQ_AT is where the sequence number sits in a packet (after magic, version and flags)."""
+_SEQ = struct.Struct("!Q")
 
 MAX_UDP_PAYLOAD = 65507
 """MAX_UDP_PAYLOAD is the largest UDP payload over IPv4."""
@@ -69,6 +72,11 @@ class PacketHeader:
     def len(self) -> int:
         """Len returns the length of the header in bytes, tag included if the packet is signed."""
         return header_len(self.flow, bool(self.flag & PacketFlag.SIGNED))
+
+
+def set_seq(buf: bytearray, seq: int) -> None:
+    """Set_seq writes a sequence number into an encoded packet (sign it afterwards)."""
+    _SEQ.pack_into(buf, SEQ_AT, seq)
 
 
 def header_len(flow: str, signed: bool) -> int:
