@@ -309,14 +309,22 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
         packed = (code << TIME_BITS) | t
         if _sorted(packed):
             return np.arange(len(t))
-        if code.max() < (1 << 15):
-            # Flows interleave in batches but each end records in time order:
-            # a radix sort by flow (stable, linear) usually leaves runs timsort merges cheaply.
-            by_flow = np.argsort(code.astype(np.int16), kind="stable")
-            p = packed[by_flow]
-            return by_flow if _sorted(p) else by_flow[np.argsort(p, kind="stable")]
-        return np.argsort(packed, kind="stable")
+        return _argsort_by_flow_first(packed, code)
     return np.lexsort((t, code))
+
+
+def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """_Argsort_by_flow_first is the stable argsort of packed keys whose high bits are the flow code.
+
+    Flows interleave in batches but each flow's keys come in order, so a
+    radix sort by flow (stable, linear) usually leaves the keys sorted, or in
+    runs that timsort merges cheaply.
+    """
+    if not len(code) or code.min() < 0 or code.max() >= (1 << 15):
+        return np.argsort(packed, kind="stable")
+    by_flow = np.argsort(code.astype(np.int16), kind="stable")
+    p = packed[by_flow]
+    return by_flow if _sorted(p) else by_flow[np.argsort(p, kind="stable")]
 
 
 def _sorted(a: np.ndarray, strict: bool = False) -> bool:
@@ -594,19 +602,8 @@ def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """_first_by_key returns the sorted distinct keys and the earliest time of each."""
     if _sorted(key, strict=True):
         return key, t  # distinct and in order already: a single flow's sends, typically
-    hi = key >> SEQ_BITS
-    if len(key) and hi.min() >= 0 and hi.max() < (1 << 15):
-        # Records interleave flows but keep each flow's seqs in order: a
-        # radix sort by flow (stable, linear) usually leaves nothing to sort.
-        order = np.argsort(hi.astype(np.int16), kind="stable")
-        k = key[order]
-        if not _sorted(k):
-            by_key = np.argsort(k, kind="stable")
-            order, k = order[by_key], k[by_key]
-    else:
-        order = np.argsort(key, kind="stable")
-        k = key[order]
-    tt = t[order]
+    order = _argsort_by_flow_first(key, key >> SEQ_BITS)
+    k, tt = key[order], t[order]
     first = np.ones(len(k), bool)
     first[1:] = k[1:] != k[:-1]
     starts = np.flatnonzero(first)
