@@ -253,6 +253,57 @@ def test_sparse_seqs_take_the_sorting_path_with_the_same_answers(result: Path) -
     assert np.allclose(dense.rtt["rtt_ms"], sparse.rtt["rtt_ms"])
 
 
+def test_row_layout_in_the_file_does_not_change_the_analysis(tmp_path: Path) -> None:
+    """Batches of one flow, end and direction (as the recorder ships them), mixed batches, one shuffled batch: one answer.
+
+    Flow "c"'s server records nothing, so its loss is counted from the echoes
+    at the client while "a" and "b" count at the server.
+    """
+    from antler.node.items import PacketInfo
+    from antler.results.store import TestWriter, write_meta
+
+    t0 = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
+    rows = []
+    for flow, n, lost in (("a", 60, {5}), ("b", 40, {1, 2}), ("c", 30, {9})):
+        for s in range(n):
+            sent_ns = s * 1_000_000
+            rows.append((flow, False, sent_ns + 3_000, s, 100, 1, True, sent_ns))
+            if s in lost:
+                continue
+            late = 1_500_000 if s % 7 == 3 else 0  # arrives after the next one
+            if flow != "c":
+                rows.append((flow, True, sent_ns + 2_000_000 + late, s, 100, 1, False, None))
+            rows.append((flow, False, sent_ns + 4_000_000 + late, s, 100, 0, False, None))
+    df = pd.DataFrame(rows, columns=SCHEMAS["packet_io"].names)
+    kind = df["flow"] + df["server"].astype(str) + df["sent"].astype(str)
+    layouts = {
+        "shuffled": [_packet_table(df.iloc[np.random.default_rng(3).permutation(len(df))])],
+        "small batches": [_packet_table(df.sort_values("t_ns", kind="stable"))],
+        "by kind": [_packet_table(g) for _, g in df.groupby(kind, sort=False)],
+    }
+    got = {}
+    for name, tables in layouts.items():
+        d = tmp_path / name.replace(" ", "-")
+        d.mkdir()
+        w = TestWriter(d)
+        for flow in ("a", "b", "c"):
+            w.write(PacketInfo(t0, flow, False))
+            w.write(PacketInfo(t0, flow, True))
+        w.close()
+        with pq.ParquetWriter(d / "packet_io.parquet", SCHEMAS["packet_io"]) as out:
+            for t in tables:
+                out.write_table(t, row_group_size=7)
+        write_meta(d, {"test_id": {"t": name}})
+        got[name] = analyze(load(d)["."])
+    f = got["shuffled"].flows.set_index("flow")
+    assert list(f.loc[["a", "b", "c"], "lost"]) == [1, 2, 1]
+    assert list(f.loc[["a", "b", "c"], "late"]) == [8, 6, 4]
+    for name in ("small batches", "by kind"):
+        pd.testing.assert_frame_equal(got["shuffled"].flows, got[name].flows)
+        pd.testing.assert_frame_equal(got["shuffled"].rtt, got[name].rtt)
+        pd.testing.assert_frame_equal(got["shuffled"].owd, got[name].owd)
+
+
 def _packet_table(df: pd.DataFrame) -> pa.Table:
     """_packet_table stores rows as packet_io, with the columns they lack (e.g. sched_t_ns) null."""
     schema = SCHEMAS["packet_io"]

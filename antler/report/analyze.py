@@ -172,6 +172,8 @@ def arrival_counts(seq: np.ndarray) -> tuple[int, int, int, int]:
     return int(c["received"][0]), int(c["duplicates"][0]), int(c["late"][0]), int(c["early"][0])
 
 
+_CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES = 0, 1, 2
+"""Kinds of packet_io rows (see _split)."""
 STREAM_IO_COLUMNS = ["flow", "server", "t_ns", "total_bytes", "sent"]
 """STREAM_IO_COLUMNS are the stream_io columns analysis reads."""
 TCP_INFO_COLUMNS = ["flow", "server", "rtt_us", "total_retrans"]
@@ -272,23 +274,99 @@ class _Ends:
         return self.offset[code, server.astype(np.int64)]
 
 
-def _codes(table: pa.Table, known: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """_codes returns each row's flow as an index into the sorted list of flows (known ones and the table's)."""
+def _flows(table: pa.Table, known: pd.Series) -> list[str]:
+    """_flows is the sorted list of flows: the info's and every flow the table has rows of."""
     col = table.column("flow")
     if pa.types.is_dictionary(col.type):
-        # Read dictionary-encoded: map each chunk's small dictionary, never the rows' strings.
-        col = col.unify_dictionaries()
-        names = col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
-        flows = sorted(set(known) | set(names))
-        if not col.num_chunks:
-            return np.zeros(0, np.int64), flows
-        remap = np.searchsorted(np.array(flows), np.array(names)).astype(np.int64)
-        idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
-        return remap[idx], flows
-    names = [str(f) for f in pc.unique(col).to_pylist()]
-    flows = sorted(set(known) | set(names))
-    codes = pc.index_in(col, value_set=pa.array(flows, pa.string()))
-    return codes.to_numpy().astype(np.int64), flows
+        # Read dictionary-encoded: each chunk's small dictionary, never the rows' strings.
+        names = {str(f) for chunk in col.chunks for f in chunk.dictionary.to_pylist()}
+    else:
+        names = {str(f) for f in pc.unique(col).to_pylist()}
+    return sorted(set(known) | names)
+
+
+class _Part:
+    """_Part is the rows of one kind (e.g. the client's sends), grouped by flow, each flow's in stored order.
+
+    ``count`` is each flow's number of rows, ``code`` each row's flow (an
+    index into the sorted flows); the columns are numpy arrays of the rows.
+    """
+
+    def __init__(self, n: int, count: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        self.count = count
+        self.columns = columns
+        self.code = np.repeat(np.arange(n, dtype=np.int64), count)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def per_row(self, per_flow: np.ndarray) -> np.ndarray:
+        """Per_row repeats a value per flow for each of the flow's rows."""
+        return np.repeat(per_flow, self.count)
+
+
+def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, list[str]]) -> dict[int, _Part]:
+    """_split sorts a table's rows into kinds, and each kind's by flow, keeping stored order within a flow.
+
+    A row's kind is the number its boolean ``by`` columns spell, the first
+    the highest bit (by server and sent: 0 client receives, 1 client sends,
+    2 server receives, 3 server sends). Only the kinds and columns in
+    ``want`` are kept.
+
+    The recorder stores rows in batches of one flow, end and direction, so a
+    batch is usually one piece whose columns are copied whole, never gathered
+    row by row (and never turned into arrays over the whole table, which
+    costs memory the kernel must first fault in); a mixed batch is split by a
+    stable sort of its small keys.
+    """
+    n = len(flows)
+    index = {f: i for i, f in enumerate(flows)}
+    pieces: dict[int, list[tuple[int, int, dict[str, np.ndarray]]]] = {k: [] for k in want}
+    for batch in table.to_batches():
+        rows = batch.num_rows
+        if not rows:
+            continue
+        code = _batch_codes(batch.column("flow"), index, flows)
+        flags = [batch.column(name) for name in by]
+        if code[0] == code.min() == code.max() and all(f.null_count == 0 and f.true_count in (0, rows) for f in flags):
+            kind = 0
+            for f in flags:
+                kind = 2 * kind + int(f.true_count > 0)
+            groups: list[tuple[int, np.ndarray | None]] = [(kind * n + int(code[0]), None)]
+        else:
+            key = np.zeros(rows, np.int64)
+            for f in flags:
+                key = 2 * key + f.to_numpy(zero_copy_only=False)
+            key = key * n + code
+            order = np.argsort(key.astype(np.int16) if key.max() < (1 << 15) else key, kind="stable")
+            k = key[order]
+            starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+            groups = [(int(k[a]), order[a:b]) for a, b in zip(starts, np.append(starts[1:], rows), strict=True)]
+        for key_, sel in groups:
+            kind, c = divmod(key_, n)
+            names = want.get(kind)
+            if names is None:
+                continue
+            columns = {}
+            for name in names:
+                values = batch.column(name).to_numpy(zero_copy_only=False)
+                columns[name] = values if sel is None else values[sel]
+            pieces[kind].append((c, rows if sel is None else len(sel), columns))
+    parts = {}
+    for kind, names in want.items():
+        got = sorted(pieces[kind], key=lambda p: p[0])  # stable: stored order within a flow
+        count = np.bincount([p[0] for p in got], weights=[p[1] for p in got], minlength=n).astype(np.int64)
+        columns = {name: np.concatenate([p[2][name] for p in got]) if got else np.zeros(0, np.int64) for name in names}
+        parts[kind] = _Part(n, count, columns)
+    return parts
+
+
+def _batch_codes(col: pa.Array, index: dict[str, int], flows: list[str]) -> np.ndarray:
+    """_batch_codes is each row's flow as an index into flows (which has every flow of the batch)."""
+    if pa.types.is_dictionary(col.type):
+        lookup = np.array([index[str(f)] for f in col.dictionary.to_pylist()] or [0], np.int64)
+        return lookup[col.indices.to_numpy(zero_copy_only=False)]
+    return pc.index_in(col, value_set=pa.array(flows, pa.string())).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
@@ -299,8 +377,8 @@ def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
     return test.arrow(kind).select(columns)
 
 
-def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """_order returns the permutation sorting rows by flow, then time (stable).
+def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+    """_order returns the permutation sorting rows by flow, then time (stable); None if they are in order.
 
     One stable argsort of a packed key: records arrive nearly sorted, which
     numpy's stable sort (timsort) exploits; lexsort does not.
@@ -308,9 +386,14 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray:
     if len(t) and t.min() >= 0 and t.max() < (1 << TIME_BITS):
         packed = (code << TIME_BITS) | t
         if _sorted(packed):
-            return np.arange(len(t))
+            return None
         return _argsort_by_flow_first(packed, code)
     return np.lexsort((t, code))
+
+
+def _take(order: np.ndarray | None, *arrays: np.ndarray) -> list[np.ndarray]:
+    """_take returns the arrays in the order (unchanged, not copied, when order is None)."""
+    return list(arrays) if order is None else [a[order] for a in arrays]
 
 
 def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
@@ -334,31 +417,17 @@ def _sorted(a: np.ndarray, strict: bool = False) -> bool:
     return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
 
 
-def _np(table: pa.Table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy()
-
-
 def _streams(
     info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    code, flows = _codes(io, info["flow"])
+    flows = _flows(io, info["flow"])
     if not flows:
         return pd.DataFrame(), _empty_series("goodput_mbps")
     ends = _Ends(info, flows, t0)
-    if io.num_rows:
-        server = _np(io, "server")
-        t = ends.at(code, server) + _np(io, "t_ns")
-        total = _np(io, "total_bytes")
-        sent = _np(io, "sent")
-    else:
-        code = np.zeros(0, np.int64)
-        t = total = np.zeros(0, np.int64)
-        sent = server = np.zeros(0, bool)
-
-    rx = ~sent
-    rcode, rt, rtotal = code[rx], t[rx], total[rx]
-    order = _order(rcode, rt)
-    rcode, rt, rtotal = rcode[order], rt[order], rtotal[order]
+    parts = _split(io, flows, ["sent"], {0: ["server", "t_ns", "total_bytes"], 1: ["server", "t_ns"]})
+    rx, tx = parts[0], parts[1]
+    rt = ends.at(rx.code, rx["server"]) + rx["t_ns"]
+    rcode, rt, rtotal = _take(_order(rx.code, rt), rx.code, rt, rx["total_bytes"])
 
     # Per flow: bytes received, and when the last byte arrived (first time the
     # cumulative count reached its maximum).
@@ -370,7 +439,7 @@ def _streams(
         first_done = pd.Series(rt[reached]).groupby(rcode[reached]).min()
         t_done[first_done.index.to_numpy()] = first_done.to_numpy()
     t_first_rx = _group_min(rcode, rt, n)
-    t_first_tx = _group_min(code[sent], t[sent], n)
+    t_first_tx = _group_min(tx.code, ends.at(tx.code, tx["server"]) + tx["t_ns"], n)
 
     flow_info = _flow_info(info, flows)
     # The sender is the client of an upload and the server of a download.
@@ -433,10 +502,13 @@ def _group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float
     out = np.full((n, len(q)), np.nan)
     if not len(code):
         return out
-    # A stable sort of small integers is a radix sort: linear, unlike a group-by.
-    small = code.astype(np.int16) if n < (1 << 15) else code
-    order = np.argsort(small, kind="stable")
-    c, v = code[order], values[order]
+    if _sorted(code):
+        c, v = code, values  # grouped by flow already (see _split)
+    else:
+        # A stable sort of small integers is a radix sort: linear, unlike a group-by.
+        small = code.astype(np.int16) if n < (1 << 15) else code
+        order = np.argsort(small, kind="stable")
+        c, v = code[order], values[order]
     starts = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]]))
     for a, b in zip(starts, np.append(starts[1:], len(c)), strict=True):
         out[c[a]] = np.quantile(v[a:b], q)  # one call per flow, never per sample
@@ -507,34 +579,27 @@ def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd
 
 
 def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    code, flows = _codes(io, info["flow"])
+    flows = _flows(io, info["flow"])
     if not flows:
         return pd.DataFrame(), _empty_series("rtt_ms"), _empty_series("owd_ms")
     n = len(flows)
     ends = _Ends(info, flows, t0)
     flow_names = np.array(flows, dtype=object)
-    if io.num_rows:
-        server = _np(io, "server")
-        t_ns = _np(io, "t_ns")
-        seq = _np(io, "seq")
-        length = _np(io, "length")
-        sent = _np(io, "sent")
-    else:
-        code = seq = t_ns = np.zeros(0, np.int64)
-        length = np.zeros(0, np.int32)
-        server = sent = np.zeros(0, bool)
-    # Gather each kind of row once; every metric below works on these. Each
-    # kind is one end's, so its times go on the test's clock with that end's
-    # offset (a lookup per flow, not a 2-D gather over every row).
-    is_tx = ~server & sent
-    tx_c, tx_t_all, tx_s, tx_len = _gather(is_tx, code, t_ns, seq, length)  # the client's sends
-    tx_t_all += ends.offset[:, 0][tx_c]
-    srx_c, srx_t, srx_s = _gather(server & ~sent, code, t_ns, seq)  # what the server received
-    srx_t += ends.offset[:, 1][srx_c]
-    crx_c, crx_t, crx_s = _gather(~server & ~sent, code, t_ns, seq)  # echo replies the client received
-    crx_t += ends.offset[:, 0][crx_c]
+    sched = [c for c in ("sched_t_ns",) if c in io.column_names]
+    parts = _split(
+        io, flows, ["server", "sent"],
+        {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"], _CLIENT_RECEIVES: ["t_ns", "seq"]},
+    )  # fmt: skip
+    # Each kind is one end's, so its times go on the test's clock with that end's offset.
+    tx, srx, crx = parts[_CLIENT_SENDS], parts[_SERVER_RECEIVES], parts[_CLIENT_RECEIVES]
+    tx_c, tx_s, tx_len = tx.code, tx["seq"], tx["length"]
+    tx_t_all = tx["t_ns"] + tx.per_row(ends.offset[:, 0])
+    srx_c, srx_s = srx.code, srx["seq"]
+    srx_t = srx["t_ns"] + srx.per_row(ends.offset[:, 1])
+    crx_c, crx_s = crx.code, crx["seq"]
+    crx_t = crx["t_ns"] + crx.per_row(ends.offset[:, 0])
 
-    n_sent = np.bincount(tx_c, minlength=n)
+    n_sent = tx.count
     n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
     sends = _Sends(tx_c, tx_s, tx_t_all, n)
     t_first_tx = _group_min(tx_c, tx_t_all, n)
@@ -543,17 +608,16 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     # Loss and order are counted where the packets arrive: at the server when
     # it recorded them, otherwise (a server on a node that does not report) at
     # the client from the echoes.
-    at_server = np.bincount(srx_c, minlength=n) > 0
+    at_server = srx.count > 0
     from_client = ~at_server[crx_c]
-    counts = _arrivals(
-        np.concatenate([srx_c, crx_c[from_client]]),
-        np.concatenate([srx_t, crx_t[from_client]]),
-        np.concatenate([srx_s, crx_s[from_client]]),
-        n,
-    )
+    arrived: list[np.ndarray] = [srx_c, srx_t, srx_s]
+    if from_client.any():
+        echoed = _gather(from_client, crx_c, crx_t, crx_s)
+        arrived = [np.concatenate([a, b]) for a, b in zip(arrived, echoed, strict=True)]
+    counts = _arrivals(arrived[0], arrived[1], arrived[2], n)
 
-    rtt = _delay_series(sends, (crx_c << SEQ_BITS) | crx_s, crx_t, flow_names, "rtt_ms")
-    owd = _delay_series(sends, (srx_c << SEQ_BITS) | srx_s, srx_t, flow_names, "owd_ms")
+    rtt = _delay_series(sends, crx_c, crx_s, crx_t, flow_names, "rtt_ms")
+    owd = _delay_series(sends, srx_c, srx_s, srx_t, flow_names, "owd_ms")
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
     lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
@@ -580,12 +644,12 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
         }
     )
     out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
-    if "sched_t_ns" in io.column_names:
-        sched = _gather(is_tx, io.column("sched_t_ns").to_numpy(zero_copy_only=False))[0]
-        err_us = (tx_t_all - ends.offset[:, 0][tx_c] - sched) / 1e3
-        # A send without its schedule (null) has no error: pandas' quantiles skipped it too.
+    if sched:
+        err_us = (tx["t_ns"] - tx["sched_t_ns"]) / 1e3
+        # A send without its schedule (null, NaN here) has no error: pandas' quantiles skipped it too.
         has = ~np.isnan(err_us)
-        q = _group_quantiles(tx_c[has], err_us[has], n, [0.5, 0.99])
+        c, e = (tx_c, err_us) if has.all() else _gather(has, tx_c, err_us)
+        q = _group_quantiles(c, e, n, [0.5, 0.99])
         out["send_err_us_median"], out["send_err_us_p99"] = q[:, 0], q[:, 1]
         # As the group-by join this replaced left it: flows.parquet's flow column stays a plain string.
         out["flow"] = out["flow"].astype(object)
@@ -642,34 +706,38 @@ class _Sends:
         return self._keys
 
 
-def _delay_series(sends: _Sends, rx_key: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str) -> pd.DataFrame:
+def _delay_series(
+    sends: _Sends, rx_code: np.ndarray, rx_seq: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
+) -> pd.DataFrame:
     """_delay_series pairs each packet's first arrival with its send, by flow and seq.
 
     With dense seqs the pairing is a scatter into the sends' (flow, seq)
     table: linear time. Sparse or negative seqs fall back to a sort and a
     binary search.
     """
-    if not len(rx_key) or not len(sends.code):
+    if not len(rx_code) or not len(sends.code):
         return _empty_series(name)
     n = len(flows)
-    if sends.table is not None and rx_key.min() >= 0:
+    if sends.table is not None and rx_seq.min() >= 0:
         never = _Sends.NEVER
-        rx_code, rx_seq = rx_key >> SEQ_BITS, rx_key & SEQ_MASK
+        slot, t = sends.base[rx_code] + rx_seq, rx_t
         ok = rx_seq <= sends.max_seq[rx_code]
+        if not ok.all():
+            slot, t = _gather(ok, slot, t)
         arrived = np.full(sends.base[-1], never, np.int64)
         # The earliest arrival of each packet: duplicates are not delays.
-        np.minimum.at(arrived, sends.base[rx_code[ok]] + rx_seq[ok], rx_t[ok])
+        np.minimum.at(arrived, slot, t)
         slot = np.flatnonzero((arrived != never) & (sends.table != never))
-        code = np.repeat(np.arange(n, dtype=np.int64), sends.size)[slot]
+        # Slots ascend, flow by flow: each flow's count is where its table starts among them.
+        code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
     else:
         tx_key, tx_t = sends.keys()
-        k, got = _first_by_key(rx_key, rx_t)
+        k, got = _first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
         i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
-    order = _order(code, sent_t)
-    code, sent_t, got_t = code[order], sent_t[order], got_t[order]
+    code, sent_t, got_t = _take(_order(code, sent_t), code, sent_t, got_t)
     # copy=False: no consolidating copy of millions of rows into one block.
     return pd.DataFrame(
         {"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6}, copy=False
@@ -678,7 +746,7 @@ def _delay_series(sends: _Sends, rx_key: np.ndarray, rx_t: np.ndarray, flows: np
 
 def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
     """_flow_column is a series' flow column: categorical, as millions of repeated strings cost seconds."""
-    return pd.Categorical.from_codes(code.astype(np.int64), categories=pd.Index(flows))
+    return pd.Categorical.from_codes(code.astype(np.int64, copy=False), categories=pd.Index(flows))
 
 
 def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -690,36 +758,36 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
     """
     total = np.bincount(code, minlength=n)
     is_first = _first_arrivals(code, t, seq, n)
-    fc, ft, fs = code[is_first], t[is_first], seq[is_first]
-    order = _order(fc, ft)
-    fc = fc[order]
-    fk = (fc << SEQ_BITS) | fs[order]
+    fc, ft, fs = (code, t, seq) if is_first is None else _gather(is_first, code, t, seq)
+    fc, fs = _take(_order(fc, ft), fc, fs)
+    fk = (fc << SEQ_BITS) | fs
     received = np.bincount(fc, minlength=n)
     late = np.zeros(n, np.int64)
     early = np.zeros(n, np.int64)
     if len(fc):
         # Keys grow with the flow index, so running max/min over the packed
         # keys never cross from one flow into the next in a way that counts.
-        prev_max = np.empty_like(fk)
+        prev_max = np.empty_like(fk)  # the highest key before each
         prev_max[0] = -1
-        prev_max[1:] = np.maximum.accumulate(fk)[:-1]
-        next_min = np.empty_like(fk)
+        np.maximum.accumulate(fk[:-1], out=prev_max[1:])
+        next_min = np.empty_like(fk)  # the lowest key after each
         next_min[-1] = np.iinfo(np.int64).max
-        next_min[:-1] = np.minimum.accumulate(fk[::-1])[::-1][1:]
-        late = np.bincount(fc[fk < prev_max], minlength=n)
-        early = np.bincount(fc[fk > next_min], minlength=n)
+        np.minimum.accumulate(fk[:0:-1], out=next_min[-2::-1])
+        late = np.bincount(fc[np.flatnonzero(fk < prev_max)], minlength=n)
+        early = np.bincount(fc[np.flatnonzero(fk > next_min)], minlength=n)
     return {"received": received, "duplicates": total - received, "late": late, "early": early}
 
 
-def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray | None:
     """_first_arrivals marks the earliest arrival of each (flow, seq); duplicates stay unmarked.
 
+    None means every row is a first arrival (no duplicates: the usual case).
     With dense seqs this is two scatters into a (flow, seq) table (linear
     time); otherwise a stable sort by arrival, then by key.
     """
     mark = np.zeros(len(code), bool)
     if not len(code):
-        return mark
+        return None
     max_seq = np.full(n, -1, np.int64)
     np.maximum.at(max_seq, code, seq)
     base = np.concatenate([[0], np.cumsum(max_seq + 1)])
@@ -728,6 +796,8 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
         slot = base[code] + seq
         first_t = np.full(base[-1], never, np.int64)
         np.minimum.at(first_t, slot, t)
+        if np.count_nonzero(first_t != never) == len(code):
+            return None  # as many distinct (flow, seq) as rows
         # Ties (a duplicate in the same nanosecond) go to the earlier row.
         tied = np.flatnonzero(t == first_t[slot])
         first_row = np.full(base[-1], never, np.int64)
@@ -735,6 +805,8 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
         mark[first_row[first_row != never]] = True
         return mark
     order = _order(code, t)
+    if order is None:
+        order = np.arange(len(code))
     key = ((code << SEQ_BITS) | seq)[order]
     by_key = np.argsort(key, kind="stable")  # keeps arrival order within a key
     head = np.ones(len(key), bool)
