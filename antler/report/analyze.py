@@ -53,7 +53,6 @@ FLOW_COLUMNS = [
 
 SEQ_BITS = 40
 """SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
-SEQ_MASK = (1 << SEQ_BITS) - 1
 TIME_BITS = 50
 """TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
 
