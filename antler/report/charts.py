@@ -15,6 +15,7 @@ and use every sample.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from antler.report.analyze import Analysis
-from antler.report.html import figure_div, flow_table, page
+from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -131,7 +132,7 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
         )
     fig.update_layout(
         title={"text": spec.title},
-        template="plotly_white",
+        template=TEMPLATE,
         height=600,
         xaxis={"title": {"text": "Time (s)"}, "rangemode": "tozero"},
         yaxis={"title": {"text": "Goodput (Mbit/s)"}, "rangemode": "tozero"},
@@ -168,7 +169,7 @@ def fct_figure(a: Analysis, spec: ChartsFCT) -> go.Figure:
         )
     fig.update_layout(
         title={"text": spec.title},
-        template="plotly_white",
+        template=TEMPLATE,
         height=600,
         xaxis={"title": {"text": "Length (kB)"}, "type": "log"},
         yaxis={"title": {"text": "Flow completion time (s)"}, "rangemode": "tozero"},
@@ -288,6 +289,7 @@ def _matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) ->
 
 def _matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
     import matplotlib as mpl
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     with mpl.rc_context(cast(Any, dict(rc))):
         m = _mpl_figure(rc)
@@ -295,6 +297,14 @@ def _matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
         for tr in fig.data:
             ax.scatter(tr.x, tr.y, s=12, label=tr.name)
         ax.set_xscale("log")
+        # Plain numbers (100, 1,000, 1,560,000), as on the page: the default
+        # 10^x labels start matplotlib's TeX-like parser, a third of a second.
+        # With fewer than two powers of ten in view the minor ticks are labelled too.
+        plain = FuncFormatter(_plain_number)
+        ax.xaxis.set_major_formatter(plain)
+        ax.autoscale_view()
+        lo, hi = (math.log10(v) for v in ax.get_xlim())
+        ax.xaxis.set_minor_formatter(plain if math.floor(hi) - math.ceil(lo) < 1 else NullFormatter())
         layout = fig.layout
         ax.set_title(layout.title.text or "")
         ax.set_xlabel(layout.xaxis.title.text or "")
@@ -306,6 +316,13 @@ def _matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
         _save_new(m, path)
 
 
+def _plain_number(v: float, _pos: int | None = None) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1 else f"{v:g}"
+
+
 def _save_new(m: Any, path: Path) -> None:
+    fmt = path.suffix.lstrip(".")
+    # PNG's fastest deflate level: a fifth of the encoding time for a file a seventh larger.
+    extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
     with open(path, "xb") as f:
-        m.savefig(f, format=path.suffix.lstrip("."))
+        m.savefig(f, format=fmt, **extra)

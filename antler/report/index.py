@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.html import figure_div, page
+from antler.report.html import TEMPLATE, figure_div, page
 from antler.report.spec import IndexSpec
 from antler.results.load import Results, TestResult, load
 
@@ -72,7 +72,7 @@ def compare_figure(results: Results, spec: IndexSpec) -> go.Figure | None:
         fig.add_trace(go.Scatter(x=list(g.index), y=g["y"].to_numpy(), name=str(name), mode="lines+markers"))
     fig.update_layout(
         title={"text": f"{spec.compare} vs {x}"},
-        template="plotly_white",
+        template=TEMPLATE,
         height=500,
         xaxis={"title": {"text": x}, "type": "category", "categoryorder": "array", "categoryarray": order},
         yaxis={"title": {"text": spec.compare}, "rangemode": "tozero"},
