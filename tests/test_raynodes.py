@@ -383,21 +383,29 @@ def test_meta_json_records_each_nodes_host_and_clock(tmp_path: Path, monkeypatch
 # --- a Ray cluster of two raylets on this machine
 
 
-def free_port() -> int:
-    """Free_port returns a TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> Iterator[int]:
+    """Free_ports yields n distinct TCP ports free on loopback right now.
+
+    All n are bound at once: ports taken one at a time, each socket closed
+    before the next, can repeat (a head raylet once got the same port for two
+    components and never started).
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [int(s.getsockname()[1]) for s in socks]
+    yield from ports
 
 
-def _ray_start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _ray_start(args: list[str], log: Path, free: Iterator[int]) -> subprocess.Popen[bytes]:
     ports = [
-        "--node-manager-port", str(free_port()),
-        "--object-manager-port", str(free_port()),
-        "--dashboard-agent-listen-port", str(free_port()),
-        "--dashboard-agent-grpc-port", str(free_port()),
-        "--runtime-env-agent-port", str(free_port()),
-        "--metrics-export-port", str(free_port()),
+        "--node-manager-port", str(next(free)),
+        "--object-manager-port", str(next(free)),
+        "--dashboard-agent-listen-port", str(next(free)),
+        "--dashboard-agent-grpc-port", str(next(free)),
+        "--runtime-env-agent-port", str(next(free)),
+        "--metrics-export-port", str(next(free)),
         "--min-worker-port", "0", "--max-worker-port", "0",
     ]  # fmt: skip
     ray_bin = str(Path(sys.executable).with_name("ray"))
@@ -446,17 +454,20 @@ class Cluster:
 @pytest.fixture
 def two_hosts(tmp_path: Path) -> Iterator[Cluster]:
     """Two_hosts runs a head raylet (host a) and a second raylet (host b), all deleted after."""
-    port = free_port()
+    free = free_ports(14)  # 6 per raylet, the head's GCS and its client server
+    port = next(free)
     temp = Path("/tmp") / f"rn{os.getpid()}-{port}"  # short: Ray's socket paths have a length limit
     head = _ray_start(
         ["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard", "false",
-         "--ray-client-server-port", str(free_port()), "--resources", json.dumps({"host:a": 1})],
-        tmp_path / "head.log",
+         "--ray-client-server-port", str(next(free)), "--resources", json.dumps({"host:a": 1})],
+        tmp_path / "head.log", free,
     )  # fmt: skip
     procs = [head]
     try:
         address = f"127.0.0.1:{port}"
-        procs.append(_ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], tmp_path / "b.log"))
+        procs.append(
+            _ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], tmp_path / "b.log", free)
+        )
         _wait_for_hosts(address, {"a", "b"}, tmp_path)
         yield Cluster(address, procs[1])
     finally:
