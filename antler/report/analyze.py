@@ -295,13 +295,28 @@ class _Part:
         self.count = count
         self.columns = columns
         self.code = np.repeat(np.arange(n, dtype=np.int64), count)
+        self.start = np.concatenate([[0], np.cumsum(count)])
+        self._flows = np.flatnonzero(count)  # the flows with rows
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def per_row(self, per_flow: np.ndarray) -> np.ndarray:
-        """Per_row repeats a value per flow for each of the flow's rows."""
-        return np.repeat(per_flow, self.count)
+    def shifted(self, name: str, per_flow: np.ndarray) -> np.ndarray:
+        """Shifted is a copy of a column with each flow's value added to its rows (no per-row temporary)."""
+        out = self.columns[name].copy()
+        for f in self._flows:
+            out[self.start[f] : self.start[f + 1]] += per_flow[f]
+        return out
+
+    def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Extremes is each flow's smallest and largest value, as floats (NaN for a flow without rows)."""
+        lo = np.full(len(self.count), np.nan)
+        hi = np.full(len(self.count), np.nan)
+        if len(self._flows):
+            starts = self.start[self._flows]  # a flow's rows run to the next non-empty flow's start
+            lo[self._flows] = np.minimum.reduceat(values, starts)
+            hi[self._flows] = np.maximum.reduceat(values, starts)
+        return lo, hi
 
 
 def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, list[str]]) -> dict[int, _Part]:
@@ -382,12 +397,23 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
     One stable argsort of a packed key: records arrive nearly sorted, which
     numpy's stable sort (timsort) exploits; lexsort does not.
     """
-    if len(t) and t.min() >= 0 and t.max() < (1 << TIME_BITS):
+    if len(t) < 2 or (_sorted(code) and _sorted_runs(code, t)):
+        return None
+    if t.min() >= 0 and t.max() < (1 << TIME_BITS):
         packed = (code << TIME_BITS) | t
         if _sorted(packed):
             return None
         return _argsort_by_flow_first(packed, code)
     return np.lexsort((t, code))
+
+
+def _sorted_runs(code: np.ndarray, t: np.ndarray) -> bool:
+    """_sorted_runs reports whether t ascends within each run of equal codes (booleans only, no packed keys)."""
+    ok = t[1:] >= t[:-1]
+    if ok.all():
+        return True
+    ok |= code[1:] != code[:-1]
+    return bool(ok.all())
 
 
 def _take(order: np.ndarray | None, *arrays: np.ndarray) -> list[np.ndarray]:
@@ -592,17 +618,16 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     # Each kind is one end's, so its times go on the test's clock with that end's offset.
     tx, srx, crx = parts[_CLIENT_SENDS], parts[_SERVER_RECEIVES], parts[_CLIENT_RECEIVES]
     tx_c, tx_s, tx_len = tx.code, tx["seq"], tx["length"]
-    tx_t_all = tx["t_ns"] + tx.per_row(ends.offset[:, 0])
+    tx_t_all = tx.shifted("t_ns", ends.offset[:, 0])
     srx_c, srx_s = srx.code, srx["seq"]
-    srx_t = srx["t_ns"] + srx.per_row(ends.offset[:, 1])
+    srx_t = srx.shifted("t_ns", ends.offset[:, 1])
     crx_c, crx_s = crx.code, crx["seq"]
-    crx_t = crx["t_ns"] + crx.per_row(ends.offset[:, 0])
+    crx_t = crx.shifted("t_ns", ends.offset[:, 0])
 
     n_sent = tx.count
     n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
     sends = _Sends(tx_c, tx_s, tx_t_all, n)
-    t_first_tx = _group_min(tx_c, tx_t_all, n)
-    t_last_tx = -_group_min(tx_c, -tx_t_all, n)
+    t_first_tx, t_last_tx = tx.extremes(tx_t_all)
 
     # Loss and order are counted where the packets arrive: at the server when
     # it recorded them, otherwise (a server on a node that does not report) at
@@ -737,10 +762,9 @@ def _delay_series(
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
     code, sent_t, got_t = _take(_order(code, sent_t), code, sent_t, got_t)
+    delay = np.subtract(got_t, sent_t, out=got_t)  # got_t is this function's own gather
     # copy=False: no consolidating copy of millions of rows into one block.
-    return pd.DataFrame(
-        {"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: (got_t - sent_t) / 1e6}, copy=False
-    )
+    return pd.DataFrame({"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
 
 
 def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
