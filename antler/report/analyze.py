@@ -301,9 +301,9 @@ class _Part:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def shifted(self, name: str, per_flow: np.ndarray) -> np.ndarray:
-        """Shifted is a copy of a column with each flow's value added to its rows (no per-row temporary)."""
-        out = self.columns[name].copy()
+    def shift(self, name: str, per_flow: np.ndarray) -> np.ndarray:
+        """Shift adds each flow's value to its rows of a column, in place (the part's arrays are its own)."""
+        out = self.columns[name]
         for f in self._flows:
             out[self.start[f] : self.start[f + 1]] += per_flow[f]
         return out
@@ -327,11 +327,12 @@ def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, lis
     2 server receives, 3 server sends). Only the kinds and columns in
     ``want`` are kept.
 
-    The recorder stores rows in batches of one flow, end and direction, so a
-    batch is usually one piece whose columns are copied whole, never gathered
-    row by row (and never turned into arrays over the whole table, which
-    costs memory the kernel must first fault in); a mixed batch is split by a
-    stable sort of its small keys.
+    The recorder ships rows in batches of one flow, end and direction, and
+    the store keeps them in order, so a batch read back is one such run or a
+    few: each run is sliced out whole, never gathered row by row (and no
+    array is built over the whole table: fresh memory is slow, the kernel
+    must first fault it in). Rows interleaved one by one (e.g. a table built
+    in memory) are split by a stable sort of their small keys instead.
     """
     n = len(flows)
     index = {f: i for i, f in enumerate(flows)}
@@ -342,30 +343,37 @@ def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, lis
             continue
         code = _batch_codes(batch.column("flow"), index, flows)
         flags = [batch.column(name) for name in by]
+        groups: list[tuple[int, slice | np.ndarray]]
         if code[0] == code.min() == code.max() and all(f.null_count == 0 and f.true_count in (0, rows) for f in flags):
             kind = 0
             for f in flags:
                 kind = 2 * kind + int(f.true_count > 0)
-            groups: list[tuple[int, np.ndarray | None]] = [(kind * n + int(code[0]), None)]
+            groups = [(kind * n + int(code[0]), slice(0, rows))]
         else:
             key = np.zeros(rows, np.int64)
             for f in flags:
                 key = 2 * key + f.to_numpy(zero_copy_only=False)
             key = key * n + code
-            order = np.argsort(key.astype(np.int16) if key.max() < (1 << 15) else key, kind="stable")
-            k = key[order]
-            starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
-            groups = [(int(k[a]), order[a:b]) for a, b in zip(starts, np.append(starts[1:], rows), strict=True)]
+            cut = (np.flatnonzero(key[1:] != key[:-1]) + 1).tolist()
+            if len(cut) <= rows // 256:
+                groups = [(int(key[a]), slice(a, b)) for a, b in zip([0, *cut], [*cut, rows], strict=True)]
+            else:
+                order = np.argsort(key.astype(np.int16) if key.max() < (1 << 15) else key, kind="stable")
+                k = key[order]
+                starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+                groups = [(int(k[a]), order[a:b]) for a, b in zip(starts, np.append(starts[1:], rows), strict=True)]
+        arrays: dict[str, np.ndarray] = {}  # the batch's columns as numpy, each converted once
         for key_, sel in groups:
             kind, c = divmod(key_, n)
             names = want.get(kind)
             if names is None:
                 continue
-            columns = {}
             for name in names:
-                values = batch.column(name).to_numpy(zero_copy_only=False)
-                columns[name] = values if sel is None else values[sel]
-            pieces[kind].append((c, rows if sel is None else len(sel), columns))
+                if name not in arrays:
+                    arrays[name] = batch.column(name).to_numpy(zero_copy_only=False)
+            columns = {name: arrays[name][sel] for name in names}
+            size = sel.stop - sel.start if isinstance(sel, slice) else len(sel)
+            pieces[kind].append((c, size, columns))
     parts = {}
     for kind, names in want.items():
         got = sorted(pieces[kind], key=lambda p: p[0])  # stable: stored order within a flow
@@ -618,11 +626,13 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     # Each kind is one end's, so its times go on the test's clock with that end's offset.
     tx, srx, crx = parts[_CLIENT_SENDS], parts[_SERVER_RECEIVES], parts[_CLIENT_RECEIVES]
     tx_c, tx_s, tx_len = tx.code, tx["seq"], tx["length"]
-    tx_t_all = tx.shifted("t_ns", ends.offset[:, 0])
+    # The send-time error is a difference on the sender's own clock: taken before its times shift.
+    send_err = _send_errors(tx, n) if sched else None
+    tx_t_all = tx.shift("t_ns", ends.offset[:, 0])
     srx_c, srx_s = srx.code, srx["seq"]
-    srx_t = srx.shifted("t_ns", ends.offset[:, 1])
+    srx_t = srx.shift("t_ns", ends.offset[:, 1])
     crx_c, crx_s = crx.code, crx["seq"]
-    crx_t = crx.shifted("t_ns", ends.offset[:, 0])
+    crx_t = crx.shift("t_ns", ends.offset[:, 0])
 
     n_sent = tx.count
     n_bytes = np.bincount(tx_c, weights=tx_len, minlength=n)
@@ -668,16 +678,20 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
         }
     )
     out = out.join(_percentiles(rtt, "rtt_ms"), on="flow").join(_percentiles(owd, "owd_ms"), on="flow")
-    if sched:
-        err_us = (tx["t_ns"] - tx["sched_t_ns"]) / 1e3
-        # A send without its schedule (null, NaN here) has no error: pandas' quantiles skipped it too.
-        has = ~np.isnan(err_us)
-        c, e = (tx_c, err_us) if has.all() else _gather(has, tx_c, err_us)
-        q = _group_quantiles(c, e, n, [0.5, 0.99])
-        out["send_err_us_median"], out["send_err_us_p99"] = q[:, 0], q[:, 1]
+    if send_err is not None:
+        out["send_err_us_median"], out["send_err_us_p99"] = send_err[:, 0], send_err[:, 1]
         # As the group-by join this replaced left it: flows.parquet's flow column stays a plain string.
         out["flow"] = out["flow"].astype(object)
     return out, rtt, owd
+
+
+def _send_errors(tx: _Part, n: int) -> np.ndarray:
+    """_send_errors is each flow's median and p99 send-time error in µs (sent minus scheduled)."""
+    err_us = (tx["t_ns"] - tx["sched_t_ns"]) / 1e3
+    # A send without its schedule (null, NaN here) has no error: pandas' quantiles skipped it too.
+    has = ~np.isnan(err_us)
+    c, e = (tx.code, err_us) if has.all() else _gather(has, tx.code, err_us)
+    return _group_quantiles(c, e, n, [0.5, 0.99])
 
 
 def _gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
