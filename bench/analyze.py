@@ -2,7 +2,9 @@
 
 Writes a synthetic stored result (10 echo packet flows of 251,900 packets each (1% lost),
 recorded at both ends, and 4 stream flows of 125,000 samples at each end),
-then times, each in a fresh process, side by side:
+with ``packet_io`` laid out as the store leaves it (the recorder's 65,536-row
+batches in arrival order, one table written with Parquet's default row groups
+of 1M rows), then times, each in a fresh process, side by side:
 
 - read: reading every Parquet table of the test as Arrow (the floor any analysis pays);
 - pandas: reading them as pandas DataFrames, as ``antler.results.load`` hands them to a notebook;
