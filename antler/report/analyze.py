@@ -77,10 +77,10 @@ class Analysis:
         owd = self.owd.rename(columns={"owd_ms": "delay_ms"})
         if kind == "owd":
             return owd
-        have_rtt = set(rtt["flow"].unique())
-        missing = owd[~owd["flow"].isin(have_rtt)]
-        if not len(missing):
+        lacking = set(owd["flow"].unique()) - set(rtt["flow"].unique())
+        if not lacking:
             return rtt
+        missing = owd[owd["flow"].isin(lacking)]
         both = pd.concat([rtt.astype({"flow": str}), missing.astype({"flow": str})], ignore_index=True)
         return both.astype({"flow": "category"})
 
