@@ -228,20 +228,12 @@ def main() -> None:
                     plan.read(block=False)
                 if out and now - flushed > FLUSH_NS:
                     flush()
-                now = mono()
             elif len(plan) < PLAN_SHORT:
                 plan.read(block=False)  # no slack at this rate: a copy of 64 KB at most
             # Spin for at most a quarter of the gap since the last send: a real-time
             # process that never sleeps is throttled by the kernel (50 ms in
             # every second by default), which would stall the flow.
-            spin = min(hyb.spin_ns, (deadline - last) // SPIN_SHARE)
-            if deadline - now > spin:
-                target = deadline - spin
-                time.sleep((target - now) / 1e9)
-                hyb.learn(mono() - target)
-            now = mono()
-            while now < deadline:
-                now = mono()
+            now = hyb.wait_until(deadline, (deadline - last) // SPIN_SHARE)
             try:
                 sock.sendto(buf, addr)
                 err = 0

@@ -48,7 +48,8 @@ class HybridTimer:
     """HybridTimer waits for absolute monotonic deadlines: sleep, then spin for the last stretch.
 
     Deadlines are absolute, so a late wake-up never shifts later packets.
-    Use one timer per thread; call :meth:`setup` on that thread first.
+    Use one timer per thread, with that thread's timer slack at 1 ns
+    (:func:`set_timer_slack`).
     """
 
     def __init__(self, max_spin_ns: int = MAX_SPIN_NS, min_spin_ns: int = MIN_SPIN_NS) -> None:
@@ -57,17 +58,16 @@ class HybridTimer:
         self.spin_ns = max_spin_ns
         self._oversleep_ns = float(max_spin_ns)
 
-    def setup(self) -> None:
-        """Setup prepares the calling thread: a 1 ns timer slack, so sleeps end when asked."""
-        set_timer_slack(1)
+    def wait_until(self, deadline_ns: int, max_spin_ns: int | None = None) -> int:
+        """Wait_until blocks until time.monotonic_ns() reaches deadline_ns, and returns that reading.
 
-    def wait_until(self, deadline_ns: int) -> int:
-        """Wait_until blocks until time.monotonic_ns() reaches deadline_ns, and returns that reading."""
+        ``max_spin_ns`` caps the spin below the learnt one for this wait.
+        """
         mono = time.monotonic_ns
         now = mono()
-        ahead = deadline_ns - now
-        if ahead > self.spin_ns:
-            target = deadline_ns - self.spin_ns
+        spin = self.spin_ns if max_spin_ns is None else min(self.spin_ns, max_spin_ns)
+        if deadline_ns - now > spin:
+            target = deadline_ns - spin
             time.sleep((target - now) / 1e9)
             now = mono()
             self.learn(now - target)
@@ -80,16 +80,3 @@ class HybridTimer:
         self._oversleep_ns = max(float(oversleep_ns), self._oversleep_ns * DECAY)
         spin = int(self._oversleep_ns) + SPIN_MARGIN_NS
         self.spin_ns = min(max(spin, self.min_spin_ns), self.max_spin_ns)
-
-
-def wait_until(deadline_ns: int, spin_ns: int = MAX_SPIN_NS) -> int:
-    """Wait_until blocks until time.monotonic_ns() reaches deadline_ns with a fixed spin, and returns that reading."""
-    mono = time.monotonic_ns
-    now = mono()
-    ahead = deadline_ns - now
-    if ahead > spin_ns:
-        time.sleep((ahead - spin_ns) / 1e9)
-        now = mono()
-    while now < deadline_ns:
-        now = mono()
-    return now
