@@ -408,10 +408,7 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
     if len(t) < 2 or (_sorted(code) and _sorted_runs(code, t)):
         return None
     if t.min() >= 0 and t.max() < (1 << TIME_BITS):
-        packed = (code << TIME_BITS) | t
-        if _sorted(packed):
-            return None
-        return _argsort_by_flow_first(packed, code)
+        return _argsort_by_flow_first((code << TIME_BITS) | t, code)
     return np.lexsort((t, code))
 
 
@@ -460,19 +457,20 @@ def _streams(
     parts = _split(io, flows, ["sent"], {0: ["server", "t_ns", "total_bytes"], 1: ["server", "t_ns"]})
     rx, tx = parts[0], parts[1]
     rt = ends.at(rx.code, rx["server"]) + rx["t_ns"]
+    # Ordered by time within each flow: still grouped as rx is, so rx's per-flow helpers apply.
     rcode, rt, rtotal = _take(_order(rx.code, rt), rx.code, rt, rx["total_bytes"])
 
     # Per flow: bytes received, and when the last byte arrived (first time the
     # cumulative count reached its maximum).
     n = len(flows)
-    nbytes = np.nan_to_num(-_group_min(rcode, -rtotal, n)).astype(np.int64)
+    nbytes = np.nan_to_num(rx.extremes(rtotal)[1]).astype(np.int64)
     reached = rtotal >= nbytes[rcode]
     t_done = np.full(n, np.nan)
     if reached.any():
         first_done = pd.Series(rt[reached]).groupby(rcode[reached]).min()
         t_done[first_done.index.to_numpy()] = first_done.to_numpy()
-    t_first_rx = _group_min(rcode, rt, n)
-    t_first_tx = _group_min(tx.code, ends.at(tx.code, tx["server"]) + tx["t_ns"], n)
+    t_first_rx = rx.extremes(rt)[0]
+    t_first_tx = tx.extremes(ends.at(tx.code, tx["server"]) + tx["t_ns"])[0]
 
     flow_info = _flow_info(info, flows)
     # The sender is the client of an upload and the server of a download.
@@ -515,19 +513,6 @@ def _streams(
     out = out.join(_tcp_metrics(tcp, flows, flow_info), on="flow")
     series = _goodput_series(rcode, rt, rtotal, ends, flows, interval_s)
     return out, series
-
-
-def _group_min(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """_group_min is each flow's smallest value, as floats (NaN for a flow without rows)."""
-    out = np.full(n, np.nan)
-    if len(code):
-        # A scatter-min (ufunc.at) is ten times a pandas group-by's speed here.
-        high = np.iinfo(values.dtype).max if values.dtype.kind in "iu" else np.inf
-        m = np.full(n, high, dtype=values.dtype)
-        np.minimum.at(m, code, values)
-        has = np.bincount(code, minlength=n) > 0
-        out[has] = m[has]
-    return out
 
 
 def _group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]) -> np.ndarray:
@@ -712,6 +697,20 @@ def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return k[starts], np.minimum.reduceat(tt, starts)
 
 
+def _seq_layout(code: np.ndarray, seq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """_seq_layout lays out a table indexed by (flow, seq): each flow's highest seq and where its slots start.
+
+    None when a table does not pay: no rows, negative seqs, or seqs so sparse
+    that the table would hold over four slots a row (then callers sort).
+    """
+    if not len(code) or seq.min() < 0:
+        return None
+    max_seq = np.full(n, -1, np.int64)
+    np.maximum.at(max_seq, code, seq)
+    base = np.concatenate([[0], np.cumsum(max_seq + 1)])
+    return (max_seq, base) if base[-1] <= 4 * len(code) + 1024 else None
+
+
 class _Sends:
     """_Sends is the client's sends by (flow, seq), built once for both the RTT and the one-way delay series.
 
@@ -724,16 +723,12 @@ class _Sends:
     NEVER = np.iinfo(np.int64).max
 
     def __init__(self, code: np.ndarray, seq: np.ndarray, t: np.ndarray, n: int) -> None:
-        self.code, self.seq, self.t, self.n = code, seq, t, n
+        self.code, self.seq, self.t = code, seq, t
         self.table: np.ndarray | None = None
         self._keys: tuple[np.ndarray, np.ndarray] | None = None
-        if not len(code) or seq.min() < 0:
-            return
-        self.max_seq = np.full(n, -1, np.int64)
-        np.maximum.at(self.max_seq, code, seq)
-        self.size = self.max_seq + 1
-        self.base = np.concatenate([[0], np.cumsum(self.size)])
-        if self.base[-1] <= 4 * len(code) + 1024:
+        layout = _seq_layout(code, seq, n)
+        if layout is not None:
+            self.max_seq, self.base = layout
             self.table = np.full(self.base[-1], self.NEVER, np.int64)
             np.minimum.at(self.table, self.base[code] + seq, t)
 
@@ -822,13 +817,12 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
     With dense seqs this is two scatters into a (flow, seq) table (linear
     time); otherwise a stable sort by arrival, then by key.
     """
-    mark = np.zeros(len(code), bool)
     if not len(code):
         return None
-    max_seq = np.full(n, -1, np.int64)
-    np.maximum.at(max_seq, code, seq)
-    base = np.concatenate([[0], np.cumsum(max_seq + 1)])
-    if seq.min() >= 0 and base[-1] <= 4 * len(code) + 1024:
+    mark = np.zeros(len(code), bool)
+    layout = _seq_layout(code, seq, n)
+    if layout is not None:
+        base = layout[1]
         never = np.iinfo(np.int64).max
         slot = base[code] + seq
         first_t = np.full(base[-1], never, np.int64)
