@@ -360,7 +360,7 @@ def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, lis
             else:
                 order = np.argsort(key.astype(np.int16) if key.max() < (1 << 15) else key, kind="stable")
                 k = key[order]
-                starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+                starts = run_starts(k)
                 groups = [(int(k[a]), order[a:b]) for a, b in zip(starts, np.append(starts[1:], rows), strict=True)]
         arrays: dict[str, np.ndarray] = {}  # the batch's columns as numpy, each converted once
         for key_, sel in groups:
@@ -438,6 +438,11 @@ def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
     by_flow = np.argsort(code.astype(np.int16), kind="stable")
     p = packed[by_flow]
     return by_flow if _sorted(p) else by_flow[np.argsort(p, kind="stable")]
+
+
+def run_starts(a: np.ndarray) -> np.ndarray:
+    """Run_starts is the index of the first element of each run of equal values (empty for an empty array)."""
+    return np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]])) if len(a) else np.zeros(0, np.int64)
 
 
 def _sorted(a: np.ndarray, strict: bool = False) -> bool:
@@ -527,7 +532,7 @@ def _group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float
         small = code.astype(np.int16) if n < (1 << 15) else code
         order = np.argsort(small, kind="stable")
         c, v = code[order], values[order]
-    starts = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]]))
+    starts = run_starts(c)
     for a, b in zip(starts, np.append(starts[1:], len(c)), strict=True):
         out[c[a]] = np.quantile(v[a:b], q)  # one call per flow, never per sample
     return out
@@ -691,9 +696,7 @@ def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return key, t  # distinct and in order already: a single flow's sends, typically
     order = _argsort_by_flow_first(key, key >> SEQ_BITS)
     k, tt = key[order], t[order]
-    first = np.ones(len(k), bool)
-    first[1:] = k[1:] != k[:-1]
-    starts = np.flatnonzero(first)
+    starts = run_starts(k)
     return k[starts], np.minimum.reduceat(tt, starts)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.analyze import Analysis
+from antler.report.analyze import Analysis, run_starts
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
@@ -62,7 +62,7 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     order = None if bool(np.all(b[1:] >= b[:-1])) else np.argsort(b, kind="stable")
     if order is not None:
         b, y = b[order], y[order]
-    starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
+    starts = run_starts(b)
     sizes = np.diff(np.append(starts, n))
     keep = []
     for reduce in (np.fmin, np.fmax):  # NaN (no value) is never an extreme
@@ -92,7 +92,7 @@ def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np
         rank[codes[np.sort(first)]] = np.arange(len(first))
         order = np.argsort(rank[codes], kind="stable")
         codes, t_all, y_all = codes[order], t_all[order], y_all[order]
-    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    starts = run_starts(codes)
     ends = np.append(starts[1:], len(codes))
     out = []
     names = flow.cat.categories
