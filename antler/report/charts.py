@@ -357,7 +357,7 @@ def _matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
             ax.scatter(tr.x, tr.y, s=12, label=tr.name)
         ax.set_xscale("log")
         # Plain numbers (100, 1,000, 1,560,000), as on the page: the default
-        # 10^x labels start matplotlib's TeX-like parser, a third of a second.
+        # 10^x labels start matplotlib's TeX-like parser, 0.15 s on first use.
         # With fewer than two powers of ten in view the minor ticks are labelled too.
         plain = FuncFormatter(_plain_number)
         ax.xaxis.set_major_formatter(plain)
