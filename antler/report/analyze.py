@@ -850,19 +850,12 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
 
 
 def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
-    """_percentiles is the median and 99th percentile of a series per flow (series sorted by flow)."""
+    """_percentiles is the median and 99th percentile of a series per flow (NaN for a flow without samples)."""
     prefix = value.removesuffix("_ms")
     cols = [f"{prefix}_ms_median", f"{prefix}_ms_p99"]
     if series.empty:
         return pd.DataFrame(columns=cols, dtype=float)
     flow = series["flow"].astype("category")
-    codes = flow.cat.codes.to_numpy()
-    values = series[value].to_numpy(dtype=float)
-    # One quantile call per flow (a slice of the sorted series), never per sample.
-    bounds = np.flatnonzero(np.diff(codes)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(codes)]])
-    rows = {
-        flow.cat.categories[codes[a]]: np.quantile(values[a:b], [0.5, 0.99]) for a, b in zip(starts, ends, strict=True)
-    }
-    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+    names = flow.cat.categories
+    q = _group_quantiles(flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float), len(names), [0.5, 0.99])
+    return pd.DataFrame(q, index=names, columns=cols)
