@@ -405,7 +405,7 @@ def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
     One stable argsort of a packed key: records arrive nearly sorted, which
     numpy's stable sort (timsort) exploits; lexsort does not.
     """
-    if len(t) < 2 or (_sorted(code) and _sorted_runs(code, t)):
+    if len(t) < 2 or (is_sorted(code) and _sorted_runs(code, t)):
         return None
     if t.min() >= 0 and t.max() < (1 << TIME_BITS):
         return _argsort_by_flow_first((code << TIME_BITS) | t, code)
@@ -437,7 +437,7 @@ def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
         return np.argsort(packed, kind="stable")
     by_flow = np.argsort(code.astype(np.int16), kind="stable")
     p = packed[by_flow]
-    return by_flow if _sorted(p) else by_flow[np.argsort(p, kind="stable")]
+    return by_flow if is_sorted(p) else by_flow[np.argsort(p, kind="stable")]
 
 
 def run_starts(a: np.ndarray) -> np.ndarray:
@@ -445,8 +445,8 @@ def run_starts(a: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]])) if len(a) else np.zeros(0, np.int64)
 
 
-def _sorted(a: np.ndarray, strict: bool = False) -> bool:
-    """_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
+def is_sorted(a: np.ndarray, strict: bool = False) -> bool:
+    """Is_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
     if len(a) < 2:
         return True
     return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
@@ -525,7 +525,7 @@ def _group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float
     out = np.full((n, len(q)), np.nan)
     if not len(code):
         return out
-    if _sorted(code):
+    if is_sorted(code):
         c, v = code, values  # grouped by flow already (see _split)
     else:
         # A stable sort of small integers is a radix sort: linear, unlike a group-by.
@@ -692,7 +692,7 @@ def _gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
 
 def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """_first_by_key returns the sorted distinct keys and the earliest time of each."""
-    if _sorted(key, strict=True):
+    if is_sorted(key, strict=True):
         return key, t  # distinct and in order already: a single flow's sends, typically
     order = _argsort_by_flow_first(key, key >> SEQ_BITS)
     k, tt = key[order], t[order]

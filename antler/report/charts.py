@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.analyze import Analysis, run_starts
+from antler.report.analyze import Analysis, is_sorted, run_starts
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
@@ -59,7 +59,7 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     b = np.minimum(((t - lo) / span * buckets).astype(np.int64), buckets - 1)
     # Rows of one bucket are made contiguous (already so when t is sorted),
     # so each bucket's min and max are one reduceat over segments.
-    order = None if bool(np.all(b[1:] >= b[:-1])) else np.argsort(b, kind="stable")
+    order = None if is_sorted(b) else np.argsort(b, kind="stable")
     if order is not None:
         b, y = b[order], y[order]
     starts = run_starts(b)
@@ -68,8 +68,7 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     for reduce in (np.fmin, np.fmax):  # NaN (no value) is never an extreme
         extreme = np.repeat(reduce.reduceat(y, starts), sizes)
         hit = np.flatnonzero(y == extreme)
-        first = np.concatenate([[True], b[hit][1:] != b[hit][:-1]]) if len(hit) else np.zeros(0, bool)
-        keep.append(hit[first])
+        keep.append(hit[run_starts(b[hit])])  # the first hit in each bucket
     idx = np.union1d(keep[0], keep[1])
     return (np.sort(order[idx]) if order is not None else idx).astype(np.int64)
 
@@ -85,7 +84,7 @@ def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np
     flow = df["flow"].astype("category")
     codes = flow.cat.codes.to_numpy().astype(np.int64)
     t_all, y_all = df["t_s"].to_numpy(dtype=float), df[value].to_numpy(dtype=float)
-    if not bool(np.all(codes[1:] >= codes[:-1])):
+    if not is_sorted(codes):
         # In order of first appearance, as groupby(sort=False) gave.
         _, first = np.unique(codes, return_index=True)
         rank = np.empty(codes.max() + 1, np.int64)
@@ -100,7 +99,7 @@ def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np
         if codes[a] < 0:
             continue  # a row without a flow
         t, y = t_all[a:b], y_all[a:b]
-        if not bool(np.all(t[1:] >= t[:-1])):
+        if not is_sorted(t):
             o = np.argsort(t, kind="stable")
             t, y = t[o], y[o]
         idx = decimate(t, y, max_points)
