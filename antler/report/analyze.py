@@ -714,6 +714,17 @@ def _seq_layout(code: np.ndarray, seq: np.ndarray, n: int) -> tuple[np.ndarray, 
     return (max_seq, base) if base[-1] <= 4 * len(code) + 1024 else None
 
 
+NEVER = np.iinfo(np.int64).max
+"""NEVER marks an empty slot of a (flow, seq) table."""
+
+
+def _smallest(size: int, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """_smallest is a table of size slots holding each slot's smallest value (NEVER where no row falls)."""
+    out = np.full(size, NEVER, np.int64)
+    np.minimum.at(out, slot, values)
+    return out
+
+
 class _Sends:
     """_Sends is the client's sends by (flow, seq), built once for both the RTT and the one-way delay series.
 
@@ -723,8 +734,6 @@ class _Sends:
     sorted distinct keys (see _first_by_key), built only then.
     """
 
-    NEVER = np.iinfo(np.int64).max
-
     def __init__(self, code: np.ndarray, seq: np.ndarray, t: np.ndarray, n: int) -> None:
         self.code, self.seq, self.t = code, seq, t
         self.table: np.ndarray | None = None
@@ -732,8 +741,7 @@ class _Sends:
         layout = _seq_layout(code, seq, n)
         if layout is not None:
             self.max_seq, self.base = layout
-            self.table = np.full(self.base[-1], self.NEVER, np.int64)
-            np.minimum.at(self.table, self.base[code] + seq, t)
+            self.table = _smallest(self.base[-1], self.base[code] + seq, t)
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
         """Keys returns the sorted distinct (flow << SEQ_BITS | seq) keys and the earliest send of each."""
@@ -755,15 +763,13 @@ def _delay_series(
         return _empty_series(name)
     n = len(flows)
     if sends.table is not None and rx_seq.min() >= 0:
-        never = _Sends.NEVER
         slot, t = sends.base[rx_code] + rx_seq, rx_t
         ok = rx_seq <= sends.max_seq[rx_code]
         if not ok.all():
             slot, t = _gather(ok, slot, t)
-        arrived = np.full(sends.base[-1], never, np.int64)
         # The earliest arrival of each packet: duplicates are not delays.
-        np.minimum.at(arrived, slot, t)
-        slot = np.flatnonzero((arrived != never) & (sends.table != never))
+        arrived = _smallest(sends.base[-1], slot, t)
+        slot = np.flatnonzero((arrived != NEVER) & (sends.table != NEVER))
         # Slots ascend, flow by flow: each flow's count is where its table starts among them.
         code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
@@ -826,17 +832,14 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
     layout = _seq_layout(code, seq, n)
     if layout is not None:
         base = layout[1]
-        never = np.iinfo(np.int64).max
         slot = base[code] + seq
-        first_t = np.full(base[-1], never, np.int64)
-        np.minimum.at(first_t, slot, t)
-        if np.count_nonzero(first_t != never) == len(code):
+        first_t = _smallest(base[-1], slot, t)
+        if np.count_nonzero(first_t != NEVER) == len(code):
             return None  # as many distinct (flow, seq) as rows
         # Ties (a duplicate in the same nanosecond) go to the earlier row.
         tied = np.flatnonzero(t == first_t[slot])
-        first_row = np.full(base[-1], never, np.int64)
-        np.minimum.at(first_row, slot[tied], tied)
-        mark[first_row[first_row != never]] = True
+        first_row = _smallest(base[-1], slot[tied], tied)
+        mark[first_row[first_row != NEVER]] = True
         return mark
     order = _order(code, t)
     if order is None:
