@@ -83,11 +83,11 @@ def test_two_flows_of_one_cca_share_the_bottleneck(cwd: Path) -> None:
     # quiet machine nine runs split no worse than 25.4/22.1 Mbit/s (Jain's
     # index 0.995), but when the CPUs are busy one flow can hold the larger
     # share for 20 s: 28.0/19.1 and 18.9/28.5 (0.961) with a busy loop beside
-    # it or under CI. Loss-based flows on this drop-tail path
-    # converge by chance within 20 s: Reno pairs split up to 31/16, and
-    # iperf3's own CUBIC pairs up to 27/21 (bench/README.md). What a user
-    # would call not sharing (one flow held to half the other's rate or
-    # less) scores 0.9 or lower.
+    # it or under CI. Loss-based flows on this drop-tail path converge by
+    # chance within 20 s: Reno pairs split up to 31/16, and iperf3's own
+    # CUBIC pairs up to 27/21 (bench/README.md). What a user would call not
+    # sharing (one flow held to half the other's rate or less) scores 0.9 or
+    # lower.
     test = run(cwd, "--config-dir", str(cwd / "c"), "+experiment=twoflows", "rig.limit=100")
     series = analyze(test, interval_s=1.0).goodput
     late = series[(series["t_s"] > 10) & (series["t_s"] <= 29)]
