@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +17,14 @@ from tqdm import tqdm
 
 from antler import exitcode
 from antler.config.compose import Job
+from antler.config.parse import parse
 from antler.node.hmac import resolve_key
-from antler.node.items import Error, Item, LogEntry
+from antler.node.items import Error, FileData, Item, LogEntry
+from antler.node.launch import Launchers, ReportsFacts, ray_address
 from antler.node.root import Launch, do
-from antler.node.spec import parse
-from antler.report.pipeline import DuringSink, run_after
-from antler.report.spec import IndexSpec
+from antler.report.index import write_index
+from antler.report.pipeline import run_after
+from antler.report.spec import During, IndexSpec
 from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
 from antler.rig.resolvers import rig_facts
 
@@ -40,6 +43,29 @@ class Outcome:
         if self.interrupted:
             return exitcode.INTERRUPTED
         return exitcode.FAILED if self.failed else exitcode.OK
+
+
+class DuringSink:
+    """DuringSink applies the during pipeline (``test.during``) to each item, beside the writer that stores it."""
+
+    def __init__(
+        self, spec: During, directory: Path, store: Callable[[Item], None], live: Callable[[Item], None]
+    ) -> None:
+        self.spec = spec
+        self._store = store
+        self._live = live if "-" in spec.emit_log else None
+        self._files = [directory / name for name in spec.emit_log if name != "-"]
+
+    def __call__(self, item: Item) -> None:
+        if isinstance(item, FileData) and not self.spec.save_files:
+            return
+        self._store(item)
+        if isinstance(item, (LogEntry, Error)):
+            if self._live is not None:
+                self._live(item)
+            for path in self._files:
+                with open(path, "a") as f:
+                    f.write(str(item) + "\n")
 
 
 class Live:
@@ -68,8 +94,6 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     the Ray cluster at the first job's ``ray.address`` (or RAY_ADDRESS, or an
     embedded local Ray started when a test first needs it and shut down here).
     """
-    from antler.node.launch import Launchers, ray_address
-
     own: Launchers | None = None
     if launch is None:
         launch = own = Launchers(ray_address(jobs[0].config) if jobs else None)
@@ -149,10 +173,9 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
             duration_s=round(time.monotonic() - start, 3),
             errors=len(writer.errors),
         )
-        take_facts = getattr(launch, "take_facts", None)
-        if take_facts is not None:
+        if isinstance(launch, ReportsFacts):
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
-            meta["nodes"] = take_facts()
+            meta["nodes"] = launch.take_facts()
         write_meta(directory, meta)
         if status != "interrupted":
             # The after reports read the stored data, exactly as `antler-ray report` does later.
@@ -164,8 +187,6 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
 
 
 def _write_index(directory: Path, jobs: list[Job], out: TextIO) -> None:
-    from antler.report.index import write_index
-
     try:
         spec = parse(IndexSpec, jobs[0].config.get("index") if jobs else None, "index")
         write_index(directory, spec)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from antler.node.items import SCHEMAS
+from antler.node.schemas import SCHEMAS
 from antler.results.store import write_meta
 
 PACKET_FLOWS = 10
@@ -173,7 +173,7 @@ def stage_report(d: Path) -> None:
     from antler.report.analyze import analyze
     from antler.report.charts import charts_fct, charts_time_series
     from antler.report.spec import ChartsFCT, ChartsTimeSeries
-    from antler.results.load import TestResult
+    from antler.results.tables import TestResult
 
     out = d.parent / f"out-{time.monotonic_ns()}"
     out.mkdir()

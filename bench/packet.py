@@ -42,9 +42,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from antler.node.items import SCHEMAS, Batch, Item, PacketInfo
+from antler.config.test import parse_run
+from antler.node.items import Batch, Item, PacketInfo
 from antler.node.root import do
-from antler.node.run import parse_run
+from antler.node.schemas import SCHEMAS
 from antler.report.analyze import packet_flows
 
 CLIENT_ADDR, SERVER_ADDR = "10.77.42.1", "10.77.42.2"
@@ -103,7 +104,7 @@ def ping(a: str, count: int = 300) -> tuple[float, float]:
 SERVER_CODE = """
 import asyncio, sys
 from antler.node.root import do
-from antler.node.run import parse_run
+from antler.config.test import parse_run
 from antler.node.items import LogEntry
 def sink(item):
     if isinstance(item, LogEntry):

@@ -30,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from antler.node import Batch, Duration, Item, StreamInfo, do, parse_run
+from antler.config.test import parse_run
+from antler.node import Batch, Duration, Item, StreamInfo, do
 from antler.node.launch import launch
 from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
 

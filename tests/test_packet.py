@@ -13,16 +13,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from antler.config.parse import ConfigError, parse
+from antler.config.test import parse_run
 from antler.node import hmac
 from antler.node.flow import check_flow
-from antler.node.items import SCHEMAS, Batch, Error, Item, LogEntry, PacketInfo
+from antler.node.items import Batch, Error, Item, LogEntry, PacketInfo
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.metric import Duration
 from antler.node.root import do
-from antler.node.run import parse_run
 from antler.node.runners.packet import Unresponsive
 from antler.node.runners.packet.wire import BadPacket, Packet, PacketFlag, PacketHeader, decode, reply_to
-from antler.node.spec import ConfigError, parse
+from antler.node.schemas import SCHEMAS
 from antler.report.analyze import analyze_frames, arrival_counts, packet_flows
 from tests.nettools import NetnsFactory
 

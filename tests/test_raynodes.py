@@ -26,12 +26,13 @@ import ray
 import yaml
 
 from antler.cli import main
-from antler.node import Child, Control, Duration, Error, LogEntry, Netns, Node, Run, do, parse_run
+from antler.config.test import parse_run
+from antler.node import Child, Control, Duration, Error, LogEntry, Netns, Node, Run, do
 from antler.node.context import Context
 from antler.node.feedback import Feedback
-from antler.node.items import SCHEMAS, Batch, Item
-from antler.node.launch import Launchers
-from antler.node.launch import ray as ray_launch
+from antler.node.items import Batch, Item
+from antler.node.launch import Launchers, ray as ray_launch
+from antler.node.schemas import SCHEMAS
 from tests.nettools import NetnsFactory, netns_list, unique_name
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]

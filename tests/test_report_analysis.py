@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from antler.node.items import SCHEMAS
+from antler.node.schemas import SCHEMAS
 from antler.report.analyze import FLOW_COLUMNS, analyze
 from antler.report.charts import decimate, fct_figure, timeseries_figure
 from antler.report.pipeline import run_after

@@ -16,7 +16,7 @@ import pytest
 
 from antler.cli import main
 from antler.results import load
-from antler.results.load import FormatError
+from antler.results.tables import FormatError
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from antler.cli import main
 from antler.report.index import compare_figure, index_html
 from antler.report.spec import IndexSpec
 from antler.results import load
-from antler.results.commands import make_server
-from antler.results.load import FormatError
+from antler.results.server import make_server
 from antler.results.store import LATEST
+from antler.results.tables import FormatError
 
 pytestmark = pytest.mark.no_netns
 

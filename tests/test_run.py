@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from antler.node import ConfigError, Error, FeedbackConflict, LogEntry, Run, do, merge, parse_run
+from antler.config.parse import ConfigError
+from antler.config.test import parse_run
+from antler.node import Error, FeedbackConflict, LogEntry, Run, do, merge
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Item

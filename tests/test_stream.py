@@ -17,12 +17,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from antler.node import ConfigError, Control, Error, Item, LogEntry, StreamInfo, do, parse_run
+from antler.config.parse import ConfigError
+from antler.config.test import parse_run
+from antler.node import Control, Error, Item, LogEntry, StreamInfo, do
 from antler.node.flow import check_flow
-from antler.node.items import SCHEMAS, Batch, info_row
+from antler.node.items import Batch, info_row
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
 from antler.node.runners.stream.sock import available_ccas, get_cca
+from antler.node.schemas import SCHEMAS
 from antler.node.sockopt import Sockopt, set_tos
 from antler.report.analyze import analyze_frames, stream_flows
 from antler.report.pipeline import run_after

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from antler.node import parse_run
+from antler.config.parse import ConfigError
+from antler.config.test import parse_run
 from antler.node.items import Item, SysInfo
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.root import do
-from antler.node.spec import ConfigError
 from antler.report.sysinfo import sysinfo_html
 from tests.nettools import NetnsFactory
 

@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from antler.node import Error, FileData, LogEntry, do, parse_run
+from antler.config.test import parse_run
+from antler.node import Error, FileData, LogEntry, do
 from antler.node.items import Item
 
 SCRIPT = "echo out1; echo out2; echo err1 >&2"

@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
+from antler.config.parse import ConfigError, parse
 from antler.config.test import TestSpec
-from antler.node.spec import ConfigError, parse
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from antler.config.parse import parse
 from antler.node.metric import Duration
 from antler.node.run import Run
 from antler.report.spec import After, During
-
-ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
-"""ID_PART is what a test ID's keys and values must match."""
+from antler.testid import ID_PART, id_path, id_text
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class TestSpec:
     during: During = field(default_factory=During)
     after: After = field(default_factory=After)
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the ID and output path."""
         if not self.id:
             raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
@@ -47,8 +46,13 @@ class TestSpec:
         """Output_path is the test's folder under the result folder, from path or its ID."""
         if self.path:
             return self.path
-        return "_".join(f"{k}-{v}" for k, v in self.id.items())
+        return id_path(self.id)
 
     def id_text(self) -> str:
         """Id_text is the ID as ``k=v k=v``, for humans."""
-        return " ".join(f"{k}={v}" for k, v in self.id.items())
+        return id_text(self.id)
+
+
+def parse_run(data: Any, path: str = "run") -> Run:
+    """Parse_run builds and validates a run tree from plain data, raising ConfigError with the path."""
+    return parse(Run, data, path)

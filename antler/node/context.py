@@ -3,54 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field, replace
 
-from antler.node.recorder import ErrorFactory, Recorder
-
-if TYPE_CHECKING:
-    from antler.node.feedback import Feedback
-    from antler.node.node import Node
-    from antler.node.run import Run
+from antler.node.recorder import Recorder
 
 Canceler = Callable[[], Awaitable[None]]
 """Canceler stops something a runner left running (a server, a background command)."""
 
 
-class NodeHandle(Protocol):
-    """NodeHandle is a launched node, whatever launched it."""
-
-    node: Node
-
-    async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node and returns its feedback."""
-        ...
-
-    async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers in reverse order and flushes its data."""
-        ...
-
-    async def close(self) -> None:
-        """Close stops the node and removes what launching it created."""
-        ...
-
-
 @dataclass
 class Context:
-    """Context gives a runner its node's recorder, environment and cleanup stack."""
+    """Context gives a runner its node's recorder (tagged with the runner's type), environment and cleanup stack.
+
+    ``cancelers`` is shared by every context of the node: each entry is the
+    tag of the runner that registered it and the canceler, run in reverse
+    order when the test's tree completes.
+    """
 
     node_id: str
     rec: Recorder
     env: dict[str, str]
-    nodes: dict[Node, NodeHandle] = field(default_factory=dict)
-    cancelers: list[Canceler] = field(default_factory=list)
+    cancelers: list[tuple[str, Canceler]] = field(default_factory=list)
     hmac_key: bytes | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def errors(self, tag: str) -> ErrorFactory:
-        """Errors returns an ErrorFactory for the runner type tag."""
-        return ErrorFactory(self.rec, tag)
+    def for_runner(self, tag: str) -> Context:
+        """For_runner returns the context a runner of type tag runs with: its recorder tagged, the rest shared."""
+        return replace(self, rec=self.rec.tagged(tag))
 
     def on_cancel(self, canceler: Canceler) -> None:
-        """On_cancel registers a canceler, run in reverse order when the test's tree completes."""
-        self.cancelers.append(canceler)
+        """On_cancel registers a canceler, run in reverse order when the test's tree completes.
+
+        A canceler that fails is recorded as an Error under this context's tag.
+        """
+        self.cancelers.append((self.rec.tag, canceler))

@@ -1,28 +1,31 @@
-"""Data items a node produces, and the Arrow schemas they are stored with.
+"""Data items a node produces (the Arrow schemas they are stored with: :mod:`antler.node.schemas`).
 
 Single events (a log line, an error, a flow's info, a chunk of a file) travel
 as small dataclasses. Measurements (``stream_io``, ``tcp_info``, ``packet_io``)
 never travel one sample at a time: they are appended to columnar buffers in the
 recorder and shipped as :class:`Batch` es of Arrow record batches.
 
-Times: ``time`` and ``tinit`` columns are absolute UTC timestamps by the node's
-clock; ``t_ns`` columns are nanoseconds relative to the flow's ``tinit``.
+Times: ``time`` and ``tinit`` are absolute UTC times by the node's clock;
+``t_ns`` values are nanoseconds relative to the flow's ``tinit``.
+
+This module imports no pyarrow, so the run tree's specs (and the config layer
+that parses them) do not pay for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-RESULT_FORMAT_VERSION = 1
-"""RESULT_FORMAT_VERSION is the version of the result files this code writes."""
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROOT_NODE_ID = "-"
 """ROOT_NODE_ID is the ID of the in-process root node, as in antler."""
 
-TIMESTAMP = pa.timestamp("ns", tz="UTC")
+NULL = -(1 << 63)
+"""NULL stands for a missing value in an int64 sample column (``None`` works too, but takes the slow path)."""
 
 
 def now() -> datetime:
@@ -54,6 +57,18 @@ class Error:
 
     def __str__(self) -> str:
         return f"{self.time.strftime('%Y-%m-%dT%H:%M:%S.%fZ')} {self.node_id} {self.tag}: error: {self.message}"
+
+
+class RunnerError(Exception):
+    """RunnerError is a runner failure as an exception; the :class:`Error` item it carries is already recorded.
+
+    An :class:`Error` is data (it travels to the results); RunnerError is how
+    a failure unwinds the run tree.
+    """
+
+    def __init__(self, message: str, error: Error | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -113,89 +128,6 @@ Item = LogEntry | Error | FileData | StreamInfo | PacketInfo | SysInfo | Batch
 """Item is any data item a node sends towards the root's sink."""
 
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "log": pa.schema([("time", TIMESTAMP), ("node_id", pa.string()), ("tag", pa.string()), ("text", pa.string())]),
-    "errors": pa.schema(
-        [("time", TIMESTAMP), ("node_id", pa.string()), ("tag", pa.string()), ("message", pa.string())]
-    ),
-    "stream_info": pa.schema(
-        [
-            ("tinit", TIMESTAMP),
-            ("flow", pa.string()),
-            ("direction", pa.string()),
-            ("cca", pa.string()),
-            ("server", pa.bool_()),
-            ("node_id", pa.string()),
-            ("length_bytes", pa.int64()),
-        ]
-    ),
-    "packet_info": pa.schema(
-        [("tinit", TIMESTAMP), ("flow", pa.string()), ("server", pa.bool_()), ("node_id", pa.string())]
-    ),
-    # One sample after a read or write: total bytes so far on this end.
-    "stream_io": pa.schema(
-        [
-            ("flow", pa.string()),
-            ("server", pa.bool_()),
-            ("t_ns", pa.int64()),
-            ("total_bytes", pa.int64()),
-            ("sent", pa.bool_()),
-        ]
-    ),
-    # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
-    # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
-    # unacked, lost, total_retrans and delivered_ce in segments, rates in bits
-    # per second (the kernel's bytes/s times 8; u64 max means unlimited).
-    "tcp_info": pa.schema(
-        [
-            ("flow", pa.string()),
-            ("server", pa.bool_()),
-            ("t_ns", pa.int64()),
-            ("cca", pa.string()),
-            ("state", pa.uint8()),
-            ("ca_state", pa.uint8()),
-            ("rtt_us", pa.uint32()),
-            ("rttvar_us", pa.uint32()),
-            ("min_rtt_us", pa.uint32()),
-            ("snd_cwnd", pa.uint32()),
-            ("snd_ssthresh", pa.uint32()),
-            ("snd_mss", pa.uint32()),
-            ("unacked", pa.uint32()),
-            ("pacing_rate_bps", pa.uint64()),
-            ("delivery_rate_bps", pa.uint64()),
-            ("total_retrans", pa.uint32()),
-            ("lost", pa.uint32()),
-            ("bytes_sent", pa.uint64()),
-            ("bytes_retrans", pa.uint64()),
-            ("bytes_acked", pa.uint64()),
-            ("bytes_received", pa.uint64()),
-            ("notsent_bytes", pa.uint32()),
-            ("delivered_ce", pa.uint32()),
-            ("snd_wnd_bytes", pa.uint32()),
-        ]
-    ),
-    # One packet sent or received by a packet client or server. sched_t_ns is
-    # when a client's packet was scheduled to be sent (null for other rows), so
-    # t_ns - sched_t_ns is the send-time error. Received times are the
-    # kernel's (SO_TIMESTAMPNS) where available.
-    "packet_io": pa.schema(
-        [
-            ("flow", pa.string()),
-            ("server", pa.bool_()),
-            ("t_ns", pa.int64()),
-            ("seq", pa.int64()),
-            ("length", pa.int32()),
-            ("flags", pa.uint8()),
-            ("sent", pa.bool_()),
-            ("sched_t_ns", pa.int64()),
-        ]
-    ),
-}
-"""SCHEMAS maps each stored table's kind to its Arrow schema (file ``<kind>.parquet``)."""
-
-MEASUREMENT_KINDS = ("stream_io", "tcp_info", "packet_io")
-
-
 def info_row(item: StreamInfo | PacketInfo | LogEntry | Error) -> tuple[str, dict[str, object]]:
     """Info_row returns the table kind and the row for a single-event item."""
     if isinstance(item, LogEntry):
@@ -213,10 +145,3 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error) -> tuple[str, dic
             "length_bytes": item.length,
         }
     return "packet_info", {"tinit": item.tinit, "flow": item.flow, "server": item.server, "node_id": item.node_id}
-
-
-def flow_of(item: Item) -> str | None:
-    """Flow_of returns the flow an item belongs to, or None."""
-    if isinstance(item, (StreamInfo, PacketInfo, Batch)):
-        return item.flow
-    return None

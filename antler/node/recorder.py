@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from antler.node.filter import ResultStream
-from antler.node.items import SCHEMAS, Batch, Error, FileData, Item, LogEntry, now
+from antler.node.items import NULL, Batch, Error, FileData, Item, LogEntry, now
+from antler.node.schemas import SCHEMAS
 
 Sink = Callable[[Item], None]
 """Sink receives the data items of a node, in order; it must be thread-safe."""
@@ -35,10 +36,6 @@ _TYPECODES = {
     pa.float64(): "d",
 }
 """_TYPECODES maps the Arrow types a column buffer holds natively to array module typecodes."""
-
-
-NULL = -(1 << 63)
-"""NULL stands for a missing value in an int64 column (``None`` works too, but takes the slow path)."""
 
 
 class _Column:
@@ -138,36 +135,64 @@ class Columns:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
+class _Shared:
+    """_Shared is the state every tagged view of one node's recorder shares."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.lock = threading.Lock()
+        self.buffers: list[Columns] = []
+        self.held: list[Item] = []
+        self.result_stream = ResultStream()
+
+
 class Recorder:
     """Recorder sends a node's data items to its sink, streaming or buffering each.
 
     Runners use ``log``, ``error``, ``file``, ``send`` and ``columns``; the node
-    runtime calls ``flush`` periodically and ``close`` when its tree ends.
+    runtime calls ``flush`` periodically and ``close`` when its tree ends. A
+    recorder carries a ``tag``, the type of the runner it records for (as
+    antler's ``WithTag``): :meth:`tagged` returns a view of the same recorder
+    under another tag, so logs and errors are tagged without any runner
+    spelling its own type.
     """
 
-    def __init__(self, node_id: str, sink: Sink) -> None:
+    def __init__(self, node_id: str, sink: Sink, tag: str = "node") -> None:
         self.node_id = node_id
-        self._sink = sink
-        self._lock = threading.Lock()
-        self._buffers: list[Columns] = []
-        self._held: list[Item] = []
-        self.result_stream = ResultStream()
+        self.tag = tag
+        self._shared = _Shared(sink)
+
+    def tagged(self, tag: str) -> Recorder:
+        """Tagged returns a view of this recorder (same sink, buffers and result stream) with another tag."""
+        view = Recorder.__new__(Recorder)
+        view.node_id, view.tag, view._shared = self.node_id, tag, self._shared
+        return view
+
+    @property
+    def result_stream(self) -> ResultStream:
+        """Result_stream decides, for every view of the recorder, what streams now and what waits for close."""
+        return self._shared.result_stream
+
+    @result_stream.setter
+    def result_stream(self, value: ResultStream) -> None:
+        self._shared.result_stream = value
 
     def send(self, item: Item) -> None:
         """Send streams the item now, or holds it until close, per the result stream."""
-        with self._lock:
-            if self.result_stream.streams(item):
-                self._sink(item)
+        shared = self._shared
+        with shared.lock:
+            if shared.result_stream.streams(item):
+                shared.sink(item)
             else:
-                self._held.append(item)
+                shared.held.append(item)
 
-    def log(self, text: str, tag: str = "node") -> None:
-        """Log records a log entry with the node time."""
-        self.send(LogEntry(now(), self.node_id, tag, text))
+    def log(self, text: str, tag: str | None = None) -> None:
+        """Log records a log entry with the node time, under this recorder's tag unless another is given."""
+        self.send(LogEntry(now(), self.node_id, tag or self.tag, text))
 
-    def error(self, message: str, tag: str) -> Error:
-        """Error records and returns an Error with the node time."""
-        err = Error(now(), self.node_id, tag, message)
+    def error(self, message: str, tag: str | None = None) -> Error:
+        """Error records and returns an Error with the node time, under this recorder's tag unless another is given."""
+        err = Error(now(), self.node_id, tag or self.tag, message)
         self.send(err)
         return err
 
@@ -181,8 +206,8 @@ class Recorder:
         Constant columns (e.g. ``server=True``) are given once here, not per sample.
         """
         cols = Columns(kind, flow, self._ship, **constants)
-        with self._lock:
-            self._buffers.append(cols)
+        with self._shared.lock:
+            self._shared.buffers.append(cols)
         return cols
 
     def _ship(self, cols: Columns) -> None:
@@ -192,46 +217,17 @@ class Recorder:
 
     def flush(self) -> None:
         """Flush ships every non-empty buffer as a batch."""
-        with self._lock:
-            buffers = list(self._buffers)
+        with self._shared.lock:
+            buffers = list(self._shared.buffers)
         for cols in buffers:
             self._ship(cols)
 
     def close(self) -> None:
         """Close flushes the buffers and sends the items held back by the result stream."""
         self.flush()
-        with self._lock:
-            held, self._held = self._held, []
-            self._buffers.clear()
+        shared = self._shared
+        with shared.lock:
+            held, shared.held = shared.held, []
+            shared.buffers.clear()
             for item in held:
-                self._sink(item)
-
-
-class ErrorFactory:
-    """ErrorFactory makes Errors tagged with one runner type, as antler's does."""
-
-    def __init__(self, rec: Recorder, tag: str) -> None:
-        self._rec = rec
-        self._tag = tag
-
-    def new_error(self, message: str) -> Error:
-        """New_error returns an Error with the given message (not yet sent)."""
-        return Error(now(), self._rec.node_id, self._tag, message)
-
-    def new_errorf(self, fmt: str, *args: Any) -> Error:
-        """New_errorf returns an Error with a %-formatted message."""
-        return self.new_error(fmt % args)
-
-    def new_errore(self, err: BaseException) -> Error:
-        """New_errore returns an Error from an exception (its own Error if it carries one)."""
-        if isinstance(err, RunnerError) and err.error is not None:
-            return err.error
-        return self.new_error(str(err) or type(err).__name__)
-
-
-class RunnerError(Exception):
-    """RunnerError is a runner failure; the Error item it carries is already recorded."""
-
-    def __init__(self, message: str, error: Error | None = None) -> None:
-        super().__init__(message)
-        self.error = error
+                shared.sink(item)

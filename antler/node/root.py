@@ -12,22 +12,19 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from antler.node.context import NodeHandle
 from antler.node.feedback import Feedback
-from antler.node.items import ROOT_NODE_ID
+from antler.node.items import ROOT_NODE_ID, RunnerError
+from antler.node.launch.inproc import launch_inproc
 from antler.node.metric import Duration
-from antler.node.node import InprocHandle, Node, NodeRuntime
-from antler.node.recorder import RunnerError, Sink
-from antler.node.run import Run
+from antler.node.nodespec import Node
+from antler.node.recorder import Sink
+from antler.node.run import Losable, NodeHandle, Run, TakesKey
+from antler.node.runtime import NodeRuntime
 
 Launch = Callable[[Node, Sink, dict[Node, NodeHandle]], Awaitable[NodeHandle]]
-"""Launch starts a node and returns its handle; the dict holds every node of the test."""
-
-
-async def launch_inproc(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-    """Launch_inproc runs the node inside the calling process (no isolation)."""
-    return InprocHandle(node, sink, nodes)
+"""Launch starts a node and returns its handle; the dict is the test's node table, filled as nodes launch."""
 
 
 class Control:
@@ -77,8 +74,7 @@ async def do(
     ends the test (returning False) after cleanup.
     """
     root = NodeRuntime(ROOT_NODE_ID, sink, hmac_key=hmac_key)
-    nodes: dict[Node, NodeHandle] = {}
-    root.ctx.nodes = nodes
+    nodes = root.children
     ok = True
     try:
         # All nodes start at once: a Ray actor's worker takes a second or two to
@@ -122,12 +118,10 @@ async def do(
 
 
 async def _give_hmac_key(nodes: dict[Node, NodeHandle], key: bytes) -> None:
-    # Optional handle protocol: a handle that can sign gets the test's key
-    # (packets and stream headers are signed on every node of an HMAC test).
+    # Packets and stream headers are signed on every node of an HMAC test.
     for handle in nodes.values():
-        setter = getattr(handle, "set_hmac_key", None)
-        if setter is not None:
-            await setter(key)
+        if isinstance(handle, TakesKey):
+            await handle.set_hmac_key(key)
 
 
 async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Duration | None) -> Feedback:
@@ -141,17 +135,14 @@ async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Du
 
 
 async def _watched(tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle]) -> Feedback:
-    """_Watched runs the tree, ending it when a node is lost even while no run is on it.
-
-    A handle may offer ``lost``, a future that completes with a message when
-    its node dies (the Error naming the node is already recorded).
-    """
-    losses = [f for h in nodes.values() if isinstance(f := getattr(h, "lost", None), asyncio.Future)]
+    """_Watched runs the tree, ending it when a node is lost even while no run is on it."""
+    losses: list[asyncio.Future[str]] = [h.lost for h in nodes.values() if isinstance(h, Losable) and h.lost]
     task = asyncio.ensure_future(tree)
     if not losses:
         return await task
+    waits: list[asyncio.Future[Any]] = [task, *losses]
     try:
-        await asyncio.wait([task, *losses], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         with contextlib.suppress(BaseException):
@@ -182,8 +173,14 @@ async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:
                 root.rec.error(f"closing node {handle.node.id!r}: {e}", "node")
         root.rec.close()
 
+    # A cancel that lands meanwhile (a second Ctrl-C) waits for the cleanup,
+    # then is raised again: it is never swallowed (trio's rule).
     task = asyncio.ensure_future(all_())
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(task)
-    if not task.done():
-        await task
+    canceled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            canceled = True
+    if canceled:
+        raise asyncio.CancelledError()

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback, FeedbackConflict, merge
+from antler.node.items import RunnerError
 from antler.node.metric import Duration
-from antler.node.node import Node
-from antler.node.recorder import RunnerError
-from antler.node.runners import Runner
-from antler.node.runners.packet import PacketClient, PacketServer
+from antler.node.nodespec import Node, set_fields
+from antler.node.runners import Estimates, Runner
+from antler.node.runners.packet.client import PacketClient
+from antler.node.runners.packet.server import PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
 from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
 from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
+
+if TYPE_CHECKING:
+    from antler.node.context import Context
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
 
@@ -48,20 +51,16 @@ class Run:
     packet_client: PacketClient | None = None
     sysinfo: SysInfoRunner | None = None
 
-    def validate(self, path: str) -> None:
-        """Validate checks that at most one field is set."""
-        set_ = self.set_fields()
+    def validate(self) -> None:
+        """Validate raises ValueError when more than one field is set."""
+        set_ = set_fields(self)
         if len(set_) > 1:
             choices = ", ".join(f.name for f in fields(Run))
             raise ValueError(f"a run has exactly one of {choices}; found {', '.join(set_)}")
 
-    def set_fields(self) -> list[str]:
-        """Set_fields names the fields that are set."""
-        return [f.name for f in fields(Run) if getattr(self, f.name) is not None]
-
     def runner(self) -> tuple[str, Runner] | None:
-        """Runner returns the runner type and runner, if this run is a runner."""
-        for name in self.set_fields():
+        """Runner returns the runner type (its tag) and the runner, if this run is a runner."""
+        for name in set_fields(self):
             if name not in COMBINATORS:
                 return name, getattr(self, name)
         return None
@@ -97,9 +96,8 @@ class Run:
         if self.child is not None:
             return self.child.as_run().expected_seconds()
         found = self.runner()
-        if found is not None:
-            estimate = getattr(found[1], "expected_seconds", None)
-            return float(estimate()) if estimate is not None else 0.0
+        if found is not None and isinstance(found[1], Estimates):
+            return float(found[1].expected_seconds())
         return 0.0
 
 
@@ -152,11 +150,11 @@ class Child(Run):
 
     node: Node | None = None
 
-    def validate(self, path: str) -> None:
-        """Validate checks that the node is set, and the run."""
+    def validate(self) -> None:
+        """Validate raises ValueError when the node is missing or more than one run key is set."""
         if self.node is None:
             raise ValueError("child needs a node")
-        set_ = self.set_fields()
+        set_ = [f for f in set_fields(self) if f != "node"]
         if len(set_) > 1:
             raise ValueError(f"a child run has exactly one of its run keys; found {', '.join(set_)}")
 
@@ -165,50 +163,103 @@ class Child(Run):
         return Run(**{f.name: getattr(self, f.name) for f in fields(Run)})
 
 
-async def execute(run: Run, ctx: Context, feedback: Feedback) -> Feedback:
-    """Execute runs a tree on the node of ctx and returns the merged feedback of its runs."""
+class NodeHandle(Protocol):
+    """NodeHandle is a launched node, whatever launched it (Ray, a thread, a local or remote process)."""
+
+    node: Node
+
+    async def run(self, run: Run, feedback: Feedback) -> Feedback:
+        """Run executes a run tree on the node and returns its feedback, raising RunnerError if it failed."""
+        ...
+
+    async def cleanup(self) -> None:
+        """Cleanup runs the node's cancelers in reverse order and flushes its data."""
+        ...
+
+    async def close(self) -> None:
+        """Close stops the node and removes what launching it created."""
+        ...
+
+
+@runtime_checkable
+class TakesKey(Protocol):
+    """TakesKey is a node handle that accepts the test's HMAC key (antler's ``SetKeyer``)."""
+
+    async def set_hmac_key(self, key: bytes) -> None:
+        """Set_hmac_key gives the node the key before any run starts."""
+        ...
+
+
+@runtime_checkable
+class Losable(Protocol):
+    """Losable is a node handle that can tell when its node is lost (its process or host died).
+
+    ``lost`` is None until the handle watches its node, then a future that
+    completes with a message naming the node when it is lost (the Error is
+    already recorded by then).
+    """
+
+    lost: asyncio.Future[str] | None
+
+
+Children = Mapping[Node, NodeHandle]
+"""Children is the node table of a test: the handle of every node its child runs name."""
+
+
+async def execute(run: Run, ctx: Context, feedback: Feedback, children: Children) -> Feedback:
+    """Execute runs a tree on the node of ctx and returns the merged feedback of its runs.
+
+    ``children`` holds the handles of the nodes its child runs name. A runner
+    runs with ``ctx`` tagged with its type; an exception it raises is
+    recorded once as an Error under that tag and re-raised as RunnerError.
+    """
     if run.serial is not None:
-        return await _serial(run.serial, ctx, feedback, [0.0] * len(run.serial))
+        return await _serial(run.serial, ctx, feedback, [0.0] * len(run.serial), children)
     if run.parallel is not None:
-        return await _parallel(run.parallel, ctx, feedback, [0.0] * len(run.parallel))
+        return await _parallel(run.parallel, ctx, feedback, [0.0] * len(run.parallel), children)
     if run.schedule is not None:
         s = run.schedule
         waits = list(s.waits())
         if s.sequential:
-            return await _serial(s.run, ctx, feedback, waits)
-        return await _parallel(s.run, ctx, feedback, waits)
+            return await _serial(s.run, ctx, feedback, waits, children)
+        return await _parallel(s.run, ctx, feedback, waits, children)
     if run.child is not None:
         assert run.child.node is not None
-        handle = ctx.nodes[run.child.node]
+        handle = children[run.child.node]
         return await handle.run(run.child.as_run(), feedback)
     found = run.runner()
     if found is None:
         return {}
     tag, runner = found
+    rctx = ctx.for_runner(tag)
     try:
-        return await runner.run(ctx, feedback)
+        return await runner.run(rctx, feedback)
     except (asyncio.CancelledError, RunnerError):
         raise
     except Exception as e:
         message = str(e) or type(e).__name__
-        raise RunnerError(message, ctx.rec.error(message, tag)) from e
+        raise RunnerError(message, rctx.rec.error(message)) from e
 
 
-async def _serial(runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float]) -> Feedback:
+async def _serial(
+    runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float], children: Children
+) -> Feedback:
     out: Feedback = {}
     for r, wait in zip(runs, waits, strict=True):
         if wait > 0:
             await asyncio.sleep(wait)
-        got = await execute(r, ctx, _merge(ctx, feedback, out))
+        got = await execute(r, ctx, _merge(ctx, feedback, out), children)
         out = _merge(ctx, out, got)
     return out
 
 
-async def _parallel(runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float]) -> Feedback:
+async def _parallel(
+    runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float], children: Children
+) -> Feedback:
     async def after(delay: float, r: Run) -> Feedback:
         if delay > 0:
             await asyncio.sleep(delay)
-        return await execute(r, ctx, feedback)
+        return await execute(r, ctx, feedback, children)
 
     tasks: list[asyncio.Task[Feedback]] = []
     start = 0.0
@@ -224,15 +275,3 @@ def _merge(ctx: Context, *parts: Feedback) -> Feedback:
         return merge(*parts)
     except FeedbackConflict as e:
         raise RunnerError(str(e), ctx.rec.error(str(e), "run")) from None
-
-
-def fields_of_run() -> list[str]:
-    """Fields_of_run lists the keys a run may have."""
-    return [f.name for f in fields(Run)]
-
-
-def parse_run(data: Any, path: str = "run") -> Run:
-    """Parse_run builds and validates a run tree from plain data."""
-    from antler.node.spec import parse
-
-    return parse(Run, data, path)

@@ -32,7 +32,7 @@ class Sockopt:
     type: str = "int"
     name: str = ""
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the type, the level and option, and that the value fits the type."""
         if self.type not in SOCKOPT_TYPES:
             raise ValueError(f"sockopt type {self.type!r} is not one of {', '.join(SOCKOPT_TYPES)}")

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from antler.node.items import SCHEMAS
-from antler.results.load import TestResult
+from antler.node.schemas import SCHEMAS
+from antler.results.tables import TestResult
 
 FLOW_COLUMNS = [
     "flow",

@@ -1,49 +1,14 @@
-"""Encoding result files: zstd, gzip or xz compression with Python's libraries (no shell tools)."""
+"""Encoding result files: compressing them with the codecs of :mod:`antler.results.codec`."""
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
 
-import zstandard
+from antler.results.codec import WRITERS
 
 CHUNK = 1 << 20
-
-
-def _zstd_writer(f: IO[bytes], level: int | None, size: int) -> Any:
-    # The size goes in the frame header, so `zstd -l` and one-shot decoders know it.
-    return zstandard.ZstdCompressor(level=3 if level is None else level).stream_writer(f, size=size, closefd=False)
-
-
-def _gzip_writer(f: IO[bytes], level: int | None, size: int) -> Any:
-    return gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6 if level is None else level, mtime=0)
-
-
-def _xz_writer(f: IO[bytes], level: int | None, size: int) -> Any:
-    return lzma.LZMAFile(f, mode="wb", preset=6 if level is None else level)
-
-
-WRITERS: dict[str, Callable[[IO[bytes], int | None, int], Any]] = {
-    ".zst": _zstd_writer,
-    ".gz": _gzip_writer,
-    ".xz": _xz_writer,
-}
-
-
-def open_decoded(path: Path) -> IO[bytes]:
-    """Open_decoded opens an encoded file (by its extension) for reading its original bytes."""
-    if path.suffix == ".zst":
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    if path.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    if path.suffix == ".xz":
-        return lzma.open(path, "rb")
-    return open(path, "rb")
 
 
 def encode_file(src: Path, extension: str, level: int | None = None, destructive: bool = False) -> Path | None:

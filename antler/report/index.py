@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from antler.report.html import TEMPLATE, figure_div, page
 from antler.report.spec import IndexSpec
-from antler.results.load import Results, TestResult, load
+from antler.results.tables import Results, TestResult, load
 
 _NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+")
 
@@ -97,7 +97,7 @@ def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, go.Figure | None
             parts.append(f"<h2>{html.escape(group_by)} = {html.escape(value)}</h2>")
         for _key, test in groups[value]:
             status = str(test.meta.get("status", ""))
-            ident = " ".join(f"{k}={v}" for k, v in test.id.items())
+            ident = test.id_text
             links = []
             for f in sorted(p for p in test.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
                 rel = f.relative_to(result_dir).as_posix()

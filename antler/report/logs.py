@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from antler.results.load import TestResult
+from antler.results.tables import TestResult
 
 
 def log_lines(test: TestResult) -> list[str]:

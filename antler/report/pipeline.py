@@ -1,10 +1,9 @@
-"""Running the report pipelines: ``during`` on items as they arrive, ``after`` from the stored data."""
+"""Running the after pipeline: reports made from a test's stored data, when it ends and by ``antler-ray report``."""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,34 +11,10 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from antler.node.items import Error, FileData, Item, LogEntry
-from antler.node.spec import parse
+from antler.config.parse import parse
 from antler.report.analyze import Analysis, analyze
-from antler.report.spec import After, During
-from antler.results.load import TestResult
-
-
-class DuringSink:
-    """DuringSink applies the during pipeline to each item before and beside the writer."""
-
-    def __init__(
-        self, spec: During, directory: Path, store: Callable[[Item], None], live: Callable[[Item], None]
-    ) -> None:
-        self.spec = spec
-        self._store = store
-        self._live = live if "-" in spec.emit_log else None
-        self._files = [directory / name for name in spec.emit_log if name != "-"]
-
-    def __call__(self, item: Item) -> None:
-        if isinstance(item, FileData) and not self.spec.save_files:
-            return
-        self._store(item)
-        if isinstance(item, (LogEntry, Error)):
-            if self._live is not None:
-                self._live(item)
-            for path in self._files:
-                with open(path, "a") as f:
-                    f.write(str(item) + "\n")
+from antler.report.spec import After
+from antler.results.tables import TestResult
 
 
 class AfterRun:
@@ -72,7 +47,7 @@ class AfterRun:
         return self.analysis
 
     def _subtitle(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.test.id.items())
+        return self.test.id_text
 
     def _title(self, title: str) -> str:
         """_title adds the rig to a chart's title: its delay emulator must never be a surprise."""

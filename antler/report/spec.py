@@ -17,9 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from antler.node.metric import Duration
-
-CODEC_EXTENSIONS = (".zst", ".gz", ".xz")
-"""CODEC_EXTENSIONS are the file extensions Encode can write and load() can read."""
+from antler.results.codec import ENCODED
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class FlowSeries:
     pattern: str = ""
     name: str = ""
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the pattern compiles and the series has a name."""
         import re
 
@@ -89,7 +87,7 @@ class ChartsTimeSeries:
     image_options: dict[str, Any] = field(default_factory=dict)
     max_points: int = 20_000
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the delay kind."""
         if self.delay not in ("rtt", "owd"):
             raise ValueError(f"delay must be rtt or owd, not {self.delay!r}")
@@ -124,10 +122,10 @@ class Encode:
     destructive: bool = False
     level: int | None = None
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the codec."""
-        if self.extension not in CODEC_EXTENSIONS:
-            raise ValueError(f"extension must be one of {', '.join(CODEC_EXTENSIONS)}, not {self.extension!r}")
+        if self.extension not in ENCODED:
+            raise ValueError(f"extension must be one of {', '.join(ENCODED)}, not {self.extension!r}")
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class Report:
     charts_fct: ChartsFCT | None = None
     encode: Encode | None = None
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks that exactly one report is set."""
         set_ = self.set_fields()
         if len(set_) != 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,8 +26,6 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from antler.node.items import (
-    RESULT_FORMAT_VERSION,
-    SCHEMAS,
     Batch,
     Error,
     FileData,
@@ -37,6 +36,13 @@ from antler.node.items import (
     SysInfo,
     info_row,
 )
+from antler.node.schemas import SCHEMAS
+
+RESULT_FORMAT_VERSION = 1
+"""RESULT_FORMAT_VERSION is the version of the result files this code writes (tables: antler.node.schemas).
+
+A reader refuses a newer version and upgrades an older one on load (antler.results.tables.upgrade).
+"""
 
 IN_PROGRESS = "in-progress"
 LATEST = "latest"
@@ -79,11 +85,14 @@ class Invocation:
         self.final: Path | None = None
 
     def begin(self) -> None:
-        """Begin creates in-progress, recovering one left by a dead process."""
+        """Begin creates in-progress, recovering one left by a dead process.
+
+        Raises ResultsError when a live process is writing in-progress.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         if self.dir.exists():
-            pid = _read_pid(self.dir / ".pid")
-            if pid is not None and _alive(pid):
+            pid = owner(self.dir)
+            if pid is not None:
                 raise ResultsError(f"{self.dir} is in use by process {pid}; wait for it or stop it")
             # A run that died left its folder: keep its data under its own name.
             stale = datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
@@ -103,11 +112,7 @@ class Invocation:
         """Finish moves in-progress to its UTC time stamp and points latest at it."""
         (self.dir / ".pid").unlink(missing_ok=True)
         self.final = self._move(self.dir, self.started.strftime(STAMP_FORMAT))
-        link = self.root / LATEST
-        tmp = self.root / f".{LATEST}.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(self.final.name)
-        os.replace(tmp, link)
+        point_latest(self.root, self.final.name)
         return self.final
 
     def _move(self, src: Path, name: str) -> Path:
@@ -120,21 +125,68 @@ class Invocation:
         return dst
 
 
-def _read_pid(path: Path) -> int | None:
+def owner(directory: Path) -> int | None:
+    """Owner is the PID of the live process writing an in-progress folder, or None if its writer is gone."""
     try:
-        return int(path.read_text().strip())
+        pid = int((directory / ".pid").read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        pass  # alive, another user's
+    return pid
+
+
+def point_latest(root: Path, name: str) -> None:
+    """Point_latest makes ``root/latest`` a link to the result folder name, atomically."""
+    tmp = root / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(name)
+    os.replace(tmp, root / LATEST)
+
+
+def result_folders(root: Path) -> list[Path]:
+    """Result_folders lists the invocation folders under root, oldest first (their names sort by time)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+
+
+def remove(root: Path, name: str, dry_run: bool = False) -> list[str]:
+    """Remove deletes the result folder root/name and repoints latest; it returns what it did (or would do).
+
+    Raises ResultsError for a name that is not a result folder, or an
+    in-progress folder whose writer is alive.
+    """
+    if not name or "/" in name or name in (".", "..", LATEST):
+        raise ResultsError(f"{name!r} is not a result folder name")
+    target = root / name
+    if not target.is_dir() or target.is_symlink():
+        raise ResultsError(f"no result folder {target}")
+    if name == IN_PROGRESS:
+        pid = owner(target)
+        if pid is not None:
+            raise ResultsError(f"{target} is in use by process {pid}")
+    verb = "would remove" if dry_run else "removed"
+    done = [f"{verb} {target}"]
+    link = root / LATEST
+    points_here = link.is_symlink() and os.readlink(link) == name
+    rest = [p for p in result_folders(root) if p.name not in (name, IN_PROGRESS)]
+    if not dry_run:
+        shutil.rmtree(target)
+    if points_here:
+        if rest:
+            done.append(f"{'would point' if dry_run else 'pointed'} {link} at {rest[-1].name}")
+            if not dry_run:
+                point_latest(root, rest[-1].name)
+        else:
+            done.append(f"{'would remove' if dry_run else 'removed'} {link}")
+            if not dry_run:
+                link.unlink()
+    return done
 
 
 class TestWriter:

@@ -46,9 +46,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from antler.config.parse import ConfigError, parse, to_plain
 from antler.node.metric import Bitrate, Duration
-from antler.node.node import Netns, Node
-from antler.node.spec import ConfigError, parse, to_plain
+from antler.node.nodespec import Netns, Node
 from antler.rig.delay import parse_loss
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator, kernel_release, qdiscs
 
@@ -74,7 +74,7 @@ class Addresses:
     mid_right: str = "10.77.2.1"
     right: str = "10.77.2.2"
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate keeps every address inside 10.77.0.0/16."""
         for name in ("left", "mid_left", "mid_right", "right"):
             a = getattr(self, name)
@@ -112,7 +112,7 @@ class Dumbbell:
     addr: Addresses = field(default_factory=Addresses)
     nodes: RigNodes = field(default_factory=RigNodes)
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the values that need no kernel to check."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
@@ -183,7 +183,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     emulator = check(rig)
     nodes = _node_data(data, rig)
     a = rig.addr
-    ns_left, ns_right = _netns_name(rig.nodes.left), _netns_name(rig.nodes.right)
+    ns_left, ns_right = rig.nodes.left.netns_name, rig.nodes.right.netns_name
     summary = (
         f"rig {KIND}: rate {rig.rate if rig.rate.bps else 'unshaped'} qdisc {' '.join(rig.qdisc_args())} "
         f"rtt {rig.rtt} loss {rig.loss_probability * 100:g}% emulator {emulator}"
@@ -354,10 +354,6 @@ def _node_data(data: Any, rig: Dumbbell) -> dict[str, Any]:
         else:
             out[name] = to_plain(getattr(rig.nodes, name))
     return out
-
-
-def _netns_name(node: Node) -> str:
-    return node.netns.name or node.id
 
 
 def _net(addr: str) -> str:

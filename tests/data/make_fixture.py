@@ -30,7 +30,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from antler.node.items import SCHEMAS, Batch, FileData, LogEntry, PacketInfo, StreamInfo, SysInfo
+from antler.node.items import Batch, FileData, LogEntry, PacketInfo, StreamInfo, SysInfo
+from antler.node.schemas import SCHEMAS
 from antler.results.store import TestWriter, write_meta
 
 OUT = Path(__file__).resolve().parent / "result"

@@ -9,14 +9,23 @@ command; ``close`` shuts down an embedded Ray it started.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from antler.node.context import NodeHandle
-from antler.node.node import Node
+from antler.node.nodespec import Node
 from antler.node.recorder import Sink
+from antler.node.run import NodeHandle
 
 if TYPE_CHECKING:
     from antler.node.launch.ray import RayLaunch, RaySession
+
+
+@runtime_checkable
+class ReportsFacts(Protocol):
+    """ReportsFacts is a launcher that remembers where each node it launched ran, for meta.json."""
+
+    def take_facts(self) -> list[dict[str, Any]]:
+        """Take_facts returns the facts of the nodes launched since the last call (host, namespace, clock offset)."""
+        ...
 
 
 class Launchers:
@@ -81,15 +90,3 @@ def ray_address(config: dict[str, Any]) -> str | None:
     section = config.get("ray") or {}
     address = section.get("address") if isinstance(section, dict) else None
     return str(address) if address else None
-
-
-_default = Launchers()
-
-
-async def launch(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-    """Launch starts the node with the launcher its spec names, in a process-wide Launchers.
-
-    In-process threads (no Ray) remain available as
-    :func:`antler.node.launch.netns.launch_thread`.
-    """
-    return await _default(node, sink, nodes)

@@ -19,10 +19,11 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from antler.node.context import NodeHandle
 from antler.node.feedback import Feedback
-from antler.node.node import Netns, Node, NodeRuntime
+from antler.node.nodespec import Netns, Node
 from antler.node.recorder import Sink
+from antler.node.run import NodeHandle, Run
+from antler.node.runtime import NodeRuntime
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
@@ -31,11 +32,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class NetnsError(Exception):
     """NetnsError is a namespace that could not be created, found or entered."""
-
-
-def namespace_name(node: Node) -> str:
-    """Namespace_name is the namespace a node uses: its netns name, or its ID."""
-    return node.netns.name or node.id
 
 
 def _ip(*args: str) -> None:
@@ -84,11 +80,11 @@ def enter(name: str) -> None:
 
 def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
     """Prepare creates the node's namespace if asked; it returns the name and whether it was created."""
-    name = spec.name or node_id
+    name = spec.name_for(node_id)
     if spec.create:
         create(name)
         try:
-            pr_netns_up_lo(name)
+            up_loopback(name)
         except BaseException:
             remove(name)
             raise
@@ -98,8 +94,8 @@ def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
     return name, False
 
 
-def pr_netns_up_lo(name: str) -> None:
-    """Pr_netns_up_lo brings up loopback in a new namespace, as ip-netns users expect."""
+def up_loopback(name: str) -> None:
+    """Up_loopback brings up loopback in a new namespace, as ip-netns users expect."""
     _ip("-n", name, "link", "set", "lo", "up")
 
 
@@ -201,10 +197,6 @@ class LoopThread:
         """
         return await call_on(self.loop, coro)
 
-    def call_sync(self, coro: Any, timeout: float | None = None) -> Any:
-        """Call_sync runs a coroutine on the thread's loop and blocks for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
     def stop(self) -> None:
         """Stop ends the loop and joins the thread."""
         if self.thread.is_alive():
@@ -230,9 +222,10 @@ class ThreadHandle:
             if self.created and self.netns:
                 remove(self.netns)
             raise
-        self.runtime = NodeRuntime(node.id, sink, node.env.build(), nodes)
+        self.runtime = NodeRuntime(node.id, sink, node.env.build())
+        self.runtime.children = nodes
 
-    async def run(self, run: object, feedback: Feedback) -> Feedback:
+    async def run(self, run: Run, feedback: Feedback) -> Feedback:
         """Run executes a run tree on the node's thread."""
         result: Feedback = await self.thread.call(self.runtime.run(run, feedback))
         return result

@@ -45,12 +45,13 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import antler
-from antler.node.context import NodeHandle
 from antler.node.feedback import Feedback
-from antler.node.items import Error, Item, now
+from antler.node.items import Error, Item, RunnerError, now
 from antler.node.launch.netns import LoopThread, call_on, kill_processes_in, prepare, remove
-from antler.node.node import Node, NodeRuntime
-from antler.node.recorder import RunnerError, Sink
+from antler.node.nodespec import Node
+from antler.node.recorder import Sink
+from antler.node.run import NodeHandle, Run
+from antler.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class NodeActor:
         except BaseException:
             self._remove_netns()
             raise
-        self.runtime = NodeRuntime(self.node.id, self._sink, self.node.env.build(), {})
+        self.runtime = NodeRuntime(self.node.id, self._sink, self.node.env.build())
         return {
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -163,7 +164,7 @@ class NodeActor:
     async def set_nodes(self, actors: dict[Node, Any]) -> None:
         """Set_nodes gives the node the actors of the test's nodes, for nested child runs."""
         assert self.runtime is not None and self._home is not None
-        nodes = self.runtime.ctx.nodes
+        nodes = self.runtime.children
         for node, actor in actors.items():
             if node not in nodes and node != self.node:
                 nodes[node] = RayHandle(node, actor, self._sink, home=self._home)
@@ -183,7 +184,7 @@ class NodeActor:
             items, self._items = self._items, []
         return items
 
-    async def run(self, run_id: int, run: object, feedback: Feedback) -> tuple[str, Any]:
+    async def run(self, run_id: int, run: Run, feedback: Feedback) -> tuple[str, Any]:
         """Run executes a run tree on the node's thread: ("ok", feedback), ("error", msg) or ("canceled", None).
 
         ``feedback`` is sent as an object ref; Ray resolves it before the call.
@@ -264,14 +265,14 @@ class RayHandle:
         """Set_hmac_key gives the node the test's HMAC key (the root calls it before any run)."""
         await self._await(self.actor.set_hmac_key.remote(key))
 
-    async def run(self, run: object, feedback: Feedback) -> Feedback:
+    async def run(self, run: Run, feedback: Feedback) -> Feedback:
         """Run executes a run tree on the node; its feedback travels as an object ref."""
         if self.home is not None and asyncio.get_running_loop() is not self.home:
             result: Feedback = await call_on(self.home, self._run(run, feedback))
             return result
         return await self._run(run, feedback)
 
-    async def _run(self, run: object, feedback: Feedback) -> Feedback:
+    async def _run(self, run: Run, feedback: Feedback) -> Feedback:
         self._check_lost()
         await self._send_nodes()
         run_id = next(self._run_ids)

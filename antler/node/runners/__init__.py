@@ -1,8 +1,21 @@
-"""Runners: one module per runner type, each a small ``run(ctx, feedback)`` protocol."""
+"""Runners: one module per runner type, each a small ``run(ctx, feedback)`` protocol.
+
+Beside the core :class:`Runner`, a runner may declare optional capabilities,
+each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
+
+- :class:`antler.config.parse.Validates` and :class:`antler.config.parse.FromScalar`,
+  checked by the config parser;
+- :class:`Estimates`, its expected run time, for the progress line;
+- cancellation: a runner that leaves something running (a server, a
+  background command) registers a canceler with ``ctx.on_cancel``.
+
+The runner's type (its ``Run`` field name) is its tag: the executor hands each
+runner a context whose recorder already carries it, so no runner spells it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -14,4 +27,13 @@ class Runner(Protocol):
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
         """Run does the work, raising on failure."""
+        ...
+
+
+@runtime_checkable
+class Estimates(Protocol):
+    """Estimates is a runner that knows how long it should take."""
+
+    def expected_seconds(self) -> float:
+        """Expected_seconds is the runner's expected run time in seconds."""
         ...

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.filter import MessageFilter, ResultStream
+
+if TYPE_CHECKING:
+    from antler.node.context import Context
 
 
 @dataclass(frozen=True)

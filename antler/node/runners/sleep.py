@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
+
+if TYPE_CHECKING:
+    from antler.node.context import Context
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import SysInfo
 
-TAG = "sysinfo"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+
 MAX_FILE_BYTES = 1 << 20
 """MAX_FILE_BYTES is the most of a file recorded; system info is for reading, not archiving."""
 COMMAND_TIMEOUT_S = 10.0
@@ -47,7 +48,7 @@ class SysCommand:
         """Argv is the command line."""
         return self.command.split() + list(self.args)
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks there is a command."""
         if not self.argv():
             raise ValueError("a sysinfo command needs a command or args")
@@ -68,7 +69,7 @@ class SysInfoRunner:
     env: tuple[str, ...] = ()
     sysctl: tuple[str, ...] = ()
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the patterns compile."""
         for p in (*self.env, *self.sysctl):
             try:

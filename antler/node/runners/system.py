@@ -18,12 +18,14 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
-from antler.node.recorder import RunnerError
+from antler.node.items import RunnerError
 
-TAG = "system"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+
 READ_SIZE = 65536
 GRACE_SECONDS = 5.0
 """GRACE_SECONDS is how long an interrupted command may take to exit before it is killed."""
@@ -41,7 +43,7 @@ class System:
     stderr: str = ""
     kill: bool = False
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks that there is a command to run."""
         if not self.argv():
             raise ValueError("system needs a command or args")
@@ -86,9 +88,9 @@ class System:
 
     def _fail(self, ctx: Context, message: str) -> Feedback:
         if self.ignore_errors:
-            ctx.rec.log(f"ignored: {message}", TAG)
+            ctx.rec.log(f"ignored: {message}")
             return {}
-        raise RunnerError(message, ctx.rec.error(message, TAG))
+        raise RunnerError(message, ctx.rec.error(message))
 
     async def _stop(
         self, ctx: Context, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]], name: str
@@ -124,12 +126,12 @@ async def _pump(ctx: Context, stream: asyncio.StreamReader | None, mode: str, na
         return
     if mode == "stream":
         while line := await stream.readline():
-            ctx.rec.log(line.decode(errors="replace").rstrip("\n"), TAG)
+            ctx.rec.log(line.decode(errors="replace").rstrip("\n"))
     elif mode == "":
         chunks = [chunk async for chunk in _chunks(stream)]
         text = b"".join(chunks).decode(errors="replace").rstrip("\n")
         if text:
-            ctx.rec.log(text, TAG)
+            ctx.rec.log(text)
     else:
         wrote = False
         async for chunk in _chunks(stream):

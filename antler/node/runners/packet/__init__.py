@@ -7,16 +7,12 @@ come from the kernel, and every packet is recorded into columnar buffers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from antler import lazy
-
-if TYPE_CHECKING:
-    from antler.node.runners.packet.client import PacketClient
-    from antler.node.runners.packet.sender import PacketSenders, Unresponsive
-    from antler.node.runners.packet.server import PacketServer
-    from antler.node.runners.packet.wire import Packet, PacketFlag, PacketHeader, Seq
-    from antler.node.sockopt import Sockopt
+from antler.node.runners.packet.client import PacketClient
+from antler.node.runners.packet.sender import PacketSenders, Unresponsive
+from antler.node.runners.packet.server import PacketServer
+from antler.node.runners.packet.wire import Packet, PacketFlag, PacketHeader, Seq
+from antler.node.sockopt import Sockopt
 
 _MODULES = {
     "Packet": "antler.node.runners.packet.wire",

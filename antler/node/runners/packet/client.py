@@ -17,15 +17,13 @@ from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from antler.node.context import Context
+import antler.node.runners.packet.sendproc as sendproc
+import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
 from antler.node.flow import check_flow
-from antler.node.items import PacketInfo
-from antler.node.recorder import NULL, Columns
-from antler.node.runners.packet import sendproc
-from antler.node.runners.packet import sock as psock
+from antler.node.items import NULL, PacketInfo
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
@@ -42,7 +40,10 @@ from antler.node.runners.packet.wire import (
 )
 from antler.node.sockopt import Sockopt, set_tos, split_host_port
 
-TAG = "packet_client"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+    from antler.node.recorder import Columns
+
 LATE_MIN_S, LATE_MAX_S, LATE_UNKNOWN_S = 0.2, 3.0, 1.0
 """After the last send, replies are awaited for 4x the largest RTT seen, within [LATE_MIN_S, LATE_MAX_S],
 or LATE_UNKNOWN_S if no reply came at all (a lost server gives loss figures, not a hang)."""
@@ -78,7 +79,7 @@ class PacketClient:
     sockopt: tuple[Sockopt, ...] = ()
     sender: tuple[PacketSenders, ...] = ()
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the flow ID, address, protocol, TOS bits and senders."""
         check_flow(self.flow)
         if not self.addr and not self.addr_key:
@@ -222,7 +223,7 @@ class _Flow:
             text += "; sender at normal priority (no real-time scheduling allowed)"
         if self.errors:
             text += "; " + ", ".join(f"{v} {k}" for k, v in sorted(self.errors.items()))
-        self.ctx.rec.log(text, TAG)
+        self.ctx.rec.log(text)
 
     def _templates(self) -> list[tuple[int, bool, str]]:
         flag = {True: PacketFlag.ECHO, False: PacketFlag(0)}

@@ -39,10 +39,6 @@ class FlowClock:
         """From_mono returns the relative time of a time.monotonic_ns() reading."""
         return mono_ns - self._mono_base
 
-    def to_mono(self, t_ns: int) -> int:
-        """To_mono returns the time.monotonic_ns() reading for a relative time."""
-        return t_ns + self._mono_base
-
     def from_wall(self, wall_ns: int) -> int:
         """From_wall returns the relative time of a CLOCK_REALTIME reading (e.g. a kernel timestamp)."""
         return wall_ns - self.tinit_ns
@@ -61,7 +57,7 @@ def warm_up_arrow() -> None:
     """
     import pyarrow as pa
 
-    from antler.node.items import SCHEMAS
+    from antler.node.schemas import SCHEMAS
 
     schema = SCHEMAS["packet_io"]
     row = {"flow": "x", "server": False, "t_ns": 0, "seq": 0, "length": 0, "flags": 0, "sent": True, "sched_t_ns": None}

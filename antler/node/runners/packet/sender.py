@@ -34,7 +34,7 @@ class Unresponsive:
     echo: bool = False
     seed: int | None = None
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the waits, lengths and duration."""
         if not self.wait:
             raise ValueError("unresponsive needs at least one wait")
@@ -75,7 +75,7 @@ class PacketSenders:
 
     unresponsive: Unresponsive | None = None
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks that exactly one sender is set."""
         set_ = [f.name for f in fields(self) if getattr(self, f.name) is not None]
         if len(set_) != 1:

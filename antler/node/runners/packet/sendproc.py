@@ -181,8 +181,8 @@ def write_all(fd: int, data: bytes | bytearray) -> None:
 
 def main() -> None:
     """Main runs the sender: config line, then the plan, from stdin; records to stdout."""
-    from antler.node import hmac
-    from antler.node.runners.packet import wire
+    import antler.node.hmac as hmac
+    import antler.node.runners.packet.wire as wire
     from antler.node.runners.packet.timer import HybridTimer
 
     signal.signal(signal.SIGTERM, _on_term)

@@ -8,17 +8,19 @@ import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from antler.node.context import Context
+import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
-from antler.node.items import PacketInfo
-from antler.node.recorder import NULL, Columns
-from antler.node.runners.packet import sock as psock
+from antler.node.items import NULL, PacketInfo
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
 from antler.node.sockopt import split_host_port
 
-TAG = "packet_server"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+    from antler.node.recorder import Columns
+
 MAX_FLOWS = 4096
 """MAX_FLOWS bounds the flows one server records, so forged flow IDs cannot exhaust memory."""
 DUP_WINDOW = 1 << 16
@@ -43,7 +45,7 @@ class PacketServer:
     protocol: str = "udp"
     max_packet_size: int = 1480
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the protocol, address and packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
@@ -69,7 +71,7 @@ class PacketServer:
         ctx.on_cancel(core.stop)
         host, port = s.getsockname()[:2]
         bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}", TAG)
+        ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}")
         return {self.listen_addr_key: bound} if self.listen_addr_key else {}
 
 
@@ -158,7 +160,7 @@ class _Server:
         other = {k: v for k, v in self.dropped.items() if k not in ("unsigned", "bad-signature")}
         if other:
             text += "; dropped " + ", ".join(f"{v} {k}" for k, v in sorted(other.items()))
-        self.ctx.rec.log(text, TAG)
+        self.ctx.rec.log(text)
         if self._failure is not None:
             raise RuntimeError(f"packet server failed: {self._failure}")
 

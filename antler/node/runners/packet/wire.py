@@ -23,7 +23,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from antler.node import hmac
+import antler.node.hmac as hmac
 from antler.node.flow import FLOW_ID
 
 MAGIC = b"\xa7\x1e"
@@ -68,10 +68,6 @@ class PacketHeader:
     flag: PacketFlag
     seq: Seq
     flow: str
-
-    def len(self) -> int:
-        """Len returns the length of the header in bytes, tag included if the packet is signed."""
-        return header_len(self.flow, bool(self.flag & PacketFlag.SIGNED))
 
 
 def set_seq(buf: bytearray, seq: int) -> None:

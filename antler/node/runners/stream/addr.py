@@ -20,12 +20,3 @@ def sockname(sock: socket.socket) -> str:
     """Sockname returns a socket's local address as ``host:port``."""
     host, port = sock.getsockname()[:2]
     return join_host_port(host, port)
-
-
-def peername(sock: socket.socket) -> str:
-    """Peername returns a socket's remote address as ``host:port``, or ``?`` if it is gone."""
-    try:
-        host, port = sock.getpeername()[:2]
-    except OSError:
-        return "?"
-    return join_host_port(host, port)

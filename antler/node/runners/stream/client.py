@@ -6,8 +6,8 @@ import asyncio
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
@@ -17,7 +17,9 @@ from antler.node.runners.stream.sock import get_cca, set_cca
 from antler.node.runners.stream.transfer import Download, Transfer, Upload
 from antler.node.sockopt import set_tos, split_host_port
 
-TAG = "stream_client"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+
 CONNECT_TIMEOUT = Duration(10_000_000_000)
 
 
@@ -42,7 +44,7 @@ class StreamClient:
     download: Download | None = None
     connect_timeout: Duration = CONNECT_TIMEOUT
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks there is one transfer, a way to find the server, and the protocol."""
         if (self.upload is None) == (self.download is None):
             raise ValueError("stream_client needs exactly one of upload or download")
@@ -130,7 +132,7 @@ class StreamClient:
                 tcp_info_interval_ns=t.tcp_info_interval.ns,
             )
             try:
-                await run_end(ctx, sock, t.stream(cca), params, server=False, tag=TAG)
+                await run_end(ctx, sock, t.stream(cca), params, server=False)
             except OSError as e:
                 raise StreamError(f"flow {flow}: {'sending to' if sender else 'receiving from'} {addr}: {e}") from None
         finally:

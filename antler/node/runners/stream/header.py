@@ -29,7 +29,7 @@ import struct
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from antler.node import hmac
+import antler.node.hmac as hmac
 from antler.node.flow import check_flow
 
 MAGIC = b"AnSt"

@@ -29,12 +29,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from antler.node.context import Context
-from antler.node.recorder import Columns
 from antler.node.runners.stream.sock import TCP_INFO_COLUMNS, read_tcp_info
 from antler.node.runners.stream.transfer import Stream
+
+if TYPE_CHECKING:
+    from antler.node.context import Context
+    from antler.node.recorder import Columns
 
 # Several flows of one node pump from threads of one process, taking turns at
 # the GIL around each send and recv. At CPython's default 5 ms switch
@@ -273,9 +275,7 @@ class Pump:
         self.tcp_info.append(time.monotonic_ns() - self.t0, *values)
 
 
-async def run_end(
-    ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool, tag: str
-) -> None:
+async def run_end(ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool) -> None:
     """Run_end records one end's StreamInfo and runs its data phase, sampling as asked."""
     info = stream.info(server, ctx.node_id, params.length)
     t0 = time.monotonic_ns()
@@ -284,10 +284,10 @@ async def run_end(
     tcp_info = None
     if params.sender and params.tcp_info_interval_ns > 0:
         tcp_info = ctx.rec.columns("tcp_info", stream.flow, server=server, cca=stream.cca)
-    pump = Pump(sock, params, io, t0, tcp_info, name=f"{tag}-{stream.flow}")
+    pump = Pump(sock, params, io, t0, tcp_info, name=f"{ctx.rec.tag}-{stream.flow}")
     result = await pump.run()
     if result.stopped:
-        ctx.rec.log(f"flow {stream.flow}: stopped after {result.total_bytes} bytes", tag)
+        ctx.rec.log(f"flow {stream.flow}: stopped after {result.total_bytes} bytes")
 
 
 def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], fn: Callable[[], None]) -> None:

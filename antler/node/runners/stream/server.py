@@ -7,8 +7,8 @@ import contextlib
 import errno
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol, sockname
@@ -18,7 +18,9 @@ from antler.node.runners.stream.sock import CCAError, get_cca, set_cca
 from antler.node.runners.stream.transfer import Stream
 from antler.node.sockopt import join_host_port, set_tos, split_host_port
 
-TAG = "stream_server"
+if TYPE_CHECKING:
+    from antler.node.context import Context
+
 BACKLOG = 128
 HEADER_TIMEOUT = Duration(10_000_000_000)
 
@@ -40,7 +42,7 @@ class StreamServer:
     protocol: str = "tcp"
     header_timeout: Duration = HEADER_TIMEOUT
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the protocol and address, and that a free port is findable."""
         check_protocol(self.protocol)
         _, port = split_host_port(self.listen_addr)
@@ -56,7 +58,7 @@ class StreamServer:
         server = _Serving(self, ctx, lsock)
         ctx.on_cancel(server.cancel)
         server.start()
-        ctx.rec.log(f"listening on {addr} ({self.protocol})", TAG)
+        ctx.rec.log(f"listening on {addr} ({self.protocol})")
         return {self.listen_addr_key: addr} if self.listen_addr_key else {}
 
 
@@ -122,7 +124,7 @@ class _Serving:
                 continue
             except OSError as e:
                 # Out of descriptors or memory: record it, breathe, keep serving.
-                self.ctx.rec.error(f"accept on {self.addr}: {e}", TAG)
+                self.ctx.rec.error(f"accept on {self.addr}: {e}")
                 await asyncio.sleep(0.1)
                 continue
             task = asyncio.ensure_future(self._serve(conn, join_host_port(*peer[:2])))
@@ -137,7 +139,7 @@ class _Serving:
                 header = Header.decode(await read_frame(conn, self.spec.header_timeout.seconds))
             except (HeaderError, OSError) as e:
                 # A stray or broken client fails its own connection only.
-                self.ctx.rec.error(f"client {peer} on {self.addr}: bad stream header: {e}", TAG)
+                self.ctx.rec.error(f"client {peer} on {self.addr}: bad stream header: {e}")
                 return
             flow = header.flow
             key = self.ctx.hmac_key
@@ -157,7 +159,7 @@ class _Serving:
                 cca = get_cca(conn) if sender else header.cca
             except (CCAError, OSError) as e:
                 # The client reports it as its flow's error; here it is only logged.
-                self.ctx.rec.log(f"flow {flow}: refused client {peer}: {e}", TAG)
+                self.ctx.rec.log(f"flow {flow}: refused client {peer}: {e}")
                 with contextlib.suppress(OSError):
                     await loop.sock_sendall(conn, frame({"error": f"server node {self.ctx.node_id}: {e}"}))
                 return
@@ -171,11 +173,11 @@ class _Serving:
                 sample_io_interval_ns=header.sample_io_interval_ns,
                 tcp_info_interval_ns=header.tcp_info_interval_ns,
             )
-            await run_end(self.ctx, conn, stream, params, server=True, tag=TAG)
+            await run_end(self.ctx, conn, stream, params, server=True)
         except OSError as e:
             # The client owns the flow's outcome (it may have been canceled);
             # a connection lost mid-flow is noted here, not failed twice.
-            self.ctx.rec.log(f"client {peer}: connection ended: {e}", TAG)
+            self.ctx.rec.log(f"client {peer}: connection ended: {e}")
         finally:
             conn.close()
 
@@ -191,5 +193,5 @@ class _Serving:
             task.cancel()
         await asyncio.gather(*conns, return_exceptions=True)
         if self.bad_signatures:
-            self.ctx.rec.log(f"dropped {self.bad_signatures} clients with a missing or bad HMAC signature", TAG)
-        self.ctx.rec.log(f"stopped listening on {self.addr}", TAG)
+            self.ctx.rec.log(f"dropped {self.bad_signatures} clients with a missing or bad HMAC signature")
+        self.ctx.rec.log(f"stopped listening on {self.addr}")

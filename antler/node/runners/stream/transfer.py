@@ -53,7 +53,7 @@ class Transfer:
 
     direction = ""  # set by Upload and Download
 
-    def validate(self, path: str) -> None:
+    def validate(self) -> None:
         """Validate checks the flow ID and the ranges of the numbers."""
         check_flow(self.flow)
         if self.duration.ns <= 0:

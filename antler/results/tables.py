@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from antler.node.items import RESULT_FORMAT_VERSION, SCHEMAS
-from antler.results.store import FormatError
+from antler.node.schemas import SCHEMAS
+from antler.results.codec import ENCODED, open_decoded
+from antler.results.store import RESULT_FORMAT_VERSION, FormatError, read_arrows
+from antler.testid import id_text
 
 if TYPE_CHECKING:
     # pandas costs a third of a second to import, on every start of the command.
     import pandas as pd
-
-ENCODED = (".zst", ".gz", ".xz")
-"""ENCODED are the extensions of encoded tables that load() reads transparently."""
 
 
 class TestResult:
@@ -43,6 +42,11 @@ class TestResult:
         """Id is the test's ID map."""
         return dict(self.meta.get("test_id", {}))
 
+    @property
+    def id_text(self) -> str:
+        """Id_text is the test's ID as ``k=v k=v``."""
+        return id_text(self.id)
+
     def kinds(self) -> list[str]:
         """Kinds lists the tables the test has."""
         found = {p.name.split(".")[0] for p in self.path.glob("*.parquet")}
@@ -59,14 +63,10 @@ class TestResult:
             encoded = self.path / f"{kind}.parquet{ext}"
             if encoded.exists():
                 # A table compressed by the Encode report reads as if it were plain.
-                from antler.report.encode import open_decoded
-
                 with open_decoded(encoded) as f:
                     return pq.read_table(pa.BufferReader(f.read()))
         arrows = self.path / f"{kind}.arrows"
         if arrows.exists():
-            from antler.results.store import read_arrows
-
             return read_arrows(arrows)
         schema = SCHEMAS.get(kind)
         if schema is None:
@@ -116,7 +116,11 @@ class Results(Mapping[str, TestResult]):
 
 
 def load(path: str | Path) -> Results:
-    """Load opens a result folder (or one test's folder) for analysis."""
+    """Load opens a result folder (or one test's folder) for analysis.
+
+    Raises FileNotFoundError when nothing is at path, and FormatError for a
+    test written in a result format newer than this code reads.
+    """
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"no results at {root}")

@@ -1,10 +1,4 @@
-"""antler-ray: the command line.
-
-``run`` and ``vet`` take Hydra overrides after their options, as
-``antler-ray run -m +experiment=cubic cca=cubic,bbr``. Config errors end the
-command with status 2 and a line naming the path and the problem; a failed
-test ends it with status 1; an interrupt with 130.
-"""
+"""The commands that run tests: ``run``, ``vet`` and ``list``."""
 
 from __future__ import annotations
 
@@ -20,26 +14,10 @@ from typing import Any
 
 import yaml
 
-from antler import exitcode
+from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
+from antler.config.parse import to_plain
 from antler.node.launch import Launchers, ray_address
-from antler.node.spec import ConfigError, to_plain
-from antler.results.store import ResultsError
-
-Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None]]] = {}
-
-
-def command(
-    name: str, help_: str, args: Callable[[argparse.ArgumentParser], None] = lambda p: None
-) -> Callable[[Command], Command]:
-    """Command registers a subcommand."""
-
-    def register(fn: Command) -> Command:
-        COMMANDS[name] = (help_, fn, args)
-        return fn
-
-    return register
 
 
 def _hydra_args(p: argparse.ArgumentParser) -> None:
@@ -112,37 +90,3 @@ def cmd_list(a: argparse.Namespace) -> int:
     for name in experiments(a.config_dir):
         print(name)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Main is the entry point of the antler-ray command."""
-    _load_commands()
-    parser = argparse.ArgumentParser(prog="antler-ray", description="Network and congestion-control tests on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_, _, add_args) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_, description=help_))
-    a = parser.parse_args(argv)
-    try:
-        return COMMANDS[a.command][1](a)
-    except ConfigError as e:
-        print(f"antler-ray: config error: {e}", file=sys.stderr)
-        return exitcode.CONFIG
-    except ResultsError as e:
-        print(f"antler-ray: {e}", file=sys.stderr)
-        return exitcode.CONFIG
-    except KeyboardInterrupt:
-        return exitcode.INTERRUPTED
-
-
-def _load_commands() -> None:
-    # Commands of other layers (report, results, ...) register themselves here.
-    for module in ("antler.results.commands",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

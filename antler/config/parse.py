@@ -5,9 +5,10 @@ structured configs support only partly (see STYLE.md), so the tree is parsed
 here: dataclasses are the schema, YAML holds the values, and every error names
 the path of the offending node, e.g. ``test.run.serial[2].child.serial[0]``.
 
-A dataclass may define ``from_scalar(value)`` to accept a scalar in place of a
-mapping (``sleep: 100ms``), and ``validate(path)`` to check itself after
-parsing.
+A dataclass may accept a scalar in place of a mapping (``sleep: 100ms``) by
+being :class:`FromScalar`, and check itself after parsing by being
+:class:`Validates`; a ValueError either raises becomes a ConfigError with the
+path.
 """
 
 from __future__ import annotations
@@ -16,11 +17,30 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
 from antler.node.metric import Bitrate, Bytes, Duration, UnitError
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class Validates(Protocol):
+    """Validates is a spec that checks itself once parsed (antler's ``validater``)."""
+
+    def validate(self) -> None:
+        """Validate raises ValueError naming what is wrong; the parser adds the path."""
+        ...
+
+
+@runtime_checkable
+class FromScalar(Protocol):
+    """FromScalar is a spec type that may be written as a scalar, like ``sleep: 100ms``."""
+
+    @classmethod
+    def from_scalar(cls, value: Any) -> Any:
+        """From_scalar builds the spec from the scalar, raising ValueError (or UnitError) if it cannot."""
+        ...
 
 
 class ConfigError(ValueError):
@@ -36,7 +56,11 @@ _QUANTITIES: dict[type, Any] = {Duration: Duration.parse, Bytes: Bytes.parse, Bi
 
 
 def parse(cls: type[T], data: Any, path: str) -> T:
-    """Parse returns an instance of the spec type cls built from data, or raises ConfigError."""
+    """Parse returns an instance of the spec type cls built from plain data (YAML's).
+
+    Raises ConfigError naming the path of the first bad value, e.g.
+    ``test.run.serial[2].child.node.id``.
+    """
     return typing.cast(T, _parse(cls, data, path))
 
 
@@ -96,10 +120,9 @@ def _parse(tp: Any, data: Any, path: str) -> Any:
 
 def _parse_dataclass(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, Mapping):
-        from_scalar = getattr(cls, "from_scalar", None)
-        if from_scalar is not None and data is not None:
+        if issubclass(cls, FromScalar) and data is not None:
             try:
-                obj = from_scalar(data)
+                obj = cls.from_scalar(data)
             except (UnitError, ValueError) as e:
                 raise ConfigError(path, str(e)) from None
             _validate(obj, path)
@@ -129,10 +152,9 @@ def _parse_dataclass(cls: type, data: Any, path: str) -> Any:
 
 
 def _validate(obj: Any, path: str) -> None:
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
+    if isinstance(obj, Validates):
         try:
-            validate(path)
+            obj.validate()
         except ConfigError:
             raise
         except ValueError as e:

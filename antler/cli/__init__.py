@@ -1,0 +1,52 @@
+"""antler-ray: the command line.
+
+``run`` and ``vet`` take Hydra overrides after their options, as
+``antler-ray run -m +experiment=cubic cca=cubic,bbr``. Config errors end the
+command with status 2 and a line naming the path and the problem; a failed
+test ends it with status 1; an interrupt with 130.
+
+Each subcommand module registers its commands with
+:func:`antler.cli.registry.command`: tests in :mod:`antler.cli.run`, stored
+results in :mod:`antler.cli.results`.
+Nothing below this package imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from antler import exitcode
+from antler.cli import results, run
+from antler.cli.registry import COMMANDS
+from antler.config.parse import ConfigError
+from antler.results.store import ResultsError
+
+__all__ = ["main", "results", "run"]
+
+HELP_ORDER = ("run", "vet", "list", "init", "results", "log", "report", "remove", "server")
+"""HELP_ORDER is the order the subcommands are listed in ``antler-ray --help``."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Main is the entry point of the antler-ray command; it returns the exit status."""
+    parser = argparse.ArgumentParser(prog="antler-ray", description="Network and congestion-control tests on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in sorted(COMMANDS, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER)):
+        help_, _, add_args = COMMANDS[name]
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    a = parser.parse_args(argv)
+    try:
+        return COMMANDS[a.command][1](a)
+    except ConfigError as e:
+        print(f"antler-ray: config error: {e}", file=sys.stderr)
+        return exitcode.CONFIG
+    except ResultsError as e:
+        print(f"antler-ray: {e}", file=sys.stderr)
+        return exitcode.CONFIG
+    except KeyboardInterrupt:
+        return exitcode.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

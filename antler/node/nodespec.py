@@ -1,0 +1,157 @@
+"""Node specs: what to launch (antler's ``Node``, ``Netns``, ``Local``, ``SSH``), as plain values.
+
+A :class:`Node` is a hashable value: the same spec used twice in a tree is the
+same node, launched once. This module imports only the standard library, so
+the config layer and the rigs can build node specs without the runtime
+(numpy, pyarrow) that executes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+
+NODE_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+"""NODE_ID is the pattern a whole node ID (and a namespace name) must match."""
+
+
+@dataclass(frozen=True)
+class Netns:
+    """Netns is the Linux network namespace a node runs in (man ip-netns(8)).
+
+    With ``create`` the namespace is created at launch (named after the node ID
+    unless ``name`` is set) and deleted when the test ends; otherwise the
+    existing namespace ``name`` is joined and left in place.
+    """
+
+    name: str = ""
+    create: bool = False
+
+    def validate(self) -> None:
+        """Validate raises ValueError for a name ip-netns would refuse."""
+        if self.name and not NODE_ID.fullmatch(self.name):
+            raise ValueError(f"invalid namespace name {self.name!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Enabled reports whether the node uses a namespace at all."""
+        return bool(self.name) or self.create
+
+    def name_for(self, node_id: str) -> str:
+        """Name_for is the namespace a node with this spec uses: ``name``, or the node ID."""
+        return self.name or node_id
+
+
+@dataclass(frozen=True)
+class Env:
+    """Env is the environment of a node's commands: ``vars`` as KEY=value, over the inherited one."""
+
+    vars: tuple[str, ...] = ()
+    inherit: bool = True
+
+    def validate(self) -> None:
+        """Validate raises ValueError for a variable that is not KEY=value."""
+        for v in self.vars:
+            if "=" not in v or v.startswith("="):
+                raise ValueError(f"env var {v!r} is not KEY=value")
+
+    def build(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Build returns the environment, starting from base (or os.environ) if inherited."""
+        env = dict(base if base is not None else os.environ) if self.inherit else {}
+        for v in self.vars:
+            key, _, value = v.partition("=")
+            env[key] = value
+        return env
+
+
+@dataclass(frozen=True)
+class RayLauncher:
+    """RayLauncher starts the node as a Ray actor, on the cluster host named ``host`` (empty: the driver's)."""
+
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class Local:
+    """Local starts the node as a child process of its parent, speaking the node protocol over stdio.
+
+    With ``root`` the process runs through ``sudo -n`` when the tool is not
+    root; when the tool is root (under sudo) and ``root`` is false, it runs as
+    ``SUDO_USER``, as antler's local launcher does.
+    """
+
+    root: bool = False
+
+
+@dataclass(frozen=True)
+class SSH:
+    """SSH starts the node on another host over SSH, speaking the node protocol over the session.
+
+    ``destination`` is ``[user@]host[:port]``. Keys come from the SSH agent,
+    the default keys in ``~/.ssh``, or ``key_file``; the host key must be in
+    ``~/.ssh/known_hosts`` unless ``accept_new_host_key`` adds a host not seen
+    before (a changed key is always refused). With ``root`` the node runs
+    through ``sudo -n`` on the host.
+    """
+
+    destination: str = ""
+    root: bool = False
+    key_file: str = ""
+    accept_new_host_key: bool = False
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Launcher is the union of available launchers: at most one is set; none means ``ray``."""
+
+    ray: RayLauncher | None = None
+    local: Local | None = None
+    ssh: SSH | None = None
+
+    def validate(self) -> None:
+        """Validate raises ValueError when more than one launcher is set."""
+        set_ = set_fields(self)
+        if len(set_) > 1:
+            raise ValueError(f"only one launcher may be set, found {', '.join(set_)}")
+        if set_ and set_[0] in ("local", "ssh"):
+            raise ValueError(f"launcher {set_[0]!r} is not available yet (use ray)")
+
+    @property
+    def name(self) -> str:
+        """Name is the chosen launcher's name; Ray is the default."""
+        set_ = set_fields(self)
+        return set_[0] if set_ else "ray"
+
+
+@dataclass(frozen=True)
+class Node:
+    """Node is the information needed to launch a node; a hashable value.
+
+    ``platform`` is accepted for antler's configs and recorded; nodes run the
+    same Python package wherever they are launched.
+    """
+
+    id: str = ""
+    platform: str = ""
+    launcher: Launcher = field(default_factory=Launcher)
+    netns: Netns = field(default_factory=Netns)
+    env: Env = field(default_factory=Env)
+
+    def validate(self) -> None:
+        """Validate raises ValueError for a node ID that is not a NODE_ID."""
+        if not NODE_ID.fullmatch(self.id):
+            raise ValueError(f"node id {self.id!r} must match {NODE_ID.pattern}")
+
+    @property
+    def netns_name(self) -> str | None:
+        """Netns_name is the namespace the node runs in, or None when it runs in its host's."""
+        return self.netns.name_for(self.id) if self.netns.enabled else None
+
+
+def set_fields(value: object) -> list[str]:
+    """Set_fields names the fields of a dataclass value that are not None, in field order.
+
+    The "exactly one of" unions (a run, a launcher, a report step) count them.
+    """
+    return [f.name for f in fields(value) if getattr(value, f.name) is not None]  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""The node runtime: what executes run trees on a node, wherever it lives.
+
+It lives in the driver for the root node, on a thread for a namespaced node
+in a Ray actor, and in the node process of a local or SSH node. It holds the
+node's recorder, the handles of the nodes its child runs name, and the
+cancelers its runners registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from antler.node.context import Context
+from antler.node.feedback import Feedback
+from antler.node.items import RunnerError
+from antler.node.nodespec import Node
+from antler.node.recorder import Recorder, Sink
+from antler.node.run import NodeHandle, Run, execute
+
+FLUSH_SECONDS = 0.5
+"""FLUSH_SECONDS is how often a node ships its measurement buffers."""
+
+
+class NodeRuntime:
+    """NodeRuntime runs run trees for one node and holds its cleanup stack.
+
+    ``children`` is the node table its child runs use: the launcher fills it
+    (the driver's root gets every node of the test; a Ray node gets the others
+    for nested child runs).
+    """
+
+    def __init__(
+        self, node_id: str, sink: Sink, env: dict[str, str] | None = None, hmac_key: bytes | None = None
+    ) -> None:
+        self.rec = Recorder(node_id, sink)
+        self.ctx = Context(node_id, self.rec, env if env is not None else dict(os.environ), hmac_key=hmac_key)
+        self.children: dict[Node, NodeHandle] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """Node_id is the node's ID."""
+        return self.ctx.node_id
+
+    async def run(self, run: Run, feedback: Feedback) -> Feedback:
+        """Run executes a run tree on this node, raising RunnerError when it fails."""
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+        return await execute(run, self.ctx, feedback, self.children)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.rec.flush()
+
+    async def cleanup(self) -> None:
+        """Cleanup runs the cancelers in reverse order, then ships all data.
+
+        A canceler that fails is recorded as an Error under the tag of the
+        runner that registered it; the rest still run.
+        """
+        cancelers = self.ctx.cancelers
+        while cancelers:
+            tag, canceler = cancelers.pop()
+            try:
+                await canceler()
+            except asyncio.CancelledError:
+                raise
+            except RunnerError:
+                pass  # recorded already
+            except Exception as e:
+                self.rec.error(f"cleanup: {e}", tag)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.rec.close()

@@ -1,0 +1,68 @@
+"""Re-running the after reports of stored results into a new result folder (``antler-ray report``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import TextIO
+
+from antler.config.parse import parse
+from antler.report.index import write_index
+from antler.report.pipeline import after_of, report_outputs, run_after
+from antler.report.spec import IndexSpec
+from antler.results.store import Invocation, write_meta
+from antler.results.tables import load
+
+
+def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
+    """Report re-runs the after reports of the result folder src into a new folder under root; it returns that folder.
+
+    The source is never modified: its data files are hard-linked (or copied)
+    into the new folder, leaving out what the after pipeline produces, which
+    is then produced afresh from the stored data. Raises FormatError (before
+    anything is created) when src is in a result format newer than this code.
+    """
+    results = load(src)  # refuses newer formats before anything is created
+    inv = Invocation(root)
+    inv.begin()
+    try:
+        for key, test in results.items():
+            after = after_of(test.meta)
+            outputs = report_outputs(after) | {"index.html"}
+            dst = inv.test_dir(key) if key != "." else inv.dir
+            for f in sorted(test.path.rglob("*")):
+                rel = f.relative_to(test.path)
+                if f.is_dir() or any(fnmatch(rel.as_posix(), pat) for pat in outputs) or f.name.startswith("."):
+                    continue
+                # Folders of other tests nested in this one are their own tests.
+                if any((test.path / part).joinpath("meta.json").exists() for part in _parents(rel)):
+                    continue
+                target = dst / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(f, target)
+            meta = dict(test.meta)
+            meta["reported_from"] = str(test.path)
+            write_meta(dst, meta)
+            errors = run_after(dst, after, sys.stdout if out is None else out)
+            if errors:
+                print(f"{key}: {len(errors)} report(s) failed", file=sys.stderr)
+        config = next(iter(results.values())).meta.get("config", {}) if len(results) else {}
+        write_index(inv.dir, parse(IndexSpec, (config or {}).get("index"), "index"))
+    finally:
+        final = inv.finish()
+    return final
+
+
+def _parents(rel: Path) -> list[Path]:
+    return [p for p in rel.parents if str(p) != "."]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # Data files are immutable once written, so sharing them by hard link is safe and free.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
