@@ -1,9 +1,12 @@
 """Launchers: how a node named in a child run is started.
 
 :class:`Launchers` picks the launcher the node's spec names (``ray`` unless
-another is set) and remembers the facts of each node it launched (host,
-namespace, clock offset) for the test's meta.json. One instance serves a whole
-command; ``close`` shuts down an embedded Ray it started.
+another is set: ray.py, local.py, ssh.py) and remembers the facts of each node
+it launched (launcher, host, namespace, clock offset), and of the nodes those
+launched in turn, for the test's meta.json. One instance serves a whole
+command (the SSH node code is built once for it); ``close`` shuts down an
+embedded Ray it started. Each launcher's module loads on first use: a node
+process never imports Ray, paramiko only if it has SSH nodes of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from antler.node.run import NodeHandle
 
 if TYPE_CHECKING:
     from antler.node.launch.ray import RayLaunch, RaySession
+    from antler.node.launch.ssh import SSHLaunch
 
 
 @runtime_checkable
@@ -35,22 +39,31 @@ class Launchers:
         self.ray_address = ray_address
         self._session: RaySession | None = None
         self._ray: RayLaunch | None = None
-        self._facts: list[dict[str, Any]] = []
+        self._ssh: SSHLaunch | None = None
+        self._facts: list[tuple[dict[str, Any], NodeHandle | None]] = []
 
     async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
         """Call launches the node."""
         name = node.launcher.name
         # In launch order, though launches run concurrently and end in any order.
         facts: dict[str, Any] = {"id": node.id, "launcher": name}
-        self._facts.append(facts)
+        at = len(self._facts)
+        self._facts.append((facts, None))
         try:
-            if name != "ray":
-                raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
-            handle = await self._ray_launch().launch(node, sink, nodes)
+            handle: NodeHandle
+            if name == "local":
+                from antler.node.launch.local import launch_local
+
+                handle = await launch_local(node, sink)
+            elif name == "ssh":
+                handle = await self._ssh_launch().launch(node, sink)
+            else:
+                handle = await self._ray_launch().launch(node, sink, nodes)
         except Exception as e:
             facts["error"] = str(e)
             raise
-        facts.update(handle.facts)
+        facts.update(getattr(handle, "facts", {}))
+        self._facts[at] = (facts, handle)
         return handle
 
     def start(self, nodes: Iterable[Node]) -> None:
@@ -74,10 +87,26 @@ class Launchers:
             self._ray = RayLaunch(self._session)
         return self._ray
 
+    def _ssh_launch(self) -> SSHLaunch:
+        if self._ssh is None:
+            from antler.node.launch.ssh import SSHLaunch
+
+            self._ssh = SSHLaunch()
+        return self._ssh
+
     def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call."""
-        facts, self._facts = self._facts, []
-        return facts
+        """Take_facts returns the facts of the nodes launched since the last call.
+
+        Each node comes with, after it, the facts of the nodes it launched
+        itself (``parent`` names it; their clock offsets are against this
+        process's clock).
+        """
+        out: list[dict[str, Any]] = []
+        for facts, handle in self._facts:
+            out.append(facts)
+            out.extend(getattr(handle, "below_facts", []))
+        self._facts = []
+        return out
 
     def close(self) -> None:
         """Close shuts down an embedded Ray this launcher started."""
