@@ -20,7 +20,7 @@ from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import Control, Duration, Error, LogEntry, Node, do
 from antler.node.items import Item
-from antler.node.launch import Launchers
+from antler.node.launch import Launchers, child
 from antler.node.launch.local import command
 from antler.node.nodespec import Launcher, Local, Netns
 from antler.results import load
@@ -214,6 +214,22 @@ def test_a_garbled_stream_ends_the_test_naming_the_node() -> None:
     (err,) = errors(items)
     assert err.node_id == "noisy"
     assert err.message.startswith("node 'noisy': corrupt frame: bad magic b'Welcome!")
+
+
+def test_a_local_node_that_stops_answering_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a host that goes down without closing its connection: the heartbeats stop.
+    monkeypatch.setattr(child, "DEAD_AFTER_SECONDS", 2.0)
+    run = {
+        "child": {
+            "node": local("frozen"),
+            "serial": [{"system": {"command": "sh", "args": ["-c", "kill -STOP $PPID"]}}, {"sleep": "30s"}],
+        }
+    }
+    ok, items, _, took = run_tree(run)
+    assert not ok and took < 15
+    (err,) = errors(items)
+    assert err.node_id == "frozen" and err.message.startswith("node 'frozen' lost: no answer for 2s")
+    assert node_processes() == []
 
 
 def test_cancel_and_timeout_reach_local_nodes() -> None:

@@ -29,7 +29,7 @@ from antler.node.launch.child import ChildHandle
 from antler.node.launch.errors import LaunchError
 from antler.node.run import Run
 from antler.node.schemas import SCHEMAS
-from antler.node.serve import ServeError, serve
+from antler.node.process import ServeError, serve
 from antler.node.wire import (
     HEADER,
     MAGIC,

@@ -2,6 +2,6 @@
 
 import sys
 
-from antler.node.serve import main
+from antler.node.process import main
 
 sys.exit(main())

@@ -16,6 +16,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -143,6 +144,8 @@ class Channel:
         self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True)
         self._reader: threading.Thread | None = None
         self._closed = False
+        self.last_read = time.monotonic()
+        """last_read is when bytes last arrived (time.monotonic): a long frame in transit is a sign of life too."""
         self._writer.start()
 
     def start(self, on_frame: FrameHandler, on_end: EndHandler) -> None:
@@ -219,6 +222,7 @@ class Channel:
         buf = self._buf
         while len(buf) < n:
             chunk = self.conn.read(max(READ_SIZE, n - len(buf)))
+            self.last_read = time.monotonic()
             if not chunk:
                 if buf:
                     raise EOFError("the stream ended inside a frame")

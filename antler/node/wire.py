@@ -2,7 +2,7 @@
 
 A local node (a child process, over its stdin and stdout) and an SSH node (over
 the SSH session's channel) speak it with their parent; :mod:`antler.node.conn`
-moves the frames, :mod:`antler.node.serve` is the child's side and
+moves the frames, :mod:`antler.node.process` is the child's side and
 :mod:`antler.node.launch.child` the parent's.
 
 Every frame, both ways, is a 12-byte header and a payload::

@@ -3,10 +3,10 @@
 :class:`Launchers` picks the launcher the node's spec names (``ray`` unless
 another is set: ray.py, local.py, ssh.py) and remembers the facts of each node
 it launched (launcher, host, namespace, clock offset), and of the nodes those
-launched in turn, for the test's meta.json. One instance serves a whole
-command (the SSH node code is built once for it); ``close`` shuts down an
-embedded Ray it started. Each launcher's module loads on first use: a node
-process never imports Ray, paramiko only if it has SSH nodes of its own.
+launched in turn, for the test's meta.json (launchers.py). One instance serves
+a whole command; ``close`` shuts down an embedded Ray it started. Ray is
+imported only when a test has a Ray node; a node process launches its own
+nodes with :class:`ProcessLaunchers` and never imports it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle
 
 if TYPE_CHECKING:
     from antler.node.launch.ray import RayLaunch, RaySession
-    from antler.node.launch.ssh import SSHLaunch
 
 
 @runtime_checkable
@@ -32,38 +32,19 @@ class ReportsFacts(Protocol):
         ...
 
 
-class Launchers:
-    """Launchers starts each node with the launcher its spec names; call it as a ``Launch``."""
+class Launchers(ProcessLaunchers):
+    """Launchers starts each node with the launcher its spec names, Ray included; call it as a ``Launch``."""
 
     def __init__(self, ray_address: str | None = None) -> None:
+        super().__init__()
         self.ray_address = ray_address
         self._session: RaySession | None = None
         self._ray: RayLaunch | None = None
-        self._ssh: SSHLaunch | None = None
-        self._facts: list[tuple[dict[str, Any], NodeHandle | None]] = []
 
-    async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-        """Call launches the node."""
-        name = node.launcher.name
-        # In launch order, though launches run concurrently and end in any order.
-        facts: dict[str, Any] = {"id": node.id, "launcher": name}
-        at = len(self._facts)
-        self._facts.append((facts, None))
-        try:
-            handle: NodeHandle
-            if name == "local":
-                from antler.node.launch.local import launch_local
-
-                handle = await launch_local(node, sink)
-            elif name == "ssh":
-                handle = await self._ssh_launch().launch(node, sink)
-            else:
-                handle = await self._ray_launch().launch(node, sink, nodes)
-        except Exception as e:
-            facts["error"] = str(e)
-            raise
-        facts.update(getattr(handle, "facts", {}))
-        self._facts[at] = (facts, handle)
+    async def _launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        if node.launcher.name != "ray":
+            return await super()._launch(node, sink, nodes)
+        handle: NodeHandle = await self._ray_launch().launch(node, sink, nodes)
         return handle
 
     def start(self, nodes: Iterable[Node]) -> None:
@@ -86,27 +67,6 @@ class Launchers:
             self._session = RaySession(self.ray_address)
             self._ray = RayLaunch(self._session)
         return self._ray
-
-    def _ssh_launch(self) -> SSHLaunch:
-        if self._ssh is None:
-            from antler.node.launch.ssh import SSHLaunch
-
-            self._ssh = SSHLaunch()
-        return self._ssh
-
-    def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call.
-
-        Each node comes with, after it, the facts of the nodes it launched
-        itself (``parent`` names it; their clock offsets are against this
-        process's clock).
-        """
-        out: list[dict[str, Any]] = []
-        for facts, handle in self._facts:
-            out.append(facts)
-            out.extend(getattr(handle, "below_facts", []))
-        self._facts = []
-        return out
 
     def close(self) -> None:
         """Close shuts down an embedded Ray this launcher started."""

@@ -1,7 +1,7 @@
 """A node process at the other end of a byte stream, as its parent sees it (local and SSH nodes).
 
 :class:`ChildHandle` is the :class:`NodeHandle` of a node that runs
-``python -m antler.node`` (:mod:`antler.node.serve`) somewhere and talks the
+``python -m antler.node`` (:mod:`antler.node.process`) somewhere and talks the
 wire protocol (:mod:`antler.node.wire`) over a :class:`Conn`: a child
 process's stdio for the local launcher, an SSH channel for the SSH launcher.
 What differs between the two is only how the process starts and stops, the
@@ -54,7 +54,7 @@ START_TIMEOUT_SECONDS = 20.0
 LAUNCH_NODES_TIMEOUT_SECONDS = 120.0
 """LAUNCH_NODES_TIMEOUT_SECONDS bounds the launch of a node's own nodes (SSH hosts of its own, say)."""
 DEAD_AFTER_SECONDS = 6.0
-"""DEAD_AFTER_SECONDS is how long a node may stay silent (no frame, not even a heartbeat) before it is lost."""
+"""DEAD_AFTER_SECONDS is how long a node may stay silent (no byte, not even a heartbeat's) before it is lost."""
 CLOSE_TIMEOUT_SECONDS = 20.0
 """CLOSE_TIMEOUT_SECONDS bounds a node's cleanup, and its shutdown before it is killed."""
 EXIT_WAIT_SECONDS = 2.0
@@ -104,7 +104,6 @@ class ChildHandle:
         self.lost: asyncio.Future[str] | None = None
         self._dead: str | None = None
         self._calls: dict[int, asyncio.Future[tuple[Status, Any]]] = {}
-        self._last_frame = time.monotonic()
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._ended: asyncio.Future[None] = self.home.create_future()
         self._closing = False
@@ -143,7 +142,7 @@ class ChildHandle:
 
     async def _abort(self) -> None:
         self._closed = True
-        self.process.kill()
+        await asyncio.to_thread(self.process.kill)
         self.channel.close()
         await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS)
         await asyncio.to_thread(self.process.release, self.facts, False)
@@ -206,7 +205,7 @@ class ChildHandle:
         clean = self._dead is None
         if await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS) is None:
             clean = False
-            self.process.kill()
+            await asyncio.to_thread(self.process.kill)
             await asyncio.to_thread(self.process.wait, CLOSE_TIMEOUT_SECONDS)
         await asyncio.to_thread(self.process.release, self.facts, clean)
 
@@ -243,7 +242,6 @@ class ChildHandle:
     # --- frames (reader thread) and the end of the stream
 
     def _on_frame(self, kind: Kind, payload: bytes) -> None:
-        self._last_frame = time.monotonic()
         if kind in (Kind.ITEM, Kind.BATCH):
             self.sink(decode_item(kind, payload))
         elif kind == Kind.REPLY:
@@ -272,19 +270,20 @@ class ChildHandle:
             self._ended.set_result(None)
             return
         n = repr(self.node.id)
+        kill = True
         if isinstance(why, VersionMismatch):
-            self.process.kill()
-            message = f"node {n}: {why} (the node runs another release of antler; a stale node executable on its host?)"
+            message = f"node {n}: {why} (the node runs another release of antler than this one)"
         elif isinstance(why, WireError):
-            self.process.kill()
             message = f"node {n}: {why}; its stream is unusable, so the node was stopped"
         elif why is None or isinstance(why, EOFError):
+            kill = False
             how = await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS)
             message = f"node {n} ended unexpectedly ({how or 'its stream closed'}){self._last_words()}"
         else:
-            self.process.kill()
             message = f"node {n}: its connection failed: {type(why).__name__}: {why}"
         self._die(message)
+        if kill:
+            await asyncio.to_thread(self.process.kill)
         if not self._ended.done():
             self._ended.set_result(None)
 
@@ -304,12 +303,12 @@ class ChildHandle:
     async def _watch(self) -> None:
         while self._dead is None:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            silent = time.monotonic() - self._last_frame
+            silent = time.monotonic() - self.channel.last_read
             if silent > DEAD_AFTER_SECONDS and self._dead is None:
-                self.process.kill()
                 self._die(
                     f"node {self.node.id!r} lost: no answer for {silent:.0f}s (its process is stuck or its host is down)"
                 )
+                await asyncio.to_thread(self.process.kill)
 
     def _last_words(self) -> str:
         return f"; its stderr: {' | '.join(self._stderr)}" if self._stderr else ""

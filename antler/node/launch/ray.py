@@ -49,6 +49,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import Error, Item, RunnerError, now
 from antler.node.launch.clock import boot_id, clock_offset, relative_to
 from antler.node.launch.errors import LaunchError
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, call_on, kill_processes_in, prepare, remove
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
@@ -184,11 +185,10 @@ class NodeActor:
 
         It returns ("ok", their facts) or ("error", message) (each failure is recorded).
         """
-        from antler.node.launch import Launchers
 
         assert self.runtime is not None
         if self._launchers is None:
-            self._launchers = Launchers()
+            self._launchers = ProcessLaunchers()
         nodes = self.runtime.children
         ok = await launch_nodes(tree, self._launchers, self._sink, nodes, self.runtime.rec)
         facts = self._launchers.take_facts()

@@ -55,12 +55,14 @@ CACHE_ENV = "ANTLER_NODE_CACHE"
 """CACHE_ENV names the environment variable that sets the hosts' node cache folder (relative: to the SSH user's home)."""
 DEFAULT_CACHE = ".cache/antler-ray"
 """DEFAULT_CACHE is the node cache folder on a host, relative to the SSH user's home."""
-CONNECT_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 8.0
 """CONNECT_TIMEOUT_SECONDS bounds the TCP connect, the SSH banner and the authentication, each."""
 KEEPALIVE_SECONDS = 5
 """KEEPALIVE_SECONDS: the SSH transport sends a keepalive this often, so a dead path is noticed."""
-REMOTE_COMMAND_TIMEOUT_SECONDS = 10.0
-"""REMOTE_COMMAND_TIMEOUT_SECONDS bounds the small clean-up commands run on a host after a node died there."""
+REMOTE_COMMAND_TIMEOUT_SECONDS = 6.0
+"""REMOTE_COMMAND_TIMEOUT_SECONDS bounds the clean-up command run on a host after a node did not end cleanly."""
+STOP_WAIT_TENTHS = 30
+"""STOP_WAIT_TENTHS: that command gives the node this many tenths of a second to stop by itself before killing it."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,11 @@ class SSHProcess:
             self._stderr.join(1.0)
         code = self.chan.recv_exit_status()
         if code == -1:
-            return "the SSH session ended without an exit status"
+            # paramiko drops the "exit-signal" message sshd sends for a process killed by a signal.
+            transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                return f"the SSH connection to {self.to.host} was lost"
+            return "killed by a signal: the SSH session ended without an exit status"
         if code == 127:
             return f"exit status 127: {self.spec.python} was not found on {self.to.host}"
         if code == EXIT_MISSING:
@@ -323,17 +329,34 @@ class SSHProcess:
         return f"exit status {code}"
 
     def kill(self) -> None:
-        """Kill kills the node on its host (if it answered, by its PID) and closes the session."""
-        if self.pid is not None and not self.chan.exit_status_ready():
-            self._run(f"kill -9 {self.pid}")
+        """Kill closes the session: the node reads the end of its stream and stops (release makes sure)."""
         self.chan.close()
 
     def release(self, facts: dict[str, Any], clean: bool) -> None:
-        """Release closes the connection; after a node that died, it first deletes the namespace it created."""
+        """Release closes the connection; after a node that did not end cleanly, it first makes sure on the host.
+
+        The node gets a moment to stop by itself (it cancels its runs and
+        deletes its namespace when its stream ends), then it is killed, and
+        what still runs in the namespace it created is killed and the
+        namespace deleted. Nothing is tried over a connection that is gone.
+        """
+        pid = self.pid or facts.get("pid")
         ns = facts.get("netns") if facts.get("netns_created") else None
-        if ns and not clean:
-            q = shlex.quote(str(ns))
-            self._run(f"ip netns pids {q} | xargs -r kill -9; ip netns del {q}")
+        transport = self.client.get_transport()
+        if not clean and transport is not None and transport.is_active() and (pid or ns):
+            script = []
+            if pid:
+                p = int(pid)
+                script.append(
+                    f"i=0; while kill -0 {p} 2>/dev/null && [ $i -lt {STOP_WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; "
+                    f"kill -9 {p} 2>/dev/null"
+                )
+            if ns:
+                q = shlex.quote(str(ns))
+                script.append(
+                    f"if [ -e /run/netns/{q} ]; then ip netns pids {q} | xargs -r kill -9; ip netns del {q}; fi"
+                )
+            self._run("; ".join(script))
         self.chan.close()
         self.client.close()
 

@@ -47,7 +47,7 @@ if missing:
         "python3 -m pip install %s; see the README)\\n" % (", ".join(missing), sys.executable, " ".join(missing))
     )
     sys.exit({EXIT_MISSING})
-from antler.node.serve import main
+from antler.node.process import main
 
 sys.exit(main())
 '''

@@ -39,6 +39,7 @@ from antler.node.conn import Channel, Conn, stdio_conn
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.launch.clock import boot_id
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, kill_processes_in, prepare, remove
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
@@ -211,11 +212,10 @@ class _Served:
 
     async def launch_nodes(self, tree: NodeTree) -> list[dict[str, Any]]:
         """Launch_nodes launches the nodes of this node's child runs; it returns their facts for meta.json."""
-        from antler.node.launch import Launchers
 
         assert self.runtime is not None
         if self.launchers is None:
-            self.launchers = Launchers()
+            self.launchers = ProcessLaunchers()
         ok = await launch_nodes(tree, self.launchers, self.channel.send_item, self.nodes, self.runtime.rec)
         facts: list[dict[str, Any]] = self.launchers.take_facts()
         if not ok:
