@@ -162,6 +162,7 @@ def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
     assert mid["code"].endswith(".pyz/antler"), "the node ran the shipped zipapp, not this checkout"
     log = (folder / "log.txt").read_text()
     assert "mid launch: uploaded the node code to 127.0.0.1:" in log
+    assert f"mid packet_server: listening on {NET}.1:" in log and "(udp) with HMAC" in log
     assert not {ns_m, ns_c} & netns_list()
 
     # The second run finds the node code on the host.
