@@ -27,9 +27,9 @@ from antler.node.feedback import Feedback
 from antler.node.items import Batch, Error, FileData, Item, LogEntry, PacketInfo, RunnerError, StreamInfo, SysInfo
 from antler.node.launch.child import ChildHandle
 from antler.node.launch.errors import LaunchError
+from antler.node.process import ServeError, serve
 from antler.node.run import Run
 from antler.node.schemas import SCHEMAS
-from antler.node.process import ServeError, serve
 from antler.node.wire import (
     HEADER,
     MAGIC,

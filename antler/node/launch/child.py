@@ -141,10 +141,12 @@ class ChildHandle:
         return value
 
     async def _abort(self) -> None:
+        """_Abort stops a node that failed to start: the end of its stream first, so it can clean up, then a kill."""
         self._closed = True
-        await asyncio.to_thread(self.process.kill)
         self.channel.close()
-        await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS)
+        if await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS) is None:
+            await asyncio.to_thread(self.process.kill)
+            await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS)
         await asyncio.to_thread(self.process.release, self.facts, False)
 
     def stderr_line(self, line: str) -> None:

@@ -369,6 +369,21 @@ class SSHProcess:
             out.channel.recv_exit_status()
 
 
+async def _connect(node: Node, spec: SSH, to: Target) -> tuple[paramiko.SSHClient, str | None]:
+    """_Connect runs connect on a thread; a connection that completes after its launch was canceled is closed."""
+    fut = asyncio.ensure_future(asyncio.to_thread(connect, node, spec, to))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+
+        def close(f: asyncio.Future[tuple[paramiko.SSHClient, str | None]]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                f.result()[0].close()
+
+        fut.add_done_callback(close)
+        raise
+
+
 class SSHLaunch:
     """SSHLaunch launches SSH nodes for one command: the node zipapp is built once, uploaded once per host."""
 
@@ -385,7 +400,7 @@ class SSHLaunch:
             sink(LogEntry(now(), node.id, TAG, text))
 
         app = await asyncio.to_thread(node_app)
-        client, added = await asyncio.to_thread(connect, node, spec, to)
+        client, added = await _connect(node, spec, to)
         if added:
             log(f"added the host key of {added} to ~/.ssh/known_hosts (accept_new_host_key)")
         try:
@@ -398,6 +413,9 @@ class SSHLaunch:
         except Exception as e:
             client.close()
             raise LaunchError(f"node {node.id!r}: ssh {to}: {type(e).__name__}: {e}") from None
+        except BaseException:  # canceled (Ctrl-C) while launching: no connection is left open
+            client.close()
+            raise
         handle = ChildHandle(node, sink, process.conn(), process, LAUNCHER)
         process.start_stderr(handle.stderr_line)
         await handle.start(netns=True)
