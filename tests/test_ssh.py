@@ -287,7 +287,7 @@ def test_authentication_failure_names_the_node_and_the_user(ssh: SSHServer, tmp_
     keygen(tmp_path / "stranger")
     (ssh.home / ".ssh" / "id_ed25519").unlink()
     message, took = launch_fails(ssh_node(ssh, "auth", key_file=str(tmp_path / "stranger")), tmp_path)
-    assert message.startswith(f"launching node 'auth': node 'auth': ssh {ssh.destination}: authentication as 'root'")
+    assert message.startswith(f"launching node 'auth': ssh {ssh.destination}: authentication as 'root'")
     assert took < 15
 
 
@@ -318,7 +318,7 @@ def test_a_refused_connection_fails_within_seconds(ssh: SSHServer, tmp_path: Pat
     node["launcher"]["ssh"]["destination"] = f"root@127.0.0.1:{port}"
     message, took = launch_fails(node, tmp_path)
     assert message == (
-        f"launching node 'closed': node 'closed': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection "
+        f"launching node 'closed': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection "
         f"on port {port} (no SSH server listening there?)"
     )
     assert took < 15
@@ -364,7 +364,7 @@ def test_an_unreachable_host_fails_within_15s(ssh: SSHServer, tmp_path: Path, ne
     assert took < 15, f"the command took {took:.1f}s"
     assert "Traceback" not in done.stdout + done.stderr
     log = (tmp_path / "results" / "latest" / "experiment-far" / "log.txt").read_text()
-    assert f"launching node 'far': node 'far': ssh root@{NET}.2:22: no answer from {NET}.2:22 within 8s" in log
+    assert f"launching node 'far': ssh root@{NET}.2:22: no answer from {NET}.2:22 within 8s" in log
 
 
 def test_a_refused_ssh_host_fails_the_command_with_exit_1_and_no_traceback(ssh: SSHServer, tmp_path: Path) -> None:
@@ -387,4 +387,4 @@ def test_a_refused_ssh_host_fails_the_command_with_exit_1_and_no_traceback(ssh: 
     assert done.returncode == 1 and time.monotonic() - start < 15
     out = done.stdout + done.stderr
     assert "Traceback" not in out
-    assert f"launching node 'gw': node 'gw': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection" in out
+    assert f"launching node 'gw': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection" in out

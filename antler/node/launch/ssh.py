@@ -433,8 +433,9 @@ class SSHLaunch:
                 raise LaunchError(
                     f"node {node.id!r}: ssh {to}: uploading the node code to {cache_dir()} failed: {e}"
                 ) from None
+        shown = path if path.startswith("/") else f"~/{path}"
         if uploaded:
-            log(f"uploaded the node code to {to.host}:{path} ({len(app.data) // 1024} KB in {seconds:.2f}s)")
+            log(f"uploaded the node code to {to.host}:{shown} ({len(app.data) // 1024} KB in {seconds:.2f}s)")
         else:
-            log(f"node code already at {to.host}:{path}: upload skipped")
+            log(f"node code already at {to.host}:{shown}: upload skipped")
         return path

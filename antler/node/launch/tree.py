@@ -39,7 +39,9 @@ async def launch_nodes(
             if isinstance(handle, asyncio.CancelledError):
                 raise handle
             if isinstance(handle, BaseException):
-                rec.error(f"launching node {node.id!r}: {handle}", "launch")
+                # A launcher's message names the node already: once is enough.
+                why = str(handle).removeprefix(f"node {node.id!r}: ")
+                rec.error(f"launching node {node.id!r}: {why}", "launch")
                 failed = True
             else:
                 nodes[node] = handle
