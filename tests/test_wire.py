@@ -9,6 +9,8 @@ as any run tree does.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -429,3 +431,24 @@ def test_the_node_stops_on_a_corrupt_frame_from_its_parent() -> None:
     parent_end.close()
     while parent_end.read(65536):
         pass
+
+
+def test_closing_stdio_conn_closes_only_stdout() -> None:
+    code = (
+        "import os, sys\n"
+        "from antler.node import stdio_conn\n"
+        "c = stdio_conn()\n"
+        "c.write(b'framed')\n"
+        "print('a stray print goes to stderr')\n"
+        "c.close()\n"
+        "sys.stderr.write('still reading: ' + c.read(5).decode() + '\\n')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    # The other end sees the end of stdout while the process still reads stdin.
+    assert proc.stdout.read() == b"framed"
+    out, err = proc.communicate(b"hello", timeout=30)
+    assert proc.returncode == 0, err
+    assert err.decode().splitlines() == ["a stray print goes to stderr", "still reading: hello"]
