@@ -17,8 +17,9 @@ of thousands of samples per second) between two local nodes (samples cross
 the stdio wire as Arrow batches) and between two Ray nodes (drained from the
 actors), side by side, alternating who goes first, with the runner's default
 read/write size and with 4 KB ones (ten times the samples). It prints each
-run's receiver goodput and samples per second, and the median goodput ratio
-local/Ray: what moving the samples over the wire costs the flow, against Ray.
+run's receiver goodput, samples per second and the CPU time its two node
+processes spent per GB moved, and the median ratios local/Ray: what moving the
+samples over the wire costs, against Ray.
 
 Usage (root, from the repository root): ``.venv/bin/python bench/launch.py``
 (``--rounds 3 --pairs 3 --seconds 5``). Only 127.0.0.1 and 10.77.14.0/24
@@ -36,9 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,6 +50,7 @@ from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, Node, do
 from antler.node.launch import Launchers
 from antler.node.launch.ssh import CACHE_ENV
+from antler.node.run import NodeHandle
 from tests.nettools import netns_factory, unique_name
 from tests.sshd import sshd
 
@@ -125,10 +129,23 @@ def startup(rounds: int) -> None:
         print(f"  {k:36s} {statistics.median(vs):7.2f}")
 
 
-def flow(
-    launchers: Launchers, launcher: dict[str, Any], a: str, b: str, seconds: float, buf_len: int
-) -> tuple[float, float]:
-    """Flow runs one upload with a sample per read and write; it returns receiver goodput (Mb/s) and samples/s."""
+@dataclass
+class Flow:
+    """Flow is one run's receiver goodput, samples per second, and the CPU its two node processes spent per GB."""
+
+    goodput_mbps: float
+    samples_per_s: float
+    node_cpu_s_per_gb: float
+
+
+def flow(launchers: Launchers, launcher: dict[str, Any], a: str, b: str, seconds: float, buf_len: int) -> Flow:
+    """Flow runs one upload with a sample per read and write, and measures it.
+
+    The node processes' CPU time (user + system, both ends, from launch to
+    close; for a Ray node its actor's worker) is read just before each closes,
+    so it holds the sampling and the shipping of the samples, not only the
+    flow; on a busy machine it is steadier than goodput.
+    """
 
     def node(which: str, ns: str) -> dict[str, Any]:
         return {"id": which, "netns": {"name": ns}, "launcher": launcher}
@@ -149,8 +166,23 @@ def flow(
             ]
         }
     )
+    cpu: list[float] = []
+
+    async def launch(node_spec: Node, sink: Any, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        handle = await launchers(node_spec, sink, nodes)
+        proc = psutil.Process(handle.facts["pid"])  # type: ignore[attr-defined]
+        close = handle.close
+
+        async def timed_close() -> None:
+            t = proc.cpu_times()
+            cpu.append(t.user + t.system)
+            await close()
+
+        handle.close = timed_close  # type: ignore[method-assign]
+        return handle
+
     items: list[Item] = []
-    ok = asyncio.run(do(run, items.append, launch=launchers, timeout=Duration.parse(f"{seconds + 60}s")))
+    ok = asyncio.run(do(run, items.append, launch=launch, timeout=Duration.parse(f"{seconds + 60}s")))
     if not ok:
         raise RuntimeError(f"the run failed: {[i for i in items if not isinstance(i, Batch)][-5:]}")
     launchers.take_facts()
@@ -164,7 +196,7 @@ def flow(
             ):
                 if srv and not sent and total >= last_total:
                     last_t, last_total = t, total
-    return last_total * 8 / (last_t / 1e9) / 1e6, samples / seconds
+    return Flow(last_total * 8 / (last_t / 1e9) / 1e6, samples / seconds, sum(cpu) / (last_total / 1e9))
 
 
 def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
@@ -180,20 +212,26 @@ def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
                 size = f"buf_len {buf_len}" if buf_len else "default buf_len"
                 print(f"\none upload over veth, sample_io_interval 0, {size}, {seconds:g}s per run, {pairs} pairs")
                 print(
-                    f"{'pair':>4} {'local Mb/s':>11} {'samples/s':>10} {'ray Mb/s':>9} {'samples/s':>10} {'ratio':>6}"
+                    f"{'pair':>4} {'local Mb/s':>11} {'samples/s':>10} {'CPU s/GB':>9}"
+                    f" {'ray Mb/s':>9} {'samples/s':>10} {'CPU s/GB':>9} {'goodput':>8} {'CPU/GB':>7}"
                 )
-                ratios = []
+                ratios, cpu_ratios = [], []
                 for k in range(pairs):
                     order = ["local", "ray"] if k % 2 == 0 else ["ray", "local"]
                     got = {name: flow(launchers, kinds[name], a.name, b.name, seconds, buf_len) for name in order}
-                    ratio = got["local"][0] / got["ray"][0]
-                    ratios.append(ratio)
+                    loc, ray = got["local"], got["ray"]
+                    ratios.append(loc.goodput_mbps / ray.goodput_mbps)
+                    cpu_ratios.append(loc.node_cpu_s_per_gb / ray.node_cpu_s_per_gb)
                     print(
-                        f"{k + 1:>4} {got['local'][0]:>11.0f} {got['local'][1]:>10.0f}"
-                        f" {got['ray'][0]:>9.0f} {got['ray'][1]:>10.0f} {ratio:>6.3f}",
+                        f"{k + 1:>4} {loc.goodput_mbps:>11.0f} {loc.samples_per_s:>10.0f} {loc.node_cpu_s_per_gb:>9.3f}"
+                        f" {ray.goodput_mbps:>9.0f} {ray.samples_per_s:>10.0f} {ray.node_cpu_s_per_gb:>9.3f}"
+                        f" {ratios[-1]:>8.3f} {cpu_ratios[-1]:>7.3f}",
                         flush=True,
                     )
-                print(f"median goodput ratio local/ray ({size}): {statistics.median(ratios):.3f}")
+                print(
+                    f"median ratios local/ray ({size}): goodput {statistics.median(ratios):.3f}, "
+                    f"node CPU per GB {statistics.median(cpu_ratios):.3f}"
+                )
     finally:
         launchers.close()
 

@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, StreamInfo, do
-from antler.node.launch import launch
+from antler.node.launch import Launchers
 from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
 
 CLIENT_IP, SERVER_IP = "10.77.9.1", "10.77.9.2"
+launch = Launchers()
+"""launch starts the nodes (Ray actors) of every run, on one embedded Ray."""
 IPERF_PORT = 5299
 
 

@@ -141,8 +141,9 @@ class ChildHandle:
         return value
 
     async def _abort(self) -> None:
-        """_Abort stops a node that failed to start: the end of its stream first, so it can clean up, then a kill."""
+        """_Abort stops a node that failed to start: a shutdown first, so it can clean up, then a kill."""
         self._closed = True
+        self.channel.send(frame(Kind.SHUTDOWN))
         self.channel.close()
         if await asyncio.to_thread(self.process.wait, EXIT_WAIT_SECONDS) is None:
             await asyncio.to_thread(self.process.kill)
