@@ -51,7 +51,7 @@ from antler.node import Batch, Duration, Item, Node, do
 from antler.node.launch import Launchers
 from antler.node.launch.ssh import CACHE_ENV
 from antler.node.run import NodeHandle
-from tests.nettools import netns_factory, unique_name
+from tests.nettools import Netns, netns_factory, netns_list, unique_name
 from tests.sshd import sshd
 
 CLIENT_IP, SERVER_IP = "10.77.14.1", "10.77.14.2"
@@ -205,8 +205,17 @@ def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
     kinds = {"local": {"local": {}}, "ray": {"ray": {}}}
     try:
         with netns_factory() as f:
-            a, b = f.new("bfa"), f.new("bfb")
-            f.link(a, f"{CLIENT_IP}/24", b, f"{SERVER_IP}/24")
+            pair: list[Netns] = []
+
+            def path() -> tuple[str, str]:
+                # On a machine shared with other test runs, a leak check elsewhere
+                # may delete namespaces it did not make: the next run gets a new pair.
+                if not pair or not {pair[0].name, pair[1].name} <= netns_list():
+                    f.close()
+                    pair[:] = [f.new("bfa"), f.new("bfb")]
+                    f.link(pair[0], f"{CLIENT_IP}/24", pair[1], f"{SERVER_IP}/24")
+                return pair[0].name, pair[1].name
+
             launchers.start([Node(id="warm-up")])  # Ray starts once, before the first pair
             for buf_len in buf_lens:
                 size = f"buf_len {buf_len}" if buf_len else "default buf_len"
@@ -218,7 +227,7 @@ def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
                 ratios, cpu_ratios = [], []
                 for k in range(pairs):
                     order = ["local", "ray"] if k % 2 == 0 else ["ray", "local"]
-                    got = {name: flow(launchers, kinds[name], a.name, b.name, seconds, buf_len) for name in order}
+                    got = {name: flow(launchers, kinds[name], *path(), seconds, buf_len) for name in order}
                     loc, ray = got["local"], got["ray"]
                     ratios.append(loc.goodput_mbps / ray.goodput_mbps)
                     cpu_ratios.append(loc.node_cpu_s_per_gb / ray.node_cpu_s_per_gb)

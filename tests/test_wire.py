@@ -449,6 +449,6 @@ def test_closing_stdio_conn_closes_only_stdout() -> None:
     assert proc.stdout is not None and proc.stdin is not None
     # The other end sees the end of stdout while the process still reads stdin.
     assert proc.stdout.read() == b"framed"
-    out, err = proc.communicate(b"hello", timeout=30)
+    _, err = proc.communicate(b"hello", timeout=30)
     assert proc.returncode == 0, err
     assert err.decode().splitlines() == ["a stray print goes to stderr", "still reading: hello"]
