@@ -176,6 +176,28 @@ def _emit_run(key: str) -> Run:
     return r
 
 
+@dataclass(frozen=True)
+class _RecordError:
+    """A test runner that records an Error and returns normally, as a server's background task would."""
+
+    async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
+        ctx.rec.error("something broke in the background")
+        return {}
+
+
+def test_an_error_recorded_in_the_background_ends_the_test() -> None:
+    r = Run(sleep=Sleep.from_scalar("0s"))
+    object.__setattr__(r, "sleep", _RecordError())
+    tree = Run(parallel=(r, Run(sleep=Sleep.from_scalar("30s"))))
+    items: list[Item] = []
+    start = time.monotonic()
+    assert not asyncio.run(do(tree, items.append))
+    # The 30 s sibling was cancelled by the first Error, not waited for.
+    assert time.monotonic() - start < 10
+    assert [e.message for e in errors(items)] == ["something broke in the background"]
+    assert errors(items)[0].tag == "sleep"  # the runner's type, set by the executor
+
+
 def test_serial_passes_earlier_feedback_to_later_runs() -> None:
     _Emit.seen.clear()
     tree = Run(serial=(_emit_run("a"), _emit_run("b"), _emit_run("c")))
@@ -253,6 +275,39 @@ def test_control_cancel_reaches_a_foreground_command() -> None:
     ok, took = asyncio.run(main())
     assert not ok
     assert took < 2
+
+
+async def _until(path: Any, seconds: float = 10.0) -> None:
+    """_until waits for a file to appear (a readiness signal), failing after the deadline."""
+    async with asyncio.timeout(seconds):
+        while not path.exists():
+            await asyncio.sleep(0.01)
+
+
+def test_a_cancel_during_cleanup_is_raised_after_the_cleanup(tmp_path: Any) -> None:
+    # A second Ctrl-C while a background command takes its time to stop: the
+    # cleanup completes, and then the cancel is raised, never swallowed.
+    armed, stopping, stopped = tmp_path / "armed", tmp_path / "stopping", tmp_path / "stopped"
+    script = f"trap 'touch {stopping}; sleep 0.5; touch {stopped}; exit 0' INT; touch {armed}; while true; do sleep 0.05; done"
+    wait_armed = f"while [ ! -e {armed} ]; do sleep 0.01; done"
+    tree = parse_run(
+        {
+            "serial": [
+                {"system": {"command": "sh -c", "args": [script], "background": True}},
+                {"system": {"command": "timeout 10 sh -c", "args": [wait_armed]}},
+            ]
+        }
+    )
+
+    async def main() -> None:
+        task = asyncio.ensure_future(do(tree, [].append))
+        await _until(stopping)  # the cleanup has interrupted the command
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert stopped.exists()
 
 
 def test_child_nodes_in_namespaces_are_launched_before_runs_and_removed_after() -> None:
