@@ -274,6 +274,16 @@ def test_wire_format_round_trips_and_rejects_tampering() -> None:
         Packet(PacketHeader(PacketFlag(0), 0, "f"), 10).encode()
 
 
+def test_the_server_refuses_a_flow_id_that_only_starts_like_one() -> None:
+    # Encode writes any ASCII ID; the server must take only whole flow IDs of
+    # at most 16 characters, as config does (a flow ID becomes a file name).
+    for flow in ("a" * 17, "a b", "a/../../x", "abcdefghijklmnopqrstuvwxyz"):
+        data = Packet(PacketHeader(PacketFlag.ECHO, 1, flow), 64).encode()
+        with pytest.raises(BadPacket, match="bad-flow"):
+            decode(data)
+    assert decode(Packet(PacketHeader(PacketFlag.ECHO, 1, "a" * 16), 64).encode()).header.flow == "a" * 16
+
+
 def test_hmac_key_comes_from_env_then_file_then_random(tmp_path: Path) -> None:
     assert hmac.resolve_key(False, environ={hmac.KEY_ENV: "x"}) is None
     assert hmac.resolve_key(True, environ={hmac.KEY_ENV: "from env"}) == b"from env"
