@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from antler.cli import main
+from antler.config.compose import experiments
 from antler.results import load
 
 EXP = """# @package _global_
@@ -105,6 +106,58 @@ def test_config_errors_exit_2_with_path_and_no_results(
     assert needle in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert not (cwd / "results").exists()
+
+
+FLOWS = """    serial:
+      - stream_client: {addr: "127.0.0.1:9", upload: {flow: tcp}}
+      - packet_client: {addr: "127.0.0.1:9", flow: echo, sender: [{unresponsive: {}}]}"""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["+test.after.report=[{charts_time_series: {flow_label: {bluk: Bulk}}}]"],
+            "test.after.report[0].charts_time_series.flow_label.bluk: no flow 'bluk' (flows: echo, tcp)",
+        ),
+        (
+            ["+test.after.report=[{emit_log: {}}, {charts_fct: {flow_label: {tpc: TCP}}}]"],
+            "test.after.report[1].charts_fct.flow_label.tpc: no flow 'tpc' (flows: echo, tcp)",
+        ),
+        (
+            ["+test.after.report=[{charts_fct: {series: [{pattern: tcp, name: T}, {pattern: '^echo', name: E}]}}]"],
+            "test.after.report[0].charts_fct.series[1].pattern: no stream flow matches '^echo' (stream flows: tcp)",
+        ),
+        (["index.flow=cubic"], "index.flow: no flow matches 'cubic' (flows: echo, tcp)"),
+        (["index.flow='('"], "index: flow '(': missing ), unterminated subpattern"),
+    ],
+)
+def test_a_flow_a_report_names_must_be_one_the_test_runs(
+    cwd: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    conf = write_exp(cwd / "mine", "fl", FLOWS)
+    assert main(["vet", "--config-dir", str(conf), "+experiment=fl"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--config-dir", str(conf), "+experiment=fl", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (cwd / "results").exists()
+
+
+def test_flow_names_are_checked_on_the_resolved_tree(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # fct's flow IDs come from ${each:...} (f0-cubic, f1-bbr, ...): the
+    # patterns are checked against what the resolvers made.
+    series = "+test.after.report=[{charts_fct: {series: [{pattern: '-cubic$', name: CUBIC}, {pattern: '-bbr$', name: BBR}]}}]"
+    assert main(["vet", "+experiment=fct", "flows=4", series, "index.flow='^f3-'"]) == 0
+    capsys.readouterr()
+    assert main(["vet", "+experiment=fct", "flows=4", "index.flow='^f4-'"]) == 2
+    assert "index.flow: no flow matches '^f4-' (flows: f0-cubic, f1-bbr, f2-cubic, f3-bbr)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_every_shipped_experiment_vets(name: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vet", f"+experiment={name}"]) == 0, capsys.readouterr().err
 
 
 def test_failed_runner_exits_1_with_error_in_errors_parquet_and_log(cwd: Path) -> None:

@@ -13,6 +13,7 @@ a ``report`` list a test adds after it; a test replaces the defaults by setting
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,8 +58,6 @@ class FlowSeries:
 
     def validate(self) -> None:
         """Validate checks the pattern compiles and the series has a name."""
-        import re
-
         if not self.pattern or not self.name:
             raise ValueError("a flow series needs a pattern and a name")
         try:
@@ -200,10 +199,19 @@ class IndexSpec:
     ``group_by`` is the test ID key whose values head the groups (empty: the
     first key that varies); ``compare`` is the flow metric charted against the
     swept parameter ``x`` (empty: the first varying key other than group_by),
-    for the flows matching ``flow`` (a regex).
+    for the flows matching ``flow`` (a regex, searched in each flow ID; it
+    must match a flow of every test that has flows, see
+    antler.config.compose.check_index).
     """
 
     group_by: str = ""
     compare: str = "goodput_mbps"
     x: str = ""
     flow: str = ".*"
+
+    def validate(self) -> None:
+        """Validate checks that ``flow`` compiles as a regex."""
+        try:
+            re.compile(self.flow)
+        except re.error as e:
+            raise ValueError(f"flow {self.flow!r}: {e}") from None

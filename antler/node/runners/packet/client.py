@@ -17,7 +17,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import antler.node.runners.packet.sendproc as sendproc
 import antler.node.runners.packet.sock as psock
@@ -78,6 +78,7 @@ class PacketClient:
     ecn: int = 0
     sockopt: tuple[Sockopt, ...] = ()
     sender: tuple[PacketSenders, ...] = ()
+    flow_kind: ClassVar[str] = "packet"
 
     def validate(self) -> None:
         """Validate checks the flow ID, address, protocol, TOS bits and senders."""

@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
@@ -43,6 +43,7 @@ class StreamClient:
     upload: Upload | None = None
     download: Download | None = None
     connect_timeout: Duration = CONNECT_TIMEOUT
+    flow_kind: ClassVar[str] = "stream"
 
     def validate(self) -> None:
         """Validate checks there is one transfer, a way to find the server, and the protocol."""
@@ -61,6 +62,11 @@ class StreamClient:
         t = self.upload or self.download
         assert t is not None
         return t
+
+    @property
+    def flow(self) -> str:
+        """Flow is the transfer's flow ID."""
+        return self.transfer().flow
 
     def expected_seconds(self) -> float:
         """Expected_seconds is the transfer's duration."""
