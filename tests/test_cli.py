@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from antler.cli import main
-from antler.config.compose import experiments
+from antler.config.compose import compose_jobs, experiments
 from antler.results import load
 
 EXP = """# @package _global_
@@ -153,6 +153,21 @@ def test_flow_names_are_checked_on_the_resolved_tree(cwd: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["vet", "+experiment=fct", "flows=4", "index.flow='^f4-'"]) == 2
     assert "index.flow: no flow matches '^f4-' (flows: f0-cubic, f1-bbr, f2-cubic, f3-bbr)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cubic", "ratedrop", "tcpinfo", "vbrudp"])
+def test_a_sweep_of_a_shipped_experiment_keeps_its_flow_ids(name: str) -> None:
+    # The index draws a line per flow across the swept values only if every
+    # test of the sweep names its flows alike (cca is a column, not an ID).
+    jobs = compose_jobs([f"+experiment={name}", "cca=cubic,bbr", "rig.rtt=10ms,40ms"], multirun=True)
+    assert [(j.test.id["cca"], j.test.id["rig_rtt"]) for j in jobs] == [
+        ("cubic", "10ms"),
+        ("cubic", "40ms"),
+        ("bbr", "10ms"),
+        ("bbr", "40ms"),
+    ]
+    flows = {tuple(j.test.flows()) for j in jobs}
+    assert len(flows) == 1 and "tcp" in flows.pop()
 
 
 @pytest.mark.parametrize("name", experiments())
