@@ -98,6 +98,14 @@ def test_left_pings_right_through_mid_at_the_configured_rtt(rtt_ms: int) -> None
     assert any("qdisc pfifo 10:" in t and "limit 1000p" in t for t in logs(items, "mid")), "tear-down logs the queue"
 
 
+def listening(port: int) -> dict[str, Any]:
+    """Listening is a system runner that waits (10 s at most) until a TCP socket listens on port: a readiness signal."""
+    return {
+        "command": "timeout 10 sh -c",
+        "args": [f"until ss -Hltn 'sport = :{port}' | grep -q .; do sleep 0.01; done"],
+    }
+
+
 def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
     """Iperf3_with_ping is a rig body: an iperf3 load from left to right, pinged `ping_after` into it."""
 
@@ -105,7 +113,7 @@ def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[
         right = rig["addr"]["right"]
         return [
             on(rig, "right", system={"command": f"iperf3 -s -1 -B {right}", "background": True, "stdout": "quiet"}),
-            {"sleep": "200ms"},
+            on(rig, "right", system=listening(5201)),
             {
                 "parallel": [
                     on(rig, "left", system={"command": f"iperf3 -c {right} {client_args} -J"}),
