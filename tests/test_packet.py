@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def test_echo_flow_records_rtt_and_both_ends(pair: tuple[str, str]) -> None:
     assert io[io.server].sched_t_ns.isna().all() and io[~io.server & io.sent].sched_t_ns.notna().all()
 
 
-def _io(rows: list[tuple[bool, int, int, int, bool]], flow: str = "f") -> pd.DataFrame:
+def _io(rows: Sequence[tuple[bool, int, int, int, bool]], flow: str = "f") -> pd.DataFrame:
     """_io builds packet_io rows from (server, t_ns, seq, flags, sent)."""
     return pd.DataFrame(
         [

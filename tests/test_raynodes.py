@@ -310,7 +310,7 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
     # On Python 3.11 asyncio.wait_for returns instead of raising when a cancel
     # arrives as the call it waits for completes; a drain that does that once
     # left a poller running and the test never ended.
-    swallowed = []
+    swallowed: list[bool] = []
     real = ray_launch.RayHandle._drain_now
 
     async def drain_swallowing_one_cancel(self: ray_launch.RayHandle, timeout: float | None = None) -> None:

@@ -209,9 +209,10 @@ def test_serial_passes_earlier_feedback_to_later_runs() -> None:
 def test_parallel_merges_feedback_and_conflict_is_an_error() -> None:
     _Emit.seen.clear()
     tree = Run(serial=(Run(parallel=(_emit_run("a"), _emit_run("b"))), _emit_run("c")))
-    assert asyncio.run(do(tree, [].append))
-    assert _Emit.seen[-1] == {"a": "-", "b": "-"}
     items: list[Item] = []
+    assert asyncio.run(do(tree, items.append))
+    assert _Emit.seen[-1] == {"a": "-", "b": "-"}
+    items.clear()
     tree = Run(parallel=(_emit_run("x"), _emit_run("x")))
     assert not asyncio.run(do(tree, items.append))
     assert "'x'" in errors(items)[0].message
@@ -305,7 +306,8 @@ def test_a_cancel_during_cleanup_is_raised_after_the_cleanup(tmp_path: Any) -> N
     )
 
     async def main() -> None:
-        task = asyncio.ensure_future(do(tree, [].append))
+        items: list[Item] = []
+        task = asyncio.ensure_future(do(tree, items.append))
         await _until(stopping)  # the cleanup has interrupted the command
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
