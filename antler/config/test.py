@@ -33,7 +33,7 @@ class TestSpec:
     after: After = field(default_factory=After)
 
     def validate(self) -> None:
-        """Validate checks the ID and output path."""
+        """Validate raises ValueError for an empty ID, a key or value off ID_PART, or a path that leaves the folder."""
         if not self.id:
             raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
         for k, v in self.id.items():

@@ -55,7 +55,11 @@ class Duration:
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
-        """Parse returns the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``."""
+        """Parse returns the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``.
+
+        Raises UnitError (a ValueError) for a number without a unit (only 0
+        may omit it), an unknown unit, or a value that is not text or a number.
+        """
         if isinstance(value, Duration):
             return value
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -105,7 +109,10 @@ class Bytes:
 
     @classmethod
     def parse(cls, value: Any) -> Bytes:
-        """Parse returns Bytes from an integer or text with an SI or binary prefix."""
+        """Parse returns Bytes from an integer or text with an SI or binary prefix.
+
+        Raises UnitError (a ValueError) for text it cannot read, a negative amount or a bool.
+        """
         if isinstance(value, Bytes):
             return value
         if isinstance(value, bool):
@@ -136,7 +143,10 @@ class Bitrate:
 
     @classmethod
     def parse(cls, value: Any) -> Bitrate:
-        """Parse returns a Bitrate from text like ``50Mbit``, ``50mbit`` or ``1.5Gbps``."""
+        """Parse returns a Bitrate from text like ``50Mbit``, ``50mbit`` or ``1.5Gbps``.
+
+        Raises UnitError (a ValueError) for a bare number, an unknown unit or a bool.
+        """
         if isinstance(value, Bitrate):
             return value
         if isinstance(value, bool):

@@ -57,7 +57,7 @@ class FlowSeries:
     name: str = ""
 
     def validate(self) -> None:
-        """Validate checks the pattern compiles and the series has a name."""
+        """Validate raises ValueError for a missing pattern or name, or a pattern that does not compile."""
         if not self.pattern or not self.name:
             raise ValueError("a flow series needs a pattern and a name")
         try:
@@ -87,7 +87,7 @@ class ChartsTimeSeries:
     max_points: int = 20_000
 
     def validate(self) -> None:
-        """Validate checks the delay kind."""
+        """Validate raises ValueError for a delay kind other than rtt or owd."""
         if self.delay not in ("rtt", "owd"):
             raise ValueError(f"delay must be rtt or owd, not {self.delay!r}")
 
@@ -122,7 +122,7 @@ class Encode:
     level: int | None = None
 
     def validate(self) -> None:
-        """Validate checks the codec."""
+        """Validate raises ValueError for an extension without a codec."""
         if self.extension not in ENCODED:
             raise ValueError(f"extension must be one of {', '.join(ENCODED)}, not {self.extension!r}")
 
@@ -139,7 +139,7 @@ class Report:
     encode: Encode | None = None
 
     def validate(self) -> None:
-        """Validate checks that exactly one report is set."""
+        """Validate raises ValueError unless exactly one report is set."""
         set_ = self.set_fields()
         if len(set_) != 1:
             choices = ", ".join(f.name for f in fields(Report))
@@ -210,7 +210,7 @@ class IndexSpec:
     flow: str = ".*"
 
     def validate(self) -> None:
-        """Validate checks that ``flow`` compiles as a regex."""
+        """Validate raises ValueError if ``flow`` does not compile as a regex."""
         try:
             re.compile(self.flow)
         except re.error as e:

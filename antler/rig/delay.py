@@ -87,7 +87,7 @@ class LinkSpec:
 
     @classmethod
     def parse(cls, text: str) -> LinkSpec:
-        """Parse reads ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``."""
+        """Parse reads ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``, raising DelayError."""
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise DelayError(f"link {text!r} is not DEV:DELAY[:LOSS] (e.g. d-fwd:10ms:1%)")
@@ -103,7 +103,7 @@ class LinkSpec:
 
 
 def parse_loss(text: str) -> float:
-    """Parse_loss reads a loss probability as ``1%`` or ``0.01``."""
+    """Parse_loss reads a loss probability as ``1%`` or ``0.01``, raising DelayError for anything else or a value outside [0, 1]."""
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
@@ -153,7 +153,10 @@ class Link:
 
 
 def open_tun(dev: str) -> int:
-    """Open_tun attaches to the TUN device dev (creating a transient one if it does not exist), non-blocking."""
+    """Open_tun attaches to the TUN device dev (creating a transient one if it does not exist), non-blocking.
+
+    Raises DelayError for an invalid device name or when the kernel refuses the device.
+    """
     if not dev or len(dev) > 15:
         raise DelayError(f"invalid device name {dev!r}")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)

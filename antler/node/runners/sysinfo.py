@@ -49,7 +49,7 @@ class SysCommand:
         return self.command.split() + list(self.args)
 
     def validate(self) -> None:
-        """Validate checks there is a command."""
+        """Validate raises ValueError when there is no command."""
         if not self.argv():
             raise ValueError("a sysinfo command needs a command or args")
 
@@ -70,7 +70,7 @@ class SysInfoRunner:
     sysctl: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        """Validate checks the patterns compile."""
+        """Validate raises ValueError for a pattern that does not compile."""
         for p in (*self.env, *self.sysctl):
             try:
                 re.compile(p)

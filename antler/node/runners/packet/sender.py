@@ -35,7 +35,7 @@ class Unresponsive:
     seed: int | None = None
 
     def validate(self) -> None:
-        """Validate checks the waits, lengths and duration."""
+        """Validate raises ValueError for no waits or lengths, a length off 1..MAX_UDP_PAYLOAD, all-zero waits, or a duration not above 0."""
         if not self.wait:
             raise ValueError("unresponsive needs at least one wait")
         if not self.length:
@@ -76,7 +76,7 @@ class PacketSenders:
     unresponsive: Unresponsive | None = None
 
     def validate(self) -> None:
-        """Validate checks that exactly one sender is set."""
+        """Validate raises ValueError unless exactly one sender is set."""
         set_ = [f.name for f in fields(self) if getattr(self, f.name) is not None]
         if len(set_) != 1:
             names = ", ".join(f.name for f in fields(self))

@@ -92,7 +92,10 @@ class Packet:
     length: int
 
     def encode(self, key: bytes | None = None) -> bytes:
-        """Encode returns the packet's bytes, signed with key if one is given."""
+        """Encode returns the packet's bytes, signed with key if one is given.
+
+        Raises ValueError when ``length`` is shorter than the header (and tag).
+        """
         h = self.header
         flag = h.flag | PacketFlag.SIGNED if key else h.flag & ~PacketFlag.SIGNED
         flow = h.flow.encode("ascii")

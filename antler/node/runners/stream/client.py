@@ -46,7 +46,7 @@ class StreamClient:
     flow_kind: ClassVar[str] = "stream"
 
     def validate(self) -> None:
-        """Validate checks there is one transfer, a way to find the server, and the protocol."""
+        """Validate raises ValueError unless there is one transfer, a way to find the server, and a known protocol."""
         if (self.upload is None) == (self.download is None):
             raise ValueError("stream_client needs exactly one of upload or download")
         if not self.addr and not self.addr_key:
@@ -73,7 +73,13 @@ class StreamClient:
         return self.transfer().duration.seconds
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run connects, sends the header and runs the client end until the flow completes."""
+        """Run connects, sends the header and runs the client end until the flow completes.
+
+        Raises StreamError, naming the flow, when the server's address is
+        missing or bad, the connect fails or times out (``connect_timeout``),
+        a socket option is refused, the server refuses the header, or the
+        transfer breaks.
+        """
         t = self.transfer()
         flow = t.flow
         addr = self.addr
