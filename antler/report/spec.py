@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from antler.node.metric import Duration
+from antler.node.nodespec import set_fields
 from antler.results.codec import ENCODED
 
 
@@ -140,18 +141,14 @@ class Report:
 
     def validate(self) -> None:
         """Validate raises ValueError unless exactly one report is set."""
-        set_ = self.set_fields()
+        set_ = set_fields(self)
         if len(set_) != 1:
             choices = ", ".join(f.name for f in fields(Report))
             raise ValueError(f"a report step has exactly one of {choices}; found {', '.join(set_) or 'none'}")
 
-    def set_fields(self) -> list[str]:
-        """Set_fields names the fields that are set."""
-        return [f.name for f in fields(Report) if getattr(self, f.name) is not None]
-
     def step(self) -> tuple[str, Any]:
         """Step returns the report's name and config."""
-        name = self.set_fields()[0]
+        name = set_fields(self)[0]
         return name, getattr(self, name)
 
 

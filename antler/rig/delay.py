@@ -31,7 +31,6 @@ written), so a test's log shows whether the emulation kept up.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import gc
 import os
@@ -47,13 +46,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from antler.node.metric import Duration
+from antler.node.runners.packet.timer import set_timer_slack
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
-PR_SET_TIMERSLACK = 29
 READ_SIZE = 65536
 DEFAULT_SPIN = "50us"
 """DEFAULT_SPIN is how long before a deadline the link stops sleeping and spins.
@@ -166,12 +165,6 @@ def open_tun(dev: str) -> int:
         os.close(fd)
         raise DelayError(f"attaching to TUN device {dev!r}: {e.strerror}") from None
     return fd
-
-
-def set_timer_slack(ns: int) -> None:
-    """Set_timer_slack sets how late the kernel may wake this thread from sleeps (default 50 µs)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0)
 
 
 class Stop(Exception):

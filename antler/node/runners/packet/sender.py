@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 from antler.node.metric import Duration
+from antler.node.nodespec import set_fields
 from antler.node.runners.packet.wire import MAX_UDP_PAYLOAD
 
 SendPlan = Iterator[tuple[int, int, bool]]
@@ -77,7 +78,7 @@ class PacketSenders:
 
     def validate(self) -> None:
         """Validate raises ValueError unless exactly one sender is set."""
-        set_ = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        set_ = set_fields(self)
         if len(set_) != 1:
             names = ", ".join(f.name for f in fields(self))
             raise ValueError(f"a sender has exactly one of {names}; found {', '.join(set_) or 'none'}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
+from antler.node.nodespec import set_fields
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
 from antler.node.runners.stream.header import Header, HeaderError, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
@@ -47,8 +48,11 @@ class StreamClient:
 
     def validate(self) -> None:
         """Validate raises ValueError unless there is one transfer, a way to find the server, and a known protocol."""
-        if (self.upload is None) == (self.download is None):
-            raise ValueError("stream_client needs exactly one of upload or download")
+        transfers = set_fields(self, among=("upload", "download"))
+        if len(transfers) != 1:
+            raise ValueError(
+                f"stream_client needs exactly one of upload or download; found {' and '.join(transfers) or 'none'}"
+            )
         if not self.addr and not self.addr_key:
             raise ValueError("stream_client needs addr or addr_key")
         if self.addr:
