@@ -49,11 +49,7 @@ class Job:
 
 
 def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
-    """Expand returns each job's overrides and its swept key/values.
-
-    Raises ConfigError for overrides Hydra cannot parse, a sweep without
-    ``multirun``, or a sweep that is not a list of values.
-    """
+    """Expand returns each job's overrides and its swept key/values."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:

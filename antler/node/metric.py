@@ -109,10 +109,7 @@ class Bytes:
 
     @classmethod
     def parse(cls, value: Any) -> Bytes:
-        """Parse returns Bytes from an integer or text with an SI or binary prefix.
-
-        Raises UnitError (a ValueError) for text it cannot read, a negative amount or a bool.
-        """
+        """Parse returns Bytes from an integer or text with an SI or binary prefix."""
         if isinstance(value, Bytes):
             return value
         if isinstance(value, bool):
@@ -143,10 +140,7 @@ class Bitrate:
 
     @classmethod
     def parse(cls, value: Any) -> Bitrate:
-        """Parse returns a Bitrate from text like ``50Mbit``, ``50mbit`` or ``1.5Gbps``.
-
-        Raises UnitError (a ValueError) for a bare number, an unknown unit or a bool.
-        """
+        """Parse returns a Bitrate from text like ``50Mbit``, ``50mbit`` or ``1.5Gbps``."""
         if isinstance(value, Bitrate):
             return value
         if isinstance(value, bool):

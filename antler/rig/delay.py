@@ -102,7 +102,7 @@ class LinkSpec:
 
 
 def parse_loss(text: str) -> float:
-    """Parse_loss reads a loss probability as ``1%`` or ``0.01``, raising DelayError for anything else or a value outside [0, 1]."""
+    """Parse_loss reads a loss probability as ``1%`` or ``0.01``."""
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
