@@ -18,10 +18,31 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from antler.node.items import SCHEMAS
+from antler.report.analyze.columnar import (
+    NEVER,
+    SEQ_BITS,
+    Ends,
+    Part,
+    empty_series,
+    first_by_key,
+    flow_column,
+    flow_time_order,
+    gather,
+    group_quantiles,
+    scatter_min,
+    seq_layout,
+    sorted_flows,
+    split_parts,
+    take,
+)
+
+# charts.py imported these two from here before the package split; they stay
+# importable here, but their home is .columnar.
+from antler.report.analyze.columnar import is_sorted as is_sorted
+from antler.report.analyze.columnar import run_starts as run_starts
 from antler.results.load import TestResult
 
 FLOW_COLUMNS = [
@@ -51,20 +72,15 @@ FLOW_COLUMNS = [
 ]
 """FLOW_COLUMNS are the columns of ``flows.parquet``, in order (NaN where a metric does not apply)."""
 
-SEQ_BITS = 40
-"""SEQ_BITS is how many bits of a join key a packet's seq takes (flow index above them)."""
-TIME_BITS = 50
-"""TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
-
 
 @dataclass
 class Analysis:
     """Analysis is a test's per-flow metrics and the time series its charts draw."""
 
     flows: pd.DataFrame
-    goodput: pd.DataFrame = field(default_factory=lambda: _empty_series("goodput_mbps"))
-    rtt: pd.DataFrame = field(default_factory=lambda: _empty_series("rtt_ms"))
-    owd: pd.DataFrame = field(default_factory=lambda: _empty_series("owd_ms"))
+    goodput: pd.DataFrame = field(default_factory=lambda: empty_series("goodput_mbps"))
+    rtt: pd.DataFrame = field(default_factory=lambda: empty_series("rtt_ms"))
+    owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
@@ -83,10 +99,6 @@ class Analysis:
         missing = owd[owd["flow"].isin(lacking)]
         both = pd.concat([rtt.astype({"flow": str}), missing.astype({"flow": str})], ignore_index=True)
         return both.astype({"flow": "category"})
-
-
-def _empty_series(value: str) -> pd.DataFrame:
-    return pd.DataFrame({"flow": pd.Categorical([]), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
 
 
 def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
@@ -172,7 +184,7 @@ def arrival_counts(seq: np.ndarray) -> tuple[int, int, int, int]:
 
 
 _CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES = 0, 1, 2
-"""Kinds of packet_io rows (see _split)."""
+"""Kinds of packet_io rows (see split_parts)."""
 STREAM_IO_COLUMNS = ["flow", "server", "t_ns", "total_bytes", "sent"]
 """STREAM_IO_COLUMNS are the stream_io columns analysis reads."""
 TCP_INFO_COLUMNS = ["flow", "server", "rtt_us", "total_retrans"]
@@ -255,142 +267,6 @@ def _dtype(column: str) -> str:
     return "object" if column in ("flow", "kind", "direction", "cca") else "float64"
 
 
-class _Ends:
-    """_Ends maps (flow index, server) to the end's offset from the test start, in ns."""
-
-    def __init__(self, info: pd.DataFrame, flows: list[str], t0: pd.Timestamp) -> None:
-        self.offset = np.zeros((len(flows), 2), dtype=np.int64)
-        self.known = np.zeros((len(flows), 2), dtype=bool)
-        index = {f: i for i, f in enumerate(flows)}
-        for flow, server, tinit in zip(info["flow"], info["server"], info["tinit"], strict=True):
-            i = index.get(flow)
-            if i is not None:
-                self.offset[i, int(server)] = (tinit - t0).value
-                self.known[i, int(server)] = True
-
-    def at(self, code: np.ndarray, server: np.ndarray) -> np.ndarray:
-        """At returns the offset of each row's end."""
-        return self.offset[code, server.astype(np.int64)]
-
-
-def _flows(table: pa.Table, known: pd.Series) -> list[str]:
-    """_flows is the sorted list of flows: the info's and every flow the table has rows of."""
-    col = table.column("flow")
-    if pa.types.is_dictionary(col.type):
-        # Read dictionary-encoded: each chunk's small dictionary, never the rows' strings.
-        names = {str(f) for chunk in col.chunks for f in chunk.dictionary.to_pylist()}
-    else:
-        names = {str(f) for f in pc.unique(col).to_pylist()}
-    return sorted(set(known) | names)
-
-
-class _Part:
-    """_Part is the rows of one kind (e.g. the client's sends), grouped by flow, each flow's in stored order.
-
-    ``count`` is each flow's number of rows, ``code`` each row's flow (an
-    index into the sorted flows); the columns are numpy arrays of the rows.
-    """
-
-    def __init__(self, n: int, count: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-        self.count = count
-        self.columns = columns
-        self.code = np.repeat(np.arange(n, dtype=np.int64), count)
-        self.start = np.concatenate([[0], np.cumsum(count)])
-        self._flows = np.flatnonzero(count)  # the flows with rows
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
-    def shift(self, name: str, per_flow: np.ndarray) -> np.ndarray:
-        """Shift adds each flow's value to its rows of a column, in place (the part's arrays are its own)."""
-        out = self.columns[name]
-        for f in self._flows:
-            out[self.start[f] : self.start[f + 1]] += per_flow[f]
-        return out
-
-    def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Extremes is each flow's smallest and largest value, as floats (NaN for a flow without rows)."""
-        lo = np.full(len(self.count), np.nan)
-        hi = np.full(len(self.count), np.nan)
-        if len(self._flows):
-            starts = self.start[self._flows]  # a flow's rows run to the next non-empty flow's start
-            lo[self._flows] = np.minimum.reduceat(values, starts)
-            hi[self._flows] = np.maximum.reduceat(values, starts)
-        return lo, hi
-
-
-def _split(table: pa.Table, flows: list[str], by: list[str], want: dict[int, list[str]]) -> dict[int, _Part]:
-    """_split sorts a table's rows into kinds, and each kind's by flow, keeping stored order within a flow.
-
-    A row's kind is the number its boolean ``by`` columns spell, the first
-    the highest bit (by server and sent: 0 client receives, 1 client sends,
-    2 server receives, 3 server sends). Only the kinds and columns in
-    ``want`` are kept.
-
-    The recorder ships rows in batches of one flow, end and direction, and
-    the store keeps them in order, so a batch read back is one such run or a
-    few: each run is sliced out whole, never gathered row by row (and no
-    array is built over the whole table: fresh memory is slow, the kernel
-    must first fault it in). Rows interleaved one by one (e.g. a table built
-    in memory) are split by a stable sort of their small keys instead.
-    """
-    n = len(flows)
-    index = {f: i for i, f in enumerate(flows)}
-    pieces: dict[int, list[tuple[int, int, dict[str, np.ndarray]]]] = {k: [] for k in want}
-    for batch in table.to_batches():
-        rows = batch.num_rows
-        if not rows:
-            continue
-        code = _batch_codes(batch.column("flow"), index, flows)
-        flags = [batch.column(name) for name in by]
-        groups: list[tuple[int, slice | np.ndarray]]
-        if code[0] == code.min() == code.max() and all(f.null_count == 0 and f.true_count in (0, rows) for f in flags):
-            kind = 0
-            for f in flags:
-                kind = 2 * kind + int(f.true_count > 0)
-            groups = [(kind * n + int(code[0]), slice(0, rows))]
-        else:
-            key = np.zeros(rows, np.int64)
-            for f in flags:
-                key = 2 * key + f.to_numpy(zero_copy_only=False)
-            key = key * n + code
-            cut = (np.flatnonzero(key[1:] != key[:-1]) + 1).tolist()
-            if len(cut) <= rows // 256:
-                groups = [(int(key[a]), slice(a, b)) for a, b in zip([0, *cut], [*cut, rows], strict=True)]
-            else:
-                order = np.argsort(key.astype(np.int16) if key.max() < (1 << 15) else key, kind="stable")
-                k = key[order]
-                starts = run_starts(k)
-                groups = [(int(k[a]), order[a:b]) for a, b in zip(starts, np.append(starts[1:], rows), strict=True)]
-        arrays: dict[str, np.ndarray] = {}  # the batch's columns as numpy, each converted once
-        for key_, sel in groups:
-            kind, c = divmod(key_, n)
-            names = want.get(kind)
-            if names is None:
-                continue
-            for name in names:
-                if name not in arrays:
-                    arrays[name] = batch.column(name).to_numpy(zero_copy_only=False)
-            columns = {name: arrays[name][sel] for name in names}
-            size = sel.stop - sel.start if isinstance(sel, slice) else len(sel)
-            pieces[kind].append((c, size, columns))
-    parts = {}
-    for kind, names in want.items():
-        got = sorted(pieces[kind], key=lambda p: p[0])  # stable: stored order within a flow
-        count = np.bincount([p[0] for p in got], weights=[p[1] for p in got], minlength=n).astype(np.int64)
-        columns = {name: np.concatenate([p[2][name] for p in got]) if got else np.zeros(0, np.int64) for name in names}
-        parts[kind] = _Part(n, count, columns)
-    return parts
-
-
-def _batch_codes(col: pa.Array, index: dict[str, int], flows: list[str]) -> np.ndarray:
-    """_batch_codes is each row's flow as an index into flows (which has every flow of the batch)."""
-    if pa.types.is_dictionary(col.type):
-        lookup = np.array([index[str(f)] for f in col.dictionary.to_pylist()] or [0], np.int64)
-        return lookup[col.indices.to_numpy(zero_copy_only=False)]
-    return pc.index_in(col, value_set=pa.array(flows, pa.string())).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
 def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
     """_read reads the columns of a table that analysis needs, flow IDs dictionary-encoded."""
     path = test.path / f"{kind}.parquet"
@@ -399,71 +275,18 @@ def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
     return test.arrow(kind).select(columns)
 
 
-def _order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
-    """_order returns the permutation sorting rows by flow, then time (stable); None if they are in order.
-
-    One stable argsort of a packed key: records arrive nearly sorted, which
-    numpy's stable sort (timsort) exploits; lexsort does not.
-    """
-    if len(t) < 2 or (is_sorted(code) and _sorted_runs(code, t)):
-        return None
-    if t.min() >= 0 and t.max() < (1 << TIME_BITS):
-        return _argsort_by_flow_first((code << TIME_BITS) | t, code)
-    return np.lexsort((t, code))
-
-
-def _sorted_runs(code: np.ndarray, t: np.ndarray) -> bool:
-    """_sorted_runs reports whether t ascends within each run of equal codes (booleans only, no packed keys)."""
-    ok = t[1:] >= t[:-1]
-    if ok.all():
-        return True
-    ok |= code[1:] != code[:-1]
-    return bool(ok.all())
-
-
-def _take(order: np.ndarray | None, *arrays: np.ndarray) -> list[np.ndarray]:
-    """_take returns the arrays in the order (unchanged, not copied, when order is None)."""
-    return list(arrays) if order is None else [a[order] for a in arrays]
-
-
-def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """_Argsort_by_flow_first is the stable argsort of packed keys whose high bits are the flow code.
-
-    Flows interleave in batches but each flow's keys come in order, so a
-    radix sort by flow (stable, linear) usually leaves the keys sorted, or in
-    runs that timsort merges cheaply.
-    """
-    if not len(code) or code.min() < 0 or code.max() >= (1 << 15):
-        return np.argsort(packed, kind="stable")
-    by_flow = np.argsort(code.astype(np.int16), kind="stable")
-    p = packed[by_flow]
-    return by_flow if is_sorted(p) else by_flow[np.argsort(p, kind="stable")]
-
-
-def run_starts(a: np.ndarray) -> np.ndarray:
-    """Run_starts is the index of the first element of each run of equal values (empty for an empty array)."""
-    return np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]])) if len(a) else np.zeros(0, np.int64)
-
-
-def is_sorted(a: np.ndarray, strict: bool = False) -> bool:
-    """Is_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
-    if len(a) < 2:
-        return True
-    return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
-
-
 def _streams(
     info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    flows = _flows(io, info["flow"])
+    flows = sorted_flows(io, info["flow"])
     if not flows:
-        return pd.DataFrame(), _empty_series("goodput_mbps")
-    ends = _Ends(info, flows, t0)
-    parts = _split(io, flows, ["sent"], {0: ["server", "t_ns", "total_bytes"], 1: ["server", "t_ns"]})
+        return pd.DataFrame(), empty_series("goodput_mbps")
+    ends = Ends(info, flows, t0)
+    parts = split_parts(io, flows, ["sent"], {0: ["server", "t_ns", "total_bytes"], 1: ["server", "t_ns"]})
     rx, tx = parts[0], parts[1]
     rt = ends.at(rx.code, rx["server"]) + rx["t_ns"]
     # Ordered by time within each flow: still grouped as rx is, so rx's per-flow helpers apply.
-    rcode, rt, rtotal = _take(_order(rx.code, rt), rx.code, rt, rx["total_bytes"])
+    rcode, rt, rtotal = take(flow_time_order(rx.code, rt), rx.code, rt, rx["total_bytes"])
 
     # Per flow: bytes received, and when the last byte arrived (first time the
     # cumulative count reached its maximum).
@@ -520,24 +343,6 @@ def _streams(
     return out, series
 
 
-def _group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]) -> np.ndarray:
-    """_group_quantiles is an (n, len(q)) array of each flow's quantiles (linear, as pandas'); NaN without rows."""
-    out = np.full((n, len(q)), np.nan)
-    if not len(code):
-        return out
-    if is_sorted(code):
-        c, v = code, values  # grouped by flow already (see _split)
-    else:
-        # A stable sort of small integers is a radix sort: linear, unlike a group-by.
-        small = code.astype(np.int16) if n < (1 << 15) else code
-        order = np.argsort(small, kind="stable")
-        c, v = code[order], values[order]
-    starts = run_starts(c)
-    for a, b in zip(starts, np.append(starts[1:], len(c)), strict=True):
-        out[c[a]] = np.quantile(v[a:b], q)  # one call per flow, never per sample
-    return out
-
-
 def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
     """_flow_info returns one info row per flow, the client's where both ends reported."""
     if info.empty:
@@ -548,7 +353,7 @@ def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
 
 
 def _goodput_series(
-    code: np.ndarray, t: np.ndarray, total: np.ndarray, ends: _Ends, flows: list[str], interval_s: float
+    code: np.ndarray, t: np.ndarray, total: np.ndarray, ends: Ends, flows: list[str], interval_s: float
 ) -> pd.DataFrame:
     """_goodput_series is the goodput between the last receiver samples of consecutive intervals.
 
@@ -557,7 +362,7 @@ def _goodput_series(
     receiving end's start with zero bytes.
     """
     if not len(code):
-        return _empty_series("goodput_mbps")
+        return empty_series("goodput_mbps")
     interval_ns = max(int(interval_s * 1e9), 1)
     b = t // interval_ns
     last = np.ones(len(code), bool)
@@ -577,7 +382,7 @@ def _goodput_series(
         mbps = (ptotal - prev_total) * 8e3 / dt
     keep = dt > 0
     return pd.DataFrame(
-        {"flow": _flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}, copy=False
+        {"flow": flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}, copy=False
     )
 
 
@@ -602,14 +407,14 @@ def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd
 
 
 def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    flows = _flows(io, info["flow"])
+    flows = sorted_flows(io, info["flow"])
     if not flows:
-        return pd.DataFrame(), _empty_series("rtt_ms"), _empty_series("owd_ms")
+        return pd.DataFrame(), empty_series("rtt_ms"), empty_series("owd_ms")
     n = len(flows)
-    ends = _Ends(info, flows, t0)
+    ends = Ends(info, flows, t0)
     flow_names = np.array(flows, dtype=object)
     sched = [c for c in ("sched_t_ns",) if c in io.column_names]
-    parts = _split(
+    parts = split_parts(
         io, flows, ["server", "sent"],
         {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"], _CLIENT_RECEIVES: ["t_ns", "seq"]},
     )  # fmt: skip
@@ -636,7 +441,7 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     from_client = ~at_server[crx_c]
     arrived: list[np.ndarray] = [srx_c, srx_t, srx_s]
     if from_client.any():
-        echoed = _gather(from_client, crx_c, crx_t, crx_s)
+        echoed = gather(from_client, crx_c, crx_t, crx_s)
         arrived = [np.concatenate([a, b]) for a, b in zip(arrived, echoed, strict=True)]
     counts = _arrivals(arrived[0], arrived[1], arrived[2], n)
 
@@ -675,54 +480,13 @@ def _packets(info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp) -> tuple[pd.Dat
     return out, rtt, owd
 
 
-def _send_errors(tx: _Part, n: int) -> np.ndarray:
+def _send_errors(tx: Part, n: int) -> np.ndarray:
     """_send_errors is each flow's median and p99 send-time error in µs (sent minus scheduled)."""
     err_us = (tx["t_ns"] - tx["sched_t_ns"]) / 1e3
     # A send without its schedule (null, NaN here) has no error: pandas' quantiles skipped it too.
     has = ~np.isnan(err_us)
-    c, e = (tx.code, err_us) if has.all() else _gather(has, tx.code, err_us)
-    return _group_quantiles(c, e, n, [0.5, 0.99])
-
-
-def _gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
-    """_gather returns the rows of each column where mask is set."""
-    idx = np.flatnonzero(mask)
-    return [c[idx] for c in columns]
-
-
-def _first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """_first_by_key returns the sorted distinct keys and the earliest time of each."""
-    if is_sorted(key, strict=True):
-        return key, t  # distinct and in order already: a single flow's sends, typically
-    order = _argsort_by_flow_first(key, key >> SEQ_BITS)
-    k, tt = key[order], t[order]
-    starts = run_starts(k)
-    return k[starts], np.minimum.reduceat(tt, starts)
-
-
-def _seq_layout(code: np.ndarray, seq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """_seq_layout lays out a table indexed by (flow, seq): each flow's highest seq and where its slots start.
-
-    None when a table does not pay: no rows, negative seqs, or seqs so sparse
-    that the table would hold over four slots a row (then callers sort).
-    """
-    if not len(code) or seq.min() < 0:
-        return None
-    max_seq = np.full(n, -1, np.int64)
-    np.maximum.at(max_seq, code, seq)
-    base = np.concatenate([[0], np.cumsum(max_seq + 1)])
-    return (max_seq, base) if base[-1] <= 4 * len(code) + 1024 else None
-
-
-NEVER = np.iinfo(np.int64).max
-"""NEVER marks an empty slot of a (flow, seq) table."""
-
-
-def _smallest(size: int, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """_smallest is a table of size slots holding each slot's smallest value (NEVER where no row falls)."""
-    out = np.full(size, NEVER, np.int64)
-    np.minimum.at(out, slot, values)
-    return out
+    c, e = (tx.code, err_us) if has.all() else gather(has, tx.code, err_us)
+    return group_quantiles(c, e, n, [0.5, 0.99])
 
 
 class _Sends:
@@ -731,22 +495,22 @@ class _Sends:
     Seqs are dense in practice (0, 1, 2, ... per flow), so the sends go into a
     table indexed by (flow, seq) holding each packet's earliest send time:
     one scatter, linear time, no sort. Sparse or negative seqs instead get
-    sorted distinct keys (see _first_by_key), built only then.
+    sorted distinct keys (see first_by_key), built only then.
     """
 
     def __init__(self, code: np.ndarray, seq: np.ndarray, t: np.ndarray, n: int) -> None:
         self.code, self.seq, self.t = code, seq, t
         self.table: np.ndarray | None = None
         self._keys: tuple[np.ndarray, np.ndarray] | None = None
-        layout = _seq_layout(code, seq, n)
+        layout = seq_layout(code, seq, n)
         if layout is not None:
             self.max_seq, self.base = layout
-            self.table = _smallest(self.base[-1], self.base[code] + seq, t)
+            self.table = scatter_min(self.base[-1], self.base[code] + seq, t)
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
         """Keys returns the sorted distinct (flow << SEQ_BITS | seq) keys and the earliest send of each."""
         if self._keys is None:
-            self._keys = _first_by_key((self.code << SEQ_BITS) | self.seq, self.t)
+            self._keys = first_by_key((self.code << SEQ_BITS) | self.seq, self.t)
         return self._keys
 
 
@@ -760,34 +524,29 @@ def _delay_series(
     binary search.
     """
     if not len(rx_code) or not len(sends.code):
-        return _empty_series(name)
+        return empty_series(name)
     n = len(flows)
     if sends.table is not None and rx_seq.min() >= 0:
         slot, t = sends.base[rx_code] + rx_seq, rx_t
         ok = rx_seq <= sends.max_seq[rx_code]
         if not ok.all():
-            slot, t = _gather(ok, slot, t)
+            slot, t = gather(ok, slot, t)
         # The earliest arrival of each packet: duplicates are not delays.
-        arrived = _smallest(sends.base[-1], slot, t)
+        arrived = scatter_min(sends.base[-1], slot, t)
         slot = np.flatnonzero((arrived != NEVER) & (sends.table != NEVER))
         # Slots ascend, flow by flow: each flow's count is where its table starts among them.
         code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
     else:
         tx_key, tx_t = sends.keys()
-        k, got = _first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
+        k, got = first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
         i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
-    code, sent_t, got_t = _take(_order(code, sent_t), code, sent_t, got_t)
+    code, sent_t, got_t = take(flow_time_order(code, sent_t), code, sent_t, got_t)
     delay = np.subtract(got_t, sent_t, out=got_t)  # got_t is this function's own gather
     # copy=False: no consolidating copy of millions of rows into one block.
-    return pd.DataFrame({"flow": _flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
-
-
-def _flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
-    """_flow_column is a series' flow column: categorical, as millions of repeated strings cost seconds."""
-    return pd.Categorical.from_codes(code.astype(np.int64, copy=False), categories=pd.Index(flows))
+    return pd.DataFrame({"flow": flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
 
 
 def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -799,8 +558,8 @@ def _arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[
     """
     total = np.bincount(code, minlength=n)
     is_first = _first_arrivals(code, t, seq, n)
-    fc, ft, fs = (code, t, seq) if is_first is None else _gather(is_first, code, t, seq)
-    fc, fs = _take(_order(fc, ft), fc, fs)
+    fc, ft, fs = (code, t, seq) if is_first is None else gather(is_first, code, t, seq)
+    fc, fs = take(flow_time_order(fc, ft), fc, fs)
     fk = (fc << SEQ_BITS) | fs
     received = np.bincount(fc, minlength=n)
     late = np.zeros(n, np.int64)
@@ -829,19 +588,19 @@ def _first_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) ->
     if not len(code):
         return None
     mark = np.zeros(len(code), bool)
-    layout = _seq_layout(code, seq, n)
+    layout = seq_layout(code, seq, n)
     if layout is not None:
         base = layout[1]
         slot = base[code] + seq
-        first_t = _smallest(base[-1], slot, t)
+        first_t = scatter_min(base[-1], slot, t)
         if np.count_nonzero(first_t != NEVER) == len(code):
             return None  # as many distinct (flow, seq) as rows
         # Ties (a duplicate in the same nanosecond) go to the earlier row.
         tied = np.flatnonzero(t == first_t[slot])
-        first_row = _smallest(base[-1], slot[tied], tied)
+        first_row = scatter_min(base[-1], slot[tied], tied)
         mark[first_row[first_row != NEVER]] = True
         return mark
-    order = _order(code, t)
+    order = flow_time_order(code, t)
     if order is None:
         order = np.arange(len(code))
     key = ((code << SEQ_BITS) | seq)[order]
@@ -860,5 +619,5 @@ def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
         return pd.DataFrame(columns=cols, dtype=float)
     flow = series["flow"].astype("category")
     names = flow.cat.categories
-    q = _group_quantiles(flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float), len(names), [0.5, 0.99])
+    q = group_quantiles(flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float), len(names), [0.5, 0.99])
     return pd.DataFrame(q, index=names, columns=cols)
