@@ -98,11 +98,11 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     t0 = _t0(stream_info, packet_info)
     if t0 is None:
         return _no_flows()
-    stream_io = _read(test, "stream_io", STREAM_IO_COLUMNS)
-    tcp_info = _read(test, "tcp_info", TCP_INFO_COLUMNS)
+    stream_io = _read(test, "stream_io", STREAM_IO_READ)
+    tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
     stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
     del stream_io
-    packet_cols = PACKET_IO_COLUMNS + _optional(test, "packet_io", ["sched_t_ns"])
+    packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
     packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
     return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
 
@@ -127,10 +127,10 @@ def analyze_frames(
         return _no_flows()
     t0 = t0 if t0 is not None else _EPOCH
     stream_flows, goodput = analyze_streams(
-        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_COLUMNS),
-        _frame_table(tcp_info, "tcp_info", TCP_INFO_COLUMNS), t0, interval_s,
+        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ),
+        _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
     )  # fmt: skip
-    packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_COLUMNS), t0)
+    packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
     return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
 
 
@@ -151,7 +151,7 @@ def packet_flows(packet_info: pd.DataFrame | None, packet_io: pd.DataFrame) -> p
     p_info = _info(packet_info, "packet_info")
     t0 = _t0(None, p_info)
     flows, _, _ = analyze_packets(
-        p_info, _frame_table(packet_io, "packet_io", PACKET_IO_COLUMNS), t0 if t0 is not None else _EPOCH
+        p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0 if t0 is not None else _EPOCH
     )
     if flows.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in [*FLOW_COLUMNS, "server_received"]})
@@ -169,12 +169,12 @@ def arrival_counts(seq: np.ndarray) -> tuple[int, int, int, int]:
     return int(c["received"][0]), int(c["duplicates"][0]), int(c["late"][0]), int(c["early"][0])
 
 
-STREAM_IO_COLUMNS = ["flow", "server", "t_ns", "total_bytes", "sent"]
-"""STREAM_IO_COLUMNS are the stream_io columns analysis reads."""
-TCP_INFO_COLUMNS = ["flow", "server", "rtt_us", "total_retrans"]
-"""TCP_INFO_COLUMNS are the tcp_info columns analysis reads."""
-PACKET_IO_COLUMNS = ["flow", "server", "t_ns", "seq", "length", "sent"]
-"""PACKET_IO_COLUMNS are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
+STREAM_IO_READ = ["flow", "server", "t_ns", "total_bytes", "sent"]
+"""STREAM_IO_READ are the stream_io columns analysis reads."""
+TCP_INFO_READ = ["flow", "server", "rtt_us", "total_retrans"]
+"""TCP_INFO_READ are the tcp_info columns analysis reads (of the fields the sender samples, sock.TCP_INFO_COLUMNS)."""
+PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "sent"]
+"""PACKET_IO_READ are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
