@@ -2,7 +2,9 @@
 
 Everything here is columnar (numpy over Arrow columns, pandas group-bys): no
 Python loop ever runs per sample, so ten million packet records analyse in
-about the time it takes to read them (see bench/analyze.py).
+about the time it takes to read them (see bench/analyze.py). This module is
+the API; the stream metrics are in :mod:`.streams`, the packet metrics in
+:mod:`.packets`, and the array toolkit both use in :mod:`.columnar`.
 
 Times: every series' ``t_s`` is seconds since the test's first flow began (the
 earliest ``tinit`` of any flow end), so stream and packet flows share one axis.
@@ -31,6 +33,19 @@ from antler.report.analyze.packets import analyze_packets, count_arrivals
 from antler.report.analyze.streams import analyze_streams
 from antler.results.load import TestResult
 
+__all__ = [
+    "FLOW_COLUMNS",
+    "PACKET_IO_READ",
+    "STREAM_IO_READ",
+    "TCP_INFO_READ",
+    "Analysis",
+    "analyze",
+    "analyze_frames",
+    "arrival_counts",
+    "packet_flows",
+    "stream_flows",
+]
+
 FLOW_COLUMNS = [
     "flow",
     "kind",
@@ -56,12 +71,90 @@ FLOW_COLUMNS = [
     "send_err_us_median",
     "send_err_us_p99",
 ]
-"""FLOW_COLUMNS are the columns of ``flows.parquet``, in order (NaN where a metric does not apply)."""
+"""FLOW_COLUMNS are the columns of ``flows.parquet``, in order: one row per flow, sorted by start_s, then flow.
+
+A column that does not apply to a flow's kind is NaN (``-`` below); counts
+are floats for that reason. Start times are seconds since the test's start
+(the earliest ``tinit`` of any flow end). A stream flow's figures are its
+receiver's, but for RTT and retransmits, which are its sender's TCP_INFO; a
+packet flow's sends are the client's, and its arrivals are counted at the
+server where it recorded them, else at the client (the echoes). Percentiles
+interpolate linearly, as pandas' ``quantile``.
+
+==================  ========  ============================================  ============================================
+column              unit      stream flow (kind "stream", TCP)              packet flow (kind "packet", UDP)
+==================  ========  ============================================  ============================================
+flow                          the flow ID                                   the flow ID
+kind                          "stream"                                      "packet"
+direction                     "up" (client sends) or "down" (server         ""
+                              sends); "" without an info row
+cca                           the sender's congestion control ("" without   ""
+                              info)
+start_s             s         when the sender began: its end's tinit (else  the client's first send (else the client's
+                              its first send sample, else the client's      tinit, else NaN)
+                              tinit, else the first receive sample)
+bytes               bytes     RECEIVED: the receiver's final byte count (0  SENT: the lengths of the client's sends
+                              without receive samples)                      summed (UDP payloads, antler's packet header
+                                                                            included)
+duration_s          s         the receiver's time from its tinit (else      the client's first send to its last send
+                              start_s) to the last byte's arrival
+goodput_mbps        Mbit/s    bytes * 8 / duration_s / 1e6 (NaN when        -
+                              duration_s <= 0)
+fct_s               s         start_s to the last byte's arrival (flow      -
+                              completion time); NaN unless the flow was
+                              length-limited and received all of it (in
+                              results whose info has no length column:
+                              every flow)
+sent                packets   -                                             the client's sends (a seq sent twice counts
+                                                                            twice)
+received            packets   -                                             distinct seqs that arrived
+lost                packets   -                                             sent - received, at least 0
+loss_pct            %         -                                             100 * lost / sent (NaN when nothing was
+                                                                            sent)
+duplicates          packets   -                                             arrivals of a seq that had arrived already
+late                packets   -                                             first arrivals after a higher seq had
+                                                                            arrived
+early               packets   -                                             first arrivals before a lower seq arrived
+rtt_ms_median       ms        median of the sender's smoothed RTT samples   median RTT of the echoed packets: a packet's
+                              (tcpi_rtt, the non-zero ones)                 first echo at the client minus its first
+                                                                            send
+rtt_ms_p99          ms        99th percentile of the same                   99th percentile of the same
+owd_ms_median       ms        -                                             median one-way delay: a packet's first
+                                                                            arrival at the server minus its first send
+                                                                            (across the two ends' clocks: only as good
+                                                                            as their sync)
+owd_ms_p99          ms        -                                             99th percentile of the same
+retrans             segments  the sender's total_retrans (its largest       -
+                              sample)
+send_err_us_median  µs        -                                             median send-time error of the client's
+                                                                            sends: sent minus scheduled (NaN without
+                                                                            sched_t_ns)
+send_err_us_p99     µs        -                                             99th percentile of the same
+==================  ========  ============================================  ============================================
+"""
 
 
 @dataclass
 class Analysis:
-    """Analysis is a test's per-flow metrics and the time series its charts draw."""
+    """Analysis is a test's per-flow metrics and the time series its charts draw.
+
+    ``flows`` has one row per flow, columns FLOW_COLUMNS (units and meanings
+    there), sorted by start_s, then flow. Each series has a row per sample,
+    sorted by flow, then time: ``flow`` is categorical, ``t_s`` seconds since
+    the test's start ``t0``.
+
+    - ``goodput``: flow, t_s, goodput_mbps. Per stream flow, one point per
+      goodput interval with receive samples: t_s is the interval's last
+      receive sample, goodput_mbps the bytes received since the previous
+      point (since the receiving end's start, for the first) in Mbit/s.
+    - ``rtt``: flow, t_s, rtt_ms. Per packet echoed back to the client: t_s
+      its first send, rtt_ms its first echo's arrival minus that send, in ms.
+    - ``owd``: flow, t_s, owd_ms. Per packet the server received: t_s its
+      first send, owd_ms its first arrival minus that send, in ms.
+
+    ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
+    None without flows; the Unix epoch for tables in memory without info rows).
+    """
 
     flows: pd.DataFrame
     goodput: pd.DataFrame = field(default_factory=lambda: empty_series("goodput_mbps"))
@@ -90,8 +183,11 @@ class Analysis:
 def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     """Analyze computes the flow metrics and series of one stored test.
 
-    ``interval_s`` is the goodput interval: each point is the goodput between
-    the last receiver samples of consecutive intervals.
+    ``interval_s`` is the goodput interval in seconds: each point is the
+    goodput between the last receiver samples of consecutive intervals. A
+    table the test lacks counts as empty; a stored table that cannot be read,
+    or lacks a column analysis reads (see TCP_INFO_READ and its siblings),
+    raises pyarrow's ArrowInvalid (a ValueError).
     """
     stream_info = test["stream_info"]
     packet_info = test["packet_info"]
@@ -117,9 +213,10 @@ def analyze_frames(
 ) -> Analysis:
     """Analyze_frames is :func:`analyze` of tables in memory (e.g. a tree's items), not of a stored test.
 
-    Each table has its stored schema's columns (antler.node.items.SCHEMAS);
-    a missing table is empty. Without any info rows every end's times count
-    from its own ``tinit``.
+    Each table has its stored schema's columns (antler.node.items.SCHEMAS),
+    at least those analysis reads (a KeyError names a missing one); a missing
+    table is empty. Without any info rows every end's times count from its
+    own ``tinit``.
     """
     s_info, p_info = _info(stream_info, "stream_info"), _info(packet_info, "packet_info")
     t0 = _t0(s_info, p_info)
