@@ -72,8 +72,9 @@ def empty_series(value: str) -> pd.DataFrame:
 class Part:
     """Part is the rows of one kind (e.g. the client's sends), grouped by flow, each flow's in stored order.
 
-    ``count`` is each flow's number of rows, ``code`` each row's flow (an
-    index into the sorted flows); the columns are numpy arrays of the rows.
+    ``count`` is each flow's number of rows (length n), ``code`` each row's
+    flow code, ``start`` where each flow's rows begin (length n + 1); the
+    columns are numpy arrays of the rows, taken by name (``part["t_ns"]``).
     """
 
     def __init__(self, n: int, count: np.ndarray, columns: dict[str, np.ndarray]) -> None:
@@ -110,7 +111,8 @@ def split_parts(table: pa.Table, flows: list[str], by: list[str], want: dict[int
     A row's kind is the number its boolean ``by`` columns spell, the first
     the highest bit (by server and sent: 0 client receives, 1 client sends,
     2 server receives, 3 server sends). Only the kinds and columns in
-    ``want`` are kept.
+    ``want`` are kept: the result maps each wanted kind to a Part of those
+    columns (empty when the table has no such rows).
 
     The recorder ships rows in batches of one flow, end and direction, and
     the store keeps them in order, so a batch read back is one such run or a
@@ -179,8 +181,9 @@ def _batch_codes(col: pa.Array, index: dict[str, int], flows: list[str]) -> np.n
 def flow_time_order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
     """Flow_time_order returns the permutation sorting rows by flow, then time (stable); None if they are in order.
 
-    One stable argsort of a packed key: records arrive nearly sorted, which
-    numpy's stable sort (timsort) exploits; lexsort does not.
+    ``code`` and ``t`` are int64 arrays of equal length (flow codes and times
+    in ns). One stable argsort of a packed key: records arrive nearly sorted,
+    which numpy's stable sort (timsort) exploits; lexsort does not.
     """
     if len(t) < 2 or (is_sorted(code) and _sorted_runs(code, t)):
         return None
@@ -236,7 +239,10 @@ def is_sorted(a: np.ndarray, strict: bool = False) -> bool:
 
 
 def group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]) -> np.ndarray:
-    """Group_quantiles is an (n, len(q)) array of each flow's quantiles (linear, as pandas'); NaN without rows."""
+    """Group_quantiles is an (n, len(q)) array of each flow's quantiles (linear, as pandas'); NaN without rows.
+
+    ``code`` is each value's flow code (0 to n - 1); the values keep their unit.
+    """
     out = np.full((n, len(q)), np.nan)
     if not len(code):
         return out
@@ -254,7 +260,10 @@ def group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]
 
 
 def first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First_by_key returns the sorted distinct keys and the earliest time of each."""
+    """First_by_key returns the sorted distinct keys and the earliest time of each.
+
+    Keys are int64 ``flow << SEQ_BITS | seq``, one per time (ns).
+    """
     if is_sorted(key, strict=True):
         return key, t  # distinct and in order already: a single flow's sends, typically
     order = _argsort_by_flow_first(key, key >> SEQ_BITS)
@@ -266,8 +275,10 @@ def first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def seq_layout(code: np.ndarray, seq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Seq_layout lays out a table indexed by (flow, seq): each flow's highest seq and where its slots start.
 
-    None when a table does not pay: no rows, negative seqs, or seqs so sparse
-    that the table would hold over four slots a row (then callers sort).
+    ``max_seq`` has length n, ``base`` length n + 1: flow f's seq s is slot
+    ``base[f] + s``, and ``base[-1]`` is the table's size. None when a table
+    does not pay: no rows, negative seqs, or seqs so sparse that the table
+    would hold over four slots a row (then callers sort).
     """
     if not len(code) or seq.min() < 0:
         return None
@@ -282,7 +293,10 @@ NEVER = np.iinfo(np.int64).max
 
 
 def scatter_min(size: int, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Scatter_min is a table of size slots holding each slot's smallest value (NEVER where no row falls)."""
+    """Scatter_min is an int64 table of size slots holding each slot's smallest value (NEVER where no row falls).
+
+    ``slot`` is each value's slot (0 to size - 1), as laid out by seq_layout.
+    """
     out = np.full(size, NEVER, np.int64)
     np.minimum.at(out, slot, values)
     return out
