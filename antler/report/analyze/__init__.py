@@ -146,7 +146,8 @@ class Analysis:
     - ``goodput``: flow, t_s, goodput_mbps. Per stream flow, one point per
       goodput interval with receive samples: t_s is the interval's last
       receive sample, goodput_mbps the bytes received since the previous
-      point (since the receiving end's start, for the first) in Mbit/s.
+      point in Mbit/s (for the first, since the server end's tinit, else
+      the client's).
     - ``rtt``: flow, t_s, rtt_ms. Per packet echoed back to the client: t_s
       its first send, rtt_ms its first echo's arrival minus that send, in ms.
     - ``owd``: flow, t_s, owd_ms. Per packet the server received: t_s its

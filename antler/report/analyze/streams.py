@@ -117,7 +117,7 @@ def _goodput_series(
 
     Using the samples' own times (not the interval edges) keeps the rate exact
     when samples and intervals do not line up; the first point counts from the
-    receiving end's start with zero bytes.
+    server end's start (see below) with zero bytes.
     """
     if not len(code):
         return empty_series("goodput_mbps")
@@ -131,7 +131,9 @@ def _goodput_series(
     prev_t = np.empty_like(pt)
     prev_total = np.empty_like(ptotal)
     prev_t[1:], prev_total[1:] = pt[:-1], ptotal[:-1]
-    # The receiving end of each flow started at its tinit (server for up, client for down).
+    # The first point counts from the server end's tinit, else the client's:
+    # the receiver's start for an upload, but the sender's for a download
+    # (duration_s, in analyze_streams, takes the receiver's either way).
     rx_start = np.where(ends.known[pc_, 1], ends.offset[pc_, 1], ends.offset[pc_, 0])
     prev_t[first] = np.minimum(rx_start[first], pt[first])
     prev_total[first] = 0
