@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.analyze import Analysis, is_sorted, run_starts
+from antler.report.analyze import Analysis
+from antler.report.analyze.columnar import is_sorted, run_starts
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
