@@ -266,3 +266,14 @@ def test_the_rig_uses_netem_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPa
     plain = _commands(dumbbell.setup_runs({"rtt": "0", "loss": 0}))
     assert not any("netem" in c or "antler.rig.delay" in c for c in plain), "no delay, no emulator"
     assert any("emulator none" in c for c in plain)
+
+
+def test_a_rig_given_in_part_takes_the_packaged_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # conf/rig/dumbbell.yaml is the one place the defaults are written: a rig
+    # given in Python gets the same ones Hydra composes, nodes named after its prefix.
+    composed = OmegaConf.to_container(compose_config(["+experiment=rigcheck"]).rig, resolve=True)
+    assert dumbbell.params({}) == dumbbell.params(composed)
+    monkeypatch.setattr(kernel, "qdiscs", lambda: frozenset({"pfifo", "htb", "netem"}))
+    runs = dumbbell.setup_runs({"netns_prefix": "zz-", "rtt": "10ms"})
+    assert sorted(r["child"]["node"]["netns"]["name"] for r in runs) == ["zz-left", "zz-mid", "zz-right"]
+    assert dumbbell.params({"netns_prefix": "zz-"}).nodes.left.netns_name == "zz-left"
