@@ -101,7 +101,12 @@ def test_results_are_never_overwritten(cwd: Path) -> None:
 def test_config_errors_exit_2_with_path_and_no_results(
     cwd: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
 ) -> None:
-    assert main(["run", *args]) == 2
+    assert_config_error(cwd, capsys, ["run", *args], needle)
+
+
+def assert_config_error(cwd: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    """Assert_config_error runs the command and checks it exits 2 with needle in a short message, writing nothing."""
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
@@ -138,11 +143,7 @@ def test_a_flow_a_report_names_must_be_one_the_test_runs(
     conf = write_exp(cwd / "mine", "fl", FLOWS)
     assert main(["vet", "--config-dir", str(conf), "+experiment=fl"]) == 0
     capsys.readouterr()
-    assert main(["run", "--config-dir", str(conf), "+experiment=fl", *args]) == 2
-    err = capsys.readouterr().err
-    assert needle in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
-    assert not (cwd / "results").exists()
+    assert_config_error(cwd, capsys, ["run", "--config-dir", str(conf), "+experiment=fl", *args], needle)
 
 
 def test_flow_names_are_checked_on_the_resolved_tree(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -161,3 +161,11 @@ def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
         for f in fields(value)  # type: ignore[arg-type]
         if (not among or f.name in among) and getattr(value, f.name) is not None
     ]
+
+
+def check_regex(key: str, pattern: str) -> None:
+    """Check_regex raises ValueError, naming the key and the pattern, if pattern is not a Python regex."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{key} {pattern!r}: {e}") from None

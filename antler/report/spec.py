@@ -13,12 +13,11 @@ a ``report`` list a test adds after it; a test replaces the defaults by setting
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from antler.node.metric import Duration
-from antler.node.nodespec import set_fields
+from antler.node.nodespec import check_regex, set_fields
 from antler.results.codec import ENCODED
 
 
@@ -61,10 +60,7 @@ class FlowSeries:
         """Validate raises ValueError for a missing pattern or name, or a pattern that does not compile."""
         if not self.pattern or not self.name:
             raise ValueError("a flow series needs a pattern and a name")
-        try:
-            re.compile(self.pattern)
-        except re.error as e:
-            raise ValueError(f"pattern {self.pattern!r}: {e}") from None
+        check_regex("pattern", self.pattern)
 
 
 @dataclass(frozen=True)
@@ -208,7 +204,4 @@ class IndexSpec:
 
     def validate(self) -> None:
         """Validate raises ValueError if ``flow`` does not compile as a regex."""
-        try:
-            re.compile(self.flow)
-        except re.error as e:
-            raise ValueError(f"flow {self.flow!r}: {e}") from None
+        check_regex("flow", self.flow)
