@@ -80,7 +80,7 @@ class Addresses:
     right: str
 
     def validate(self) -> None:
-        """Validate keeps every address inside 10.77.0.0/16."""
+        """Validate raises ValueError for an address outside 10.77.0.0/16, or a side whose two addresses differ in /24."""
         for name in ("left", "mid_left", "mid_right", "right"):
             a = getattr(self, name)
             parts = a.split(".")
@@ -122,7 +122,7 @@ class Dumbbell:
     nodes: RigNodes
 
     def validate(self) -> None:
-        """Validate checks the values that need no kernel to check."""
+        """Validate checks the values that need no kernel to check, raising ValueError naming the bad one."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         if not self.qdisc.split():
