@@ -132,8 +132,11 @@ def test_no_chart_without_data(tmp_path: Path) -> None:
 def test_the_index_of_one_test(tmp_path: Path) -> None:
     test = tmp_path / "one"
     shutil.copytree(SWEEP / "experiment-cubic_cca-reno_rig_rtt-40ms", test)
+    meta = json.loads((test / "meta.json").read_text())
+    write_meta(test, {**meta, "swept": {"cca": "reno", "rig.rtt": "40ms"}})
     assert run_after(test, REPORTS, root=test) == []
     page, figs = index_html(test, IndexSpec())
+    assert "cca = reno · rig.rtt = 40ms" in page  # the values as the sweep applied them
     assert figs == []  # nothing swept: no comparison chart, and no plotly.js on the page
     assert "1 test: 1 ok" in page and "<script src" not in page
     assert page.count("<tr>") == 1 + 2  # the heading, tcp and udp

@@ -292,8 +292,8 @@ def _href(path: Path, result_dir: Path) -> str:
     return quote(path.relative_to(result_dir).as_posix())
 
 
-def test_card(s: TestSummary, result_dir: Path) -> str:
-    """Test_card is a test's image (its time series, linking to the page), ID, status, charts and files."""
+def card_html(s: TestSummary, result_dir: Path) -> str:
+    """Card_html is a test's image (its time series, linking to the page), ID, status, swept values, charts and files."""
     series = next((c for c in s.charts if c.image is not None and c.name != "fct"), None)
     series = series or next((c for c in s.charts if c.image is not None), None)
     if series is not None and series.image is not None:
@@ -315,9 +315,13 @@ def test_card(s: TestSummary, result_dir: Path) -> str:
             continue  # the folder's own files, when the test is the whole folder
         files.append(f'<a href="{_href(f, result_dir)}">{html.escape(f.relative_to(s.test.path).as_posix())}</a>')
     error = f'<div class="status-failed">{html.escape(s.first_error)}</div>' if s.first_error else ""
+    # The values a sweep applied, as given (the ID holds them made safe for folder names), where meta has them.
+    swept = s.test.meta.get("swept") or {}
+    applied = " · ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in swept.items())
     return (
         f'<div class="card">{picture}<div><b>{html.escape(s.test.id_text)}</b> ({_status(s.status)})</div>{error}'
-        f"<div>charts: {charts or 'none'}</div>"
+        + (f"<div class='swept'>{applied}</div>" if applied else "")
+        + f"<div>charts: {charts or 'none'}</div>"
         f"<details><summary>files ({len(files)})</summary>{' · '.join(files)}</details></div>"
     )
 
@@ -364,7 +368,7 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
     for value, members in groups.items():
         if group_by:
             parts.append(f"<h3>{html.escape(group_by)} = {html.escape(value)}</h3>")
-        parts.append('<div class="cards">' + "".join(test_card(s, result_dir) for s in members) + "</div>")
+        parts.append('<div class="cards">' + "".join(card_html(s, result_dir) for s in members) + "</div>")
     parts.append(f"<script>{SORT_JS}</script>")
     # write_index puts the script there: building the page writes nothing.
     head = script_tag(result_dir, result_dir / plotly_js_name()) if figs else ""
