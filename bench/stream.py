@@ -36,9 +36,9 @@ from antler.node.launch import Launchers
 from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
 
 CLIENT_IP, SERVER_IP = "10.77.9.1", "10.77.9.2"
-launch = Launchers()
-"""launch starts the nodes (Ray actors) of every run, on one embedded Ray."""
 IPERF_PORT = 5299
+LAUNCHERS = Launchers()
+"""LAUNCHERS starts our nodes as Ray actors (the tool's default), one embedded Ray for every run."""
 
 
 @dataclass
@@ -92,7 +92,7 @@ def ours(a: Netns, b: Netns, seconds: float, sample_io: str = "100ms", tcp_info:
     )
     items: list[Item] = []
     cpu0 = _cpu_self()
-    ok = asyncio.run(do(run, items.append, launch=launch, timeout=Duration.parse(f"{seconds + 30}s")))
+    ok = asyncio.run(do(run, items.append, launch=LAUNCHERS, timeout=Duration.parse(f"{seconds + 30}s")))
     cpu = _cpu_self() - cpu0
     if not ok:
         raise RuntimeError(f"our run failed: {[i for i in items if not isinstance(i, (Batch, StreamInfo))]}")
