@@ -202,7 +202,7 @@ def flow(launchers: Launchers, launcher: dict[str, Any], a: str, b: str, seconds
 def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
     """Streaming runs part 2 and prints its figures, for each read/write size (0: the runner's default)."""
     launchers = Launchers()
-    kinds = {"local": {"local": {}}, "ray": {"ray": {}}}
+    kinds: dict[str, dict[str, Any]] = {"local": {"local": {}}, "ray": {"ray": {}}}
     try:
         with netns_factory() as f:
             pair: list[Netns] = []

@@ -26,7 +26,7 @@ import yaml
 from antler.cli import main
 from antler.config.test import parse_run
 from antler.node import Duration, Error, LogEntry, do
-from antler.node.items import Item
+from antler.node.items import Batch, Item
 from antler.node.launch import Launchers
 from antler.node.launch.ssh import CACHE_ENV
 from antler.results import load
@@ -212,7 +212,7 @@ def test_a_mixed_tree_ray_node_ssh_middlebox_and_local_nodes_under_it(ssh: SSHSe
     assert [facts[n]["launcher"] for n in ("ray", "mb", "lan", "quiet")] == ["ray", "ssh", "local", "local"]
     assert facts["lan"]["parent"] == "mb" and facts["quiet"]["parent"] == "mb"
     assert "on the middlebox" in logs(items, "mb") and logs(items, "quiet")[-1] == ns_b
-    batches = [i for i in items if type(i).__name__ == "Batch" and i.kind == "stream_io"]  # type: ignore[attr-defined]
+    batches = [i for i in items if isinstance(i, Batch) and i.kind == "stream_io"]
     assert {b.node_id for b in batches} == {"ray", "lan"}, "both ends of the flow measured"
     assert not {ns_r, ns_a, ns_b} & netns_list()
 
