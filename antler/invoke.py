@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -23,17 +24,20 @@ from antler.node.items import Error, FileData, Item, LogEntry
 from antler.node.launch import Launchers, ReportsFacts, ray_address
 from antler.node.root import Launch, do
 from antler.report.index import write_index
-from antler.report.pipeline import run_after
+from antler.report.pipeline import after_of, report_output, report_outputs, run_after
 from antler.report.spec import During, IndexSpec
-from antler.results.store import Invocation, TestWriter, host_facts, versions, write_meta
+from antler.results.incremental import Action, Decision, Plan
+from antler.results.store import Invocation, TestWriter, host_facts, link_tree, versions, write_meta
 from antler.rig.resolvers import rig_facts
 
 
 @dataclass
 class Outcome:
-    """Outcome is how an invocation ended."""
+    """Outcome is how an invocation ended: its folder, the tests it ran and linked, those that failed."""
 
     result_dir: Path | None = None
+    ran: int = 0
+    linked: int = 0
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
 
@@ -87,23 +91,45 @@ class Live:
                 print(line, file=self.out, flush=True)
 
 
-async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None, out: TextIO = sys.stdout) -> Outcome:
-    """Run_jobs runs each job's test in turn into one result folder.
+async def run_jobs(
+    jobs: list[Job],
+    root_dir: Path,
+    launch: Launch | None = None,
+    out: TextIO | None = None,
+    plan: Plan | None = None,
+) -> Outcome:
+    """Run_jobs links and runs the jobs' tests into one new result folder, as the plan says.
 
-    Without a ``launch`` the nodes are launched by the launcher each names, on
-    the Ray cluster at the first job's ``ray.address`` (or RAY_ADDRESS, or an
-    embedded local Ray started when a test first needs it and shut down here).
+    The tests the plan links are linked first (it takes milliseconds), so a
+    run stopped part-way leaves a folder the next run can resume from; then
+    the others run in turn. Without a plan every job runs. Without a
+    ``launch`` the nodes are launched by the launcher each names, on the Ray
+    cluster at the first job's ``ray.address`` (or RAY_ADDRESS, or an embedded
+    local Ray started when a test first needs it and shut down here).
     """
+    if plan is None:
+        plan = Plan(None, [Decision(j.test.output_path(), j.test.id, Action.RUN, "") for j in jobs])
+    by_path = {j.test.output_path(): j for j in jobs}
+    runs = plan.of(Action.RUN)
     own: Launchers | None = None
     if launch is None:
         launch = own = Launchers(ray_address(jobs[0].config) if jobs else None)
     inv = Invocation(root_dir)
-    inv.begin()
+    recovered = inv.begin()
+    if recovered is not None:
+        # The prior folder may be the killed run's in-progress, which begin just moved.
+        plan = plan.moved(inv.dir, recovered)
     outcome = Outcome()
+    out = sys.stdout if out is None else out  # the stdout of the moment, not of the import
     live = Live(out)
     try:
-        for k, job in enumerate(jobs, 1):
-            ok = await _run_test(inv, job, k, len(jobs), launch, live)
+        for d in plan.of(Action.LINK):
+            await _link_test(inv, d, by_path[d.path], plan, live)
+            outcome.linked += 1
+        for k, d in enumerate(runs, 1):
+            job = by_path[d.path]
+            ok = await _run_test(inv, job, k, len(runs), launch, live, d.reason)
+            outcome.ran += 1
             if not ok:
                 outcome.failed.append(job.test.id_text())
     except asyncio.CancelledError:
@@ -116,7 +142,39 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
     return outcome
 
 
-async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live) -> bool:
+async def _link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: Live) -> None:
+    """_Link_test hard-links a test that need not run from the prior folder, and re-makes changed reports."""
+    assert d.source is not None and plan.prior is not None
+    directory = inv.test_dir(d.path)
+    meta: dict[str, Any] = json.loads((d.source / "meta.json").read_text())
+    # Where the test really ran, through any chain of links.
+    meta.setdefault("ran_in", plan.prior.name)
+    meta["linked_from"] = plan.prior.name
+    if d.keep_config:
+        link_tree(d.source, directory)
+        write_meta(directory, meta)
+        return
+    remade: set[str] = set()
+    if d.rerun_reports:
+        remade = report_outputs(after_of(meta)) | report_outputs(job.test.after)
+    own_files = ("config.yaml", "overrides.yaml")
+    link_tree(d.source, directory, lambda rel: rel.as_posix() in own_files or report_output(rel, remade))
+    # The test part is the same; the rest (index.*, test.after) is this invocation's.
+    (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
+    (directory / "overrides.yaml").write_text(yaml.safe_dump(job.overrides))
+    meta.update(config=job.config, overrides=job.overrides)
+    if d.rerun_reports:
+        meta.pop("report_errors", None)
+    write_meta(directory, meta)
+    if d.rerun_reports:
+        print(f"{job.test.id_text()}: making its reports again (test.after changed)", file=live.out, flush=True)
+        report_errors = await asyncio.to_thread(run_after, directory, job.test.after, live.out)
+        if report_errors:
+            meta["report_errors"] = report_errors
+            write_meta(directory, meta)
+
+
+async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live, why: str = "") -> bool:
     test = job.test
     directory = inv.test_dir(test.output_path())
     (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
@@ -142,7 +200,8 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
     sink = DuringSink(test.during, directory, writer.write, live.item)
 
     expected = test.run.expected_seconds()
-    print(f"test {k} of {n}: {test.id_text()} (about {expected:.0f}s)", file=live.out, flush=True)
+    because = f"{why}; " if why else ""
+    print(f"test {k} of {n}: {test.id_text()} ({because}about {expected:.0f}s)", file=live.out, flush=True)
     start = time.monotonic()
     live.bar = tqdm(
         total=max(expected, 0.001),
