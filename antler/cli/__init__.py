@@ -20,6 +20,7 @@ from antler import exitcode
 from antler.cli import init, results, run
 from antler.cli.registry import COMMANDS
 from antler.config.parse import ConfigError
+from antler.node.launch import ClusterError
 from antler.results.store import ResultsError
 
 __all__ = ["init", "main", "results", "run"]
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"antler-ray: config error: {e}", file=sys.stderr)
         return exitcode.CONFIG
-    except ResultsError as e:
+    except (ResultsError, ClusterError) as e:
         print(f"antler-ray: {e}", file=sys.stderr)
         return exitcode.CONFIG
     except KeyboardInterrupt:

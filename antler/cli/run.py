@@ -18,6 +18,7 @@ from antler import exitcode
 from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
 from antler.config.parse import ConfigError, to_plain
+from antler.config.sweep import sweep_spec
 from antler.node.launch import Launchers, ray_address
 from antler.results.incremental import Action, Plan, Wanted, plan
 from antler.results.store import IN_PROGRESS, ResultsError, owner
@@ -52,6 +53,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     """
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
     root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
+    sweep = sweep_spec(jobs[0].config, jobs[0].swept)
     plan = _plan(jobs, root, a)
     busy = owner(root / IN_PROGRESS)
     if busy is not None:
@@ -62,10 +64,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"nothing to run: every test passed in {plan.prior} with the same test config (-a runs them again)")
         return exitcode.OK
     running = [j for j in jobs if j.test.output_path() in {d.path for d in plan.of(Action.RUN)}]
-    launchers = Launchers(ray_address(jobs[0].config))
+    # Reusing node actors saves each test of a sweep Ray's worker start (1-2 s).
+    launchers = Launchers(ray_address(jobs[0].config), reuse=len(running) > 1)
     try:
-        run_jobs = _start(launchers, running)
-        outcome = asyncio.run(run_jobs(jobs, root, launchers, plan=plan))
+        run_jobs = _start(launchers, running, sweep.enabled)
+        hosts = sweep.resolve(launchers.hosts()) if sweep.enabled else None
+        outcome = asyncio.run(run_jobs(jobs, root, launchers, plan=plan, hosts=hosts, per_host=sweep.per_host))
     finally:
         launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
@@ -94,7 +98,7 @@ def _plan(jobs: list[Job], root: Path, a: argparse.Namespace) -> Plan:
     return plan([Wanted(j.test.output_path(), j.test.id, j.config) for j in jobs], root, a.all, selected)
 
 
-def _start(launchers: Launchers, jobs: list[Job]) -> Callable[..., Any]:
+def _start(launchers: Launchers, jobs: list[Job], ray: bool = False) -> Callable[..., Any]:
     """_Start connects to Ray if the tests need it while the runner's modules import; it returns run_jobs.
 
     Ray's start-up mostly waits on the processes it spawns, so the imports
@@ -102,7 +106,10 @@ def _start(launchers: Launchers, jobs: list[Job]) -> Callable[..., Any]:
     """
     warm = threading.Thread(target=_import_quietly, args=("antler.invoke",), name="warm-imports", daemon=True)
     warm.start()
-    launchers.start(n for job in jobs for n in job.test.run.nodes())
+    if ray:
+        launchers.connect()
+    else:
+        launchers.start(n for job in jobs for n in job.test.run.nodes())
     warm.join()
     from antler.invoke import run_jobs
 
@@ -123,6 +130,7 @@ def cmd_vet(a: argparse.Namespace) -> int:
     for job in jobs:
         print(f"# test {job.test.id_text()}")
         print(yaml.safe_dump({"test": to_plain(job.test)}, sort_keys=False, allow_unicode=True), end="")
+    sweep_spec(jobs[0].config, jobs[0].swept)
     the_plan = _plan(jobs, root, a)
     print("# what `run` with these arguments would do:")
     for d in the_plan.decisions:
