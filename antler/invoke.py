@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -229,6 +230,9 @@ async def run_jobs(
             outcome.interrupted = True
         _write_index(inv.dir, jobs, out)
         outcome.result_dir = inv.finish()
+        if worker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await _shielded(worker.wait())
         if own is not None:
             own.close()  # on this thread, like the ray.init it undoes
     return outcome

@@ -79,12 +79,15 @@ class ReportWorker:
         return list(answer["errors"])
 
     async def close(self) -> None:
-        """Close ends the worker once its reports are done."""
+        """Close tells the worker to end once its reports are done; ``wait`` waits for it."""
         async with self._lock:
             if self._proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._proc.stdin.close()
-            await self._proc.wait()
+
+    async def wait(self) -> None:
+        """Wait waits for the worker to end (its interpreter's exit takes 0.7 s here: let it overlap other work)."""
+        await self._proc.wait()
 
 
 def main() -> None:
