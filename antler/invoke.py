@@ -90,10 +90,13 @@ class Live:
         self.out = out
         self.parallel = parallel
         self.bar: tqdm[Any] | None = None
+        self.status: Callable[[], str] | None = None
 
     def line(self, text: str) -> None:
-        """Line prints one line above the status line."""
+        """Line prints one line above the status line (redrawn with the sweep's state as of now)."""
         if self.bar is not None:
+            if self.status is not None:
+                self.bar.set_description_str(self.status(), refresh=False)
             self.bar.write(text, file=self.out)
         else:
             print(text, file=self.out, flush=True)
@@ -319,7 +322,7 @@ class _Sweep:
             ticker.cancel()
             if self.live.bar is not None:
                 self.live.bar.close()
-                self.live.bar = None
+                self.live.bar, self.live.status = None, None
 
     def _needs(self, k: int, parallel: bool) -> Needs:
         if not parallel:
@@ -375,6 +378,7 @@ class _Sweep:
         if not sys.stderr.isatty():
             return
         self.live.bar = tqdm(total=self.progress.total, bar_format="{desc}", leave=False)
+        self.live.status = self.progress.text
         while True:
             self.live.bar.set_description_str(self.progress.text(), refresh=True)
             await asyncio.sleep(0.5)

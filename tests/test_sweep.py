@@ -133,6 +133,18 @@ def test_sweep_config_mistakes_name_the_key(config: dict[str, object], swept: di
         sweep_spec(config, swept)
 
 
+def test_sweep_hosts_without_a_cluster_is_refused_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from antler.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["run", "-m", "+experiment=hello", "sweep.hosts=all"]) == 2
+    assert "sweep.hosts: needs a Ray cluster to place tests on: set ray.address=HEAD:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_sweep_hosts_the_cluster_lacks_are_refused_listing_its_hosts() -> None:
     assert sweep_spec({"sweep": {"hosts": "all"}}).resolve({"b": 1, "a": 1}) == ["a", "b"]
     with pytest.raises(ConfigError, match=r"'c' not in the Ray cluster; its hosts: a, b"):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -54,6 +55,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
     root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
     sweep = sweep_spec(jobs[0].config, jobs[0].swept)
+    if sweep.enabled and not (ray_address(jobs[0].config) or os.environ.get("RAY_ADDRESS")):
+        # The embedded Ray has no hosts: say so before starting it (6 s).
+        raise ConfigError("sweep.hosts", "needs a Ray cluster to place tests on: set ray.address=HEAD:PORT")
     plan = _plan(jobs, root, a)
     busy = owner(root / IN_PROGRESS)
     if busy is not None:
