@@ -146,6 +146,8 @@ class NodeActor:
 
         An actor whose node was closed may start again as another node: the
         next test of a sweep then skips Ray's worker start (1-2 s here).
+        Raises LaunchError when the node runs other code than the driver (or
+        the actor still hosts a node), NetnsError for its namespace.
         """
         if self.thread is not None:
             raise LaunchError(f"node {node.id!r}: its actor still hosts node {self.node.id!r}")
@@ -658,7 +660,11 @@ class RayLaunch:
             self.forget_host(host)
 
     async def launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> RayHandle:
-        """Launch starts the node's actor on its host and returns its handle, polling already."""
+        """Launch starts the node's actor on its host and returns its handle, polling already.
+
+        Raises LaunchError for a host the cluster lacks, an actor that failed
+        to start or did not within LAUNCH_TIMEOUT_SECONDS.
+        """
         # On the calling thread, never a pool thread: Ray's processes die with
         # the thread that started them (PR_SET_PDEATHSIG), and asyncio.run ends
         # its pool threads, which left `ray.shutdown` waiting 15 s on a dead GCS.
