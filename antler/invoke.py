@@ -291,10 +291,12 @@ class _Sweep:
                 for k, placement in queue.start(slots):
                     active[asyncio.ensure_future(self._test(k, placement, parallel))] = placement
                 if not active:
-                    # Nothing runs and nothing can start: every host of the sweep was lost.
-                    for k in queue.drop(slots.runnable):
+                    # Nothing runs and nothing could start: every host of the sweep was lost.
+                    gone = queue.drop(slots.runnable) or [k for k, _ in queue.items]
+                    for k in gone:
                         outcome.failed.append(f"{self.jobs[k].test.id_text()} (not run: every host was lost)")
-                    break
+                    queue.items = [(k, n) for k, n in queue.items if k not in gone]
+                    continue
                 done, _ = await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     slots.release(active.pop(task))

@@ -241,26 +241,27 @@ def test_a_sweep_uses_both_hosts_at_once_and_every_test_holds(cluster: Cluster, 
     res = load(tmp_path / "results" / "latest")
     assert len(res) == 4
     used: dict[str, list[tuple[float, float]]] = {}
-    names: list[set[str]] = []
+    names: dict[str, list[set[str]]] = {}
     for test in res.values():
         placement = test.meta["placement"]
         host = placement["host"]
         # Every node of the test sat on the one host its meta.json names.
         assert {n["host"] for n in test.meta["nodes"]} == {host}, test.meta["nodes"]
         assert {n["netns"] for n in test.meta["nodes"]} == set(placement["netns"].values())
-        names.append(set(placement["netns"].values()))
+        names.setdefault(host, []).append(set(placement["netns"].values()))
         start = pd.Timestamp(test.meta["started"]).timestamp()
         used.setdefault(host, []).append((start, start + test.meta["duration_s"]))
         # The science holds for every test, though two ran at once on two cores.
         flows = pd.read_parquet(test.path / "flows.parquet").set_index("flow")
-        goodput = flows.loc[test.id["cca"], "goodput_mbps"]
+        goodput = flows.loc["tcp", "goodput_mbps"]
         assert 44 <= goodput <= 50, (test.id, goodput)
         assert test.meta["status"] == "ok" and not test.meta.get("report_errors")
     assert sorted(used) == ["a", "b"]
     # Both hosts worked at once, and tests that overlapped had namespaces of their own.
-    (a1, a2), (b1, b2) = used["a"][0], used["b"][0]
-    assert max(a1, b1) < min(a2, b2)
-    assert names[0].isdisjoint(names[1]) or names[0].isdisjoint(names[2])
+    spans = [(start, end, ns) for host in used for (start, end), ns in zip(used[host], names[host], strict=True)]
+    overlapping = [(x, y) for i, x in enumerate(spans) for y in spans[i + 1 :] if max(x[0], y[0]) < min(x[1], y[1])]
+    assert overlapping, spans
+    assert all(x[2].isdisjoint(y[2]) for x, y in overlapping)
     assert not {n for n in netns_list() if prefix in n}
     assert "index.html" in os.listdir(res.path)
 
