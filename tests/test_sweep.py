@@ -253,7 +253,7 @@ def test_a_sweep_uses_both_hosts_at_once_and_every_test_holds(cluster: Cluster, 
         used.setdefault(host, []).append((start, start + test.meta["duration_s"]))
         # The science holds for every test, though two ran at once on two cores.
         flows = pd.read_parquet(test.path / "flows.parquet").set_index("flow")
-        goodput = flows.loc["tcp", "goodput_mbps"]
+        goodput = float(flows["goodput_mbps"]["tcp"])
         assert 44 <= goodput <= 50, (test.id, goodput)
         assert test.meta["status"] == "ok" and not test.meta.get("report_errors")
     assert sorted(used) == ["a", "b"]
