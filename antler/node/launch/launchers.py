@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from antler.node.launch.ssh import SSHLaunch
 
 
+Facts = list[tuple[dict[str, Any], NodeHandle | None]]
+"""Facts is what a launcher remembers of the nodes it launched: each node's facts and, once up, its handle."""
+
+
 class ProcessLaunchers:
     """ProcessLaunchers starts local and SSH nodes; call it as a ``Launch``.
 
@@ -28,21 +32,25 @@ class ProcessLaunchers:
 
     def __init__(self) -> None:
         self._ssh: SSHLaunch | None = None
-        self._facts: list[tuple[dict[str, Any], NodeHandle | None]] = []
+        self._facts: Facts = []
 
     async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
         """Call launches the node with the launcher its spec names."""
+        return await self.launch_into(self._facts, node, sink, nodes)
+
+    async def launch_into(self, into: Facts, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        """Launch_into launches the node, appending its facts to into (a test's own list, when tests run at once)."""
         # In launch order, though launches run concurrently and end in any order.
         facts: dict[str, Any] = {"id": node.id, "launcher": node.launcher.name}
-        at = len(self._facts)
-        self._facts.append((facts, None))
+        at = len(into)
+        into.append((facts, None))
         try:
             handle = await self._launch(node, sink, nodes)
         except Exception as e:
             facts["error"] = str(e)
             raise
         facts.update(getattr(handle, "facts", {}))
-        self._facts[at] = (facts, handle)
+        into[at] = (facts, handle)
         return handle
 
     async def _launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
@@ -60,15 +68,18 @@ class ProcessLaunchers:
         raise ValueError(f"node {node.id!r}: a {name} node cannot be launched from here (only local and ssh)")
 
     def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call.
+        """Take_facts returns the facts of the nodes launched since the last call (see :func:`flat_facts`)."""
+        facts, self._facts = flat_facts(self._facts), []
+        return facts
 
-        Each node comes with, after it, the facts of the nodes it launched
-        itself (``parent`` names it; their clock offsets are against this
-        process's clock).
-        """
-        out: list[dict[str, Any]] = []
-        for facts, handle in self._facts:
-            out.append(facts)
-            out.extend(getattr(handle, "below_facts", []))
-        self._facts = []
-        return out
+
+def flat_facts(facts: Facts) -> list[dict[str, Any]]:
+    """Flat_facts lists each node's facts followed by the facts of the nodes it launched itself.
+
+    Those name it as their ``parent``; their clock offsets are against its clock.
+    """
+    out: list[dict[str, Any]] = []
+    for node_facts, handle in facts:
+        out.append(node_facts)
+        out.extend(getattr(handle, "below_facts", []))
+    return out
