@@ -1,0 +1,191 @@
+"""The testbed rig and the cluster launcher, on namespace hosts with their own sshd (tests/hosts.py).
+
+The fast tests build the testbed rig on the hosts' test network with nodes
+that join the hosts' namespaces from this process. The slow one does what
+the README tells a user: ``ray up`` with the shipped cluster.yaml (only the
+addresses, SSH user and key replaced), ``antler-ray run +experiment=cubic
+rig=testbed ... ray.address=auto`` on the head, ``ray down``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from antler.config.compose import compose_config, compose_jobs
+from antler.config.parse import ConfigError
+from antler.config.test import parse_run
+from antler.node import Duration, Item, LogEntry, do
+from antler.node.items import Error
+from antler.node.launch.netns import launch_thread as launch
+from tests.hosts import Host, NamespaceHosts, namespace_hosts
+
+RTT_MS = 20
+TEST_NET = {"left": "10.77.141.1", "mid_left": "10.77.141.2", "mid_right": "10.77.142.1", "right": "10.77.142.2"}
+
+
+def rig_overrides(tb: NamespaceHosts, *, joined: bool) -> list[str]:
+    """Rig_overrides puts the testbed rig on the namespace hosts (h1 - h2 - h3), with nodes joining their namespaces."""
+    h1, h2, h3 = tb.hosts
+    out = [
+        "rig=testbed",
+        f"rig.hosts.left={h1.name}", f"rig.hosts.mid={h2.name}", f"rig.hosts.right={h3.name}",
+        "rig.ifaces.left=tn0", "rig.ifaces.mid_left=tn-l", "rig.ifaces.mid_right=tn-r", "rig.ifaces.right=tn0",
+        *(f"rig.addr.{k}={v}" for k, v in TEST_NET.items()),
+    ]  # fmt: skip
+    if joined:
+        # Nodes in this process, in each host's network namespace, instead of Ray actors on the hosts.
+        for role, host in zip(("left", "mid", "right"), tb.hosts, strict=True):
+            out += [f"~rig.nodes.{role}.launcher", f"+rig.nodes.{role}.netns.name={host.netns}"]
+    return out
+
+
+def build_rig(overrides: list[str], body: list[dict[str, Any]]) -> tuple[bool, list[Item], dict[str, Any]]:
+    """Build_rig runs the rig's set-up, body and tear-down (from rigcheck's tree) in this process."""
+    cfg = compose_config(["+experiment=rigcheck", *overrides])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    setup, _, teardown = plain["test"]["run"]["serial"]
+    items: list[Item] = []
+    tree = parse_run({"serial": [setup, *body, teardown]})
+    ok = asyncio.run(do(tree, items.append, launch=launch, timeout=Duration(120_000_000_000)))
+    return ok, items, plain["rig"]
+
+
+def logs(items: list[Item], node: str | None = None) -> list[str]:
+    """Logs returns the log texts, of one node or all."""
+    return [i.text for i in items if isinstance(i, LogEntry) and (node is None or i.node_id == node)]
+
+
+def errors(items: list[Item]) -> list[str]:
+    """Errors returns the error messages."""
+    return [i.message for i in items if isinstance(i, Error)]
+
+
+def network_state(host: Host) -> dict[str, str]:
+    """Network_state is what a rig could change on a host: addresses, routes, rules, qdiscs, forwarding."""
+
+    def ip(*args: str) -> str:
+        return subprocess.run(["ip", "-n", host.netns, *args], capture_output=True, text=True, check=True).stdout
+
+    def sysctl(pattern: str) -> str:
+        out = subprocess.run(["ip", "netns", "exec", host.netns, "sysctl", "-a"], capture_output=True, text=True)
+        return "\n".join(line for line in out.stdout.splitlines() if pattern in line)
+
+    return {
+        "addr": ip("-br", "addr"),
+        "links": ip("-br", "link"),
+        "routes": ip("route", "show", "table", "all"),
+        "rules": ip("rule"),
+        "qdiscs": subprocess.run(["tc", "-n", host.netns, "qdisc"], capture_output=True, text=True).stdout,
+        "forwarding": sysctl(".forwarding"),
+        "rp_filter": sysctl(".rp_filter"),
+    }
+
+
+def test_namespace_hosts_are_separate_machines_and_vanish() -> None:
+    with namespace_hosts(("ha", "hb")) as tb:
+        a, b = tb.hosts
+        for host in (a, b):
+            r = tb.ssh(host, "hostname; echo $HOME; echo $$; ls /tmp; ip -br addr show mgmt0")
+            assert r.returncode == 0, r.stderr
+            name, home, pid, *rest = r.stdout.splitlines()
+            assert (name, home) == (host.name, "/root")
+            # A session sees only its host's processes: sshd is PID 1, so `ray stop` there stops only that host's Ray.
+            assert int(pid) < 100
+            assert tb.ssh(host, "cat /proc/1/comm").stdout.strip() == "sshd"
+            assert host.addr in rest[-1]
+        assert tb.ssh(a, "touch /tmp/mine ~/mine").returncode == 0
+        assert tb.ssh(b, "ls /tmp/mine ~/mine").returncode != 0, "hosts share /tmp or home"
+        assert tb.ssh(a, f"ping -c 1 -W 2 {b.addr}").returncode == 0, "the management network"
+        assert "tn0" in tb.ssh(a, "ip -br link").stdout
+        pids = a.pids() + b.pids()
+        assert pids
+        names = [a.netns, b.netns, tb.ctl, tb.switch]
+    from tests.nettools import netns_list
+
+    assert not set(names) & netns_list()
+    assert not [p for p in pids if subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode == 0]
+
+
+def test_testbed_rig_builds_the_dumbbell_across_hosts_and_leaves_them_as_found() -> None:
+    count = 100
+    with namespace_hosts() as tb:
+        before = {h.name: network_state(h) for h in tb.hosts}
+        ping = {"child": {"node": {"id": "left", "netns": {"name": tb.hosts[0].netns}},
+                          "system": {"command": f"ping -c {count} -i 0.01 {TEST_NET['right']}"}}}  # fmt: skip
+        ok, items, _ = build_rig(rig_overrides(tb, joined=True), [ping])
+        after = {h.name: network_state(h) for h in tb.hosts}
+    assert ok, errors(items)
+    text = next(t for t in logs(items, "left") if f"{count} packets transmitted" in t)
+    rtts = [float(t.split("time=")[1].split()[0]) for t in text.splitlines() if "time=" in t]
+    assert len(rtts) == count
+    assert abs(statistics.median(rtts) - RTT_MS) < 1.0, f"median RTT {statistics.median(rtts):.3f} ms"
+    assert any("rig testbed:" in t and "on h2" in t for t in logs(items, "mid"))
+    assert any("tn-l, tn-r ready" in t for t in logs(items, "mid"))
+    assert any("qdisc pfifo 10:" in t for t in logs(items, "mid")), "tear-down logs the bottleneck's counters"
+    assert any("\nlink d-fwd:" in t for t in logs(items, "mid")), "the delay link ended cleanly, with its counters"
+    # Every address, route, rule, qdisc and forwarding flag is back as it was, mgmt0's never changed.
+    changed = {(h, k): (before[h][k], after[h][k]) for h in before for k in before[h] if before[h][k] != after[h][k]}
+    assert not changed
+
+
+def test_testbed_rig_refuses_an_interface_in_use_and_touches_nothing() -> None:
+    with namespace_hosts() as tb:
+        before = [network_state(h) for h in tb.hosts]
+        overrides = [
+            o if o != "rig.ifaces.left=tn0" else "rig.ifaces.left=mgmt0" for o in rig_overrides(tb, joined=True)
+        ]
+        ok, items, _ = build_rig(overrides, [])
+        after = [network_state(h) for h in tb.hosts]
+    assert not ok
+    assert any("check --iface mgmt0" in e for e in errors(items)), errors(items)
+    assert any("'mgmt0' has 10.77.140.11/24, which the rig did not assign" in t for t in logs(items, "left"))
+    assert after == before
+
+
+def test_every_rig_experiment_composes_on_the_testbed_with_the_dumbbells_path_steps() -> None:
+    hosts = ["rig.hosts.left=a", "rig.hosts.mid=b", "rig.hosts.right=c"]
+    ifaces = ["rig.ifaces.left=e1", "rig.ifaces.mid_left=e1", "rig.ifaces.mid_right=e2", "rig.ifaces.right=e3"]
+    for name in ("cubic", "fct", "iperf3", "packets", "ratedrop", "rigcheck", "tcpinfo", "tcpstream", "vbrudp"):
+        (dumbbell,) = compose_jobs([f"+experiment={name}"])
+        (job,) = compose_jobs([f"+experiment={name}", "rig=testbed", *hosts, *ifaces])
+        nodes = {n["id"]: n["launcher"]["ray"]["host"] for n in _nodes(job.config["test"]["run"])}
+        assert nodes == {"left": "a", "mid": "b", "right": "c"}, name
+        commands = " ".join(_commands(job.config["test"]["run"]))
+        assert "mgmt" not in commands and "ip_forward" not in commands and "conf.all" not in commands
+        # The bottleneck and delay steps are the dumbbell's, with mid's interfaces renamed.
+        path = [c.replace("m-left", "e1").replace("m-right", "e2") for c in _commands(dumbbell.config["test"]["run"])
+                if c.startswith(("tc ", "ip rule", "ip tuntap"))]  # fmt: skip
+        assert path and all(c in commands for c in path), name
+    with pytest.raises(ConfigError, match=r"rig\.hosts\.left"):
+        compose_jobs(["+experiment=cubic", "rig=testbed"])
+    with pytest.raises(ConfigError, match=r"ifaces\.left is required"):
+        compose_jobs(["+experiment=cubic", "rig=testbed", *hosts])
+    with pytest.raises(ConfigError, match="three different hosts"):
+        compose_jobs(["+experiment=cubic", "rig=testbed", *hosts[:2], "rig.hosts.right=a", *ifaces])
+
+
+def _nodes(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, dict):
+        found = [data["child"]["node"]] if isinstance(data.get("child"), dict) else []
+        return found + [n for v in data.values() for n in _nodes(v)]
+    if isinstance(data, list):
+        return [n for v in data for n in _nodes(v)]
+    return []
+
+
+def _commands(data: Any) -> list[str]:
+    if isinstance(data, dict):
+        if "system" in data and isinstance(data["system"], dict):
+            s = data["system"]
+            return [" ".join([s.get("command") or "", *s.get("args", [])]).strip()]
+        return [c for v in data.values() for c in _commands(v)]
+    if isinstance(data, list):
+        return [c for v in data for c in _commands(v)]
+    return []
