@@ -10,22 +10,36 @@ rig=testbed ... ray.address=auto`` on the head, ``ray down``.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import statistics
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
 from antler.config.compose import compose_config, compose_jobs
-from antler.config.parse import ConfigError
+from antler.config.parse import ConfigError, parse
 from antler.config.test import parse_run
 from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
+from antler.node.schemas import SCHEMAS
+from antler.report.analyze import analyze
+from antler.report.charts import clock_note
+from antler.report.pipeline import run_after
+from antler.report.spec import After
+from antler.results import load
 from tests.hosts import Host, NamespaceHosts, namespace_hosts
 
 RTT_MS = 20
+FIXTURE = Path(__file__).parent / "data" / "result" / "cca-cubic"
 TEST_NET = {"left": "10.77.141.1", "mid_left": "10.77.141.2", "mid_right": "10.77.142.1", "right": "10.77.142.2"}
 
 
@@ -189,3 +203,47 @@ def _commands(data: Any) -> list[str]:
     if isinstance(data, list):
         return [c for v in data for c in _commands(v)]
     return []
+
+
+def test_one_way_delay_across_hosts_is_corrected_by_the_clock_offset_and_the_chart_says_so(tmp_path: Path) -> None:
+    # The fixture's echo flow "udp" (one-way delay 5 ms), as if its client ran
+    # on h1 (the driver's host) and its server on h3, whose clock is 250 ms ahead.
+    test_dir = tmp_path / "cca-cubic"
+    shutil.copytree(FIXTURE, test_dir)
+    info = pq.read_table(test_dir / "packet_info.parquet").to_pandas()
+    info["node_id"] = np.where(info["server"], "right", "left")
+    info.loc[info["server"], "tinit"] += pd.Timedelta(250, "ms")
+    pq.write_table(
+        pa.Table.from_pandas(info, schema=SCHEMAS["packet_info"], preserve_index=False),
+        test_dir / "packet_info.parquet",
+    )
+    meta = json.loads((test_dir / "meta.json").read_text())
+    meta["nodes"] = [
+        {"id": "left", "host": "h1", "clock_offset_ns": 0, "clock_rtt_ns": 600_000, "same_clock": True},
+        {"id": "right", "host": "h3", "clock_offset_ns": 250_000_000, "clock_rtt_ns": 800_000, "same_clock": False},
+    ]
+    meta["rig"] = {"kind": "testbed", "hosts": {"left": "h1", "mid": "h2", "right": "h3"},
+                   "ifaces": {"left": "tn0", "mid_left": "tn-l", "mid_right": "tn-r", "right": "tn0"},
+                   "rate_bps": 50_000_000, "qdisc": "pfifo limit 1000", "rtt_ms": 20.0, "emulator": "tun"}  # fmt: skip
+    (test_dir / "meta.json").write_text(json.dumps(meta))
+    a = analyze(load(test_dir)["."])
+    udp = a.flows.set_index("flow").loc["udp"]
+    assert udp["owd_ms_median"] == pytest.approx(5.0)
+    assert udp["rtt_ms_median"] == pytest.approx(10.0), "an RTT is on one clock: no correction"
+    (clock,) = a.clocks.itertuples(index=False)
+    assert (clock.flow, clock.from_host, clock.to_host, clock.same_clock) == ("udp", "h1", "h3", False)
+    assert clock.uncertainty_ms == pytest.approx(0.4)
+    note = clock_note(a, "owd")
+    assert (
+        note == "one-way delay of udp crosses hosts h1 → h3: clocks aligned by measured offsets, uncertainty ±0.40 ms"
+    )
+    assert clock_note(a, "rtt") == "", "the RTT chart draws no one-way delay"
+    spec = parse(After, {"report": [{"charts_time_series": {"to": ["owd.html"], "delay": "owd"}}]}, "test.after")
+    assert run_after(test_dir, spec) == []
+    page = (test_dir / "owd.html").read_text()
+    assert note in page
+    assert "testbed h1 (tn0) → h2 (tn-l|tn-r) → h3 (tn0)" in page
+    # Without the offsets the same data says 255 ms.
+    del meta["nodes"]
+    (test_dir / "meta.json").write_text(json.dumps(meta))
+    assert analyze(load(test_dir)["."]).flows.set_index("flow").loc["udp", "owd_ms_median"] == pytest.approx(255.0)

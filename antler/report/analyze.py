@@ -7,13 +7,19 @@ about the time it takes to read them (see bench/analyze.py).
 Times: every series' ``t_s`` is seconds since the test's first flow began (the
 earliest ``tinit`` of any flow end), so stream and packet flows share one axis.
 Each end's ``t_ns`` is relative to its own ``tinit``; adding the end's offset
-from that start puts both ends on the test's clock (one-way delay across nodes
-is only as good as their clock sync, as in antler).
+from that start puts both ends on the test's clock. A ``tinit`` is by its
+node's clock: where meta.json gives a node's measured clock offset to the
+driver (``nodes[].clock_offset_ns``, 0 on the driver's own kernel), its
+``tinit`` is moved onto the driver's clock first, so a one-way delay between
+two hosts is as good as the two offsets: each is within half its
+measurement's round trip (``clock_rtt_ns``), and :attr:`Analysis.clocks` says
+so per flow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +63,10 @@ TIME_BITS = 50
 """TIME_BITS is how many bits of a sort key a time in ns takes (13 days; longer tests sort more slowly)."""
 
 
+CLOCK_COLUMNS = ["flow", "from_host", "to_host", "same_clock", "uncertainty_ms"]
+"""CLOCK_COLUMNS are the columns of :attr:`Analysis.clocks`."""
+
+
 @dataclass
 class Analysis:
     """Analysis is a test's per-flow metrics and the time series its charts draw."""
@@ -66,6 +76,8 @@ class Analysis:
     rtt: pd.DataFrame = field(default_factory=lambda: _empty_series("rtt_ms"))
     owd: pd.DataFrame = field(default_factory=lambda: _empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
+    clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    """clocks has, per packet flow whose ends ran on two hosts, the hosts and how uncertain its one-way delay is."""
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Delay returns the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -95,8 +107,9 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     ``interval_s`` is the goodput interval: each point is the goodput between
     the last receiver samples of consecutive intervals.
     """
-    stream_info = test["stream_info"]
-    packet_info = test["packet_info"]
+    nodes = test.meta.get("nodes") or []
+    stream_info = on_driver_clock(test["stream_info"], nodes)
+    packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
     if t0 is None:
         return _no_flows()
@@ -106,7 +119,58 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     del stream_io
     packet_cols = PACKET_IO_COLUMNS + _optional(test, "packet_io", ["sched_t_ns"])
     packet_flows, rtt, owd = _packets(packet_info, _read(test, "packet_io", packet_cols), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+    return a
+
+
+def on_driver_clock(info: pd.DataFrame, nodes: list[dict[str, Any]]) -> pd.DataFrame:
+    """On_driver_clock moves each flow end's ``tinit`` from its node's clock onto the driver's.
+
+    ``nodes`` is meta.json's list of node facts; a node's ``clock_offset_ns``
+    is its clock minus the driver's. Ends on nodes without one (the driver's
+    own, or a launcher that measures none) are left as they are.
+    """
+    offsets = {str(n.get("id")): int(n.get("clock_offset_ns") or 0) for n in nodes}
+    if not len(info) or not any(offsets.values()):
+        return info
+    shift = info["node_id"].astype(str).map(offsets).fillna(0).astype("int64")
+    return info.assign(tinit=info["tinit"] - pd.to_timedelta(shift, unit="ns"))
+
+
+def owd_clocks(packet_info: pd.DataFrame, nodes: list[dict[str, Any]], driver_host: str = "") -> pd.DataFrame:
+    """Owd_clocks lists the packet flows whose client and server ran on different hosts.
+
+    For each: the hosts (client to server, the direction of the one-way
+    delay), whether they share a clock (one kernel: no offset to measure),
+    and the one-way delay's uncertainty in ms, the sum of the two offsets'
+    (half the fastest round trip each; 0 for a node on the driver's clock).
+    """
+    by_id = {str(n.get("id")): n for n in nodes}
+
+    def host(node_id: str) -> str:
+        return str(by_id.get(node_id, {}).get("host") or driver_host)
+
+    def uncertainty_ns(node_id: str) -> float:
+        n = by_id.get(node_id, {})
+        return 0.0 if n.get("same_clock", True) else float(n.get("clock_rtt_ns") or 0) / 2
+
+    def same(node_id: str) -> bool:
+        return bool(by_id.get(node_id, {}).get("same_clock", True))
+
+    rows = []
+    for flow, ends in packet_info.groupby("flow", sort=True, observed=True):
+        at_server = ends["server"].astype(bool)
+        client, server = ends.loc[~at_server, "node_id"], ends.loc[at_server, "node_id"]
+        if not len(client) or not len(server):
+            continue
+        c, sv = str(client.iloc[0]), str(server.iloc[0])
+        if host(c) == host(sv):
+            continue
+        rows.append(
+            (str(flow), host(c), host(sv), same(c) and same(sv), (uncertainty_ns(c) + uncertainty_ns(sv)) / 1e6)
+        )
+    return pd.DataFrame(rows, columns=CLOCK_COLUMNS)
 
 
 def analyze_frames(
