@@ -167,6 +167,13 @@ def _pids_in_namespace(kind: str, inode: int) -> list[int]:
     return out
 
 
+def _netns_inode(name: str) -> int:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return -1
+
+
 def _veth(a_ns: str, a: str, b_ns: str, b: str) -> None:
     sh("ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns)
     sh("ip", "-n", a_ns, "link", "set", a, "up")
@@ -297,6 +304,11 @@ def namespace_hosts(names: Sequence[str] = ("h1", "h2", "h3")) -> Iterator[Names
         failed = False
     finally:
         stragglers = _stop(tb.hosts)
+        # What ran on ctl and outlived its command (ssh's connection masters,
+        # which `ray up` leaves for ControlPersist) ends with ctl.
+        for pid in _pids_in_namespace("net", _netns_inode(tb.ctl)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for ns in reversed(made):
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -10,18 +10,23 @@ rig=testbed ... ray.address=auto`` on the head, ``ray down``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import statistics
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from antler.config.compose import compose_config, compose_jobs
@@ -37,6 +42,7 @@ from antler.report.pipeline import run_after
 from antler.report.spec import After
 from antler.results import load
 from tests.hosts import Host, NamespaceHosts, namespace_hosts
+from tests.nettools import netns_list
 
 RTT_MS = 20
 FIXTURE = Path(__file__).parent / "data" / "result" / "cca-cubic"
@@ -121,8 +127,6 @@ def test_namespace_hosts_are_separate_machines_and_vanish() -> None:
         pids = a.pids() + b.pids()
         assert pids
         names = [a.netns, b.netns, tb.ctl, tb.switch]
-    from tests.nettools import netns_list
-
     assert not set(names) & netns_list()
     assert not [p for p in pids if subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode == 0]
 
@@ -247,3 +251,142 @@ def test_one_way_delay_across_hosts_is_corrected_by_the_clock_offset_and_the_cha
     del meta["nodes"]
     (test_dir / "meta.json").write_text(json.dumps(meta))
     assert analyze(load(test_dir)["."]).flows.set_index("flow").loc["udp", "owd_ms_median"] == pytest.approx(255.0)
+
+
+# --- the cluster launcher itself: ray up, a test from the head, ray down
+
+REPO = Path(__file__).resolve().parents[1]
+UP_SECONDS = 420.0
+JOIN_SECONDS = 300.0
+DOWN_SECONDS = 150.0
+"""DOWN_SECONDS: a worker's raylet ends about 60 s after the head's (Ray's GCS reconnect timeout), then its watch stops the rest."""
+
+
+def wheelhouse() -> Path:
+    """Wheelhouse is a folder of wheels of this venv's packages, the hosts' package index (they have no other).
+
+    Built once per venv (pip wheel, from the registry or pip's cache, about
+    7 s here), again when the installed set or pyproject.toml changes.
+    """
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    stamp = hashlib.sha256((frozen + (REPO / "pyproject.toml").read_text()).encode()).hexdigest()[:16]
+    wheels = Path(sys.prefix) / "testbed-wheels"
+    if (wheels / f".built-{stamp}").exists():
+        return wheels
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir()
+    (wheels / "constraints.txt").write_text(frozen)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), "-c", str(wheels / "constraints.txt"),
+                    str(REPO), "setuptools", "wheel"], check=True, capture_output=True, timeout=900)  # fmt: skip
+    for own in wheels.glob("antler_ray-*.whl"):
+        own.unlink()  # the hosts build this package from the checkout ray up copies, as a user's do
+    (wheels / f".built-{stamp}").touch()
+    return wheels
+
+
+def cluster_config(tb: NamespaceHosts) -> Path:
+    """Cluster_config is the shipped cluster.yaml with only the addresses, SSH user and key replaced."""
+    cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    head, *workers = tb.hosts
+    cfg["provider"]["head_ip"] = head.addr
+    cfg["provider"]["worker_ips"] = [w.addr for w in workers]
+    cfg["auth"]["ssh_user"] = "root"
+    cfg["auth"]["ssh_private_key"] = str(tb.key)
+    out = tb.dir / "ctl" / "cluster.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def cluster_hosts(tb: NamespaceHosts, ray: str, config: Path) -> set[str]:
+    """Cluster_hosts asks the head (ray exec ... ray status) which host:NAME resources the cluster has."""
+    out = tb.on_ctl([ray, "exec", str(config), "ray status"], timeout=120).stdout
+    return {name for name in (h.name for h in tb.hosts) if f"host:{name}" in out}
+
+
+def diagnostics(tb: NamespaceHosts, *outputs: subprocess.CompletedProcess[str]) -> str:
+    """Diagnostics is the end of the commands' output and of the head's autoscaler log, for a failure message."""
+    parts = [f"$ {' '.join(o.args[-3:])}\n{(o.stdout + o.stderr)[-3000:]}" for o in outputs]
+    for log in sorted(tb.hosts[0].tmp.glob("ray/session_*/logs/monitor.*")):
+        parts.append(f"{log.name}:\n{log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_leaves_nothing() -> None:
+    ray = str(Path(sys.executable).with_name("ray"))
+    wheels = wheelhouse()
+    times: dict[str, float] = {}
+    start = time.monotonic()
+    with namespace_hosts(("h1", "h2", "h3")) as tb:
+        for host in tb.hosts:
+            # The hosts' package index: the test network reaches no registry.
+            (host.home / ".config" / "pip").mkdir(parents=True)
+            (host.home / ".config" / "pip" / "pip.conf").write_text(
+                f"[global]\nno-index = true\nfind-links = {wheels}\n"
+            )
+        config = cluster_config(tb)
+        token = tb.on_ctl([ray, "get-auth-token", "--generate"], timeout=60)
+        assert token.returncode == 0, token.stderr
+        up = tb.on_ctl([ray, "up", "-y", str(config)], timeout=UP_SECONDS, cwd=REPO)
+        times["ray up"] = time.monotonic() - start
+        assert up.returncode == 0, diagnostics(tb, up)
+        deadline = time.monotonic() + JOIN_SECONDS
+        while (joined := cluster_hosts(tb, ray, config)) != {"h1", "h2", "h3"} and time.monotonic() < deadline:
+            time.sleep(3)
+        times["all hosts joined"] = time.monotonic() - start
+        assert joined == {"h1", "h2", "h3"}, diagnostics(tb, up)
+
+        # On the head, as `ray attach` then `antler-ray run ... ray.address=auto` would.
+        head = tb.hosts[0]
+        args = " ".join([*rig_overrides(tb, joined=False), "duration=10s", "ray.address=auto"])
+        run = tb.on_ctl([ray, "exec", str(config), f"cd ~ && antler-ray run +experiment=cubic {args}"], timeout=300)
+        times["cubic done"] = time.monotonic() - start
+        assert run.returncode == 0, diagnostics(tb, run)
+        result = head.home / "results" / "latest" / "experiment-cubic"
+        meta = json.loads((result / "meta.json").read_text())
+        a = analyze(load(result)["."])
+        timeseries = (result / "timeseries.html").read_text()
+
+        down = tb.on_ctl([ray, "down", "-y", str(config)], timeout=120)
+        times["ray down"] = time.monotonic() - start
+        assert down.returncode == 0, diagnostics(tb, down)
+        deadline = time.monotonic() + DOWN_SECONDS
+        while (left := _ray_processes(tb)) and time.monotonic() < deadline:
+            time.sleep(1)
+        times["no Ray process left"] = time.monotonic() - start
+        assert not left, f"Ray processes still running after ray down: {left}"
+        names = [tb.ctl, tb.switch, *(h.netns for h in tb.hosts)]
+    cubic = a.flows.set_index("flow").loc["cubic"]
+    base = a.rtt[a.rtt["t_s"] < 1.8]["rtt_ms"]
+    print(", ".join(f"{k} at {v:.0f} s" for k, v in times.items()))
+    print(f"cubic {cubic['goodput_mbps']:.1f} Mbit/s, base RTT {base.median():.2f} ms ({meta['rig']['emulator']})")
+    assert not set(names) & netns_list()
+
+    # The science is the namespace dumbbell's.
+    assert 44 <= cubic["goodput_mbps"] <= 50, f"goodput {cubic['goodput_mbps']:.1f} Mbit/s"
+    assert len(base) >= 50 and abs(base.median() - RTT_MS) <= 1, f"base RTT {base.median():.2f} ms"
+    # Each node ran on its named host, and the rig's record names the hosts and interfaces.
+    assert {n["id"]: n["host"] for n in meta["nodes"]} == {"left": "h1", "mid": "h2", "right": "h3"}
+    assert meta["rig"]["hosts"] == {"left": "h1", "mid": "h2", "right": "h3"}
+    assert meta["rig"]["ifaces"] == {"left": "tn0", "mid_left": "tn-l", "mid_right": "tn-r", "right": "tn0"}
+    assert "testbed h1 (tn0) → h2 (tn-l|tn-r) → h3 (tn0)" in timeseries
+    assert f"delay by {meta['rig']['emulator']}" in timeseries
+
+
+def _ray_processes(tb: NamespaceHosts) -> dict[str, list[str]]:
+    """_Ray_processes lists, per host, the processes of its PID namespace other than sshd's."""
+    found = {}
+    for host in tb.hosts:
+        cmds = []
+        for pid in host.pids():
+            try:
+                cmd = " ".join(psutil.Process(pid).cmdline())
+            except psutil.Error:
+                continue
+            if not cmd.startswith("sshd"):
+                cmds.append(cmd[:100])
+        if cmds:
+            found[host.name] = cmds
+    return found
