@@ -358,7 +358,7 @@ def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_le
         times["no Ray process left"] = time.monotonic() - start
         assert not left, f"Ray processes still running after ray down: {left}"
         names = [tb.ctl, tb.switch, *(h.netns for h in tb.hosts)]
-    cubic = a.flows.set_index("flow").loc["cubic"]
+    cubic = a.flows.set_index("flow").loc["tcp"]
     base = a.rtt[a.rtt["t_s"] < 1.8]["rtt_ms"]
     print(", ".join(f"{k} at {v:.0f} s" for k, v in times.items()))
     print(f"cubic {cubic['goodput_mbps']:.1f} Mbit/s, base RTT {base.median():.2f} ms ({meta['rig']['emulator']})")

@@ -4,6 +4,12 @@ Every child node in the tree is launched before any run starts, so start-up
 time never lands inside a measurement. When the tree completes (or fails, or
 is canceled, or times out) every node's cancelers run, in reverse order of
 launch with the root's own first, and then the nodes are closed.
+
+The rule for errors (antler's): every :class:`~antler.node.items.Error` ends
+the test. The first one recorded on any node, raised by a runner or recorded
+by something running in the background, cancels the tree; all are kept.
+Bad input from the network is not an error of the test: a server drops it,
+counts it by reason and logs the counts when it stops (both servers do).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from antler.node.feedback import Feedback
-from antler.node.items import ROOT_NODE_ID, RunnerError
+from antler.node.items import ROOT_NODE_ID, Error, Item, RunnerError
 from antler.node.launch.inproc import launch_inproc
 from antler.node.metric import Duration
 from antler.node.nodespec import Node
@@ -69,52 +75,75 @@ async def do(
 ) -> bool:
     """Do runs a tree on an in-process root node, sending its data items to sink.
 
-    It returns True if the test completed without an error. Errors are data:
-    each is sent to the sink as an Error item. Cancellation through ``control``
-    ends the test (returning False) after cleanup.
+    It returns True if the test completed without an Error on any node (its
+    cleanup included). Errors are data: each is sent to the sink as an Error
+    item, and the first ends the test. Cancellation through ``control`` ends
+    the test (returning False) after cleanup; any other cancellation is
+    raised after cleanup.
     """
+    first_error = _FirstError(sink)
+    sink = first_error
     root = NodeRuntime(ROOT_NODE_ID, sink, hmac_key=hmac_key)
     nodes = root.children
-    ok = True
+    completed = False
     try:
-        # All nodes start at once: a Ray actor's worker takes a second or two to
-        # start, and those seconds would add up node by node.
-        # Nodes that create a namespace go first, so a node joining one that
-        # another node of the test creates finds it.
-        order = run.nodes()
-        failed = False
-        for wave in ([n for n in order if n.netns.create], [n for n in order if not n.netns.create]):
-            launched = await asyncio.gather(*(launch(node, sink, nodes) for node in wave), return_exceptions=True)
-            for node, handle in zip(wave, launched, strict=True):
-                if isinstance(handle, asyncio.CancelledError):
-                    raise handle
-                if isinstance(handle, BaseException):
-                    root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
-                    failed = True
-                else:
-                    nodes[node] = handle
-            if failed:
-                return False
-        if hmac_key is not None:
-            await _give_hmac_key(nodes, hmac_key)
-        task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback or {}, timeout), nodes))
-        if control is not None:
-            control._attach(task)
-        try:
-            await task
-        except asyncio.CancelledError:
-            ok = False
-            if not task.cancelled() or (control is None or not control.canceled):
-                raise
-            root.rec.log("test canceled", "node")
-        except (RunnerError, BaseExceptionGroup):
-            ok = False
-        except TestTimeout as e:
-            ok = False
-            root.rec.error(str(e), "node")
-        return ok
+        if await _launch_all(run, sink, nodes, launch, root):
+            if hmac_key is not None:
+                await _give_hmac_key(nodes, hmac_key)
+            completed = await _run_watched(root, run, feedback or {}, timeout, control, nodes, first_error.watch())
     finally:
         await _cleanup(root, nodes)
+    return completed and first_error.first is None
+
+
+async def _launch_all(run: Run, sink: Sink, nodes: dict[Node, NodeHandle], launch: Launch, root: NodeRuntime) -> bool:
+    """_Launch_all launches every node of the tree; it returns False (the Errors recorded) if any failed."""
+    # All nodes start at once: a Ray actor's worker takes a second or two to
+    # start, and those seconds would add up node by node.
+    # Nodes that create a namespace go first, so a node joining one that
+    # another node of the test creates finds it.
+    order = run.nodes()
+    for wave in ([n for n in order if n.netns.create], [n for n in order if not n.netns.create]):
+        launched = await asyncio.gather(*(launch(node, sink, nodes) for node in wave), return_exceptions=True)
+        failed = False
+        for node, handle in zip(wave, launched, strict=True):
+            if isinstance(handle, asyncio.CancelledError):
+                raise handle
+            if isinstance(handle, BaseException):
+                root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
+                failed = True
+            else:
+                nodes[node] = handle
+        if failed:
+            return False
+    return True
+
+
+async def _run_watched(
+    root: NodeRuntime,
+    run: Run,
+    feedback: Feedback,
+    timeout: Duration | None,
+    control: Control | None,
+    nodes: dict[Node, NodeHandle],
+    first_error: asyncio.Future[str],
+) -> bool:
+    """_Run_watched runs the tree until it completes (True), fails, is lost, times out or is canceled by control."""
+    task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback, timeout), nodes, first_error))
+    if control is not None:
+        control._attach(task)
+    try:
+        await task
+        return True
+    except asyncio.CancelledError:
+        if not task.cancelled() or (control is None or not control.canceled):
+            raise
+        root.rec.log("test canceled", "node")
+    except (RunnerError, BaseExceptionGroup):
+        pass  # recorded as an Error already
+    except TestTimeout as e:
+        root.rec.error(str(e), "node")
+    return False
 
 
 async def _give_hmac_key(nodes: dict[Node, NodeHandle], key: bytes) -> None:
@@ -134,9 +163,51 @@ async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Du
         raise TestTimeout(f"test timed out after {timeout}") from None
 
 
-async def _watched(tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle]) -> Feedback:
-    """_Watched runs the tree, ending it when a node is lost even while no run is on it."""
+class _FirstError:
+    """_FirstError passes items on to the test's sink and notes the first Error, from any node or thread."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._future: asyncio.Future[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._first: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, item: Item) -> None:
+        if isinstance(item, Error):
+            with self._lock:
+                first, self._first = self._first is None, self._first or item.message
+            if first and self._loop is not None and self._future is not None:
+                self._loop.call_soon_threadsafe(_settle, self._future, item.message)
+        self._sink(item)
+
+    def watch(self) -> asyncio.Future[str]:
+        """Watch returns a future that completes with the first Error's message (at once if one came already)."""
+        self._loop = asyncio.get_running_loop()
+        self._future = self._loop.create_future()
+        with self._lock:
+            if self._first is not None:
+                self._future.set_result(self._first)
+        return self._future
+
+    @property
+    def first(self) -> str | None:
+        """First is the message of the first Error recorded, or None."""
+        with self._lock:
+            return self._first
+
+
+def _settle(future: asyncio.Future[str], message: str) -> None:
+    if not future.done():
+        future.set_result(message)
+
+
+async def _watched(
+    tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle], first_error: asyncio.Future[str]
+) -> Feedback:
+    """_Watched runs the tree, ending it when any node records an Error or is lost, even while no run is on it."""
     losses: list[asyncio.Future[str]] = [h.lost for h in nodes.values() if isinstance(h, Losable) and h.lost]
+    losses.append(first_error)
     task = asyncio.ensure_future(tree)
     if not losses:
         return await task

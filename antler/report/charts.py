@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.analyze import Analysis, is_sorted, run_starts
+from antler.report.analyze import Analysis
+from antler.report.analyze.columnar import is_sorted, run_starts
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
@@ -221,7 +222,11 @@ def write_figure(
     subtitle: str,
     draw_image: Any,
 ) -> list[Path]:
-    """Write_figure writes the figure's page(s) and image(s) to the names in directory."""
+    """Write_figure writes the figure's page(s) and image(s) to the names in directory.
+
+    Raises ValueError for a name that is not .html or an image suffix, and
+    FileExistsError for a file that exists (nothing is overwritten).
+    """
     written = []
     for name in names:
         path = directory / name

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 class TestResult:
-    """TestResult is one test's stored data: its meta and its tables."""
+    """TestResult is one test's stored data: its meta and its tables.
+
+    Opening one raises FileNotFoundError without a meta.json, and FormatError
+    for a result format newer than this code reads.
+    """
 
     __test__ = False  # not a pytest test class, despite its name
 
@@ -55,7 +59,7 @@ class TestResult:
         return sorted(found)
 
     def arrow(self, kind: str) -> pa.Table:
-        """Arrow returns the table of one kind (empty with its schema when absent)."""
+        """Arrow returns the table of one kind (empty with its schema when absent), raising KeyError for an unknown kind."""
         pq_path = self.path / f"{kind}.parquet"
         if pq_path.exists():
             return pq.read_table(pq_path)

@@ -40,11 +40,11 @@ work because the steps are computed from the composed ``rig`` values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from antler.config.parse import parse, to_plain
-from antler.node.nodespec import Netns, Node
+from antler.config.parse import parse
+from antler.node.nodespec import Node
 from antler.rig import path
 from antler.rig.kernel import kernel_release, qdiscs
 from antler.rig.path import Addresses, Ifaces, child, sys_step
@@ -55,31 +55,32 @@ DUMBBELL_NET = "10.77."
 """DUMBBELL_NET: the dumbbell's addresses stay in 10.77.0.0/16, inside the namespaces it makes on this host."""
 
 
-def _ifaces() -> Ifaces:
-    return Ifaces(DEV_LEFT, DEV_MID_LEFT, DEV_MID_RIGHT, DEV_RIGHT)
-
-
 @dataclass(frozen=True)
 class RigNodes:
     """RigNodes are the rig's three node specs; experiments use the same ones in their child runs."""
 
-    left: Node = field(default_factory=lambda: Node("left", netns=Netns(create=True)))
-    mid: Node = field(default_factory=lambda: Node("mid", netns=Netns(create=True)))
-    right: Node = field(default_factory=lambda: Node("right", netns=Netns(create=True)))
+    left: Node
+    mid: Node
+    right: Node
 
 
 @dataclass(frozen=True)
 class Dumbbell(path.Path):
-    """Dumbbell is the dumbbell rig's parameters, the ``rig`` key of an experiment's config."""
+    """Dumbbell is the dumbbell rig's parameters, the ``rig`` key of an experiment's config.
 
-    kind: str = KIND
-    netns_prefix: str = "ar-"
-    addr: Addresses = field(default_factory=Addresses)
-    ifaces: Ifaces = field(default_factory=_ifaces)
-    nodes: RigNodes = field(default_factory=RigNodes)
+    Its defaults are written once, in the packaged ``conf/rig/dumbbell.yaml``
+    (see :func:`antler.rig.path.with_defaults`), which Hydra composes and
+    users override.
+    """
+
+    kind: str
+    netns_prefix: str
+    addr: Addresses
+    ifaces: Ifaces
+    nodes: RigNodes
 
     def validate(self) -> None:
-        """Validate checks the values that need no kernel to check."""
+        """Validate checks the values that need no kernel to check, raising ValueError naming the bad one."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()
@@ -95,8 +96,8 @@ class Dumbbell(path.Path):
 
 
 def params(data: Any, where: str = "rig") -> Dumbbell:
-    """Params parses rig config data into Dumbbell parameters, raising ConfigError."""
-    return parse(Dumbbell, data, where)
+    """Params parses rig config data, completed from conf/rig/dumbbell.yaml, into Dumbbell parameters, raising ConfigError."""
+    return parse(Dumbbell, path.with_defaults(KIND, data), where)
 
 
 def check(rig: Dumbbell) -> str:
@@ -112,7 +113,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     """Setup_runs returns the run-tree steps that build the rig, as plain run data (a list of runs)."""
     rig = params(data)
     emulator = check(rig)
-    nodes = _node_data(data, rig)
+    nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     ns_left, ns_right = rig.nodes.left.netns_name, rig.nodes.right.netns_name
     mid: list[dict[str, Any]] = [
@@ -132,7 +133,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     """Teardown_runs returns the steps that log the bottleneck's counters and delete the rig's links."""
     rig = params(data)
     emulator = check(rig)
-    nodes = _node_data(data, rig)
+    nodes = path.node_data(KIND, data)
     i = rig.ifaces
     steps = [
         *path.mid_teardown(rig, i, emulator),
@@ -152,15 +153,3 @@ def facts(data: Any) -> dict[str, Any]:
         "kernel": kernel_release(),
         "kernel_qdiscs": sorted(qdiscs()),
     }
-
-
-def _node_data(data: Any, rig: Dumbbell) -> dict[str, Any]:
-    """_node_data returns each node's config data as given, so it equals the experiment's own node values."""
-    given = data.get("nodes") if isinstance(data, dict) else None
-    out = {}
-    for name in ("left", "mid", "right"):
-        if isinstance(given, dict) and name in given:
-            out[name] = given[name]
-        else:
-            out[name] = to_plain(getattr(rig.nodes, name))
-    return out

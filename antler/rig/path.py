@@ -29,10 +29,16 @@ nodes as child runs, so every step shows in the test's log.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from antler.config.parse import ConfigError
 from antler.node.metric import Bitrate, Duration
@@ -58,10 +64,10 @@ ROLES = ("left", "mid_left", "mid_right", "right")
 class Addresses:
     """Addresses are the path's IPv4 addresses, one subnet (/24) on each side of mid."""
 
-    left: str = "10.77.1.1"
-    mid_left: str = "10.77.1.2"
-    mid_right: str = "10.77.2.1"
-    right: str = "10.77.2.2"
+    left: str
+    mid_left: str
+    mid_right: str
+    right: str
 
     def validate(self) -> None:
         """Validate checks that each is an IPv4 address and that each side shares a /24, distinct from the other."""
@@ -89,10 +95,10 @@ class Addresses:
 class Ifaces:
     """Ifaces name the path's network interfaces: left's, mid's two (towards left and right) and right's."""
 
-    left: str = ""
-    mid_left: str = ""
-    mid_right: str = ""
-    right: str = ""
+    left: str
+    mid_left: str
+    mid_right: str
+    right: str
 
     def validate(self) -> None:
         """Validate checks each is a name Linux accepts (1-15 characters, no / or space) and mid's two differ."""
@@ -108,17 +114,21 @@ class Ifaces:
 
 @dataclass(frozen=True)
 class Path:
-    """Path is the emulated path's parameters, the same keys in every rig (``rig.rate``, ``rig.rtt``, ...)."""
+    """Path is the emulated path's parameters, the same keys in every rig (``rig.rate``, ``rig.rtt``, ...).
 
-    rate: Bitrate = field(default_factory=lambda: Bitrate(50_000_000))
-    qdisc: str = "pfifo"
-    limit: int = 1000
-    rtt: Duration = field(default_factory=lambda: Duration(20_000_000))
-    loss: str = "0"
-    emulator: str = "auto"
-    offloads: bool = False
-    seed: int | None = None
-    python: str = ""
+    Like every rig field it has no default here: a rig's defaults are written
+    once, in its packaged ``conf/rig/KIND.yaml`` (see :func:`with_defaults`).
+    """
+
+    rate: Bitrate
+    qdisc: str
+    limit: int
+    rtt: Duration
+    loss: str
+    emulator: str
+    offloads: bool
+    seed: int | None
+    python: str
 
     def validate_path(self) -> None:
         """Validate_path checks the values that need no kernel to check."""
@@ -158,6 +168,41 @@ class Path:
     def python_exe(self) -> str:
         """Python_exe is the Python that runs the rig's helpers on its hosts: rig.python, else this one."""
         return self.python or sys.executable
+
+
+def with_defaults(kind: str, data: Any) -> Any:
+    """With_defaults returns rig data with what it leaves out taken from the packaged conf/rig/KIND.yaml.
+
+    That file is the one place a rig's defaults are written; its
+    interpolations are resolved after the merge, so default nodes follow the
+    data (the dumbbell's ``netns_prefix``, the testbed's ``hosts``). Merging is
+    Hydra's (mappings key by key), so data Hydra composed comes back equal.
+    Data that is not a mapping is returned as it is, for the parser to refuse
+    with its path. Raises ConfigError when an interpolation cannot resolve
+    (a required value left out).
+    """
+    if not isinstance(data, dict):
+        return data
+    merged = OmegaConf.merge({"rig": _packaged_defaults(kind)}, {"rig": data})
+    try:
+        plain = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(getattr(e, "full_key", "") or "rig"), str(e).strip().splitlines()[0]) from None
+    assert isinstance(plain, dict)
+    return plain["rig"]
+
+
+@functools.cache
+def _packaged_defaults(kind: str) -> dict[str, Any]:
+    text = (resources.files("antler") / "conf" / "rig" / f"{kind}.yaml").read_text()
+    defaults: dict[str, Any] = yaml.safe_load(text)
+    return defaults
+
+
+def node_data(kind: str, data: Any) -> dict[str, Any]:
+    """Node_data returns each node's config data as given (or by default), so it equals the experiment's own node values."""
+    nodes = with_defaults(kind, data)["nodes"]
+    return {name: nodes[name] for name in ("left", "mid", "right")}
 
 
 def check(path: Path) -> str:

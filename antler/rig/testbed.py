@@ -41,7 +41,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from antler.config.parse import parse, to_plain
@@ -58,9 +58,9 @@ ROLES = ("left", "mid", "right")
 class Hosts:
     """Hosts name the cluster hosts (their ``host:NAME`` resource) that play left, mid and right."""
 
-    left: str = ""
-    mid: str = ""
-    right: str = ""
+    left: str
+    mid: str
+    right: str
 
     def validate(self) -> None:
         """Validate requires three distinct host names."""
@@ -76,22 +76,25 @@ class Hosts:
 class TestbedNodes:
     """TestbedNodes are the rig's three node specs (by default Ray actors on the three hosts)."""
 
-    left: Node = field(default_factory=lambda: Node("left"))
-    mid: Node = field(default_factory=lambda: Node("mid"))
-    right: Node = field(default_factory=lambda: Node("right"))
+    left: Node
+    mid: Node
+    right: Node
 
 
 @dataclass(frozen=True)
 class Testbed(path.Path):
-    """Testbed is the testbed rig's parameters, the ``rig`` key of an experiment's config."""
+    """Testbed is the testbed rig's parameters, the ``rig`` key of an experiment's config.
+
+    Its defaults are written once, in the packaged ``conf/rig/testbed.yaml``.
+    """
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    kind: str = KIND
-    hosts: Hosts = field(default_factory=Hosts)
-    ifaces: Ifaces = field(default_factory=Ifaces)
-    addr: Addresses = field(default_factory=Addresses)
-    nodes: TestbedNodes = field(default_factory=TestbedNodes)
+    kind: str
+    hosts: Hosts
+    ifaces: Ifaces
+    addr: Addresses
+    nodes: TestbedNodes
 
     def validate(self) -> None:
         """Validate checks the values that need no host to check."""
@@ -106,8 +109,8 @@ class Testbed(path.Path):
 
 
 def params(data: Any, where: str = "rig") -> Testbed:
-    """Params parses rig config data into Testbed parameters, raising ConfigError."""
-    return parse(Testbed, data, where)
+    """Params parses rig config data, completed from conf/rig/testbed.yaml, into Testbed parameters, raising ConfigError."""
+    return parse(Testbed, path.with_defaults(KIND, data), where)
 
 
 def check(rig: Testbed) -> str:
@@ -124,7 +127,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     """Setup_runs returns the run-tree steps that build the rig on its hosts, as plain run data."""
     rig = params(data)
     emulator = check(rig)
-    nodes = _node_data(data, rig)
+    nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     py = rig.python_exe
     kernel_args = f"--qdisc {rig.qdisc_kind} --shaper {'htb' if rig.rate.bps else 'none'} --emulator {emulator}"
@@ -159,7 +162,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     """Teardown_runs returns the steps that log the bottleneck's counters and undo the set-up on every host."""
     rig = params(data)
     emulator = check(rig)
-    nodes = _node_data(data, rig)
+    nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     mid = [*path.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
     left = [sys_step(c) for c in path.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
@@ -204,18 +207,6 @@ def _reset(cmds: list[str]) -> dict[str, Any]:
     """_Reset is one quiet step that runs the removals, each allowed to find nothing to remove."""
     script = "; ".join(f"{c} >/dev/null 2>&1" for c in cmds) + "; true"
     return {"system": {"args": ["sh", "-c", script], "stdout": "quiet", "stderr": "quiet"}}
-
-
-def _node_data(data: Any, rig: Testbed) -> dict[str, Any]:
-    """_node_data returns each node's config data as given, so it equals the experiment's own node values."""
-    given = data.get("nodes") if isinstance(data, dict) else None
-    out = {}
-    for name in ROLES:
-        if isinstance(given, dict) and name in given:
-            out[name] = given[name]
-        else:
-            out[name] = to_plain(getattr(rig.nodes, name))
-    return out
 
 
 # --- the check run on each host at set-up

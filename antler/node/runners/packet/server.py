@@ -15,7 +15,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import NULL, PacketInfo
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
-from antler.node.sockopt import split_host_port
+from antler.node.sockopt import join_host_port, split_host_port
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -46,7 +46,7 @@ class PacketServer:
     max_packet_size: int = 1480
 
     def validate(self) -> None:
-        """Validate checks the protocol, address and packet size."""
+        """Validate raises ValueError for a bad protocol, address or packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
         split_host_port(self.listen_addr)
@@ -69,8 +69,7 @@ class PacketServer:
         core = _Server(ctx, s, self.max_packet_size)
         core.start()
         ctx.on_cancel(core.stop)
-        host, port = s.getsockname()[:2]
-        bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bound = join_host_port(*s.getsockname()[:2])
         ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}")
         return {self.listen_addr_key: bound} if self.listen_addr_key else {}
 

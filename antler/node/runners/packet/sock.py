@@ -25,7 +25,10 @@ RCVBUF_BYTES = 4 << 20
 
 
 def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
-    """Resolve returns the address family and socket address for addr under protocol."""
+    """Resolve returns the address family and socket address for addr under protocol.
+
+    Raises ValueError for an address split_host_port refuses, OSError (socket.gaierror) if it does not resolve.
+    """
     host, port = split_host_port(addr)
     family = PROTOCOLS[protocol]
     if passive and not host:

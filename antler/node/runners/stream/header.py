@@ -16,8 +16,8 @@ without breaking older servers. The reply body is ``{"ok": true}`` or
 reaches the client with its cause.
 
 A server reads a header with a deadline and a size limit, and checks every
-field, so random bytes from a stray client are an error for that connection
-only: the server keeps serving.
+field, so random bytes from a stray client end that connection only: the
+server drops it, counts it by reason, and keeps serving.
 """
 
 from __future__ import annotations
@@ -40,7 +40,16 @@ DIRECTIONS = ("up", "down")
 
 
 class HeaderError(Exception):
-    """HeaderError is a header that is malformed, too large, late or cut short."""
+    """HeaderError is a header that is malformed, too large, late or cut short.
+
+    ``reason`` is a short key a server counts by (as a packet server counts
+    BadPacket reasons): ``bad-magic``, ``bad-version``, ``too-long``,
+    ``timeout``, ``cut-short``, ``not-json``, ``bad-field``.
+    """
+
+    def __init__(self, message: str, reason: str = "bad-field") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ class Header:
 
     @classmethod
     def decode(cls, body: dict[str, Any]) -> Header:
-        """Decode builds a checked header from a request body."""
+        """Decode builds a checked header from a request body, raising HeaderError for a missing or bad field."""
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
         try:
             h = cls(**known)
@@ -118,34 +127,43 @@ class Header:
 
 
 def frame(body: dict[str, Any]) -> bytes:
-    """Frame returns a JSON body with the magic, version and length before it."""
+    """Frame returns a JSON body with the magic, version and length before it.
+
+    Raises HeaderError (reason ``too-long``) for a body over MAX_BODY bytes.
+    """
     data = json.dumps(body, separators=(",", ":")).encode()
     if len(data) > MAX_BODY:
-        raise HeaderError(f"header body of {len(data)} bytes exceeds {MAX_BODY}")
+        raise HeaderError(f"header body of {len(data)} bytes exceeds {MAX_BODY}", "too-long")
     return _PREFIX.pack(MAGIC, HEADER_VERSION, 0, len(data)) + data
 
 
 async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds."""
+    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds.
+
+    Raises HeaderError, with a reason to count (``bad-magic``, ``bad-version``,
+    ``too-long``, ``timeout``, ``not-json``, ``cut-short``), for anything else.
+    """
     try:
         async with asyncio.timeout(timeout):
             prefix = await _read_exactly(sock, _PREFIX.size)
             magic, version, _flags, length = _PREFIX.unpack(prefix)
             if magic != MAGIC:
-                raise HeaderError(f"not an antler stream header (starts {prefix[:4]!r})")
+                raise HeaderError(f"not an antler stream header (starts {prefix[:4]!r})", "bad-magic")
             if version != HEADER_VERSION:
-                raise HeaderError(f"header version {version} not supported (this node speaks {HEADER_VERSION})")
+                raise HeaderError(
+                    f"header version {version} not supported (this node speaks {HEADER_VERSION})", "bad-version"
+                )
             if length > MAX_BODY:
-                raise HeaderError(f"header body of {length} bytes exceeds {MAX_BODY}")
+                raise HeaderError(f"header body of {length} bytes exceeds {MAX_BODY}", "too-long")
             data = await _read_exactly(sock, length)
     except TimeoutError:
-        raise HeaderError(f"no complete header within {timeout:g}s") from None
+        raise HeaderError(f"no complete header within {timeout:g}s", "timeout") from None
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
-        raise HeaderError(f"header body is not JSON: {e}") from None
+        raise HeaderError(f"header body is not JSON: {e}", "not-json") from None
     if not isinstance(body, dict):
-        raise HeaderError("header body is not a JSON object")
+        raise HeaderError("header body is not a JSON object", "not-json")
     return body
 
 
@@ -155,6 +173,6 @@ async def _read_exactly(sock: socket.socket, n: int) -> bytes:
     while len(buf) < n:
         chunk = await loop.sock_recv(sock, n - len(buf))
         if not chunk:
-            raise HeaderError(f"connection closed after {len(buf)} of {n} header bytes")
+            raise HeaderError(f"connection closed after {len(buf)} of {n} header bytes", "cut-short")
         buf += chunk
     return bytes(buf)

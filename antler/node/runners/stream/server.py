@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ class StreamServer:
     header_timeout: Duration = HEADER_TIMEOUT
 
     def validate(self) -> None:
-        """Validate checks the protocol and address, and that a free port is findable."""
+        """Validate raises ValueError for a bad protocol or address, port 0 without listen_addr_key, or a header_timeout not above 0."""
         check_protocol(self.protocol)
         _, port = split_host_port(self.listen_addr)
         if port == 0 and not self.listen_addr_key:
@@ -110,7 +111,9 @@ class _Serving:
         self.addr = sockname(lsock)
         self.conns: set[asyncio.Task[None]] = set()
         self.accepting: asyncio.Task[None] | None = None
-        self.bad_signatures = 0
+        # Clients dropped for bad input, by reason, with the first one's detail.
+        self.dropped: Counter[str] = Counter()
+        self.first_drop: dict[str, str] = {}
 
     def start(self) -> None:
         self.accepting = asyncio.ensure_future(self._accept_loop())
@@ -137,16 +140,19 @@ class _Serving:
             conn.setblocking(False)
             try:
                 header = Header.decode(await read_frame(conn, self.spec.header_timeout.seconds))
-            except (HeaderError, OSError) as e:
-                # A stray or broken client fails its own connection only.
-                self.ctx.rec.error(f"client {peer} on {self.addr}: bad stream header: {e}")
+            except HeaderError as e:
+                # Bad input from the network is not the test's error: the
+                # client is dropped and counted (as the packet server counts
+                # bad datagrams), and the counts are logged when it stops.
+                self._drop(e.reason, f"client {peer}: {e}")
+                return
+            except OSError as e:
+                self._drop("connection-error", f"client {peer}: {e}")
                 return
             flow = header.flow
             key = self.ctx.hmac_key
             if key is not None and not header.verified(key):
-                # Dropped and counted like a packet with a bad signature; the
-                # count is logged when the server stops (never the key).
-                self.bad_signatures += 1
+                self._drop("bad-signature", f"client {peer}: flow {flow}: missing or bad HMAC signature")
                 with contextlib.suppress(OSError):
                     await loop.sock_sendall(conn, frame({"error": "missing or bad HMAC signature"}))
                 return
@@ -181,6 +187,10 @@ class _Serving:
         finally:
             conn.close()
 
+    def _drop(self, reason: str, detail: str) -> None:
+        self.dropped[reason] += 1
+        self.first_drop.setdefault(reason, detail)
+
     async def cancel(self) -> None:
         """Cancel stops accepting, ends every flow in progress and closes the listener."""
         if self.accepting is not None:
@@ -192,6 +202,10 @@ class _Serving:
         for task in conns:
             task.cancel()
         await asyncio.gather(*conns, return_exceptions=True)
-        if self.bad_signatures:
-            self.ctx.rec.log(f"dropped {self.bad_signatures} clients with a missing or bad HMAC signature")
+        if self.dropped:
+            # Counts only (never a key); the first of each reason says what it looked like.
+            counts = ", ".join(
+                f"{n} {reason} (first: {self.first_drop[reason]})" for reason, n in sorted(self.dropped.items())
+            )
+            self.ctx.rec.log(f"dropped {self.dropped.total()} clients with bad input: {counts}")
         self.ctx.rec.log(f"stopped listening on {self.addr}")
