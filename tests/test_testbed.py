@@ -348,6 +348,11 @@ def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_le
         meta = json.loads((result / "meta.json").read_text())
         a = analyze(load(result)["."])
         timeseries = (result / "timeseries.html").read_text()
+        # The experiment that changes mid's shaper mid-test, by rig.ifaces.mid_right, unedited too.
+        run = tb.on_ctl([ray, "exec", str(config), f"cd ~ && antler-ray run +experiment=ratedrop {args}"], timeout=300)
+        times["ratedrop done"] = time.monotonic() - start
+        assert run.returncode == 0, diagnostics(tb, run)
+        drop = analyze(load(head.home / "results" / "latest" / "experiment-ratedrop")["."]).goodput
 
         down = tb.on_ctl([ray, "down", "-y", str(config)], timeout=120)
         times["ray down"] = time.monotonic() - start
@@ -362,6 +367,8 @@ def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_le
     base = a.rtt[a.rtt["t_s"] < 1.8]["rtt_ms"]
     print(", ".join(f"{k} at {v:.0f} s" for k, v in times.items()))
     print(f"cubic {cubic['goodput_mbps']:.1f} Mbit/s, base RTT {base.median():.2f} ms ({meta['rig']['emulator']})")
+    print(f"ratedrop {drop[drop['t_s'].between(2, 4.5)]['goodput_mbps'].median():.1f} then "
+          f"{drop[drop['t_s'].between(6.5, 9.5)]['goodput_mbps'].median():.1f} Mbit/s")  # fmt: skip
     assert not set(names) & netns_list()
 
     # The science is the namespace dumbbell's.
@@ -373,6 +380,9 @@ def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_le
     assert meta["rig"]["ifaces"] == {"left": "tn0", "mid_left": "tn-l", "mid_right": "tn-r", "right": "tn0"}
     assert "testbed h1 (tn0) → h2 (tn-l|tn-r) → h3 (tn0)" in timeseries
     assert f"delay by {meta['rig']['emulator']}" in timeseries
+    # ratedrop: 50 Mbit/s, then rig.rate drops to low_rate (10 Mbit/s) at half of its 10 s.
+    before, after = (drop[drop["t_s"].between(lo, hi)]["goodput_mbps"].median() for lo, hi in ((2, 4.5), (6.5, 9.5)))
+    assert before > 40 and 8 < after < 10.5, f"ratedrop: {before:.1f} then {after:.1f} Mbit/s"
 
 
 def _ray_processes(tb: NamespaceHosts) -> dict[str, list[str]]:
