@@ -1,9 +1,12 @@
 """Launchers: how a node named in a child run is started.
 
 :class:`Launchers` picks the launcher the node's spec names (``ray`` unless
-another is set) and remembers the facts of each node it launched (host,
-namespace, clock offset) for the test's meta.json. One instance serves a whole
-command; ``close`` shuts down an embedded Ray it started.
+another is set: ray.py, local.py, ssh.py) and remembers the facts of each node
+it launched (launcher, host, namespace, clock offset), and of the nodes those
+launched in turn, for the test's meta.json (launchers.py). One instance serves
+a whole command; ``close`` shuts down an embedded Ray it started. Ray is
+imported only when a test has a Ray node; a node process launches its own
+nodes with :class:`ProcessLaunchers` and never imports it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle
@@ -28,29 +32,19 @@ class ReportsFacts(Protocol):
         ...
 
 
-class Launchers:
-    """Launchers starts each node with the launcher its spec names; call it as a ``Launch``."""
+class Launchers(ProcessLaunchers):
+    """Launchers starts each node with the launcher its spec names, Ray included; call it as a ``Launch``."""
 
     def __init__(self, ray_address: str | None = None) -> None:
+        super().__init__()
         self.ray_address = ray_address
         self._session: RaySession | None = None
         self._ray: RayLaunch | None = None
-        self._facts: list[dict[str, Any]] = []
 
-    async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-        """Call launches the node."""
-        name = node.launcher.name
-        # In launch order, though launches run concurrently and end in any order.
-        facts: dict[str, Any] = {"id": node.id, "launcher": name}
-        self._facts.append(facts)
-        try:
-            if name != "ray":
-                raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
-            handle = await self._ray_launch().launch(node, sink, nodes)
-        except Exception as e:
-            facts["error"] = str(e)
-            raise
-        facts.update(handle.facts)
+    async def _launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        if node.launcher.name != "ray":
+            return await super()._launch(node, sink, nodes)
+        handle: NodeHandle = await self._ray_launch().launch(node, sink, nodes)
         return handle
 
     def start(self, nodes: Iterable[Node]) -> None:
@@ -73,11 +67,6 @@ class Launchers:
             self._session = RaySession(self.ray_address)
             self._ray = RayLaunch(self._session)
         return self._ray
-
-    def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call."""
-        facts, self._facts = self._facts, []
-        return facts
 
     def close(self) -> None:
         """Close shuts down an embedded Ray this launcher started."""

@@ -47,10 +47,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import antler
 from antler.node.feedback import Feedback
 from antler.node.items import Error, Item, RunnerError, now
+from antler.node.launch.clock import boot_id, clock_offset, relative_to
+from antler.node.launch.errors import LaunchError
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, call_on, kill_processes_in, prepare, remove
+from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import NodeHandle, Run
+from antler.node.run import Losable, NodeHandle, NodeTree, Run
 from antler.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -67,13 +71,7 @@ LAUNCH_TIMEOUT_SECONDS = 120.0
 """LAUNCH_TIMEOUT_SECONDS bounds an actor's start (scheduling, shipping code, worker start)."""
 CLOSE_TIMEOUT_SECONDS = 20.0
 """CLOSE_TIMEOUT_SECONDS bounds a node's cleanup and close calls."""
-CLOCK_ROUNDS = 5
-"""CLOCK_ROUNDS is how many round trips estimate a node's clock offset; the fastest one wins."""
 TAG = "node"
-
-
-class LaunchError(Exception):
-    """LaunchError is a node that could not be launched (unknown host, version mismatch, ...)."""
 
 
 def package_dir() -> Path:
@@ -95,14 +93,6 @@ def code_version() -> str:
     return f"{antler.__version__}+{h.hexdigest()[:12]}"
 
 
-def boot_id() -> str:
-    """Boot_id identifies the running kernel: two processes with the same one share a clock."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return socket.gethostname()
-
-
 class NodeActor:
     """NodeActor is the Ray actor that hosts one node.
 
@@ -121,6 +111,8 @@ class NodeActor:
         self.thread: LoopThread | None = None
         self.runtime: NodeRuntime | None = None
         self._home: asyncio.AbstractEventLoop | None = None
+        self._launchers: Any = None
+        self._lost_below: str | None = None
         # A worker that exits without close (ray.shutdown) still removes its namespace.
         atexit.register(self._remove_netns)
 
@@ -181,11 +173,38 @@ class NodeActor:
         """Clock returns the node's wall clock, in ns since the epoch."""
         return time.time_ns()
 
-    async def drain(self) -> list[Item]:
-        """Drain returns and forgets the data items recorded since the last drain."""
+    async def drain(self) -> tuple[list[Item], str | None]:
+        """Drain returns and forgets the data items recorded since the last drain.
+
+        The second value is the message of a node this node launched that was
+        lost (its Error is among the items), or None.
+        """
         with self._lock:
             items, self._items = self._items, []
-        return items
+        return items, self._lost_below
+
+    async def launch_nodes(self, tree: NodeTree) -> tuple[str, Any]:
+        """Launch_nodes launches the local and SSH nodes under this node, on its host, from the host namespace.
+
+        It returns ("ok", their facts) or ("error", message) (each failure is recorded).
+        """
+
+        assert self.runtime is not None
+        if self._launchers is None:
+            self._launchers = ProcessLaunchers()
+        nodes = self.runtime.children
+        ok = await launch_nodes(tree, self._launchers, self._sink, nodes, self.runtime.rec)
+        facts = self._launchers.take_facts()
+        if not ok:
+            return "error", f"node {self.node.id!r} could not launch its nodes"
+        for handle in nodes.values():
+            if isinstance(handle, Losable) and handle.lost is not None:
+                handle.lost.add_done_callback(self._on_lost_below)
+        return "ok", facts
+
+    def _on_lost_below(self, lost: asyncio.Future[str]) -> None:
+        if not lost.cancelled() and self._lost_below is None:
+            self._lost_below = lost.result()
 
     async def run(self, run_id: int, run: Run, feedback: Feedback) -> tuple[str, Any]:
         """Run executes a run tree on the node's thread: ("ok", feedback), ("error", msg) or ("canceled", None).
@@ -219,12 +238,24 @@ class NodeActor:
             task.cancel()
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers in reverse order and ships its remaining data."""
+        """Cleanup runs the node's cancelers in reverse order, then those of the nodes it launched."""
         if self.thread is not None and self.runtime is not None:
             await self.thread.call(self.runtime.cleanup())
+        if self._launchers is not None and self.runtime is not None:
+            for handle in reversed(list(self.runtime.children.values())):
+                if not isinstance(handle, RayHandle):
+                    try:
+                        await handle.cleanup()
+                    except Exception as e:
+                        self.runtime.rec.error(f"cleanup of node {handle.node.id!r}: {e}", TAG)
 
     async def close(self) -> None:
-        """Close stops the node's thread and deletes a namespace it created."""
+        """Close stops the nodes it launched and the node's thread, and deletes a namespace it created."""
+        if self._launchers is not None and self.runtime is not None:
+            for handle in reversed(list(self.runtime.children.values())):
+                if not isinstance(handle, RayHandle):
+                    with contextlib.suppress(Exception):
+                        await handle.close()
         if self.thread is not None:
             await asyncio.to_thread(self.thread.stop)
         self._remove_netns()
@@ -256,10 +287,12 @@ class RayHandle:
         self.sink = sink
         self.home = home
         self.facts: dict[str, Any] = {"id": node.id}
+        self.below_facts: list[dict[str, Any]] = []
         self.nodes: dict[Node, NodeHandle] | None = None
         self._nodes_sent = 0
         self._poller: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[str] | None = None
+        self._dead = False
         self._closed = False
 
     # --- running
@@ -300,6 +333,13 @@ class RayHandle:
         # The node recorded the Error itself; it reached the sink with the drain.
         raise RunnerError(str(value))
 
+    async def launch_nodes(self, tree: NodeTree) -> None:
+        """Launch_nodes has the actor launch the local and SSH nodes under it; RunnerError if any failed."""
+        kind, value = await self._await(self.actor.launch_nodes.remote(tree))
+        if kind != "ok":
+            raise RunnerError(str(value))
+        self.below_facts = [relative_to(f, self.facts) for f in value]
+
     async def _send_nodes(self) -> None:
         # Every node may run child runs on every other: send the handles once all are launched.
         if self.nodes is None or len(self.nodes) == self._nodes_sent:
@@ -312,30 +352,34 @@ class RayHandle:
         """_Await waits for an actor call, failing fast if the node is lost meanwhile."""
         fut = asyncio.ensure_future(_wait_ref(ref))
         waits: set[asyncio.Future[Any]] = {fut}
-        if self.lost is not None:
+        if self.lost is not None and not self.lost.done():
             waits.add(self.lost)
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        if fut.done():
+        while True:
             try:
-                return fut.result()
-            except RayActorError as e:
-                raise RunnerError(self._lose(f"node {self.node.id!r} died: {_first_line(e)}")) from None
-        fut.cancel()
-        self._check_lost()
-        raise AssertionError("unreachable")
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+            if fut.done():
+                try:
+                    return fut.result()
+                except RayActorError as e:
+                    raise RunnerError(self._lose(f"node {self.node.id!r} died: {_first_line(e)}")) from None
+            if self._dead:
+                fut.cancel()
+                self._check_lost()
+            # A node this one launched was lost: the root cancels the tree, and this call with it.
+            waits = {fut}
 
     def _check_lost(self) -> None:
-        if self.lost is not None and self.lost.done():
+        if self._dead and self.lost is not None and self.lost.done():
             raise RunnerError(self.lost.result())
 
     def _lose(self, message: str) -> str:
         """_Lose records, once, that the node is gone, as an Error naming it."""
         if self.lost is None:
             self.lost = asyncio.get_running_loop().create_future()
+        self._dead = True
         if not self.lost.done():
             self.sink(Error(now(), self.node.id, TAG, message))
             self.lost.set_result(message)
@@ -352,7 +396,7 @@ class RayHandle:
         # The loop also checks _closed: on Python 3.11, asyncio.wait_for can
         # swallow a cancel that arrives as its call completes, and a poller
         # that ignored close()'s cancel kept the test from ever ending.
-        while not self._closed and (not self.lost or not self.lost.done()):
+        while not self._closed and not self._dead:
             try:
                 await self._drain_now(DEAD_AFTER_SECONDS)
             except (TimeoutError, GetTimeoutError):
@@ -368,15 +412,17 @@ class RayHandle:
     async def _drain_now(self, timeout: float | None = None) -> None:
         if self.home is not None:
             return  # only the driver drains; a nested caller's items flow through it
-        items = await asyncio.wait_for(_wait_ref(self.actor.drain.remote()), timeout)
+        items, lost_below = await asyncio.wait_for(_wait_ref(self.actor.drain.remote()), timeout)
         for item in items:
             self.sink(item)
+        if lost_below and self.lost is not None and not self.lost.done():
+            self.lost.set_result(lost_below)  # recorded below; ends the test now (node.root)
 
     # --- end of test
 
     async def cleanup(self) -> None:
         """Cleanup runs the node's cancelers and ships its remaining data."""
-        if self.lost is not None and self.lost.done():
+        if self._dead:
             return
         with contextlib.suppress(RayError, TimeoutError):
             await asyncio.wait_for(_wait_ref(self.actor.cleanup.remote()), CLOSE_TIMEOUT_SECONDS)
@@ -392,7 +438,7 @@ class RayHandle:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller  # ends at its next check of _closed if the cancel was swallowed
-        alive = self.lost is None or not self.lost.done()
+        alive = not self._dead
         if alive:
             with contextlib.suppress(RayError, TimeoutError):
                 await asyncio.wait_for(_wait_ref(self.actor.close.remote()), CLOSE_TIMEOUT_SECONDS)
@@ -539,19 +585,9 @@ class RayLaunch:
 
     async def _clock(self, actor: Any, info: dict[str, Any]) -> dict[str, Any]:
         """_Clock estimates the node's clock offset to the driver from the fastest round trip."""
-        best_rtt, best_offset = None, 0
-        for _ in range(CLOCK_ROUNDS):
-            t0 = time.time_ns()
-            remote = await _wait_ref(actor.clock.remote())
-            t1 = time.time_ns()
-            rtt = t1 - t0
-            if best_rtt is None or rtt < best_rtt:
-                best_rtt, best_offset = rtt, remote - (t0 + t1) // 2
-        same_clock = info["boot_id"] == boot_id()
-        return {
-            # One kernel, one clock: a node on the driver's host has offset 0 by construction.
-            "clock_offset_ns": 0 if same_clock else best_offset,
-            "clock_offset_measured_ns": best_offset,
-            "clock_rtt_ns": best_rtt,
-            "same_clock": same_clock,
-        }
+
+        async def read() -> int:
+            value: int = await _wait_ref(actor.clock.remote())
+            return value
+
+        return await clock_offset(read, info["boot_id"])

@@ -238,7 +238,8 @@ def owd_clocks(packet_info: pd.DataFrame, nodes: list[dict[str, Any]], driver_ho
     delay; a node without facts is on ``driver_host``), whether they share a
     clock (one kernel: no offset to measure), and the one-way delay's
     uncertainty in ms, the sum of the two offsets' (half the fastest round
-    trip each; 0 for a node on the driver's clock).
+    trip each, plus its launcher's for a node launched by another node; 0 for
+    a node on the driver's clock).
     """
     by_id = {str(n.get("id")): n for n in nodes}
 
@@ -248,8 +249,15 @@ def owd_clocks(packet_info: pd.DataFrame, nodes: list[dict[str, Any]], driver_ho
     def same(node_id: str) -> bool:
         return bool(by_id.get(node_id, {}).get("same_clock", True))
 
-    def uncertainty_ns(node_id: str) -> float:
-        return 0.0 if same(node_id) else float(by_id[node_id].get("clock_rtt_ns") or 0) / 2
+    def uncertainty_ns(node_id: str, depth: int = 0) -> float:
+        # A node launched by another node was measured against that one's clock,
+        # whose own offset's error adds to its (clock.relative_to adds the offsets).
+        n = by_id.get(node_id, {})
+        if same(node_id) or depth > len(by_id):
+            return 0.0
+        parent = str(n.get("parent") or "")
+        own = float(n.get("clock_rtt_ns") or 0) / 2
+        return own + (uncertainty_ns(parent, depth + 1) if parent in by_id else 0.0)
 
     rows = []
     for flow, ends in packet_info.groupby("flow", sort=True, observed=True):
