@@ -36,7 +36,7 @@ from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.schemas import SCHEMAS
-from antler.report.analyze import analyze
+from antler.report.analyze import analyze, owd_clocks
 from antler.report.charts import clock_note
 from antler.report.pipeline import run_after
 from antler.report.spec import After
@@ -237,6 +237,13 @@ def test_one_way_delay_across_hosts_is_corrected_by_the_clock_offset_and_the_cha
     (clock,) = a.clocks.itertuples(index=False)
     assert (clock.flow, clock.from_host, clock.to_host, clock.same_clock) == ("udp", "h1", "h3", False)
     assert clock.uncertainty_ms == pytest.approx(0.4)
+    # A server launched by the node on h3 (over SSH, say) was measured against h3's clock: both errors count.
+    nested = [
+        *meta["nodes"],
+        {"id": "far", "host": "r9", "parent": "right", "clock_rtt_ns": 2_000_000, "same_clock": False},
+    ]
+    info = info.assign(node_id=np.where(info["server"], "far", "left"))
+    assert owd_clocks(info, nested)["uncertainty_ms"].tolist() == [pytest.approx(1.4)]
     note = clock_note(a, "owd")
     assert (
         note == "one-way delay of udp crosses hosts h1 → h3: clocks aligned by measured offsets, uncertainty ±0.40 ms"
