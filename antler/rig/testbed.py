@@ -19,13 +19,15 @@ the dumbbell's experiments unchanged on the hardware.
 
 Set-up, in order:
 
-1. on every host, check (``python -m antler.rig.testbed check``): each interface exists and
-   carries no IPv4 address but the rig's own, so the rig never runs a
-   command on an interface in use, such as the management one; on mid, the
-   kernel has the qdisc and the delay emulator (chosen on the driver's host:
-   the check says so if mid's kernel lacks it);
-2. on each host, remove what a test that failed before its tear-down may have left of
-   this rig (only the rig's own addresses, routes, qdiscs and devices);
+1. on every host, before any is changed, check (``python -m
+   antler.rig.testbed check``): each interface exists and carries no IPv4
+   address but the rig's own, so the rig never runs a command on an
+   interface in use, such as the management one; on mid, the kernel has the
+   qdisc and the delay emulator (chosen on the driver's host: the check says
+   so if mid's kernel lacks it);
+2. on each host, remove what a test that failed before its tear-down may
+   have left of this rig (only the rig's own addresses, routes, qdiscs and
+   devices);
 3. address the interfaces, route each side's subnet through mid, build the
    bottleneck and the delay at mid, forward between mid's two interfaces.
 
