@@ -148,8 +148,9 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
         axes["yaxis2"] = {**delay_axis, "overlaying": "y", "side": "right", "showgrid": False, "tickmode": "auto"}
     elif delay:
         axes["yaxis"] = delay_axis
+    note = clock_note(a, spec.delay)
     fig.update_layout(
-        title={"text": spec.title},
+        title={"text": f"{spec.title}<br><sup>{note}</sup>" if note else spec.title},
         template=TEMPLATE,
         height=600,
         xaxis={"title": {"text": "Time (s)"}, "rangemode": "tozero"},
@@ -160,6 +161,26 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
     if spec.options:
         fig.update_layout(spec.options)
     return fig
+
+
+def clock_note(a: Analysis, delay: str = "rtt") -> str:
+    """Clock_note says which one-way delays drawn cross hosts, and how far their clocks can be trusted.
+
+    Empty when none does. A one-way delay is drawn for every packet flow
+    with ``delay: owd``, else for those without echo replies; between hosts it
+    is corrected with their measured clock offsets (``Analysis.clocks``).
+    """
+    owd_flows = set(a.owd["flow"].unique())
+    if delay != "owd":
+        owd_flows -= set(a.rtt["flow"].unique())
+    rows = a.clocks[a.clocks["flow"].isin(owd_flows)]
+    if rows.empty:
+        return ""
+    parts = []
+    for (src, dst, same, u), group in rows.groupby(["from_host", "to_host", "same_clock", "uncertainty_ms"], sort=True):
+        how = "one clock (same kernel)" if same else f"clocks aligned by measured offsets, uncertainty ±{u:.2f} ms"
+        parts.append(f"one-way delay of {', '.join(sorted(group['flow']))} crosses hosts {src} → {dst}: {how}")
+    return "; ".join(parts)
 
 
 def fct_figure(a: Analysis, spec: ChartsFCT) -> go.Figure:

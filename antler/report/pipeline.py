@@ -58,11 +58,19 @@ class AfterRun:
         return self.test.id_text
 
     def _title(self, title: str) -> str:
-        """_title adds the rig to a chart's title: its delay emulator must never be a surprise."""
+        """_title adds the rig to a chart's title: its delay emulator, and its hosts, must never be a surprise."""
         rig = self.test.meta.get("rig")
         if not rig:
             return title
         parts = [str(rig.get("kind", "rig"))]
+        hosts, ifaces = rig.get("hosts"), rig.get("ifaces") or {}
+        if hosts:
+            # The testbed's path: host (interfaces) for left, mid and right.
+            mid = f"{ifaces.get('mid_left', '?')}|{ifaces.get('mid_right', '?')}"
+            parts[0] += (
+                f" {hosts.get('left')} ({ifaces.get('left', '?')}) → {hosts.get('mid')} ({mid})"
+                f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
+            )
         if rig.get("rate_bps"):
             parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}".rstrip())
         if rig.get("rtt_ms"):

@@ -10,6 +10,7 @@ routes it on, this time by the main table, towards its destination::
 
     python -m antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms
     python -m antler.rig.delay wait d-fwd d-ret     # until both are attached
+    python -m antler.rig.delay stop d-fwd d-ret     # interrupt the link holding them, and wait
 
 Why one thread and not a reader plus a release thread: under CPython's GIL a
 thread that spins for a deadline holds the interpreter for up to the switch
@@ -31,6 +32,7 @@ written), so a test's log shows whether the emulation kept up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import gc
 import os
@@ -262,6 +264,60 @@ def wait_running(devs: list[str], timeout_s: float) -> list[str]:
         time.sleep(0.01)
 
 
+def holders(devs: list[str]) -> list[int]:
+    """Holders lists the processes in this network namespace with a TUN fd attached to one of devs.
+
+    The kernel shows a TUN fd's device in its fdinfo (``iff:\tNAME``). Only
+    this namespace counts: other namespaces (other rigs on the same host) have
+    devices of the same names.
+    """
+    want = {f"iff:\t{d}" for d in devs}
+    mine = os.stat("/proc/self/ns/net").st_ino
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != mine:
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") != "/dev/net/tun":
+                    continue
+                with open(f"/proc/{entry}/fdinfo/{fd}") as f:
+                    if want & set(f.read().splitlines()):
+                        found.append(int(entry))
+                        break
+            except OSError:
+                continue
+    return found
+
+
+def stop_holders(devs: list[str], timeout_s: float) -> list[int]:
+    """Stop_holders interrupts the delay links holding devs and waits for them; it returns those still running."""
+    pids = holders(devs)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.01)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop()
 
@@ -286,8 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait", help="wait until TUN devices have a process attached")
     w.add_argument("dev", nargs="+")
     w.add_argument("--timeout", default="10s")
+    s = sub.add_parser("stop", help="interrupt the links holding TUN devices (this namespace) and wait until they end")
+    s.add_argument("dev", nargs="+")
+    s.add_argument("--timeout", default="10s")
     args = p.parse_args(argv)
     try:
+        if args.cmd == "stop":
+            alive = stop_holders(args.dev, Duration.parse(args.timeout).seconds)
+            if alive:
+                print(f"delay links {alive} still hold {', '.join(args.dev)} after {args.timeout}", file=sys.stderr)
+                return 1
+            return 0
         if args.cmd == "wait":
             missing = wait_running(args.dev, Duration.parse(args.timeout).seconds)
             if missing:

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers that put a rig into an experiment: ``${rig_setup:}``, ``${rig_teardown:}``, ``${rig_emulator:}``.
+"""OmegaConf resolvers that put a rig (``dumbbell`` or ``testbed``) into an experiment: ``${rig_setup:}``, ``${rig_teardown:}``, ``${rig_emulator:}``.
 
 Each reads the composed ``rig`` key of the config (the rig group an
 experiment chose, with any overrides such as ``rig.rtt=40ms``) and returns
@@ -14,9 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from antler.rig import dumbbell
+from antler.rig import dumbbell, testbed
 
-RIGS = {dumbbell.KIND: dumbbell}
+RIGS = {dumbbell.KIND: dumbbell, testbed.KIND: testbed}
 """RIGS maps a rig's kind to its module (setup_runs, teardown_runs, facts, check, params)."""
 
 

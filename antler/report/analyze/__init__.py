@@ -9,13 +9,19 @@ the API; the stream metrics are in :mod:`.streams`, the packet metrics in
 Times: every series' ``t_s`` is seconds since the test's first flow began (the
 earliest ``tinit`` of any flow end), so stream and packet flows share one axis.
 Each end's ``t_ns`` is relative to its own ``tinit``; adding the end's offset
-from that start puts both ends on the test's clock (one-way delay across nodes
-is only as good as their clock sync, as in antler).
+from that start puts both ends on the test's clock. A ``tinit`` is by its
+node's clock: where meta.json gives a node's measured clock offset to the
+driver (``nodes[].clock_offset_ns``, 0 on the driver's own kernel), its
+``tinit`` is moved onto the driver's clock first, so a one-way delay between
+two hosts is as good as the two offsets: each is within half its
+measurement's round trip (``clock_rtt_ns``), and :attr:`Analysis.clocks` says
+so per flow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,7 @@ from antler.report.analyze.streams import analyze_streams
 from antler.results.tables import TestResult
 
 __all__ = [
+    "CLOCK_COLUMNS",
     "FLOW_COLUMNS",
     "PACKET_IO_READ",
     "STREAM_IO_READ",
@@ -37,6 +44,8 @@ __all__ = [
     "analyze",
     "analyze_frames",
     "arrival_counts",
+    "on_driver_clock",
+    "owd_clocks",
     "packet_flows",
     "stream_flows",
 ]
@@ -116,8 +125,8 @@ rtt_ms_median       ms        median of the sender's smoothed RTT samples   medi
 rtt_ms_p99          ms        99th percentile of the same                   99th percentile of the same
 owd_ms_median       ms        -                                             median one-way delay: a packet's first
                                                                             arrival at the server minus its first send
-                                                                            (across the two ends' clocks: only as good
-                                                                            as their sync)
+                                                                            (across two hosts: on the driver's clock by
+                                                                            their measured offsets, see Analysis.clocks)
 owd_ms_p99          ms        -                                             99th percentile of the same
 retrans             segments  the sender's total_retrans (its largest       -
                               sample)
@@ -127,6 +136,9 @@ send_err_us_median  µs        -                                             med
 send_err_us_p99     µs        -                                             99th percentile of the same
 ==================  ========  ============================================  ============================================
 """
+
+CLOCK_COLUMNS = ["flow", "from_host", "to_host", "same_clock", "uncertainty_ms"]
+"""CLOCK_COLUMNS are the columns of :attr:`Analysis.clocks` (see :func:`owd_clocks`)."""
 
 
 @dataclass
@@ -150,6 +162,8 @@ class Analysis:
 
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
+    ``clocks`` has a row per packet flow whose ends ran on two hosts
+    (CLOCK_COLUMNS, see :func:`owd_clocks`).
     """
 
     flows: pd.DataFrame
@@ -157,6 +171,7 @@ class Analysis:
     rtt: pd.DataFrame = field(default_factory=lambda: empty_series("rtt_ms"))
     owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
+    clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Delay returns the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -185,8 +200,9 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     or lacks a column analysis reads (see TCP_INFO_READ and its siblings),
     raises pyarrow's ArrowInvalid (a ValueError).
     """
-    stream_info = test["stream_info"]
-    packet_info = test["packet_info"]
+    nodes = test.meta.get("nodes") or []
+    stream_info = on_driver_clock(test["stream_info"], nodes)
+    packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
     if t0 is None:
         return _no_flows()
@@ -196,7 +212,66 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     del stream_io
     packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
     packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+    return a
+
+
+def on_driver_clock(info: pd.DataFrame, nodes: list[dict[str, Any]]) -> pd.DataFrame:
+    """On_driver_clock moves each flow end's ``tinit`` from its node's clock onto the driver's.
+
+    ``nodes`` is meta.json's list of node facts; a node's ``clock_offset_ns``
+    is its clock minus the driver's (ns). Ends on nodes without one (the
+    driver's own, or a launcher that measures none) are left as they are.
+    """
+    offsets = {str(n.get("id")): int(n.get("clock_offset_ns") or 0) for n in nodes}
+    if not len(info) or not any(offsets.values()):
+        return info
+    shift = info["node_id"].astype(str).map(offsets).fillna(0).astype("int64")
+    return info.assign(tinit=info["tinit"] - pd.to_timedelta(shift, unit="ns"))
+
+
+def owd_clocks(packet_info: pd.DataFrame, nodes: list[dict[str, Any]], driver_host: str = "") -> pd.DataFrame:
+    """Owd_clocks lists the packet flows whose client and server ran on different hosts (CLOCK_COLUMNS).
+
+    For each: the hosts (client to server, the direction of the one-way
+    delay; a node without facts is on ``driver_host``), whether they share a
+    clock (one kernel: no offset to measure), and the one-way delay's
+    uncertainty in ms, the sum of the two offsets' (half the fastest round
+    trip each, plus its launcher's for a node launched by another node; 0 for
+    a node on the driver's clock).
+    """
+    by_id = {str(n.get("id")): n for n in nodes}
+
+    def host(node_id: str) -> str:
+        return str(by_id.get(node_id, {}).get("host") or driver_host)
+
+    def same(node_id: str) -> bool:
+        return bool(by_id.get(node_id, {}).get("same_clock", True))
+
+    def uncertainty_ns(node_id: str, depth: int = 0) -> float:
+        # A node launched by another node was measured against that one's clock,
+        # whose own offset's error adds to its (clock.relative_to adds the offsets).
+        n = by_id.get(node_id, {})
+        if same(node_id) or depth > len(by_id):
+            return 0.0
+        parent = str(n.get("parent") or "")
+        own = float(n.get("clock_rtt_ns") or 0) / 2
+        return own + (uncertainty_ns(parent, depth + 1) if parent in by_id else 0.0)
+
+    rows = []
+    for flow, ends in packet_info.groupby("flow", sort=True, observed=True):
+        at_server = ends["server"].astype(bool)
+        client, server = ends.loc[~at_server, "node_id"], ends.loc[at_server, "node_id"]
+        if not len(client) or not len(server):
+            continue
+        c, sv = str(client.iloc[0]), str(server.iloc[0])
+        if host(c) == host(sv):
+            continue
+        rows.append(
+            (str(flow), host(c), host(sv), same(c) and same(sv), (uncertainty_ns(c) + uncertainty_ns(sv)) / 1e6)
+        )
+    return pd.DataFrame(rows, columns=CLOCK_COLUMNS)
 
 
 def analyze_frames(
