@@ -102,8 +102,10 @@ def _track_created(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _made_here(name: str) -> bool:
-    # test helpers put the PID in the name; the launcher's are tracked
-    return name in _created_here or f"{os.getpid() % 100000}-" in name
+    # Test helpers name theirs letters, this PID, "-" (nettools.unique_name):
+    # anchored, so another session's PID that ends in ours is not taken for it.
+    # The launcher's are tracked.
+    return name in _created_here or re.match(rf"[a-zA-Z]*{os.getpid() % 100000}-", name) is not None
 
 
 @pytest.fixture(scope="session", autouse=True)
