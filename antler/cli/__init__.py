@@ -14,6 +14,8 @@ Nothing below this package imports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from antler import exitcode
@@ -22,6 +24,7 @@ from antler.cli.registry import COMMANDS
 from antler.config.parse import ConfigError
 from antler.node.launch import ClusterError
 from antler.results.store import ResultsError
+from antler.terminal import Terminal, redirected
 
 __all__ = ["init", "main", "results", "run"]
 
@@ -37,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         help_, _, add_args = COMMANDS[name]
         add_args(sub.add_parser(name, help=help_, description=help_))
     a = parser.parse_args(argv)
+    # The terminal is not the test: whatever the command prints goes through
+    # a queue that never blocks or raises (antler.terminal), so `| head -3`
+    # or a stalled terminal changes nothing but what is shown.
+    terminal = Terminal()
+    with redirected(terminal):
+        status = _dispatch(a)
+    _quiet_broken(terminal)
+    return status
+
+
+def _dispatch(a: argparse.Namespace) -> int:
     try:
         return COMMANDS[a.command][1](a)
     except ConfigError as e:
@@ -47,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         return exitcode.CONFIG
     except KeyboardInterrupt:
         return exitcode.INTERRUPTED
+
+
+def _quiet_broken(terminal: Terminal) -> None:
+    """_Quiet_broken points a descriptor whose reader went away at /dev/null, so the interpreter's exit says nothing."""
+    for fd in terminal.broken:
+        if isinstance(fd, int):
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
 
 
 if __name__ == "__main__":

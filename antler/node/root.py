@@ -210,19 +210,16 @@ async def _watched(
 
 async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:
     # Shielded so a second Ctrl-C cannot leave servers or namespaces behind.
+    # Each step runs whatever the one before raised, even while recording
+    # its error (a sink that fails must not leave namespaces behind).
     async def all_() -> None:
-        await root.cleanup()
+        await _step(root, root.cleanup(), "cleanup of the root node")
         for handle in reversed(list(nodes.values())):
-            try:
-                await handle.cleanup()
-            except Exception as e:
-                root.rec.error(f"cleanup of node {handle.node.id!r}: {e}", "node")
+            await _step(root, handle.cleanup(), f"cleanup of node {handle.node.id!r}")
         for handle in reversed(list(nodes.values())):
-            try:
-                await handle.close()
-            except Exception as e:
-                root.rec.error(f"closing node {handle.node.id!r}: {e}", "node")
-        root.rec.close()
+            await _step(root, handle.close(), f"closing node {handle.node.id!r}")
+        with contextlib.suppress(Exception):
+            root.rec.close()
 
     # A cancel that lands meanwhile (a second Ctrl-C) waits for the cleanup,
     # then is raised again: it is never swallowed (trio's rule).
@@ -235,3 +232,12 @@ async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:
             canceled = True
     if canceled:
         raise asyncio.CancelledError()
+
+
+async def _step(root: NodeRuntime, step: Awaitable[None], what: str) -> None:
+    """_Step awaits one cleanup step, recording (never raising) what it raised."""
+    try:
+        await step
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            root.rec.error(f"{what}: {e}", "node")
