@@ -20,8 +20,9 @@ from tqdm import tqdm
 from antler import exitcode
 from antler.config.compose import Job
 from antler.config.parse import parse
+from antler.node import lease
 from antler.node.hmac import resolve_key
-from antler.node.items import Error, FileData, Item, LogEntry
+from antler.node.items import ROOT_NODE_ID, Error, FileData, Item, LogEntry, now
 from antler.node.launch import Launchers, ReportsFacts, TestLaunch, ray_address
 from antler.node.place import place
 from antler.node.root import Launch, do
@@ -93,13 +94,21 @@ class Live:
         self.status: Callable[[], str] | None = None
 
     def line(self, text: str) -> None:
-        """Line prints one line above the status line (redrawn with the sweep's state as of now)."""
-        if self.bar is not None:
-            if self.status is not None:
-                self.bar.set_description_str(self.status(), refresh=False)
-            self.bar.write(text, file=self.out)
-        else:
-            print(text, file=self.out, flush=True)
+        """Line prints one line above the status line (redrawn with the sweep's state as of now).
+
+        It never raises: the terminal is not the test (the command's output
+        goes through antler.terminal, which neither blocks nor fails; this
+        guards any other stream a caller gave).
+        """
+        try:
+            if self.bar is not None:
+                if self.status is not None:
+                    self.bar.set_description_str(self.status(), refresh=False)
+                self.bar.write(text, file=self.out)
+            else:
+                print(text, file=self.out, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def item(self, item: Item, host: str = "") -> None:
         """Item prints a log entry or error."""
@@ -179,6 +188,7 @@ async def run_jobs(
     plan: Plan | None = None,
     hosts: list[str] | None = None,
     per_host: int = 1,
+    notes: list[str] | None = None,
 ) -> Outcome:
     """Run_jobs links and runs the jobs' tests into one new result folder, as the plan says.
 
@@ -191,7 +201,8 @@ async def run_jobs(
     Without a plan every job runs. Without a ``launch`` the nodes are launched
     by the launcher each names, on the Ray cluster at the first job's
     ``ray.address`` (or RAY_ADDRESS, or an embedded local Ray started when a
-    test first needs it and shut down here).
+    test first needs it and shut down here). ``notes`` are log lines for the
+    first test to start (what was reclaimed from killed runs before it).
     """
     if plan is None:
         plan = Plan(None, [Decision(j.test.output_path(), j.test.id, Action.RUN, "") for j in jobs])
@@ -207,6 +218,7 @@ async def run_jobs(
     if recovered is not None:
         # The prior folder may be the killed run's in-progress, which begin just moved.
         plan = plan.moved(inv.dir, recovered)
+    _INVOCATIONS.append(inv)
     outcome = Outcome()
     out = sys.stdout if out is None else out  # the stdout of the moment, not of the import
     live = Live(out, parallel=bool(hosts))
@@ -219,6 +231,7 @@ async def run_jobs(
             await _link_test(inv, d, by_path[d.path], plan, live)
             outcome.linked += 1
         sweep = _Sweep(inv, [by_path[d.path] for d in runs], [d.reason for d in runs], launch, live, worker)
+        sweep.notes = list(notes or [])
         await sweep.run(hosts or [], per_host, outcome, reports)
     except asyncio.CancelledError:
         outcome.interrupted = True
@@ -233,12 +246,40 @@ async def run_jobs(
             outcome.interrupted = True
         _write_index(inv.dir, jobs, out)
         outcome.result_dir = inv.finish()
+        _INVOCATIONS.remove(inv)
         if worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await _shielded(worker.wait())
         if own is not None:
             own.close()  # on this thread, like the ray.init it undoes
     return outcome
+
+
+_INVOCATIONS: list[Invocation] = []
+"""_INVOCATIONS are the invocations of this process not finished yet (for :func:`exit_now`)."""
+_RUNNING: dict[Path, tuple[dict[str, Any], TestWriter]] = {}
+"""_RUNNING maps the folder of each test running in this process to its meta and writer (for :func:`exit_now`)."""
+
+
+def exit_now() -> list[str]:
+    """Exit_now marks this process's running tests interrupted and finishes their folders, at once.
+
+    For a second Ctrl-C (antler.cli.interrupt), which exits without waiting
+    for the tests' cleanup: each running test's buffered rows are written
+    (if its writer is free within half a second), its meta.json says
+    ``interrupted``, and the invocation's folder gets its dated name, tables
+    still as Arrow streams (antler.results.load reads them). It returns a line
+    for each folder.
+    """
+    lines = []
+    for directory, (meta, writer) in list(_RUNNING.items()):
+        writer.flush(timeout_s=0.5)
+        ended = {"status": "interrupted", "ended": datetime.now(UTC).isoformat(), "exited_at_once": True}
+        write_meta(directory, {**meta, **ended})
+    for inv in list(_INVOCATIONS):
+        final = inv.finish()
+        lines.append(f"results so far in {final}")
+    return lines
 
 
 async def _shielded(aw: Awaitable[Any]) -> None:
@@ -273,6 +314,8 @@ class _Sweep:
         self.live = live
         self.worker = worker
         self.progress = Progress(len(jobs), queued_s=[j.test.run.expected_seconds() for j in jobs])
+        self.notes: list[str] = []
+        """notes are log lines for the next test to start."""
 
     async def run(self, hosts: list[str], per_host: int, outcome: Outcome, reports: list[asyncio.Task[None]]) -> None:
         """Run starts the queued tests as hosts have room until all have run; Ctrl-C stops every running test."""
@@ -344,6 +387,7 @@ class _Sweep:
         where = placement.host or ",".join(placement.occupies)
         label = f"{where}: {job.test.id_text()}" if parallel else job.test.id_text()
         self.progress.begin(k, label, job.test.run.expected_seconds())
+        notes, self.notes = self.notes, []
         ok = False
         try:
             # Which host ran the test, and the names its namespaces had there.
@@ -358,6 +402,7 @@ class _Sweep:
                 self.reasons[k],
                 where if parallel else "",
                 extra if parallel else {},
+                notes,
             )
             ran.lost_hosts = launch.lost_hosts() if isinstance(launch, TestLaunch) else set()
             ok = ran.ok
@@ -449,6 +494,7 @@ async def _run_test(
     why: str = "",
     host: str = "",
     extra: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> _Ran:
     """_Run_test runs one test's tree (placed already) into its folder; its reports are left to the caller."""
     test = job.test
@@ -475,12 +521,15 @@ async def _run_test(
         meta["rig"] = rig
     write_meta(directory, meta)
     writer = TestWriter(directory)
+    _RUNNING[directory] = (meta, writer)
     sink = DuringSink(test.during, directory, writer.write, lambda item: live.item(item, host))
 
     expected = test.run.expected_seconds()
     because = f"{why}; " if why else ""
     on = f" on {host}" if host else ""
     live.line(f"test {k} of {n}{on}: {test.id_text()} ({because}about {expected:.0f}s)")
+    for note in notes or []:
+        sink(LogEntry(now(), ROOT_NODE_ID, lease.TAG, note))
     start = time.monotonic()
     status = "failed"
     try:
@@ -503,6 +552,7 @@ async def _run_test(
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
             meta["nodes"] = launch.take_facts()
         write_meta(directory, meta)
+        _RUNNING.pop(directory, None)
         live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")
     return _Ran(job, directory, meta, status)
 

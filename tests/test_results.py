@@ -92,16 +92,24 @@ def test_killed_run_keeps_its_data_and_the_next_run_recovers_it(cwd: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # its command ran in its own session and outlives a SIGKILLed parent: end it by PID
-    for p in descendants:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
     ticks = load(in_progress)["."]["log"]["text"].tolist()
     assert len(ticks) >= 20 and ticks[0] == "tick 1"
-    # the next run moves the dead run's folder aside and keeps it
-    assert main(["run", "+experiment=hello"]) == 0
+    try:
+        # Its command ran in a session of its own and outlived it ...
+        assert any(p.is_running() for p in descendants)
+        # ... until the next run reclaims it, and says so in its first test's log.
+        assert main(["run", "+experiment=hello"]) == 0
+        assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        for p in descendants:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    log = load(cwd / "results" / "latest")["experiment-hello"]["log"]
+    assert log["text"].str.startswith("reclaimed the session of command").any()
+    # The next run moves the dead run's folder aside and keeps it, its test marked interrupted.
     kept = [p for p in (cwd / "results").iterdir() if p.name.endswith("-interrupted")]
     assert len(kept) == 1 and (kept[0] / "experiment-k" / "log.arrows").exists()
+    assert load(kept[0])["experiment-k"].meta["status"] == "interrupted"
 
 
 def test_load_refuses_a_newer_format_and_upgrades_an_older_one(cwd: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import os
@@ -16,11 +15,14 @@ from typing import Any
 import yaml
 
 from antler import exitcode
+from antler.cli.interrupt import Interrupts
 from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
 from antler.config.parse import ConfigError, to_plain
 from antler.config.sweep import sweep_spec
+from antler.node import lease
 from antler.node.launch import Launchers, ray_address
+from antler.node.launch.reclaim import reclaim_left, release_invocation
 from antler.results.incremental import Action, Plan, Wanted, plan
 from antler.results.store import IN_PROGRESS, ResultsError, owner
 from antler.testid import IdFilter
@@ -68,14 +70,22 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"nothing to run: every test passed in {plan.prior} with the same test config (-a runs them again)")
         return exitcode.OK
     running = [j for j in jobs if j.test.output_path() in {d.path for d in plan.of(Action.RUN)}]
+    # The processes this command starts (Ray's among them) know it: what they
+    # lease names it, so what it leaves is reclaimed once it is gone.
+    me = lease.begin_invocation()
+    # What killed runs left on this host goes before anything starts; the first test's log says what it was.
+    notes = reclaim_left()
     # Reusing node actors saves each test of a sweep Ray's worker start (1-2 s).
     launchers = Launchers(ray_address(jobs[0].config), reuse=len(running) > 1)
-    try:
-        run_jobs = _start(launchers, running, sweep.enabled)
-        hosts = sweep.resolve(launchers.hosts()) if sweep.enabled else None
-        outcome = asyncio.run(run_jobs(jobs, root, launchers, plan=plan, hosts=hosts, per_host=sweep.per_host))
-    finally:
-        launchers.close()  # on this thread, like the ray.init it undoes
+    with Interrupts(lambda: _exit_now(me)) as interrupts:
+        try:
+            run_jobs = _start(launchers, running, sweep.enabled)
+            hosts = sweep.resolve(launchers.hosts()) if sweep.enabled else None
+            outcome = interrupts.run(
+                run_jobs(jobs, root, launchers, plan=plan, hosts=hosts, per_host=sweep.per_host, notes=notes)
+            )
+        finally:
+            launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
     counts = f"ran {outcome.ran} of {len(jobs)} tests, linked {outcome.linked}"
     if outcome.interrupted:
@@ -86,6 +96,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     else:
         print(f"{counts}, all passed; results in {where}")
     return outcome.exit_code
+
+
+def _exit_now(me: lease.Proc) -> list[str]:
+    """_Exit_now is what a second Ctrl-C does before the command exits: finish the folder, remove this host's leftovers."""
+    from antler.invoke import exit_now
+
+    return [*exit_now(), *release_invocation(me)]
 
 
 def _plan(jobs: list[Job], root: Path, a: argparse.Namespace) -> Plan:

@@ -108,7 +108,7 @@ def command_line(pid: int) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
-    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    text = " ".join(raw.replace(b"\0", b" ").decode(errors="replace").split())  # one line, for a log line
     return text if len(text) <= 200 else text[:197] + "..."
 
 

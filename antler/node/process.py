@@ -35,12 +35,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import antler
+from antler.node import lease
 from antler.node.conn import Channel, Conn, stdio_conn
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.launch.clock import boot_id
 from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, kill_processes_in, prepare, remove
+from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
 from antler.node.root import Control
@@ -182,11 +184,15 @@ class _Served:
         """Setup enters (or creates) the node's namespace if asked and starts its runtime; it returns its facts."""
         if node.id != self.node_id:
             raise ValueError(f"this process serves node {self.node_id!r}, not {node.id!r}")
+        # What killed runs left on this host goes first (antler.node.launch.reclaim).
+        notes = await asyncio.to_thread(reclaim_left)
         if netns and node.netns.enabled:
-            self.netns, self.created = await asyncio.to_thread(prepare, node.netns, node.id)
+            self.netns, self.created = await asyncio.to_thread(prepare, node.netns, node.id, notes)
         self.thread = await asyncio.to_thread(LoopThread, f"node-{node.id}", self.netns)
         self.runtime = NodeRuntime(node.id, self.channel.send_item, node.env.build())
         self.runtime.children = self.nodes
+        for note in notes:
+            self.runtime.rec.log(note, lease.TAG)
         return {
             "hostname": socket.gethostname(),
             "pid": os.getpid(),

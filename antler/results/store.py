@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from antler.node import lease
 from antler.node.items import (
     Batch,
     Error,
@@ -97,11 +98,14 @@ class Invocation:
             pid = owner(self.dir)
             if pid is not None:
                 raise ResultsError(f"{self.dir} is in use by process {pid}; wait for it or stop it")
-            # A run that died left its folder: keep its data under its own name.
+            # A run that died left its folder: keep its data under its own name,
+            # its tables as the Arrow streams it was writing (load reads them).
             stale = datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
+            _mark_killed(self.dir)
             recovered = self._move(self.dir, stale.strftime(STAMP_FORMAT) + "-interrupted")
         self.dir.mkdir()
-        (self.dir / ".pid").write_text(str(os.getpid()))
+        # The PID and its start time: a later process with the same PID is not the writer.
+        (self.dir / ".pid").write_text(f"{os.getpid()} {lease.start_ticks(os.getpid())}")
         return recovered
 
     def test_dir(self, sub: str) -> Path:
@@ -129,18 +133,34 @@ class Invocation:
         return dst
 
 
+def _mark_killed(directory: Path) -> None:
+    """_Mark_killed marks each test of a dead run's folder that was still running as interrupted."""
+    pid = (directory / ".pid").read_text().split()[0] if (directory / ".pid").exists() else "?"
+    for path in directory.rglob("meta.json"):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("status") == "running":
+            meta.update(status="interrupted", killed=f"process {pid} ended without finishing the test")
+            write_meta(path.parent, meta)
+
+
 def owner(directory: Path) -> int | None:
-    """Owner is the PID of the live process writing an in-progress folder, or None if its writer is gone."""
+    """Owner is the PID of the live process writing an in-progress folder, or None if its writer is gone.
+
+    A writer killed a moment ago (a zombie, or a process of that PID started
+    since) counts as gone.
+    """
     try:
-        pid = int((directory / ".pid").read_text().strip())
-    except (OSError, ValueError):
+        words = (directory / ".pid").read_text().split()
+        pid = int(words[0])
+        start = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+    except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    now = lease.start_ticks(pid)
+    if now is None or lease.state_of(pid) in ("Z", "X") or (start is not None and now != start):
         return None
-    except PermissionError:
-        pass  # alive, another user's
     return pid
 
 
@@ -261,10 +281,16 @@ class TestWriter:
                 rows.clear()
         self._last_flush = time.monotonic()
 
-    def flush(self) -> None:
-        """Flush writes buffered rows to disk."""
-        with self._lock:
-            self._flush_rows()
+    def flush(self, timeout_s: float = -1) -> bool:
+        """Flush writes buffered rows to disk; it returns False if the writer stayed busy for timeout_s (-1: waits)."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            if not self.closed:
+                self._flush_rows()
+        finally:
+            self._lock.release()
+        return True
 
     def close(self) -> None:
         """Close turns each table into Parquet and writes the time-sorted log.txt."""
@@ -281,7 +307,11 @@ class TestWriter:
                 table = read_arrows(arrows)
                 if kind in ("log", "errors"):
                     table = table.sort_by("time")
-                pq.write_table(table, self.dir / f"{kind}.parquet", compression="zstd")
+                # Whole or not at all: a reader prefers the Parquet file, and a
+                # process killed mid-write must leave the stream readable.
+                tmp = self.dir / f".{kind}.parquet.tmp"
+                pq.write_table(table, tmp, compression="zstd")
+                os.replace(tmp, self.dir / f"{kind}.parquet")
                 arrows.unlink()
             self._write_log_txt()
             self.closed = True

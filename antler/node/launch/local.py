@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import antler
+from antler.node import lease
+from antler.node.items import LogEntry, now
 from antler.node.launch.child import ChildHandle, conn_of
 from antler.node.launch.errors import LaunchError
 from antler.node.launch.netns import kill_processes_in, list_names, prepare, remove
@@ -106,6 +108,10 @@ class LocalProcess:
             env=cmd.env,
             start_new_session=True,
         )
+        start = lease.start_ticks(self.proc.pid)
+        if start is not None:
+            # A node outlives a killed launcher only if it is stuck: the next run ends it then.
+            lease.take(lease.SESSION, str(self.proc.pid), start, " ".join(cmd.argv)[:200])
         self.netns: str | None = None
         """netns is a namespace the launcher created for the node, deleted on release."""
         self._stderr: threading.Thread | None = None
@@ -176,6 +182,8 @@ class LocalProcess:
             with contextlib.suppress(Exception):
                 remove(ns)
         self.netns = None
+        if self.proc.poll() is not None:
+            lease.give_back(lease.SESSION, str(self.proc.pid))
 
 
 def describe_status(code: int) -> str:
@@ -220,7 +228,10 @@ async def launch_local(node: Node, sink: Sink) -> ChildHandle:
     netns: str | None = None
     created = False
     if cmd.launcher_netns:
-        netns, created = prepare(node.netns, node.id)
+        notes: list[str] = []
+        netns, created = prepare(node.netns, node.id, notes)
+        for note in notes:
+            sink(LogEntry(now(), node.id, lease.TAG, note))
     try:
         process = LocalProcess(cmd)
     except OSError as e:

@@ -19,7 +19,9 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from antler.node import lease
 from antler.node.feedback import Feedback
+from antler.node.lease import NETNS, Lease
 from antler.node.nodespec import Netns, Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle, Run
@@ -51,16 +53,61 @@ def list_names() -> list[str]:
 
 
 def create(name: str) -> None:
-    """Create makes a new named namespace, raising NetnsError if it exists already."""
+    """Create makes a new named namespace and leases it (antler.node.lease), raising NetnsError if it exists already."""
     if name in list_names():
         raise NetnsError(f"network namespace {name!r} already exists")
     _ip("netns", "add", name)
+    ino = inode(name)
+    if ino is not None:
+        lease.take(NETNS, name, ino)
 
 
 def remove(name: str) -> None:
-    """Remove deletes a named namespace, if it exists."""
+    """Remove deletes a named namespace, if it exists, and its lease."""
     if name in list_names():
         _ip("netns", "del", name)
+    lease.give_back(NETNS, name)
+
+
+def inode(name: str) -> int | None:
+    """Inode identifies the named namespace (the nsfs inode /proc/PID/ns/net shows), or None if there is none."""
+    try:
+        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except OSError:
+        return None
+
+
+def reclaim_existing(name: str) -> str:
+    """Reclaim_existing deletes an existing namespace left by a run that is gone, and says so in a log line.
+
+    Raises NetnsError when the namespace is not one antler-ray made on this
+    host (no lease, or a lease for another namespace of that name), or when
+    the process that made it still runs: what a live run owns is never touched.
+    """
+    held = lease.find(NETNS, name)
+    if held is None or held.ident != inode(name):
+        raise NetnsError(
+            f"network namespace {name!r} already exists and was not made by antler-ray on this host "
+            f"(if it is left over: ip netns del {name})"
+        )
+    if not held.dead():
+        raise NetnsError(f"network namespace {name!r} already exists: {held.whose()} made it and still runs")
+    return reclaim(held)
+
+
+def reclaim(held: Lease, dead: bool = True) -> str:
+    """Reclaim kills what runs in a lease's namespace and deletes it; it returns the log line saying so.
+
+    ``dead`` says the lease is dead (the usual case); else its owner is being
+    stopped at once (a second Ctrl-C), and the line says that.
+    """
+    killed = kill_processes_in(held.name)
+    with contextlib.suppress(NetnsError):  # deleted meanwhile (by its owner's last cleanup, say)
+        remove(held.name)
+    what = f"; killed {len(killed)} processes in it" if killed else ""
+    if not dead:
+        return f"deleted network namespace {held.name!r} of {held.whose()}{what}"
+    return f"reclaimed network namespace {held.name!r} left by {held.whose()}, {held.why_dead()}{what}"
 
 
 def enter(name: str) -> None:
@@ -78,13 +125,20 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
+def prepare(spec: Netns, node_id: str, notes: list[str] | None = None) -> tuple[str, bool]:
     """Prepare creates the node's namespace if asked; it returns the name and whether it was created.
 
-    Raises NetnsError when a namespace to create exists already, or one to join does not.
+    A namespace of that name left by a run that is gone is reclaimed first,
+    with a line added to notes saying so (see :func:`reclaim_existing`).
+    Raises NetnsError when a namespace to create exists already and is not
+    such a one, or one to join does not exist.
     """
     name = spec.name_for(node_id)
     if spec.create:
+        if name in list_names():
+            note = reclaim_existing(name)
+            if notes is not None:
+                notes.append(note)
         create(name)
         try:
             up_loopback(name)
@@ -218,8 +272,9 @@ class ThreadHandle:
         self.node = node
         self.netns: str | None = None
         self.created = False
+        notes: list[str] = []
         if node.netns.enabled:
-            self.netns, self.created = prepare(node.netns, node.id)
+            self.netns, self.created = prepare(node.netns, node.id, notes)
         try:
             self.thread = LoopThread(f"node-{node.id}", self.netns)
         except BaseException:
@@ -228,6 +283,8 @@ class ThreadHandle:
             raise
         self.runtime = NodeRuntime(node.id, sink, node.env.build())
         self.runtime.children = nodes
+        for note in notes:
+            self.runtime.rec.log(note, lease.TAG)
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
         """Run executes a run tree on the node's thread."""

@@ -47,12 +47,14 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import antler
+from antler.node import lease
 from antler.node.feedback import Feedback
 from antler.node.items import Error, Item, RunnerError, now
 from antler.node.launch.clock import boot_id, clock_offset, relative_to
 from antler.node.launch.errors import LaunchError
 from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, call_on, kill_processes_in, prepare, remove
+from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
@@ -151,15 +153,19 @@ class NodeActor:
                 f"node {self.node.id!r} runs antler {mine} on {socket.gethostname()}, the driver runs {driver_code}"
             )
         self._home = asyncio.get_running_loop()
+        # What killed runs left on this host goes first (antler.node.launch.reclaim).
+        notes = await asyncio.to_thread(reclaim_left)
         if self.node.netns.enabled:
             # pyroute2 runs its own event loop: keep it off the actor's.
-            self.netns, self.created = await asyncio.to_thread(prepare, self.node.netns, self.node.id)
+            self.netns, self.created = await asyncio.to_thread(prepare, self.node.netns, self.node.id, notes)
         try:
             self.thread = await asyncio.to_thread(LoopThread, f"node-{self.node.id}", self.netns)
         except BaseException:
             self._remove_netns()
             raise
         self.runtime = NodeRuntime(self.node.id, self._sink, self.node.env.build())
+        for note in notes:
+            self.runtime.rec.log(note, lease.TAG)
         return {
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -508,7 +514,9 @@ def runtime_env() -> dict[str, Any]:
     process that connects to Ray itself should pass this too; the version
     check at launch catches one that did not.
     """
-    return {"py_modules": [str(package_dir())]}
+    env = {lease.INVOCATION_ENV: os.environ[lease.INVOCATION_ENV]} if lease.INVOCATION_ENV in os.environ else {}
+    # The invocation's identity too, which the nodes' leases record (antler.node.lease).
+    return {"py_modules": [str(package_dir())], **({"env_vars": env} if env else {})}
 
 
 class RaySession:

@@ -7,7 +7,10 @@ result folder.
 
 Commands start in their own session, so a Ctrl-C at the terminal reaches the
 tool, which then interrupts or kills them itself and waits for them: no
-command outlives its test.
+command outlives its test. What a foreground command leaves running in its
+process group (``sh -c 'x &'``) is killed when the test ends. Each session is
+leased (antler.node.lease) until nothing of it runs, so if the node is killed
+outright, the next run kills what is left (antler.node.launch.reclaim).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from antler.node import lease
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 
@@ -67,6 +71,7 @@ class System:
             )
         except OSError as e:
             return self._fail(ctx, f"{name}: could not start: {e.strerror or e}")
+        _lease(proc.pid, argv)
         pumps = [
             asyncio.ensure_future(_pump(ctx, proc.stdout, self.stdout, name)),
             asyncio.ensure_future(_pump(ctx, proc.stderr, self.stderr, name)),
@@ -81,7 +86,12 @@ class System:
             await _terminate(proc, self.kill)
             for p in pumps:
                 p.cancel()
+            lease.give_back(lease.SESSION, str(proc.pid))
             raise
+        if _group_alive(proc.pid):
+            ctx.on_cancel(lambda: _kill_left(ctx, proc.pid, name))
+        else:
+            lease.give_back(lease.SESSION, str(proc.pid))
         if code != 0:
             return self._fail(ctx, f"{' '.join(argv)}: exited with status {code}")
         return {}
@@ -100,8 +110,35 @@ class System:
             await _terminate(proc, self.kill)
         await asyncio.gather(*pumps, return_exceptions=True)
         code = await proc.wait()
+        await _kill_left(ctx, proc.pid, name)
         if exited_alone and code != 0:
             self._fail(ctx, f"{' '.join(self.argv())}: background command exited with status {code}")
+
+
+def _lease(pid: int, argv: list[str]) -> None:
+    start = lease.start_ticks(pid)
+    if start is not None:
+        lease.take(lease.SESSION, str(pid), start, " ".join(argv)[:200])
+
+
+def _group_alive(pgid: int) -> bool:
+    """_Group_alive reports whether a process of group pgid still runs (the command's leader has exited)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _kill_left(ctx: Context, pgid: int, name: str) -> None:
+    """_Kill_left kills what a command left running in its process group, and gives its session's lease back."""
+    if _group_alive(pgid):
+        ctx.rec.log(f"{name}: killing what it left running (process group {pgid})")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    lease.give_back(lease.SESSION, str(pgid))
 
 
 def _pipe(mode: str) -> int:
@@ -109,8 +146,14 @@ def _pipe(mode: str) -> int:
 
 
 async def _terminate(proc: asyncio.subprocess.Process, kill: bool) -> None:
-    """Terminate signals the command's process group and waits, killing it after a grace period."""
+    """Terminate signals the command's process group and waits for it, killing it after a grace period.
+
+    The whole group: a child that ignores SIGINT (or the leader's exit) is
+    killed once the grace period is over.
+    """
     sig = signal.SIGKILL if kill else signal.SIGINT
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GRACE_SECONDS
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
     try:
@@ -119,6 +162,10 @@ async def _terminate(proc: asyncio.subprocess.Process, kill: bool) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+    while _group_alive(proc.pid) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def _pump(ctx: Context, stream: asyncio.StreamReader | None, mode: str, name: str) -> None:

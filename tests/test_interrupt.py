@@ -1,0 +1,187 @@
+"""Nothing is lost, nothing leaks: Ctrl-C (once, twice) and kill -9 in the middle of +experiment=cubic.
+
+Each test runs the command as a user does, in a session of its own so that
+a Ctrl-C reaches it as the terminal sends it: to the whole process group
+(the command, its embedded Ray, the node actors).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from antler.node import lease
+from antler.results import TestResult, load
+from antler.results.store import read_arrows
+from tests.nettools import netns_list, unique_name
+
+pytestmark = pytest.mark.slow
+
+ANTLER = [sys.executable, "-m", "antler"]
+
+
+class Command:
+    """Command is antler-ray running in a session of its own; its output is read into ``lines`` as it comes."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*ANTLER, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def interrupt(self) -> None:
+        """Interrupt sends SIGINT as a terminal's Ctrl-C does: to the whole foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def until(what: str, ok: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
+        time.sleep(0.05)
+
+
+def stream_samples_s(folder: Path) -> float:
+    """Stream_samples_s is how many seconds of upload the in-progress stream_io stream holds (0 before any)."""
+    io, info = folder / "stream_io.arrows", folder / "stream_info.arrows"
+    if not (io.exists() and info.exists()):
+        return 0.0
+    t = read_arrows(io).column("t_ns").to_pylist()
+    return max(t) / 1e9 if t else 0.0
+
+
+def last_sample(test: TestResult) -> pd.Timestamp:
+    """Last_sample is the absolute time of the test's last stream sample."""
+    info, io = test["stream_info"], test["stream_io"]
+    if io.empty:
+        return pd.Timestamp(0, tz="UTC")
+    tinit = info.drop_duplicates("flow").set_index("flow")["tinit"]
+    return max(tinit[flow] + pd.to_timedelta(t.max(), unit="ns") for flow, t in io.groupby("flow")["t_ns"])
+
+
+def last_echo(test: TestResult) -> pd.Timestamp:
+    """Last_echo is the absolute time of the last packet the echo flow recorded."""
+    info, io = test["packet_info"], test["packet_io"]
+    if io.empty:
+        return pd.Timestamp(0, tz="UTC")
+    tinit = info.drop_duplicates("flow").set_index("flow")["tinit"]
+    return max(tinit[flow] + pd.to_timedelta(t.max(), unit="ns") for flow, t in io.groupby("flow")["t_ns"])
+
+
+def leases_of(prefix: str) -> list[str]:
+    return [held.name for held in lease.leases(lease.NETNS) if held.name.startswith(prefix)]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_name("ri") + "-"
+
+
+def test_ctrl_c_during_cubic_exits_130_within_10s_keeping_what_was_measured(tmp_path: Path, prefix: str) -> None:
+    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}")
+    try:
+        folder = tmp_path / "results" / "in-progress" / "experiment-cubic"
+        until("3 s of the upload on disk", lambda: stream_samples_s(folder) >= 3.0)
+        signaled = pd.Timestamp.now(tz="UTC")
+        cmd.interrupt()
+        assert cmd.wait(timeout=10) == 130, cmd.output
+    finally:
+        cmd.kill()
+    assert "Traceback" not in cmd.output
+    latest = tmp_path / "results" / "latest"
+    assert latest.resolve().name != "in-progress"
+    (test,) = load(latest).values()
+    assert test.meta["status"] == "interrupted"
+    # Every sample flushed before the signal is kept: at most 1 s is missing.
+    assert last_sample(test) >= signaled - pd.Timedelta(seconds=1), (last_sample(test), signaled)
+    assert last_echo(test) >= signaled - pd.Timedelta(seconds=1), (last_echo(test), signaled)
+    assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)
+
+
+def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, prefix: str) -> None:
+    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}")
+    try:
+        folder = tmp_path / "results" / "in-progress" / "experiment-cubic"
+        until("1 s of the upload on disk", lambda: stream_samples_s(folder) >= 1.0)
+        cmd.interrupt()
+        # The echo flow's summary: the first Ctrl-C is stopping the test.
+        until("the first Ctrl-C's effect", lambda: "packet_client: flow udp: sent" in cmd.output, 10)
+        cmd.interrupt()
+        # At once: the first one's cleanup (2 s here) is not waited for.
+        assert cmd.wait(timeout=5) == 130, cmd.output
+    finally:
+        cmd.kill()
+    assert "second Ctrl-C: exiting now" in cmd.output
+    assert "Traceback" not in cmd.output
+    (test,) = load(tmp_path / "results" / "latest").values()
+    assert test.meta["status"] == "interrupted" and len(test["stream_io"]) > 0
+    # Its namespaces went with it (its nodes could not delete them any more).
+    assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)
+
+
+def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path: Path, prefix: str) -> None:
+    args = ("run", "+experiment=cubic", "duration=8s", f"rig.netns_prefix={prefix}")
+    cmd = Command(tmp_path, *args)
+    try:
+        until("the servers", lambda: "packet_server: listening" in cmd.output)
+        # The moment of the kill: 2.3 s into the upload (lead 2 s), whatever has been flushed.
+        time.sleep(4.3)
+        killed = pd.Timestamp.now(tz="UTC")
+        cmd.proc.kill()  # the command only, as `kill -9 PID` does; its Ray and nodes die with it
+        cmd.wait(10)
+    finally:
+        cmd.kill()
+    left = sorted(n for n in netns_list() if n.startswith(prefix))
+    assert left == [f"{prefix}left", f"{prefix}mid", f"{prefix}right"]  # what the next run must reclaim
+
+    again = Command(tmp_path, *args)
+    try:
+        assert again.wait(timeout=120) == 0, again.output
+    finally:
+        again.kill()
+    for role in ("left", "mid", "right"):
+        assert f"reclaimed network namespace '{prefix}{role}' left by process" in again.output
+    (test,) = load(tmp_path / "results" / "latest").values()
+    assert test.meta["status"] == "ok"
+    assert any("reclaimed network namespace" in t for t in test["log"]["text"])
+    # The killed run's data is kept under *-interrupted, readable up to its last flush.
+    (kept,) = (tmp_path / "results").glob("*-interrupted")
+    (dead,) = load(kept).values()
+    assert dead.meta["status"] == "interrupted"
+    assert last_sample(dead) >= killed - pd.Timedelta(seconds=1), (last_sample(dead), killed)
+    assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)
