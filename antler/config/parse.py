@@ -52,6 +52,19 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
+class FieldError(ValueError):
+    """FieldError is a ValueError from a ``validate`` that names the field it refuses.
+
+    The parser then reports the field's path (``rig.limit``), not only its
+    object's (``rig``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 _QUANTITIES: dict[type, Any] = {Duration: Duration.parse, Bytes: Bytes.parse, Bitrate: Bitrate.parse}
 
 
@@ -157,6 +170,8 @@ def _validate(obj: Any, path: str) -> None:
             obj.validate()
         except ConfigError:
             raise
+        except FieldError as e:
+            raise ConfigError(f"{path}.{e.field}" if path else e.field, e.problem) from None
         except ValueError as e:
             raise ConfigError(path, str(e)) from None
 

@@ -40,7 +40,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from antler.config.parse import ConfigError
+from antler.config.parse import ConfigError, FieldError
 from antler.node.metric import Bitrate, Duration
 from antler.rig.delay import parse_loss
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
@@ -133,12 +133,15 @@ class Path:
     def validate_path(self) -> None:
         """Validate_path checks the values that need no kernel to check."""
         if not self.qdisc.split():
-            raise ValueError("qdisc is empty (use e.g. pfifo)")
+            raise FieldError("qdisc", "empty (use e.g. pfifo)")
         if self.limit < 0:
-            raise ValueError(f"limit {self.limit} is negative")
+            raise FieldError("limit", f"{self.limit} is negative")
         if self.emulator not in ("auto", "netem", "tun"):
-            raise ValueError(f"emulator {self.emulator!r} must be auto, netem or tun")
-        self.loss_probability  # noqa: B018 - raises on a bad value
+            raise FieldError("emulator", f"{self.emulator!r} must be auto, netem or tun")
+        try:
+            self.loss_probability  # noqa: B018 - raises on a bad value
+        except ValueError as e:
+            raise FieldError("loss", str(e)) from None
 
     @property
     def loss_probability(self) -> float:
