@@ -12,9 +12,10 @@ packet's length (the length includes the header, as in antler)::
     13      n     flow ID, ASCII
     13+n    16    HMAC tag, if flags has SIGNED (see antler.node.hmac)
 
-Anything that does not parse (wrong magic or version, truncated, a bad flow
-ID, a bad or missing tag when a key is set) raises :class:`BadPacket`, whose
-``reason`` a server counts.
+Anything that does not parse (wrong magic or version, unknown flags, a
+sequence number above :data:`MAX_SEQ`, truncated, a bad flow ID, a bad or
+missing tag when a key is set) raises :class:`BadPacket`, whose ``reason`` a
+server counts.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ MAX_UDP_PAYLOAD = 65507
 
 Seq = int
 """Seq is a packet sequence number, assigned by the client from 0 in send order (uint64 on the wire)."""
+MAX_SEQ = (1 << 63) - 1
+"""MAX_SEQ is the highest sequence number a packet may carry: packet_io's seq column is int64."""
 
 
 class PacketFlag(enum.IntFlag):
@@ -135,6 +138,9 @@ def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tup
         raise BadPacket("bad-version")
     if flag & ~_KNOWN_FLAGS:
         raise BadPacket("bad-flags")
+    if seq > MAX_SEQ:
+        # Clients count from 0; a forged one this high would not fit the int64 seq column.
+        raise BadPacket("bad-seq")
     if not 1 <= flow_len <= MAX_FLOW_LEN:
         raise BadPacket("bad-flow")
     end = FIXED_LEN + flow_len
