@@ -127,7 +127,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
         if cause is not None:
             # A resolver's own ConfigError (e.g. the rig's) already names its key.
             raise cause from None
-        raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+        raise _resolver_error(cfg, e) from None
     assert isinstance(plain, dict)
     test_data = plain["test"]
     if not isinstance(test_data, dict):
@@ -158,6 +158,36 @@ def _config_error_in(e: BaseException) -> ConfigError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+_RESOLVER_ARG = re.compile(r"\$\{(\w+):\$\{([\w.]+)\}\}")
+"""_RESOLVER_ARG finds ``${resolver:${key}}`` in a raw value: a resolver called on one parameter."""
+
+
+def _resolver_error(cfg: DictConfig, e: OmegaConfBaseException) -> ConfigError:
+    """_resolver_error names the parameter a resolver refused (``low_rate`` in ``${tc_rate:${low_rate}}``).
+
+    The error OmegaConf raises names the key whose value called the resolver
+    (a command deep in the run tree); the user wrote the bad value elsewhere.
+    """
+    where = _omegaconf_path(e)
+    problem = re.sub(r"^\w+ raised while resolving interpolation: ", "", _first_line(e))
+    raw = _raw_at(OmegaConf.to_container(cfg, resolve=False), where)
+    calls = _RESOLVER_ARG.findall(raw) if isinstance(raw, str) else []
+    if len(calls) == 1 or len({key for _, key in calls}) == 1:
+        resolver, key = calls[0]
+        return ConfigError(key, f"{problem} (read by ${{{resolver}:...}} for {where})")
+    return ConfigError(where, problem)
+
+
+def _raw_at(data: Any, path: str) -> Any:
+    """_raw_at is the unresolved value at a dotted path with [i] indices, or None."""
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            data = data[int(index)] if index else data[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _first_line(e: BaseException) -> str:

@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antler.config.parse import ConfigError, parse, to_plain
-from antler.node.metric import Bitrate, Duration
+from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Netns, Node
-from antler.rig.delay import parse_loss
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator, kernel_release, qdiscs
 
 KIND = "dumbbell"
@@ -103,7 +102,7 @@ class Dumbbell:
     qdisc: str = "pfifo"
     limit: int = 1000
     rtt: Duration = field(default_factory=lambda: Duration(20_000_000))
-    loss: str = "0"
+    loss: Probability = field(default_factory=lambda: Probability(0.0))
     emulator: str = "auto"
     offloads: bool = False
     seed: int | None = None
@@ -122,7 +121,6 @@ class Dumbbell:
             raise ValueError(f"limit {self.limit} is negative")
         if self.emulator not in ("auto", "netem", "tun"):
             raise ValueError(f"emulator {self.emulator!r} must be auto, netem or tun")
-        self.loss_probability  # noqa: B018 - raises on a bad value
         ids = [self.nodes.left.id, self.nodes.mid.id, self.nodes.right.id]
         if len(set(ids)) != 3:
             raise ValueError(f"the rig's nodes need distinct IDs, got {ids}")
@@ -133,10 +131,7 @@ class Dumbbell:
     @property
     def loss_probability(self) -> float:
         """Loss_probability is rig.loss as a probability in [0, 1]."""
-        try:
-            return parse_loss(str(self.loss))
-        except Exception as e:
-            raise ValueError(str(e)) from None
+        return self.loss.p
 
     @property
     def qdisc_kind(self) -> str:
@@ -299,7 +294,7 @@ def _tun(rig: Dumbbell) -> list[dict[str, Any]]:
     python = rig.python or sys.executable
     link_args = [
         "--link",
-        f"{TUN_FWD}:{one_way}:{rig.loss_probability}",
+        f"{TUN_FWD}:{one_way}:{rig.loss}",  # a percentage: a bare 1 would be refused
         "--link",
         f"{TUN_RET}:{one_way}",
     ]
