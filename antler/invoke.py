@@ -18,10 +18,11 @@ from tqdm import tqdm
 from antler import exitcode
 from antler.config.compose import Job
 from antler.config.parse import parse
-from antler.node.hmac import resolve_key
+from antler.node.hmac import env_key, resolve_key
 from antler.node.items import Error, FileData, Item, LogEntry
 from antler.node.launch import Launchers, ReportsFacts, ray_address
 from antler.node.root import Launch, do
+from antler.node.secrets import Redactor
 from antler.report.index import write_index
 from antler.report.pipeline import run_after
 from antler.report.spec import During, IndexSpec
@@ -119,8 +120,10 @@ async def run_jobs(jobs: list[Job], root_dir: Path, launch: Launch | None = None
 async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, live: Live) -> bool:
     test = job.test
     directory = inv.test_dir(test.output_path())
-    (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
-    (directory / "overrides.yaml").write_text(yaml.safe_dump(job.overrides))
+    # A key interpolated into the config (${oc.env:ANTLER_HMAC_KEY}) is never saved with it.
+    redact = Redactor([env_key()])
+    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
+    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
     meta: dict[str, Any] = {
         "test_id": test.id,
         "path": test.output_path(),
@@ -137,7 +140,7 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         # The rig as built on this kernel (the delay emulator above all), so a
         # result never hides that it was made with the TUN link, not netem.
         meta["rig"] = rig
-    write_meta(directory, meta)
+    write_meta(directory, redact.value(meta))
     writer = TestWriter(directory)
     sink = DuringSink(test.during, directory, writer.write, live.item)
 
@@ -176,13 +179,13 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         if isinstance(launch, ReportsFacts):
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
             meta["nodes"] = launch.take_facts()
-        write_meta(directory, meta)
+        write_meta(directory, redact.value(meta))
         if status != "interrupted":
             # The after reports read the stored data, exactly as `antler-ray report` does later.
             report_errors = await asyncio.to_thread(run_after, directory, test.after, live.out)
             if report_errors:
                 meta["report_errors"] = report_errors
-                write_meta(directory, meta)
+                write_meta(directory, redact.value(meta))
         print(f"test {k} of {n}: {status} in {time.monotonic() - start:.1f}s", file=live.out, flush=True)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from antler.node.feedback import Feedback
+from antler.node.hmac import env_key
 from antler.node.items import ROOT_NODE_ID, Error, Item, RunnerError
 from antler.node.launch.inproc import launch_inproc
 from antler.node.metric import Duration
@@ -28,6 +29,7 @@ from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import Losable, NodeHandle, Run, TakesKey
 from antler.node.runtime import NodeRuntime
+from antler.node.secrets import Redactor, redacting
 
 Launch = Callable[[Node, Sink, dict[Node, NodeHandle]], Awaitable[NodeHandle]]
 """Launch starts a node and returns its handle; the dict is the test's node table, filled as nodes launch."""
@@ -81,6 +83,8 @@ async def do(
     the test (returning False) after cleanup; any other cancellation is
     raised after cleanup.
     """
+    # The last line of defence: the key's text never reaches a result (antler.node.secrets).
+    sink = redacting(sink, Redactor([hmac_key, env_key()]))
     first_error = _FirstError(sink)
     sink = first_error
     root = NodeRuntime(ROOT_NODE_ID, sink, hmac_key=hmac_key)

@@ -18,6 +18,7 @@ from antler.node.items import RunnerError
 from antler.node.nodespec import Node
 from antler.node.recorder import Recorder, Sink
 from antler.node.run import NodeHandle, Run, execute
+from antler.node.secrets import command_env
 
 FLUSH_SECONDS = 0.5
 """FLUSH_SECONDS is how often a node ships its measurement buffers."""
@@ -35,7 +36,8 @@ class NodeRuntime:
         self, node_id: str, sink: Sink, env: dict[str, str] | None = None, hmac_key: bytes | None = None
     ) -> None:
         self.rec = Recorder(node_id, sink)
-        self.ctx = Context(node_id, self.rec, env if env is not None else dict(os.environ), hmac_key=hmac_key)
+        # Commands never get the HMAC key, whatever environment the node was given.
+        self.ctx = Context(node_id, self.rec, command_env(os.environ if env is None else env), hmac_key=hmac_key)
         self.children: dict[Node, NodeHandle] = {}
         self._flusher: asyncio.Task[None] | None = None
 
