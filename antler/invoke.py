@@ -130,6 +130,8 @@ async def _run_test(inv: Invocation, job: Job, k: int, n: int, launch: Launch, l
         "status": "running",
         "started": datetime.now(UTC).isoformat(),
         "overrides": job.overrides,
+        # The values the sweep applied (the ID holds them made safe for folder names).
+        "swept": job.swept,
         "config": job.config,
         "versions": versions(),
         "host": host_facts(),

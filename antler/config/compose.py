@@ -28,7 +28,7 @@ from antler.config.parse import ConfigError, parse
 from antler.config.test import TestSpec
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
-_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+_ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
 def packaged_conf_dir() -> Path:
@@ -48,13 +48,18 @@ class Job:
 
 
 def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
-    """Expand returns each job's overrides and its swept key/values."""
+    """Expand returns each job's overrides and its swept keys with the values they apply.
+
+    A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
+    limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
+    50000``, so both give the same tests.
+    """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         bad = str(e).split(":", 1)[-1].strip().splitlines()[0]
         raise ConfigError("overrides", f"cannot parse {bad!r} (quote values with special characters)") from None
-    lists: list[list[tuple[str, str, bool]]] = []
+    lists: list[list[tuple[str, str, str, bool]]] = []
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
@@ -62,13 +67,36 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
                 raise ConfigError(key, f"{o.input_line!r} is a sweep: add -m (--multirun) to run one test per value")
             if not o.is_discrete_sweep():
                 raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
-            lists.append([(key, v, True) for v in o.sweep_string_iterator()])
+            spellings = list(o.sweep_string_iterator())
+            applied = [_applied(v) for v in o.value().list]
+            lists.append([(key, s, a, True) for s, a in zip(spellings, applied, strict=True)])
         else:
-            lists.append([(key, o.get_value_element_as_str(), False)])
+            lists.append([(key, o.get_value_element_as_str(), "", False)])
     jobs = []
     for combo in itertools.product(*lists):
-        jobs.append(([f"{k}={v}" for k, v, _ in combo], {k: v for k, v, swept in combo if swept}))
+        jobs.append(([f"{k}={v}" for k, v, _, _ in combo], {k: a for k, _, a, swept in combo if swept}))
     return jobs
+
+
+def _applied(value: Any) -> str:
+    """_applied is a swept value as Hydra applies it, as text: a quoted string without its quotes."""
+    text = getattr(value, "text", None)  # Hydra's QuotedString
+    if isinstance(text, str):
+        return text
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return str(value)
+
+
+def id_value(key: str, value: str) -> str:
+    """Id_value is a swept value as a test ID value: runs of other characters become ``_`` (``bfifo limit 50000`` -> ``bfifo_limit_50000``).
+
+    Raises ConfigError naming the key when nothing usable is left.
+    """
+    text = _ID_RUN_BAD.sub("_", value).strip("_-")
+    if not text:
+        raise ConfigError(key, f"swept value {value!r} gives no test ID: sweep values with letters or digits")
+    return text
 
 
 def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
@@ -135,7 +163,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     test_data = dict(test_data)
     ids = dict(test_data.get("id") or {})
     for k, v in swept.items():
-        ids.setdefault(_ID_BAD.sub("_", k), _ID_BAD.sub("_", v))
+        ids.setdefault(id_value("overrides", k), id_value(k, v))
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
     test = parse(TestSpec, test_data, "test")
     plain["test"] = test_data

@@ -102,9 +102,12 @@ def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, go.Figure | None
             for f in sorted(p for p in test.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
                 rel = f.relative_to(result_dir).as_posix()
                 links.append(f'<a href="{quote(rel)}">{html.escape(f.relative_to(test.path).as_posix())}</a>')
+            swept = test.meta.get("swept") or {}
+            applied = " · ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in swept.items())
             parts.append(
                 f"<h3>{html.escape(ident)} <small>({html.escape(status)})</small></h3>"
-                f"<p class='files'>{' · '.join(links)}</p>"
+                + (f"<p class='swept'>{applied}</p>" if applied else "")
+                + f"<p class='files'>{' · '.join(links)}</p>"
             )
     return page("Results", "".join(parts), f"{len(results)} test{'s' if len(results) != 1 else ''}"), fig
 
