@@ -19,6 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -68,7 +69,9 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
             if not o.is_discrete_sweep():
                 raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
             spellings = list(o.sweep_string_iterator())
-            applied = [_applied(v) for v in o.value().list]
+            sweep = o.value()
+            assert isinstance(sweep, ChoiceSweep)  # a discrete sweep
+            applied = [_applied(v) for v in sweep.list]
             lists.append([(key, s, a, True) for s, a in zip(spellings, applied, strict=True)])
         else:
             lists.append([(key, o.get_value_element_as_str(), "", False)])
