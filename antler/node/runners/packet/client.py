@@ -38,7 +38,7 @@ from antler.node.runners.packet.wire import (
     header_len,
     parse,
 )
-from antler.node.sockopt import Sockopt, set_tos, split_host_port
+from antler.node.sockopt import Sockopt, check_addr, set_tos
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -84,10 +84,10 @@ class PacketClient:
         check_flow(self.flow)
         if not self.addr and not self.addr_key:
             raise ValueError("packet_client needs addr or addr_key")
-        if self.addr:
-            split_host_port(self.addr)
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
+        if self.addr:
+            check_addr(self.addr, self.protocol, "addr")
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
         if not 0 <= self.dscp <= 63:
@@ -118,7 +118,11 @@ class PacketClient:
                 raise ValueError(
                     f"flow {self.flow}: packet length {short[0]} is shorter than the header ({hlen} bytes)"
                 )
-        family, sockaddr = psock.resolve(addr, self.protocol, passive=False)
+        try:
+            check_addr(addr, self.protocol, "server address")
+            family, sockaddr = psock.resolve(addr, self.protocol, passive=False)
+        except (OSError, ValueError) as e:
+            raise OSError(f"flow {self.flow}: {e}") from None
         warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -129,10 +133,13 @@ class PacketClient:
             psock.enable_rx_timestamps(s)
             # Bind now so replies to the very first packet have a socket to land on.
             s.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        except OSError as e:
+            s.close()
+            raise OSError(f"flow {self.flow}: socket for {addr} ({self.protocol}): {e.strerror or e}") from None
         except BaseException:
             s.close()
             raise
-        flow = _Flow(ctx, self, s, sockaddr)
+        flow = _Flow(ctx, self, s, sockaddr, addr)
         try:
             await flow.run()
         finally:
@@ -149,8 +156,9 @@ class _Flow:
     up by a spinning timer. Receive times come from the kernel.
     """
 
-    def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any) -> None:
+    def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any, addr: str) -> None:
         self.ctx = ctx
+        self.addr = addr
         self.spec = spec
         self.sock = s
         self.sockaddr = sockaddr
@@ -216,7 +224,7 @@ class _Flow:
         for t in self._threads:
             await asyncio.to_thread(t.join)
         self.sock.close()
-        text = f"flow {self.spec.flow}: sent {self.sent} packets"
+        text = f"flow {self.spec.flow}: sent {self.sent} packets to {self.addr}"
         if self.echo_sent:
             text += f", {self.replies} of {self.echo_sent} echo requests answered"
         if proc is not None and not self.realtime:

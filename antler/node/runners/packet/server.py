@@ -15,7 +15,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import NULL, PacketInfo
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
-from antler.node.sockopt import split_host_port
+from antler.node.sockopt import check_addr, sock_addr
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -49,7 +49,7 @@ class PacketServer:
         """Validate checks the protocol, address and packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
-        split_host_port(self.listen_addr)
+        check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
 
@@ -63,14 +63,17 @@ class PacketServer:
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
             s.setblocking(False)
+        except OSError as e:
+            s.close()
+            raise OSError(f"bind {self.listen_addr} ({self.protocol}): {e.strerror or e}") from None
         except BaseException:
             s.close()
             raise
-        core = _Server(ctx, s, self.max_packet_size)
+        # A link-local address is published with its interface (antler.node.sockopt.zoned).
+        bound = sock_addr(s)
+        core = _Server(ctx, s, self.max_packet_size, bound)
         core.start()
         ctx.on_cancel(core.stop)
-        host, port = s.getsockname()[:2]
-        bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}")
         return {self.listen_addr_key: bound} if self.listen_addr_key else {}
 
@@ -131,8 +134,9 @@ class _Flow:
 class _Server:
     """_Server is the receive thread of a PacketServer and its counters."""
 
-    def __init__(self, ctx: Context, s: socket.socket, max_packet_size: int) -> None:
+    def __init__(self, ctx: Context, s: socket.socket, max_packet_size: int, addr: str) -> None:
         self.ctx = ctx
+        self.addr = addr
         self.sock = s
         self.key = ctx.hmac_key
         self.max_packet_size = max_packet_size
@@ -153,7 +157,7 @@ class _Server:
         self._stop.set()
         await asyncio.to_thread(self._thread.join)
         self.sock.close()
-        text = f"received {self.received} packets in {len(self.flows)} flows, echoed {self.echoed}"
+        text = f"received {self.received} packets in {len(self.flows)} flows on {self.addr}, echoed {self.echoed}"
         if self.key is not None:
             bad = self.dropped["unsigned"] + self.dropped["bad-signature"]
             text += f"; dropped {bad} with a missing or bad signature"

@@ -8,7 +8,7 @@ import struct
 import time
 from typing import Any
 
-from antler.node.sockopt import split_host_port
+from antler.node.sockopt import split_host_port, zoned
 
 PROTOCOLS = {"udp": socket.AF_UNSPEC, "udp4": socket.AF_INET, "udp6": socket.AF_INET6}
 """PROTOCOLS maps a packet protocol name to its address family (udp: either)."""
@@ -25,15 +25,27 @@ RCVBUF_BYTES = 4 << 20
 
 
 def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
-    """Resolve returns the address family and socket address for addr under protocol."""
+    """Resolve returns the address family and socket address for addr under protocol.
+
+    A link-local IPv6 host to send to gets this node's interface as its zone
+    (antler.node.sockopt.zoned). Raises OSError naming the address and the
+    protocol when it does not resolve.
+    """
     host, port = split_host_port(addr)
     family = PROTOCOLS[protocol]
     if passive and not host:
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     flags = socket.AI_PASSIVE if passive else 0
-    infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_DGRAM, 0, flags)
+    try:
+        if not passive:
+            host = zoned(host)
+        infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_DGRAM, 0, flags)
+    except ValueError as e:
+        raise OSError(f"{addr} ({protocol}): {e}") from None
+    except OSError as e:
+        raise OSError(f"{addr} ({protocol}): {e.strerror or e}") from None
     if not infos:
-        raise OSError(f"no address for {addr!r}")
+        raise OSError(f"{addr} ({protocol}): no address")
     fam, _, _, _, sockaddr = infos[0]
     return fam, sockaddr
 
