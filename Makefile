@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (iproute2 for namespaces, tc and
 # ip; iperf3 and irtt to compare against; openssh for the ssh launcher;
 # ethtool to turn offloads off in rigs; chromium to check that the report
-# pages draw offline).
-APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool chromium
+# pages draw offline; tcpdump to see on the wire how packets are marked).
+APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool chromium tcpdump
 
 .PHONY: test demo lint typecheck unit bench deps clean
 

@@ -80,7 +80,7 @@ def test_meta_json_records_id_config_versions_kernel_and_format(cwd: Path) -> No
     test_dir = cwd / "results" / "latest" / "experiment-hello"
     meta = json.loads((test_dir / "meta.json").read_text())
     assert meta["test_id"] == {"experiment": "hello"}
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["status"] == "ok"
     assert meta["config"]["test"]["run"]["serial"][0]["system"]["command"] == "echo Hello World!"
     assert "ray" in meta["versions"] and "antler-ray" in meta["versions"]

@@ -225,7 +225,7 @@ def test_interleaved_packet_flows_and_send_time_error(tmp_path: Path) -> None:
                 rows.append((flow, False, sent_ns + 4_000_000 + (s % 2) * 1_000_000, s, 100, 0, False, 0))
     w.close()
     rng = np.random.default_rng(7)
-    df = pd.DataFrame(rows, columns=SCHEMAS["packet_io"].names).iloc[rng.permutation(len(rows))]
+    df = pd.DataFrame(rows, columns=SCHEMAS["packet_io"].names[:8]).iloc[rng.permutation(len(rows))]
     pq.write_table(_packet_table(df), tmp_path / "packet_io.parquet")
     write_meta(tmp_path, {"test_id": {"t": "x"}})
     a = analyze(load(tmp_path)["."])
@@ -274,7 +274,7 @@ def test_row_layout_in_the_file_does_not_change_the_analysis(tmp_path: Path) -> 
             if flow != "c":
                 rows.append((flow, True, sent_ns + 2_000_000 + late, s, 100, 1, False, None))
             rows.append((flow, False, sent_ns + 4_000_000 + late, s, 100, 0, False, None))
-    df = pd.DataFrame(rows, columns=SCHEMAS["packet_io"].names)
+    df = pd.DataFrame(rows, columns=SCHEMAS["packet_io"].names[:8])
     kind = df["flow"] + df["server"].astype(str) + df["sent"].astype(str)
     layouts = {
         "shuffled": [_packet_table(df.iloc[np.random.default_rng(3).permutation(len(df))])],

@@ -45,6 +45,8 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
                 _link_or_copy(f, target)
             meta = dict(test.meta)
             meta["reported_from"] = str(test.path)
+            # The tables are linked as stored: their format is the source's, upgraded again on load.
+            meta["format_version"] = test.format_version
             write_meta(dst, meta)
             errors = run_after(dst, after, sys.stdout if out is None else out)
             if errors:

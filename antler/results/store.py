@@ -38,10 +38,11 @@ from antler.node.items import (
 )
 from antler.node.schemas import SCHEMAS
 
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2
 """RESULT_FORMAT_VERSION is the version of the result files this code writes (tables: antler.node.schemas).
 
 A reader refuses a newer version and upgrades an older one on load (antler.results.tables.upgrade).
+Format 2 added packet_io's ``tos`` column (the marking each packet was sent or received with).
 """
 
 IN_PROGRESS = "in-progress"

@@ -131,6 +131,7 @@ class PacketClient:
                 opt.apply(s)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
+            psock.enable_rx_tos(s)  # replies' marking, as it arrives, goes into packet_io.tos
             # Bind now so replies to the very first packet have a socket to land on.
             s.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
         except OSError as e:
@@ -287,6 +288,7 @@ class _Flow:
         self.realtime = first == b"R"
         size = sendproc.SENT.size
         from_mono, append, send_t = self.clock.from_mono, self.cols.append, self._send_t
+        tos = (self.spec.dscp << 2) | self.spec.ecn  # what the socket sends with (set_tos)
         pending = b""
         while data := os.read(fd, 1 << 16):
             pending += data
@@ -297,7 +299,7 @@ class _Flow:
                     self.errors[_send_error(err)] += 1
                     continue
                 tt = from_mono(t)
-                append(tt, seq, length, flags, True, from_mono(deadline))
+                append(tt, seq, length, flags, True, from_mono(deadline), tos)
                 send_t.append(tt)
                 self.sent += 1
                 if flags & ECHO:
@@ -336,7 +338,8 @@ class _Flow:
             except OSError:
                 self.errors["receive errors"] += 1
                 return
-            t = clock.from_wall(psock.rx_time_ns(anc))
+            t_wall, tos, _ = psock.rx_meta(anc)
+            t = clock.from_wall(t_wall)
             if n > limit or msg_flags & psock.TRUNC:
                 self.errors["oversized packets dropped"] += 1
                 continue
@@ -349,7 +352,7 @@ class _Flow:
             if not flag & REPLY or got_flow != flow or seq >= len(send_t) + REPLY_AHEAD:
                 self.errors["unexpected packets dropped"] += 1
                 continue
-            cols.append(t, seq, n, flag, False, NULL)
+            cols.append(t, seq, n, flag, False, NULL, max(tos, 0))
             if seq >= len(replied):
                 replied.extend(bytes(seq + 1 - len(replied)))
             if not replied[seq]:

@@ -36,7 +36,11 @@ class PacketServer:
     It listens on ``listen_addr`` (``:port`` or ``host:port``), echoes each
     packet that requests it (same seq, flag REPLY) unless it is a duplicate,
     records every valid packet it receives and every reply it sends, and runs
-    until the test's tree completes. ``listen_addr_key`` publishes the bound
+    until the test's tree completes. A reply carries the request's DSCP and
+    ECN as they arrived (read with IP_RECVTOS / IPV6_RECVTCLASS), as irtt's
+    server does, so marking applies both ways; a request that arrived
+    CE-marked is answered with the flow's last ECT codepoint (ECT(0) before
+    any), since a reply must not leave already marked. ``listen_addr_key`` publishes the bound
     address as feedback for a client's ``addr_key``.
     """
 
@@ -62,6 +66,7 @@ class PacketServer:
             s.bind(sockaddr)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
+            psock.enable_rx_tos(s)
             s.setblocking(False)
         except OSError as e:
             s.close()
@@ -121,6 +126,16 @@ class _Flow:
     def __init__(self, cols: Columns) -> None:
         self.cols = cols
         self.windows: dict[object, _DupWindow] = {}
+        self.ect = 2  # ECT(0), until a request says otherwise
+
+    def reply_tos(self, tos: int) -> int:
+        """Reply_tos is the TOS byte of the reply to a request that arrived with tos: the same, but never CE."""
+        ecn = tos & 3
+        if ecn == 3:
+            ecn = self.ect  # CE: the codepoint the flow sends with, as last seen
+        elif ecn:
+            self.ect = ecn
+        return (tos & 0xFC) | ecn
 
     def window(self, addr: object) -> _DupWindow:
         w = self.windows.get(addr)
@@ -186,6 +201,7 @@ class _Server:
 
     def _serve(self) -> None:
         s, key, clock = self.sock, self.key, self.clock
+        rx_meta, tos_cmsg = psock.rx_meta, psock.tos_cmsg
         limit = self.max_packet_size
         # One byte more than the limit tells an oversized datagram from one that fits.
         buf = bytearray(limit + 1)
@@ -203,10 +219,13 @@ class _Server:
                     break
                 self.dropped["receive-error"] += 1
                 continue
-            t = clock.from_wall(psock.rx_time_ns(anc))
+            t_wall, tos, level = rx_meta(anc)
+            t = clock.from_wall(t_wall)
             if n > limit or msg_flags & trunc:
                 self.dropped["oversized"] += 1
                 continue
+            if tos < 0:
+                tos = 0  # the kernel gave none: recorded as unmarked
             data = view[:n]
             try:
                 flag, seq, flow = parse(data, key)
@@ -225,15 +244,19 @@ class _Server:
             # Echo first and record after, so recording is not in the RTT.
             if flag & ECHO and not dup:
                 out = reply_to(data, key)
+                reply_tos = f.reply_tos(tos)
                 t_out = clock.now()
                 try:
-                    s.sendto(out, addr)
+                    if reply_tos:
+                        s.sendmsg([out], tos_cmsg(level, reply_tos), 0, addr)
+                    else:
+                        s.sendto(out, addr)
                 except OSError:
                     self.dropped["echo-send-error"] += 1
-                    f.cols.append(t, seq, n, flag, False, NULL)
+                    f.cols.append(t, seq, n, flag, False, NULL, tos)
                     continue
-                f.cols.append(t, seq, n, flag, False, NULL)
-                f.cols.append(t_out, seq, n, out[3], True, NULL)
+                f.cols.append(t, seq, n, flag, False, NULL, tos)
+                f.cols.append(t_out, seq, n, out[3], True, NULL, reply_tos)
                 self.echoed += 1
             else:
-                f.cols.append(t, seq, n, flag, False, NULL)
+                f.cols.append(t, seq, n, flag, False, NULL, tos)

@@ -15,8 +15,14 @@ PROTOCOLS = {"udp": socket.AF_UNSPEC, "udp4": socket.AF_INET, "udp6": socket.AF_
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@qq")
-ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
-"""ANC_SIZE is the ancillary buffer size for one receive timestamp."""
+_INT = struct.Struct("@i")
+ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) + 2 * socket.CMSG_SPACE(_INT.size)
+"""ANC_SIZE is the ancillary buffer size for one receive timestamp and a TOS or traffic class."""
+_IP, _IP_TOS = int(socket.IPPROTO_IP), int(socket.IP_TOS)
+_IP6, _IP6_TCLASS = int(socket.IPPROTO_IPV6), int(socket.IPV6_TCLASS)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+NO_TOS = -1
+"""NO_TOS is rx_meta's TOS for a datagram the kernel gave none for."""
 TRUNC = int(socket.MSG_TRUNC)
 """TRUNC is MSG_TRUNC as a plain int, for the per-packet paths: the enum's ``&`` costs microseconds."""
 
@@ -69,10 +75,40 @@ def grow_rcvbuf(sock: socket.socket, size: int = RCVBUF_BYTES) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def rx_time_ns(ancdata: list[tuple[int, int, bytes]]) -> int:
-    """Rx_time_ns returns the kernel's receive time (CLOCK_REALTIME ns) from ancillary data, or now."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+def enable_rx_tos(sock: socket.socket) -> None:
+    """Enable_rx_tos asks the kernel for each received datagram's TOS byte (IP_RECVTOS; IPV6_RECVTCLASS on IPv6).
+
+    An IPv6 socket also asks for IP_RECVTOS: IPv4 packets it receives (as
+    mapped addresses) carry theirs that way.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    if sock.family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+
+
+def rx_meta(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int, int]:
+    """Rx_meta returns a datagram's kernel receive time (CLOCK_REALTIME ns, else now), TOS byte and its level.
+
+    The TOS is NO_TOS and the level 0 when the kernel gave none; the level is
+    IPPROTO_IP for an IPv4 packet and IPPROTO_IPV6 for an IPv6 one (how a
+    reply carrying the same TOS must say it: see tos_cmsg).
+    """
+    t, tos, level = 0, NO_TOS, 0
+    for lvl, kind, data in ancdata:
+        if lvl == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data)
-            return int(sec * 1_000_000_000 + nsec)
-    return time.time_ns()
+            t = int(sec * 1_000_000_000 + nsec)
+        elif lvl == _IP and kind == _IP_TOS and data:
+            tos, level = data[0], _IP
+        elif lvl == _IP6 and kind == _IP6_TCLASS and len(data) >= _INT.size:
+            tos, level = _INT.unpack_from(data)[0] & 0xFF, _IP6
+    return (t or time.time_ns()), tos, level
+
+
+def tos_cmsg(level: int, tos: int) -> list[tuple[int, int, bytes]]:
+    """Tos_cmsg is the ancillary data that sends one datagram with a TOS byte (IP_TOS) or traffic class (IPV6_TCLASS)."""
+    if level == _IP6:
+        return [(_IP6, _IP6_TCLASS, _INT.pack(tos))]
+    return [(_IP, _IP_TOS, bytes([tos]))]
