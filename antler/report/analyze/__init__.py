@@ -55,6 +55,10 @@ FLOW_COLUMNS = [
     "received",
     "lost",
     "loss_pct",
+    "lost_up",
+    "loss_up_pct",
+    "lost_down",
+    "loss_down_pct",
     "duplicates",
     "late",
     "early",
@@ -106,6 +110,17 @@ received            packets   -                                             dist
 lost                packets   -                                             sent - received, at least 0
 loss_pct            %         -                                             100 * lost / sent (NaN when nothing was
                                                                             sent)
+lost_up             packets   -                                             requests that never reached the server:
+                                                                            sent - the distinct seqs the server
+                                                                            received (NaN where it recorded nothing)
+loss_up_pct         %         -                                             100 * lost_up / sent
+lost_down           packets   -                                             replies the server sent that never reached
+                                                                            the client: distinct seqs it echoed - the
+                                                                            distinct seqs of echoes the client
+                                                                            received (NaN without recorded echoes, as
+                                                                            for a flow that asks for none)
+loss_down_pct       %         -                                             100 * lost_down / the distinct seqs the
+                                                                            server echoed
 duplicates          packets   -                                             arrivals of a seq that had arrived already
 late                packets   -                                             first arrivals after a higher seq had
                                                                             arrived

@@ -32,7 +32,7 @@ from antler.report.analyze.columnar import (
     take,
 )
 
-_CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES = 0, 1, 2
+_CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES, _SERVER_SENDS = 0, 1, 2, 3
 """Kinds of packet_io rows (see split_parts)."""
 
 
@@ -58,7 +58,8 @@ def analyze_packets(
     sched = [c for c in ("sched_t_ns",) if c in io.column_names]
     parts = split_parts(
         io, flows, ["server", "sent"],
-        {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"], _CLIENT_RECEIVES: ["t_ns", "seq"]},
+        {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"],
+         _CLIENT_RECEIVES: ["t_ns", "seq"], _SERVER_SENDS: ["seq"]},
     )  # fmt: skip
     # Each kind is one end's, so its times go on the test's clock with that end's offset.
     tx, srx, crx = parts[_CLIENT_SENDS], parts[_SERVER_RECEIVES], parts[_CLIENT_RECEIVES]
@@ -92,8 +93,18 @@ def analyze_packets(
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
     lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
+    # Per direction, as irtt reports it: up is the requests that never reached
+    # the server (known where it recorded arrivals), down the replies it sent
+    # that never reached the client (known where it recorded its replies).
+    replied = parts[_SERVER_SENDS]
+    n_replies = distinct_per_flow(replied.code, replied["seq"], n)
+    n_replies_back = distinct_per_flow(crx_c, crx_s, n)
+    lost_up = np.where(at_server, np.clip(n_sent - counts["received"], 0, None), np.nan)
+    lost_down = np.where(replied.count > 0, np.clip(n_replies - n_replies_back, 0, None), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         loss_pct = np.where(n_sent > 0, 100.0 * lost / n_sent, np.nan)
+        loss_up_pct = np.where(n_sent > 0, 100.0 * lost_up / n_sent, np.nan)
+        loss_down_pct = np.where(n_replies > 0, 100.0 * lost_down / n_replies, np.nan)
     out = pd.DataFrame(
         {
             "flow": flows,
@@ -107,6 +118,10 @@ def analyze_packets(
             "received": counts["received"].astype(float),
             "lost": lost,
             "loss_pct": loss_pct,
+            "lost_up": lost_up,
+            "loss_up_pct": loss_up_pct,
+            "lost_down": lost_down,
+            "loss_down_pct": loss_down_pct,
             "duplicates": counts["duplicates"].astype(float),
             "late": counts["late"].astype(float),
             "early": counts["early"].astype(float),
@@ -120,6 +135,22 @@ def analyze_packets(
         # As the group-by join this replaced left it: flows.parquet's flow column stays a plain string.
         out["flow"] = out["flow"].astype(object)
     return out, rtt, owd
+
+
+def distinct_per_flow(code: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """Distinct_per_flow counts each flow's distinct seqs (length n): a (flow, seq) table when seqs are dense, else a sort."""
+    if not len(code):
+        return np.zeros(n, np.int64)
+    layout = seq_layout(code, seq, n)
+    if layout is not None:
+        _, base = layout
+        seen = np.zeros(base[-1], bool)
+        seen[base[code] + seq] = True
+        # Each flow's slots run from base[f] to base[f + 1]: count the marks in each.
+        marks = np.concatenate([[0], np.cumsum(seen)])
+        return (marks[base[1:]] - marks[base[:-1]]).astype(np.int64)
+    keys = np.unique((code << SEQ_BITS) | seq)
+    return np.bincount(keys >> SEQ_BITS, minlength=n).astype(np.int64)
 
 
 def _send_errors(tx: Part, n: int) -> np.ndarray:
