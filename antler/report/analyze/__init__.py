@@ -157,11 +157,16 @@ class Analysis:
       goodput interval with receive samples: t_s is the interval's last
       receive sample, goodput_mbps the bytes received since the previous
       point in Mbit/s (for the first, since the server end's tinit, else
-      the client's).
-    - ``rtt``: flow, t_s, rtt_ms. Per packet echoed back to the client: t_s
-      its first send, rtt_ms its first echo's arrival minus that send, in ms.
-    - ``owd``: flow, t_s, owd_ms. Per packet the server received: t_s its
-      first send, owd_ms its first arrival minus that send, in ms.
+      the client's); and a point of 0 at the end of each interval in which
+      certainly nothing was delivered (an outage), so nothing is
+      interpolated across it.
+    - ``rtt``: flow, t_s, rtt_ms. Per packet that asked for an echo: t_s its
+      first send, rtt_ms its first echo's arrival minus that send, in ms, or
+      NaN when no echo came (a break in a line chart; in flows that got any
+      echo at all).
+    - ``owd``: flow, t_s, owd_ms. Per packet sent: t_s its first send,
+      owd_ms its first arrival at the server minus that send, in ms, or NaN
+      when it never arrived (in flows whose server recorded any arrival).
 
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
@@ -281,7 +286,7 @@ STREAM_IO_READ = ["flow", "server", "t_ns", "total_bytes", "sent"]
 """STREAM_IO_READ are the stream_io columns analysis reads."""
 TCP_INFO_READ = ["flow", "server", "rtt_us", "total_retrans"]
 """TCP_INFO_READ are the tcp_info columns analysis reads (of the fields the sender samples, sock.TCP_INFO_COLUMNS)."""
-PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "sent"]
+PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "flags", "sent"]
 """PACKET_IO_READ are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
 _EPOCH = pd.Timestamp(0, tz="UTC")
 

@@ -33,6 +33,8 @@ from antler.report.analyze.columnar import (
 )
 
 _CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES, _SERVER_SENDS = 0, 1, 2, 3
+ECHO_FLAG = 1
+"""ECHO_FLAG is the packet flag bit of a request that asks for an echo (antler.node.runners.packet.wire.ECHO)."""
 """Kinds of packet_io rows (see split_parts)."""
 
 
@@ -58,7 +60,7 @@ def analyze_packets(
     sched = [c for c in ("sched_t_ns",) if c in io.column_names]
     parts = split_parts(
         io, flows, ["server", "sent"],
-        {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"],
+        {_CLIENT_SENDS: ["t_ns", "seq", "length", "flags", *sched], _SERVER_RECEIVES: ["t_ns", "seq"],
          _CLIENT_RECEIVES: ["t_ns", "seq"], _SERVER_SENDS: ["seq"]},
     )  # fmt: skip
     # Each kind is one end's, so its times go on the test's clock with that end's offset.
@@ -88,7 +90,8 @@ def analyze_packets(
         arrived = [np.concatenate([a, b]) for a, b in zip(arrived, echoed, strict=True)]
     counts = count_arrivals(arrived[0], arrived[1], arrived[2], n)
 
-    rtt = _delay_series(sends, crx_c, crx_s, crx_t, flow_names, "rtt_ms")
+    # An RTT is expected of each send that asked for an echo; a one-way delay of every send.
+    rtt = _delay_series(sends, crx_c, crx_s, crx_t, flow_names, "rtt_ms", (tx["flags"] & ECHO_FLAG) != 0)
     owd = _delay_series(sends, srx_c, srx_s, srx_t, flow_names, "owd_ms")
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
@@ -188,9 +191,21 @@ class _Sends:
 
 
 def _delay_series(
-    sends: _Sends, rx_code: np.ndarray, rx_seq: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
+    sends: _Sends,
+    rx_code: np.ndarray,
+    rx_seq: np.ndarray,
+    rx_t: np.ndarray,
+    flows: np.ndarray,
+    name: str,
+    expected: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """_delay_series pairs each packet's first arrival with its send, by flow and seq.
+
+    A send that was expected to arrive (every send, or those ``expected``
+    marks, one bool per send row) and never did is a row too, with a NaN
+    delay at its send time, in the flows where anything arrived at all: a
+    line drawn through the series breaks there instead of joining the delays
+    on either side of an outage.
 
     With dense seqs the pairing is a scatter into the sends' (flow, seq)
     table: linear time. Sparse or negative seqs fall back to a sort and a
@@ -199,6 +214,8 @@ def _delay_series(
     if not len(rx_code) or not len(sends.code):
         return empty_series(name)
     n = len(flows)
+    has_rx = np.bincount(rx_code, minlength=n) > 0
+    wanted = has_rx[sends.code] if expected is None else has_rx[sends.code] & expected
     if sends.table is not None and rx_seq.min() >= 0:
         slot, t = sends.base[rx_code] + rx_seq, rx_t
         ok = rx_seq <= sends.max_seq[rx_code]
@@ -210,14 +227,26 @@ def _delay_series(
         # Slots ascend, flow by flow: each flow's count is where its table starts among them.
         code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
+        missing = np.zeros(sends.base[-1], bool)
+        missing[sends.base[sends.code[wanted]] + sends.seq[wanted]] = True
+        missing &= arrived == NEVER
+        lost_slot = np.flatnonzero(missing)
+        lost_code = np.searchsorted(sends.base, lost_slot, side="right") - 1
+        lost_t = sends.table[lost_slot]
     else:
         tx_key, tx_t = sends.keys()
         k, got = first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
         i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
-    code, sent_t, got_t = take(flow_time_order(code, sent_t), code, sent_t, got_t)
-    delay = np.subtract(got_t, sent_t, out=got_t)  # got_t is this function's own gather
+        lost_key = np.setdiff1d((sends.code[wanted] << SEQ_BITS) | sends.seq[wanted], k)
+        lost_code, lost_t = lost_key >> SEQ_BITS, tx_t[np.searchsorted(tx_key, lost_key)]
+    delay = (got_t - sent_t).astype(float)
+    if len(lost_code):
+        code = np.concatenate([code, lost_code])
+        sent_t = np.concatenate([sent_t, lost_t])
+        delay = np.concatenate([delay, np.full(len(lost_code), np.nan)])
+    code, sent_t, delay = take(flow_time_order(code, sent_t), code, sent_t, delay)
     # copy=False: no consolidating copy of millions of rows into one block.
     return pd.DataFrame({"flow": flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
 
@@ -291,6 +320,7 @@ def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
     """_percentiles is the median and 99th percentile of a series per flow (NaN for a flow without samples)."""
     prefix = value.removesuffix("_ms")
     cols = [f"{prefix}_ms_median", f"{prefix}_ms_p99"]
+    series = series[series[value].notna()]  # a packet that never arrived has no delay
     if series.empty:
         return pd.DataFrame(columns=cols, dtype=float)
     flow = series["flow"].astype("category")
