@@ -19,7 +19,7 @@ from antler import exitcode
 from antler.config.compose import Job
 from antler.config.parse import parse
 from antler.node.hmac import env_key, resolve_key
-from antler.node.items import Error, FileData, Item, LogEntry
+from antler.node.items import DIAGNOSTICS_TAG, Error, FileData, Item, LogEntry
 from antler.node.launch import Launchers, ReportsFacts, ray_address
 from antler.node.root import Launch, do
 from antler.node.secrets import Redactor
@@ -77,7 +77,9 @@ class Live:
         self.bar: tqdm[Any] | None = None
 
     def item(self, item: Item) -> None:
-        """Item prints a log entry or error."""
+        """Item prints a log entry or error (a launcher's diagnostics stay in the log: the tool's error leads)."""
+        if isinstance(item, LogEntry) and item.tag == DIAGNOSTICS_TAG:
+            return
         if isinstance(item, (LogEntry, Error)):
             t = item.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
             text = item.text if isinstance(item, LogEntry) else f"error: {item.message}"

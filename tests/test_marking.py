@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from antler.config.parse import ConfigError
@@ -94,3 +95,12 @@ def test_results_of_format_1_load_with_tos_unknown(tmp_path: Path) -> None:
     assert test.format_version == 1 and test.meta["format_version"] == 2
     io = test.arrow("packet_io")
     assert "tos" in io.column_names and io.column("tos").null_count == io.num_rows > 0
+
+
+def test_flows_of_format_1_load_with_the_new_columns_unknown(tmp_path: Path) -> None:
+    shutil.copytree(Path(__file__).with_name("data") / "result" / "cca-cubic", tmp_path / "t")
+    # flows.parquet as format 1 wrote it: without the columns format 2 added.
+    pd.DataFrame({"flow": ["udp"], "kind": ["packet"], "lost": [1.0]}).to_parquet(tmp_path / "t" / "flows.parquet")
+    flows = load(tmp_path / "t")["."]["flows"]
+    for name in ("lost_up", "loss_down_pct", "status", "error"):
+        assert name in flows.columns and flows[name].isna().all()

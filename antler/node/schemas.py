@@ -29,6 +29,16 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("length_bytes", pa.int64()),
         ]
     ),
+    # How each flow the test named ended (ok, failed, cancelled) and why; format 2.
+    "flow_status": pa.schema(
+        [
+            ("time", TIMESTAMP),
+            ("node_id", pa.string()),
+            ("flow", pa.string()),
+            ("status", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
     "packet_info": pa.schema(
         [("tinit", TIMESTAMP), ("flow", pa.string()), ("server", pa.bool_()), ("node_id", pa.string())]
     ),

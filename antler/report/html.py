@@ -54,6 +54,7 @@ A chart's ``options`` may still name any template (``template: plotly_dark``).
 TABLE_COLUMNS = {
     "flow": "flow",
     "kind": "kind",
+    "status": "status",
     "cca": "CCA",
     "direction": "dir",
     "bytes": "bytes",
@@ -74,6 +75,7 @@ TABLE_COLUMNS = {
     "late": "late",
     "early": "early",
     "retrans": "retrans",
+    "error": "error",
 }
 """TABLE_COLUMNS are the flow table's columns and their headings."""
 

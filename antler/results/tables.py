@@ -134,25 +134,33 @@ def load(path: str | Path) -> Results:
     return Results(root, tests)
 
 
-ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {2: {"packet_io": ("tos",)}}
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {
+        "packet_io": ("tos",),
+        "flows": ("lost_up", "loss_up_pct", "lost_down", "loss_down_pct", "status", "error"),
+    }
+}
 """ADDED_COLUMNS maps a result format to the columns it added, by table: older results get them as nulls."""
+_FLOWS_TYPES = {"status": pa.string(), "error": pa.string()}
+"""_FLOWS_TYPES are the types of flows.parquet's added columns that are not float64 (it has no stored schema)."""
 
 
 def upgrade_table(kind: str, table: pa.Table, version: int) -> pa.Table:
     """Upgrade_table returns a stored table of an older result format with the current format's columns.
 
     Format 2 added packet_io's ``tos``: older results did not record it, so
-    it is null there (never 0, which would read as "sent unmarked").
+    it is null there (never 0, which would read as "sent unmarked"); and
+    flows.parquet's per-direction loss and ``status``/``error`` (null: unknown
+    until ``antler-ray report`` analyses the test again).
     """
     schema = SCHEMAS.get(kind)
-    if schema is None:
-        return table
     for added_in, columns in ADDED_COLUMNS.items():
         if version >= added_in:
             continue
         for name in columns.get(kind, ()):
             if name not in table.column_names:
-                f = schema.field(name)
+                stored = pa.field(name, _FLOWS_TYPES.get(name, pa.float64()))
+                f = schema.field(name) if schema is not None else stored
                 table = table.append_column(f, pa.nulls(table.num_rows, type=f.type))
     return table
 

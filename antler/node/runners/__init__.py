@@ -6,6 +6,7 @@ each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
 - :class:`antler.config.parse.Validates` and :class:`antler.config.parse.FromScalar`,
   checked by the config parser;
 - :class:`Estimates`, its expected run time, for the progress line;
+- :class:`NamesFlow`, the flow it runs, whose outcome the executor records;
 - cancellation: a runner that leaves something running (a server, a
   background command) registers a canceler with ``ctx.on_cancel``.
 
@@ -27,6 +28,15 @@ class Runner(Protocol):
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
         """Run does the work, raising on failure."""
+        ...
+
+
+@runtime_checkable
+class NamesFlow(Protocol):
+    """NamesFlow is a runner that runs one flow of the test (a client): its outcome is recorded under that flow."""
+
+    def flow_id(self) -> str:
+        """Flow_id is the ID of the flow the runner runs."""
         ...
 
 

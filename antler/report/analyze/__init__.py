@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze.columnar import empty_series
+from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
 from antler.report.analyze.streams import analyze_streams
 from antler.results.tables import TestResult
@@ -69,11 +70,14 @@ FLOW_COLUMNS = [
     "retrans",
     "send_err_us_median",
     "send_err_us_p99",
+    "status",
+    "error",
 ]
 """FLOW_COLUMNS are the columns of ``flows.parquet``, in order: one row per flow, sorted by start_s, then flow.
 
 A column that does not apply to a flow's kind is NaN (``-`` below); counts
-are floats for that reason. Start times are seconds since the test's start
+are floats for that reason. Every flow the test named has a row, one that
+failed to connect or never started too (its metrics NaN), with its status. Start times are seconds since the test's start
 (the earliest ``tinit`` of any flow end). A stream flow's figures are its
 receiver's, but for RTT and retransmits, which are its sender's TCP_INFO; a
 packet flow's sends are the client's, and its arrivals are counted at the
@@ -140,6 +144,11 @@ send_err_us_median  µs        -                                             med
                                                                             sends: sent minus scheduled (NaN without
                                                                             sched_t_ns)
 send_err_us_p99     µs        -                                             99th percentile of the same
+status                        "ok", "failed" or "cancelled": how the flow   the same
+                              ended (antler.report.analyze.outcomes); ""
+                              in results before format 2
+error                         the flow's error, or why it was cancelled     the same
+                              ("never started: ..."); "" when ok
 ==================  ========  ============================================  ============================================
 """
 
@@ -209,14 +218,26 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     packet_info = test["packet_info"]
     t0 = _t0(stream_info, packet_info)
     if t0 is None:
-        return _no_flows()
-    stream_io = _read(test, "stream_io", STREAM_IO_READ)
-    tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
-    stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
-    del stream_io
-    packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
-    packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+        a = _no_flows()
+    else:
+        stream_io = _read(test, "stream_io", STREAM_IO_READ)
+        tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
+        stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
+        del stream_io
+        packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
+        packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
+        a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    errors = test["errors"]
+    first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
+    flows = with_outcomes(
+        a.flows,
+        test["flow_status"],
+        named_flows(test.meta.get("config") or {}),
+        first_error,
+        recorded=test.format_version >= 2,
+    )
+    a.flows = _columns(flows)[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
+    return a
 
 
 def analyze_frames(
@@ -327,10 +348,10 @@ def _kind_flows(a: Analysis, kind: str) -> pd.DataFrame:
 
 
 def _columns(flows: pd.DataFrame) -> pd.DataFrame:
-    """_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN)."""
+    """_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN; "" for status and error)."""
     for c in FLOW_COLUMNS:
         if c not in flows.columns:
-            flows[c] = np.nan
+            flows[c] = "" if c in ("status", "error") else np.nan
     return flows
 
 
@@ -361,7 +382,7 @@ def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:
 
 
 def _dtype(column: str) -> str:
-    return "object" if column in ("flow", "kind", "direction", "cca") else "float64"
+    return "object" if column in ("flow", "kind", "direction", "cca", "status", "error") else "float64"
 
 
 def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:

@@ -101,6 +101,10 @@ class PacketClient:
                 if n > self.max_packet_size:
                     raise ValueError(f"packet length {n} is above max_packet_size {self.max_packet_size}")
 
+    def flow_id(self) -> str:
+        """Flow_id is the ID of the client's flow."""
+        return self.flow
+
     def expected_seconds(self) -> float:
         """Expected_seconds is the longest sender's duration plus the shortest late-reply wait."""
         return max(s.sender().expected_seconds() for s in self.sender) + LATE_MIN_S

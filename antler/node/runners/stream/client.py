@@ -56,6 +56,10 @@ class StreamClient:
         if self.connect_timeout.ns <= 0:
             raise ValueError("connect_timeout must be positive")
 
+    def flow_id(self) -> str:
+        """Flow_id is the ID of the upload's or download's flow."""
+        return self.transfer().flow
+
     def transfer(self) -> Transfer:
         """Transfer returns the upload or download."""
         t = self.upload or self.download
