@@ -223,16 +223,18 @@ def _delay_series(
             slot, t = gather(ok, slot, t)
         # The earliest arrival of each packet: duplicates are not delays.
         arrived = scatter_min(sends.base[-1], slot, t)
-        slot = np.flatnonzero((arrived != NEVER) & (sends.table != NEVER))
-        # Slots ascend, flow by flow: each flow's count is where its table starts among them.
+        # A slot is drawn if its packet arrived, or was expected to and did not (a NaN).
+        drawn = np.zeros(sends.base[-1], bool)
+        drawn[sends.base[sends.code[wanted]] + sends.seq[wanted]] = True
+        drawn |= arrived != NEVER
+        drawn &= sends.table != NEVER
+        slot = np.flatnonzero(drawn)
+        # Slots ascend, flow by flow (and seq by seq, so in send order): no sort.
         code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
-        missing = np.zeros(sends.base[-1], bool)
-        missing[sends.base[sends.code[wanted]] + sends.seq[wanted]] = True
-        missing &= arrived == NEVER
-        lost_slot = np.flatnonzero(missing)
-        lost_code = np.searchsorted(sends.base, lost_slot, side="right") - 1
-        lost_t = sends.table[lost_slot]
+        delay = np.where(got_t != NEVER, got_t - sent_t, np.nan)
+        code, sent_t, delay = take(flow_time_order(code, sent_t), code, sent_t, delay)
+        return _series_frame(code, sent_t, delay, flows, name)
     else:
         tx_key, tx_t = sends.keys()
         k, got = first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
@@ -247,6 +249,13 @@ def _delay_series(
         sent_t = np.concatenate([sent_t, lost_t])
         delay = np.concatenate([delay, np.full(len(lost_code), np.nan)])
     code, sent_t, delay = take(flow_time_order(code, sent_t), code, sent_t, delay)
+    return _series_frame(code, sent_t, delay, flows, name)
+
+
+def _series_frame(
+    code: np.ndarray, sent_t: np.ndarray, delay: np.ndarray, flows: np.ndarray, name: str
+) -> pd.DataFrame:
+    """_series_frame is a delay series: flow (categorical), t_s from the send in ns, the delay in ms from ns."""
     # copy=False: no consolidating copy of millions of rows into one block.
     return pd.DataFrame({"flow": flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
 
@@ -320,10 +329,13 @@ def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
     """_percentiles is the median and 99th percentile of a series per flow (NaN for a flow without samples)."""
     prefix = value.removesuffix("_ms")
     cols = [f"{prefix}_ms_median", f"{prefix}_ms_p99"]
-    series = series[series[value].notna()]  # a packet that never arrived has no delay
     if series.empty:
         return pd.DataFrame(columns=cols, dtype=float)
     flow = series["flow"].astype("category")
     names = flow.cat.categories
-    q = group_quantiles(flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float), len(names), [0.5, 0.99])
+    codes, values = flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float)
+    measured = ~np.isnan(values)  # a packet that never arrived has no delay
+    if not measured.all():
+        codes, values = gather(measured, codes, values)
+    q = group_quantiles(codes, values, len(names), [0.5, 0.99])
     return pd.DataFrame(q, index=names, columns=cols)
