@@ -222,12 +222,15 @@ class _Flow:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
+        # The threads end on their own once the sender has exited (end of file,
+        # a broken pipe, the stop flag): their pipes are closed after, never under them.
+        for t in self._threads:
+            await asyncio.to_thread(t.join)
+        if proc is not None:
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 if f is not None:
                     with contextlib.suppress(OSError):
                         f.close()
-        for t in self._threads:
-            await asyncio.to_thread(t.join)
         self.sock.close()
         text = f"flow {self.spec.flow}: sent {self.sent} packets to {self.addr}"
         if self.echo_sent:
