@@ -40,7 +40,7 @@ lint: deps
 	$(VENV)/bin/ruff format --check antler tests bench
 
 typecheck: deps
-	$(VENV)/bin/mypy antler
+	$(VENV)/bin/mypy antler tests bench
 
 bench: deps
 	$(PY) bench/run_all.py

@@ -32,11 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, StreamInfo, do
-from antler.node.launch import launch
+from antler.node.launch import Launchers
 from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
 
 CLIENT_IP, SERVER_IP = "10.77.9.1", "10.77.9.2"
 IPERF_PORT = 5299
+LAUNCHERS = Launchers()
+"""LAUNCHERS starts our nodes as Ray actors (the tool's default), one embedded Ray for every run."""
 
 
 @dataclass
@@ -90,7 +92,7 @@ def ours(a: Netns, b: Netns, seconds: float, sample_io: str = "100ms", tcp_info:
     )
     items: list[Item] = []
     cpu0 = _cpu_self()
-    ok = asyncio.run(do(run, items.append, launch=launch, timeout=Duration.parse(f"{seconds + 30}s")))
+    ok = asyncio.run(do(run, items.append, launch=LAUNCHERS, timeout=Duration.parse(f"{seconds + 30}s")))
     cpu = _cpu_self() - cpu0
     if not ok:
         raise RuntimeError(f"our run failed: {[i for i in items if not isinstance(i, (Batch, StreamInfo))]}")

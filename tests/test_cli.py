@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from antler.cli import main
+from antler.config.compose import compose_jobs, experiments
 from antler.results import load
 
 EXP = """# @package _global_
@@ -112,11 +113,79 @@ def test_results_are_never_overwritten(cwd: Path) -> None:
 def test_config_errors_exit_2_with_path_and_no_results(
     cwd: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
 ) -> None:
-    assert main(["run", *args]) == 2
+    assert_config_error(cwd, capsys, ["run", *args], needle)
+
+
+def assert_config_error(cwd: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    """Assert_config_error runs the command and checks it exits 2 with needle in a short message, writing nothing."""
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert not (cwd / "results").exists()
+
+
+FLOWS = """    serial:
+      - stream_client: {addr: "127.0.0.1:9", upload: {flow: tcp}}
+      - packet_client: {addr: "127.0.0.1:9", flow: echo, sender: [{unresponsive: {}}]}"""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["+test.after.report=[{charts_time_series: {flow_label: {bluk: Bulk}}}]"],
+            "test.after.report[0].charts_time_series.flow_label.bluk: no flow 'bluk' (flows: echo, tcp)",
+        ),
+        (
+            ["+test.after.report=[{emit_log: {}}, {charts_fct: {flow_label: {tpc: TCP}}}]"],
+            "test.after.report[1].charts_fct.flow_label.tpc: no flow 'tpc' (flows: echo, tcp)",
+        ),
+        (
+            ["+test.after.report=[{charts_fct: {series: [{pattern: tcp, name: T}, {pattern: '^echo', name: E}]}}]"],
+            "test.after.report[0].charts_fct.series[1].pattern: no stream flow matches '^echo' (stream flows: tcp)",
+        ),
+        (["index.flow=cubic"], "index.flow: no flow matches 'cubic' (flows: echo, tcp)"),
+        (["index.flow='('"], "index: flow '(': missing ), unterminated subpattern"),
+    ],
+)
+def test_a_flow_a_report_names_must_be_one_the_test_runs(
+    cwd: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    conf = write_exp(cwd / "mine", "fl", FLOWS)
+    assert main(["vet", "--config-dir", str(conf), "+experiment=fl"]) == 0
+    capsys.readouterr()
+    assert_config_error(cwd, capsys, ["run", "--config-dir", str(conf), "+experiment=fl", *args], needle)
+
+
+def test_flow_names_are_checked_on_the_resolved_tree(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # fct's flow IDs come from ${each:...} (f0-cubic, f1-bbr, ...): the
+    # patterns are checked against what the resolvers made.
+    series = "+test.after.report=[{charts_fct: {series: [{pattern: '-cubic$', name: CUBIC}, {pattern: '-bbr$', name: BBR}]}}]"
+    assert main(["vet", "+experiment=fct", "flows=4", series, "index.flow='^f3-'"]) == 0
+    capsys.readouterr()
+    assert main(["vet", "+experiment=fct", "flows=4", "index.flow='^f4-'"]) == 2
+    assert "index.flow: no flow matches '^f4-' (flows: f0-cubic, f1-bbr, f2-cubic, f3-bbr)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cubic", "ratedrop", "tcpinfo", "vbrudp"])
+def test_a_sweep_of_a_shipped_experiment_keeps_its_flow_ids(name: str) -> None:
+    # The index draws a line per flow across the swept values only if every
+    # test of the sweep names its flows alike (cca is a column, not an ID).
+    jobs = compose_jobs([f"+experiment={name}", "cca=cubic,bbr", "rig.rtt=10ms,40ms"], multirun=True)
+    assert [(j.test.id["cca"], j.test.id["rig_rtt"]) for j in jobs] == [
+        ("cubic", "10ms"),
+        ("cubic", "40ms"),
+        ("bbr", "10ms"),
+        ("bbr", "40ms"),
+    ]
+    flows = {tuple(j.test.flows()) for j in jobs}
+    assert len(flows) == 1 and "tcp" in flows.pop()
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_every_shipped_experiment_vets(name: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vet", f"+experiment={name}"]) == 0, capsys.readouterr().err
 
 
 def test_failed_runner_exits_1_with_error_in_errors_parquet_and_log(cwd: Path) -> None:

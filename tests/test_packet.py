@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def test_echo_flow_records_rtt_and_both_ends(pair: tuple[str, str]) -> None:
     assert io[io.server].sched_t_ns.isna().all() and io[~io.server & io.sent].sched_t_ns.notna().all()
 
 
-def _io(rows: list[tuple[bool, int, int, int, bool]], flow: str = "f") -> pd.DataFrame:
+def _io(rows: Sequence[tuple[bool, int, int, int, bool]], flow: str = "f") -> pd.DataFrame:
     """_io builds packet_io rows from (server, t_ns, seq, flags, sent)."""
     return pd.DataFrame(
         [
@@ -273,6 +274,16 @@ def test_wire_format_round_trips_and_rejects_tampering() -> None:
     assert reply.header.flag == PacketFlag.REPLY | PacketFlag.SIGNED and reply.header.seq == p.header.seq
     with pytest.raises(ValueError, match="shorter than its header"):
         Packet(PacketHeader(PacketFlag(0), 0, "f"), 10).encode()
+
+
+def test_the_server_refuses_a_flow_id_that_only_starts_like_one() -> None:
+    # Encode writes any ASCII ID; the server must take only whole flow IDs of
+    # at most 16 characters, as config does (a flow ID becomes a file name).
+    for flow in ("a" * 17, "a b", "a/../../x", "abcdefghijklmnopqrstuvwxyz"):
+        data = Packet(PacketHeader(PacketFlag.ECHO, 1, flow), 64).encode()
+        with pytest.raises(BadPacket, match="bad-flow"):
+            decode(data)
+    assert decode(Packet(PacketHeader(PacketFlag.ECHO, 1, "a" * 16), 64).encode()).header.flow == "a" * 16
 
 
 def test_hmac_key_comes_from_env_then_file_then_random(tmp_path: Path) -> None:

@@ -257,16 +257,25 @@ def test_version_mismatch_is_an_error_at_launch(monkeypatch: pytest.MonkeyPatch)
     assert "the driver runs 0.0.0+stale" in err.message and "runs antler 0.1.0+" in err.message
 
 
-def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing() -> None:
+def wait_for(path: Path) -> dict[str, Any]:
+    """Wait_for is a run that waits (10 s at most) until the file exists: a readiness signal."""
+    return {"system": {"command": "timeout 10 sh -c", "args": [f"until [ -e {path} ]; do sleep 0.01; done"]}}
+
+
+def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
     victim, other = unique_name("rk"), unique_name("rv")
     sleeper = ["sleep", "61.4713"]
+    logged = tmp_path / "logged"
     run = parse_run(
         {
             "parallel": [
                 {
                     "child": {
                         "node": {"id": other},
-                        "serial": [{"system": {"command": f"echo kept from {other}"}}, {"sleep": "30s"}],
+                        "serial": [
+                            {"system": {"command": "sh -c", "args": [f"echo kept from {other}; touch {logged}"]}},
+                            {"sleep": "30s"},
+                        ],
                     }
                 },
                 {
@@ -274,7 +283,8 @@ def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing()
                         "node": {"id": victim, "netns": {"create": True}},
                         "serial": [
                             {"system": {"command": " ".join(sleeper), "background": True}},
-                            {"sleep": "500ms"},
+                            # The other node has logged what must be kept.
+                            wait_for(logged),
                             # The node's own actor process dies, as if it crashed.
                             {"system": {"command": "sh", "args": ["-c", "kill -9 $PPID"]}},
                             {"sleep": "30s"},
@@ -300,7 +310,7 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
     # On Python 3.11 asyncio.wait_for returns instead of raising when a cancel
     # arrives as the call it waits for completes; a drain that does that once
     # left a poller running and the test never ended.
-    swallowed = []
+    swallowed: list[bool] = []
     real = ray_launch.RayHandle._drain_now
 
     async def drain_swallowing_one_cancel(self: ray_launch.RayHandle, timeout: float | None = None) -> None:
@@ -582,12 +592,14 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_
     assert nd not in netns_list()
 
 
-def test_background_commands_on_a_ray_node_are_interrupted_not_killed() -> None:
+def test_background_commands_on_a_ray_node_are_interrupted_not_killed(tmp_path: Path) -> None:
     # Ray's workers block SIGINT; a command started on a node must not inherit
     # that, or it is killed after the grace period and loses its last words.
     # (a shell would not do: dash unblocks signals itself at start)
+    ready = tmp_path / "ready"
     script = (
-        "import signal, sys, time; signal.signal(2, lambda *a: (print('interrupted'), sys.exit(0))); time.sleep(60)"
+        "import pathlib, signal, sys, time; signal.signal(2, lambda *a: (print('interrupted'), sys.exit(0))); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
     )
     run = parse_run(
         {
@@ -598,12 +610,11 @@ def test_background_commands_on_a_ray_node_are_interrupted_not_killed() -> None:
                         "system": {"args": [sys.executable, "-c", script], "background": True},
                     }
                 },
-                {"sleep": "200ms"},
+                wait_for(ready),  # the handler is set: an interrupt now must reach it
             ]
         }
     )
-    start = time.monotonic()
     ok, items, _ = run_tree(run)
     assert ok
+    # Killed after the grace period instead, it would have said nothing.
     assert "interrupted" in logs(items, "bg")
-    assert time.monotonic() - start < 4.5

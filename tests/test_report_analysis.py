@@ -215,7 +215,7 @@ def test_interleaved_packet_flows_and_send_time_error(tmp_path: Path) -> None:
 
     t0 = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
     w = TestWriter(tmp_path)
-    rows = []
+    rows: list[tuple[str, bool, int, int, int, int, bool, int | None]] = []
     for flow, n, lost in (("a", 100, set()), ("b", 50, {3, 7, 11})):
         w.write(PacketInfo(t0, flow, False))
         w.write(PacketInfo(t0, flow, True))
@@ -266,7 +266,7 @@ def test_row_layout_in_the_file_does_not_change_the_analysis(tmp_path: Path) -> 
     from antler.results.store import TestWriter, write_meta
 
     t0 = pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime()
-    rows = []
+    rows: list[tuple[str, bool, int, int, int, int, bool, int | None]] = []
     for flow, n, lost in (("a", 60, {5}), ("b", 40, {1, 2}), ("c", 30, {9})):
         for s in range(n):
             sent_ns = s * 1_000_000

@@ -17,7 +17,7 @@ from antler.report.index import compare_figure, index_html
 from antler.report.spec import IndexSpec
 from antler.results import load
 from antler.results.server import make_server
-from antler.results.store import LATEST
+from antler.results.store import LATEST, write_meta
 from antler.results.tables import FormatError
 
 pytestmark = pytest.mark.no_netns
@@ -172,6 +172,53 @@ def test_index_groups_tests_and_compares_the_swept_parameter() -> None:
     assert values["cubic"] == pytest.approx(20.0, rel=0.01) and values["bbr"] == pytest.approx(30.0, rel=0.01)
     rtt = compare_figure(load(FIXTURE), IndexSpec(compare="rtt_ms_median", flow="udp"))
     assert rtt is not None and list(rtt.data[0].y) == pytest.approx([10.0, 10.0])
+
+
+def write_two_key_sweep(result_dir: Path) -> None:
+    """Write_two_key_sweep stores the per-flow tables of ``-m +experiment=cubic cca=cubic,bbr rig.rtt=10ms,40ms``.
+
+    Each test has the IDs that sweep composes and the experiment's flows,
+    ``tcp`` (goodput) and ``udp`` (RTT), with metrics that depend on both keys:
+    goodput = base(cca) + rtt_ms / 10, RTT = rtt_ms + queue(cca).
+    """
+    base = {"cubic": 40.0, "bbr": 45.0}
+    queue = {"cubic": 50.0, "bbr": 5.0}
+    for cca in ("cubic", "bbr"):
+        for rtt_ms in (10, 40):
+            d = result_dir / f"experiment-cubic/cca-{cca}/rig_rtt-{rtt_ms}ms"
+            d.mkdir(parents=True)
+            write_meta(d, {"test_id": {"experiment": "cubic", "cca": cca, "rig_rtt": f"{rtt_ms}ms"}, "status": "ok"})
+            flows = pd.DataFrame(
+                {
+                    "flow": ["tcp", "udp"],
+                    "kind": ["stream", "packet"],
+                    "cca": [cca, ""],
+                    "goodput_mbps": [base[cca] + rtt_ms / 10, float("nan")],
+                    "rtt_ms_median": [float("nan"), rtt_ms + queue[cca]],
+                }
+            )
+            flows.to_parquet(d / "flows.parquet")
+
+
+def test_a_two_key_sweep_draws_a_line_per_flow_and_group(tmp_path: Path) -> None:
+    write_two_key_sweep(tmp_path)
+    page, fig = index_html(tmp_path, IndexSpec())
+    # Grouped by the first swept key, charted against the other.
+    assert page.index("cca = bbr") < page.index("cca = cubic")
+    assert fig is not None and fig.layout.title.text == "goodput_mbps vs rig_rtt"
+    lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in fig.data}
+    assert lines == {
+        "tcp cca=bbr": {"10ms": pytest.approx(46.0), "40ms": pytest.approx(49.0)},
+        "tcp cca=cubic": {"10ms": pytest.approx(41.0), "40ms": pytest.approx(44.0)},
+    }
+    rtt = compare_figure(load(tmp_path), IndexSpec(compare="rtt_ms_median"))
+    assert rtt is not None
+    lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in rtt.data}
+    assert lines == {"udp cca=bbr": {"10ms": 15.0, "40ms": 45.0}, "udp cca=cubic": {"10ms": 60.0, "40ms": 90.0}}
+    # An x the user names wins; the rest still makes one line per flow and value.
+    by_cca = compare_figure(load(tmp_path), IndexSpec(x="cca"))
+    assert by_cca is not None and sorted(t.name for t in by_cca.data) == ["tcp rig_rtt=10ms", "tcp rig_rtt=40ms"]
+    assert all(len(t.x) == 2 for t in by_cca.data)
 
 
 def test_a_run_writes_reports_and_an_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

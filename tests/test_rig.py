@@ -98,6 +98,14 @@ def test_left_pings_right_through_mid_at_the_configured_rtt(rtt_ms: int) -> None
     assert any("qdisc pfifo 10:" in t and "limit 1000p" in t for t in logs(items, "mid")), "tear-down logs the queue"
 
 
+def listening(port: int) -> dict[str, Any]:
+    """Listening is a system runner that waits (10 s at most) until a TCP socket listens on port: a readiness signal."""
+    return {
+        "command": "timeout 10 sh -c",
+        "args": [f"until ss -Hltn 'sport = :{port}' | grep -q .; do sleep 0.01; done"],
+    }
+
+
 def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
     """Iperf3_with_ping is a rig body: an iperf3 load from left to right, pinged `ping_after` into it."""
 
@@ -105,7 +113,7 @@ def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[
         right = rig["addr"]["right"]
         return [
             on(rig, "right", system={"command": f"iperf3 -s -1 -B {right}", "background": True, "stdout": "quiet"}),
-            {"sleep": "200ms"},
+            on(rig, "right", system=listening(5201)),
             {
                 "parallel": [
                     on(rig, "left", system={"command": f"iperf3 -c {right} {client_args} -J"}),
@@ -258,3 +266,14 @@ def test_the_rig_uses_netem_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPa
     plain = _commands(dumbbell.setup_runs({"rtt": "0", "loss": 0}))
     assert not any("netem" in c or "antler.rig.delay" in c for c in plain), "no delay, no emulator"
     assert any("emulator none" in c for c in plain)
+
+
+def test_a_rig_given_in_part_takes_the_packaged_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # conf/rig/dumbbell.yaml is the one place the defaults are written: a rig
+    # given in Python gets the same ones Hydra composes, nodes named after its prefix.
+    composed = OmegaConf.to_container(compose_config(["+experiment=rigcheck"]).rig, resolve=True)
+    assert dumbbell.params({}) == dumbbell.params(composed)
+    monkeypatch.setattr(kernel, "qdiscs", lambda: frozenset({"pfifo", "htb", "netem"}))
+    runs = dumbbell.setup_runs({"netns_prefix": "zz-", "rtt": "10ms"})
+    assert sorted(r["child"]["node"]["netns"]["name"] for r in runs) == ["zz-left", "zz-mid", "zz-right"]
+    assert dumbbell.params({"netns_prefix": "zz-"}).nodes.left.netns_name == "zz-left"

@@ -209,9 +209,10 @@ def test_serial_passes_earlier_feedback_to_later_runs() -> None:
 def test_parallel_merges_feedback_and_conflict_is_an_error() -> None:
     _Emit.seen.clear()
     tree = Run(serial=(Run(parallel=(_emit_run("a"), _emit_run("b"))), _emit_run("c")))
-    assert asyncio.run(do(tree, [].append))
-    assert _Emit.seen[-1] == {"a": "-", "b": "-"}
     items: list[Item] = []
+    assert asyncio.run(do(tree, items.append))
+    assert _Emit.seen[-1] == {"a": "-", "b": "-"}
+    items.clear()
     tree = Run(parallel=(_emit_run("x"), _emit_run("x")))
     assert not asyncio.run(do(tree, items.append))
     assert "'x'" in errors(items)[0].message
@@ -220,14 +221,22 @@ def test_parallel_merges_feedback_and_conflict_is_an_error() -> None:
 # --- cancellation and cleanup ---
 
 
+def wait_for(*paths: Any) -> dict[str, Any]:
+    """Wait_for is a run that waits (10 s at most) until every file in paths exists: a readiness signal."""
+    test = " && ".join(f"[ -e {p} ]" for p in paths)
+    return {"system": {"command": "timeout 10 sh -c", "args": [f"until {test}; do sleep 0.01; done"]}}
+
+
 def test_background_commands_are_stopped_in_reverse_order_at_the_end(tmp_path: Any) -> None:
     log = tmp_path / "order"
-    script = "trap 'echo {n} >> " + str(log) + "; exit 0' INT; echo started; while true; do sleep 0.05; done"
+    # Each command says it is ready once its trap is set; the tree ends only then.
+    script = "trap 'echo {n} >> " + str(log) + "; exit 0' INT; touch {ready}; while true; do sleep 0.05; done"
+    ready = [tmp_path / "ready1", tmp_path / "ready2"]
     tree = {
         "serial": [
-            {"system": {"command": "sh -c", "args": [script.format(n=1)], "background": True, "stdout": "stream"}},
-            {"system": {"command": "sh -c", "args": [script.format(n=2)], "background": True, "stdout": "stream"}},
-            {"sleep": "300ms"},
+            {"system": {"command": "sh -c", "args": [script.format(n=1, ready=ready[0])], "background": True}},
+            {"system": {"command": "sh -c", "args": [script.format(n=2, ready=ready[1])], "background": True}},
+            wait_for(*ready),
         ]
     }
     ok, _items = run_tree(tree)
@@ -259,14 +268,17 @@ def test_timeout_cancels_the_tree_and_cleanup_still_runs(tmp_path: Any) -> None:
     assert any("timed out" in e.message for e in errors(items))
 
 
-def test_control_cancel_reaches_a_foreground_command() -> None:
+def test_control_cancel_reaches_a_foreground_command(tmp_path: Any) -> None:
     from antler.node import Control
+
+    running = tmp_path / "running"
+    tree = parse_run({"system": {"command": "sh -c", "args": [f"touch {running}; exec sleep 30"]}})
 
     async def main() -> tuple[bool, float]:
         control = Control()
         items: list[Item] = []
-        task = asyncio.ensure_future(do(parse_run({"system": {"command": "sleep 30"}}), items.append, control=control))
-        await asyncio.sleep(0.3)
+        task = asyncio.ensure_future(do(tree, items.append, control=control))
+        await _until(running)  # the command is running: the cancel must reach it
         start = time.monotonic()
         control.cancel()
         ok = await task
@@ -289,18 +301,13 @@ def test_a_cancel_during_cleanup_is_raised_after_the_cleanup(tmp_path: Any) -> N
     # cleanup completes, and then the cancel is raised, never swallowed.
     armed, stopping, stopped = tmp_path / "armed", tmp_path / "stopping", tmp_path / "stopped"
     script = f"trap 'touch {stopping}; sleep 0.5; touch {stopped}; exit 0' INT; touch {armed}; while true; do sleep 0.05; done"
-    wait_armed = f"while [ ! -e {armed} ]; do sleep 0.01; done"
     tree = parse_run(
-        {
-            "serial": [
-                {"system": {"command": "sh -c", "args": [script], "background": True}},
-                {"system": {"command": "timeout 10 sh -c", "args": [wait_armed]}},
-            ]
-        }
+        {"serial": [{"system": {"command": "sh -c", "args": [script], "background": True}}, wait_for(armed)]}
     )
 
     async def main() -> None:
-        task = asyncio.ensure_future(do(tree, [].append))
+        items: list[Item] = []
+        task = asyncio.ensure_future(do(tree, items.append))
         await _until(stopping)  # the cleanup has interrupted the command
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

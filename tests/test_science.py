@@ -33,8 +33,9 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_cubic_goodput_base_rtt_and_bufferbloat(cwd: Path) -> None:
     test = run(cwd, "+experiment=cubic", "duration=12s", "lead=2s")
     flows = pd.read_parquet(test.path / "flows.parquet")
-    cubic = flows[flows["flow"] == "cubic"].iloc[0]
-    assert 44 <= cubic["goodput_mbps"] <= 50
+    tcp = flows[flows["flow"] == "tcp"].iloc[0]
+    assert tcp["cca"] == "cubic"
+    assert 44 <= tcp["goodput_mbps"] <= 50
     rtt = analyze(test).rtt  # t_s from the start of the first flow: the echo flow
     base = rtt[rtt["t_s"] < 1.8]["rtt_ms"]
     loaded = rtt[rtt["t_s"] > 6]["rtt_ms"]

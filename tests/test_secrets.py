@@ -96,8 +96,10 @@ def test_names_that_look_secret_are_masked_when_recorded() -> None:
 
 def test_the_driver_redacts_the_key_from_every_text_item() -> None:
     r = Redactor([KEY.encode(), None, "abc"])  # too short to redact: "abc"
-    assert r.item(LogEntry(now(), "n", "system", f"{hmac.KEY_ENV}={KEY}")).text == f"{hmac.KEY_ENV}={REDACTED}"
-    assert r.item(FileData("f", f"x{KEY}y".encode())).data == f"x{REDACTED}y".encode()
+    entry = r.item(LogEntry(now(), "n", "system", f"{hmac.KEY_ENV}={KEY}"))
+    assert isinstance(entry, LogEntry) and entry.text == f"{hmac.KEY_ENV}={REDACTED}"
+    chunk = r.item(FileData("f", f"x{KEY}y".encode()))
+    assert isinstance(chunk, FileData) and chunk.data == f"x{REDACTED}y".encode()
     info = r.item(SysInfo("n", {"file": {"/proc/self/environ": f"K={KEY}"}}))
     assert isinstance(info, SysInfo) and KEY not in str(info.data)
     assert r.text("abc") == "abc"

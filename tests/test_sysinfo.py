@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_sysinfo_in_a_namespace_reads_its_sysctls_and_commands(netns: NetnsFacto
     assert asyncio.run(do(run, items.append, launch=launch))
     (info,) = [i for i in items if isinstance(i, SysInfo)]
     assert info.node_id == "inner"
-    data = info.data
+    data: dict[str, Any] = info.data  # JSON: nested mappings of text
     assert data["sysctl"]["net.ipv4.ip_default_ttl"] == "77"
     assert data["sysctl"]["net.ipv4.tcp_congestion_control"] in ("cubic", "reno", "bbr")
     assert data["file"]["/proc/sys/net/ipv4/ip_default_ttl"].strip() == "77"

@@ -26,7 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
 from antler.config.parse import ConfigError, parse
-from antler.config.test import TestSpec
+from antler.config.test import TestSpec, flows_text
+from antler.report.spec import IndexSpec
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -169,8 +170,24 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
         ids.setdefault(id_value("overrides", k), id_value(k, v))
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
     test = parse(TestSpec, test_data, "test")
+    test.check_flow_names("test")
+    check_index(parse(IndexSpec, plain.get("index"), "index"), test)
     plain["test"] = test_data
     return Job(overrides, swept, {str(k): v for k, v in plain.items()}, test, cfg)
+
+
+def check_index(spec: IndexSpec, test: TestSpec, path: str = "index") -> None:
+    """Check_index raises ConfigError when ``index.flow`` matches none of a test's flows.
+
+    The index charts the flows it matches, so a pattern that matches none
+    draws nothing; the default ``.*`` is fine for a test without flows.
+    """
+    flows = test.flows()
+    if not flows and spec.flow == IndexSpec.flow:
+        return
+    pattern = re.compile(spec.flow)
+    if not any(pattern.search(f) for f in flows):
+        raise ConfigError(f"{path}.flow", f"no flow matches {spec.flow!r} ({flows_text(flows)})")
 
 
 def experiments(config_dir: str | None = None) -> list[str]:

@@ -46,7 +46,10 @@ def _rng(seed: Any, salt: str) -> random.Random:
 
 
 def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
-    """Lognormal draws n byte counts whose 5th and 95th percentiles are p5 and p95."""
+    """Lognormal draws n byte counts whose 5th and 95th percentiles are p5 and p95.
+
+    Raises ValueError unless 0 < p5 < p95 (UnitError, a ValueError, for a bad amount).
+    """
     lo, hi = Bytes.parse(p5).n, Bytes.parse(p95).n
     if not 0 < lo < hi:
         raise ValueError(f"lognormal needs 0 < P5 < P95, got {p5} and {p95}")
@@ -104,7 +107,7 @@ def whole_seconds(duration: Any) -> str:
 
 
 def cycle(n: int, values: Any) -> list[Any]:
-    """Cycle repeats the values to a list of n."""
+    """Cycle repeats the values to a list of n, raising ValueError if values is not a non-empty list."""
     items = _plain(values)
     if not isinstance(items, list) or not items:
         raise ValueError("cycle needs a non-empty list")
@@ -119,7 +122,8 @@ def each(template: Any, variables: Any) -> list[Any]:
 
     In every string of the copy, ``{name}`` becomes the name's value at that
     position and ``{i}`` the position; a string that is just ``{name}`` takes
-    the value itself (a number stays a number).
+    the value itself (a number stays a number). Raises ValueError unless
+    variables maps names to lists of one length.
     """
     tmpl = _plain(template)
     vars_ = _plain(variables)

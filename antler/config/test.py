@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from antler.config.parse import parse
+from antler.config.parse import ConfigError, parse
 from antler.node.metric import Duration
 from antler.node.run import Run
-from antler.report.spec import After, During
+from antler.node.runners import DrivesFlow
+from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 
 
@@ -31,7 +33,7 @@ class TestSpec:
     after: After = field(default_factory=After)
 
     def validate(self) -> None:
-        """Validate checks the ID and output path."""
+        """Validate raises ValueError for an empty ID, a key or value off ID_PART, or a path that leaves the folder."""
         if not self.id:
             raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
         for k, v in self.id.items():
@@ -51,6 +53,59 @@ class TestSpec:
     def id_text(self) -> str:
         """Id_text is the ID as ``k=v k=v``, for humans."""
         return id_text(self.id)
+
+    def flows(self, kind: str = "") -> list[str]:
+        """Flows lists, sorted, the IDs of the flows the run tree drives (its stream and packet clients).
+
+        With ``kind`` (``stream`` or ``packet``), only the flows of that kind.
+        The tree is the resolved one, so IDs made by resolvers
+        (``${each:...}``) are in it.
+        """
+        found = set()
+        for _, run in self.run.walk():
+            runner = run.runner()
+            if runner is not None and isinstance(runner[1], DrivesFlow) and kind in ("", runner[1].flow_kind):
+                found.add(runner[1].flow)
+        return sorted(found)
+
+    def check_flow_names(self, path: str = "test") -> None:
+        """Check_flow_names checks every flow the reports name against the run tree's flows.
+
+        A ``flow_label`` key must be a flow of the tree, and a ``charts_fct``
+        series pattern must match one of its stream flows (the chart draws
+        only those): a typo would otherwise draw nothing and say nothing.
+        Raises ConfigError with the path below ``path`` (the config's ``test``
+        key), e.g. ``test.after.report[0].charts_time_series.flow_label.bluk:
+        no flow 'bluk' (flows: rtt, tcp)``.
+        """
+        flows = self.flows()
+        for group, steps in (("default", self.after.default), ("report", self.after.report)):
+            for i, step in enumerate(steps):
+                name, spec = step.step()
+                at = f"{path}.after.{group}[{i}].{name}"
+                if isinstance(spec, (ChartsTimeSeries, ChartsFCT)):
+                    for flow in spec.flow_label:
+                        if flow not in flows:
+                            raise ConfigError(f"{at}.flow_label.{flow}", f"no flow {flow!r} ({flows_text(flows)})")
+                if isinstance(spec, ChartsFCT):
+                    streams = self.flows("stream")
+                    for j, series in enumerate(spec.series):
+                        if not any(re.search(series.pattern, f) for f in streams):
+                            raise ConfigError(
+                                f"{at}.series[{j}].pattern",
+                                f"no stream flow matches {series.pattern!r} ({flows_text(streams, 'stream flows')})",
+                            )
+
+
+FLOWS_SHOWN = 10
+"""FLOWS_SHOWN is how many flow IDs an error message lists (an fct test has 40)."""
+
+
+def flows_text(flows: list[str], what: str = "flows") -> str:
+    """Flows_text is a list of flow IDs for an error message: ``flows: a, b``, ``flows: none``, or the first few."""
+    shown = ", ".join(flows[:FLOWS_SHOWN]) or "none"
+    more = f", ... ({len(flows)} in all)" if len(flows) > FLOWS_SHOWN else ""
+    return f"{what}: {shown}{more}"
 
 
 def parse_run(data: Any, path: str = "run") -> Run:

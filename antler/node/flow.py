@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 
-FLOW_ID = re.compile(r"[a-z][a-z0-9.-]{0,15}")
-"""FLOW_ID is the pattern a whole flow ID must match."""
+MAX_FLOW_LEN = 16
+"""MAX_FLOW_LEN is the longest flow ID, in characters (one byte each on the packet wire)."""
+FLOW_ID = re.compile(rf"[a-z][a-z0-9.-]{{0,{MAX_FLOW_LEN - 1}}}")
+"""FLOW_ID is the pattern a whole flow ID must match (use ``fullmatch``: ``match`` accepts any suffix)."""
 
 
 def check_flow(flow: str) -> None:

@@ -76,7 +76,8 @@ def resolve_key(enabled: bool, key_file: str = "", environ: dict[str, str] | Non
     the file ``key_file`` (``test.hmac_key_file``: a path, so the secret itself
     is never written into the config that is saved with the results), else it
     is a random key made for this test: every node of a test gets its key from
-    the root, so both ends of a flow always agree.
+    the root, so both ends of a flow always agree. Raises ValueError for an
+    empty key file (OSError if it cannot be read).
     """
     if not enabled:
         return None

@@ -76,7 +76,11 @@ class Duration:
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
-        """Parse returns the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``."""
+        """Parse returns the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``.
+
+        Raises UnitError (a ValueError) for a number without a unit (only 0
+        may omit it), an unknown unit, or a value that is not text or a number.
+        """
         if isinstance(value, Duration):
             return value
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):

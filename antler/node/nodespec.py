@@ -161,9 +161,23 @@ class Node:
         return self.netns.name_for(self.id) if self.netns.enabled else None
 
 
-def set_fields(value: object) -> list[str]:
+def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
     """Set_fields names the fields of a dataclass value that are not None, in field order.
 
-    The "exactly one of" unions (a run, a launcher, a report step) count them.
+    The "exactly one of" unions (a run, a launcher, a report step, a packet
+    sender, a stream client's transfer) count them; ``among`` limits the
+    count to those fields.
     """
-    return [f.name for f in fields(value) if getattr(value, f.name) is not None]  # type: ignore[arg-type]
+    return [
+        f.name
+        for f in fields(value)  # type: ignore[arg-type]
+        if (not among or f.name in among) and getattr(value, f.name) is not None
+    ]
+
+
+def check_regex(key: str, pattern: str) -> None:
+    """Check_regex raises ValueError, naming the key and the pattern, if pattern is not a Python regex."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{key} {pattern!r}: {e}") from None

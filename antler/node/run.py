@@ -27,7 +27,7 @@ from antler.node.feedback import Feedback, FeedbackConflict, merge
 from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
 from antler.node.metric import Duration
 from antler.node.nodespec import Node, set_fields
-from antler.node.runners import Estimates, NamesFlow, Runner
+from antler.node.runners import DrivesFlow, Estimates, Runner
 from antler.node.runners.packet.client import PacketClient
 from antler.node.runners.packet.server import PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
@@ -85,15 +85,6 @@ class Run:
                 yield from r.walk(f"{path}.schedule.run[{i}]")
         if self.child is not None:
             yield from self.child.as_run().walk(f"{path}.child")
-
-    def flows(self) -> list[str]:
-        """Flows lists the flow IDs the tree's client runners name, in order of appearance, each once."""
-        seen: dict[str, None] = {}
-        for _, r in self.walk():
-            found = r.runner()
-            if found is not None and isinstance(found[1], NamesFlow):
-                seen.setdefault(found[1].flow_id(), None)
-        return list(seen)
 
     def nodes(self) -> list[Node]:
         """Nodes lists the distinct child nodes in the tree, in order of appearance."""
@@ -295,7 +286,7 @@ async def execute(run: Run, ctx: Context, feedback: Feedback, children: Children
         return {}
     tag, runner = found
     rctx = ctx.for_runner(tag)
-    flow = runner.flow_id() if isinstance(runner, NamesFlow) else None
+    flow = runner.flow if isinstance(runner, DrivesFlow) else None
     try:
         out = await runner.run(rctx, feedback)
     except asyncio.CancelledError:
@@ -325,7 +316,7 @@ def describe(run: Run) -> str:
     found = run.runner()
     if found is not None:
         tag, runner = found
-        return f"{tag} flow {runner.flow_id()}" if isinstance(runner, NamesFlow) else tag
+        return f"{tag} flow {runner.flow}" if isinstance(runner, DrivesFlow) else tag
     if run.child is not None and run.child.node is not None:
         return f"{describe(run.child.as_run())} on node {run.child.node.id}"
     kinds = set_fields(run)
@@ -350,9 +341,9 @@ def _not_started(ctx: Context, runs: tuple[Run, ...], reason: str) -> None:
             if found is None:
                 continue
             tag, runner = found
-            if isinstance(runner, NamesFlow):
-                flows.append(runner.flow_id())
-                names[f"{tag} flow {runner.flow_id()}"] += 1
+            if isinstance(runner, DrivesFlow):
+                flows.append(runner.flow)
+                names[f"{tag} flow {runner.flow}"] += 1
             else:
                 names[tag] += 1
     if not names:

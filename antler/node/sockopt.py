@@ -36,7 +36,7 @@ class Sockopt:
     name: str = ""
 
     def validate(self) -> None:
-        """Validate checks the type, the level and option, and that the value fits the type."""
+        """Validate raises ValueError for an unknown type, level or option, or a value that does not fit the type."""
         if self.type not in SOCKOPT_TYPES:
             raise ValueError(f"sockopt type {self.type!r} is not one of {', '.join(SOCKOPT_TYPES)}")
         _number(self.level)
@@ -44,7 +44,7 @@ class Sockopt:
         self.encoded()
 
     def encoded(self) -> int | bytes:
-        """Encoded returns the value as setsockopt takes it."""
+        """Encoded returns the value as setsockopt takes it, raising ValueError if it does not fit the type."""
         v = self.value
         if isinstance(v, bool):
             raise ValueError(f"sockopt {self.label()}: {self.type} value expected, got {v!r}")
@@ -66,7 +66,7 @@ class Sockopt:
         return self.name or f"{self.level}/{self.opt}"
 
     def apply(self, sock: socket.socket) -> None:
-        """Apply sets the option on sock."""
+        """Apply sets the option on sock, raising OSError (naming the option) if the kernel refuses it."""
         try:
             sock.setsockopt(_number(self.level), _number(self.opt), self.encoded())
         except OSError as e:
@@ -110,7 +110,11 @@ def set_tos(sock: socket.socket, dscp: int, ecn: int) -> None:
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
-    """Split_host_port returns the host (may be empty) and port of ``host:port``, ``[v6]:port`` or ``:port``."""
+    """Split_host_port returns the host (may be empty) and port of ``host:port``, ``[v6]:port`` or ``:port``.
+
+    Raises ValueError for an address without a port, an IPv6 host without
+    brackets, or a port that is not a number in 0..65535.
+    """
     host, sep, port_text = addr.rpartition(":")
     if not sep:
         raise ValueError(f"address {addr!r} has no port (use host:port or :port)")

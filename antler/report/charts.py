@@ -205,7 +205,11 @@ def write_figure(
     subtitle: str,
     draw_image: Any,
 ) -> list[Path]:
-    """Write_figure writes the figure's page(s) and image(s) to the names in directory."""
+    """Write_figure writes the figure's page(s) and image(s) to the names in directory.
+
+    Raises ValueError for a name that is not .html or an image suffix, and
+    FileExistsError for a file that exists (nothing is overwritten).
+    """
     written = []
     for name in names:
         path = directory / name

@@ -42,13 +42,22 @@ def flows_of(test: TestResult) -> pd.DataFrame:
     return analyze(test).flows
 
 
+def group_key(keys: list[str], spec: IndexSpec) -> str:
+    """Group_key is the ID key the index groups tests by: ``spec.group_by``, else the first varying key."""
+    return spec.group_by or (keys[0] if keys else "")
+
+
 def compare_figure(results: Results, spec: IndexSpec) -> go.Figure | None:
     """Compare_figure charts one flow metric against the swept ID key, one series per flow and other keys.
 
-    None when there is nothing swept to compare.
+    The x key is ``spec.x``, else the first varying key the page does not
+    group by (the only one, when one key varies), so a two-key sweep draws
+    a line per flow and group value. None when there is nothing swept to
+    compare.
     """
     keys = varying_keys(results)
-    x = spec.x or next((k for k in keys if k != spec.group_by), keys[0] if keys else "")
+    group_by = group_key(keys, spec)
+    x = spec.x or next((k for k in keys if k != group_by), keys[0] if keys else "")
     if not x or len(results) < 2:
         return None
     others = [k for k in keys if k != x]
@@ -83,8 +92,7 @@ def compare_figure(results: Results, spec: IndexSpec) -> go.Figure | None:
 def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, go.Figure | None]:
     """Index_html returns the index page of a result folder and its comparison figure."""
     results = load(result_dir)
-    keys = varying_keys(results)
-    group_by = spec.group_by or (keys[0] if keys else "")
+    group_by = group_key(varying_keys(results), spec)
     groups: dict[str, list[tuple[str, TestResult]]] = {}
     for key, test in results.items():
         groups.setdefault(test.id.get(group_by, "") if group_by else "", []).append((key, test))

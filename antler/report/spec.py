@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from antler.node.metric import Duration
+from antler.node.nodespec import check_regex, set_fields
 from antler.results.codec import ENCODED
 
 
@@ -56,15 +57,10 @@ class FlowSeries:
     name: str = ""
 
     def validate(self) -> None:
-        """Validate checks the pattern compiles and the series has a name."""
-        import re
-
+        """Validate raises ValueError for a missing pattern or name, or a pattern that does not compile."""
         if not self.pattern or not self.name:
             raise ValueError("a flow series needs a pattern and a name")
-        try:
-            re.compile(self.pattern)
-        except re.error as e:
-            raise ValueError(f"pattern {self.pattern!r}: {e}") from None
+        check_regex("pattern", self.pattern)
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class ChartsTimeSeries:
     max_points: int = 20_000
 
     def validate(self) -> None:
-        """Validate checks the delay kind."""
+        """Validate raises ValueError for a delay kind other than rtt or owd."""
         if self.delay not in ("rtt", "owd"):
             raise ValueError(f"delay must be rtt or owd, not {self.delay!r}")
 
@@ -123,7 +119,7 @@ class Encode:
     level: int | None = None
 
     def validate(self) -> None:
-        """Validate checks the codec."""
+        """Validate raises ValueError for an extension without a codec."""
         if self.extension not in ENCODED:
             raise ValueError(f"extension must be one of {', '.join(ENCODED)}, not {self.extension!r}")
 
@@ -140,19 +136,15 @@ class Report:
     encode: Encode | None = None
 
     def validate(self) -> None:
-        """Validate checks that exactly one report is set."""
-        set_ = self.set_fields()
+        """Validate raises ValueError unless exactly one report is set."""
+        set_ = set_fields(self)
         if len(set_) != 1:
             choices = ", ".join(f.name for f in fields(Report))
             raise ValueError(f"a report step has exactly one of {choices}; found {', '.join(set_) or 'none'}")
 
-    def set_fields(self) -> list[str]:
-        """Set_fields names the fields that are set."""
-        return [f.name for f in fields(Report) if getattr(self, f.name) is not None]
-
     def step(self) -> tuple[str, Any]:
         """Step returns the report's name and config."""
-        name = self.set_fields()[0]
+        name = set_fields(self)[0]
         return name, getattr(self, name)
 
 
@@ -200,10 +192,16 @@ class IndexSpec:
     ``group_by`` is the test ID key whose values head the groups (empty: the
     first key that varies); ``compare`` is the flow metric charted against the
     swept parameter ``x`` (empty: the first varying key other than group_by),
-    for the flows matching ``flow`` (a regex).
+    for the flows matching ``flow`` (a regex, searched in each flow ID; it
+    must match a flow of every test that has flows, see
+    antler.config.compose.check_index).
     """
 
     group_by: str = ""
     compare: str = "goodput_mbps"
     x: str = ""
     flow: str = ".*"
+
+    def validate(self) -> None:
+        """Validate raises ValueError if ``flow`` does not compile as a regex."""
+        check_regex("flow", self.flow)

@@ -104,7 +104,7 @@ class Invocation:
         (self.dir / ".pid").write_text(str(os.getpid()))
 
     def test_dir(self, sub: str) -> Path:
-        """Test_dir creates and returns a new test folder; an existing one is an error."""
+        """Test_dir creates and returns a new test folder, raising ResultsError if it exists (nothing is overwritten)."""
         d = self.dir / sub
         if d.exists():
             raise ResultsError(f"test folder {sub!r} already exists: two tests have the same ID or path")

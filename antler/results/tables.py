@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 class TestResult:
-    """TestResult is one test's stored data: its meta and its tables."""
+    """TestResult is one test's stored data: its meta and its tables.
+
+    Opening one raises FileNotFoundError without a meta.json, and FormatError
+    for a result format newer than this code reads.
+    """
 
     __test__ = False  # not a pytest test class, despite its name
 
@@ -56,7 +60,10 @@ class TestResult:
         return sorted(found)
 
     def arrow(self, kind: str) -> pa.Table:
-        """Arrow returns the table of one kind (empty with its schema when absent), upgraded to the current format."""
+        """Arrow returns the table of one kind (empty with its schema when absent), upgraded to the current format.
+
+        Raises KeyError for an unknown kind.
+        """
         return upgrade_table(kind, self._stored(kind), self.format_version)
 
     def _stored(self, kind: str) -> pa.Table:

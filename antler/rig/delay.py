@@ -31,7 +31,6 @@ written), so a test's log shows whether the emulation kept up.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import gc
 import os
@@ -47,13 +46,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from antler.node.metric import Duration, Probability, UnitError
+from antler.node.runners.packet.timer import set_timer_slack
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
-PR_SET_TIMERSLACK = 29
 READ_SIZE = 65536
 DEFAULT_SPIN = "50us"
 """DEFAULT_SPIN is how long before a deadline the link stops sleeping and spins.
@@ -87,7 +86,7 @@ class LinkSpec:
 
     @classmethod
     def parse(cls, text: str) -> LinkSpec:
-        """Parse reads ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``."""
+        """Parse reads ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``, raising DelayError."""
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise DelayError(f"link {text!r} is not DEV:DELAY[:LOSS] (e.g. d-fwd:10ms:1%)")
@@ -154,7 +153,10 @@ class Link:
 
 
 def open_tun(dev: str) -> int:
-    """Open_tun attaches to the TUN device dev (creating a transient one if it does not exist), non-blocking."""
+    """Open_tun attaches to the TUN device dev (creating a transient one if it does not exist), non-blocking.
+
+    Raises DelayError for an invalid device name or when the kernel refuses the device.
+    """
     if not dev or len(dev) > 15:
         raise DelayError(f"invalid device name {dev!r}")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -164,12 +166,6 @@ def open_tun(dev: str) -> int:
         os.close(fd)
         raise DelayError(f"attaching to TUN device {dev!r}: {e.strerror}") from None
     return fd
-
-
-def set_timer_slack(ns: int) -> None:
-    """Set_timer_slack sets how late the kernel may wake this thread from sleeps (default 50 µs)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0)
 
 
 class Stop(Exception):

@@ -42,13 +42,18 @@ work because the steps are computed from the composed ``rig`` values.
 
 from __future__ import annotations
 
+import functools
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
-from antler.config.parse import ConfigError, parse, to_plain
+import yaml
+from omegaconf import OmegaConf
+
+from antler.config.parse import ConfigError, parse
 from antler.node.metric import Bitrate, Duration, Probability
-from antler.node.nodespec import Netns, Node
+from antler.node.nodespec import Node
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator, kernel_release, qdiscs
 
 KIND = "dumbbell"
@@ -68,13 +73,13 @@ LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_
 class Addresses:
     """Addresses are the rig's IPv4 addresses, all in 10.77.0.0/16, with a /24 per side."""
 
-    left: str = "10.77.1.1"
-    mid_left: str = "10.77.1.2"
-    mid_right: str = "10.77.2.1"
-    right: str = "10.77.2.2"
+    left: str
+    mid_left: str
+    mid_right: str
+    right: str
 
     def validate(self) -> None:
-        """Validate keeps every address inside 10.77.0.0/16."""
+        """Validate raises ValueError for an address outside 10.77.0.0/16, or a side whose two addresses differ in /24."""
         for name in ("left", "mid_left", "mid_right", "right"):
             a = getattr(self, name)
             parts = a.split(".")
@@ -88,31 +93,35 @@ class Addresses:
 class RigNodes:
     """RigNodes are the rig's three node specs; experiments use the same ones in their child runs."""
 
-    left: Node = field(default_factory=lambda: Node("left", netns=Netns(create=True)))
-    mid: Node = field(default_factory=lambda: Node("mid", netns=Netns(create=True)))
-    right: Node = field(default_factory=lambda: Node("right", netns=Netns(create=True)))
+    left: Node
+    mid: Node
+    right: Node
 
 
 @dataclass(frozen=True)
 class Dumbbell:
-    """Dumbbell is the dumbbell rig's parameters, the ``rig`` key of an experiment's config."""
+    """Dumbbell is the dumbbell rig's parameters, the ``rig`` key of an experiment's config.
 
-    kind: str = KIND
-    rate: Bitrate = field(default_factory=lambda: Bitrate(50_000_000))
-    qdisc: str = "pfifo"
-    limit: int = 1000
-    rtt: Duration = field(default_factory=lambda: Duration(20_000_000))
-    loss: Probability = field(default_factory=lambda: Probability(0.0))
-    emulator: str = "auto"
-    offloads: bool = False
-    seed: int | None = None
-    python: str = ""
-    netns_prefix: str = "ar-"
-    addr: Addresses = field(default_factory=Addresses)
-    nodes: RigNodes = field(default_factory=RigNodes)
+    Its defaults are written once, in the packaged ``conf/rig/dumbbell.yaml``
+    (see :func:`with_defaults`), which Hydra composes and users override.
+    """
+
+    kind: str
+    rate: Bitrate
+    qdisc: str
+    limit: int
+    rtt: Duration
+    loss: Probability
+    emulator: str
+    offloads: bool
+    seed: int | None
+    python: str
+    netns_prefix: str
+    addr: Addresses
+    nodes: RigNodes
 
     def validate(self) -> None:
-        """Validate checks the values that need no kernel to check."""
+        """Validate checks the values that need no kernel to check, raising ValueError naming the bad one."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         if not self.qdisc.split():
@@ -150,9 +159,33 @@ class Dumbbell:
         return Duration(self.rtt.ns // 2)
 
 
+def with_defaults(data: Any) -> Any:
+    """With_defaults returns rig data with what it leaves out taken from the packaged conf/rig/dumbbell.yaml.
+
+    That file is the one place the rig's defaults are written; its
+    interpolations are resolved after the merge, so default nodes are named
+    after the data's ``netns_prefix``. Merging is Hydra's (mappings key by
+    key), so data Hydra composed comes back equal. Data that is not a
+    mapping is returned as it is, for the parser to refuse with its path.
+    """
+    if not isinstance(data, dict):
+        return data
+    merged = OmegaConf.merge({"rig": _packaged_defaults()}, {"rig": data})
+    plain = OmegaConf.to_container(merged, resolve=True)
+    assert isinstance(plain, dict)
+    return plain["rig"]
+
+
+@functools.cache
+def _packaged_defaults() -> dict[str, Any]:
+    text = (resources.files("antler") / "conf" / "rig" / "dumbbell.yaml").read_text()
+    defaults: dict[str, Any] = yaml.safe_load(text)
+    return defaults
+
+
 def params(data: Any, path: str = "rig") -> Dumbbell:
-    """Params parses rig config data into Dumbbell parameters, raising ConfigError."""
-    return parse(Dumbbell, data, path)
+    """Params parses rig config data, completed by :func:`with_defaults`, into Dumbbell parameters, raising ConfigError."""
+    return parse(Dumbbell, with_defaults(data), path)
 
 
 def check(rig: Dumbbell) -> str:
@@ -176,7 +209,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     """Setup_runs returns the run-tree steps that build the rig, as plain run data (a list of runs)."""
     rig = params(data)
     emulator = check(rig)
-    nodes = _node_data(data, rig)
+    nodes = _node_data(data)
     a = rig.addr
     ns_left, ns_right = rig.nodes.left.netns_name, rig.nodes.right.netns_name
     summary = (
@@ -225,8 +258,8 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
     """Teardown_runs returns the steps that log the bottleneck's counters and delete the rig's links."""
-    rig = params(data)
-    nodes = _node_data(data, rig)
+    params(data)  # bad rig data is refused here too, with its path
+    nodes = _node_data(data)
     return [
         _child(
             nodes["mid"],
@@ -339,16 +372,10 @@ def _child(node: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"child": {"node": node, "serial": runs}}
 
 
-def _node_data(data: Any, rig: Dumbbell) -> dict[str, Any]:
-    """_node_data returns each node's config data as given, so it equals the experiment's own node values."""
-    given = data.get("nodes") if isinstance(data, dict) else None
-    out = {}
-    for name in ("left", "mid", "right"):
-        if isinstance(given, dict) and name in given:
-            out[name] = given[name]
-        else:
-            out[name] = to_plain(getattr(rig.nodes, name))
-    return out
+def _node_data(data: Any) -> dict[str, Any]:
+    """_node_data returns each node's config data as given (or by default), so it equals the experiment's own node values."""
+    nodes = with_defaults(data)["nodes"]
+    return {name: nodes[name] for name in ("left", "mid", "right")}
 
 
 def _net(addr: str) -> str:

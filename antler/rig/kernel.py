@@ -59,7 +59,10 @@ class RigError(Exception):
 
 @functools.cache
 def qdiscs() -> frozenset[str]:
-    """Qdiscs returns the qdisc kinds this kernel has, among those in QDISC_PROBES."""
+    """Qdiscs returns the qdisc kinds this kernel has, among those in QDISC_PROBES.
+
+    Raises RigError without ``tc`` and ``ip`` (iproute2).
+    """
     if shutil.which("tc") is None or shutil.which("ip") is None:
         raise RigError("tc and ip (iproute2) are needed to detect qdiscs")
     # Named as tests/nettools.unique_name names them: prefix, pid, counter.

@@ -52,7 +52,7 @@ def list_names() -> list[str]:
 
 
 def create(name: str) -> None:
-    """Create makes a new named namespace; one that exists already is an error."""
+    """Create makes a new named namespace, raising NetnsError if it exists already."""
     if name in list_names():
         raise NetnsError(f"network namespace {name!r} already exists")
     _ip("netns", "add", name)
@@ -65,7 +65,7 @@ def remove(name: str) -> None:
 
 
 def enter(name: str) -> None:
-    """Enter moves the calling thread into the named namespace (never creating it)."""
+    """Enter moves the calling thread into the named namespace (never creating it), raising NetnsError if it cannot."""
     path = os.path.join(NETNS_DIR, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -80,7 +80,10 @@ def enter(name: str) -> None:
 
 
 def prepare(spec: Netns, node_id: str) -> tuple[str, bool]:
-    """Prepare creates the node's namespace if asked; it returns the name and whether it was created."""
+    """Prepare creates the node's namespace if asked; it returns the name and whether it was created.
+
+    Raises NetnsError when a namespace to create exists already, or one to join does not.
+    """
     name = spec.name_for(node_id)
     if spec.create:
         create(name)
@@ -107,6 +110,7 @@ async def call_on(loop: asyncio.AbstractEventLoop, coro: Any, before_cancel: Cal
     cancels the coroutine and then waits until it has finished, so cleanup in
     the coroutine never outlives the caller's cancellation. ``before_cancel``
     runs in the caller, first: it tells the other side why (a StopScope).
+    Raises what the coroutine raised, and CancelledError if it was canceled.
     """
     started: Future[asyncio.Task[Any]] = Future()
 

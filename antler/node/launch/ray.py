@@ -140,7 +140,10 @@ class NodeActor:
             self.created = False
 
     async def start(self, driver_code: str) -> dict[str, Any]:
-        """Start checks the code version, enters the namespace and returns the node's facts."""
+        """Start checks the code version, enters the namespace and returns the node's facts.
+
+        Raises LaunchError when the node runs other code than the driver, NetnsError for its namespace.
+        """
         mine = code_version()
         if mine != driver_code:
             raise LaunchError(
@@ -539,7 +542,11 @@ class RayLaunch:
         self._code: str | None = None
 
     async def launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> RayHandle:
-        """Launch starts the node's actor on its host and returns its handle, polling already."""
+        """Launch starts the node's actor on its host and returns its handle, polling already.
+
+        Raises LaunchError for a host the cluster lacks, an actor that failed
+        to start or did not within LAUNCH_TIMEOUT_SECONDS.
+        """
         # On the calling thread, never a pool thread: Ray's processes die with
         # the thread that started them (PR_SET_PDEATHSIG), and asyncio.run ends
         # its pool threads, which left `ray.shutdown` waiting 15 s on a dead GCS.

@@ -6,7 +6,8 @@ each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
 - :class:`antler.config.parse.Validates` and :class:`antler.config.parse.FromScalar`,
   checked by the config parser;
 - :class:`Estimates`, its expected run time, for the progress line;
-- :class:`NamesFlow`, the flow it runs, whose outcome the executor records;
+- :class:`DrivesFlow`, the flow it drives, which reports may name
+  (antler.config.test.TestSpec.flows);
 - cancellation: a runner that leaves something running (a server, a
   background command) registers a canceler with ``ctx.on_cancel``.
 
@@ -16,7 +17,7 @@ runner a context whose recorder already carries it, so no runner spells it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -32,18 +33,25 @@ class Runner(Protocol):
 
 
 @runtime_checkable
-class NamesFlow(Protocol):
-    """NamesFlow is a runner that runs one flow of the test (a client): its outcome is recorded under that flow."""
-
-    def flow_id(self) -> str:
-        """Flow_id is the ID of the flow the runner runs."""
-        ...
-
-
-@runtime_checkable
 class Estimates(Protocol):
     """Estimates is a runner that knows how long it should take."""
 
     def expected_seconds(self) -> float:
         """Expected_seconds is the runner's expected run time in seconds."""
+        ...
+
+
+@runtime_checkable
+class DrivesFlow(Protocol):
+    """DrivesFlow is a runner that drives one flow: a stream or a packet client.
+
+    ``flow_kind`` is ``stream`` or ``packet``, as the ``kind`` column of
+    flows.parquet says it.
+    """
+
+    flow_kind: ClassVar[str]
+
+    @property
+    def flow(self) -> str:
+        """Flow is the flow's ID (antler.node.flow)."""
         ...

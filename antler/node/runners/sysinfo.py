@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from antler.node.feedback import Feedback
 from antler.node.items import SysInfo
+from antler.node.nodespec import check_regex
 from antler.node.secrets import mask_env
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class SysCommand:
         return self.command.split() + list(self.args)
 
     def validate(self) -> None:
-        """Validate checks there is a command."""
+        """Validate raises ValueError when there is no command."""
         if not self.argv():
             raise ValueError("a sysinfo command needs a command or args")
 
@@ -74,12 +75,9 @@ class SysInfoRunner:
     sysctl: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        """Validate checks the patterns compile."""
+        """Validate raises ValueError for a pattern that does not compile."""
         for p in (*self.env, *self.sysctl):
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"pattern {p!r}: {e}") from None
+            check_regex("pattern", p)
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
         """Run gathers the information and sends it as a SysInfo item."""

@@ -44,7 +44,7 @@ class System:
     kill: bool = False
 
     def validate(self) -> None:
-        """Validate checks that there is a command to run."""
+        """Validate raises ValueError when there is no command to run."""
         if not self.argv():
             raise ValueError("system needs a command or args")
 

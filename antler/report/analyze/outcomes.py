@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK
+from antler.node.runners import DrivesFlow
 
 _RANK = {FLOW_FAILED: 0, FLOW_CANCELLED: 1, FLOW_OK: 2}
 """_RANK orders a flow's records: a failure says most, then a cancellation."""
-KINDS = {"stream_client": "stream", "packet_client": "packet"}
-"""KINDS is the flows.parquet kind of the flow each client runner runs."""
 
 
 def named_flows(config: dict[str, Any]) -> dict[str, str]:
@@ -37,8 +36,8 @@ def named_flows(config: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for _, r in run.walk():
         found = r.runner()
-        if found is not None and found[0] in KINDS:
-            out.setdefault(found[1].flow_id(), KINDS[found[0]])  # type: ignore[attr-defined]
+        if found is not None and isinstance(found[1], DrivesFlow):
+            out.setdefault(found[1].flow, found[1].flow_kind)
     return out
 
 

@@ -17,7 +17,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import antler.node.runners.packet.sendproc as sendproc
 import antler.node.runners.packet.sock as psock
@@ -78,9 +78,10 @@ class PacketClient:
     ecn: int = 0
     sockopt: tuple[Sockopt, ...] = ()
     sender: tuple[PacketSenders, ...] = ()
+    flow_kind: ClassVar[str] = "packet"
 
     def validate(self) -> None:
-        """Validate checks the flow ID, address, protocol, TOS bits and senders."""
+        """Validate raises ValueError for a bad flow ID, address, protocol, TOS bits, or a sender's length."""
         check_flow(self.flow)
         if not self.addr and not self.addr_key:
             raise ValueError("packet_client needs addr or addr_key")
@@ -101,16 +102,16 @@ class PacketClient:
                 if n > self.max_packet_size:
                     raise ValueError(f"packet length {n} is above max_packet_size {self.max_packet_size}")
 
-    def flow_id(self) -> str:
-        """Flow_id is the ID of the client's flow."""
-        return self.flow
-
     def expected_seconds(self) -> float:
         """Expected_seconds is the longest sender's duration plus the shortest late-reply wait."""
         return max(s.sender().expected_seconds() for s in self.sender) + LATE_MIN_S
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run sends the flow, waits for late replies within a bound, and returns."""
+        """Run sends the flow, waits for late replies within a bound, and returns.
+
+        Raises ValueError without an address or for a packet shorter than its
+        header, OSError for the socket, RuntimeError if the sender process fails.
+        """
         addr = self.addr or str(feedback.get(self.addr_key, ""))
         if not addr:
             raise ValueError(f"flow {self.flow}: no address in feedback key {self.addr_key!r}")

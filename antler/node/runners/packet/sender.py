@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 from antler.node.metric import Duration
+from antler.node.nodespec import set_fields
 from antler.node.runners.packet.wire import MAX_UDP_PAYLOAD
 
 SendPlan = Iterator[tuple[int, int, bool]]
@@ -35,7 +36,7 @@ class Unresponsive:
     seed: int | None = None
 
     def validate(self) -> None:
-        """Validate checks the waits, lengths and duration."""
+        """Validate raises ValueError for no waits or lengths, a length off 1..MAX_UDP_PAYLOAD, all-zero waits, or a duration not above 0."""
         if not self.wait:
             raise ValueError("unresponsive needs at least one wait")
         if not self.length:
@@ -76,8 +77,8 @@ class PacketSenders:
     unresponsive: Unresponsive | None = None
 
     def validate(self) -> None:
-        """Validate checks that exactly one sender is set."""
-        set_ = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        """Validate raises ValueError unless exactly one sender is set."""
+        set_ = set_fields(self)
         if len(set_) != 1:
             names = ", ".join(f.name for f in fields(self))
             raise ValueError(f"a sender has exactly one of {names}; found {', '.join(set_) or 'none'}")

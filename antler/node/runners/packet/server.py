@@ -50,7 +50,7 @@ class PacketServer:
     max_packet_size: int = 1480
 
     def validate(self) -> None:
-        """Validate checks the protocol, address and packet size."""
+        """Validate raises ValueError for a bad protocol, address or packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
         check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)

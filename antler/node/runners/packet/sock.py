@@ -34,8 +34,9 @@ def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
     """Resolve returns the address family and socket address for addr under protocol.
 
     A link-local IPv6 host to send to gets this node's interface as its zone
-    (antler.node.sockopt.zoned). Raises OSError naming the address and the
-    protocol when it does not resolve.
+    (antler.node.sockopt.zoned). Raises ValueError for an address
+    split_host_port refuses, and OSError naming the address and the protocol
+    when it does not resolve.
     """
     host, port = split_host_port(addr)
     family = PROTOCOLS[protocol]

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass
 
 import antler.node.hmac as hmac
-from antler.node.flow import FLOW_ID
+from antler.node.flow import FLOW_ID, MAX_FLOW_LEN
 
 MAGIC = b"\xa7\x1e"
 VERSION = 1
@@ -92,7 +92,10 @@ class Packet:
     length: int
 
     def encode(self, key: bytes | None = None) -> bytes:
-        """Encode returns the packet's bytes, signed with key if one is given."""
+        """Encode returns the packet's bytes, signed with key if one is given.
+
+        Raises ValueError when ``length`` is shorter than the header (and tag).
+        """
         h = self.header
         flag = h.flag | PacketFlag.SIGNED if key else h.flag & ~PacketFlag.SIGNED
         flow = h.flow.encode("ascii")
@@ -118,7 +121,8 @@ def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tup
     """Parse checks a datagram and returns its (flags, seq, flow), or raises BadPacket.
 
     It is :func:`decode` without building objects, for the per-packet paths.
-    With a key, an unsigned packet is rejected (reason ``unsigned``) as is one
+    The flow ID must be a whole ID of 1 to 16 characters (antler.node.flow),
+    else the reason is ``bad-flow``. With a key, an unsigned packet is rejected (reason ``unsigned``) as is one
     with a wrong tag (``bad-signature``).
     """
     n = len(data)
@@ -131,6 +135,8 @@ def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tup
         raise BadPacket("bad-version")
     if flag & ~_KNOWN_FLAGS:
         raise BadPacket("bad-flags")
+    if not 1 <= flow_len <= MAX_FLOW_LEN:
+        raise BadPacket("bad-flow")
     end = FIXED_LEN + flow_len
     if n < end:
         raise BadPacket("truncated")
@@ -141,7 +147,7 @@ def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tup
             flow = raw.decode("ascii")
         except UnicodeDecodeError:
             raise BadPacket("bad-flow") from None
-        if not FLOW_ID.match(flow):
+        if not FLOW_ID.fullmatch(flow):
             raise BadPacket("bad-flow")
         if len(_flows) < 65536:
             _flows[raw] = flow

@@ -6,10 +6,11 @@ import asyncio
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
+from antler.node.nodespec import set_fields
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
 from antler.node.runners.stream.header import Header, HeaderError, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
@@ -43,11 +44,15 @@ class StreamClient:
     upload: Upload | None = None
     download: Download | None = None
     connect_timeout: Duration = CONNECT_TIMEOUT
+    flow_kind: ClassVar[str] = "stream"
 
     def validate(self) -> None:
-        """Validate checks there is one transfer, a way to find the server, and the protocol."""
-        if (self.upload is None) == (self.download is None):
-            raise ValueError("stream_client needs exactly one of upload or download")
+        """Validate raises ValueError unless there is one transfer, a way to find the server, and a known protocol."""
+        transfers = set_fields(self, among=("upload", "download"))
+        if len(transfers) != 1:
+            raise ValueError(
+                f"stream_client needs exactly one of upload or download; found {' and '.join(transfers) or 'none'}"
+            )
         if not self.addr and not self.addr_key:
             raise ValueError("stream_client needs addr or addr_key")
         check_protocol(self.protocol)
@@ -56,22 +61,29 @@ class StreamClient:
         if self.connect_timeout.ns <= 0:
             raise ValueError("connect_timeout must be positive")
 
-    def flow_id(self) -> str:
-        """Flow_id is the ID of the upload's or download's flow."""
-        return self.transfer().flow
-
     def transfer(self) -> Transfer:
         """Transfer returns the upload or download."""
         t = self.upload or self.download
         assert t is not None
         return t
 
+    @property
+    def flow(self) -> str:
+        """Flow is the transfer's flow ID."""
+        return self.transfer().flow
+
     def expected_seconds(self) -> float:
         """Expected_seconds is the transfer's duration."""
         return self.transfer().duration.seconds
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run connects, sends the header and runs the client end until the flow completes."""
+        """Run connects, sends the header and runs the client end until the flow completes.
+
+        Raises StreamError, naming the flow, when the server's address is
+        missing or bad, the connect fails or times out (``connect_timeout``),
+        a socket option is refused, the server refuses the header, or the
+        transfer breaks.
+        """
         t = self.transfer()
         flow = t.flow
         addr = self.addr

@@ -116,7 +116,7 @@ class Header:
 
     @classmethod
     def decode(cls, body: dict[str, Any]) -> Header:
-        """Decode builds a checked header from a request body."""
+        """Decode builds a checked header from a request body, raising HeaderError for a missing or bad field."""
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
         try:
             h = cls(**known)
@@ -127,7 +127,10 @@ class Header:
 
 
 def frame(body: dict[str, Any]) -> bytes:
-    """Frame returns a JSON body with the magic, version and length before it."""
+    """Frame returns a JSON body with the magic, version and length before it.
+
+    Raises HeaderError (reason ``too-long``) for a body over MAX_BODY bytes.
+    """
     data = json.dumps(body, separators=(",", ":")).encode()
     if len(data) > MAX_BODY:
         raise HeaderError(f"header body of {len(data)} bytes exceeds {MAX_BODY}", "too-long")
@@ -135,7 +138,11 @@ def frame(body: dict[str, Any]) -> bytes:
 
 
 async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds."""
+    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds.
+
+    Raises HeaderError, with a reason to count (``bad-magic``, ``bad-version``,
+    ``too-long``, ``timeout``, ``not-json``, ``cut-short``), for anything else.
+    """
     try:
         async with asyncio.timeout(timeout):
             prefix = await _read_exactly(sock, _PREFIX.size)

@@ -80,6 +80,7 @@ class Pump:
     ``io`` is a ``stream_io`` buffer whose ``names`` are ``t_ns, total_bytes``;
     ``tcp_info``, if given, a ``tcp_info`` buffer sampled on the sender.
     ``t0`` is the ``time.monotonic_ns()`` matching the flow's StreamInfo tinit.
+    Making one raises ValueError for buffers with other columns.
     """
 
     def __init__(

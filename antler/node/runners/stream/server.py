@@ -44,7 +44,7 @@ class StreamServer:
     header_timeout: Duration = HEADER_TIMEOUT
 
     def validate(self) -> None:
-        """Validate checks the protocol and address, and that a free port is findable."""
+        """Validate raises ValueError for a bad protocol or address, port 0 without listen_addr_key, or a header_timeout not above 0."""
         check_protocol(self.protocol)
         check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
         _, port = split_host_port(self.listen_addr)

@@ -29,7 +29,10 @@ def available_ccas() -> list[str]:
 
 
 def set_cca(sock: socket.socket, cca: str) -> None:
-    """Set_cca sets the socket's congestion control algorithm (TCP_CONGESTION)."""
+    """Set_cca sets the socket's congestion control algorithm (TCP_CONGESTION).
+
+    Raises CCAError (a ValueError) naming the CCAs the kernel offers when it lacks this one.
+    """
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cca.encode())
     except OSError as e:

@@ -55,7 +55,7 @@ class Transfer:
     direction = ""  # set by Upload and Download
 
     def validate(self) -> None:
-        """Validate checks the flow ID and the ranges of the numbers."""
+        """Validate raises ValueError for a bad flow ID or a number out of its range."""
         check_flow(self.flow)
         if self.duration.ns <= 0:
             raise ValueError("duration must be positive")
