@@ -54,7 +54,9 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
 
     A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
     limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
-    50000``, so both give the same tests.
+    50000``, so both give the same tests. Raises ConfigError for overrides
+    Hydra cannot parse, a sweep without ``multirun``, or a sweep that is not a
+    list of values.
     """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
