@@ -1,31 +1,92 @@
-"""The analysis notebook runs from top to bottom on the fixture result."""
+"""The notebooks run from top to bottom on stored results and print what flows.parquet holds.
+
+They are stored without outputs; here each is executed (nbclient, a real
+kernel) against the fixtures in tests/data, failing on any cell error.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
+
+from tests.data.make_fixture import SWEEP_GOODPUT_MBPS, SWEEP_PACKETS
 
 pytestmark = pytest.mark.no_netns
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 FIXTURE = ROOT / "tests" / "data" / "result"
+SWEEP = ROOT / "tests" / "data" / "sweep"
 
 
-def test_analysis_notebook_executes_on_a_stored_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def execute(name: str) -> tuple[str, int]:
+    """Execute runs a notebook with the environment as set; it returns what it printed and how many images it drew."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.output_type == "error"]
+    assert errors == []
+    printed = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    images = sum("image/png" in o.get("data", {}) for o in outputs)
+    return printed, images
+
+
+@pytest.mark.parametrize("name", ["analysis.ipynb", "sweep.ipynb"])
+def test_notebooks_are_stored_without_outputs(name: str) -> None:
+    nb = json.loads((NOTEBOOKS / name).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+
+
+def test_the_analysis_notebook_shows_one_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "experiment-cubic_cca-reno_rig_rtt-40ms"
+    monkeypatch.setenv("ANTLER_RESULTS", str(SWEEP))
+    monkeypatch.setenv("ANTLER_TEST", key)
+    printed, images = execute("analysis.ipynb")
+    flows = pd.read_parquet(SWEEP / key / "flows.parquet").set_index("flow")
+    tcp, udp = flows.loc["tcp"], flows.loc["udp"]
+    assert f"4 test(s) in {SWEEP}; showing {key}: experiment=cubic cca=reno rig_rtt=40ms (ok)" in printed
+    assert tcp["goodput_mbps"] == pytest.approx(SWEEP_GOODPUT_MBPS[("reno", "40ms")])
+    assert (
+        f"tcp (stream): goodput {tcp['goodput_mbps']:.3f} Mbit/s, RTT median {tcp['rtt_ms_median']:.3f} ms" in printed
+    )
+    assert (
+        f"udp (packet): RTT median {udp['rtt_ms_median']:.3f} ms, RTT p99 {udp['rtt_ms_p99']:.3f} ms, "
+        f"loss {udp['loss_pct']:.3f} %" in printed
+    )
+    info = pd.read_parquet(SWEEP / key / "tcp_info.parquet")
+    assert f"tcp: cwnd max {info['snd_cwnd'].max()} segments" in printed
+    assert images == 2  # goodput and RTT over time; cwnd and RTT from TCP_INFO
+
+
+def test_the_analysis_notebook_reads_older_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first result format: no flows.parquet (the notebook analyses), many flows, no ANTLER_TEST."""
     monkeypatch.setenv("ANTLER_RESULTS", str(FIXTURE))
-    nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
-    ).execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not any(o.output_type == "error" for o in c.outputs) for c in code)
-    goodput_cell = code[1]
-    # The pandas plot was drawn, and the mean goodput of the bulk flows is in the table.
-    assert any("image/png" in o.get("data", {}) for o in goodput_cell.outputs)
-    text = "".join(o.get("data", {}).get("text/plain", "") for o in goodput_cell.outputs)
-    assert "20.0" in text and "30.0" in text
-    flows = "".join(o.get("data", {}).get("text/plain", "") for o in code[2].outputs)
-    assert "udp" in flows and "packet" in flows
+    monkeypatch.delenv("ANTLER_TEST", raising=False)
+    printed, images = execute("analysis.ipynb")
+    assert "showing cca-bbr: experiment=fixture cca=bbr (ok)" in printed
+    assert "bulk (stream): goodput 30.000 Mbit/s" in printed and images == 2
+
+
+def test_the_sweep_notebook_compares_every_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTLER_RESULTS", str(SWEEP))
+    printed, images = execute("sweep.ipynb")
+    assert f"4 tests in {SWEEP}, swept: cca, rig_rtt" in printed
+    for (cca, rtt), goodput in SWEEP_GOODPUT_MBPS.items():
+        key = f"experiment-cubic_cca-{cca}_rig_rtt-{rtt}"
+        flows = pd.read_parquet(SWEEP / key / "flows.parquet").set_index("flow")
+        tcp, udp = flows.loc["tcp"], flows.loc["udp"]
+        assert tcp["goodput_mbps"] == pytest.approx(goodput)
+        # Metrics against the swept keys, as flows.parquet holds them.
+        assert f"{key} tcp (ok): goodput {goodput:.3f} Mbit/s, RTT p99 {tcp['rtt_ms_p99']:.3f} ms\n" in printed
+        assert f"{key} udp (ok): RTT p99 {udp['rtt_ms_p99']:.3f} ms, loss {udp['loss_pct']:.3f} %\n" in printed
+        # The RTT distribution of each test: its median and p99 are flows.parquet's.
+        assert f"{key} udp: RTT median {udp['rtt_ms_median']:.3f} ms, p99 {udp['rtt_ms_p99']:.3f} ms" in printed
+        # The dataset over every test's packet_io counts what each sent.
+        assert f"{key} udp: {SWEEP_PACKETS} packets sent" in printed
+    assert images == 2  # the three metrics against rig_rtt; the RTT distributions

@@ -14,6 +14,7 @@ import pytest
 
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze import FLOW_COLUMNS, analyze
+from antler.report.assets import plotly_js_name
 from antler.report.charts import decimate, fct_figure, timeseries_figure
 from antler.report.pipeline import run_after
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, FlowSeries
@@ -175,8 +176,9 @@ def test_after_pipeline_writes_every_report(result: Path) -> None:
     assert flows.loc["udp", "lost"] == 1
     page = (test_dir / "timeseries.html").read_text()
     assert "<table" in page and "goodput (Mbit/s)" in page and "udp" in page
-    # plotly.js is inline: no script is loaded from anywhere.
-    assert re.search(r"<script[^>]*\bsrc=", page) is None and "Plotly.newPlot" in page
+    # plotly.js is the result folder's one copy, loaded by relative path (never from the network).
+    (src,) = re.findall(r'<script[^>]*\bsrc="([^"]+)"', page)
+    assert src == f"../{plotly_js_name()}" and (test_dir / src).is_file() and "Plotly.newPlot" in page
     sysinfo = (test_dir / "sysinfo_-.html").read_text()
     assert "tcp_congestion_control" in sysinfo and "Debian GNU/Linux 12" in sysinfo
     # A second run never overwrites: each report fails and says so.

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from antler.cli import main
-from antler.report.index import compare_figure, index_html
+from antler.config.parse import ConfigError, parse
+from antler.report.index import index_html
 from antler.report.spec import IndexSpec
 from antler.results import load
 from antler.results.server import make_server
@@ -162,16 +163,18 @@ def test_encoded_tables_load_like_plain_ones(tmp_path: Path) -> None:
 
 
 def test_index_groups_tests_and_compares_the_swept_parameter() -> None:
-    page, fig = index_html(FIXTURE, IndexSpec(flow="^bulk$"))
+    page, figs = index_html(FIXTURE, IndexSpec(flow="^bulk$"))
     assert page.index("cca = bbr") < page.index("cca = cubic")
     assert 'href="cca-bbr/stream_io.parquet"' in page
-    assert fig is not None and fig.layout.title.text == "goodput_mbps vs cca"
-    (trace,) = fig.data
+    # goodput and RTT p99 of bulk against cca; bulk has no loss_pct, so no empty loss chart but a note.
+    assert [f.layout.title.text for f in figs] == ["goodput_mbps vs cca", "rtt_ms_p99 vs cca"]
+    assert "No chart of loss_pct: no flow matching &#x27;^bulk$&#x27; has it." in page
+    (trace,) = figs[0].data
     assert trace.name == "bulk"
     values = dict(zip(trace.x, trace.y, strict=True))
     assert values["cubic"] == pytest.approx(20.0, rel=0.01) and values["bbr"] == pytest.approx(30.0, rel=0.01)
-    rtt = compare_figure(load(FIXTURE), IndexSpec(compare="rtt_ms_median", flow="udp"))
-    assert rtt is not None and list(rtt.data[0].y) == pytest.approx([10.0, 10.0])
+    _, (rtt,) = index_html(FIXTURE, IndexSpec(compare=("rtt_ms_median",), flow="udp"))
+    assert list(rtt.data[0].y) == pytest.approx([10.0, 10.0])
 
 
 def write_two_key_sweep(result_dir: Path) -> None:
@@ -202,23 +205,30 @@ def write_two_key_sweep(result_dir: Path) -> None:
 
 def test_a_two_key_sweep_draws_a_line_per_flow_and_group(tmp_path: Path) -> None:
     write_two_key_sweep(tmp_path)
-    page, fig = index_html(tmp_path, IndexSpec())
+    page, figs = index_html(tmp_path, IndexSpec(compare=("goodput_mbps", "rtt_ms_median")))
     # Grouped by the first swept key, charted against the other.
     assert page.index("cca = bbr") < page.index("cca = cubic")
-    assert fig is not None and fig.layout.title.text == "goodput_mbps vs rig_rtt"
-    lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in fig.data}
+    goodput, rtt = figs
+    assert goodput.layout.title.text == "goodput_mbps vs rig_rtt"
+    lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in goodput.data}
     assert lines == {
         "tcp cca=bbr": {"10ms": pytest.approx(46.0), "40ms": pytest.approx(49.0)},
         "tcp cca=cubic": {"10ms": pytest.approx(41.0), "40ms": pytest.approx(44.0)},
     }
-    rtt = compare_figure(load(tmp_path), IndexSpec(compare="rtt_ms_median"))
-    assert rtt is not None
     lines = {t.name: dict(zip(t.x, t.y, strict=True)) for t in rtt.data}
     assert lines == {"udp cca=bbr": {"10ms": 15.0, "40ms": 45.0}, "udp cca=cubic": {"10ms": 60.0, "40ms": 90.0}}
     # An x the user names wins; the rest still makes one line per flow and value.
-    by_cca = compare_figure(load(tmp_path), IndexSpec(x="cca"))
-    assert by_cca is not None and sorted(t.name for t in by_cca.data) == ["tcp rig_rtt=10ms", "tcp rig_rtt=40ms"]
+    _, (by_cca,) = index_html(tmp_path, IndexSpec(x="cca", compare=("goodput_mbps",)))
+    assert sorted(t.name for t in by_cca.data) == ["tcp rig_rtt=10ms", "tcp rig_rtt=40ms"]
     assert all(len(t.x) == 2 for t in by_cca.data)
+
+
+def test_index_compare_takes_one_name_or_a_list() -> None:
+    assert parse(IndexSpec, {"compare": "goodput_mbps"}, "index").compare == ("goodput_mbps",)
+    assert parse(IndexSpec, {"compare": ["fct_s", "retrans"]}, "index").compare == ("fct_s", "retrans")
+    assert parse(IndexSpec, None, "index").compare == ("goodput_mbps", "rtt_ms_p99", "loss_pct")
+    with pytest.raises(ConfigError, match=r"^index: compare names flows.parquet columns"):
+        parse(IndexSpec, {"compare": ["goodput_mbps", ""]}, "index")
 
 
 def test_a_run_writes_reports_and_an_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

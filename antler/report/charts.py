@@ -11,6 +11,10 @@ drawn as the minimum and maximum of each of ``max_points / 2`` equal time
 buckets (see :func:`decimate`), so spikes stay; a shorter one is drawn whole.
 The metrics (flow table, flows.parquet) come from :mod:`antler.report.analyze`
 and use every sample.
+
+A chart is drawn only when it has data: no time series without a goodput or
+delay point, no delay axis without a packet flow (delay alone takes the left
+axis), no FCT chart without a completed length-limited flow.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import plotly.graph_objects as go
 
 from antler.report.analyze import Analysis
 from antler.report.analyze.columnar import is_sorted, run_starts
+from antler.report.assets import script_tag, write_plotly_js
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
@@ -113,17 +118,24 @@ def _series(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np
 
 
 def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
-    """Timeseries_figure is goodput per stream flow (left axis) and delay per packet flow (right axis)."""
+    """Timeseries_figure is goodput per stream flow (left axis) and delay per packet flow (right axis).
+
+    An axis is there only for series it has: without goodput points the
+    delay takes the left axis, without delay points there is no right axis,
+    and without either the figure has no traces (nothing to draw).
+    """
     fig = go.Figure()
-    for flow, t, y in _series(a.goodput, "goodput_mbps", spec.max_points):
+    goodput = _series(a.goodput, "goodput_mbps", spec.max_points)
+    for flow, t, y in goodput:
         # A short flow has a point or two: markers keep it visible.
         mode = "lines" if len(t) > 4 else "lines+markers"
         fig.add_trace(
             go.Scatter(x=t, y=y, name=label(flow, spec.flow_label), mode=mode, line={"width": 1.5}, yaxis="y")
         )
-    delay = a.delay(spec.delay)
     delay_name = "RTT" if spec.delay == "rtt" else "one-way delay"
-    for flow, t, y in _series(delay, "delay_ms", spec.max_points):
+    delay_axis = {"title": {"text": f"{'RTT' if spec.delay == 'rtt' else 'One-way delay'} (ms)"}, "rangemode": "tozero"}
+    delay = _series(a.delay(spec.delay), "delay_ms", spec.max_points)
+    for flow, t, y in delay:
         fig.add_trace(
             go.Scatter(
                 x=t,
@@ -131,26 +143,23 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
                 name=f"{label(flow, spec.flow_label)} {delay_name}",
                 mode="markers",
                 marker={"size": 3},
-                yaxis="y2",
+                yaxis="y2" if goodput else "y",
             )
         )
+    axes: dict[str, Any] = {"yaxis": {"title": {"text": "Goodput (Mbit/s)"}, "rangemode": "tozero"}}
+    if delay and goodput:
+        # Round ticks of its own (synced ticks give values like 7.56 ms).
+        axes["yaxis2"] = {**delay_axis, "overlaying": "y", "side": "right", "showgrid": False, "tickmode": "auto"}
+    elif delay:
+        axes["yaxis"] = delay_axis
     fig.update_layout(
         title={"text": spec.title},
         template=TEMPLATE,
         height=600,
         xaxis={"title": {"text": "Time (s)"}, "rangemode": "tozero"},
-        yaxis={"title": {"text": "Goodput (Mbit/s)"}, "rangemode": "tozero"},
-        yaxis2={
-            "title": {"text": f"{'RTT' if spec.delay == 'rtt' else 'One-way delay'} (ms)"},
-            "overlaying": "y",
-            "side": "right",
-            "rangemode": "tozero",
-            "showgrid": False,
-            # Round ticks of its own (synced ticks give values like 7.56 ms).
-            "tickmode": "auto",
-        },
         legend={"orientation": "h", "y": -0.15},
         hovermode="closest",
+        **axes,
     )
     if spec.options:
         fig.update_layout(spec.options)
@@ -204,9 +213,12 @@ def write_figure(
     table_html: str,
     subtitle: str,
     draw_image: Any,
+    root: Path | None = None,
 ) -> list[Path]:
     """Write_figure writes the figure's page(s) and image(s) to the names in directory.
 
+    A page loads plotly.js from the result folder ``root`` (default: the
+    page's folder) by relative path; the script is written there if missing.
     Raises ValueError for a name that is not .html or an image suffix, and
     FileExistsError for a file that exists (nothing is overwritten).
     """
@@ -216,7 +228,8 @@ def write_figure(
         if path.suffix == ".html":
             title = str(fig.layout.title.text or name)
             body = figure_div(fig) + "<h2>Flows</h2>" + table_html
-            _write_new(path, page(title, body, subtitle).encode())
+            script = write_plotly_js(directory if root is None else root)
+            _write_new(path, page(title, body, subtitle, script_tag(path.parent, script)).encode())
         elif path.suffix in IMAGE_SUFFIXES:
             draw_image(path)
         else:
@@ -231,25 +244,43 @@ def _write_new(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def charts_time_series(a: Analysis, spec: ChartsTimeSeries, directory: Path, subtitle: str = "") -> go.Figure:
-    """Charts_time_series writes the time series page and image; returns the figure."""
+def charts_time_series(
+    a: Analysis, spec: ChartsTimeSeries, directory: Path, subtitle: str = "", root: Path | None = None
+) -> go.Figure | None:
+    """Charts_time_series writes the time series page and image; returns the figure.
+
+    None, and nothing written, when there is nothing to draw (no goodput
+    and no delay point). ``root`` is the result folder (see write_figure).
+    """
     fig = timeseries_figure(a, spec)
+    if not fig.data:
+        return None
 
     def draw(path: Path) -> None:
         _matplotlib_timeseries(fig, path, spec.image_options)
 
-    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw)
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root)
     return fig
 
 
-def charts_fct(a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "") -> go.Figure:
-    """Charts_fct writes the FCT page and image; returns the figure."""
+def charts_fct(
+    a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "", root: Path | None = None
+) -> go.Figure | None:
+    """Charts_fct writes the FCT page and image; returns the figure.
+
+    None, and nothing written, without a flow to draw: FCT is known only for
+    length-limited flows that completed (see FLOW_COLUMNS' fct_s), so a test
+    of timed flows gets no FCT chart. ``root`` is the result folder (see
+    write_figure).
+    """
     fig = fct_figure(a, spec)
+    if not fig.data:
+        return None
 
     def draw(path: Path) -> None:
         _matplotlib_fct(fig, path, spec.image_options)
 
-    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw)
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root)
     return fig
 
 
@@ -323,7 +354,8 @@ def _matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) ->
     with mpl.rc_context(cast(Any, dict(rc))):
         m = _mpl_figure(rc)
         ax = m.subplots()
-        ax2 = ax.twinx()
+        # The right axis only where the page has one (delay beside goodput).
+        ax2 = ax.twinx() if any(tr.yaxis == "y2" for tr in fig.data) else None
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, tr in enumerate(fig.data):
             color = colors[i % len(colors)]
@@ -331,20 +363,22 @@ def _matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) ->
             # An image is ~1300 px wide: more points than a few per pixel only cost time.
             idx = decimate(x, y, IMAGE_POINTS) if len(x) else np.arange(0)
             x, y = x[idx], y[idx]
-            if tr.yaxis == "y2":
-                ax2.scatter(x, y, s=2, color=color, label=tr.name, rasterized=True)
+            on = ax2 if tr.yaxis == "y2" and ax2 is not None else ax
+            if tr.mode == "markers":
+                on.scatter(x, y, s=2, color=color, label=tr.name, rasterized=True)
             else:
-                ax.plot(x, y, lw=1.2, color=color, label=tr.name, marker="o" if len(x) <= 4 else None, ms=3)
+                on.plot(x, y, lw=1.2, color=color, label=tr.name, marker="o" if len(x) <= 4 else None, ms=3)
         layout = fig.layout
         ax.set_title(layout.title.text or "")
         ax.set_xlabel(layout.xaxis.title.text or "")
         ax.set_ylabel(layout.yaxis.title.text or "")
-        ax2.set_ylabel(layout.yaxis2.title.text or "")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax2.set_ylim(bottom=0)
+        if ax2 is not None:
+            ax2.set_ylabel(layout.yaxis2.title.text or "")
+            ax2.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+        handles = [h for a in (ax, ax2) if a is not None for h in a.get_legend_handles_labels()[0]]
         legend = (
             m.legend(handles=handles, loc="lower center", ncols=min(len(handles), 4), fontsize="small")
             if handles

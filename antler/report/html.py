@@ -1,7 +1,8 @@
-"""HTML pages of the reports: one self-contained page per chart, with the flow table.
+"""HTML pages of the reports: a page per chart with the flow table, and the sortable tables of the index.
 
-Pages work offline: plotly.js is inlined in each page (no CDN, no MathJax),
-so a result folder copied to a laptop on a plane still draws.
+Pages work offline: they load the result folder's own copy of plotly.js by
+relative path (:mod:`antler.report.assets`; no CDN, no MathJax), so a result
+folder copied to a laptop on a plane still draws.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 .id { color: #555; } a { color: #0645ad; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
+table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
+tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .status-running { color: #b3261e; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 1em; }
+.cards { display: flex; flex-wrap: wrap; gap: 1em; } .card { width: 340px; font-size: 0.9em; }
+.card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
+.note { color: #555; font-size: 0.9em; }
 """
 
 _AXIS = {
@@ -107,23 +116,88 @@ def _cell(v: Any) -> str:
     return html.escape(str(v))
 
 
-def page(title: str, body: str, subtitle: str = "") -> str:
-    """Page returns a complete HTML document."""
+def page(title: str, body: str, subtitle: str = "", head: str = "") -> str:
+    """Page returns a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag)."""
     sub = f'<p class="id">{html.escape(subtitle)}</p>' if subtitle else ""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<title>{html.escape(title)}</title>{head}<style>{STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{sub}{body}</body></html>\n"
     )
 
 
-def figure_div(fig: Any, include_plotlyjs: bool = True) -> str:
-    """Figure_div returns a plotly figure as an HTML fragment with plotly.js inlined."""
+def figure_div(fig: Any) -> str:
+    """Figure_div returns a plotly figure as an HTML fragment; the page loads plotly.js itself (see page's head)."""
     return str(
         fig.to_html(
             full_html=False,
-            include_plotlyjs=include_plotlyjs,
+            include_plotlyjs=False,
             include_mathjax=False,
             config={"displaylogo": False, "responsive": True},
         )
     )
+
+
+SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  function key(row, col) {
+    var cell = row.cells[col];
+    var v = cell.getAttribute("data-v");
+    return v !== null ? parseFloat(v) : cell.textContent.trim();
+  }
+  function empty(k) { return k === "" || (typeof k === "number" && isNaN(k)); }
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener("click", function () {
+      var up = th.getAttribute("aria-sort") !== "ascending";
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", up ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a, col), y = key(b, col);
+        if (empty(x) || empty(y)) { return empty(x) - empty(y); }  /* blanks last, either way */
+        var c = typeof x === "number" && typeof y === "number" ? x - y
+          : String(x).localeCompare(String(y), undefined, {numeric: true});
+        return up ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+"""SORT_JS makes each ``table.sortable`` sort by a column when its heading is clicked (again: the other way).
+
+A cell's ``data-v`` is its number (blank for none); other cells sort as text
+with numbers in it compared as numbers, so 10ms < 40ms < 100ms. Blank cells
+stay last in both directions; rows that compare equal keep their order.
+"""
+
+
+def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[str] | None = None) -> str:
+    """Sortable_table renders rows under the headings columns as a table SORT_JS sorts.
+
+    A float cell is shown as the flow table shows it and sorts by its value
+    (NaN: blank, last); other cells sort as text. HTML in a cell is escaped,
+    except in a :class:`Markup` cell.
+    """
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for i, row in enumerate(rows):
+        cls = row_classes[i] if row_classes and row_classes[i] else ""
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                data = "" if pd.isna(v) else repr(v)
+                cells.append(f'<td data-v="{data}">{_cell(v)}</td>')
+            elif isinstance(v, Markup):
+                cells.append(f"<td>{v}</td>")
+            else:
+                cells.append(f"<td>{html.escape(str(v))}</td>")
+        body.append(f'<tr class="{cls}">' if cls else "<tr>")
+        body.append("".join(cells) + "</tr>")
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+class Markup(str):
+    """Markup is text that is HTML already (a link), put into a table cell as it is."""

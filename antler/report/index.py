@@ -1,20 +1,46 @@
-"""Index pages: ``index.html`` of a result folder, with every test, its files and a sweep chart."""
+"""The comparison page: ``index.html`` of a result folder, comparing its tests.
+
+The page has, in order:
+
+- for a sweep, a chart per compared flow metric (``index.compare``) against
+  the swept key, one line per flow and value of the other varying keys;
+- a table of every test and flow (the ID keys, the flow's goodput, FCT, RTT
+  median and p99, loss and retransmits, the test's status and first error),
+  sorted by a column when its heading is clicked (a few lines of inline
+  script, no network);
+- each test's time series image, linking to its page, with the charts and
+  files it has.
+
+A test that failed, was interrupted or has no flows is in the table and among
+the images as such, never left out; in the charts its points are crosses.
+One test works too (the table and its image). Tests an incremental run linked
+from an older folder are read like the others.
+"""
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from antler.report.html import TEMPLATE, figure_div, page
+from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
+from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
 from antler.report.spec import IndexSpec
 from antler.results.tables import Results, TestResult, load
 
 _NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+")
+
+SUMMARY_METRICS = ("goodput_mbps", "fct_s", "rtt_ms_median", "rtt_ms_p99", "loss_pct", "retrans")
+"""SUMMARY_METRICS are the flows.parquet columns of the page's table, after the ID keys and the flow."""
+
+_CHART_STEPS = ("charts_time_series", "charts_fct")
+_BROWSER_IMAGES = (".png", ".svg")
 
 
 def varying_keys(results: Results) -> list[str]:
@@ -26,14 +52,17 @@ def varying_keys(results: Results) -> list[str]:
     return [k for k, vs in values.items() if len(vs) > 1 or any(k not in t.id for t in results.values())]
 
 
-def _sort_key(value: str) -> tuple[int, float, str]:
-    # Sweep values like 20mbit, 50mbit, 100mbit sort by number, not as text.
+def sort_key(value: str) -> tuple[int, float, str]:
+    """Sort_key orders swept values by their leading number (10ms, 40ms, 100ms), else as text after the numbers."""
     m = _NUMBER.match(value)
     return (0, float(m.group()), value) if m else (1, 0.0, value)
 
 
 def flows_of(test: TestResult) -> pd.DataFrame:
-    """Flows_of returns a test's flows.parquet, or analyses the test when there is none."""
+    """Flows_of returns a test's flows.parquet, or analyses the test when there is none.
+
+    Raises what analysis raises for tables it cannot read (see antler.report.analyze.analyze).
+    """
     path = test.path / "flows.parquet"
     if path.exists():
         return pd.read_parquet(path)
@@ -47,82 +76,330 @@ def group_key(keys: list[str], spec: IndexSpec) -> str:
     return spec.group_by or (keys[0] if keys else "")
 
 
-def compare_figure(results: Results, spec: IndexSpec) -> go.Figure | None:
-    """Compare_figure charts one flow metric against the swept ID key, one series per flow and other keys.
+def x_key(keys: list[str], spec: IndexSpec) -> str:
+    """X_key is the ID key the charts' x axis sweeps: ``spec.x``, else the first varying key not grouped by.
 
-    The x key is ``spec.x``, else the first varying key the page does not
-    group by (the only one, when one key varies), so a two-key sweep draws
-    a line per flow and group value. None when there is nothing swept to
-    compare.
+    With one varying key it is that key, so a two-key sweep draws a line per
+    flow and group value across the other key, not single dots.
     """
-    keys = varying_keys(results)
     group_by = group_key(keys, spec)
-    x = spec.x or next((k for k in keys if k != group_by), keys[0] if keys else "")
-    if not x or len(results) < 2:
-        return None
+    return spec.x or next((k for k in keys if k != group_by), keys[0] if keys else "")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Chart is a chart a test's reports made: its page and its image (paths in the test folder), either may be None."""
+
+    name: str
+    page: Path | None
+    image: Path | None
+
+
+@dataclass
+class TestSummary:
+    """TestSummary is what the comparison page shows of one test.
+
+    ``flows`` is its flows table (None when it could not be read or made:
+    ``problem`` says why); ``first_error`` the message of its first error
+    (by time), else of its first failed report, else "".
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    key: str
+    test: TestResult
+    flows: pd.DataFrame | None
+    status: str
+    first_error: str
+    charts: list[Chart] = field(default_factory=list)
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Ok tells whether the test passed."""
+        return self.status == "ok"
+
+
+def summarize(test: TestResult, key: str) -> TestSummary:
+    """Summarize reads what the page shows of one test: its flows, status, first error and charts."""
+    flows: pd.DataFrame | None = None
+    problem = ""
+    try:
+        flows = flows_of(test)
+    except Exception as e:  # a test whose tables are damaged is shown with why, never dropped
+        problem = f"no flows: {type(e).__name__}: {e}"
+    return TestSummary(
+        key=key,
+        test=test,
+        flows=flows,
+        status=str(test.meta.get("status") or "unknown"),
+        first_error=first_error(test),
+        charts=charts_of(test),
+        problem=problem,
+    )
+
+
+def first_error(test: TestResult) -> str:
+    """First_error is a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
+    try:
+        errors = test.arrow("errors").sort_by("time").slice(0, 1).to_pylist()
+    except Exception as e:  # an unreadable errors table is itself the first thing to say
+        return f"errors.parquet unreadable: {type(e).__name__}: {e}"
+    if errors:
+        first = errors[0]
+        return f"{first['node_id']} {first['tag']}: {first['message']}"
+    reports = test.meta.get("report_errors") or []
+    return str(reports[0]) if reports else ""
+
+
+def charts_of(test: TestResult) -> list[Chart]:
+    """Charts_of lists the charts a test's after reports made (those whose page or image is in its folder)."""
+    from antler.report.pipeline import after_of
+    from antler.report.spec import After
+
+    try:
+        after = after_of(test.meta)
+    except ValueError:
+        after = After()  # a config this code no longer parses: look for the default charts
+    out = []
+    for step in after.steps():
+        name, cfg = step.step()
+        if name not in _CHART_STEPS:
+            continue
+        found = [test.path / n for n in cfg.to if (test.path / n).is_file()]
+        pages = [p for p in found if p.suffix == ".html"]
+        images = [p for p in found if p.suffix in _BROWSER_IMAGES]
+        if pages or images:
+            shown = pages[0] if pages else images[0]
+            out.append(Chart(name=shown.stem, page=pages[0] if pages else None, image=images[0] if images else None))
+    return out
+
+
+def compare_figures(
+    summaries: list[TestSummary], spec: IndexSpec, keys: list[str]
+) -> tuple[list[go.Figure], list[str]]:
+    """Compare_figures charts each of ``spec.compare`` against the swept key; it returns the figures and notes.
+
+    No figure for a single test or nothing swept; a metric no matched flow
+    has gets a note instead of an empty chart.
+    """
+    x = x_key(keys, spec)
+    if not x or len(summaries) < 2:
+        return [], []
+    figs, notes = [], []
+    for metric in spec.compare:
+        fig = compare_figure(summaries, spec, keys, metric)
+        if fig is None:
+            notes.append(f"No chart of {metric}: no flow matching {spec.flow!r} has it.")
+        else:
+            figs.append(fig)
+    return figs, notes
+
+
+def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str], metric: str) -> go.Figure | None:
+    """Compare_figure charts one flow metric against the swept key x, one line per flow and value of the other keys.
+
+    The x key is :func:`x_key`'s. A point of a test that did not pass is a
+    cross, its status in the hover text. None when no flow has the metric.
+    """
+    x = x_key(keys, spec)
     others = [k for k in keys if k != x]
     pattern = re.compile(spec.flow)
     rows = []
-    for test in results.values():
-        flows = flows_of(test)
-        if spec.compare not in flows.columns:
+    for s in summaries:
+        if s.flows is None or metric not in s.flows.columns:
             continue
-        flows = flows[flows["flow"].map(lambda f: pattern.search(f) is not None) & flows[spec.compare].notna()]
-        for flow, value in zip(flows["flow"], flows[spec.compare], strict=True):
-            series = " ".join([str(flow), *(f"{k}={test.id.get(k, '')}" for k in others)])
-            rows.append({"series": series, "x": test.id.get(x, ""), "y": float(value)})
+        flows = s.flows[s.flows["flow"].map(lambda f: pattern.search(f) is not None) & s.flows[metric].notna()]
+        test_id = s.test.id
+        for flow, value in zip(flows["flow"], flows[metric], strict=True):
+            rows.append(
+                {
+                    "series": " ".join([str(flow), *(f"{k}={test_id.get(k, '')}" for k in others)]),
+                    "x": test_id.get(x, ""),
+                    "y": float(value),
+                    "status": s.status,
+                    "test": s.test.id_text,
+                }
+            )
     if not rows:
         return None
     df = pd.DataFrame(rows)
-    order = sorted(df["x"].unique(), key=_sort_key)
+    order = sorted(df["x"].unique(), key=sort_key)
     fig = go.Figure()
     for name, g in df.groupby("series", sort=True):
-        g = g.set_index("x").reindex([v for v in order if v in set(g["x"])])
-        fig.add_trace(go.Scatter(x=list(g.index), y=g["y"].to_numpy(), name=str(name), mode="lines+markers"))
+        g = g.assign(rank=g["x"].map(order.index)).sort_values("rank")
+        fig.add_trace(
+            go.Scatter(
+                x=list(g["x"]),
+                y=g["y"].to_numpy(),
+                name=str(name),
+                mode="lines+markers",
+                marker={"symbol": ["circle" if st == "ok" else "x" for st in g["status"]], "size": 8},
+                text=[f"{t} ({st})" for t, st in zip(g["test"], g["status"], strict=True)],
+                hovertemplate="%{text}<br>%{y}<extra>%{fullData.name}</extra>",
+            )
+        )
+    heading = TABLE_COLUMNS.get(metric, metric)
     fig.update_layout(
-        title={"text": f"{spec.compare} vs {x}"},
+        title={"text": f"{metric} vs {x}"},
         template=TEMPLATE,
-        height=500,
+        height=450,
         xaxis={"title": {"text": x}, "type": "category", "categoryorder": "array", "categoryarray": order},
-        yaxis={"title": {"text": spec.compare}, "rangemode": "tozero"},
+        yaxis={"title": {"text": heading}, "rangemode": "tozero"},
+        # Named even when there is one line: the legend says which flow it is.
+        showlegend=True,
+        legend={"orientation": "h", "y": -0.2},
     )
     return fig
 
 
-def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, go.Figure | None]:
-    """Index_html returns the index page of a result folder and its comparison figure."""
-    results = load(result_dir)
-    group_by = group_key(varying_keys(results), spec)
-    groups: dict[str, list[tuple[str, TestResult]]] = {}
-    for key, test in results.items():
-        groups.setdefault(test.id.get(group_by, "") if group_by else "", []).append((key, test))
-    parts = []
-    fig = compare_figure(results, spec)
-    if fig is not None:
-        parts.append(figure_div(fig))
-    for value in sorted(groups, key=_sort_key):
+def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: Path) -> str:
+    """Summary_table is the sortable table of every test and flow (a test without flows is one row)."""
+    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "first error"]
+    rows: list[list[Any]] = []
+    classes = []
+    nan = float("nan")
+    for s in summaries:
+        ids = [s.test.id.get(k, "") for k in id_keys]
+        tail = [Markup(_status(s.status)), s.first_error or s.problem]
+        link = next((c.page for c in s.charts if c.page is not None), None)
+        flows = s.flows if s.flows is not None else pd.DataFrame()
+        if flows.empty:
+            rows.append([*ids, "", *([nan] * len(SUMMARY_METRICS)), *tail])
+            classes.append("" if s.ok else "not-ok")
+            continue
+        for rec in flows.to_dict("records"):
+            flow = str(rec.get("flow", ""))
+            cell: Any = Markup(f'<a href="{_href(link, result_dir)}">{html.escape(flow)}</a>') if link else flow
+            metrics = [_float(rec.get(m)) for m in SUMMARY_METRICS]
+            rows.append([*ids, cell, *metrics, *tail])
+            classes.append("" if s.ok else "not-ok")
+    return sortable_table(columns, rows, classes)
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _status(status: str) -> str:
+    return f'<span class="status-{html.escape(status)}">{html.escape(status)}</span>'
+
+
+def _href(path: Path, result_dir: Path) -> str:
+    return quote(path.relative_to(result_dir).as_posix())
+
+
+def card_html(s: TestSummary, result_dir: Path) -> str:
+    """Card_html is a test's image (its time series, linking to the page), ID, status, swept values, charts and files."""
+    series = next((c for c in s.charts if c.image is not None and c.name != "fct"), None)
+    series = series or next((c for c in s.charts if c.image is not None), None)
+    if series is not None and series.image is not None:
+        img = (
+            f'<img src="{_href(series.image, result_dir)}" loading="lazy" '
+            f'alt="{html.escape(series.name)} of {html.escape(s.test.id_text)}">'
+        )
+        target = series.page or series.image
+        picture = f'<a href="{_href(target, result_dir)}">{img}</a>'
+    else:
+        picture = f'<p class="none">No chart: {html.escape(_why_no_chart(s))}</p>'
+    charts = " · ".join(
+        f'<a href="{_href(c.page or c.image, result_dir)}">{html.escape(c.name)}</a>'  # type: ignore[arg-type]
+        for c in s.charts
+    )
+    files = []
+    for f in sorted(p for p in s.test.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if f.parent == result_dir and (PLOTLY_JS.fullmatch(f.name) or f.name == "index.html"):
+            continue  # the folder's own files, when the test is the whole folder
+        files.append(f'<a href="{_href(f, result_dir)}">{html.escape(f.relative_to(s.test.path).as_posix())}</a>')
+    error = f'<div class="status-failed">{html.escape(s.first_error)}</div>' if s.first_error else ""
+    # The values a sweep applied, as given (the ID holds them made safe for folder names), where meta has them.
+    swept = s.test.meta.get("swept") or {}
+    applied = " · ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in swept.items())
+    return (
+        f'<div class="card">{picture}<div><b>{html.escape(s.test.id_text)}</b> ({_status(s.status)})</div>{error}'
+        + (f"<div class='swept'>{applied}</div>" if applied else "")
+        + f"<div>charts: {charts or 'none'}</div>"
+        f"<details><summary>files ({len(files)})</summary>{' · '.join(files)}</details></div>"
+    )
+
+
+def _why_no_chart(s: TestSummary) -> str:
+    if s.problem:
+        return s.problem
+    if s.status == "interrupted":
+        return "the test was interrupted before its reports"
+    if s.flows is not None and s.flows.empty:
+        return "the test has no flows"
+    return "its reports made none"
+
+
+def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None = None) -> tuple[str, list[go.Figure]]:
+    """Comparison_page returns the comparison page of results (see the module) and its charts.
+
+    ``notes`` are sentences shown at the top (a plotly.js a linked page needs
+    and that could not be found).
+    """
+    result_dir = results.path
+    keys = varying_keys(results)
+    group_by = group_key(keys, spec)
+    id_keys: list[str] = []
+    for test in results.values():
+        id_keys += [k for k in test.id if k not in id_keys]
+    summaries = [summarize(test, key) for key, test in results.items()]
+    # Tests in the order of their ID values, numbers as numbers (10ms before 100ms).
+    summaries.sort(key=lambda s: [sort_key(s.test.id.get(k, "")) for k in [group_by, *id_keys] if k])
+    figs, chart_notes = compare_figures(summaries, spec, keys)
+    parts = [f"<p class='note'>{html.escape(n)}</p>" for n in (notes or [])]
+    if figs:
+        parts.append('<div class="charts">' + "".join(f"<div>{figure_div(f)}</div>" for f in figs) + "</div>")
+        if any(not s.ok for s in summaries):
+            parts.append("<p class='note'>A cross marks a test that did not pass (its status is in the table).</p>")
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in chart_notes]
+    parts.append("<h2>Tests and flows</h2>")
+    parts.append("<p class='note'>Click a heading to sort by it.</p>")
+    parts.append(summary_table(summaries, id_keys, result_dir))
+    parts.append("<h2>Time series</h2>")
+    groups: dict[str, list[TestSummary]] = {}
+    for s in summaries:
+        groups.setdefault(s.test.id.get(group_by, "") if group_by else "", []).append(s)
+    for value, members in groups.items():
         if group_by:
-            parts.append(f"<h2>{html.escape(group_by)} = {html.escape(value)}</h2>")
-        for _key, test in groups[value]:
-            status = str(test.meta.get("status", ""))
-            ident = test.id_text
-            links = []
-            for f in sorted(p for p in test.path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                rel = f.relative_to(result_dir).as_posix()
-                links.append(f'<a href="{quote(rel)}">{html.escape(f.relative_to(test.path).as_posix())}</a>')
-            swept = test.meta.get("swept") or {}
-            applied = " · ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in swept.items())
-            parts.append(
-                f"<h3>{html.escape(ident)} <small>({html.escape(status)})</small></h3>"
-                + (f"<p class='swept'>{applied}</p>" if applied else "")
-                + f"<p class='files'>{' · '.join(links)}</p>"
-            )
-    return page("Results", "".join(parts), f"{len(results)} test{'s' if len(results) != 1 else ''}"), fig
+            parts.append(f"<h3>{html.escape(group_by)} = {html.escape(value)}</h3>")
+        parts.append('<div class="cards">' + "".join(card_html(s, result_dir) for s in members) + "</div>")
+    parts.append(f"<script>{SORT_JS}</script>")
+    # write_index puts the script there: building the page writes nothing.
+    head = script_tag(result_dir, result_dir / plotly_js_name()) if figs else ""
+    counts: dict[str, int] = {}
+    for s in summaries:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    n = len(summaries)
+    subtitle = f"{n} test{'s' if n != 1 else ''}: " + ", ".join(f"{c} {st}" for st, c in sorted(counts.items()))
+    return page("Results", "".join(parts), subtitle, head), figs
+
+
+def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, list[go.Figure]]:
+    """Index_html returns the comparison page of a result folder and its charts (see comparison_page)."""
+    return comparison_page(load(result_dir), spec)
 
 
 def write_index(result_dir: Path, spec: IndexSpec, name: str = "index.html") -> Path:
-    """Write_index writes the result folder's index page."""
-    text, _ = index_html(result_dir, spec)
+    """Write_index writes the result folder's comparison page, and the plotly.js its pages load.
+
+    Pages of tests linked from an older result folder may load another
+    plotly.js version: it is linked in from there (see
+    antler.report.assets.link_referenced); one that cannot be found is a
+    note on the page. Raises FileExistsError if the page exists (nothing is
+    overwritten).
+    """
+    results = load(result_dir)
+    pages = [p for test in results.values() for p in sorted(test.path.glob("*.html"))]
+    notes = link_referenced(result_dir, pages)
+    text, figs = comparison_page(results, spec, notes)
+    if figs:
+        write_plotly_js(result_dir)
     path = result_dir / name
     with open(path, "x") as f:
         f.write(text)

@@ -13,15 +13,22 @@ import pyarrow.parquet as pq
 
 from antler.config.parse import parse
 from antler.report.analyze import Analysis, analyze
+from antler.report.assets import result_root
 from antler.report.spec import After
 from antler.results.tables import TestResult
 
 
 class AfterRun:
-    """AfterRun runs one test's after pipeline, keeping the analysis for the charts that follow it."""
+    """AfterRun runs one test's after pipeline, keeping the analysis for the charts that follow it.
 
-    def __init__(self, directory: Path, out: TextIO = sys.stdout) -> None:
+    ``root`` is the result folder holding the test, where the chart pages
+    find plotly.js; by default the folder above the test's stored path
+    (see antler.report.assets.result_root).
+    """
+
+    def __init__(self, directory: Path, out: TextIO = sys.stdout, root: Path | None = None) -> None:
         self.test = TestResult(directory)
+        self.root = root if root is not None else result_root(directory, str(self.test.meta.get("path") or ""))
         self.out = out
         self.analysis: Analysis | None = None
         self.errors: list[str] = []
@@ -86,19 +93,18 @@ class AfterRun:
         from antler.report.charts import charts_time_series
 
         a = self._get_analysis()
-        if a.flows.empty:
-            return  # a test without flows (e.g. only system commands) has nothing to draw
-        charts_time_series(a, replace(cfg, title=self._title(cfg.title)), self.test.path, self._subtitle())
-        self.written += [self.test.path / n for n in cfg.to]
+        spec = replace(cfg, title=self._title(cfg.title))
+        # None: nothing to draw (no flows, or no samples), so no empty chart.
+        if charts_time_series(a, spec, self.test.path, self._subtitle(), self.root) is not None:
+            self.written += [self.test.path / n for n in cfg.to]
 
     def _charts_fct(self, cfg: Any) -> None:
         from antler.report.charts import charts_fct
 
         a = self._get_analysis()
-        if not (a.flows["kind"] == "stream").any():
-            return
-        charts_fct(a, replace(cfg, title=self._title(cfg.title)), self.test.path, self._subtitle())
-        self.written += [self.test.path / n for n in cfg.to]
+        spec = replace(cfg, title=self._title(cfg.title))
+        if charts_fct(a, spec, self.test.path, self._subtitle(), self.root) is not None:
+            self.written += [self.test.path / n for n in cfg.to]
 
     def _encode(self, cfg: Any) -> None:
         from antler.report.encode import encode
@@ -106,9 +112,13 @@ class AfterRun:
         self.written += encode(self.test.path, cfg.file, cfg.extension, cfg.level, cfg.destructive)
 
 
-def run_after(directory: Path, after: After, out: TextIO = sys.stdout) -> list[str]:
-    """Run_after runs the after pipeline on a stored test; returns the error messages of failed steps."""
-    return AfterRun(directory, out).run(after)
+def run_after(directory: Path, after: After, out: TextIO = sys.stdout, root: Path | None = None) -> list[str]:
+    """Run_after runs the after pipeline on a stored test; returns the error messages of failed steps.
+
+    ``root`` is the result folder holding the test (default: found from the
+    test's stored path, see AfterRun).
+    """
+    return AfterRun(directory, out, root).run(after)
 
 
 def after_of(meta: dict[str, Any]) -> After:

@@ -31,7 +31,8 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
     try:
         for key, test in results.items():
             after = after_of(test.meta)
-            outputs = report_outputs(after) | {"index.html"}
+            # The index and plotly.js of a test that is a whole folder are made afresh too.
+            outputs = report_outputs(after) | {"index.html", "plotly-*.min.js"}
             dst = inv.test_dir(key) if key != "." else inv.dir
             for f in sorted(test.path.rglob("*")):
                 rel = f.relative_to(test.path)
@@ -48,7 +49,7 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
             # The tables are linked as stored: their format is the source's, upgraded again on load.
             meta["format_version"] = test.format_version
             write_meta(dst, meta)
-            errors = run_after(dst, after, sys.stdout if out is None else out)
+            errors = run_after(dst, after, sys.stdout if out is None else out, root=inv.dir)
             if errors:
                 print(f"{key}: {len(errors)} report(s) failed", file=sys.stderr)
         config = next(iter(results.values())).meta.get("config", {}) if len(results) else {}

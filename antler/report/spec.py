@@ -187,21 +187,26 @@ class During:
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """IndexSpec configures index.html of a result folder (the ``index`` key of the config).
+    """IndexSpec configures index.html of a result folder, the comparison page (the ``index`` key of the config).
 
-    ``group_by`` is the test ID key whose values head the groups (empty: the
-    first key that varies); ``compare`` is the flow metric charted against the
-    swept parameter ``x`` (empty: the first varying key other than group_by),
-    for the flows matching ``flow`` (a regex, searched in each flow ID; it
-    must match a flow of every test that has flows, see
+    ``compare`` lists the flow metrics (flows.parquet columns, see
+    antler.report.analyze.FLOW_COLUMNS) each charted against the swept ID
+    key ``x`` (empty: the first varying key other than group_by), one line
+    per flow and value of the other varying keys; a single name is a list of
+    one. ``group_by`` is the test ID key whose values head the groups of the
+    tests' images (empty: the first key that varies). The charts draw the
+    flows matching ``flow`` (a regex, searched in each flow ID; it must match
+    a flow of every test that has flows, see
     antler.config.compose.check_index).
     """
 
     group_by: str = ""
-    compare: str = "goodput_mbps"
+    compare: tuple[str, ...] = ("goodput_mbps", "rtt_ms_p99", "loss_pct")
     x: str = ""
     flow: str = ".*"
 
     def validate(self) -> None:
-        """Validate raises ValueError if ``flow`` does not compile as a regex."""
+        """Validate raises ValueError for an empty metric name, or if ``flow`` does not compile as a regex."""
+        if any(not m for m in self.compare):
+            raise ValueError(f"compare names flows.parquet columns; got {list(self.compare)!r}")
         check_regex("flow", self.flow)

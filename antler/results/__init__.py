@@ -1,8 +1,10 @@
 """Result folders: writing a test's data as it arrives, and loading it for analysis.
 
-``antler.results.load(path)`` is the way in for notebooks. The names load on
-first use, so the config layer can use :mod:`antler.results.codec` without
-importing pyarrow.
+The ways in for notebooks: ``antler.results.load(path)`` (each test's tables
+as pandas, ``concat`` across a sweep) and ``antler.results.dataset(path,
+table)`` (one table of every test as a pyarrow dataset, for DuckDB, polars or
+pyarrow to query in place). The names load on first use, so the config layer
+can use :mod:`antler.results.codec` without importing pyarrow.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from typing import TYPE_CHECKING
 from antler import lazy
 
 if TYPE_CHECKING:
+    from antler.results.query import dataset as dataset
     from antler.results.tables import Results as Results, TestResult as TestResult, load as load
 
 _MODULES = {
     "Results": "antler.results.tables",
     "TestResult": "antler.results.tables",
     "load": "antler.results.tables",
+    # In a module of another name: a submodule antler.results.dataset would be
+    # set as the package's attribute on import, hiding the function.
+    "dataset": "antler.results.query",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,20 +110,38 @@ class Results(Mapping[str, TestResult]):
         return len(self._tests)
 
     def concat(self, kind: str) -> pd.DataFrame:
-        """Concat returns one table of a kind across tests, with each test's ID keys as columns."""
+        """Concat returns one table of a kind across tests, with each test's ID keys as columns.
+
+        The first column, ``test``, is the test's folder (this mapping's
+        key); then the table's own columns; then one column per ID key,
+        named as the key, or ``id_<key>`` where the table has a column of
+        that name already (flows' ``cca`` is each flow's, ``id_cca`` the
+        test's), see id_columns. A test without the table adds no rows; a
+        kind that no test has and no schema knows raises KeyError.
+        """
         import pandas as pd
 
         frames = []
         for key, test in self._tests.items():
-            df = test[kind].copy()
+            try:
+                df = test[kind].copy()
+            except KeyError:
+                continue  # e.g. flows of a test interrupted before its analysis
             df.insert(0, "test", key)
-            for k, v in test.id.items():
-                if k not in df.columns:
-                    df[k] = v
+            for k, name in id_columns(test.id, df.columns).items():
+                df[name] = test.id[k]
             frames.append(df)
         if not frames:
+            if kind not in SCHEMAS:
+                raise KeyError(f"no test in {self.path} has a {kind} table")
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
+
+
+def id_columns(test_id: Mapping[str, str], columns: Iterable[str]) -> dict[str, str]:
+    """Id_columns names the column of each ID key beside a table's columns: the key, or ``id_<key>`` if taken."""
+    taken = set(columns)
+    return {k: f"id_{k}" if k in taken else k for k in test_id}
 
 
 def load(path: str | Path) -> Results:
