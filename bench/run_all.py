@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("stream.py", "packet.py", "delay.py", "startup.py", "analyze.py")
+BENCHES = ("stream.py", "packet.py", "delay.py", "startup.py", "launch.py", "analyze.py", "sweep.py")
 
 
 def main() -> int:

@@ -2,7 +2,9 @@
 
 The leak check fails a test that leaves behind a network namespace, a child
 process, a Ray actor or a listening socket that it created. Ray's own
-processes (one instance per session) are not counted.
+processes (one instance per session) are not counted. Node processes count as
+child processes: a local node's is the test's descendant, and so is an SSH
+node's, under the sshd the test started (tests/sshd.py).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def test_meta_json_records_id_config_versions_kernel_and_format(cwd: Path) -> No
 def test_results_are_never_overwritten(cwd: Path) -> None:
     assert main(["run", "+experiment=hello"]) == 0
     first = (cwd / "results" / "latest").resolve()
-    assert main(["run", "+experiment=hello"]) == 0
+    assert main(["run", "-a", "+experiment=hello"]) == 0  # -a: it passed, so it would be linked
     second = (cwd / "results" / "latest").resolve()
     assert first != second and first.exists() and second.exists()
     assert (first / "experiment-hello" / "log.txt").exists()

@@ -7,7 +7,7 @@ test ends it with status 1; an interrupt with 130.
 
 Each subcommand module registers its commands with
 :func:`antler.cli.registry.command`: tests in :mod:`antler.cli.run`, stored
-results in :mod:`antler.cli.results`.
+results in :mod:`antler.cli.results`, a starter project in :mod:`antler.cli.init`.
 Nothing below this package imports it.
 """
 
@@ -17,13 +17,14 @@ import argparse
 import sys
 
 from antler import exitcode
-from antler.cli import results, run
+from antler.cli import init, results, run
 from antler.cli.registry import COMMANDS
 from antler.config.parse import ConfigError
 from antler.node.hmac import take_env_key
+from antler.node.launch import ClusterError
 from antler.results.store import ResultsError
 
-__all__ = ["main", "results", "run"]
+__all__ = ["init", "main", "results", "run"]
 
 HELP_ORDER = ("run", "vet", "list", "init", "results", "log", "report", "remove", "server")
 """HELP_ORDER is the order the subcommands are listed in ``antler-ray --help``."""
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"antler-ray: config error: {e}", file=sys.stderr)
         return exitcode.CONFIG
-    except ResultsError as e:
+    except (ResultsError, ClusterError) as e:
         print(f"antler-ray: {e}", file=sys.stderr)
         return exitcode.CONFIG
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from antler import exitcode
 from antler.cli.registry import command
@@ -67,8 +68,17 @@ def cmd_results(a: argparse.Namespace) -> int:
             print(f"  unreadable: {e}")
             continue
         for key, test in results.items():
-            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}")
+            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}{_linked(test.meta)}")
     return exitcode.OK
+
+
+def _linked(meta: dict[str, Any]) -> str:
+    """_Linked says where a linked test's data came from (antler.results.incremental), or nothing."""
+    source = meta.get("linked_from")
+    if not source:
+        return ""
+    ran_in = meta.get("ran_in")
+    return f"  linked from {source}" + (f" (ran in {ran_in})" if ran_in and ran_in != source else "")
 
 
 def _log_args(p: argparse.ArgumentParser) -> None:

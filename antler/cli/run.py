@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -14,10 +15,21 @@ from typing import Any
 
 import yaml
 
+from antler import exitcode
 from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
-from antler.config.parse import to_plain
+from antler.config.parse import ConfigError, to_plain
+from antler.config.sweep import sweep_spec
 from antler.node.launch import Launchers, ray_address
+from antler.results.incremental import Action, Plan, Wanted, plan
+from antler.results.store import IN_PROGRESS, ResultsError, owner
+from antler.testid import IdFilter
+
+FILTER_HELP = (
+    "run only the tests whose ID matches (repeatable, all must match): KEY=REGEX for one ID key, "
+    "or REGEX for any ID value; regexes match anywhere (anchor with ^$). The others are linked from "
+    "the latest results when they are there, else skipped"
+)
 
 
 def _hydra_args(p: argparse.ArgumentParser) -> None:
@@ -26,29 +38,71 @@ def _hydra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +experiment=cubic cca=bbr")
 
 
-@command("run", "run an experiment's tests", _hydra_args)
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="run every test, even those that passed before")
+    p.add_argument("--filter", action="append", default=[], metavar="[KEY=]REGEX", help=FILTER_HELP)
+    _hydra_args(p)
+
+
+@command("run", "run an experiment's tests (only those new, failed or changed since the latest results)", _run_args)
 def cmd_run(a: argparse.Namespace) -> int:
-    """Cmd_run runs the tests of an experiment (or a sweep) into a new result folder."""
+    """Cmd_run runs the tests of an experiment (or a sweep) that need running into a new result folder.
+
+    Tests that passed in the latest results with the same ``test`` config are
+    linked there instead of run (antler.results.incremental); when nothing
+    needs doing, nothing is written and latest stays as it is.
+    """
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
     root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
-    launchers = Launchers(ray_address(jobs[0].config))
+    sweep = sweep_spec(jobs[0].config, jobs[0].swept)
+    if sweep.enabled and not (ray_address(jobs[0].config) or os.environ.get("RAY_ADDRESS")):
+        # The embedded Ray has no hosts: say so before starting it (6 s).
+        raise ConfigError("sweep.hosts", "needs a Ray cluster to place tests on: set ray.address=HEAD:PORT")
+    plan = _plan(jobs, root, a)
+    busy = owner(root / IN_PROGRESS)
+    if busy is not None:
+        raise ResultsError(f"{root / IN_PROGRESS} is in use by process {busy}; wait for it or stop it")
+    for d in plan.decisions:
+        print(d.line(), flush=True)
+    if plan.nothing_to_do:
+        print(f"nothing to run: every test passed in {plan.prior} with the same test config (-a runs them again)")
+        return exitcode.OK
+    running = [j for j in jobs if j.test.output_path() in {d.path for d in plan.of(Action.RUN)}]
+    # Reusing node actors saves each test of a sweep Ray's worker start (1-2 s).
+    launchers = Launchers(ray_address(jobs[0].config), reuse=len(running) > 1)
     try:
-        run_jobs = _start(launchers, jobs)
-        outcome = asyncio.run(run_jobs(jobs, root, launchers))
+        run_jobs = _start(launchers, running, sweep.enabled)
+        hosts = sweep.resolve(launchers.hosts()) if sweep.enabled else None
+        outcome = asyncio.run(run_jobs(jobs, root, launchers, plan=plan, hosts=hosts, per_host=sweep.per_host))
     finally:
         launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
+    counts = f"ran {outcome.ran} of {len(jobs)} tests, linked {outcome.linked}"
     if outcome.interrupted:
-        print(f"interrupted; results so far in {where}", file=sys.stderr)
+        print(f"interrupted ({counts}); results so far in {where}", file=sys.stderr)
     elif outcome.failed:
-        print(f"{len(outcome.failed)} of {len(jobs)} tests failed: {'; '.join(outcome.failed)}", file=sys.stderr)
-        print(f"results in {where}", file=sys.stderr)
+        print(f"{len(outcome.failed)} of {outcome.ran} tests run failed: {'; '.join(outcome.failed)}", file=sys.stderr)
+        print(f"{counts}; results in {where}", file=sys.stderr)
     else:
-        print(f"{len(jobs)} test{'s' if len(jobs) != 1 else ''} passed; results in {where}")
+        print(f"{counts}, all passed; results in {where}")
     return outcome.exit_code
 
 
-def _start(launchers: Launchers, jobs: list[Job]) -> Callable[..., Any]:
+def _plan(jobs: list[Job], root: Path, a: argparse.Namespace) -> Plan:
+    """_Plan decides which tests run and which are linked, raising ConfigError for a bad filter."""
+    if a.all and a.filter:
+        raise ConfigError("--filter", "-a/--all runs every test: give one or the other")
+    try:
+        selected = IdFilter(a.filter)
+    except ValueError as e:
+        raise ConfigError("--filter", str(e)) from None
+    if selected and not any(selected.accepts(j.test.id) for j in jobs):
+        ids = "; ".join(j.test.id_text() for j in jobs[:5]) + ("; ..." if len(jobs) > 5 else "")
+        raise ConfigError("--filter", f"{selected!s} selects none of the {len(jobs)} tests ({ids})")
+    return plan([Wanted(j.test.output_path(), j.test.id, j.config) for j in jobs], root, a.all, selected)
+
+
+def _start(launchers: Launchers, jobs: list[Job], ray: bool = False) -> Callable[..., Any]:
     """_Start connects to Ray if the tests need it while the runner's modules import; it returns run_jobs.
 
     Ray's start-up mostly waits on the processes it spawns, so the imports
@@ -56,7 +110,10 @@ def _start(launchers: Launchers, jobs: list[Job]) -> Callable[..., Any]:
     """
     warm = threading.Thread(target=_import_quietly, args=("antler.invoke",), name="warm-imports", daemon=True)
     warm.start()
-    launchers.start(n for job in jobs for n in job.test.run.nodes())
+    if ray:
+        launchers.connect()
+    else:
+        launchers.start(n for job in jobs for n in job.test.run.nodes())
     warm.join()
     from antler.invoke import run_jobs
 
@@ -69,14 +126,20 @@ def _import_quietly(module: str) -> None:
         importlib.import_module(module)
 
 
-@command("vet", "check an experiment's config and print its test trees", _hydra_args)
+@command("vet", "check an experiment's config, print its test trees and what run would run or link", _run_args)
 def cmd_vet(a: argparse.Namespace) -> int:
-    """Cmd_vet validates every job and prints its resolved test tree; nothing runs."""
+    """Cmd_vet validates every job, prints its resolved test tree, then the plan of ``run``; nothing runs."""
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
+    root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
     for job in jobs:
         print(f"# test {job.test.id_text()}")
         print(yaml.safe_dump({"test": to_plain(job.test)}, sort_keys=False, allow_unicode=True), end="")
-    print(f"# {len(jobs)} test{'s' if len(jobs) != 1 else ''} ok", file=sys.stderr)
+    sweep_spec(jobs[0].config, jobs[0].swept)
+    the_plan = _plan(jobs, root, a)
+    print("# what `run` with these arguments would do:")
+    for d in the_plan.decisions:
+        print(f"# {d.line()}")
+    print(f"# {len(jobs)} test{'s' if len(jobs) != 1 else ''} ok; {the_plan.summary()}", file=sys.stderr)
     return 0
 
 

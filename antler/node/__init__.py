@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from antler import lazy
 
 if TYPE_CHECKING:
+    from antler.node.conn import Conn as Conn, pipe_conn as pipe_conn, stdio_conn as stdio_conn
     from antler.node.feedback import Feedback as Feedback, FeedbackConflict as FeedbackConflict, merge as merge
     from antler.node.items import (
         ROOT_NODE_ID as ROOT_NODE_ID,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         Node as Node,
         RayLauncher as RayLauncher,
     )
+    from antler.node.process import ServeError as ServeError, serve as serve
     from antler.node.root import Control as Control, do as do
     from antler.node.run import Child as Child, NodeHandle as NodeHandle, Run as Run, Schedule as Schedule
 
@@ -42,6 +44,7 @@ _MODULES = {
     "Bitrate": "antler.node.metric",
     "Bytes": "antler.node.metric",
     "Child": "antler.node.run",
+    "Conn": "antler.node.conn",
     "Control": "antler.node.root",
     "Duration": "antler.node.metric",
     "Env": "antler.node.nodespec",
@@ -61,9 +64,13 @@ _MODULES = {
     "RayLauncher": "antler.node.nodespec",
     "Run": "antler.node.run",
     "SSH": "antler.node.nodespec",
+    "ServeError": "antler.node.process",
     "Schedule": "antler.node.run",
     "StreamInfo": "antler.node.items",
     "do": "antler.node.root",
+    "pipe_conn": "antler.node.conn",
+    "serve": "antler.node.process",
+    "stdio_conn": "antler.node.conn",
     "merge": "antler.node.feedback",
 }
 

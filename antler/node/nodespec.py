@@ -100,17 +100,68 @@ class Local:
 class SSH:
     """SSH starts the node on another host over SSH, speaking the node protocol over the session.
 
-    ``destination`` is ``[user@]host[:port]``. Keys come from the SSH agent,
-    the default keys in ``~/.ssh``, or ``key_file``; the host key must be in
-    ``~/.ssh/known_hosts`` unless ``accept_new_host_key`` adds a host not seen
-    before (a changed key is always refused). With ``root`` the node runs
-    through ``sudo -n`` on the host.
+    ``destination`` is ``[user@]host[:port]`` (an IPv6 address in brackets,
+    ``[::1]:2222``); the user defaults to this one's, the port to 22, and
+    ``~/.ssh/config`` may map the host to a HostName, User, Port and
+    IdentityFile. Keys come from the SSH agent, the default keys in
+    ``~/.ssh``, or ``key_file``; the host key must be in ``~/.ssh/known_hosts``
+    unless ``accept_new_host_key`` adds a host not seen before (a changed key
+    is always refused). With ``root`` the node runs through ``sudo -n`` on the
+    host unless the SSH user is root. ``python`` is the host's Python 3.11+
+    interpreter (a command on its PATH, or a path, e.g. a venv's).
     """
 
     destination: str = ""
     root: bool = False
     key_file: str = ""
     accept_new_host_key: bool = False
+    python: str = "python3"
+
+    def validate(self) -> None:
+        """Validate raises ValueError for a missing or malformed destination."""
+        parse_destination(self.destination)
+        if not self.python.strip():
+            raise ValueError("python must name the host's Python interpreter")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Destination is an SSH destination: user (empty: the default), host and port (0: the default)."""
+
+    user: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}{f':{self.port}' if self.port else ''}"
+
+
+def parse_destination(text: str) -> Destination:
+    """Parse_destination splits ``[user@]host[:port]``; it raises ValueError naming what is wrong."""
+    if not text:
+        raise ValueError("destination is required, as [user@]host[:port]")
+    user, at, rest = text.rpartition("@")
+    if at and not user:
+        raise ValueError(f"destination {text!r} has an empty user")
+    port_text = ""
+    if rest.startswith("["):
+        host, close, tail = rest[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            raise ValueError(f"destination {text!r}: write an IPv6 address as [addr]:port")
+        port_text = tail[1:]
+    elif rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+    else:
+        host = rest
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"destination {text!r} has no valid host")
+    port = 0
+    if port_text or rest.endswith(":"):
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"destination {text!r}: port {port_text!r} is not 1-65535")
+        port = int(port_text)
+    return Destination(user, host, port)
 
 
 @dataclass(frozen=True)
@@ -126,8 +177,6 @@ class Launcher:
         set_ = set_fields(self)
         if len(set_) > 1:
             raise ValueError(f"only one launcher may be set, found {', '.join(set_)}")
-        if set_ and set_[0] in ("local", "ssh"):
-            raise ValueError(f"launcher {set_[0]!r} is not available yet (use ray)")
 
     @property
     def name(self) -> str:

@@ -17,22 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from antler.node.feedback import Feedback
 from antler.node.hmac import env_key
 from antler.node.items import ROOT_NODE_ID, Error, Item, RunnerError
 from antler.node.launch.inproc import launch_inproc
+from antler.node.launch.tree import Launch, launch_nodes
 from antler.node.metric import Duration
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import Losable, NodeHandle, Run, StopScope, TakesKey
+from antler.node.run import Losable, NodeHandle, Run, StopScope, TakesKey, node_tree
 from antler.node.runtime import NodeRuntime
 from antler.node.secrets import Redactor, redacting
-
-Launch = Callable[[Node, Sink, dict[Node, NodeHandle]], Awaitable[NodeHandle]]
-"""Launch starts a node and returns its handle; the dict is the test's node table, filled as nodes launch."""
 
 
 class Control:
@@ -44,7 +42,7 @@ class Control:
         self._scope: StopScope | None = None
         self._canceled = threading.Event()
 
-    def _attach(self, task: asyncio.Task[object], scope: StopScope) -> None:
+    def _attach(self, task: asyncio.Task[object], scope: StopScope | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = task
         self._scope = scope
@@ -109,26 +107,8 @@ async def do(
 
 
 async def _launch_all(run: Run, sink: Sink, nodes: dict[Node, NodeHandle], launch: Launch, root: NodeRuntime) -> bool:
-    """_Launch_all launches every node of the tree; it returns False (the Errors recorded) if any failed."""
-    # All nodes start at once: a Ray actor's worker takes a second or two to
-    # start, and those seconds would add up node by node.
-    # Nodes that create a namespace go first, so a node joining one that
-    # another node of the test creates finds it.
-    order = run.nodes()
-    for wave in ([n for n in order if n.netns.create], [n for n in order if not n.netns.create]):
-        launched = await asyncio.gather(*(launch(node, sink, nodes) for node in wave), return_exceptions=True)
-        failed = False
-        for node, handle in zip(wave, launched, strict=True):
-            if isinstance(handle, asyncio.CancelledError):
-                raise handle
-            if isinstance(handle, BaseException):
-                root.rec.error(f"launching node {node.id!r}: {handle}", "launch")
-                failed = True
-            else:
-                nodes[node] = handle
-        if failed:
-            return False
-    return True
+    """_Launch_all launches every node of the tree, at every depth (launch.tree); False (recorded) if any failed."""
+    return await launch_nodes(node_tree(run), launch, sink, nodes, root.rec)
 
 
 async def _run_watched(

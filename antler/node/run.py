@@ -94,6 +94,14 @@ class Run:
                 seen.setdefault(r.child.node, None)
         return list(seen)
 
+    def children(self) -> Iterator[Child]:
+        """Children yields the child runs this run reaches without passing through another child run."""
+        if self.child is not None:
+            yield self.child
+            return
+        for sub in (*(self.serial or ()), *(self.parallel or ()), *(self.schedule.run if self.schedule else ())):
+            yield from sub.children()
+
     def expected_seconds(self) -> float:
         """Expected_seconds estimates how long the tree runs, for progress display."""
         if self.serial is not None:
@@ -160,12 +168,23 @@ class Child(Run):
     node: Node | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError when the node is missing or more than one run key is set."""
+        """Validate raises ValueError when the node is missing or more than one run key is set.
+
+        A node launched by a local or SSH node cannot be a Ray node: the node
+        process is not in the Ray cluster (and does not import Ray).
+        """
         if self.node is None:
             raise ValueError("child needs a node")
         set_ = [f for f in set_fields(self) if f != "node"]
         if len(set_) > 1:
             raise ValueError(f"a child run has exactly one of its run keys; found {', '.join(set_)}")
+        if self.node.launcher.name in PROCESS_LAUNCHERS:
+            for _, r in self.as_run().walk("run"):
+                if r.child is not None and r.child.node is not None and r.child.node.launcher.name == "ray":
+                    raise ValueError(
+                        f"node {r.child.node.id!r} runs under {self.node.launcher.name} node {self.node.id!r}, "
+                        "so it cannot be a ray node: give it a local or ssh launcher, or move it out"
+                    )
 
     def as_run(self) -> Run:
         """As_run returns the run to execute on the child node."""
@@ -209,6 +228,47 @@ class Losable(Protocol):
     """
 
     lost: asyncio.Future[str] | None
+
+
+@runtime_checkable
+class LaunchesNodes(Protocol):
+    """LaunchesNodes is a node handle whose node launches the nodes of its own child runs (local and SSH nodes).
+
+    The root calls it after launching the node, before any run starts.
+    """
+
+    async def launch_nodes(self, tree: NodeTree) -> None:
+        """Launch_nodes has the node launch the tree's nodes, raising RunnerError (already recorded) if any failed."""
+        ...
+
+
+PROCESS_LAUNCHERS = ("local", "ssh")
+"""PROCESS_LAUNCHERS name the launchers whose node is a process of its own that launches its children itself."""
+
+NodeTree = dict[Node, "NodeTree"]
+"""NodeTree maps each node a node launches to the tree that node launches in turn (antler's node tree)."""
+
+
+def node_tree(run: Run) -> NodeTree:
+    """Node_tree returns the nodes a tree's root launches, each with the nodes it launches itself.
+
+    As in antler, a local or SSH node launches the nodes of the child runs
+    under it: a local node under an SSH node runs on the SSH node's host. Ray
+    nodes are all launched by the root, wherever they are nested (an actor
+    reaches every other), and a Ray node launches the local and SSH nodes
+    under it, on its host.
+    """
+    top: NodeTree = {}
+
+    def visit(r: Run, here: NodeTree) -> None:
+        for child in r.children():
+            node = child.node
+            assert node is not None
+            sub = (top if node.launcher.name == "ray" else here).setdefault(node, {})
+            visit(child.as_run(), sub)
+
+    visit(run, top)
+    return top
 
 
 Children = Mapping[Node, NodeHandle]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -139,3 +140,8 @@ def report_outputs(after: After) -> set[str]:
         elif name == "emit_sysinfo":
             names.add(cfg.to.replace("{node}", "*"))
     return names
+
+
+def report_output(rel: Path, outputs: set[str]) -> bool:
+    """Report_output tells whether a test folder's file (path relative to it) is one of outputs (names or patterns)."""
+    return any(fnmatch(rel.as_posix(), pat) for pat in outputs)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-from fnmatch import fnmatch
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from antler.config.parse import parse
 from antler.report.index import write_index
-from antler.report.pipeline import after_of, report_outputs, run_after
+from antler.report.pipeline import after_of, report_output, report_outputs, run_after
 from antler.report.spec import IndexSpec
-from antler.results.store import Invocation, write_meta
+from antler.results.store import Invocation, link_tree, write_meta
 from antler.results.tables import load
 
 
@@ -34,16 +32,7 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
             # The index and plotly.js of a test that is a whole folder are made afresh too.
             outputs = report_outputs(after) | {"index.html", "plotly-*.min.js"}
             dst = inv.test_dir(key) if key != "." else inv.dir
-            for f in sorted(test.path.rglob("*")):
-                rel = f.relative_to(test.path)
-                if f.is_dir() or any(fnmatch(rel.as_posix(), pat) for pat in outputs) or f.name.startswith("."):
-                    continue
-                # Folders of other tests nested in this one are their own tests.
-                if any((test.path / part).joinpath("meta.json").exists() for part in _parents(rel)):
-                    continue
-                target = dst / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(f, target)
+            link_tree(test.path, dst, partial(report_output, outputs=outputs))
             meta = dict(test.meta)
             meta["reported_from"] = str(test.path)
             # The tables are linked as stored: their format is the source's, upgraded again on load.
@@ -57,15 +46,3 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
     finally:
         final = inv.finish()
     return final
-
-
-def _parents(rel: Path) -> list[Path]:
-    return [p for p in rel.parents if str(p) != "."]
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # Data files are immutable once written, so sharing them by hard link is safe and free.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

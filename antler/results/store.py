@@ -5,7 +5,8 @@ stream file (``<kind>.arrows``), flushed batch by batch, which stays readable
 up to its last whole batch even if the process is killed; when the test ends
 each stream becomes ``<kind>.parquet``. Nothing already written is ever
 overwritten: a test folder that exists is an error, and a finished invocation
-folder whose name is taken gets a suffix.
+folder whose name is taken gets a suffix. A test another folder already holds
+is shared by hard links (``link_tree``), never copied or changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import platform
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -87,21 +89,23 @@ class Invocation:
         self.dir = root / IN_PROGRESS
         self.final: Path | None = None
 
-    def begin(self) -> None:
-        """Begin creates in-progress, recovering one left by a dead process.
+    def begin(self) -> Path | None:
+        """Begin creates in-progress, recovering one left by a dead process; it returns where that one went.
 
         Raises ResultsError when a live process is writing in-progress.
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        recovered = None
         if self.dir.exists():
             pid = owner(self.dir)
             if pid is not None:
                 raise ResultsError(f"{self.dir} is in use by process {pid}; wait for it or stop it")
             # A run that died left its folder: keep its data under its own name.
             stale = datetime.fromtimestamp(self.dir.stat().st_mtime, UTC)
-            self._move(self.dir, stale.strftime(STAMP_FORMAT) + "-interrupted")
+            recovered = self._move(self.dir, stale.strftime(STAMP_FORMAT) + "-interrupted")
         self.dir.mkdir()
         (self.dir / ".pid").write_text(str(os.getpid()))
+        return recovered
 
     def test_dir(self, sub: str) -> Path:
         """Test_dir creates and returns a new test folder, raising ResultsError if it exists (nothing is overwritten)."""
@@ -175,6 +179,11 @@ def remove(root: Path, name: str, dry_run: bool = False) -> list[str]:
             raise ResultsError(f"{target} is in use by process {pid}")
     verb = "would remove" if dry_run else "removed"
     done = [f"{verb} {target}"]
+    shared = sum(1 for f in target.rglob("*") if f.is_file() and not f.is_symlink() and f.stat().st_nlink > 1)
+    if shared:
+        # A hard link's data lives while any name for it does: the other
+        # result folders that linked these tests keep them readable.
+        done.append(f"{shared} of its files are hard-linked from other result folders, which keep them")
     link = root / LATEST
     points_here = link.is_symlink() and os.readlink(link) == name
     rest = [p for p in result_folders(root) if p.name not in (name, IN_PROGRESS)]
@@ -314,6 +323,31 @@ def read_arrows(path: Path) -> pa.Table:
         kind = path.name.removesuffix(".arrows")
         schema = SCHEMAS.get(kind, pa.schema([]))
     return pa.Table.from_batches(batches, schema=schema)
+
+
+def link_tree(src: Path, dst: Path, leave_out: Callable[[Path], bool] = lambda rel: False) -> int:
+    """Link_tree hard-links a test folder's files into dst (made as needed); it returns how many it linked.
+
+    Left out: dot files, meta.json (each folder writes its own), the folders
+    of other tests nested in src, and the relative paths leave_out accepts.
+    Result files are never modified once written, so sharing them by hard link
+    is safe and costs no space; across file systems they are copied instead.
+    """
+    n = 0
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if f.is_dir() or f.name.startswith(".") or rel.as_posix() == "meta.json" or leave_out(rel):
+            continue
+        if any((src / p / "meta.json").exists() for p in rel.parents if str(p) != "."):
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
+        n += 1
+    return n
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
 """Launchers: how a node named in a child run is started.
 
 :class:`Launchers` picks the launcher the node's spec names (``ray`` unless
-another is set) and remembers the facts of each node it launched (host,
-namespace, clock offset) for the test's meta.json. One instance serves a whole
-command; ``close`` shuts down an embedded Ray it started.
+another is set: ray.py, local.py, ssh.py) and remembers the facts of each node
+it launched (launcher, host, namespace, clock offset), and of the nodes those
+launched in turn, for the test's meta.json (launchers.py). One instance serves
+a whole command; ``close`` shuts down an embedded Ray it started. Ray is
+imported only when a test has a Ray node; a node process launches its own
+nodes with :class:`ProcessLaunchers` and never imports it.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from antler.node.launch.launchers import Facts, ProcessLaunchers, flat_facts
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import NodeHandle
+from antler.node.run import Losable, NodeHandle
 
 if TYPE_CHECKING:
     from antler.node.launch.ray import RayLaunch, RaySession
@@ -28,30 +32,26 @@ class ReportsFacts(Protocol):
         ...
 
 
-class Launchers:
-    """Launchers starts each node with the launcher its spec names; call it as a ``Launch``."""
+class Launchers(ProcessLaunchers):
+    """Launchers starts each node with the launcher its spec names, Ray included; call it as a ``Launch``."""
 
-    def __init__(self, ray_address: str | None = None) -> None:
+    def __init__(self, ray_address: str | None = None, reuse: bool = False) -> None:
+        """With ``reuse``, a Ray node's actor process serves the next test once its node is closed (see RayLaunch)."""
+        super().__init__()
         self.ray_address = ray_address
+        self.reuse = reuse
         self._session: RaySession | None = None
         self._ray: RayLaunch | None = None
-        self._facts: list[dict[str, Any]] = []
 
-    async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-        """Call launches the node."""
-        name = node.launcher.name
-        # In launch order, though launches run concurrently and end in any order.
-        facts: dict[str, Any] = {"id": node.id, "launcher": name}
-        self._facts.append(facts)
-        try:
-            if name != "ray":
-                raise NotImplementedError(f"node {node.id!r}: launcher {name!r} is not implemented yet (use ray)")
-            handle = await self._ray_launch().launch(node, sink, nodes)
-        except Exception as e:
-            facts["error"] = str(e)
-            raise
-        facts.update(handle.facts)
+    async def _launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        if node.launcher.name != "ray":
+            return await super()._launch(node, sink, nodes)
+        handle: NodeHandle = await self._ray_launch().launch(node, sink, nodes)
         return handle
+
+    def for_test(self) -> TestLaunch:
+        """For_test returns a Launch for one test among several running at once, keeping that test's facts apart."""
+        return TestLaunch(self)
 
     def start(self, nodes: Iterable[Node]) -> None:
         """Start connects to Ray now if any of the nodes needs it (blocking, on the calling thread).
@@ -60,9 +60,33 @@ class Launchers:
         (seconds) overlaps the rest of the tool's imports instead of following them.
         """
         if any(n.launcher.name == "ray" for n in nodes):
-            self._ray_launch()
-            assert self._session is not None
+            self.connect()
+
+    def connect(self) -> None:
+        """Connect connects to Ray now, whatever the nodes (blocking, on the calling thread).
+
+        Raises ClusterError when the cluster cannot be joined (e.g. its token is missing).
+        """
+        self._ray_launch()
+        assert self._session is not None
+        from antler.node.launch.ray import JoinError
+
+        try:
             self._session.ensure()
+        except JoinError as e:
+            raise ClusterError(str(e)) from None
+
+    def hosts(self) -> dict[str, str]:
+        """Hosts maps the cluster's host names (``host:NAME`` resources) to their Ray node IDs (connecting first)."""
+        self.connect()
+        from antler.node.launch.ray import cluster_hosts
+
+        return cluster_hosts()
+
+    def forget_host(self, host: str) -> None:
+        """Forget_host ends the idle actors kept for reuse on a host that was lost."""
+        if self._ray is not None:
+            self._ray.forget_host(host)
 
     def _ray_launch(self) -> RayLaunch:
         # Ray is imported only when a test has a Ray node: a test without
@@ -71,18 +95,54 @@ class Launchers:
             from antler.node.launch.ray import RayLaunch, RaySession
 
             self._session = RaySession(self.ray_address)
-            self._ray = RayLaunch(self._session)
+            self._ray = RayLaunch(self._session, reuse=self.reuse)
         return self._ray
 
-    def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call."""
-        facts, self._facts = self._facts, []
-        return facts
-
     def close(self) -> None:
-        """Close shuts down an embedded Ray this launcher started."""
+        """Close ends the actors kept for reuse and shuts down an embedded Ray this launcher started."""
+        if self._ray is not None:
+            self._ray.close()
         if self._session is not None:
             self._session.shutdown()
+
+
+class TestLaunch:
+    """TestLaunch launches the nodes of one test through shared Launchers, keeping that test's node facts.
+
+    Tests that run at once each take their own, so meta.json lists only the
+    test's own nodes; ``lost_hosts`` names the hosts where one of its nodes was
+    lost (its actor or host died), which a sweep then stops using.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, launchers: Launchers) -> None:
+        self._launchers = launchers
+        self._facts: Facts = []
+        self._handles: list[NodeHandle] = []
+
+    async def __call__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
+        """Call launches the node."""
+        handle = await self._launchers.launch_into(self._facts, node, sink, nodes)
+        self._handles.append(handle)
+        return handle
+
+    def take_facts(self) -> list[dict[str, Any]]:
+        """Take_facts returns the facts of the test's nodes launched since the last call (see flat_facts)."""
+        facts, self._facts = flat_facts(self._facts), []
+        return facts
+
+    def lost_hosts(self) -> set[str]:
+        """Lost_hosts names the hosts on which a node of the test was lost."""
+        return {
+            str(getattr(h, "facts", {}).get("host", ""))
+            for h in self._handles
+            if isinstance(h, Losable) and h.lost is not None and h.lost.done()
+        } - {""}
+
+
+class ClusterError(Exception):
+    """ClusterError is a Ray cluster this command cannot join, with what to do about it in one line."""
 
 
 def ray_address(config: dict[str, Any]) -> str | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -42,6 +43,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import antler
 from antler.node.feedback import Feedback
 from antler.node.items import DIAGNOSTICS_TAG, Error, Item, LogEntry, RunnerError, now
+from antler.node.launch.clock import boot_id, clock_offset, relative_to
+from antler.node.launch.errors import LaunchError
+from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, call_on, kill_processes_in, prepare, remove
+from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import NodeHandle, Run, cancel_reason
+from antler.node.run import Losable, NodeHandle, NodeTree, Run, cancel_reason
 from antler.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -72,13 +78,9 @@ LAUNCH_TIMEOUT_SECONDS = 120.0
 """LAUNCH_TIMEOUT_SECONDS bounds an actor's start (scheduling, shipping code, worker start)."""
 CLOSE_TIMEOUT_SECONDS = 20.0
 """CLOSE_TIMEOUT_SECONDS bounds a node's cleanup and close calls."""
-CLOCK_ROUNDS = 5
-"""CLOCK_ROUNDS is how many round trips estimate a node's clock offset; the fastest one wins."""
+MAX_IDLE_PER_HOST = 32
+"""MAX_IDLE_PER_HOST bounds the idle actors kept for reuse on one host (each is a worker process)."""
 TAG = "node"
-
-
-class LaunchError(Exception):
-    """LaunchError is a node that could not be launched (unknown host, version mismatch, ...)."""
 
 
 def package_dir() -> Path:
@@ -86,11 +88,14 @@ def package_dir() -> Path:
     return Path(antler.__file__).resolve().parent
 
 
+@functools.cache
 def code_version() -> str:
     """Code_version is the package version plus a digest of its sources.
 
     Two copies with the same version number but different code differ here, so
-    a host running a stale copy is caught even between releases.
+    a host running a stale copy is caught even between releases. A process's
+    code does not change under it, so an actor that hosts node after node
+    digests it once (40 ms here).
     """
     root = package_dir()
     h = hashlib.sha256()
@@ -98,14 +103,6 @@ def code_version() -> str:
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return f"{antler.__version__}+{h.hexdigest()[:12]}"
-
-
-def boot_id() -> str:
-    """Boot_id identifies the running kernel: two processes with the same one share a clock."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return socket.gethostname()
 
 
 class NodeActor:
@@ -116,8 +113,8 @@ class NodeActor:
     must be called first.
     """
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self) -> None:
+        self.node = Node()
         self._items: list[Item] = []
         self._lock = threading.Lock()
         self._tasks: dict[int, asyncio.Task[Any]] = {}
@@ -126,6 +123,8 @@ class NodeActor:
         self.thread: LoopThread | None = None
         self.runtime: NodeRuntime | None = None
         self._home: asyncio.AbstractEventLoop | None = None
+        self._launchers: Any = None
+        self._lost_below: str | None = None
         # A worker that exits without close (ray.shutdown) still removes its namespace.
         atexit.register(self._remove_netns)
 
@@ -139,11 +138,18 @@ class NodeActor:
             remove(self.netns)
             self.created = False
 
-    async def start(self, driver_code: str) -> dict[str, Any]:
-        """Start checks the code version, enters the namespace and returns the node's facts.
+    async def start(self, driver_code: str, node: Node) -> dict[str, Any]:
+        """Start checks the code version, becomes node (entering its namespace) and returns the node's facts.
 
-        Raises LaunchError when the node runs other code than the driver, NetnsError for its namespace.
+        An actor whose node was closed may start again as another node: the
+        next test of a sweep then skips Ray's worker start (1-2 s here).
+        Raises LaunchError when the node runs other code than the driver (or
+        the actor still hosts a node), NetnsError for its namespace.
         """
+        if self.thread is not None:
+            raise LaunchError(f"node {node.id!r}: its actor still hosts node {self.node.id!r}")
+        self.node = node
+        self._items, self._tasks, self._launchers = [], {}, None
         mine = code_version()
         if mine != driver_code:
             raise LaunchError(
@@ -186,11 +192,38 @@ class NodeActor:
         """Clock returns the node's wall clock, in ns since the epoch."""
         return time.time_ns()
 
-    async def drain(self) -> list[Item]:
-        """Drain returns and forgets the data items recorded since the last drain."""
+    async def drain(self) -> tuple[list[Item], str | None]:
+        """Drain returns and forgets the data items recorded since the last drain.
+
+        The second value is the message of a node this node launched that was
+        lost (its Error is among the items), or None.
+        """
         with self._lock:
             items, self._items = self._items, []
-        return items
+        return items, self._lost_below
+
+    async def launch_nodes(self, tree: NodeTree) -> tuple[str, Any]:
+        """Launch_nodes launches the local and SSH nodes under this node, on its host, from the host namespace.
+
+        It returns ("ok", their facts) or ("error", message) (each failure is recorded).
+        """
+
+        assert self.runtime is not None
+        if self._launchers is None:
+            self._launchers = ProcessLaunchers()
+        nodes = self.runtime.children
+        ok = await launch_nodes(tree, self._launchers, self._sink, nodes, self.runtime.rec)
+        facts = self._launchers.take_facts()
+        if not ok:
+            return "error", f"node {self.node.id!r} could not launch its nodes"
+        for handle in nodes.values():
+            if isinstance(handle, Losable) and handle.lost is not None:
+                handle.lost.add_done_callback(self._on_lost_below)
+        return "ok", facts
+
+    def _on_lost_below(self, lost: asyncio.Future[str]) -> None:
+        if not lost.cancelled() and self._lost_below is None:
+            self._lost_below = lost.result()
 
     async def run(self, run_id: int, run: Run, feedback: Feedback) -> tuple[str, Any]:
         """Run executes a run tree on the node's thread: ("ok", feedback), ("error", msg) or ("canceled", None).
@@ -226,15 +259,31 @@ class NodeActor:
             task.cancel()
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers in reverse order and ships its remaining data."""
+        """Cleanup runs the node's cancelers in reverse order, then those of the nodes it launched."""
         if self.thread is not None and self.runtime is not None:
             await self.thread.call(self.runtime.cleanup())
+        if self._launchers is not None and self.runtime is not None:
+            for handle in reversed(list(self.runtime.children.values())):
+                if not isinstance(handle, RayHandle):
+                    try:
+                        await handle.cleanup()
+                    except Exception as e:
+                        self.runtime.rec.error(f"cleanup of node {handle.node.id!r}: {e}", TAG)
 
     async def close(self) -> None:
-        """Close stops the node's thread and deletes a namespace it created."""
+        """Close stops the nodes it launched and the node's thread, and deletes a namespace it created.
+
+        The actor may then start again as another node (a sweep's next test).
+        """
+        if self._launchers is not None and self.runtime is not None:
+            for handle in reversed(list(self.runtime.children.values())):
+                if not isinstance(handle, RayHandle):
+                    with contextlib.suppress(Exception):
+                        await handle.close()
         if self.thread is not None:
             await asyncio.to_thread(self.thread.stop)
         self._remove_netns()
+        self.thread, self.runtime, self.netns = None, None, None
 
 
 _actor_class: Any = None
@@ -300,16 +349,26 @@ class RayHandle:
 
     _run_ids = itertools.count(1)
 
-    def __init__(self, node: Node, actor: Any, sink: Sink, home: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        actor: Any,
+        sink: Sink,
+        home: asyncio.AbstractEventLoop | None = None,
+        release: Callable[[Any], None] | None = None,
+    ) -> None:
         self.node = node
         self.actor = actor
         self.sink = sink
         self.home = home
+        self.release = release
         self.facts: dict[str, Any] = {"id": node.id}
+        self.below_facts: list[dict[str, Any]] = []
         self.nodes: dict[Node, NodeHandle] | None = None
         self._nodes_sent = 0
         self._poller: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[str] | None = None
+        self._dead = False
         self._closed = False
 
     # --- running
@@ -350,6 +409,13 @@ class RayHandle:
         # The node recorded the Error itself; it reached the sink with the drain.
         raise RunnerError(str(value))
 
+    async def launch_nodes(self, tree: NodeTree) -> None:
+        """Launch_nodes has the actor launch the local and SSH nodes under it; RunnerError if any failed."""
+        kind, value = await self._await(self.actor.launch_nodes.remote(tree))
+        if kind != "ok":
+            raise RunnerError(str(value))
+        self.below_facts = [relative_to(f, self.facts) for f in value]
+
     async def _send_nodes(self) -> None:
         # Every node may run child runs on every other: send the handles once all are launched.
         if self.nodes is None or len(self.nodes) == self._nodes_sent:
@@ -362,30 +428,39 @@ class RayHandle:
         """_Await waits for an actor call, failing fast if the node is lost meanwhile."""
         fut = asyncio.ensure_future(_wait_ref(ref))
         waits: set[asyncio.Future[Any]] = {fut}
-        if self.lost is not None:
+        if self.lost is not None and not self.lost.done():
             waits.add(self.lost)
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        if fut.done():
+        while True:
             try:
-                return fut.result()
-            except RayActorError as e:
-                raise RunnerError(self._lose(f"node {self.node.id!r} died: {_first_line(e)}{_SEE_LOG}")) from None
-        fut.cancel()
-        self._check_lost()
-        raise AssertionError("unreachable")
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+            if fut.done():
+                try:
+                    return fut.result()
+                except RayActorError as e:
+                    raise RunnerError(self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")) from None
+            if self._dead:
+                fut.cancel()
+                self._check_lost()
+            # A node this one launched was lost: the root cancels the tree, and this call with it.
+            waits = {fut}
 
     def _check_lost(self) -> None:
-        if self.lost is not None and self.lost.done():
+        if self._dead and self.lost is not None and self.lost.done():
             raise RunnerError(self.lost.result())
+
+    def _named(self) -> str:
+        """_Named names the node, and its host when it has one: errors about it say where it ran."""
+        host = self.facts.get("host")
+        return f"node {self.node.id!r} on host {host!r}" if host else f"node {self.node.id!r}"
 
     def _lose(self, message: str) -> str:
         """_Lose records, once, that the node is gone, as an Error naming it."""
         if self.lost is None:
             self.lost = asyncio.get_running_loop().create_future()
+        self._dead = True
         if not self.lost.done():
             self.sink(Error(now(), self.node.id, TAG, message))
             self.lost.set_result(message)
@@ -402,31 +477,31 @@ class RayHandle:
         # The loop also checks _closed: on Python 3.11, asyncio.wait_for can
         # swallow a cancel that arrives as its call completes, and a poller
         # that ignored close()'s cancel kept the test from ever ending.
-        while not self._closed and (not self.lost or not self.lost.done()):
+        while not self._closed and not self._dead:
             try:
                 await self._drain_now(DEAD_AFTER_SECONDS)
             except (TimeoutError, GetTimeoutError):
-                self._lose(
-                    f"node {self.node.id!r} lost: no answer for {DEAD_AFTER_SECONDS:.0f}s (its host may be down)"
-                )
+                self._lose(f"{self._named()} lost: no answer for {DEAD_AFTER_SECONDS:.0f}s (its host may be down)")
                 return
             except RayError as e:
-                self._lose(f"node {self.node.id!r} died: {_first_line(e)}{_SEE_LOG}")
+                self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")
                 return
             await asyncio.sleep(POLL_SECONDS)
 
     async def _drain_now(self, timeout: float | None = None) -> None:
         if self.home is not None:
             return  # only the driver drains; a nested caller's items flow through it
-        items = await asyncio.wait_for(_wait_ref(self.actor.drain.remote()), timeout)
+        items, lost_below = await asyncio.wait_for(_wait_ref(self.actor.drain.remote()), timeout)
         for item in items:
             self.sink(item)
+        if lost_below and self.lost is not None and not self.lost.done():
+            self.lost.set_result(lost_below)  # recorded below; ends the test now (node.root)
 
     # --- end of test
 
     async def cleanup(self) -> None:
         """Cleanup runs the node's cancelers and ships its remaining data."""
-        if self.lost is not None and self.lost.done():
+        if self._dead:
             return
         with contextlib.suppress(RayError, TimeoutError):
             await asyncio.wait_for(_wait_ref(self.actor.cleanup.remote()), CLOSE_TIMEOUT_SECONDS)
@@ -442,14 +517,18 @@ class RayHandle:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller  # ends at its next check of _closed if the cancel was swallowed
-        alive = self.lost is None or not self.lost.done()
-        if alive:
-            with contextlib.suppress(RayError, TimeoutError):
+        clean = not self._dead
+        if clean:
+            try:
                 await asyncio.wait_for(_wait_ref(self.actor.close.remote()), CLOSE_TIMEOUT_SECONDS)
-            with contextlib.suppress(RayError, TimeoutError):
                 await self._drain_now(CLOSE_TIMEOUT_SECONDS)
-        with contextlib.suppress(RayError):
-            ray.kill(self.actor, no_restart=True)
+            except (RayError, TimeoutError):
+                clean = False
+        if clean and self.release is not None:
+            self.release(self.actor)  # closed cleanly: the next test's node may use it
+        else:
+            with contextlib.suppress(RayError):
+                ray.kill(self.actor, no_restart=True)
         # Backstop for an actor that died without cleaning up: on this host,
         # kill what still runs in its namespace and delete the namespace.
         ns = self.facts.get("netns")
@@ -499,13 +578,20 @@ class RaySession:
         self._lock = threading.Lock()
 
     def ensure(self) -> None:
-        """Ensure connects to Ray if this process is not connected yet (blocking)."""
+        """Ensure connects to Ray if this process is not connected yet (blocking).
+
+        Raises JoinError, in one line saying what to do, when the cluster at
+        the address does not answer or refuses this host's token.
+        """
         with self._lock:
             if ray.is_initialized():
                 return
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
             if address:
+                if address != "auto" and not address.startswith("ray://"):
+                    use_token_if_any()
+                    probe(address)
                 # The driver's own package, so a cluster host never runs a stale copy.
                 ray.init(address=address, runtime_env=runtime_env(), **quiet)
             else:
@@ -522,6 +608,95 @@ class RaySession:
             self.started = False
 
 
+class JoinError(Exception):
+    """JoinError is a Ray cluster this process cannot join, said in one line with what to do."""
+
+
+AUTH_MODE = "RAY_AUTH_MODE"
+"""AUTH_MODE is Ray's environment variable for its authentication mode (``token`` or ``disabled``)."""
+PROBE_TIMEOUT_SECONDS = 5.0
+"""PROBE_TIMEOUT_SECONDS bounds the TCP connect that checks a cluster address answers at all."""
+
+
+def token_file() -> Path:
+    """Token_file is where Ray keeps this host's cluster token: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+
+
+def use_token_if_any() -> None:
+    """Use_token_if_any turns on Ray's token auth for this process when a token is at hand and no mode is set.
+
+    ``ray start --head`` (Ray 2.60) enables token auth when ~/.ray/auth_token
+    exists, which any local ``ray.init`` creates; but a driver given an
+    explicit address joins without the token unless RAY_AUTH_MODE=token, and
+    then fails after 20 s with InvalidAuthToken. Ray does the same for
+    ``address=auto``. A token sent to a cluster without auth is ignored, so
+    turning it on is always safe.
+    """
+    if os.environ.get(AUTH_MODE) is not None:
+        return  # the user chose
+    if not (os.environ.get("RAY_AUTH_TOKEN") or token_file().is_file()):
+        return
+    os.environ[AUTH_MODE] = "token"
+    # Ray caches its config when it is imported; it re-reads it like this in
+    # its own ray._private.authentication.authentication_token_setup.
+    config = getattr(ray._raylet, "Config", None)
+    if config is not None:
+        config.initialize("")
+
+
+def probe(address: str) -> None:
+    """Probe checks that a Ray cluster answers at address and accepts this host's token, raising JoinError.
+
+    Ray's own failure would come after 20 s as a traceback under a line of
+    C++ warnings a second; this takes well under a second (0.3 s here).
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # a form ray.init understands and we do not: it will say
+    try:
+        socket.create_connection((host, int(port)), PROBE_TIMEOUT_SECONDS).close()
+    except OSError as e:
+        raise JoinError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}): check ray.address "
+            "(the head's IP and port, 6379 unless `ray start --head --port` said otherwise)"
+        ) from None
+    gcs_client = getattr(ray._raylet, "GcsClient", None)  # Ray's own check, as `ray status` uses
+    if gcs_client is None:
+        return
+    try:
+        with _quiet_stderr():
+            gcs_client(address=address)
+    except ray.exceptions.AuthenticationError:
+        mode = os.environ.get(AUTH_MODE, "")
+        if mode.lower() == "token":
+            source = "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else str(token_file())
+            what = f"refused this host's token ({source}): replace it with"
+        elif mode:
+            what = f"needs a token and {AUTH_MODE}={mode} sends none: unset {AUTH_MODE} and copy"
+        else:
+            what = f"needs a token and this host has none: copy to {token_file()}"
+        raise JoinError(
+            f"the Ray cluster at {address} {what} the head host's ~/.ray/auth_token "
+            "(`ray get-auth-token` there prints it; RAY_AUTH_TOKEN=... works too)"
+        ) from None
+    except Exception:
+        return  # anything else: ray.init says it in its own words
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """_Quiet_stderr silences file descriptor 2 (Ray's C++ logs a warning there for a refused token)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def cluster_hosts() -> dict[str, str]:
     """Cluster_hosts maps each host name the live cluster declares to its Ray node ID."""
     hosts: dict[str, str] = {}
@@ -535,11 +710,56 @@ def cluster_hosts() -> dict[str, str]:
 
 
 class RayLaunch:
-    """RayLaunch launches nodes as Ray actors, one per node, for one command."""
+    """RayLaunch launches nodes as Ray actors, one per node, for one command.
 
-    def __init__(self, session: RaySession) -> None:
+    With ``reuse``, the actor of a node that closed cleanly is kept, idle, and
+    the next node launched on the same host starts in it instead of in a new
+    actor: Ray starts a worker process per actor, 1-2 s on this 2-core machine
+    (0.6 s with a pre-started worker), which every test of a sweep paid. A lost
+    or failed actor is never kept; ``close`` ends the idle ones.
+    """
+
+    def __init__(self, session: RaySession, reuse: bool = False) -> None:
         self.session = session
+        self.reuse = reuse
         self._code: str | None = None
+        self._idle: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def _take_idle(self, host: str) -> Any | None:
+        with self._lock:
+            pool = self._idle.get(host)
+            return pool.pop() if pool else None
+
+    def _release(self, host: str) -> Callable[[Any], None] | None:
+        if not self.reuse:
+            return None
+
+        def release(actor: Any) -> None:
+            with self._lock:
+                pool = self._idle.setdefault(host, [])
+                if len(pool) < MAX_IDLE_PER_HOST:
+                    pool.append(actor)
+                    return
+            with contextlib.suppress(RayError):
+                ray.kill(actor, no_restart=True)
+
+        return release
+
+    def forget_host(self, host: str) -> None:
+        """Forget_host ends the idle actors kept on a host (one that was lost)."""
+        with self._lock:
+            actors = self._idle.pop(host, [])
+        for actor in actors:
+            with contextlib.suppress(RayError):
+                ray.kill(actor, no_restart=True)
+
+    def close(self) -> None:
+        """Close ends every idle actor kept for reuse."""
+        with self._lock:
+            hosts = list(self._idle)
+        for host in hosts:
+            self.forget_host(host)
 
     async def launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> RayHandle:
         """Launch starts the node's actor on its host and returns its handle, polling already.
@@ -568,18 +788,19 @@ class RayLaunch:
         else:
             driver = ray.get_runtime_context().get_node_id()
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=driver, soft=False)
-        actor = _remote_actor().options(**options).remote(node)
-        handle = RayHandle(node, actor, sink)
-        try:
-            info = await asyncio.wait_for(_wait_ref(actor.start.remote(self._code)), LAUNCH_TIMEOUT_SECONDS)
-        except BaseException as e:
-            with contextlib.suppress(RayError):
-                ray.kill(actor, no_restart=True)
-            if isinstance(e, RayError) and isinstance(getattr(e, "cause", None), Exception):
-                raise LaunchError(str(e.cause)) from None  # type: ignore[attr-defined]
-            if isinstance(e, TimeoutError):
-                raise LaunchError(f"node {node.id!r} did not start within {LAUNCH_TIMEOUT_SECONDS:.0f}s") from None
-            raise
+        actor = self._take_idle(host) if self.reuse else None
+        if actor is not None:
+            try:
+                info = await asyncio.wait_for(_wait_ref(actor.start.remote(self._code, node)), LAUNCH_TIMEOUT_SECONDS)
+            except (RayError, TimeoutError):
+                # Died while idle (its host went down?): a new actor will do.
+                with contextlib.suppress(RayError):
+                    ray.kill(actor, no_restart=True)
+                actor = None
+        if actor is None:
+            actor = _remote_actor().options(**options).remote()
+            info = await self._start(actor, node)
+        handle = RayHandle(node, actor, sink, release=self._release(host))
         by_id = {v: k for k, v in hosts.items()}
         handle.facts.update(
             host=host or by_id.get(info["ray_node_id"], info["hostname"]),
@@ -593,21 +814,27 @@ class RayLaunch:
         handle.start_polling()
         return handle
 
+    async def _start(self, actor: Any, node: Node) -> dict[str, Any]:
+        """_Start starts a new actor as node, killing it if that fails."""
+        try:
+            info: dict[str, Any] = await asyncio.wait_for(
+                _wait_ref(actor.start.remote(self._code, node)), LAUNCH_TIMEOUT_SECONDS
+            )
+            return info
+        except BaseException as e:
+            with contextlib.suppress(RayError):
+                ray.kill(actor, no_restart=True)
+            if isinstance(e, RayError) and isinstance(getattr(e, "cause", None), Exception):
+                raise LaunchError(str(e.cause)) from None  # type: ignore[attr-defined]
+            if isinstance(e, TimeoutError):
+                raise LaunchError(f"node {node.id!r} did not start within {LAUNCH_TIMEOUT_SECONDS:.0f}s") from None
+            raise
+
     async def _clock(self, actor: Any, info: dict[str, Any]) -> dict[str, Any]:
         """_Clock estimates the node's clock offset to the driver from the fastest round trip."""
-        best_rtt, best_offset = None, 0
-        for _ in range(CLOCK_ROUNDS):
-            t0 = time.time_ns()
-            remote = await _wait_ref(actor.clock.remote())
-            t1 = time.time_ns()
-            rtt = t1 - t0
-            if best_rtt is None or rtt < best_rtt:
-                best_rtt, best_offset = rtt, remote - (t0 + t1) // 2
-        same_clock = info["boot_id"] == boot_id()
-        return {
-            # One kernel, one clock: a node on the driver's host has offset 0 by construction.
-            "clock_offset_ns": 0 if same_clock else best_offset,
-            "clock_offset_measured_ns": best_offset,
-            "clock_rtt_ns": best_rtt,
-            "same_clock": same_clock,
-        }
+
+        async def read() -> int:
+            value: int = await _wait_ref(actor.clock.remote())
+            return value
+
+        return await clock_offset(read, info["boot_id"])

@@ -1,0 +1,390 @@
+"""The SSH launcher against a real OpenSSH server on 127.0.0.1: shipping the node, running it, and every fault.
+
+The server (tests/sshd.py) listens on a spare loopback port with a temporary
+host key; each test gets its own client HOME (key and known_hosts) and its own
+node cache folder on the "host" (ANTLER_NODE_CACHE), deleted afterwards. The
+nodes run the tests' own interpreter (``python: sys.executable``), which has
+numpy and pyarrow. The only addresses used are 127.0.0.1 and addresses inside
+namespaces the tests create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from antler.cli import main
+from antler.config.test import parse_run
+from antler.node import Duration, Error, LogEntry, do
+from antler.node.items import Batch, Item
+from antler.node.launch import Launchers
+from antler.node.launch.ssh import CACHE_ENV
+from antler.results import load
+from tests.nettools import NetnsFactory, netns_list, unique_name
+from tests.sshd import SSHServer, keygen, spare_port, sshd
+
+NET = "10.77.13"
+"""NET is the /24 these tests put between their namespaces."""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """Server is the module's sshd on 127.0.0.1 (stopped after the module's tests)."""
+    with sshd(tmp_path_factory.mktemp("sshd")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def ssh(server: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSHServer]:
+    """Ssh points HOME at a copy of the server's client HOME and the node cache at a fresh folder."""
+    home = tmp_path / "home"
+    shutil.copytree(server.home, home)
+    monkeypatch.setenv("HOME", str(home))
+    cache = tmp_path / "node-cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    srv = SSHServer(**{**server.__dict__, "home": home})
+    yield srv
+    shutil.rmtree(cache, ignore_errors=True)  # what the tests uploaded to the "host"
+
+
+def ssh_node(srv: SSHServer, node_id: str, netns: str | None = None, **spec: Any) -> dict[str, Any]:
+    """Ssh_node is the config of a node on the test sshd, in a namespace it creates if netns is given."""
+    node: dict[str, Any] = {
+        "id": node_id,
+        "launcher": {"ssh": {"destination": srv.destination, "python": sys.executable, **spec}},
+    }
+    if netns:
+        node["netns"] = {"name": netns, "create": True}
+    return node
+
+
+def local(node_id: str, netns: str | None = None) -> dict[str, Any]:
+    """Local is the config of a local node, in a namespace it creates if netns is given."""
+    node: dict[str, Any] = {"id": node_id, "launcher": {"local": {}}}
+    if netns:
+        node["netns"] = {"name": netns, "create": True}
+    return node
+
+
+def veth(peer_ns: str, a: str, b: str) -> list[dict[str, Any]]:
+    """Veth is a list of system runs, on the node of one namespace, that link it to peer_ns (NET.1 and NET.2)."""
+    return [
+        {"system": {"command": f"ip link add {a} type veth peer name {b} netns {peer_ns}"}},
+        {"system": {"command": f"ip addr add {NET}.1/24 dev {a}"}},
+        {"system": {"command": f"ip link set {a} up"}},
+        {"system": {"command": f"ip -n {peer_ns} addr add {NET}.2/24 dev {b}"}},
+        {"system": {"command": f"ip -n {peer_ns} link set {b} up"}},
+    ]
+
+
+def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item], Launchers, float]:
+    """Run_tree runs a tree with the default launchers; ok, the items, the launchers and the seconds it took."""
+    items: list[Item] = []
+    launchers = Launchers()
+    start = time.monotonic()
+    ok = asyncio.run(do(parse_run(data), items.append, launch=launchers, **kw))
+    return ok, items, launchers, time.monotonic() - start
+
+
+def errors(items: list[Item]) -> list[Error]:
+    """Errors returns the Error items."""
+    return [i for i in items if isinstance(i, Error)]
+
+
+def logs(items: list[Item], node_id: str) -> list[str]:
+    """Logs returns the log texts of a node."""
+    return [i.text for i in items if isinstance(i, LogEntry) and i.node_id == node_id]
+
+
+def write_experiment(folder: Path, name: str, run: Any, **test: Any) -> None:
+    """Write_experiment writes folder/experiment/NAME.yaml with the run tree."""
+    (folder / "experiment").mkdir(parents=True, exist_ok=True)
+    exp = {"test": {"id": {"experiment": name}, "run": run, **test}}
+    (folder / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(exp))
+
+
+def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
+    ssh: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns_m, ns_c = unique_name("sm"), unique_name("sc")
+    run = {
+        "serial": [
+            {
+                "child": {
+                    "node": ssh_node(ssh, "mid", ns_m),
+                    "serial": [
+                        {"system": {"command": "ip netns identify", "stdout": "mid-netns.txt"}},
+                        *veth(ns_c, "vm", "vc"),
+                        {"packet_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "server"}},
+                    ],
+                }
+            },
+            {
+                "child": {
+                    "node": local("client", ns_c),
+                    "packet_client": {
+                        "addr_key": "server",
+                        "flow": "probe",
+                        "sender": [
+                            {"unresponsive": {"wait": ["10ms"], "length": [160], "duration": "1s", "echo": True}}
+                        ],
+                    },
+                }
+            },
+        ]
+    }
+    # Signed packets: the test's HMAC key reaches both nodes over their streams.
+    write_experiment(tmp_path / "conf", "sshpkt", run, hmac=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config-dir", str(tmp_path / "conf"), "+experiment=sshpkt"]) == 0
+    folder = tmp_path / "results" / "latest" / "experiment-sshpkt"
+    res = load(tmp_path / "results" / "latest")["experiment-sshpkt"]
+    # The system runner's stdout came back as a file.
+    assert (folder / "mid-netns.txt").read_text().strip() == ns_m
+    io = res["packet_io"]
+    server_rows, client_rows = io[io["server"]], io[~io["server"]]
+    assert len(server_rows) >= 90 and len(client_rows) >= 180, "the server echoed the client's ~100 packets"
+    assert set(res["log"]["node_id"]) >= {"mid", "client"}
+    nodes = {n["id"]: n for n in res.meta["nodes"]}
+    mid = nodes["mid"]
+    assert mid["launcher"] == "ssh" and mid["host"] == "127.0.0.1" and mid["destination"] == ssh.destination
+    assert mid["netns"] == ns_m and mid["netns_created"] and mid["clock_rtt_ns"] > 0 and mid["same_clock"]
+    assert mid["code"].endswith(".pyz/antler"), "the node ran the shipped zipapp, not this checkout"
+    log = (folder / "log.txt").read_text()
+    assert "mid launch: uploaded the node code to 127.0.0.1:" in log
+    assert f"mid packet_server: listening on {NET}.1:" in log and "(udp) with HMAC" in log
+    assert not {ns_m, ns_c} & netns_list()
+
+    # The second run finds the node code on the host.
+    assert main(["run", "--config-dir", str(tmp_path / "conf"), "+experiment=sshpkt"]) == 0
+    log = (tmp_path / "results" / "latest" / "experiment-sshpkt" / "log.txt").read_text()
+    assert "mid launch: node code already at 127.0.0.1:" in log and "upload skipped" in log
+    assert "uploaded the node code" not in log
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_a_mixed_tree_ray_node_ssh_middlebox_and_local_nodes_under_it(ssh: SSHServer) -> None:
+    ns_r, ns_a, ns_b = unique_name("xr"), unique_name("xa"), unique_name("xb")
+    run = {
+        "serial": [
+            {"child": {"node": {"id": "ray", "netns": {"name": ns_r, "create": True}}, "system": {"command": "true"}}},
+            {
+                "child": {
+                    "node": ssh_node(ssh, "mb"),
+                    "serial": [
+                        {"system": {"command": "echo on the middlebox"}},
+                        {
+                            "child": {
+                                "node": local("lan", ns_a),
+                                "serial": [
+                                    *veth(ns_r, "va", "vr"),
+                                    {"stream_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "lan"}},
+                                ],
+                            }
+                        },
+                        {"child": {"node": local("quiet", ns_b), "system": {"command": "ip netns identify"}}},
+                    ],
+                }
+            },
+            # The server's address found two launches down on the middlebox reaches the Ray node.
+            {
+                "child": {
+                    "node": {"id": "ray", "netns": {"name": ns_r, "create": True}},
+                    "stream_client": {"addr_key": "lan", "upload": {"flow": "mix", "duration": "500ms"}},
+                }
+            },
+        ]
+    }
+    ok, items, launchers, _ = run_tree(run)
+    assert ok, errors(items)
+    facts = {f["id"]: f for f in launchers.take_facts()}
+    assert [facts[n]["launcher"] for n in ("ray", "mb", "lan", "quiet")] == ["ray", "ssh", "local", "local"]
+    assert facts["lan"]["parent"] == "mb" and facts["quiet"]["parent"] == "mb"
+    assert "on the middlebox" in logs(items, "mb") and logs(items, "quiet")[-1] == ns_b
+    batches = [i for i in items if isinstance(i, Batch) and i.kind == "stream_io"]
+    assert {b.node_id for b in batches} == {"ray", "lan"}, "both ends of the flow measured"
+    assert not {ns_r, ns_a, ns_b} & netns_list()
+
+
+def test_an_ssh_node_that_dies_ends_the_test_naming_it_and_keeps_the_rest(ssh: SSHServer) -> None:
+    ns = unique_name("sd")
+    run = {
+        "parallel": [
+            {"child": {"node": local("other"), "serial": [{"system": {"command": "echo kept"}}, {"sleep": "30s"}]}},
+            {
+                "child": {
+                    "node": ssh_node(ssh, "far", ns),
+                    "serial": [
+                        {"system": {"command": "sleep 64.2718", "background": True}},
+                        {"sleep": "300ms"},
+                        {"system": {"command": "sh", "args": ["-c", "kill -9 $PPID"]}},
+                        {"sleep": "30s"},
+                    ],
+                }
+            },
+        ]
+    }
+    ok, items, _, took = run_tree(run)
+    assert not ok and took < 15
+    (err,) = [e for e in errors(items) if e.node_id == "far"]
+    assert err.message.startswith("node 'far' ended unexpectedly (killed by a signal")
+    assert logs(items, "other") == ["kept"]
+    # The launcher deleted the namespace the dead node left, and what ran in it.
+    assert ns not in netns_list()
+    assert subprocess.run(["pgrep", "-f", "sleep 64.2718"], capture_output=True).returncode == 1
+
+
+def test_a_garbled_ssh_stream_ends_the_test_naming_the_node(ssh: SSHServer) -> None:
+    run = {
+        "child": {
+            "node": ssh_node(ssh, "noisy"),
+            "serial": [{"system": {"command": "sh", "args": ["-c", "echo 'Last login:' > /proc/$PPID/fd/1"]}}],
+        }
+    }
+    ok, items, _, took = run_tree(run)
+    assert not ok and took < 15
+    (err,) = errors(items)
+    assert err.node_id == "noisy" and err.message.startswith("node 'noisy': corrupt frame: bad magic b'Last log")
+
+
+def test_timeout_reaches_an_ssh_node(ssh: SSHServer) -> None:
+    ok, items, _, took = run_tree(
+        {"child": {"node": ssh_node(ssh, "slow"), "system": {"command": "sleep 65.1234"}}},
+        timeout=Duration.parse("1s"),
+    )
+    assert not ok and took < 15
+    assert [e.message for e in errors(items)] == ["test timed out after 1s"]
+    assert subprocess.run(["pgrep", "-f", "sleep 65.1234"], capture_output=True).returncode == 1
+
+
+# --- faults at launch: each fails the test before any run, naming the node and the cause
+
+
+def launch_fails(node: dict[str, Any], tmp_path: Path) -> tuple[str, float]:
+    """Launch_fails runs a tree that marks a file before its SSH node runs; it returns the launch Error and time."""
+    marker = tmp_path / "ran"
+    ok, items, _, took = run_tree(
+        {"serial": [{"system": {"command": f"touch {marker}"}}, {"child": {"node": node, "sleep": "1ms"}}]}
+    )
+    assert not ok and not marker.exists(), "a run started though a node could not be launched"
+    (err,) = errors(items)
+    assert err.node_id == "-" and err.tag == "launch"
+    return err.message, took
+
+
+def test_authentication_failure_names_the_node_and_the_user(ssh: SSHServer, tmp_path: Path) -> None:
+    keygen(tmp_path / "stranger")
+    (ssh.home / ".ssh" / "id_ed25519").unlink()
+    message, took = launch_fails(ssh_node(ssh, "auth", key_file=str(tmp_path / "stranger")), tmp_path)
+    assert message.startswith(f"launching node 'auth': ssh {ssh.destination}: authentication as 'root'")
+    assert took < 15
+
+
+def test_an_unknown_host_key_is_refused_unless_accept_new_host_key(ssh: SSHServer, tmp_path: Path) -> None:
+    ssh.forget_host_key()
+    message, _ = launch_fails(ssh_node(ssh, "new"), tmp_path)
+    name = f"[127.0.0.1]:{ssh.port}"
+    assert f"the host key of {name} (ssh-ed25519 SHA256:" in message
+    assert "is not in ~/.ssh/known_hosts" in message and "accept_new_host_key: true" in message
+    assert ssh.known_hosts.read_text() == ""
+
+    ok, items, _, _ = run_tree({"child": {"node": ssh_node(ssh, "new", accept_new_host_key=True), "sleep": "1ms"}})
+    assert ok, errors(items)
+    assert any(t.startswith(f"added the host key of {name} ssh-ed25519 SHA256:") for t in logs(items, "new"))
+    assert ssh.known_hosts.read_text().split() == ssh.host_key_line.split()
+
+
+def test_a_changed_host_key_is_refused_even_with_accept_new_host_key(ssh: SSHServer, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "impostor").split()
+    ssh.known_hosts.write_text(f"[127.0.0.1]:{ssh.port} {other[0]} {other[1]}\n")
+    message, _ = launch_fails(ssh_node(ssh, "mitm", accept_new_host_key=True), tmp_path)
+    assert f"the host key of [127.0.0.1]:{ssh.port} has CHANGED" in message and "ssh-keygen -R" in message
+
+
+def test_a_refused_connection_fails_within_seconds(ssh: SSHServer, tmp_path: Path) -> None:
+    port = spare_port()
+    node = ssh_node(ssh, "closed")
+    node["launcher"]["ssh"]["destination"] = f"root@127.0.0.1:{port}"
+    message, took = launch_fails(node, tmp_path)
+    assert message == (
+        f"launching node 'closed': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection "
+        f"on port {port} (no SSH server listening there?)"
+    )
+    assert took < 15
+
+
+def test_a_host_without_the_python_interpreter_is_named(ssh: SSHServer, tmp_path: Path) -> None:
+    message, took = launch_fails(ssh_node(ssh, "nopy", python="/nonexistent/python3"), tmp_path)
+    assert message.startswith(
+        "launching node 'nopy': node 'nopy' ended unexpectedly "
+        "(exit status 127: /nonexistent/python3 was not found on 127.0.0.1)"
+    )
+    assert took < 15
+
+
+def test_a_host_missing_numpy_and_pyarrow_says_which(ssh: SSHServer, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    message, _ = launch_fails(ssh_node(ssh, "nodeps", python=str(bare / "bin" / "python3")), tmp_path)
+    assert "exit status 3: the host cannot run the node" in message
+    assert "Python packages missing on this host: numpy, pyarrow" in message
+
+
+def test_an_unreachable_host_fails_within_15s(ssh: SSHServer, tmp_path: Path, netns: NetnsFactory) -> None:
+    # The command runs in a namespace of its own whose only route is a veth to
+    # a namespace that drops SSH: its connection attempt never leaves them.
+    here, there = netns.new("su"), netns.new("sx")
+    netns.link(here, f"{NET}.1/24", there, f"{NET}.2/24")
+    there.run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP")
+    write_experiment(
+        tmp_path / "conf",
+        "far",
+        {"child": {"node": {"id": "far", "launcher": {"ssh": {"destination": f"root@{NET}.2"}}}, "sleep": "1ms"}},
+    )
+    env = {**os.environ, "HOME": str(ssh.home)}
+    done = subprocess.run(
+        ["ip", "netns", "exec", here.name, sys.executable, "-m", "antler", "run", "--config-dir",
+         str(tmp_path / "conf"), "+experiment=far"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    test = load(tmp_path / "results" / "latest")["experiment-far"]
+    # From the test's start (the command's own start-up aside) to its end.
+    assert test.meta["duration_s"] < 15
+    log = (tmp_path / "results" / "latest" / "experiment-far" / "log.txt").read_text()
+    assert f"launching node 'far': ssh root@{NET}.2:22: no answer from {NET}.2:22 within 8s" in log
+
+
+def test_a_refused_ssh_host_fails_the_command_with_exit_1_and_no_traceback(ssh: SSHServer, tmp_path: Path) -> None:
+    port = spare_port()
+    write_experiment(
+        tmp_path / "conf",
+        "refused",
+        {
+            "child": {
+                "node": {"id": "gw", "launcher": {"ssh": {"destination": f"root@127.0.0.1:{port}"}}},
+                "sleep": "1ms",
+            }
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "antler", "run", "--config-dir", str(tmp_path / "conf"), "+experiment=refused"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert load(tmp_path / "results" / "latest")["experiment-refused"].meta["duration_s"] < 15
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out
+    assert f"launching node 'gw': ssh root@127.0.0.1:{port}: 127.0.0.1 refused the connection" in out
