@@ -126,10 +126,10 @@ def test_when_ray_kills_a_node_the_tools_own_error_comes_first(tmp_path: Path) -
     )
     assert done.returncode == 1, done.stdout + done.stderr
     terminal = done.stdout + done.stderr
-    ours = terminal.find("victim node: error: node 'victim' died")
+    ours = terminal.find("victim node: error: node 'victim'")
     assert ours >= 0, terminal
     ray = terminal.find("A worker died")
     assert ray == -1 or ray > ours, terminal
     log = (tmp_path / "results" / "latest" / "experiment-killed" / "log.txt").read_text()
     assert "victim diagnostics: Ray: A worker died" in log or ray > ours
-    assert "bystander sleep: canceled: serial on node victim failed: node 'victim' died" in log, log
+    assert "bystander sleep: canceled: serial on node victim failed: node 'victim'" in log, log
