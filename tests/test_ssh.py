@@ -165,8 +165,8 @@ def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
     assert f"mid packet_server: listening on {NET}.1:" in log and "(udp) with HMAC" in log
     assert not {ns_m, ns_c} & netns_list()
 
-    # The second run finds the node code on the host.
-    assert main(["run", "--config-dir", str(tmp_path / "conf"), "+experiment=sshpkt"]) == 0
+    # The second run finds the node code on the host (-a: an incremental run would only link the passed test).
+    assert main(["run", "-a", "--config-dir", str(tmp_path / "conf"), "+experiment=sshpkt"]) == 0
     log = (tmp_path / "results" / "latest" / "experiment-sshpkt" / "log.txt").read_text()
     assert "mid launch: node code already at 127.0.0.1:" in log and "upload skipped" in log
     assert "uploaded the node code" not in log
