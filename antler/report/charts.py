@@ -52,7 +52,9 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     bucket keeps the first row of its minimum and of its maximum (ascending
     indices). Keeping both extremes of every bucket preserves the spikes a
     researcher looks for (a delay excursion, a goodput collapse) while
-    bounding page size; a series under the cap is drawn whole.
+    bounding page size; a series under the cap is drawn whole. A bucket with
+    only NaN values (nothing measured: packets lost in an outage) keeps its
+    first row, so the break survives and no line joins its neighbours.
     """
     n = len(t)
     if max_points <= 0 or n <= max_points:
@@ -72,10 +74,12 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     sizes = np.diff(np.append(starts, n))
     keep = []
     for reduce in (np.fmin, np.fmax):  # NaN (no value) is never an extreme
-        extreme = np.repeat(reduce.reduceat(y, starts), sizes)
+        per_bucket = reduce.reduceat(y, starts)
+        extreme = np.repeat(per_bucket, sizes)
         hit = np.flatnonzero(y == extreme)
         keep.append(hit[run_starts(b[hit])])  # the first hit in each bucket
-    idx = np.union1d(keep[0], keep[1])
+    keep.append(starts[np.isnan(per_bucket)])  # nothing measured in the bucket: a break
+    idx = np.union1d(np.union1d(keep[0], keep[1]), keep[2])
     return (np.sort(order[idx]) if order is not None else idx).astype(np.int64)
 
 

@@ -47,7 +47,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from types import FrameType
 
-from antler.node.metric import Duration
+from antler.node.metric import Duration, Probability, UnitError
 from antler.node.runners.packet.timer import set_timer_slack
 
 TUNSETIFF = 0x400454CA
@@ -104,14 +104,15 @@ class LinkSpec:
 
 
 def parse_loss(text: str) -> float:
-    """Parse_loss reads a loss probability as ``1%`` or ``0.01``."""
+    """Parse_loss reads a loss probability as ``1%`` or ``0.01`` (antler.node.metric.Probability's rule).
+
+    Raises DelayError for a bare number of 1 or more (``1`` reads two ways),
+    a negative value or one above 100%.
+    """
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise DelayError(f"loss {text!r} is not a probability (e.g. 1% or 0.01)") from None
-    if not 0.0 <= value <= 1.0:
-        raise DelayError(f"loss {text!r} is not between 0 and 100%")
-    return value
+        return Probability.parse(text).p
+    except UnitError as e:
+        raise DelayError(f"loss: {e}") from None
 
 
 @dataclass

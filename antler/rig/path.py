@@ -41,8 +41,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config.parse import ConfigError
-from antler.node.metric import Bitrate, Duration
-from antler.rig.delay import parse_loss
+from antler.node.metric import Bitrate, Duration, Probability
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
@@ -124,7 +123,7 @@ class Path:
     qdisc: str
     limit: int
     rtt: Duration
-    loss: str
+    loss: Probability
     emulator: str
     offloads: bool
     seed: int | None
@@ -138,15 +137,11 @@ class Path:
             raise ValueError(f"limit {self.limit} is negative")
         if self.emulator not in ("auto", "netem", "tun"):
             raise ValueError(f"emulator {self.emulator!r} must be auto, netem or tun")
-        self.loss_probability  # noqa: B018 - raises on a bad value
 
     @property
     def loss_probability(self) -> float:
         """Loss_probability is rig.loss as a probability in [0, 1]."""
-        try:
-            return parse_loss(str(self.loss))
-        except Exception as e:
-            raise ValueError(str(e)) from None
+        return self.loss.p
 
     @property
     def qdisc_kind(self) -> str:
@@ -315,7 +310,8 @@ def _netem(path: Path, ifaces: Ifaces) -> list[dict[str, Any]]:
 def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
     """_tun routes each direction through its TUN device, held by the delay link process."""
     one_way = str(path.one_way())
-    link_args = ["--link", f"{TUN_FWD}:{one_way}:{path.loss_probability}", "--link", f"{TUN_RET}:{one_way}"]
+    # The loss as a percentage: the link refuses a bare 1, which reads two ways.
+    link_args = ["--link", f"{TUN_FWD}:{one_way}:{path.loss}", "--link", f"{TUN_RET}:{one_way}"]
     if path.seed is not None:
         link_args += ["--seed", str(path.seed)]
     python = path.python_exe

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze.columnar import empty_series
+from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
 from antler.report.analyze.streams import analyze_streams
 from antler.results.tables import TestResult
@@ -64,6 +65,10 @@ FLOW_COLUMNS = [
     "received",
     "lost",
     "loss_pct",
+    "lost_up",
+    "loss_up_pct",
+    "lost_down",
+    "loss_down_pct",
     "duplicates",
     "late",
     "early",
@@ -74,11 +79,14 @@ FLOW_COLUMNS = [
     "retrans",
     "send_err_us_median",
     "send_err_us_p99",
+    "status",
+    "error",
 ]
 """FLOW_COLUMNS are the columns of ``flows.parquet``, in order: one row per flow, sorted by start_s, then flow.
 
 A column that does not apply to a flow's kind is NaN (``-`` below); counts
-are floats for that reason. Start times are seconds since the test's start
+are floats for that reason. Every flow the test named has a row, one that
+failed to connect or never started too (its metrics NaN), with its status. Start times are seconds since the test's start
 (the earliest ``tinit`` of any flow end). A stream flow's figures are its
 receiver's, but for RTT and retransmits, which are its sender's TCP_INFO; a
 packet flow's sends are the client's, and its arrivals are counted at the
@@ -115,6 +123,17 @@ received            packets   -                                             dist
 lost                packets   -                                             sent - received, at least 0
 loss_pct            %         -                                             100 * lost / sent (NaN when nothing was
                                                                             sent)
+lost_up             packets   -                                             requests that never reached the server:
+                                                                            sent - the distinct seqs the server
+                                                                            received (NaN where it recorded nothing)
+loss_up_pct         %         -                                             100 * lost_up / sent
+lost_down           packets   -                                             replies the server sent that never reached
+                                                                            the client: distinct seqs it echoed - the
+                                                                            distinct seqs of echoes the client
+                                                                            received (NaN without recorded echoes, as
+                                                                            for a flow that asks for none)
+loss_down_pct       %         -                                             100 * lost_down / the distinct seqs the
+                                                                            server echoed
 duplicates          packets   -                                             arrivals of a seq that had arrived already
 late                packets   -                                             first arrivals after a higher seq had
                                                                             arrived
@@ -134,6 +153,11 @@ send_err_us_median  µs        -                                             med
                                                                             sends: sent minus scheduled (NaN without
                                                                             sched_t_ns)
 send_err_us_p99     µs        -                                             99th percentile of the same
+status                        "ok", "failed" or "cancelled": how the flow   the same
+                              ended (antler.report.analyze.outcomes); ""
+                              in results before format 2
+error                         the flow's error, or why it was cancelled     the same
+                              ("never started: ..."); "" when ok
 ==================  ========  ============================================  ============================================
 """
 
@@ -154,11 +178,16 @@ class Analysis:
       goodput interval with receive samples: t_s is the interval's last
       receive sample, goodput_mbps the bytes received since the previous
       point in Mbit/s (for the first, since the server end's tinit, else
-      the client's).
-    - ``rtt``: flow, t_s, rtt_ms. Per packet echoed back to the client: t_s
-      its first send, rtt_ms its first echo's arrival minus that send, in ms.
-    - ``owd``: flow, t_s, owd_ms. Per packet the server received: t_s its
-      first send, owd_ms its first arrival minus that send, in ms.
+      the client's); and a point of 0 at the end of each interval in which
+      certainly nothing was delivered (an outage), so nothing is
+      interpolated across it.
+    - ``rtt``: flow, t_s, rtt_ms. Per packet that asked for an echo: t_s its
+      first send, rtt_ms its first echo's arrival minus that send, in ms, or
+      NaN when no echo came (a break in a line chart; in flows that got any
+      echo at all).
+    - ``owd``: flow, t_s, owd_ms. Per packet sent: t_s its first send,
+      owd_ms its first arrival at the server minus that send, in ms, or NaN
+      when it never arrived (in flows whose server recorded any arrival).
 
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
@@ -205,15 +234,26 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
     packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
     if t0 is None:
-        return _no_flows()
-    stream_io = _read(test, "stream_io", STREAM_IO_READ)
-    tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
-    stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
-    del stream_io
-    packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
-    packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
-    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
-    a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+        a = _no_flows()
+    else:
+        stream_io = _read(test, "stream_io", STREAM_IO_READ)
+        tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
+        stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
+        del stream_io
+        packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
+        packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
+        a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+        a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+    errors = test["errors"]
+    first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
+    flows = with_outcomes(
+        a.flows,
+        test["flow_status"],
+        named_flows(test.meta.get("config") or {}),
+        first_error,
+        recorded=test.format_version >= 2,
+    )
+    a.flows = _columns(flows)[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
     return a
 
 
@@ -341,7 +381,7 @@ STREAM_IO_READ = ["flow", "server", "t_ns", "total_bytes", "sent"]
 """STREAM_IO_READ are the stream_io columns analysis reads."""
 TCP_INFO_READ = ["flow", "server", "rtt_us", "total_retrans"]
 """TCP_INFO_READ are the tcp_info columns analysis reads (of the fields the sender samples, sock.TCP_INFO_COLUMNS)."""
-PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "sent"]
+PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "flags", "sent"]
 """PACKET_IO_READ are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
@@ -382,10 +422,10 @@ def _kind_flows(a: Analysis, kind: str) -> pd.DataFrame:
 
 
 def _columns(flows: pd.DataFrame) -> pd.DataFrame:
-    """_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN)."""
+    """_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN; "" for status and error)."""
     for c in FLOW_COLUMNS:
         if c not in flows.columns:
-            flows[c] = np.nan
+            flows[c] = "" if c in ("status", "error") else np.nan
     return flows
 
 
@@ -416,7 +456,7 @@ def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:
 
 
 def _dtype(column: str) -> str:
-    return "object" if column in ("flow", "kind", "direction", "cca") else "float64"
+    return "object" if column in ("flow", "kind", "direction", "cca", "status", "error") else "float64"
 
 
 def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:
