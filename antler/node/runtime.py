@@ -13,11 +13,12 @@ import contextlib
 import os
 
 from antler.node.context import Context
+from antler.node.execution import execute
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.nodespec import Node
 from antler.node.recorder import Recorder, Sink
-from antler.node.run import NodeHandle, Run, StopScope, current_scope, enter_scope, execute, leave_scope
+from antler.node.run import NodeHandle, Run, StopScope, current_scope, enter_scope, leave_scope
 from antler.node.secrets import command_env
 
 FLUSH_SECONDS = 0.5
