@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from antler.report.analyze import analyze_frames
-from antler.report.charts import decimate, timeseries_figure
+from antler.report.charts import timeseries_figure
+from antler.report.decimate import decimate
 from antler.report.spec import ChartsTimeSeries
 from tests.nettools import NetnsFactory
 from tests.test_packet import on, run_tree

@@ -15,7 +15,8 @@ import pytest
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze import FLOW_COLUMNS, analyze
 from antler.report.assets import plotly_js_name
-from antler.report.charts import decimate, fct_figure, timeseries_figure
+from antler.report.charts import fct_figure, timeseries_figure
+from antler.report.decimate import decimate
 from antler.report.pipeline import run_after
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, FlowSeries
 from antler.results import load
