@@ -28,7 +28,7 @@ from antler.config.test import parse_run
 from antler.node import Duration, Error, LogEntry, do
 from antler.node.items import Batch, Item
 from antler.node.launch import Launchers
-from antler.node.launch.ssh import CACHE_ENV
+from antler.node.launch.ssh_upload import CACHE_ENV
 from antler.results import load
 from tests.nettools import NetnsFactory, netns_list, unique_name
 from tests.sshd import SSHServer, keygen, spare_port, sshd
