@@ -29,7 +29,7 @@ from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
 from antler.rig import dumbbell, kernel
-from antler.rig.delay import DelayError, LinkSpec
+from antler.rig.delay_link import DelayError, LinkSpec
 from tests.nettools import unique_name
 
 PING_TIME = re.compile(r"time=([0-9.]+) ms")
