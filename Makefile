@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (iproute2 for namespaces, tc and
 # ip; iperf3 and irtt to compare against; openssh for the ssh launcher;
 # ethtool to turn offloads off in rigs; rsync for `ray up`, which copies the
-# checkout to the cluster hosts; chromium to check that the report
-# pages draw offline).
-APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool rsync chromium
+# checkout to the cluster hosts; chromium to check that the report pages draw
+# offline; tcpdump to see on the wire how packets are marked).
+APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool rsync chromium tcpdump
 
 .PHONY: test demo lint typecheck unit bench deps clean
 

@@ -21,12 +21,13 @@ from antler import exitcode
 from antler.config.compose import Job
 from antler.config.parse import parse
 from antler.node import lease
-from antler.node.hmac import resolve_key
-from antler.node.items import ROOT_NODE_ID, Error, FileData, Item, LogEntry, now
+from antler.node.hmac import env_key, resolve_key
+from antler.node.items import DIAGNOSTICS_TAG, ROOT_NODE_ID, Error, FileData, Item, LogEntry, now
 from antler.node.launch import Launchers, ReportsFacts, TestLaunch, ray_address
 from antler.node.place import place
 from antler.node.root import Launch, do
 from antler.node.run import Run
+from antler.node.secrets import Redactor
 from antler.placement import DRIVER, Hosts, Needs, Placement, Queue, needs_of
 from antler.report.index import write_index
 from antler.report.pipeline import after_of, report_output, report_outputs, run_after
@@ -111,7 +112,9 @@ class Live:
             pass
 
     def item(self, item: Item, host: str = "") -> None:
-        """Item prints a log entry or error."""
+        """Item prints a log entry or error (a launcher's diagnostics stay in the log: the tool's error leads)."""
+        if isinstance(item, LogEntry) and item.tag == DIAGNOSTICS_TAG:
+            return
         if isinstance(item, (LogEntry, Error)):
             t = item.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
             text = item.text if isinstance(item, LogEntry) else f"error: {item.message}"
@@ -470,9 +473,10 @@ async def _link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: L
     own_files = ("config.yaml", "overrides.yaml")
     link_tree(d.source, directory, lambda rel: rel.as_posix() in own_files or report_output(rel, remade))
     # The test part is the same; the rest (index.*, test.after) is this invocation's.
-    (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
-    (directory / "overrides.yaml").write_text(yaml.safe_dump(job.overrides))
-    meta.update(config=job.config, overrides=job.overrides)
+    redact = Redactor([env_key()])  # as for a test that runs (_run_test)
+    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
+    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
+    meta.update(redact.value({"config": job.config, "overrides": job.overrides}))
     if d.rerun_reports:
         meta.pop("report_errors", None)
     write_meta(directory, meta)
@@ -500,14 +504,18 @@ async def _run_test(
     test = job.test
     k, n = k_of_n
     directory = inv.test_dir(test.output_path())
-    (directory / "config.yaml").write_text(yaml.safe_dump(job.config, sort_keys=False))
-    (directory / "overrides.yaml").write_text(yaml.safe_dump(job.overrides))
+    # A key interpolated into the config (${oc.env:ANTLER_HMAC_KEY}) is never saved with it.
+    redact = Redactor([env_key()])
+    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
+    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
     meta: dict[str, Any] = {
         "test_id": test.id,
         "path": test.output_path(),
         "status": "running",
         "started": datetime.now(UTC).isoformat(),
         "overrides": job.overrides,
+        # The values the sweep applied (the ID holds them made safe for folder names).
+        "swept": job.swept,
         "config": job.config,
         "versions": versions(),
         "host": host_facts(),
@@ -519,9 +527,9 @@ async def _run_test(
         # The rig as built on this kernel (the delay emulator above all), so a
         # result never hides that it was made with the TUN link, not netem.
         meta["rig"] = rig
-    write_meta(directory, meta)
+    write_meta(directory, redact.value(meta))
     writer = TestWriter(directory)
-    _RUNNING[directory] = (meta, writer)
+    _RUNNING[directory] = (redact.value(meta), writer)  # what a second Ctrl-C writes: never the key
     sink = DuringSink(test.during, directory, writer.write, lambda item: live.item(item, host))
 
     expected = test.run.expected_seconds()
@@ -551,6 +559,7 @@ async def _run_test(
         if isinstance(launch, ReportsFacts):
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
             meta["nodes"] = launch.take_facts()
+        meta = redact.value(meta)
         write_meta(directory, meta)
         _RUNNING.pop(directory, None)
         live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")

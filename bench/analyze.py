@@ -97,6 +97,7 @@ def write_result(d: Path) -> None:
                                 "flags": pa.array(np.full(n, 1, np.uint8)),
                                 "sent": pa.array(np.full(n, sent)),
                                 "sched_t_ns": sched_col,
+                                "tos": pa.array(np.zeros(n, np.uint8)),
                             },
                             schema=SCHEMAS["packet_io"],
                         ),

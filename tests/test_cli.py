@@ -64,12 +64,24 @@ def test_sweep_runs_one_test_per_combination_into_one_folder(cwd: Path) -> None:
     assert set(log["cca"]) == {"cubic", "bbr"}
 
 
+@pytest.mark.parametrize("spelling", ['q=pfifo,"bfifo limit 50000"', "q=pfifo,bfifo limit 50000"])
+def test_a_swept_value_with_spaces_gives_the_same_tests_quoted_or_not(cwd: Path, spelling: str) -> None:
+    """Issue 16: the quoted spelling exited 2 with a test-ID message about '_bfifo_limit_50000_'."""
+    conf = write_exp(cwd / "mine", "sp", "    system: {command: 'echo', args: ['${q}'], stdout: stream}", "q: x\n")
+    assert main(["run", "-m", "--config-dir", str(conf), "+experiment=sp", spelling]) == 0
+    res = load(cwd / "results" / "latest")
+    applied = {t.id["q"]: t["log"]["text"].tolist() for t in res.values()}
+    assert applied == {"pfifo": ["pfifo"], "bfifo_limit_50000": ["bfifo limit 50000"]}
+    index = (cwd / "results" / "latest" / "index.html").read_text()
+    assert "q = bfifo limit 50000" in index, "the index shows the value the test applied"
+
+
 def test_meta_json_records_id_config_versions_kernel_and_format(cwd: Path) -> None:
     assert main(["run", "+experiment=hello"]) == 0
     test_dir = cwd / "results" / "latest" / "experiment-hello"
     meta = json.loads((test_dir / "meta.json").read_text())
     assert meta["test_id"] == {"experiment": "hello"}
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["status"] == "ok"
     assert meta["config"]["test"]["run"]["serial"][0]["system"]["command"] == "echo Hello World!"
     assert "ray" in meta["versions"] and "antler-ray" in meta["versions"]

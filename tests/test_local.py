@@ -194,7 +194,8 @@ def test_a_local_node_that_dies_ends_the_test_naming_it_and_leaves_nothing() -> 
     assert took < 15, f"the test ran {took:.1f}s"
     (err,) = [e for e in errors(items) if e.node_id == "victim"]
     assert err.message == "node 'victim' ended unexpectedly (killed by SIGKILL)"
-    assert logs(items, "other") == ["kept"]
+    # The survivor's sleep says why it stopped (issue 16: nothing stops silently).
+    assert logs(items, "other") == ["kept", f"canceled: serial on node victim failed: {err.message}"]
     assert victim_ns not in netns_list()
     assert processes_with(sleeper) == []
 

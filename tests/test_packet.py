@@ -246,7 +246,8 @@ def test_a_flow_cut_short_by_the_test_timeout_stops_its_sender_and_keeps_what_it
     assert not ok and out.errors() == ["test timed out after 1s"]
     # The sender process reported every packet it sent before it was stopped
     # (the leak check fails the test if the process outlived it).
-    (log,) = out.logs("packet_client")
+    log, canceled = out.logs("packet_client")
+    assert canceled == "canceled (flow cut): the test timed out after 1s"
     sent = int(log.split("sent ")[1].split()[0])
     io = out.table("packet_io")
     assert 300 <= sent <= 500

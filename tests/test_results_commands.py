@@ -144,7 +144,7 @@ def test_newer_format_is_refused_and_older_upgraded(tmp_path: Path, capsys: pyte
     meta.pop("test_id")
     (old / "meta.json").write_text(json.dumps({**meta, "format_version": 0, "id": {"cca": "cubic"}}))
     test = load(old)["."]
-    assert test.id == {"cca": "cubic"} and test.meta["format_version"] == 1
+    assert test.id == {"cca": "cubic"} and test.meta["format_version"] == 2
 
 
 def test_encoded_tables_load_like_plain_ones(tmp_path: Path) -> None:

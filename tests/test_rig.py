@@ -29,7 +29,7 @@ from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
 from antler.rig import dumbbell, kernel
-from antler.rig.delay import DelayError, LinkSpec
+from antler.rig.delay_link import DelayError, LinkSpec
 from tests.nettools import unique_name
 
 PING_TIME = re.compile(r"time=([0-9.]+) ms")
@@ -211,7 +211,7 @@ def test_rig_config_mistakes_name_the_key() -> None:
 def test_link_spec_reads_delay_and_loss() -> None:
     assert LinkSpec.parse("d-fwd:10ms:1%") == LinkSpec("d-fwd", 10_000_000, 0.01)
     assert LinkSpec.parse("d-ret:250us") == LinkSpec("d-ret", 250_000, 0.0)
-    for bad in ("d-fwd", "d-fwd:10", "d-fwd:10ms:2", ":10ms"):
+    for bad in ("d-fwd", "d-fwd:10", "d-fwd:10ms:2", "d-fwd:10ms:1", ":10ms"):
         with pytest.raises(DelayError):
             LinkSpec.parse(bad)
 
@@ -262,7 +262,7 @@ def test_the_rig_uses_netem_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPa
     assert not any("antler.rig.delay" in c for c in netem)
     tun = _commands(dumbbell.setup_runs({**rig, "emulator": "tun"}))
     assert not any("netem" in c for c in tun)
-    assert any("antler.rig.delay run --link d-fwd:10ms:0.01 --link d-ret:10ms" in c for c in tun), tun
+    assert any("antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms" in c for c in tun), tun
     plain = _commands(dumbbell.setup_runs({"rtt": "0", "loss": 0}))
     assert not any("netem" in c or "antler.rig.delay" in c for c in plain), "no delay, no emulator"
     assert any("emulator none" in c for c in plain)

@@ -98,7 +98,7 @@ def test_serial_runs_in_order_and_stops_at_first_failure() -> None:
         }
     )
     assert not ok
-    assert logs(items) == ["one"]
+    assert logs(items) == ["one", "not started: system (system failed: false: exited with status 1)"]
     assert len(errors(items)) == 1 and errors(items)[0].tag == "system"
 
 

@@ -28,7 +28,7 @@ from antler.config.test import parse_run
 from antler.node import Duration, Error, LogEntry, do
 from antler.node.items import Batch, Item
 from antler.node.launch import Launchers
-from antler.node.launch.ssh import CACHE_ENV
+from antler.node.launch.ssh_upload import CACHE_ENV
 from antler.results import load
 from tests.nettools import NetnsFactory, netns_list, unique_name
 from tests.sshd import SSHServer, keygen, spare_port, sshd
@@ -239,7 +239,8 @@ def test_an_ssh_node_that_dies_ends_the_test_naming_it_and_keeps_the_rest(ssh: S
     assert not ok and took < 15
     (err,) = [e for e in errors(items) if e.node_id == "far"]
     assert err.message.startswith("node 'far' ended unexpectedly (killed by a signal")
-    assert logs(items, "other") == ["kept"]
+    # The survivor's sleep says why it stopped (issue 16: nothing stops silently).
+    assert logs(items, "other") == ["kept", f"canceled: serial on node far failed: {err.message}"]
     # The launcher deleted the namespace the dead node left, and what ran in it.
     assert ns not in netns_list()
     assert subprocess.run(["pgrep", "-f", "sleep 64.2718"], capture_output=True).returncode == 1

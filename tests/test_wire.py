@@ -26,7 +26,18 @@ from antler.node import Control, Node
 from antler.node.conn import Conn, pipe_conn
 from antler.node.context import Context
 from antler.node.feedback import Feedback
-from antler.node.items import Batch, Error, FileData, Item, LogEntry, PacketInfo, RunnerError, StreamInfo, SysInfo
+from antler.node.items import (
+    Batch,
+    Error,
+    FileData,
+    FlowStatus,
+    Item,
+    LogEntry,
+    PacketInfo,
+    RunnerError,
+    StreamInfo,
+    SysInfo,
+)
 from antler.node.launch.child import ChildHandle
 from antler.node.launch.errors import LaunchError
 from antler.node.process import ServeError, serve
@@ -112,6 +123,7 @@ def big_batch(rows: int) -> pa.RecordBatch:
         pa.array((n % 4).astype(np.uint8)),
         pa.array(n % 3 == 0),
         pa.array(n * 999),
+        pa.array((n % 256).astype(np.uint8)),  # tos
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -244,6 +256,7 @@ def test_every_item_type_round_trips_through_its_frame() -> None:
         StreamInfo(T0, "f", "down", "bbr", True, "n", 5),
         PacketInfo(T0, "p", False, "n"),
         SysInfo("n", {"os": "x", "cpus": 4}),
+        FlowStatus(T0, "n", "f", "cancelled", "never started: a sibling failed"),
     ]
     for item in items:
         chunks = encode_item(item)
@@ -329,8 +342,9 @@ def test_cancel_mid_run_unwinds_the_run_on_the_node_which_keeps_serving(loop: as
 
     took, again, logs = loop.run_until_complete(main())
     assert took < 5
-    # The run on the node unwound before the cancel returned: its finally block ran there.
-    assert logs == ["started", "unwound"]
+    # The run on the node unwound before the cancel returned: its finally block ran there,
+    # and the runner said it was canceled (nothing told this caller's cancel why).
+    assert logs == ["started", "unwound", "canceled: the run was canceled"]
     assert again == {}
 
 

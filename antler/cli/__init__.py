@@ -22,6 +22,7 @@ from antler import exitcode
 from antler.cli import init, results, run
 from antler.cli.registry import COMMANDS
 from antler.config.parse import ConfigError
+from antler.node.hmac import take_env_key
 from antler.node.launch import ClusterError
 from antler.results.store import ResultsError
 from antler.terminal import Terminal, redirected
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         help_, _, add_args = COMMANDS[name]
         add_args(sub.add_parser(name, help=help_, description=help_))
     a = parser.parse_args(argv)
+    # Before Ray or any command starts: none of them inherits the HMAC key.
+    take_env_key()
     # The terminal is not the test: whatever the command prints goes through
     # a queue that never blocks or raises (antler.terminal), so `| head -3`
     # or a stalled terminal changes nothing but what is shown.

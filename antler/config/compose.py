@@ -19,6 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,7 +30,7 @@ from antler.config.test import TestSpec, flows_text
 from antler.report.spec import IndexSpec
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
-_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+_ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
 def packaged_conf_dir() -> Path:
@@ -49,13 +50,20 @@ class Job:
 
 
 def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
-    """Expand returns each job's overrides and its swept key/values."""
+    """Expand returns each job's overrides and its swept keys with the values they apply.
+
+    A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
+    limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
+    50000``, so both give the same tests. Raises ConfigError for overrides
+    Hydra cannot parse, a sweep without ``multirun``, or a sweep that is not a
+    list of values.
+    """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         bad = str(e).split(":", 1)[-1].strip().splitlines()[0]
         raise ConfigError("overrides", f"cannot parse {bad!r} (quote values with special characters)") from None
-    lists: list[list[tuple[str, str, bool]]] = []
+    lists: list[list[tuple[str, str, str, bool]]] = []
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
@@ -63,13 +71,38 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
                 raise ConfigError(key, f"{o.input_line!r} is a sweep: add -m (--multirun) to run one test per value")
             if not o.is_discrete_sweep():
                 raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
-            lists.append([(key, v, True) for v in o.sweep_string_iterator()])
+            spellings = list(o.sweep_string_iterator())
+            sweep = o.value()
+            assert isinstance(sweep, ChoiceSweep)  # a discrete sweep
+            applied = [_applied(v) for v in sweep.list]
+            lists.append([(key, s, a, True) for s, a in zip(spellings, applied, strict=True)])
         else:
-            lists.append([(key, o.get_value_element_as_str(), False)])
+            lists.append([(key, o.get_value_element_as_str(), "", False)])
     jobs = []
     for combo in itertools.product(*lists):
-        jobs.append(([f"{k}={v}" for k, v, _ in combo], {k: v for k, v, swept in combo if swept}))
+        jobs.append(([f"{k}={v}" for k, v, _, _ in combo], {k: a for k, _, a, swept in combo if swept}))
     return jobs
+
+
+def _applied(value: Any) -> str:
+    """_applied is a swept value as Hydra applies it, as text: a quoted string without its quotes."""
+    text = getattr(value, "text", None)  # Hydra's QuotedString
+    if isinstance(text, str):
+        return text
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return str(value)
+
+
+def id_value(key: str, value: str) -> str:
+    """Id_value is a swept value as a test ID value: runs of other characters become ``_`` (``bfifo limit 50000`` -> ``bfifo_limit_50000``).
+
+    Raises ConfigError naming the key when nothing usable is left.
+    """
+    text = _ID_RUN_BAD.sub("_", value).strip("_-")
+    if not text:
+        raise ConfigError(key, f"swept value {value!r} gives no test ID: sweep values with letters or digits")
+    return text
 
 
 def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
@@ -128,7 +161,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
         if cause is not None:
             # A resolver's own ConfigError (e.g. the rig's) already names its key.
             raise cause from None
-        raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+        raise _resolver_error(cfg, e) from None
     assert isinstance(plain, dict)
     test_data = plain["test"]
     if not isinstance(test_data, dict):
@@ -136,7 +169,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     test_data = dict(test_data)
     ids = dict(test_data.get("id") or {})
     for k, v in swept.items():
-        ids.setdefault(_ID_BAD.sub("_", k), _ID_BAD.sub("_", v))
+        ids.setdefault(id_value("overrides", k), id_value(k, v))
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
     test = parse(TestSpec, test_data, "test")
     test.check_flow_names("test")
@@ -175,6 +208,36 @@ def _config_error_in(e: BaseException) -> ConfigError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+_RESOLVER_ARG = re.compile(r"\$\{(\w+):\$\{([\w.]+)\}\}")
+"""_RESOLVER_ARG finds ``${resolver:${key}}`` in a raw value: a resolver called on one parameter."""
+
+
+def _resolver_error(cfg: DictConfig, e: OmegaConfBaseException) -> ConfigError:
+    """_resolver_error names the parameter a resolver refused (``low_rate`` in ``${tc_rate:${low_rate}}``).
+
+    The error OmegaConf raises names the key whose value called the resolver
+    (a command deep in the run tree); the user wrote the bad value elsewhere.
+    """
+    where = _omegaconf_path(e)
+    problem = re.sub(r"^\w+ raised while resolving interpolation: ", "", _first_line(e))
+    raw = _raw_at(OmegaConf.to_container(cfg, resolve=False), where)
+    calls = _RESOLVER_ARG.findall(raw) if isinstance(raw, str) else []
+    if len(calls) == 1 or len({key for _, key in calls}) == 1:
+        resolver, key = calls[0]
+        return ConfigError(key, f"{problem} (read by ${{{resolver}:...}} for {where})")
+    return ConfigError(where, problem)
+
+
+def _raw_at(data: Any, path: str) -> Any:
+    """_raw_at is the unresolved value at a dotted path with [i] indices, or None."""
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            data = data[int(index)] if index else data[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _first_line(e: BaseException) -> str:

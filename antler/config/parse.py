@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
-from antler.node.metric import Bitrate, Bytes, Duration, UnitError
+from antler.node.metric import Bitrate, Bytes, Duration, Probability, UnitError
 
 T = TypeVar("T")
 
@@ -65,7 +65,12 @@ class FieldError(ValueError):
         self.problem = problem
 
 
-_QUANTITIES: dict[type, Any] = {Duration: Duration.parse, Bytes: Bytes.parse, Bitrate: Bitrate.parse}
+_QUANTITIES: dict[type, Any] = {
+    Duration: Duration.parse,
+    Bytes: Bytes.parse,
+    Bitrate: Bitrate.parse,
+    Probability: Probability.parse,
+}
 
 
 def parse(cls: type[T], data: Any, path: str) -> T:
@@ -196,7 +201,7 @@ def to_plain(obj: Any) -> Any:
                 continue
             out[f.name] = to_plain(value)
         return out
-    if isinstance(obj, (Duration, Bytes, Bitrate)):
+    if isinstance(obj, (Duration, Bytes, Bitrate, Probability)):
         return str(obj)
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]

@@ -13,6 +13,15 @@ and the same ``seed`` gives the same test::
         schedule:
           wait: ${fct.waits}
           run: ${each:${fct.template},{length: ${fct.lengths}, cca: ${fct.ccas}}}
+
+Values an experiment hands straight to another tool's command line go through
+a resolver that parses them as this tool does and prints the other tool's own
+unambiguous spelling, so ``low_rate: 10MB/s`` reaches ``tc`` as
+``80000000bit`` (``mbps`` would be megabytes there) and ``duration: 10s``
+reaches ``iperf3 -t`` as ``10``::
+
+    system: {command: "tc class change ... rate ${tc_rate:${low_rate}}"}
+    system: {command: "iperf3 -c ... -t ${whole_seconds:${duration}}"}
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from antler.node.metric import Bytes, Duration
+from antler.node.metric import Bitrate, Bytes, Duration
 
 Z95 = 1.6448536269514722
 """Z95 is the standard normal quantile at 0.95: P5 and P95 are mu -/+ Z95 sigma."""
@@ -72,6 +81,29 @@ def dadd(*durations: Any) -> str:
 def dscale(duration: Any, factor: float) -> str:
     """Dscale is a duration times a factor, as text (``${dscale:${duration},0.333}``)."""
     return str(Duration(round(Duration.parse(duration).ns * float(factor))))
+
+
+def tc_rate(rate: Any) -> str:
+    """Tc_rate is a Bitrate (``10mbit``, ``10Mbps``, ``10MB/s``) in tc's own unit, bits per second: ``10000000bit``.
+
+    tc reads ``mbps`` as megabytes per second, where this tool (and iperf3)
+    read megabits; the plain ``bit`` suffix means the same to both. Raises
+    UnitError (a ValueError) for a value Bitrate refuses.
+    """
+    return f"{Bitrate.parse(rate).bps}bit"
+
+
+def whole_seconds(duration: Any) -> str:
+    """Whole_seconds is a Duration (``10s``, ``2m``) as a whole number of seconds, as ``iperf3 -t`` takes it.
+
+    Raises UnitError (a ValueError) for a duration without a unit, and
+    ValueError for one that is not a whole number of seconds (iperf3 would
+    cut it short without a word).
+    """
+    d = Duration.parse(duration)
+    if d.ns % 1_000_000_000:
+        raise ValueError(f"duration {duration!r} is not a whole number of seconds")
+    return str(d.ns // 1_000_000_000)
 
 
 def cycle(n: int, values: Any) -> list[Any]:
@@ -131,6 +163,8 @@ RESOLVERS: dict[str, Callable[..., Any]] = {
     "dadd": dadd,
     "dscale": dscale,
     "each": each,
+    "tc_rate": tc_rate,
+    "whole_seconds": whole_seconds,
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from antler.node.items import Batch, Error, FileData, Item, LogEntry, PacketInfo, StreamInfo
+from antler.node.items import Batch, Error, FileData, FlowStatus, Item, LogEntry, PacketInfo, StreamInfo
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class MessageFilter:
             return any(fnmatch.fnmatchcase(item.name, pattern) for pattern in self.file)
         if isinstance(item, LogEntry):
             return self.log
-        if isinstance(item, (StreamInfo, PacketInfo, Batch)):
+        if isinstance(item, (StreamInfo, PacketInfo, Batch, FlowStatus)):
             return any(fnmatch.fnmatchcase(item.flow, pattern) for pattern in self.flow)
         return False
 

@@ -18,6 +18,25 @@ KEY_ENV = "ANTLER_HMAC_KEY"
 """KEY_ENV is the environment variable that holds the HMAC key, as text."""
 
 _ZERO_TAG = bytes(TAG_LEN)
+_taken: str = ""
+"""_taken is the key the command line took out of its environment (take_env_key)."""
+
+
+def take_env_key() -> None:
+    """Take_env_key moves the key out of this process's environment, keeping it for resolve_key.
+
+    The command line calls it before it starts Ray or any command, so no
+    worker or command it starts inherits the key (antler.node.secrets).
+    """
+    global _taken
+    text = os.environ.pop(KEY_ENV, "")
+    if text:
+        _taken = text
+
+
+def env_key() -> str:
+    """Env_key is the key text from the environment (or taken from it by take_env_key), or ""."""
+    return os.environ.get(KEY_ENV, "") or _taken
 
 
 def tag(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
@@ -62,8 +81,7 @@ def resolve_key(enabled: bool, key_file: str = "", environ: dict[str, str] | Non
     """
     if not enabled:
         return None
-    env = os.environ if environ is None else environ
-    text = env.get(KEY_ENV, "")
+    text = env_key() if environ is None else environ.get(KEY_ENV, "")
     if text:
         return text.encode()
     if key_file:

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 ROOT_NODE_ID = "-"
 """ROOT_NODE_ID is the ID of the in-process root node, as in antler."""
 
+DIAGNOSTICS_TAG = "diagnostics"
+"""DIAGNOSTICS_TAG tags a log entry holding a launcher's own diagnostics (Ray's account of a dead worker):
+kept in the test's log under the node it concerns, never printed live, where the tool's own error leads."""
+
 NULL = -(1 << 63)
 """NULL stands for a missing value in an int64 sample column (``None`` works too, but takes the slow path)."""
 
@@ -106,6 +110,26 @@ class PacketInfo:
     node_id: str = ROOT_NODE_ID
 
 
+FLOW_OK, FLOW_FAILED, FLOW_CANCELLED = "ok", "failed", "cancelled"
+"""FLOW_OK, FLOW_FAILED and FLOW_CANCELLED are the outcomes a FlowStatus reports."""
+
+
+@dataclass(frozen=True)
+class FlowStatus:
+    """FlowStatus is how a flow the test named ended: ``ok``, ``failed`` (with the error) or ``cancelled`` (with why).
+
+    The node that runs a flow's client records it when the client runner
+    ends, and the node that was to start it records it for a flow that never
+    started (the test stopped first).
+    """
+
+    time: datetime
+    node_id: str
+    flow: str
+    status: str
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class SysInfo:
     """SysInfo is the system information a ``sysinfo`` runner gathered on a node."""
@@ -124,12 +148,20 @@ class Batch:
     node_id: str = ROOT_NODE_ID
 
 
-Item = LogEntry | Error | FileData | StreamInfo | PacketInfo | SysInfo | Batch
+Item = LogEntry | Error | FileData | StreamInfo | PacketInfo | SysInfo | Batch | FlowStatus
 """Item is any data item a node sends towards the root's sink."""
 
 
-def info_row(item: StreamInfo | PacketInfo | LogEntry | Error) -> tuple[str, dict[str, object]]:
+def info_row(item: StreamInfo | PacketInfo | LogEntry | Error | FlowStatus) -> tuple[str, dict[str, object]]:
     """Info_row returns the table kind and the row for a single-event item."""
+    if isinstance(item, FlowStatus):
+        return "flow_status", {
+            "time": item.time,
+            "node_id": item.node_id,
+            "flow": item.flow,
+            "status": item.status,
+            "message": item.message,
+        }
     if isinstance(item, LogEntry):
         return "log", {"time": item.time, "node_id": item.node_id, "tag": item.tag, "text": item.text}
     if isinstance(item, Error):

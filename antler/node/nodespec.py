@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
+from antler.node.hmac import KEY_ENV
+
 NODE_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 """NODE_ID is the pattern a whole node ID (and a namespace name) must match."""
 
@@ -45,7 +47,11 @@ class Netns:
 
 @dataclass(frozen=True)
 class Env:
-    """Env is the environment of a node's commands: ``vars`` as KEY=value, over the inherited one."""
+    """Env is the environment of a node's commands: ``vars`` as KEY=value, over the inherited one.
+
+    The HMAC key's variable (``ANTLER_HMAC_KEY``) is never passed on, and
+    may not be set here: the config is saved with the results.
+    """
 
     vars: tuple[str, ...] = ()
     inherit: bool = True
@@ -54,14 +60,20 @@ class Env:
         """Validate raises ValueError for a variable that is not KEY=value."""
         for v in self.vars:
             if "=" not in v or v.startswith("="):
-                raise ValueError(f"env var {v!r} is not KEY=value")
+                raise ValueError(f"env var {v.partition('=')[0]!r} is not KEY=value")
+            if v.partition("=")[0] == KEY_ENV:
+                raise ValueError(
+                    f"env var {KEY_ENV} would put the HMAC key into the config saved with the results: "
+                    "set it in the environment of antler-ray (or use test.hmac_key_file)"
+                )
 
     def build(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """Build returns the environment, starting from base (or os.environ) if inherited."""
+        """Build returns the environment, starting from base (or os.environ) if inherited, without the HMAC key."""
         env = dict(base if base is not None else os.environ) if self.inherit else {}
         for v in self.vars:
             key, _, value = v.partition("=")
             env[key] = value
+        env.pop(KEY_ENV, None)
         return env
 
 

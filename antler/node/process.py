@@ -54,7 +54,7 @@ from antler.node.wire import (
     Status,
     WireError,
     decode_call,
-    decode_u32,
+    decode_cancel,
     encode_reply,
     frame,
 )
@@ -135,8 +135,11 @@ class _Served:
                     raise WireError(f"a call this node cannot read ({type(e).__name__}: {e})") from None
                 self.calls[call_id] = asyncio.ensure_future(self._call(call_id, method, args))
             elif kind == Kind.CANCEL:
-                task = self.calls.get(decode_u32(payload))
+                call_id, reason = decode_cancel(payload)
+                task = self.calls.get(call_id)
                 if task is not None:
+                    if reason and self.runtime is not None:
+                        self.runtime.stop.stop(reason)  # its runners log it as they unwind
                     task.cancel()
             elif kind == Kind.SHUTDOWN:
                 return None

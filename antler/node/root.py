@@ -21,14 +21,16 @@ from collections.abc import Awaitable
 from typing import Any
 
 from antler.node.feedback import Feedback
+from antler.node.hmac import env_key
 from antler.node.items import ROOT_NODE_ID, Error, Item, RunnerError
 from antler.node.launch.inproc import launch_inproc
 from antler.node.launch.tree import Launch, launch_nodes
 from antler.node.metric import Duration
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import Losable, NodeHandle, Run, TakesKey, node_tree
+from antler.node.run import Losable, NodeHandle, Run, StopScope, TakesKey, node_tree
 from antler.node.runtime import NodeRuntime
+from antler.node.secrets import Redactor, redacting
 
 
 class Control:
@@ -37,19 +39,27 @@ class Control:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[object] | None = None
+        self._scope: StopScope | None = None
         self._canceled = threading.Event()
 
-    def _attach(self, task: asyncio.Task[object]) -> None:
+    def _attach(self, task: asyncio.Task[object], scope: StopScope | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = task
+        self._scope = scope
         if self._canceled.is_set():
-            task.cancel()
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._scope is not None:
+            self._scope.stop("the test was interrupted")
+        if self._task is not None:
+            self._task.cancel()
 
     def cancel(self) -> None:
         """Cancel stops the test: every running runner is canceled, then cleanup runs."""
         self._canceled.set()
         if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._loop.call_soon_threadsafe(self._stop)
 
     @property
     def canceled(self) -> bool:
@@ -79,6 +89,8 @@ async def do(
     the test (returning False) after cleanup; any other cancellation is
     raised after cleanup.
     """
+    # The last line of defence: the key's text never reaches a result (antler.node.secrets).
+    sink = redacting(sink, Redactor([hmac_key, env_key()]))
     first_error = _FirstError(sink)
     sink = first_error
     root = NodeRuntime(ROOT_NODE_ID, sink, hmac_key=hmac_key)
@@ -109,9 +121,9 @@ async def _run_watched(
     first_error: asyncio.Future[str],
 ) -> bool:
     """_Run_watched runs the tree until it completes (True), fails, is lost, times out or is canceled by control."""
-    task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback, timeout), nodes, first_error))
+    task = asyncio.ensure_future(_watched(_run_tree(root, run, feedback, timeout), nodes, first_error, root.stop))
     if control is not None:
-        control._attach(task)
+        control._attach(task, root.stop)
     try:
         await task
         return True
@@ -136,11 +148,15 @@ async def _give_hmac_key(nodes: dict[Node, NodeHandle], key: bytes) -> None:
 async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Duration | None) -> Feedback:
     if timeout is None or timeout.ns == 0:
         return await root.run(run, feedback)
+    # Scheduled before the timeout's own callback, so the runs it cancels can say why.
+    why = asyncio.get_running_loop().call_later(timeout.seconds, root.stop.stop, f"the test timed out after {timeout}")
     try:
         async with asyncio.timeout(timeout.seconds):
             return await root.run(run, feedback)
     except TimeoutError:
         raise TestTimeout(f"test timed out after {timeout}") from None
+    finally:
+        why.cancel()
 
 
 class _FirstError:
@@ -183,7 +199,7 @@ def _settle(future: asyncio.Future[str], message: str) -> None:
 
 
 async def _watched(
-    tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle], first_error: asyncio.Future[str]
+    tree: Awaitable[Feedback], nodes: dict[Node, NodeHandle], first_error: asyncio.Future[str], scope: StopScope
 ) -> Feedback:
     """_Watched runs the tree, ending it when any node records an Error or is lost, even while no run is on it."""
     losses: list[asyncio.Future[str]] = [h.lost for h in nodes.values() if isinstance(h, Losable) and h.lost]
@@ -201,10 +217,11 @@ async def _watched(
         raise
     if task.done():
         return task.result()
+    lost = next(f for f in losses if f.done())
+    scope.stop(f"the test is ending after an error: {lost.result()}")
     task.cancel()
     with contextlib.suppress(BaseException):
         await task
-    lost = next(f for f in losses if f.done())
     raise RunnerError(str(lost.result()))
 
 

@@ -1,9 +1,11 @@
-"""The run tree: Serial, Parallel, Schedule, Child and runners, and how it executes.
+"""The run tree: Serial, Parallel, Schedule, Child and runners, its nodes, and the stop scopes of its runs.
 
-Execution is structured concurrency on asyncio: serial stops at the first
-failure; parallel runs its children in a TaskGroup, so the first failure
-cancels the siblings; a schedule starts its runs after waits. Cancellation is
-never swallowed, and each node's cancelers run when the whole test completes.
+This module is the tree as data and what launchers implement to run it on
+a node: :class:`Run` and its parts, the :class:`NodeHandle` protocol and its
+optional capabilities, :func:`node_tree` (which node launches which), and the
+:class:`StopScope` that says why runs are being canceled, which launchers read
+(:func:`cancel_reason`) to pass a cancel on to another node. How the tree
+executes is :mod:`antler.node.execution`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from antler.node.feedback import Feedback, FeedbackConflict, merge
-from antler.node.items import RunnerError
+from antler.node.feedback import Feedback
 from antler.node.metric import Duration
 from antler.node.nodespec import Node, set_fields
 from antler.node.runners import Estimates, Runner
@@ -26,9 +28,6 @@ from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
 from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
-
-if TYPE_CHECKING:
-    from antler.node.context import Context
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
 
@@ -266,72 +265,46 @@ Children = Mapping[Node, NodeHandle]
 """Children is the node table of a test: the handle of every node its child runs name."""
 
 
-async def execute(run: Run, ctx: Context, feedback: Feedback, children: Children) -> Feedback:
-    """Execute runs a tree on the node of ctx and returns the merged feedback of its runs.
+@dataclass
+class StopScope:
+    """StopScope says why the runs under it are stopping: the first failure among siblings, or why the test ends.
 
-    ``children`` holds the handles of the nodes its child runs name. A runner
-    runs with ``ctx`` tagged with its type; an exception it raises is
-    recorded once as an Error under that tag and re-raised as RunnerError.
+    Each parallel run and each node's run has one; the nearest with a reason
+    wins (:func:`cancel_reason`).
     """
-    if run.serial is not None:
-        return await _serial(run.serial, ctx, feedback, [0.0] * len(run.serial), children)
-    if run.parallel is not None:
-        return await _parallel(run.parallel, ctx, feedback, [0.0] * len(run.parallel), children)
-    if run.schedule is not None:
-        s = run.schedule
-        waits = list(s.waits())
-        if s.sequential:
-            return await _serial(s.run, ctx, feedback, waits, children)
-        return await _parallel(s.run, ctx, feedback, waits, children)
-    if run.child is not None:
-        assert run.child.node is not None
-        handle = children[run.child.node]
-        return await handle.run(run.child.as_run(), feedback)
-    found = run.runner()
-    if found is None:
-        return {}
-    tag, runner = found
-    rctx = ctx.for_runner(tag)
-    try:
-        return await runner.run(rctx, feedback)
-    except (asyncio.CancelledError, RunnerError):
-        raise
-    except Exception as e:
-        message = str(e) or type(e).__name__
-        raise RunnerError(message, rctx.rec.error(message)) from e
+
+    reason: str = ""
+    parent: StopScope | None = None
+
+    def stop(self, reason: str) -> None:
+        """Stop records why the runs under the scope stop, unless a reason was recorded first."""
+        if not self.reason:
+            self.reason = reason
 
 
-async def _serial(
-    runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float], children: Children
-) -> Feedback:
-    out: Feedback = {}
-    for r, wait in zip(runs, waits, strict=True):
-        if wait > 0:
-            await asyncio.sleep(wait)
-        got = await execute(r, ctx, _merge(ctx, feedback, out), children)
-        out = _merge(ctx, out, got)
-    return out
+_SCOPE: ContextVar[StopScope | None] = ContextVar("antler_stop_scope", default=None)
 
 
-async def _parallel(
-    runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float], children: Children
-) -> Feedback:
-    async def after(delay: float, r: Run) -> Feedback:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return await execute(r, ctx, feedback, children)
-
-    tasks: list[asyncio.Task[Feedback]] = []
-    start = 0.0
-    async with asyncio.TaskGroup() as tg:
-        for r, wait in zip(runs, waits, strict=True):
-            start += wait
-            tasks.append(tg.create_task(after(start, r)))
-    return _merge(ctx, *(t.result() for t in tasks))
+def cancel_reason() -> str:
+    """Cancel_reason is why the calling task's runs are being canceled, from the nearest scope that knows."""
+    scope = _SCOPE.get()
+    while scope is not None:
+        if scope.reason:
+            return scope.reason
+        scope = scope.parent
+    return "the run was canceled"
 
 
-def _merge(ctx: Context, *parts: Feedback) -> Feedback:
-    try:
-        return merge(*parts)
-    except FeedbackConflict as e:
-        raise RunnerError(str(e), ctx.rec.error(str(e), "run")) from None
+def enter_scope(scope: StopScope) -> object:
+    """Enter_scope makes scope the calling task's stop scope; pass the token to :func:`leave_scope`."""
+    return _SCOPE.set(scope)
+
+
+def leave_scope(token: object) -> None:
+    """Leave_scope restores the stop scope before :func:`enter_scope`."""
+    _SCOPE.reset(token)  # type: ignore[arg-type]
+
+
+def current_scope() -> StopScope | None:
+    """Current_scope is the calling task's stop scope, if any."""
+    return _SCOPE.get()

@@ -13,11 +13,13 @@ import contextlib
 import os
 
 from antler.node.context import Context
+from antler.node.execution import execute
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.nodespec import Node
 from antler.node.recorder import Recorder, Sink
-from antler.node.run import NodeHandle, Run, execute
+from antler.node.run import NodeHandle, Run, StopScope, current_scope, enter_scope, leave_scope
+from antler.node.secrets import command_env
 
 FLUSH_SECONDS = 0.5
 """FLUSH_SECONDS is how often a node ships its measurement buffers."""
@@ -35,8 +37,11 @@ class NodeRuntime:
         self, node_id: str, sink: Sink, env: dict[str, str] | None = None, hmac_key: bytes | None = None
     ) -> None:
         self.rec = Recorder(node_id, sink)
-        self.ctx = Context(node_id, self.rec, env if env is not None else dict(os.environ), hmac_key=hmac_key)
+        # Commands never get the HMAC key, whatever environment the node was given.
+        self.ctx = Context(node_id, self.rec, command_env(os.environ if env is None else env), hmac_key=hmac_key)
         self.children: dict[Node, NodeHandle] = {}
+        self.stop = StopScope()
+        """Stop says why this node's runs are being canceled; whoever cancels them from outside sets it first."""
         self._flusher: asyncio.Task[None] | None = None
 
     @property
@@ -48,7 +53,12 @@ class NodeRuntime:
         """Run executes a run tree on this node, raising RunnerError when it fails."""
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush_loop())
-        return await execute(run, self.ctx, feedback, self.children)
+        # A node run in its caller's task (in-process) keeps its caller's reasons; others start from the node's.
+        token = enter_scope(StopScope(parent=current_scope() or self.stop))
+        try:
+            return await execute(run, self.ctx, feedback, self.children)
+        finally:
+            leave_scope(token)
 
     async def _flush_loop(self) -> None:
         while True:

@@ -29,6 +29,16 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("length_bytes", pa.int64()),
         ]
     ),
+    # How each flow the test named ended (ok, failed, cancelled) and why; format 2.
+    "flow_status": pa.schema(
+        [
+            ("time", TIMESTAMP),
+            ("node_id", pa.string()),
+            ("flow", pa.string()),
+            ("status", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
     "packet_info": pa.schema(
         [("tinit", TIMESTAMP), ("flow", pa.string()), ("server", pa.bool_()), ("node_id", pa.string())]
     ),
@@ -77,7 +87,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     # One packet sent or received by a packet client or server. sched_t_ns is
     # when a client's packet was scheduled to be sent (null for other rows), so
     # t_ns - sched_t_ns is the send-time error. Received times are the
-    # kernel's (SO_TIMESTAMPNS) where available.
+    # kernel's (SO_TIMESTAMPNS) where available. tos is the IP TOS / IPv6
+    # traffic class byte (DSCP << 2 | ECN) the packet was sent with, or
+    # arrived with as the kernel read it (IP_RECVTOS / IPV6_RECVTCLASS), so a
+    # CE mark on either path shows (result format 2; null in older results).
     "packet_io": pa.schema(
         [
             ("flow", pa.string()),
@@ -88,6 +101,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("flags", pa.uint8()),
             ("sent", pa.bool_()),
             ("sched_t_ns", pa.int64()),
+            ("tos", pa.uint8()),
         ]
     ),
 }

@@ -7,8 +7,11 @@ DSCP/ECN bits of the IP header.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SOCKOPT_TYPES = ("int", "string", "byte")
@@ -131,3 +134,94 @@ def split_host_port(addr: str) -> tuple[str, int]:
 def join_host_port(host: str, port: int) -> str:
     """Join_host_port formats an address the way split_host_port reads it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+FAMILY_OF = {"tcp4": 4, "udp4": 4, "tcp6": 6, "udp6": 6}
+"""FAMILY_OF is the IP version each single-family protocol takes (tcp and udp take either)."""
+IF_INET6 = Path("/proc/thread-self/net/if_inet6")
+"""IF_INET6 lists the IPv6 addresses of the calling thread's namespace (a node's thread is in its node's)."""
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """_literal is host as an IP address (a zone after % aside), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+
+
+def check_addr(addr: str, protocol: str, key: str, listen: bool = False) -> None:
+    """Check_addr raises ValueError when an address cannot work with its protocol, naming key, protocol and address.
+
+    A literal of the other IP version than ``tcp4``/``udp4`` or
+    ``tcp6``/``udp6`` is refused (the kernel would refuse it at run time,
+    with a message naming neither), and so is a link-local IPv6 address to
+    listen on without its interface (``[fe80::1%eth0]:port``): only the
+    interface tells which link it is on.
+    """
+    host, _ = split_host_port(addr)
+    ip = _literal(host)
+    if ip is None:
+        return
+    want = FAMILY_OF.get(protocol)
+    if want is not None and ip.version != want:
+        raise ValueError(
+            f"{key} {addr!r} is an IPv{ip.version} address, but protocol {protocol} is IPv{want} only "
+            f"(use {protocol[:3]}{ip.version} or {protocol[:3]} for this address)"
+        )
+    if listen and ip.version == 6 and ip.is_link_local and "%" not in host:
+        raise ValueError(
+            f"{key} {addr!r} is a link-local address without its interface: write it as "
+            f"[{host}%IFACE]:port, IFACE the interface on that link"
+        )
+
+
+def link_local_interfaces() -> list[str]:
+    """Link_local_interfaces names the interfaces with an IPv6 link-local address in the calling thread's namespace."""
+    try:
+        lines = IF_INET6.read_text().split("\n")
+    except OSError:
+        return []
+    # Each line: address, ifindex, prefix length, scope (20 = link), flags, name.
+    names = {f[5] for f in (line.split() for line in lines) if len(f) == 6 and f[3] == "20" and f[5] != "lo"}
+    return sorted(names)
+
+
+def zoned(host: str) -> str:
+    """Zoned gives a link-local IPv6 host the zone of this node's interface; any other host is returned as it is.
+
+    A server publishes its link-local address with its own interface's name
+    (``fe80::1%s-veth``), which means nothing on another node: the client
+    reaches that link through its own interface, so the zone must be the
+    client's. A zone naming one of this node's interfaces is kept; otherwise
+    the node's one interface with a link-local address is used. Raises
+    ValueError when the node has none, or several and the address does not
+    say which.
+    """
+    ip = _literal(host)
+    if ip is None or ip.version != 6 or not ip.is_link_local:
+        return host
+    addr, _, zone = host.partition("%")
+    mine = link_local_interfaces()
+    if zone in mine:
+        return host
+    if len(mine) == 1:
+        return f"{addr}%{mine[0]}"
+    given = f" (its zone {zone!r} is not an interface here)" if zone else ""
+    choices = ", ".join(mine) or "none"
+    raise ValueError(
+        f"link-local address {host}{given}: this node cannot tell which interface reaches it "
+        f"(interfaces with link-local addresses: {choices}); write it as [{addr}%IFACE]:port"
+    )
+
+
+def sock_addr(sock: socket.socket) -> str:
+    """Sock_addr is a socket's local address as ``host:port``, a link-local IPv6 host with its interface's name."""
+    name = sock.getsockname()
+    host, port = name[0], name[1]
+    if sock.family == socket.AF_INET6 and len(name) >= 4 and name[3] and "%" not in host:
+        ip = _literal(host)
+        if ip is not None and ip.is_link_local:
+            with contextlib.suppress(OSError):  # the interface just went: publish without the zone
+                host = f"{host}%{socket.if_indextoname(name[3])}"
+    return join_host_port(host, port)

@@ -29,7 +29,8 @@ Kinds and payloads (integers big-endian, text UTF-8):
   ``cleanup()``. A run tree and its feedback cross pickled: the parent already
   runs arbitrary commands on the node, so unpickling there adds nothing an
   attacker on that authenticated channel could not do anyway.
-- ``CANCEL`` (2), parent to node: call id (u32) of the call to cancel.
+- ``CANCEL`` (2), parent to node: call id (u32) of the call to cancel, then
+  why, as UTF-8 text (may be empty): the node's canceled runners log it.
 - ``SHUTDOWN`` (3), parent to node: empty. The node stops its children and
   itself, then closes its end of the stream.
 - ``REPLY`` (4), node to parent: call id (u32), status (u8: 0 ok, 1 error,
@@ -63,7 +64,7 @@ from typing import Any, TypeAlias
 
 import pyarrow as pa
 
-from antler.node.items import Batch, Error, FileData, Item, LogEntry, PacketInfo, StreamInfo, SysInfo
+from antler.node.items import Batch, Error, FileData, FlowStatus, Item, LogEntry, PacketInfo, StreamInfo, SysInfo
 from antler.node.schemas import SCHEMAS
 
 MAGIC = b"AN"
@@ -179,17 +180,21 @@ def decode_call(payload: bytes) -> tuple[int, str, tuple[Any, ...]]:
     return call_id, method, args
 
 
-def encode_cancel(call_id: int) -> list[Chunk]:
-    """Encode_cancel is a CANCEL frame."""
-    return frame(Kind.CANCEL, _U32.pack(call_id))
+def encode_cancel(call_id: int, reason: str = "") -> list[Chunk]:
+    """Encode_cancel is a CANCEL frame: the call to cancel and why (antler.node.run.cancel_reason)."""
+    return frame(Kind.CANCEL, _U32.pack(call_id), reason.encode())
 
 
-def decode_u32(payload: bytes) -> int:
-    """Decode_u32 returns the call id of a CANCEL."""
-    if len(payload) != _U32.size:
+def decode_cancel(payload: bytes) -> tuple[int, str]:
+    """Decode_cancel returns the call id and the reason of a CANCEL; a malformed one is a CorruptFrame."""
+    if len(payload) < _U32.size:
         raise CorruptFrame(f"a cancel of {len(payload)} bytes")
-    (value,) = _U32.unpack(payload)
-    return int(value)
+    (value,) = _U32.unpack_from(payload)
+    try:
+        reason = bytes(payload[_U32.size :]).decode()
+    except UnicodeDecodeError as e:
+        raise CorruptFrame(f"a cancel whose reason is not UTF-8: {e}") from None
+    return int(value), reason
 
 
 # --- node to parent
@@ -209,7 +214,9 @@ def decode_reply(payload: bytes) -> tuple[int, Status, Any]:
         raise CorruptFrame(f"bad reply: {e}") from None
 
 
-_ITEMS: dict[str, type] = {c.__name__: c for c in (LogEntry, Error, FileData, StreamInfo, PacketInfo, SysInfo)}
+_ITEMS: dict[str, type] = {
+    c.__name__: c for c in (LogEntry, Error, FileData, StreamInfo, PacketInfo, SysInfo, FlowStatus)
+}
 
 
 def encode_item(item: Item) -> list[Chunk]:

@@ -63,6 +63,7 @@ A chart's ``options`` may still name any template (``template: plotly_dark``).
 TABLE_COLUMNS = {
     "flow": "flow",
     "kind": "kind",
+    "status": "status",
     "cca": "CCA",
     "direction": "dir",
     "bytes": "bytes",
@@ -75,10 +76,15 @@ TABLE_COLUMNS = {
     "sent": "sent",
     "lost": "lost",
     "loss_pct": "loss (%)",
+    "lost_up": "lost up",
+    "loss_up_pct": "loss up (%)",
+    "lost_down": "lost down",
+    "loss_down_pct": "loss down (%)",
     "duplicates": "dup",
     "late": "late",
     "early": "early",
     "retrans": "retrans",
+    "error": "error",
 }
 """TABLE_COLUMNS are the flow table's columns and their headings."""
 

@@ -35,6 +35,8 @@ def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
             link_tree(test.path, dst, partial(report_output, outputs=outputs))
             meta = dict(test.meta)
             meta["reported_from"] = str(test.path)
+            # The tables are linked as stored: their format is the source's, upgraded again on load.
+            meta["format_version"] = test.format_version
             write_meta(dst, meta)
             errors = run_after(dst, after, sys.stdout if out is None else out, root=inv.dir)
             if errors:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from antler.node.secrets import mask_env
 from antler.report.html import page
 
 SECTIONS = {
@@ -29,6 +30,9 @@ def sysinfo_html(node_id: str, data: dict[str, Any]) -> str:
     keys = [k for k in SECTIONS if k in data] + sorted(k for k in data if k not in SECTIONS)
     for key in keys:
         value = data[key]
+        if key == "env" and isinstance(value, dict):
+            # Results recorded before masking may hold a secret's value: the page never shows it.
+            value = mask_env({str(k): str(v) for k, v in value.items()})
         parts.append(f"<h2>{html.escape(SECTIONS.get(key, key))}</h2>")
         if isinstance(value, dict):
             if key in ("env", "sysctl"):

@@ -32,6 +32,7 @@ from antler.node.items import (
     Batch,
     Error,
     FileData,
+    FlowStatus,
     Item,
     LogEntry,
     PacketInfo,
@@ -41,10 +42,12 @@ from antler.node.items import (
 )
 from antler.node.schemas import SCHEMAS
 
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2
 """RESULT_FORMAT_VERSION is the version of the result files this code writes (tables: antler.node.schemas).
 
 A reader refuses a newer version and upgrades an older one on load (antler.results.tables.upgrade).
+Format 2 added packet_io's ``tos`` column (the marking each packet was sent or received with), the
+flow_status table, and flows.parquet's per-direction loss and ``status``/``error`` columns.
 """
 
 IN_PROGRESS = "in-progress"
@@ -239,7 +242,7 @@ class TestWriter:
         with self._lock:
             if isinstance(item, Batch):
                 self._stream(item.kind).write_batch(item.batch)
-            elif isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo)):
+            elif isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo, FlowStatus)):
                 kind, row = info_row(item)
                 self._rows.setdefault(kind, []).append(row)
                 if isinstance(item, Error):

@@ -38,6 +38,7 @@ class TestResult:
                 f"{path}: result format {version} is newer than this antler-ray understands "
                 f"({RESULT_FORMAT_VERSION}); upgrade antler-ray to read it"
             )
+        self.format_version = version
         self.meta = upgrade(self.meta)
         self._cache: dict[str, pd.DataFrame] = {}
 
@@ -59,7 +60,13 @@ class TestResult:
         return sorted(found)
 
     def arrow(self, kind: str) -> pa.Table:
-        """Arrow returns the table of one kind (empty with its schema when absent), raising KeyError for an unknown kind."""
+        """Arrow returns the table of one kind (empty with its schema when absent), upgraded to the current format.
+
+        Raises KeyError for an unknown kind.
+        """
+        return upgrade_table(kind, self._stored(kind), self.format_version)
+
+    def _stored(self, kind: str) -> pa.Table:
         pq_path = self.path / f"{kind}.parquet"
         if pq_path.exists():
             return pq.read_table(pq_path)
@@ -152,6 +159,37 @@ def load(path: str | Path) -> Results:
     return Results(root, tests)
 
 
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {
+        "packet_io": ("tos",),
+        "flows": ("lost_up", "loss_up_pct", "lost_down", "loss_down_pct", "status", "error"),
+    }
+}
+"""ADDED_COLUMNS maps a result format to the columns it added, by table: older results get them as nulls."""
+_FLOWS_TYPES = {"status": pa.string(), "error": pa.string()}
+"""_FLOWS_TYPES are the types of flows.parquet's added columns that are not float64 (it has no stored schema)."""
+
+
+def upgrade_table(kind: str, table: pa.Table, version: int) -> pa.Table:
+    """Upgrade_table returns a stored table of an older result format with the current format's columns.
+
+    Format 2 added packet_io's ``tos``: older results did not record it, so
+    it is null there (never 0, which would read as "sent unmarked"); and
+    flows.parquet's per-direction loss and ``status``/``error`` (null: unknown
+    until ``antler-ray report`` analyses the test again).
+    """
+    schema = SCHEMAS.get(kind)
+    for added_in, columns in ADDED_COLUMNS.items():
+        if version >= added_in:
+            continue
+        for name in columns.get(kind, ()):
+            if name not in table.column_names:
+                stored = pa.field(name, _FLOWS_TYPES.get(name, pa.float64()))
+                f = schema.field(name) if schema is not None else stored
+                table = table.append_column(f, pa.nulls(table.num_rows, type=f.type))
+    return table
+
+
 def upgrade(meta: dict[str, Any]) -> dict[str, Any]:
     """Upgrade returns meta from an older result format in the current shape."""
     version = int(meta.get("format_version", 0))
@@ -160,5 +198,7 @@ def upgrade(meta: dict[str, Any]) -> dict[str, Any]:
         meta = dict(meta)
         if "test_id" not in meta and "id" in meta:
             meta["test_id"] = meta.pop("id")
-        meta["format_version"] = RESULT_FORMAT_VERSION
+    if version < RESULT_FORMAT_VERSION:
+        # Format 2 changed only tables (see upgrade_table).
+        meta = {**meta, "format_version": RESULT_FORMAT_VERSION}
     return meta

@@ -16,7 +16,7 @@ the nodes as child runs, so every step shows in the test's log.
 
 The rig makes the veths and addresses; the bottleneck, the delay (netem, or
 the userspace TUN delay link) and the routes are the steps every rig takes,
-from :mod:`antler.rig.path`; the ``testbed`` rig takes the same ones on
+from :mod:`antler.rig.path_steps`; the ``testbed`` rig takes the same ones on
 cluster hosts.
 
 How experiments use it: an experiment pulls in the rig's config group and
@@ -45,9 +45,10 @@ from typing import Any
 
 from antler.config.parse import parse
 from antler.node.nodespec import Node
-from antler.rig import path
+from antler.rig import path, path_steps
 from antler.rig.kernel import kernel_release, qdiscs
-from antler.rig.path import Addresses, Ifaces, child, sys_step
+from antler.rig.path import Addresses, Ifaces
+from antler.rig.path_steps import child, sys_step
 
 KIND = "dumbbell"
 DEV_LEFT, DEV_MID_LEFT, DEV_MID_RIGHT, DEV_RIGHT = "l-mid", "m-left", "m-right", "r-mid"
@@ -120,12 +121,12 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         sys_step("echo", path.summary(KIND, rig, emulator)),
         sys_step(f"ip link add {i.mid_left} type veth peer name {i.left} netns {ns_left}"),
         sys_step(f"ip link add {i.mid_right} type veth peer name {i.right} netns {ns_right}"),
-        *path.address(i.mid_left, a.mid_left),
-        *path.address(i.mid_right, a.mid_right),
-        *path.mid_setup(rig, i, a, emulator),
+        *path_steps.address(i.mid_left, a.mid_left),
+        *path_steps.address(i.mid_right, a.mid_right),
+        *path_steps.mid_setup(rig, i, a, emulator),
     ]
-    left = [*path.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left), *path.warmup(rig, a.right)]
-    right = path.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right)
+    left = [*path_steps.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left), *path_steps.warmup(rig, a.right)]
+    right = path_steps.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right)
     return [child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
 
 
@@ -136,7 +137,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     i = rig.ifaces
     steps = [
-        *path.mid_teardown(rig, i, emulator),
+        *path_steps.mid_teardown(rig, i, emulator),
         sys_step(f"ip link del {i.mid_left}"),
         sys_step(f"ip link del {i.mid_right}"),
     ]

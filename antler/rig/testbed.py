@@ -12,8 +12,8 @@
 resource, see cluster.yaml) and ``rig.ifaces`` the test-network interfaces
 on them, cabled left - mid - right. The rig gives those interfaces the
 addresses of ``rig.addr`` and builds the same bottleneck and delay at mid
-as the namespace dumbbell, with the same steps and parameters
-(:mod:`antler.rig.path`): ``rate``, ``qdisc``, ``limit``, ``rtt``, ``loss``,
+as the namespace dumbbell, with the same steps (:mod:`antler.rig.path_steps`)
+and parameters (:mod:`antler.rig.path`): ``rate``, ``qdisc``, ``limit``, ``rtt``, ``loss``,
 ``emulator``. So ``+experiment=cubic rig=testbed rig.hosts.left=...`` runs
 the dumbbell's experiments unchanged on the hardware.
 
@@ -48,9 +48,10 @@ from typing import Any
 
 from antler.config.parse import parse, to_plain
 from antler.node.nodespec import Node
-from antler.rig import path
+from antler.rig import path, path_steps
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
-from antler.rig.path import Addresses, Ifaces, child, sys_step
+from antler.rig.path import Addresses, Ifaces
+from antler.rig.path_steps import child, sys_step
 
 KIND = "testbed"
 ROLES = ("left", "mid", "right")
@@ -143,18 +144,18 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     ]  # fmt: skip
     mid = [
         _reset(_mid_removals(rig, emulator)),
-        *path.address(i.mid_left, a.mid_left),
-        *path.address(i.mid_right, a.mid_right),
-        *path.mid_setup(rig, i, a, emulator),
+        *path_steps.address(i.mid_left, a.mid_left),
+        *path_steps.address(i.mid_right, a.mid_right),
+        *path_steps.mid_setup(rig, i, a, emulator),
     ]
     right = [
-        _reset(path.end_removals(i.right, a.right, a.net("left"), a.mid_right)),
-        *path.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right),
+        _reset(path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)),
+        *path_steps.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right),
     ]
     left = [
-        _reset(path.end_removals(i.left, a.left, a.net("right"), a.mid_left)),
-        *path.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left),
-        *path.warmup(rig, a.right),
+        _reset(path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left)),
+        *path_steps.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left),
+        *path_steps.warmup(rig, a.right),
     ]
     # Every host is checked before any is changed: a refusal leaves all three as they were.
     return [*checks, child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
@@ -166,9 +167,9 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
-    mid = [*path.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
-    left = [sys_step(c) for c in path.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
-    right = [sys_step(c) for c in path.end_removals(i.right, a.right, a.net("left"), a.mid_right)]
+    mid = [*path_steps.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
+    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
+    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)]
     return [child(nodes["mid"], mid), child(nodes["left"], left), child(nodes["right"], right)]
 
 
@@ -195,7 +196,7 @@ def _mid_addresses(rig: Testbed) -> list[str]:
 
 def _mid_removals(rig: Testbed, emulator: str) -> list[str]:
     # Whatever emulator the failed test used: remove both kinds' leftovers.
-    cmds = [c for e in ("tun", "netem") for c in path.mid_removals(rig, rig.ifaces, e)]
+    cmds = [c for e in ("tun", "netem") for c in path_steps.mid_removals(rig, rig.ifaces, e)]
     return list(dict.fromkeys(cmds)) + _mid_addresses(rig)
 
 

@@ -33,7 +33,7 @@ from antler.node.launch.errors import LaunchError
 from antler.node.launch.netns import call_on
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import NodeTree, Run
+from antler.node.run import NodeTree, Run, cancel_reason
 from antler.node.wire import (
     HEARTBEAT_SECONDS,
     CorruptFrame,
@@ -235,7 +235,7 @@ class ChildHandle:
         except asyncio.CancelledError:
             # The cancel reaches the node; wait until its run has unwound (its servers closed, its commands ended).
             if not fut.done() and self._dead is None:
-                self.channel.send(encode_cancel(call_id))
+                self.channel.send(encode_cancel(call_id, cancel_reason()))
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(fut), CLOSE_TIMEOUT_SECONDS)
             raise

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -24,7 +25,7 @@ from antler.node.feedback import Feedback
 from antler.node.lease import NETNS, Lease
 from antler.node.nodespec import Netns, Node
 from antler.node.recorder import Sink
-from antler.node.run import NodeHandle, Run
+from antler.node.run import NodeHandle, Run, cancel_reason
 from antler.node.runtime import NodeRuntime
 
 CLONE_NEWNET = 0x40000000
@@ -156,13 +157,14 @@ def up_loopback(name: str) -> None:
     _ip("-n", name, "link", "set", "lo", "up")
 
 
-async def call_on(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+async def call_on(loop: asyncio.AbstractEventLoop, coro: Any, before_cancel: Callable[[], None] | None = None) -> Any:
     """Call_on runs a coroutine on another thread's loop and awaits it from this one.
 
     Unlike ``wrap_future(run_coroutine_threadsafe(...))``, canceling the caller
     cancels the coroutine and then waits until it has finished, so cleanup in
-    the coroutine never outlives the caller's cancellation. Raises what the
-    coroutine raised, and CancelledError if it was canceled.
+    the coroutine never outlives the caller's cancellation. ``before_cancel``
+    runs in the caller, first: it tells the other side why (a StopScope).
+    Raises what the coroutine raised, and CancelledError if it was canceled.
     """
     started: Future[asyncio.Task[Any]] = Future()
 
@@ -181,6 +183,8 @@ async def call_on(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
     try:
         kind, value = await asyncio.shield(done)
     except asyncio.CancelledError:
+        if before_cancel is not None:
+            before_cancel()
         task = await asyncio.wrap_future(started)
         loop.call_soon_threadsafe(task.cancel)
         with contextlib.suppress(BaseException):
@@ -246,14 +250,14 @@ class LoopThread:
         self.thread.start()
         started.result()
 
-    async def call(self, coro: Any) -> Any:
-        """Call runs a coroutine on the thread's loop; canceling the caller cancels it.
+    async def call(self, coro: Any, before_cancel: Callable[[], None] | None = None) -> Any:
+        """Call runs a coroutine on the thread's loop; canceling the caller cancels it (after before_cancel).
 
         A canceled caller waits for the coroutine to finish unwinding (its
         commands interrupted, its sockets closed) before it sees CancelledError,
         so cancellation stays structured across the thread boundary.
         """
-        return await call_on(self.loop, coro)
+        return await call_on(self.loop, coro, before_cancel)
 
     def stop(self) -> None:
         """Stop ends the loop and joins the thread."""
@@ -288,7 +292,10 @@ class ThreadHandle:
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
         """Run executes a run tree on the node's thread."""
-        result: Feedback = await self.thread.call(self.runtime.run(run, feedback))
+        stop = self.runtime.stop
+        result: Feedback = await self.thread.call(
+            self.runtime.run(run, feedback), before_cancel=lambda: stop.stop(cancel_reason())
+        )
         return result
 
     async def set_hmac_key(self, key: bytes) -> None:

@@ -22,7 +22,11 @@ Data items leave an actor in batches: the actor buffers them and the driver
 drains every :data:`POLL_SECONDS` (measurements are already Arrow batches, see
 recorder.py). The drain doubles as a heartbeat: an actor that dies, or whose
 host stops answering for :data:`DEAD_AFTER_SECONDS`, is reported as an Error
-naming the node and ends the test.
+naming the node and ends the test. Ray's own account of a dead worker (a
+paragraph the raylet publishes, which guesses at memory pressure) would be
+printed to the terminal before that one-line error: it is diverted into the
+test's log instead, under the node whose worker it names
+(:func:`divert_raylet_errors`), tagged DIAGNOSTICS_TAG.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -49,7 +54,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import antler
 from antler.node import lease
 from antler.node.feedback import Feedback
-from antler.node.items import Error, Item, RunnerError, now
+from antler.node.items import DIAGNOSTICS_TAG, Error, Item, LogEntry, RunnerError, now
 from antler.node.launch.clock import boot_id, clock_offset, relative_to
 from antler.node.launch.errors import LaunchError
 from antler.node.launch.launchers import ProcessLaunchers
@@ -58,7 +63,7 @@ from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import Losable, NodeHandle, NodeTree, Run
+from antler.node.run import Losable, NodeHandle, NodeTree, Run, cancel_reason
 from antler.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -251,10 +256,12 @@ class NodeActor:
         finally:
             self._tasks.pop(run_id, None)
 
-    async def cancel_run(self, run_id: int) -> None:
-        """Cancel_run cancels a running run tree; its run call returns once it has unwound."""
+    async def cancel_run(self, run_id: int, reason: str = "") -> None:
+        """Cancel_run cancels a running run tree, saying why; its run call returns once it has unwound."""
         task = self._tasks.get(run_id)
         if task is not None:
+            if reason and self.runtime is not None:
+                self.runtime.stop.stop(reason)  # its runners log it as they unwind
             task.cancel()
 
     async def cleanup(self) -> None:
@@ -286,6 +293,49 @@ class NodeActor:
 
 
 _actor_class: Any = None
+
+
+_by_pid: dict[int, RayHandle] = {}
+"""_by_pid maps each launched node's worker PID to its handle, to route Ray's account of its death."""
+_by_pid_lock = threading.Lock()
+_WORKER_PID = re.compile(r"Worker PID: (\d+)")
+
+
+def divert_raylet_errors() -> None:
+    """Divert_raylet_errors sends the raylet's messages about a node's worker to that node's log, not the terminal.
+
+    Ray prints every error the raylet publishes to the driver's stdout (the
+    ``(raylet) A worker died ...`` paragraph); the tool reports a lost node
+    itself, in one line. A message naming a node's worker PID becomes a log
+    entry of that node (tag DIAGNOSTICS_TAG, kept in log.txt, not printed
+    live); any other message is printed as Ray prints it. Idempotent; if this
+    Ray has no such printer, nothing changes.
+    """
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_antler_diverted", False):
+        return
+
+    def divert(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            rest = []
+            for line in data.get("lines", []):
+                m = _WORKER_PID.search(str(line))
+                with _by_pid_lock:
+                    handle = _by_pid.get(int(m.group(1))) if m else None
+                # After its test is written, Ray prints it as it would have: the tool's error came first.
+                if handle is not None and not handle._closed:
+                    handle.sink(LogEntry(now(), handle.node.id, DIAGNOSTICS_TAG, f"Ray: {line}"))
+                else:
+                    rest.append(line)
+            if not rest:
+                return
+            data = {**data, "lines": rest}
+        original(data, ignore_prefix)
+
+    divert._antler_diverted = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = divert
 
 
 def _remote_actor() -> Any:
@@ -350,9 +400,9 @@ class RayHandle:
         try:
             kind, value = await self._await(ref)
         except asyncio.CancelledError:
-            # Cancel reaches the node; wait until its runs have unwound.
+            # Cancel reaches the node, with the reason; wait until its runs have unwound.
             with contextlib.suppress(RayError):
-                self.actor.cancel_run.remote(run_id)
+                self.actor.cancel_run.remote(run_id, cancel_reason())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._await(ref), CLOSE_TIMEOUT_SECONDS)
             raise
@@ -396,7 +446,7 @@ class RayHandle:
                 try:
                     return fut.result()
                 except RayActorError as e:
-                    raise RunnerError(self._lose(f"{self._named()} died: {_first_line(e)}")) from None
+                    raise RunnerError(self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")) from None
             if self._dead:
                 fut.cancel()
                 self._check_lost()
@@ -440,7 +490,7 @@ class RayHandle:
                 self._lose(f"{self._named()} lost: no answer for {DEAD_AFTER_SECONDS:.0f}s (its host may be down)")
                 return
             except RayError as e:
-                self._lose(f"{self._named()} died: {_first_line(e)}")
+                self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")
                 return
             await asyncio.sleep(POLL_SECONDS)
 
@@ -500,6 +550,9 @@ def _remove_left_namespace(name: str) -> None:
 
 async def _wait_ref(ref: Any) -> Any:
     return await ref
+
+
+_SEE_LOG = " (Ray's account, if it gave one, is in the test's log under this node)"
 
 
 def _first_line(e: BaseException) -> str:
@@ -726,6 +779,7 @@ class RayLaunch:
         # the thread that started them (PR_SET_PDEATHSIG), and asyncio.run ends
         # its pool threads, which left `ray.shutdown` waiting 15 s on a dead GCS.
         self.session.ensure()
+        divert_raylet_errors()
         if self._code is None:
             self._code = await asyncio.to_thread(code_version)
         options: dict[str, Any] = {
@@ -762,6 +816,8 @@ class RayLaunch:
             **info,
         )
         handle.facts.update(await self._clock(actor, info))
+        with _by_pid_lock:
+            _by_pid[int(info["pid"])] = handle
         handle.nodes = nodes
         handle.start_polling()
         return handle

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from antler.node.feedback import Feedback
 from antler.node.items import SysInfo
 from antler.node.nodespec import check_regex
+from antler.node.secrets import mask_env
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -60,7 +61,10 @@ class SysInfoRunner:
     """SysInfoRunner gathers system information on its node (runner type ``sysinfo``).
 
     ``env`` and ``sysctl`` are regular expressions matched against the whole
-    name (sysctls in dotted form, e.g. ``net\\.ipv4\\.tcp_.*``).
+    name (sysctls in dotted form, e.g. ``net\\.ipv4\\.tcp_.*``). A variable
+    whose name looks secret (antler.node.secrets.looks_secret) is recorded
+    with its value masked; the HMAC key's variable is not in a node's
+    environment at all.
     """
 
     os: bool = True
@@ -91,7 +95,8 @@ class SysInfoRunner:
             data["file"] = {name: _read(Path(name)) for name in self.file}
         if self.env:
             pats = [re.compile(p) for p in self.env]
-            data["env"] = {k: v for k, v in sorted(ctx.env.items()) if any(p.fullmatch(k) for p in pats)}
+            # A variable whose name looks secret is recorded as set, never its value.
+            data["env"] = mask_env({k: v for k, v in sorted(ctx.env.items()) if any(p.fullmatch(k) for p in pats)})
         if self.sysctl:
             data["sysctl"] = sysctls([re.compile(p) for p in self.sysctl])
         ctx.rec.send(SysInfo(ctx.node_id, data))

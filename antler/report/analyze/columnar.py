@@ -9,7 +9,7 @@ over runs of equal codes, and pairings are scatters (``np.minimum.at``) into
 tables indexed by (flow, seq).
 
 The stream and packet metrics (:mod:`.streams`, :mod:`.packets`) are built
-from these; :mod:`antler.report.charts` uses :func:`is_sorted` and
+from these; :mod:`antler.report.decimate` uses :func:`is_sorted` and
 :func:`run_starts`.
 """
 

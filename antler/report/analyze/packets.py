@@ -32,7 +32,9 @@ from antler.report.analyze.columnar import (
     take,
 )
 
-_CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES = 0, 1, 2
+_CLIENT_RECEIVES, _CLIENT_SENDS, _SERVER_RECEIVES, _SERVER_SENDS = 0, 1, 2, 3
+ECHO_FLAG = 1
+"""ECHO_FLAG is the packet flag bit of a request that asks for an echo (antler.node.runners.packet.wire.ECHO)."""
 """Kinds of packet_io rows (see split_parts)."""
 
 
@@ -58,7 +60,8 @@ def analyze_packets(
     sched = [c for c in ("sched_t_ns",) if c in io.column_names]
     parts = split_parts(
         io, flows, ["server", "sent"],
-        {_CLIENT_SENDS: ["t_ns", "seq", "length", *sched], _SERVER_RECEIVES: ["t_ns", "seq"], _CLIENT_RECEIVES: ["t_ns", "seq"]},
+        {_CLIENT_SENDS: ["t_ns", "seq", "length", "flags", *sched], _SERVER_RECEIVES: ["t_ns", "seq"],
+         _CLIENT_RECEIVES: ["t_ns", "seq"], _SERVER_SENDS: ["seq"]},
     )  # fmt: skip
     # Each kind is one end's, so its times go on the test's clock with that end's offset.
     tx, srx, crx = parts[_CLIENT_SENDS], parts[_SERVER_RECEIVES], parts[_CLIENT_RECEIVES]
@@ -87,13 +90,24 @@ def analyze_packets(
         arrived = [np.concatenate([a, b]) for a, b in zip(arrived, echoed, strict=True)]
     counts = count_arrivals(arrived[0], arrived[1], arrived[2], n)
 
-    rtt = _delay_series(sends, crx_c, crx_s, crx_t, flow_names, "rtt_ms")
+    # An RTT is expected of each send that asked for an echo; a one-way delay of every send.
+    rtt = _delay_series(sends, crx_c, crx_s, crx_t, flow_names, "rtt_ms", (tx["flags"] & ECHO_FLAG) != 0)
     owd = _delay_series(sends, srx_c, srx_s, srx_t, flow_names, "owd_ms")
 
     start = np.where(~np.isnan(t_first_tx), t_first_tx, np.where(ends.known[:, 0], ends.offset[:, 0], np.nan))
     lost = np.clip(n_sent - counts["received"], 0, None).astype(float)
+    # Per direction, as irtt reports it: up is the requests that never reached
+    # the server (known where it recorded arrivals), down the replies it sent
+    # that never reached the client (known where it recorded its replies).
+    replied = parts[_SERVER_SENDS]
+    n_replies = distinct_per_flow(replied.code, replied["seq"], n)
+    n_replies_back = distinct_per_flow(crx_c, crx_s, n)
+    lost_up = np.where(at_server, np.clip(n_sent - counts["received"], 0, None), np.nan)
+    lost_down = np.where(replied.count > 0, np.clip(n_replies - n_replies_back, 0, None), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         loss_pct = np.where(n_sent > 0, 100.0 * lost / n_sent, np.nan)
+        loss_up_pct = np.where(n_sent > 0, 100.0 * lost_up / n_sent, np.nan)
+        loss_down_pct = np.where(n_replies > 0, 100.0 * lost_down / n_replies, np.nan)
     out = pd.DataFrame(
         {
             "flow": flows,
@@ -107,6 +121,10 @@ def analyze_packets(
             "received": counts["received"].astype(float),
             "lost": lost,
             "loss_pct": loss_pct,
+            "lost_up": lost_up,
+            "loss_up_pct": loss_up_pct,
+            "lost_down": lost_down,
+            "loss_down_pct": loss_down_pct,
             "duplicates": counts["duplicates"].astype(float),
             "late": counts["late"].astype(float),
             "early": counts["early"].astype(float),
@@ -120,6 +138,22 @@ def analyze_packets(
         # As the group-by join this replaced left it: flows.parquet's flow column stays a plain string.
         out["flow"] = out["flow"].astype(object)
     return out, rtt, owd
+
+
+def distinct_per_flow(code: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """Distinct_per_flow counts each flow's distinct seqs (length n): a (flow, seq) table when seqs are dense, else a sort."""
+    if not len(code):
+        return np.zeros(n, np.int64)
+    layout = seq_layout(code, seq, n)
+    if layout is not None:
+        _, base = layout
+        seen = np.zeros(base[-1], bool)
+        seen[base[code] + seq] = True
+        # Each flow's slots run from base[f] to base[f + 1]: count the marks in each.
+        marks = np.concatenate([[0], np.cumsum(seen)])
+        return (marks[base[1:]] - marks[base[:-1]]).astype(np.int64)
+    keys = np.unique((code << SEQ_BITS) | seq)
+    return np.bincount(keys >> SEQ_BITS, minlength=n).astype(np.int64)
 
 
 def _send_errors(tx: Part, n: int) -> np.ndarray:
@@ -157,9 +191,21 @@ class _Sends:
 
 
 def _delay_series(
-    sends: _Sends, rx_code: np.ndarray, rx_seq: np.ndarray, rx_t: np.ndarray, flows: np.ndarray, name: str
+    sends: _Sends,
+    rx_code: np.ndarray,
+    rx_seq: np.ndarray,
+    rx_t: np.ndarray,
+    flows: np.ndarray,
+    name: str,
+    expected: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """_delay_series pairs each packet's first arrival with its send, by flow and seq.
+
+    A send that was expected to arrive (every send, or those ``expected``
+    marks, one bool per send row) and never did is a row too, with a NaN
+    delay at its send time, in the flows where anything arrived at all: a
+    line drawn through the series breaks there instead of joining the delays
+    on either side of an outage.
 
     With dense seqs the pairing is a scatter into the sends' (flow, seq)
     table: linear time. Sparse or negative seqs fall back to a sort and a
@@ -168,6 +214,8 @@ def _delay_series(
     if not len(rx_code) or not len(sends.code):
         return empty_series(name)
     n = len(flows)
+    has_rx = np.bincount(rx_code, minlength=n) > 0
+    wanted = has_rx[sends.code] if expected is None else has_rx[sends.code] & expected
     if sends.table is not None and rx_seq.min() >= 0:
         slot, t = sends.base[rx_code] + rx_seq, rx_t
         ok = rx_seq <= sends.max_seq[rx_code]
@@ -175,18 +223,39 @@ def _delay_series(
             slot, t = gather(ok, slot, t)
         # The earliest arrival of each packet: duplicates are not delays.
         arrived = scatter_min(sends.base[-1], slot, t)
-        slot = np.flatnonzero((arrived != NEVER) & (sends.table != NEVER))
-        # Slots ascend, flow by flow: each flow's count is where its table starts among them.
+        # A slot is drawn if its packet arrived, or was expected to and did not (a NaN).
+        drawn = np.zeros(sends.base[-1], bool)
+        drawn[sends.base[sends.code[wanted]] + sends.seq[wanted]] = True
+        drawn |= arrived != NEVER
+        drawn &= sends.table != NEVER
+        slot = np.flatnonzero(drawn)
+        # Slots ascend, flow by flow (and seq by seq, so in send order): no sort.
         code = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(slot, sends.base)))
         sent_t, got_t = sends.table[slot], arrived[slot]
+        delay = np.where(got_t != NEVER, got_t - sent_t, np.nan)
+        code, sent_t, delay = take(flow_time_order(code, sent_t), code, sent_t, delay)
+        return _series_frame(code, sent_t, delay, flows, name)
     else:
         tx_key, tx_t = sends.keys()
         k, got = first_by_key((rx_code << SEQ_BITS) | rx_seq, rx_t)
         i = np.minimum(np.searchsorted(tx_key, k), len(tx_key) - 1)
         hit = tx_key[i] == k
         code, sent_t, got_t = k[hit] >> SEQ_BITS, tx_t[i[hit]], got[hit]
-    code, sent_t, got_t = take(flow_time_order(code, sent_t), code, sent_t, got_t)
-    delay = np.subtract(got_t, sent_t, out=got_t)  # got_t is this function's own gather
+        lost_key = np.setdiff1d((sends.code[wanted] << SEQ_BITS) | sends.seq[wanted], k)
+        lost_code, lost_t = lost_key >> SEQ_BITS, tx_t[np.searchsorted(tx_key, lost_key)]
+    delay = (got_t - sent_t).astype(float)
+    if len(lost_code):
+        code = np.concatenate([code, lost_code])
+        sent_t = np.concatenate([sent_t, lost_t])
+        delay = np.concatenate([delay, np.full(len(lost_code), np.nan)])
+    code, sent_t, delay = take(flow_time_order(code, sent_t), code, sent_t, delay)
+    return _series_frame(code, sent_t, delay, flows, name)
+
+
+def _series_frame(
+    code: np.ndarray, sent_t: np.ndarray, delay: np.ndarray, flows: np.ndarray, name: str
+) -> pd.DataFrame:
+    """_series_frame is a delay series: flow (categorical), t_s from the send in ns, the delay in ms from ns."""
     # copy=False: no consolidating copy of millions of rows into one block.
     return pd.DataFrame({"flow": flow_column(code, list(flows)), "t_s": sent_t / 1e9, name: delay / 1e6}, copy=False)
 
@@ -264,5 +333,9 @@ def _percentiles(series: pd.DataFrame, value: str) -> pd.DataFrame:
         return pd.DataFrame(columns=cols, dtype=float)
     flow = series["flow"].astype("category")
     names = flow.cat.categories
-    q = group_quantiles(flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float), len(names), [0.5, 0.99])
+    codes, values = flow.cat.codes.to_numpy(np.int64), series[value].to_numpy(float)
+    measured = ~np.isnan(values)  # a packet that never arrived has no delay
+    if not measured.all():
+        codes, values = gather(measured, codes, values)
+    q = group_quantiles(codes, values, len(names), [0.5, 0.99])
     return pd.DataFrame(q, index=names, columns=cols)

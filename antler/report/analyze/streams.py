@@ -117,7 +117,9 @@ def _goodput_series(
 
     Using the samples' own times (not the interval edges) keeps the rate exact
     when samples and intervals do not line up; the first point counts from the
-    server end's start (see below) with zero bytes.
+    server end's start (see below) with zero bytes. An interval in which
+    nothing was delivered (see :func:`_idle_intervals`) is a point of zero
+    goodput at its end, so a chart never draws a line across an outage.
     """
     if not len(code):
         return empty_series("goodput_mbps")
@@ -126,6 +128,13 @@ def _goodput_series(
     last = np.ones(len(code), bool)
     last[:-1] = (code[1:] != code[:-1]) | (b[1:] != b[:-1])
     pc_, pt, ptotal = code[last], t[last], total[last]
+    idle = _idle_intervals(code, t, total, interval_ns, len(flows))
+    if idle is not None:
+        # Idle intervals join the points with the byte count they stayed at:
+        # the rate into them is 0, and the next point counts from their end.
+        ic, it, itotal = idle
+        order = np.lexsort((np.concatenate([pt, it]), np.concatenate([pc_, ic])))
+        pc_, pt, ptotal = (np.concatenate(pair)[order] for pair in ((pc_, ic), (pt, it), (ptotal, itotal)))
     first = np.ones(len(pc_), bool)
     first[1:] = pc_[1:] != pc_[:-1]
     prev_t = np.empty_like(pt)
@@ -144,6 +153,42 @@ def _goodput_series(
     return pd.DataFrame(
         {"flow": flow_column(pc_[keep], flows), "t_s": pt[keep] / 1e9, "goodput_mbps": mbps[keep]}, copy=False
     )
+
+
+def _idle_intervals(
+    code: np.ndarray, t: np.ndarray, total: np.ndarray, interval_ns: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """_idle_intervals finds the goodput intervals in which a stream delivered nothing: (flow code, end ns, bytes so far).
+
+    The receiver samples its byte count at the first read at least
+    ``sample_io_interval`` after its last sample, so between consecutive
+    samples a and b no byte was read after ``t_a + sample_io_interval``. The
+    interval is not stored, but it is at most the flow's shortest spacing of
+    samples (its last sample aside, which the end of the flow forces), so an
+    interval lying wholly within ``(t_a + shortest spacing, t_b)`` certainly
+    had no delivery. Rows are sorted by flow, then time. None when there is
+    no such interval.
+    """
+    if len(code) < 3:
+        return None
+    same = code[1:] == code[:-1]
+    gap = t[1:] - t[:-1]
+    # The pair that ends a flow's samples is left out of its shortest spacing.
+    ends_flow = np.ones(len(code) - 1, bool)
+    ends_flow[:-1] = code[2:] != code[1:-1]
+    spacing = np.full(n, np.iinfo(np.int64).max, np.int64)
+    usable = same & ~ends_flow & (gap > 0)
+    np.minimum.at(spacing, code[:-1][usable], gap[usable])
+    start = t[:-1] + np.minimum(spacing[code[:-1]], np.iinfo(np.int64).max - t[:-1])
+    first = -(-start // interval_ns)  # the first interval that begins at or after start
+    stop = t[1:] // interval_ns  # intervals before the one t_b falls in end at or before it
+    count = np.where(same & (stop > first), stop - first, 0)
+    if not count.any():
+        return None
+    pair = np.repeat(np.arange(len(count)), count)
+    offset = np.arange(len(pair)) - np.repeat(np.cumsum(count) - count, count)
+    k = first[pair] + offset
+    return code[:-1][pair], (k + 1) * interval_ns, total[:-1][pair]
 
 
 def _tcp_metrics(tcp: pa.Table, flows: list[str], flow_info: pd.DataFrame) -> pd.DataFrame:

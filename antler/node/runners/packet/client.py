@@ -38,7 +38,7 @@ from antler.node.runners.packet.wire import (
     header_len,
     parse,
 )
-from antler.node.sockopt import Sockopt, set_tos, split_host_port
+from antler.node.sockopt import Sockopt, check_addr, set_tos
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -85,10 +85,10 @@ class PacketClient:
         check_flow(self.flow)
         if not self.addr and not self.addr_key:
             raise ValueError("packet_client needs addr or addr_key")
-        if self.addr:
-            split_host_port(self.addr)
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
+        if self.addr:
+            check_addr(self.addr, self.protocol, "addr")
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
         if not 0 <= self.dscp <= 63:
@@ -123,7 +123,11 @@ class PacketClient:
                 raise ValueError(
                     f"flow {self.flow}: packet length {short[0]} is shorter than the header ({hlen} bytes)"
                 )
-        family, sockaddr = psock.resolve(addr, self.protocol, passive=False)
+        try:
+            check_addr(addr, self.protocol, "server address")
+            family, sockaddr = psock.resolve(addr, self.protocol, passive=False)
+        except (OSError, ValueError) as e:
+            raise OSError(f"flow {self.flow}: {e}") from None
         warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -132,12 +136,16 @@ class PacketClient:
                 opt.apply(s)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
+            psock.enable_rx_tos(s)  # replies' marking, as it arrives, goes into packet_io.tos
             # Bind now so replies to the very first packet have a socket to land on.
             s.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        except OSError as e:
+            s.close()
+            raise OSError(f"flow {self.flow}: socket for {addr} ({self.protocol}): {e.strerror or e}") from None
         except BaseException:
             s.close()
             raise
-        flow = _Flow(ctx, self, s, sockaddr)
+        flow = _Flow(ctx, self, s, sockaddr, addr)
         try:
             await flow.run()
         finally:
@@ -154,8 +162,9 @@ class _Flow:
     up by a spinning timer. Receive times come from the kernel.
     """
 
-    def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any) -> None:
+    def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any, addr: str) -> None:
         self.ctx = ctx
+        self.addr = addr
         self.spec = spec
         self.sock = s
         self.sockaddr = sockaddr
@@ -214,14 +223,17 @@ class _Flow:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
+        # The threads end on their own once the sender has exited (end of file,
+        # a broken pipe, the stop flag): their pipes are closed after, never under them.
+        for t in self._threads:
+            await asyncio.to_thread(t.join)
+        if proc is not None:
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 if f is not None:
                     with contextlib.suppress(OSError):
                         f.close()
-        for t in self._threads:
-            await asyncio.to_thread(t.join)
         self.sock.close()
-        text = f"flow {self.spec.flow}: sent {self.sent} packets"
+        text = f"flow {self.spec.flow}: sent {self.sent} packets to {self.addr}"
         if self.echo_sent:
             text += f", {self.replies} of {self.echo_sent} echo requests answered"
         if proc is not None and not self.realtime:
@@ -284,6 +296,7 @@ class _Flow:
         self.realtime = first == b"R"
         size = sendproc.SENT.size
         from_mono, append, send_t = self.clock.from_mono, self.cols.append, self._send_t
+        tos = (self.spec.dscp << 2) | self.spec.ecn  # what the socket sends with (set_tos)
         pending = b""
         while data := os.read(fd, 1 << 16):
             pending += data
@@ -294,7 +307,7 @@ class _Flow:
                     self.errors[_send_error(err)] += 1
                     continue
                 tt = from_mono(t)
-                append(tt, seq, length, flags, True, from_mono(deadline))
+                append(tt, seq, length, flags, True, from_mono(deadline), tos)
                 send_t.append(tt)
                 self.sent += 1
                 if flags & ECHO:
@@ -333,7 +346,8 @@ class _Flow:
             except OSError:
                 self.errors["receive errors"] += 1
                 return
-            t = clock.from_wall(psock.rx_time_ns(anc))
+            t_wall, tos, _ = psock.rx_meta(anc)
+            t = clock.from_wall(t_wall)
             if n > limit or msg_flags & psock.TRUNC:
                 self.errors["oversized packets dropped"] += 1
                 continue
@@ -346,7 +360,7 @@ class _Flow:
             if not flag & REPLY or got_flow != flow or seq >= len(send_t) + REPLY_AHEAD:
                 self.errors["unexpected packets dropped"] += 1
                 continue
-            cols.append(t, seq, n, flag, False, NULL)
+            cols.append(t, seq, n, flag, False, NULL, max(tos, 0))
             if seq >= len(replied):
                 replied.extend(bytes(seq + 1 - len(replied)))
             if not replied[seq]:

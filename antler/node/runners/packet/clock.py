@@ -60,5 +60,15 @@ def warm_up_arrow() -> None:
     from antler.node.schemas import SCHEMAS
 
     schema = SCHEMAS["packet_io"]
-    row = {"flow": "x", "server": False, "t_ns": 0, "seq": 0, "length": 0, "flags": 0, "sent": True, "sched_t_ns": None}
+    row = {
+        "flow": "x",
+        "server": False,
+        "t_ns": 0,
+        "seq": 0,
+        "length": 0,
+        "flags": 0,
+        "sent": True,
+        "sched_t_ns": None,
+        "tos": 0,
+    }
     pa.RecordBatch.from_arrays([pa.array([row[f.name]], type=f.type) for f in schema], schema=schema)

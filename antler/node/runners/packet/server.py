@@ -15,7 +15,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import NULL, PacketInfo
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
-from antler.node.sockopt import join_host_port, split_host_port
+from antler.node.sockopt import check_addr, sock_addr
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -38,7 +38,11 @@ class PacketServer:
     It listens on ``listen_addr`` (``:port`` or ``host:port``), echoes each
     packet that requests it (same seq, flag REPLY) unless it is a duplicate,
     records every valid packet it receives and every reply it sends, and runs
-    until the test's tree completes. ``listen_addr_key`` publishes the bound
+    until the test's tree completes. A reply carries the request's DSCP and
+    ECN as they arrived (read with IP_RECVTOS / IPV6_RECVTCLASS), as irtt's
+    server does, so marking applies both ways; a request that arrived
+    CE-marked is answered with the flow's last ECT codepoint (ECT(0) before
+    any), since a reply must not leave already marked. ``listen_addr_key`` publishes the bound
     address as feedback for a client's ``addr_key``.
     """
 
@@ -51,7 +55,7 @@ class PacketServer:
         """Validate raises ValueError for a bad protocol, address or packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
-        split_host_port(self.listen_addr)
+        check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
         if not 1 <= self.max_packet_size <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
 
@@ -64,14 +68,19 @@ class PacketServer:
             s.bind(sockaddr)
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
+            psock.enable_rx_tos(s)
             s.setblocking(False)
+        except OSError as e:
+            s.close()
+            raise OSError(f"bind {self.listen_addr} ({self.protocol}): {e.strerror or e}") from None
         except BaseException:
             s.close()
             raise
-        core = _Server(ctx, s, self.max_packet_size)
+        # A link-local address is published with its interface (antler.node.sockopt.zoned).
+        bound = sock_addr(s)
+        core = _Server(ctx, s, self.max_packet_size, bound)
         core.start()
         ctx.on_cancel(core.stop)
-        bound = join_host_port(*s.getsockname()[:2])
         ctx.rec.log(f"listening on {bound} ({self.protocol}){' with HMAC' if ctx.hmac_key else ''}")
         return {self.listen_addr_key: bound} if self.listen_addr_key else {}
 
@@ -112,6 +121,16 @@ class _Flow:
 
     def __init__(self, cols: Columns) -> None:
         self.cols = cols
+        self.ect = 2  # ECT(0), until a request says otherwise
+
+    def reply_tos(self, tos: int) -> int:
+        """Reply_tos is the TOS byte of the reply to a request that arrived with tos: the same, but never CE."""
+        ecn = tos & 3
+        if ecn == 3:
+            ecn = self.ect  # CE: the codepoint the flow sends with, as last seen
+        elif ecn:
+            self.ect = ecn
+        return (tos & 0xFC) | ecn
 
 
 class _Windows:
@@ -146,8 +165,9 @@ class _Windows:
 class _Server:
     """_Server is the receive thread of a PacketServer and its counters."""
 
-    def __init__(self, ctx: Context, s: socket.socket, max_packet_size: int) -> None:
+    def __init__(self, ctx: Context, s: socket.socket, max_packet_size: int, addr: str) -> None:
         self.ctx = ctx
+        self.addr = addr
         self.sock = s
         self.key = ctx.hmac_key
         self.max_packet_size = max_packet_size
@@ -169,7 +189,7 @@ class _Server:
         self._stop.set()
         await asyncio.to_thread(self._thread.join)
         self.sock.close()
-        text = f"received {self.received} packets in {len(self.flows)} flows, echoed {self.echoed}"
+        text = f"received {self.received} packets in {len(self.flows)} flows on {self.addr}, echoed {self.echoed}"
         if self.key is not None:
             bad = self.dropped["unsigned"] + self.dropped["bad-signature"]
             text += f"; dropped {bad} with a missing or bad signature"
@@ -198,6 +218,7 @@ class _Server:
 
     def _serve(self) -> None:
         s, key, clock = self.sock, self.key, self.clock
+        rx_meta, tos_cmsg = psock.rx_meta, psock.tos_cmsg
         limit = self.max_packet_size
         # One byte more than the limit tells an oversized datagram from one that fits.
         buf = bytearray(limit + 1)
@@ -215,10 +236,13 @@ class _Server:
                     break
                 self.dropped["receive-error"] += 1
                 continue
-            t = clock.from_wall(psock.rx_time_ns(anc))
+            t_wall, tos, level = rx_meta(anc)
+            t = clock.from_wall(t_wall)
             if n > limit or msg_flags & trunc:
                 self.dropped["oversized"] += 1
                 continue
+            if tos < 0:
+                tos = 0  # the kernel gave none: recorded as unmarked
             data = view[:n]
             try:
                 flag, seq, flow = parse(data, key)
@@ -237,15 +261,19 @@ class _Server:
             # Echo first and record after, so recording is not in the RTT.
             if flag & ECHO and not dup:
                 out = reply_to(data, key)
+                reply_tos = f.reply_tos(tos)
                 t_out = clock.now()
                 try:
-                    s.sendto(out, addr)
+                    if reply_tos:
+                        s.sendmsg([out], tos_cmsg(level, reply_tos), 0, addr)
+                    else:
+                        s.sendto(out, addr)
                 except OSError:
                     self.dropped["echo-send-error"] += 1
-                    f.cols.append(t, seq, n, flag, False, NULL)
+                    f.cols.append(t, seq, n, flag, False, NULL, tos)
                     continue
-                f.cols.append(t, seq, n, flag, False, NULL)
-                f.cols.append(t_out, seq, n, out[3], True, NULL)
+                f.cols.append(t, seq, n, flag, False, NULL, tos)
+                f.cols.append(t_out, seq, n, out[3], True, NULL, reply_tos)
                 self.echoed += 1
             else:
-                f.cols.append(t, seq, n, flag, False, NULL)
+                f.cols.append(t, seq, n, flag, False, NULL, tos)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from antler.node.sockopt import join_host_port
+from antler.node.sockopt import sock_addr
 
 PROTOCOLS = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
 """PROTOCOLS maps each stream protocol to its address family (tcp = either)."""
@@ -17,6 +17,5 @@ def check_protocol(protocol: str) -> None:
 
 
 def sockname(sock: socket.socket) -> str:
-    """Sockname returns a socket's local address as ``host:port``."""
-    host, port = sock.getsockname()[:2]
-    return join_host_port(host, port)
+    """Sockname returns a socket's local address as ``host:port`` (a link-local host with its interface)."""
+    return sock_addr(sock)

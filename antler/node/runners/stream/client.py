@@ -16,7 +16,7 @@ from antler.node.runners.stream.header import Header, HeaderError, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
 from antler.node.runners.stream.sock import get_cca, set_cca
 from antler.node.runners.stream.transfer import Download, Transfer, Upload
-from antler.node.sockopt import set_tos, split_host_port
+from antler.node.sockopt import check_addr, set_tos, split_host_port, zoned
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -55,9 +55,9 @@ class StreamClient:
             )
         if not self.addr and not self.addr_key:
             raise ValueError("stream_client needs addr or addr_key")
-        if self.addr:
-            split_host_port(self.addr)
         check_protocol(self.protocol)
+        if self.addr:
+            check_addr(self.addr, self.protocol, "addr")
         if self.connect_timeout.ns <= 0:
             raise ValueError("connect_timeout must be positive")
 
@@ -94,6 +94,8 @@ class StreamClient:
             addr = str(feedback[self.addr_key])
         try:
             host, port = split_host_port(addr)
+            check_addr(addr, self.protocol, "server address")
+            host = zoned(host)
         except ValueError as e:
             raise StreamError(f"flow {flow}: {e}") from None
         loop = asyncio.get_running_loop()
@@ -102,7 +104,7 @@ class StreamClient:
                 host or "localhost", port, family=PROTOCOLS[self.protocol], type=socket.SOCK_STREAM
             )
         except OSError as e:
-            raise StreamError(f"flow {flow}: resolving {addr}: {e}") from None
+            raise StreamError(f"flow {flow}: resolving {addr} ({self.protocol}): {e.strerror or e}") from None
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:

@@ -17,7 +17,7 @@ from antler.node.runners.stream.header import Header, HeaderError, frame, read_f
 from antler.node.runners.stream.pump import PumpParams, run_end
 from antler.node.runners.stream.sock import CCAError, get_cca, set_cca
 from antler.node.runners.stream.transfer import Stream
-from antler.node.sockopt import join_host_port, set_tos, split_host_port
+from antler.node.sockopt import check_addr, join_host_port, set_tos, split_host_port
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -46,6 +46,7 @@ class StreamServer:
     def validate(self) -> None:
         """Validate raises ValueError for a bad protocol or address, port 0 without listen_addr_key, or a header_timeout not above 0."""
         check_protocol(self.protocol)
+        check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
         _, port = split_host_port(self.listen_addr)
         if port == 0 and not self.listen_addr_key:
             raise ValueError("port 0 picks a free port: set listen_addr_key so a client can find it")
@@ -68,7 +69,10 @@ async def _listen(listen_addr: str, protocol: str) -> socket.socket:
     family = PROTOCOLS[protocol]
     if host:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        try:
+            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise OSError(f"listen on {listen_addr} ({protocol}): resolving {host}: {e.strerror or e}") from None
         candidates = [(f, sa) for f, _, _, _, sa in infos]
     elif family == socket.AF_INET:
         candidates = [(socket.AF_INET, ("0.0.0.0", port))]

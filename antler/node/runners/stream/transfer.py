@@ -36,8 +36,9 @@ class Transfer:
     ``sample_io_interval`` is the least time between StreamIO samples (0 = a
     sample per read or write); ``tcp_info_interval`` the time between TCP_INFO
     samples of the sending socket (0 = none). ``cca`` is set on the socket with
-    TCP_CONGESTION (empty = the kernel default); ``dscp`` and ``ecn`` go into
-    IP_TOS / IPV6_TCLASS; ``sockopt`` lists raw options for the client socket.
+    TCP_CONGESTION (empty = the kernel default); ``dscp`` goes into IP_TOS /
+    IPV6_TCLASS; ``ecn`` must stay 0, as the kernel owns TCP's ECN bits;
+    ``sockopt`` lists raw options for the client socket.
     """
 
     flow: str
@@ -68,6 +69,11 @@ class Transfer:
             raise ValueError(f"dscp {self.dscp} must be 0-63")
         if not 0 <= self.ecn <= 3:
             raise ValueError(f"ecn {self.ecn} must be 0-3")
+        if self.ecn:
+            raise ValueError(
+                f"ecn {self.ecn} on a TCP flow: the kernel owns TCP's ECN bits (it marks ECT itself once ECN is "
+                "negotiated: set the sysctl net.ipv4.tcp_ecn=1 on both ends with a system step); dscp applies"
+            )
         if len(self.cca) > 15:
             raise ValueError(f"cca {self.cca!r} is longer than the kernel's 15 characters")
 

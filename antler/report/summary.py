@@ -1,0 +1,156 @@
+"""What the comparison page shows of each test, read from its folder, and how the page orders and groups tests.
+
+A :class:`TestSummary` holds a test's flows table (flows.parquet, else
+analysed afresh), its status, its first error and the charts its reports
+made. The ID keys whose values differ between tests (:func:`varying_keys`)
+say what was swept: the page groups tests by one (:func:`group_key`) and
+charts against another (:func:`x_key`), swept values in numeric order
+(:func:`sort_key`). The page itself is :mod:`antler.report.index`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from antler.report.spec import IndexSpec
+from antler.results.tables import Results, TestResult
+
+_NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+")
+_CHART_STEPS = ("charts_time_series", "charts_fct")
+_BROWSER_IMAGES = (".png", ".svg")
+
+
+def varying_keys(results: Results) -> list[str]:
+    """Varying_keys lists the test ID keys whose values differ between tests, in ID order."""
+    values: dict[str, set[str]] = {}
+    for test in results.values():
+        for k, v in test.id.items():
+            values.setdefault(k, set()).add(v)
+    return [k for k, vs in values.items() if len(vs) > 1 or any(k not in t.id for t in results.values())]
+
+
+def sort_key(value: str) -> tuple[int, float, str]:
+    """Sort_key orders swept values by their leading number (10ms, 40ms, 100ms), else as text after the numbers."""
+    m = _NUMBER.match(value)
+    return (0, float(m.group()), value) if m else (1, 0.0, value)
+
+
+def flows_of(test: TestResult) -> pd.DataFrame:
+    """Flows_of returns a test's flows.parquet, or analyses the test when there is none.
+
+    Raises what analysis raises for tables it cannot read (see antler.report.analyze.analyze).
+    """
+    path = test.path / "flows.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
+    from antler.report.analyze import analyze
+
+    return analyze(test).flows
+
+
+def group_key(keys: list[str], spec: IndexSpec) -> str:
+    """Group_key is the ID key the index groups tests by: ``spec.group_by``, else the first varying key."""
+    return spec.group_by or (keys[0] if keys else "")
+
+
+def x_key(keys: list[str], spec: IndexSpec) -> str:
+    """X_key is the ID key the charts' x axis sweeps: ``spec.x``, else the first varying key not grouped by.
+
+    With one varying key it is that key, so a two-key sweep draws a line per
+    flow and group value across the other key, not single dots.
+    """
+    group_by = group_key(keys, spec)
+    return spec.x or next((k for k in keys if k != group_by), keys[0] if keys else "")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Chart is a chart a test's reports made: its page and its image (paths in the test folder), either may be None."""
+
+    name: str
+    page: Path | None
+    image: Path | None
+
+
+@dataclass
+class TestSummary:
+    """TestSummary is what the comparison page shows of one test.
+
+    ``flows`` is its flows table (None when it could not be read or made:
+    ``problem`` says why); ``first_error`` the message of its first error
+    (by time), else of its first failed report, else "".
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    key: str
+    test: TestResult
+    flows: pd.DataFrame | None
+    status: str
+    first_error: str
+    charts: list[Chart] = field(default_factory=list)
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Ok tells whether the test passed."""
+        return self.status == "ok"
+
+
+def summarize(test: TestResult, key: str) -> TestSummary:
+    """Summarize reads what the page shows of one test: its flows, status, first error and charts."""
+    flows: pd.DataFrame | None = None
+    problem = ""
+    try:
+        flows = flows_of(test)
+    except Exception as e:  # a test whose tables are damaged is shown with why, never dropped
+        problem = f"no flows: {type(e).__name__}: {e}"
+    return TestSummary(
+        key=key,
+        test=test,
+        flows=flows,
+        status=str(test.meta.get("status") or "unknown"),
+        first_error=first_error(test),
+        charts=charts_of(test),
+        problem=problem,
+    )
+
+
+def first_error(test: TestResult) -> str:
+    """First_error is a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
+    try:
+        errors = test.arrow("errors").sort_by("time").slice(0, 1).to_pylist()
+    except Exception as e:  # an unreadable errors table is itself the first thing to say
+        return f"errors.parquet unreadable: {type(e).__name__}: {e}"
+    if errors:
+        first = errors[0]
+        return f"{first['node_id']} {first['tag']}: {first['message']}"
+    reports = test.meta.get("report_errors") or []
+    return str(reports[0]) if reports else ""
+
+
+def charts_of(test: TestResult) -> list[Chart]:
+    """Charts_of lists the charts a test's after reports made (those whose page or image is in its folder)."""
+    from antler.report.pipeline import after_of
+    from antler.report.spec import After
+
+    try:
+        after = after_of(test.meta)
+    except ValueError:
+        after = After()  # a config this code no longer parses: look for the default charts
+    out = []
+    for step in after.steps():
+        name, cfg = step.step()
+        if name not in _CHART_STEPS:
+            continue
+        found = [test.path / n for n in cfg.to if (test.path / n).is_file()]
+        pages = [p for p in found if p.suffix == ".html"]
+        images = [p for p in found if p.suffix in _BROWSER_IMAGES]
+        if pages or images:
+            shown = pages[0] if pages else images[0]
+            out.append(Chart(name=shown.stem, page=pages[0] if pages else None, image=images[0] if images else None))
+    return out
