@@ -225,7 +225,7 @@ def test_the_packet_server_takes_hostile_datagrams_in_its_stride(key: bytes | No
     try:
 
         @settings(max_examples=PACKET_EXAMPLES, deadline=None, phases=PHASES, suppress_health_check=list(HealthCheck))
-        @given(st.lists(datagrams(key), min_size=1, max_size=60))
+        @given(st.lists(datagrams(key), min_size=10, max_size=60))
         def check(batch: list[Datagram]) -> None:
             core = served.core
             before = core.received + core.dropped.total()
