@@ -259,7 +259,11 @@ def test_cancel_and_timeout_reach_local_nodes() -> None:
         {"child": {"node": local("b", ns), "system": {"command": " ".join(sleeper)}}}, timeout=Duration.parse("1s")
     )
     assert not ok and took < 15
-    assert [e.message for e in errors(items)] == ["test timed out after 1s"]
+    # The timeout, and what it found running (what held the test up), on its node.
+    assert sorted((e.node_id, e.tag, e.message) for e in errors(items)) == [
+        ("-", "node", "test timed out after 1s"),
+        ("b", "system", "still running when the test timed out after 1s"),
+    ]
     assert processes_with(sleeper) == [] and ns not in netns_list()
 
 

@@ -12,7 +12,8 @@ Nothing stops silently. A runner that is canceled logs that it was and why
 reason, read with :func:`~antler.node.run.cancel_reason`), runs that never
 start log that they did not, and every flow a client runner names gets a
 :class:`~antler.node.items.FlowStatus`: ok, failed with its error, or
-cancelled with the reason.
+cancelled with the reason. A runner still running when the test times out
+records an Error instead of a log line: it is what held the test up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from antler.node.feedback import Feedback, FeedbackConflict, merge
 from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
 from antler.node.nodespec import set_fields
-from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope
+from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope, timed_out
 from antler.node.runners import DrivesFlow
 
 if TYPE_CHECKING:
@@ -62,7 +63,12 @@ async def execute(run: Run, ctx: Context, feedback: Feedback, children: Children
         out = await runner.run(rctx, feedback)
     except asyncio.CancelledError:
         reason = cancel_reason()
-        rctx.rec.log(f"canceled{f' (flow {flow})' if flow else ''}: {reason}")
+        of_flow = f" (flow {flow})" if flow else ""
+        if timed_out(reason):
+            # Still running at the timeout: this is what held the test up, and an Error names it.
+            rctx.rec.error(f"still running{of_flow} when {reason}")
+        else:
+            rctx.rec.log(f"canceled{of_flow}: {reason}")
         _flow_status(rctx, flow, FLOW_CANCELLED, reason)
         raise
     except RunnerError as e:

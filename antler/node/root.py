@@ -28,7 +28,7 @@ from antler.node.launch.tree import Launch, launch_nodes
 from antler.node.metric import Duration
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
-from antler.node.run import Losable, NodeHandle, Run, StopScope, TakesKey, node_tree
+from antler.node.run import TIMED_OUT, Losable, NodeHandle, Run, StopScope, TakesKey, node_tree
 from antler.node.runtime import NodeRuntime
 from antler.node.secrets import Redactor, redacting
 
@@ -149,7 +149,7 @@ async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Du
     if timeout is None or timeout.ns == 0:
         return await root.run(run, feedback)
     # Scheduled before the timeout's own callback, so the runs it cancels can say why.
-    why = asyncio.get_running_loop().call_later(timeout.seconds, root.stop.stop, f"the test timed out after {timeout}")
+    why = asyncio.get_running_loop().call_later(timeout.seconds, root.stop.stop, f"{TIMED_OUT} {timeout}")
     try:
         async with asyncio.timeout(timeout.seconds):
             return await root.run(run, feedback)
@@ -217,6 +217,10 @@ async def _watched(
         raise
     if task.done():
         return task.result()
+    if scope.reason:
+        # Already stopping (the timeout): an Error its cancel made a run record
+        # (what was still running) is not why the test ends.
+        return await task
     lost = next(f for f in losses if f.done())
     scope.stop(f"the test is ending after an error: {lost.result()}")
     task.cancel()

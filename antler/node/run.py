@@ -265,6 +265,15 @@ Children = Mapping[Node, NodeHandle]
 """Children is the node table of a test: the handle of every node its child runs name."""
 
 
+TIMED_OUT = "the test timed out after"
+"""TIMED_OUT begins the reason a test's runs stop at its timeout (a text: it crosses to other nodes as one)."""
+
+
+def timed_out(reason: str) -> bool:
+    """Timed_out reports whether a cancel reason is the test's timeout: what was still running then was stuck."""
+    return reason.startswith(TIMED_OUT)
+
+
 @dataclass
 class StopScope:
     """StopScope says why the runs under it are stopping: the first failure among siblings, or why the test ends.

@@ -83,7 +83,7 @@ class System:
             await asyncio.gather(*pumps)
             code = await proc.wait()
         except asyncio.CancelledError:
-            await _terminate(proc, self.kill)
+            await _terminate(ctx, proc, self.kill, name)
             for p in pumps:
                 p.cancel()
             lease.give_back(lease.SESSION, str(proc.pid))
@@ -107,7 +107,7 @@ class System:
     ) -> None:
         exited_alone = proc.returncode is not None
         if not exited_alone:
-            await _terminate(proc, self.kill)
+            await _terminate(ctx, proc, self.kill, name)
         await asyncio.gather(*pumps, return_exceptions=True)
         code = await proc.wait()
         await _kill_left(ctx, proc.pid, name)
@@ -145,11 +145,11 @@ def _pipe(mode: str) -> int:
     return asyncio.subprocess.DEVNULL if mode == "quiet" else asyncio.subprocess.PIPE
 
 
-async def _terminate(proc: asyncio.subprocess.Process, kill: bool) -> None:
+async def _terminate(ctx: Context, proc: asyncio.subprocess.Process, kill: bool, name: str) -> None:
     """Terminate signals the command's process group and waits for it, killing it after a grace period.
 
     The whole group: a child that ignores SIGINT (or the leader's exit) is
-    killed once the grace period is over.
+    killed once the grace period is over, and the log says so.
     """
     sig = signal.SIGKILL if kill else signal.SIGINT
     loop = asyncio.get_running_loop()
@@ -159,6 +159,7 @@ async def _terminate(proc: asyncio.subprocess.Process, kill: bool) -> None:
     try:
         await asyncio.wait_for(asyncio.shield(proc.wait()), GRACE_SECONDS)
     except TimeoutError:
+        ctx.rec.log(f"{name}: still running {GRACE_SECONDS:g}s after SIGINT: killed")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()

@@ -15,7 +15,9 @@ send blocked on a full buffer never delays a sample.
 Stopping: the socket has SO_SNDTIMEO / SO_RCVTIMEO set to POLL_SECONDS, so a
 blocked call returns in time for the duration to be honoured at any rate;
 cancellation sets a stop flag and shuts the socket down, which wakes a blocked
-call at once.
+call at once. A peer that vanishes without a FIN or RST (its packets silently
+dropped) fails the flow LINGER_SECONDS after its duration, on either end,
+rather than leaving it, or the server's connection, waiting for ever.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ STOP_WAIT_SECONDS = 5.0
 """STOP_WAIT_SECONDS is how long a canceled pump may take to end its thread."""
 
 LINGER_SECONDS = 30.0
-"""LINGER_SECONDS is how long a sender waits, after its last byte, for the receiver to close."""
+"""LINGER_SECONDS is how long a sender waits, after its last byte, for the receiver to close, and how long a
+receiver waits past the flow's duration for the end: a peer gone without a FIN or RST fails the flow then."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,10 @@ class Pump:
             sock.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + LINGER_SECONDS
         scratch = bytearray(4096)
-        while not stop.is_set() and time.monotonic() < deadline:
+        while not stop.is_set():
+            if time.monotonic() >= deadline:
+                # Not a silent success: the data may never have arrived.
+                raise TimeoutError(f"the receiver did not close within {LINGER_SECONDS:g}s of the last byte (gone?)")
             try:
                 if sock.recv_into(scratch) == 0:
                     return
@@ -235,6 +241,8 @@ class Pump:
         mono = time.monotonic_ns
         buf = memoryview(bytearray(p.buf_len))
         t0, interval = self.t0, p.sample_io_interval_ns
+        # A sender stops at the duration: no end long after it means the sender is gone.
+        end = t0 + p.duration_ns + int(LINGER_SECONDS * 1e9) if p.duration_ns > 0 else 1 << 62
         total, sampled, next_sample = 0, 0, 0
         try:
             while True:
@@ -243,6 +251,10 @@ class Pump:
                 except (BlockingIOError, TimeoutError):
                     if stop.is_set():
                         break
+                    if mono() > end:
+                        raise TimeoutError(
+                            f"no end of the flow {LINGER_SECONDS:g}s after its duration (the sender is gone?)"
+                        ) from None
                     continue
                 except OSError:
                     if stop.is_set():
