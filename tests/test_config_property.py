@@ -349,10 +349,11 @@ def test_every_broken_run_tree_is_refused_naming_its_place_and_no_valid_one_is(q
     @given(st.data())
     def check(data: st.DataObject) -> None:
         nonlocal tried
-        config = {"test": {"id": {"experiment": "h"}, "run": data.draw(run_trees, "run tree")}}
+        tree: dict[str, Any] = data.draw(run_trees, "run tree")
+        config = {"test": {"id": {"experiment": "h"}, "run": tree}}
         # Each kind of break has its own budget of trees with a place for it;
         # the place is drawn.
-        places = [place for place in sites(config["test"]["run"]) if place.kind == kind]
+        places = [place for place in sites(tree) if place.kind == kind]
         assume(places)
         valid = command(quiet_launch, "vet", config)
         assert valid.status == 0, valid.err
