@@ -24,16 +24,20 @@ host's ``host:NAME`` resource, so each needs its own.
 Everything is removed on exit, on failure too: killing a host's ``unshare``
 kills its sshd (``--kill-child``), and with it, as PID 1, every process of
 the host; then the namespaces and the host folders go. The folders live under
-/var/tmp, not /tmp, because each host mounts its own folder over ``/tmp``.
+/var/tmp, not /tmp, because each host mounts its own folder over ``/tmp``; a
+checkout and its virtualenv under ``/tmp`` (a CI clone) stay visible through
+that folder, as a shared disk would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -71,11 +75,27 @@ HOST_INIT = """\
 set -e
 hostname "$1"
 mount --bind "$2/home" /root
-mount --bind "$2/tmp" /tmp
+{private_tmp}
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
 exec /usr/sbin/sshd -D -e -f "$2/sshd/sshd_config"
 """
+
+SHARED_UNDER_TMP = sorted(
+    {Path(p).resolve() for p in (Path(__file__).parents[1], sys.prefix) if Path(p).resolve().is_relative_to("/tmp")}
+)
+"""SHARED_UNDER_TMP are the checkout and virtualenv of these tests when they lie under /tmp (a CI clone):
+every host sees them through its own /tmp, as it would on a shared disk (without, `ray` was "not found")."""
+
+
+def private_tmp(tmp: Path) -> str:
+    """Private_tmp is the shell command mounting tmp over /tmp, with SHARED_UNDER_TMP still in place inside it."""
+    steps = []
+    for keep in SHARED_UNDER_TMP:
+        inner = shlex.quote(str(tmp / keep.relative_to("/tmp")))
+        steps.append(f"mkdir -p {inner} && mount --bind {shlex.quote(str(keep))} {inner}")
+    steps.append(f"mount --rbind {shlex.quote(str(tmp))} /tmp")
+    return " && ".join(steps)
 
 
 @dataclass
@@ -131,10 +151,9 @@ class NamespaceHosts:
 
     def ctl_argv(self, argv: Sequence[str]) -> list[str]:
         """Ctl_argv wraps a command to run on ctl: in its namespace, with ctl's own /tmp."""
-        tmp = self.dir / "ctl" / "tmp"
-        script = 'mount --bind "$0" /tmp && exec "$@"'
+        script = f'{private_tmp(self.dir / "ctl" / "tmp")} && exec "$@"'
         return ["ip", "netns", "exec", self.ctl, "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", script, str(tmp), *argv]  # fmt: skip
+                "sh", "-c", script, "ctl", *argv]  # fmt: skip
 
     def on_ctl(self, argv: Sequence[str], timeout: float, **kw: object) -> subprocess.CompletedProcess[str]:
         """On_ctl runs a command on ctl and returns its output (never raising on a non-zero exit)."""
@@ -222,7 +241,7 @@ def _start(host: Host, authorized_key: str) -> None:
     log = host.dir / "sshd.log"
     host.proc = subprocess.Popen(
         ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
-         "--kill-child", "--propagation", "private", "sh", "-c", HOST_INIT, "host-init", host.name, str(host.dir)],
+         "--kill-child", "--propagation", "private", "sh", "-c", HOST_INIT.format(private_tmp=private_tmp(host.tmp)), "host-init", host.name, str(host.dir)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     _wait_listening(host, log)
