@@ -31,7 +31,7 @@ from antler.node import Child, Control, Duration, Error, LogEntry, Netns, Node, 
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Batch, Item
-from antler.node.launch import Launchers, ray as ray_launch
+from antler.node.launch import Launchers, ray as ray_launch, ray_handle
 from antler.node.schemas import SCHEMAS
 from tests.nettools import NetnsFactory, netns_list, unique_name
 
@@ -311,9 +311,9 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
     # arrives as the call it waits for completes; a drain that does that once
     # left a poller running and the test never ended.
     swallowed: list[bool] = []
-    real = ray_launch.RayHandle._drain_now
+    real = ray_handle.RayHandle._drain_now
 
-    async def drain_swallowing_one_cancel(self: ray_launch.RayHandle, timeout: float | None = None) -> None:
+    async def drain_swallowing_one_cancel(self: ray_handle.RayHandle, timeout: float | None = None) -> None:
         try:
             await real(self, timeout)
             await asyncio.sleep(0.5)  # so close() finds the poller here
@@ -322,8 +322,8 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
                 raise
             swallowed.append(True)
 
-    monkeypatch.setattr(ray_launch.RayHandle, "_drain_now", drain_swallowing_one_cancel)
-    monkeypatch.setattr(ray_launch, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(ray_handle.RayHandle, "_drain_now", drain_swallowing_one_cancel)
+    monkeypatch.setattr(ray_handle, "POLL_SECONDS", 0.001)
     start = time.monotonic()
     ok, items, _ = run_tree(parse_run({"child": {"node": {"id": unique_name("rp")}, "sleep": "300ms"}}))
     assert ok, errors(items)
@@ -444,7 +444,7 @@ def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
     code = (
         "import ray, time, sys\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray import cluster_hosts\n"
+        "from antler.node.launch.ray_cluster import cluster_hosts\n"
         "end = time.time() + 90\n"
         f"while not {sorted(want)!r} == sorted(cluster_hosts()) and time.time() < end: time.sleep(0.5)\n"
         "print(sorted(cluster_hosts()))\n"
