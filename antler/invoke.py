@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from antler.node.place import place
 from antler.node.root import Launch, do
 from antler.node.run import Run
 from antler.node.secrets import Redactor
+from antler.node.shield import shielded
 from antler.placement import DRIVER, Hosts, Needs, Placement, Queue, needs_of
 from antler.report.index import write_index
 from antler.report.pipeline import after_of, report_output, report_outputs, run_after
@@ -242,9 +243,9 @@ async def run_jobs(
         # Reports of the tests that ended are made even after Ctrl-C (each
         # takes under a second); a Ctrl-C meanwhile still lets the folder finish.
         try:
-            await _shielded(asyncio.gather(*reports, return_exceptions=True))
+            await shielded(asyncio.gather(*reports, return_exceptions=True))
             if worker is not None:
-                await _shielded(worker.close())
+                await shielded(worker.close())
         except asyncio.CancelledError:
             outcome.interrupted = True
         _write_index(inv.dir, jobs, out)
@@ -252,7 +253,7 @@ async def run_jobs(
         _INVOCATIONS.remove(inv)
         if worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await _shielded(worker.wait())
+                await shielded(worker.wait())
         if own is not None:
             own.close()  # on this thread, like the ray.init it undoes
     return outcome
@@ -283,19 +284,6 @@ def exit_now() -> list[str]:
         final = inv.finish()
         lines.append(f"results so far in {final}")
     return lines
-
-
-async def _shielded(aw: Awaitable[Any]) -> None:
-    """_Shielded waits for aw to the end, even through a second Ctrl-C (which it then raises again)."""
-    task = asyncio.ensure_future(aw)
-    canceled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            canceled = True
-    if canceled:
-        raise asyncio.CancelledError()
 
 
 class _Sweep:
