@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config.parse import ConfigError, FieldError
+from antler.node.items import first_line
 from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
@@ -181,7 +182,7 @@ def with_defaults(kind: str, data: Any) -> Any:
     try:
         plain = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(str(getattr(e, "full_key", "") or "rig"), str(e).strip().splitlines()[0]) from None
+        raise ConfigError(str(getattr(e, "full_key", "") or "rig"), first_line(e)) from None
     assert isinstance(plain, dict)
     return plain["rig"]
 

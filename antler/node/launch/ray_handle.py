@@ -27,9 +27,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from antler.node.feedback import Feedback
-from antler.node.items import DIAGNOSTICS_TAG, Error, LogEntry, RunnerError, now
+from antler.node.items import DIAGNOSTICS_TAG, Error, LogEntry, RunnerError, first_line, now
 from antler.node.launch.clock import boot_id, relative_to
-from antler.node.launch.netns import call_on, kill_processes_in, remove
+from antler.node.launch.netns import call_on, remove_with_processes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle, NodeTree, Run, cancel_reason
@@ -199,7 +199,7 @@ class RayHandle:
                 try:
                     return fut.result()
                 except RayActorError as e:
-                    raise RunnerError(self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")) from None
+                    raise RunnerError(self._lose(f"{self._named()} died: {first_line(e)}{_SEE_LOG}")) from None
             if self._dead:
                 fut.cancel()
                 self._check_lost()
@@ -243,7 +243,7 @@ class RayHandle:
                 self._lose(f"{self._named()} lost: no answer for {DEAD_AFTER_SECONDS:.0f}s (its host may be down)")
                 return
             except RayError as e:
-                self._lose(f"{self._named()} died: {_first_line(e)}{_SEE_LOG}")
+                self._lose(f"{self._named()} died: {first_line(e)}{_SEE_LOG}")
                 return
             await asyncio.sleep(POLL_SECONDS)
 
@@ -292,13 +292,7 @@ class RayHandle:
         # kill what still runs in its namespace and delete the namespace.
         ns = self.facts.get("netns")
         if ns and self.facts.get("netns_created") and self.facts.get("boot_id") == boot_id():
-            await asyncio.to_thread(_remove_left_namespace, ns)
-
-
-def _remove_left_namespace(name: str) -> None:
-    kill_processes_in(name)
-    with contextlib.suppress(Exception):
-        remove(name)
+            await asyncio.to_thread(remove_with_processes, ns)
 
 
 async def wait_ref(ref: Any) -> Any:
@@ -307,8 +301,3 @@ async def wait_ref(ref: Any) -> Any:
 
 
 _SEE_LOG = " (Ray's account, if it gave one, is in the test's log under this node)"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
