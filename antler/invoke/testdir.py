@@ -110,9 +110,7 @@ async def link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: Li
     own_files = ("config.yaml", "overrides.yaml")
     link_tree(d.source, directory, lambda rel: rel.as_posix() in own_files or report_output(rel, remade))
     # The test part is the same; the rest (index.*, test.after) is this invocation's.
-    redact = Redactor([env_key()])  # as for a test that runs (run_test)
-    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
-    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
+    redact = _write_config(directory, job)
     meta.update(redact.value({"config": job.config, "overrides": job.overrides}))
     if d.rerun_reports:
         meta.pop("report_errors", None)
@@ -141,10 +139,7 @@ async def run_test(
     test = job.test
     k, n = k_of_n
     directory = inv.test_dir(test.output_path())
-    # A key interpolated into the config (${oc.env:ANTLER_HMAC_KEY}) is never saved with it.
-    redact = Redactor([env_key()])
-    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
-    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
+    redact = _write_config(directory, job)
     meta: dict[str, Any] = {
         "test_id": test.id,
         "path": test.output_path(),
@@ -201,3 +196,15 @@ async def run_test(
         _RUNNING.pop(directory, None)
         live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")
     return Ran(job, directory, meta, status)
+
+
+def _write_config(directory: Path, job: Job) -> Redactor:
+    """_Write_config writes the job's config.yaml and overrides.yaml and returns the redactor it used.
+
+    A key interpolated into the config (${oc.env:ANTLER_HMAC_KEY}) is never
+    saved with it; the caller redacts meta.json with the same redactor.
+    """
+    redact = Redactor([env_key()])
+    (directory / "config.yaml").write_text(redact.text(yaml.safe_dump(job.config, sort_keys=False)))
+    (directory / "overrides.yaml").write_text(redact.text(yaml.safe_dump(job.overrides)))
+    return redact
