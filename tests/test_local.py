@@ -9,68 +9,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-import yaml
 
 from antler.cli import main
 from antler.config.parse import ConfigError
 from antler.config.test import parse_run
-from antler.node import Control, Duration, Error, LogEntry, Node, do
+from antler.node import Control, Duration, Node, do
 from antler.node.items import Item
 from antler.node.launch import Launchers, child
 from antler.node.launch.local import command
 from antler.node.nodespec import Launcher, Local, Netns
 from antler.results import load
 from tests.nettools import netns_list, unique_name
+from tests.trees import errors, local, logs, processes_with, run_tree, veth, write_experiment
 
 NET = "10.77.12"
 """NET is the /24 these tests put on the veths between their namespaces."""
-
-
-def local(node_id: str, netns: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Local is the config of a local node, in a namespace it creates if netns is given."""
-    node: dict[str, Any] = {"id": node_id, "launcher": {"local": {}}, **extra}
-    if netns:
-        node["netns"] = {"name": netns, "create": True}
-    return node
-
-
-def veth(peer_ns: str, a: str, b: str) -> list[dict[str, Any]]:
-    """Veth is a list of system runs, on the node of namespace a, that link it to peer_ns (10.77.12.1 and .2)."""
-    return [
-        {"system": {"command": f"ip link add {a} type veth peer name {b} netns {peer_ns}"}},
-        {"system": {"command": f"ip addr add {NET}.1/24 dev {a}"}},
-        {"system": {"command": f"ip link set {a} up"}},
-        {"system": {"command": f"ip -n {peer_ns} addr add {NET}.2/24 dev {b}"}},
-        {"system": {"command": f"ip -n {peer_ns} link set {b} up"}},
-    ]
-
-
-def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item], Launchers, float]:
-    """Run_tree runs a tree with the default launchers; it returns ok, the items, the launchers and the seconds."""
-    items: list[Item] = []
-    launchers = Launchers()
-    start = time.monotonic()
-    ok = asyncio.run(do(parse_run(data), items.append, launch=launchers, **kw))
-    return ok, items, launchers, time.monotonic() - start
-
-
-def logs(items: list[Item], node_id: str) -> list[str]:
-    """Logs returns the log texts of a node."""
-    return [i.text for i in items if isinstance(i, LogEntry) and i.node_id == node_id]
-
-
-def errors(items: list[Item]) -> list[Error]:
-    """Errors returns the Error items."""
-    return [i for i in items if isinstance(i, Error)]
-
-
-def processes_with(argv: list[str]) -> list[int]:
-    """Processes_with lists PIDs whose command line is exactly argv."""
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == argv]
 
 
 def node_processes() -> list[str]:
@@ -86,13 +42,6 @@ def node_processes() -> list[str]:
     return out
 
 
-def write_experiment(folder: Path, name: str, run: Any) -> None:
-    """Write_experiment writes conf folder/experiment/NAME.yaml with the run tree."""
-    (folder / "experiment").mkdir(parents=True, exist_ok=True)
-    exp = {"test": {"id": {"experiment": name}, "run": run}}
-    (folder / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(exp))
-
-
 def test_two_local_nodes_in_namespaces_they_create_carry_a_tcp_flow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +52,7 @@ def test_two_local_nodes_in_namespaces_they_create_carry_a_tcp_flow(
                 "child": {
                     "node": local("server", ns_s),
                     "serial": [
-                        *veth(ns_c, "vs", "vc"),
+                        *veth(NET, ns_c, "vs", "vc"),
                         {"stream_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "server"}},
                     ],
                 }

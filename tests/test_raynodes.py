@@ -27,13 +27,14 @@ import yaml
 
 from antler.cli import main
 from antler.config.test import parse_run
-from antler.node import Child, Control, Duration, Error, LogEntry, Netns, Node, Run, do
+from antler.node import Child, Control, Duration, Netns, Node, Run, do
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Batch, Item
-from antler.node.launch import Launchers, ray as ray_launch
+from antler.node.launch import Launchers, ray as ray_launch, ray_handle
 from antler.node.schemas import SCHEMAS
 from tests.nettools import NetnsFactory, netns_list, unique_name
+from tests.trees import errors, logs, processes_with, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
@@ -103,25 +104,6 @@ def run_tree(run: Run, **kw: Any) -> tuple[bool, list[Item], Launchers]:
     launchers = Launchers()
     ok = asyncio.run(do(run, items.append, launch=launchers, **kw))
     return ok, items, launchers
-
-
-def logs(items: list[Item], node_id: str | None = None) -> list[str]:
-    """Logs returns the log texts, of one node or all."""
-    return [i.text for i in items if isinstance(i, LogEntry) and (node_id is None or i.node_id == node_id)]
-
-
-def errors(items: list[Item]) -> list[Error]:
-    """Errors returns the Error items."""
-    return [i for i in items if isinstance(i, Error)]
-
-
-def processes_with(argv: list[str]) -> list[int]:
-    """Processes_with lists PIDs whose command line is exactly argv."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if p.info["cmdline"] == argv:
-            out.append(p.pid)
-    return out
 
 
 def test_child_in_created_namespace_sees_only_its_interfaces() -> None:
@@ -257,11 +239,6 @@ def test_version_mismatch_is_an_error_at_launch(monkeypatch: pytest.MonkeyPatch)
     assert "the driver runs 0.0.0+stale" in err.message and "runs antler 0.1.0+" in err.message
 
 
-def wait_for(path: Path) -> dict[str, Any]:
-    """Wait_for is a run that waits (10 s at most) until the file exists: a readiness signal."""
-    return {"system": {"command": "timeout 10 sh -c", "args": [f"until [ -e {path} ]; do sleep 0.01; done"]}}
-
-
 def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
     victim, other = unique_name("rk"), unique_name("rv")
     sleeper = ["sleep", "61.4713"]
@@ -311,9 +288,9 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
     # arrives as the call it waits for completes; a drain that does that once
     # left a poller running and the test never ended.
     swallowed: list[bool] = []
-    real = ray_launch.RayHandle._drain_now
+    real = ray_handle.RayHandle._drain_now
 
-    async def drain_swallowing_one_cancel(self: ray_launch.RayHandle, timeout: float | None = None) -> None:
+    async def drain_swallowing_one_cancel(self: ray_handle.RayHandle, timeout: float | None = None) -> None:
         try:
             await real(self, timeout)
             await asyncio.sleep(0.5)  # so close() finds the poller here
@@ -322,8 +299,8 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
                 raise
             swallowed.append(True)
 
-    monkeypatch.setattr(ray_launch.RayHandle, "_drain_now", drain_swallowing_one_cancel)
-    monkeypatch.setattr(ray_launch, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(ray_handle.RayHandle, "_drain_now", drain_swallowing_one_cancel)
+    monkeypatch.setattr(ray_handle, "POLL_SECONDS", 0.001)
     start = time.monotonic()
     ok, items, _ = run_tree(parse_run({"child": {"node": {"id": unique_name("rp")}, "sleep": "300ms"}}))
     assert ok, errors(items)
@@ -444,7 +421,7 @@ def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
     code = (
         "import ray, time, sys\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray import cluster_hosts\n"
+        "from antler.node.launch.ray_cluster import cluster_hosts\n"
         "end = time.time() + 90\n"
         f"while not {sorted(want)!r} == sorted(cluster_hosts()) and time.time() < end: time.sleep(0.5)\n"
         "print(sorted(cluster_hosts()))\n"

@@ -206,6 +206,10 @@ def test_rig_config_mistakes_name_the_key() -> None:
         compose_jobs(["+experiment=rigcheck", "rig.rtt=20"])
     with pytest.raises(ConfigError, match="loss"):
         compose_jobs(["+experiment=rigcheck", "rig.loss=150%"])
+    with pytest.raises(
+        ConfigError, match=r"^rig\.nodes: the rig's nodes need distinct IDs, got \['left', 'left', 'right'\]"
+    ):
+        compose_jobs(["+experiment=rigcheck", "rig.nodes.mid.id=left"])
 
 
 def test_link_spec_reads_delay_and_loss() -> None:

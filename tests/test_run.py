@@ -11,26 +11,19 @@ import pytest
 
 from antler.config.parse import ConfigError
 from antler.config.test import parse_run
-from antler.node import Error, FeedbackConflict, LogEntry, Run, do, merge
+from antler.node import FeedbackConflict, Run, do, merge
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Item
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.sleep import Sleep
+from tests.trees import errors, logs, wait_for
 
 
 def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item]]:
     items: list[Item] = []
     ok = asyncio.run(do(parse_run(data), items.append, launch=launch, **kw))
     return ok, items
-
-
-def logs(items: list[Item]) -> list[str]:
-    return [i.text for i in items if isinstance(i, LogEntry)]
-
-
-def errors(items: list[Item]) -> list[Error]:
-    return [i for i in items if isinstance(i, Error)]
 
 
 # --- feedback merging: antler once shipped a merge that merged nothing ---
@@ -219,12 +212,6 @@ def test_parallel_merges_feedback_and_conflict_is_an_error() -> None:
 
 
 # --- cancellation and cleanup ---
-
-
-def wait_for(*paths: Any) -> dict[str, Any]:
-    """Wait_for is a run that waits (10 s at most) until every file in paths exists: a readiness signal."""
-    test = " && ".join(f"[ -e {p} ]" for p in paths)
-    return {"system": {"command": "timeout 10 sh -c", "args": [f"until {test}; do sleep 0.01; done"]}}
 
 
 def test_background_commands_are_stopped_in_reverse_order_at_the_end(tmp_path: Any) -> None:

@@ -10,28 +10,24 @@ namespaces the tests create.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from antler.cli import main
-from antler.config.test import parse_run
-from antler.node import Duration, Error, LogEntry, do
-from antler.node.items import Batch, Item
-from antler.node.launch import Launchers
+from antler.node import Duration
+from antler.node.items import Batch
 from antler.node.launch.ssh_upload import CACHE_ENV
 from antler.results import load
 from tests.nettools import NetnsFactory, netns_list, unique_name
 from tests.sshd import SSHServer, keygen, spare_port, sshd
+from tests.trees import errors, local, logs, run_tree, veth, write_experiment
 
 NET = "10.77.13"
 """NET is the /24 these tests put between their namespaces."""
@@ -68,51 +64,6 @@ def ssh_node(srv: SSHServer, node_id: str, netns: str | None = None, **spec: Any
     return node
 
 
-def local(node_id: str, netns: str | None = None) -> dict[str, Any]:
-    """Local is the config of a local node, in a namespace it creates if netns is given."""
-    node: dict[str, Any] = {"id": node_id, "launcher": {"local": {}}}
-    if netns:
-        node["netns"] = {"name": netns, "create": True}
-    return node
-
-
-def veth(peer_ns: str, a: str, b: str) -> list[dict[str, Any]]:
-    """Veth is a list of system runs, on the node of one namespace, that link it to peer_ns (NET.1 and NET.2)."""
-    return [
-        {"system": {"command": f"ip link add {a} type veth peer name {b} netns {peer_ns}"}},
-        {"system": {"command": f"ip addr add {NET}.1/24 dev {a}"}},
-        {"system": {"command": f"ip link set {a} up"}},
-        {"system": {"command": f"ip -n {peer_ns} addr add {NET}.2/24 dev {b}"}},
-        {"system": {"command": f"ip -n {peer_ns} link set {b} up"}},
-    ]
-
-
-def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item], Launchers, float]:
-    """Run_tree runs a tree with the default launchers; ok, the items, the launchers and the seconds it took."""
-    items: list[Item] = []
-    launchers = Launchers()
-    start = time.monotonic()
-    ok = asyncio.run(do(parse_run(data), items.append, launch=launchers, **kw))
-    return ok, items, launchers, time.monotonic() - start
-
-
-def errors(items: list[Item]) -> list[Error]:
-    """Errors returns the Error items."""
-    return [i for i in items if isinstance(i, Error)]
-
-
-def logs(items: list[Item], node_id: str) -> list[str]:
-    """Logs returns the log texts of a node."""
-    return [i.text for i in items if isinstance(i, LogEntry) and i.node_id == node_id]
-
-
-def write_experiment(folder: Path, name: str, run: Any, **test: Any) -> None:
-    """Write_experiment writes folder/experiment/NAME.yaml with the run tree."""
-    (folder / "experiment").mkdir(parents=True, exist_ok=True)
-    exp = {"test": {"id": {"experiment": name}, "run": run, **test}}
-    (folder / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(exp))
-
-
 def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
     ssh: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,7 +75,7 @@ def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
                     "node": ssh_node(ssh, "mid", ns_m),
                     "serial": [
                         {"system": {"command": "ip netns identify", "stdout": "mid-netns.txt"}},
-                        *veth(ns_c, "vm", "vc"),
+                        *veth(NET, ns_c, "vm", "vc"),
                         {"packet_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "server"}},
                     ],
                 }
@@ -188,7 +139,7 @@ def test_a_mixed_tree_ray_node_ssh_middlebox_and_local_nodes_under_it(ssh: SSHSe
                             "child": {
                                 "node": local("lan", ns_a),
                                 "serial": [
-                                    *veth(ns_r, "va", "vr"),
+                                    *veth(NET, ns_r, "va", "vr"),
                                     {"stream_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "lan"}},
                                 ],
                             }

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from antler.config import resolvers
 from antler.config.parse import ConfigError, parse
 from antler.config.test import TestSpec, flows_text
+from antler.node.items import first_line
 from antler.report.spec import IndexSpec
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
@@ -142,9 +143,9 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
             raise ConfigError(
                 "experiment", f"unknown experiment {name!r} (available: {', '.join(experiments(config_dir))})"
             ) from None
-        raise ConfigError("overrides", _first_line(e)) from None
+        raise ConfigError("overrides", first_line(e)) from None
     except OmegaConfBaseException as e:
-        raise ConfigError(_omegaconf_path(e), _first_line(e)) from None
+        raise ConfigError(_omegaconf_path(e), first_line(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError("experiment", f"invalid YAML: {' '.join(str(e).split())}") from None
     finally:
@@ -221,7 +222,7 @@ def _resolver_error(cfg: DictConfig, e: OmegaConfBaseException) -> ConfigError:
     (a command deep in the run tree); the user wrote the bad value elsewhere.
     """
     where = _omegaconf_path(e)
-    problem = re.sub(r"^\w+ raised while resolving interpolation: ", "", _first_line(e))
+    problem = re.sub(r"^\w+ raised while resolving interpolation: ", "", first_line(e))
     raw = _raw_at(OmegaConf.to_container(cfg, resolve=False), where)
     calls = _RESOLVER_ARG.findall(raw) if isinstance(raw, str) else []
     if len(calls) == 1 or len({key for _, key in calls}) == 1:
@@ -238,10 +239,6 @@ def _raw_at(data: Any, path: str) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _omegaconf_path(e: OmegaConfBaseException) -> str:

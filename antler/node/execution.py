@@ -23,7 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from antler.node.feedback import Feedback, FeedbackConflict, merge
-from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
+from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, first_line, now
 from antler.node.nodespec import set_fields
 from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope, timed_out
 from antler.node.runners import DrivesFlow
@@ -104,8 +104,7 @@ def _failure(r: Run, e: BaseException) -> str:
     """_failure is why a run failed, as the reason its siblings stop: the first leaf error's first line."""
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
-    text = (str(e) or type(e).__name__).strip().splitlines()
-    return f"{describe(r)} failed: {text[0] if text else type(e).__name__}"
+    return f"{describe(r)} failed: {first_line(e)}"
 
 
 def _not_started(ctx: Context, runs: tuple[Run, ...], reason: str) -> None:

@@ -41,7 +41,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.launch.clock import boot_id
 from antler.node.launch.launchers import ProcessLaunchers
-from antler.node.launch.netns import LoopThread, kill_processes_in, prepare, remove
+from antler.node.launch.netns import LoopThread, prepare, remove_with_processes
 from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
@@ -274,7 +274,7 @@ class _Served:
         if self.thread is not None:
             await asyncio.to_thread(self.thread.stop)
         if self.created and self.netns:
-            await asyncio.to_thread(_remove_namespace, self.netns)
+            await asyncio.to_thread(remove_with_processes, self.netns)
         self.channel.close()
         await asyncio.to_thread(self.channel.join, CLOSE_SECONDS)
 
@@ -292,12 +292,6 @@ _METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
     "cleanup": _Served.cleanup,
 }
 """_METHODS are the calls a parent may make, by name."""
-
-
-def _remove_namespace(name: str) -> None:
-    kill_processes_in(name)
-    with contextlib.suppress(Exception):
-        remove(name)
 
 
 def _user() -> str:

@@ -31,6 +31,7 @@ from antler.node.recorder import Sink
 from antler.node.run import TIMED_OUT, Losable, NodeHandle, Run, StopScope, TakesKey, node_tree
 from antler.node.runtime import NodeRuntime
 from antler.node.secrets import Redactor, redacting
+from antler.node.shield import shielded
 
 
 class Control:
@@ -244,15 +245,7 @@ async def _cleanup(root: NodeRuntime, nodes: dict[Node, NodeHandle]) -> None:
 
     # A cancel that lands meanwhile (a second Ctrl-C) waits for the cleanup,
     # then is raised again: it is never swallowed (trio's rule).
-    task = asyncio.ensure_future(all_())
-    canceled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            canceled = True
-    if canceled:
-        raise asyncio.CancelledError()
+    await shielded(all_())
 
 
 async def _step(root: NodeRuntime, step: Awaitable[None], what: str) -> None:

@@ -44,25 +44,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from antler.config.parse import parse
-from antler.node.nodespec import Node
 from antler.rig import path, path_steps
 from antler.rig.kernel import kernel_release, qdiscs
-from antler.rig.path import Addresses, Ifaces
+from antler.rig.path import Addresses, Ifaces, Nodes
 from antler.rig.path_steps import child, sys_step
 
 KIND = "dumbbell"
 DEV_LEFT, DEV_MID_LEFT, DEV_MID_RIGHT, DEV_RIGHT = "l-mid", "m-left", "m-right", "r-mid"
 DUMBBELL_NET = "10.77."
 """DUMBBELL_NET: the dumbbell's addresses stay in 10.77.0.0/16, inside the namespaces it makes on this host."""
-
-
-@dataclass(frozen=True)
-class RigNodes:
-    """RigNodes are the rig's three node specs; experiments use the same ones in their child runs."""
-
-    left: Node
-    mid: Node
-    right: Node
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ class Dumbbell(path.Path):
     netns_prefix: str
     addr: Addresses
     ifaces: Ifaces
-    nodes: RigNodes
+    nodes: Nodes
 
     def validate(self) -> None:
         """Validate checks the values that need no kernel to check, raising ValueError naming the bad one."""
@@ -88,9 +78,6 @@ class Dumbbell(path.Path):
         for name in path.ROLES:
             if not getattr(self.addr, name).startswith(DUMBBELL_NET):
                 raise ValueError(f"addr.{name} {getattr(self.addr, name)!r} must be in 10.77.0.0/16")
-        ids = [self.nodes.left.id, self.nodes.mid.id, self.nodes.right.id]
-        if len(set(ids)) != 3:
-            raise ValueError(f"the rig's nodes need distinct IDs, got {ids}")
         for n in (self.nodes.left, self.nodes.mid, self.nodes.right):
             if not n.netns.create:
                 raise ValueError(f"node {n.id!r} needs netns: {{create: true}} so the rig is deleted with the test")

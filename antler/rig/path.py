@@ -27,7 +27,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config.parse import ConfigError, FieldError
+from antler.node.items import first_line
 from antler.node.metric import Bitrate, Duration, Probability
+from antler.node.nodespec import Node
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
 
 LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_pie", "fq", "sfq", "netem")
@@ -88,6 +90,25 @@ class Ifaces:
                 raise ValueError(f"ifaces.{name} {dev!r} is not an interface name")
         if self.mid_left == self.mid_right:
             raise ValueError(f"ifaces.mid_left and ifaces.mid_right are both {self.mid_left!r}")
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Nodes are the path's three node specs; experiments use the same ones in their child runs.
+
+    Each rig says what they are: namespaced nodes of this host in the
+    dumbbell, Ray actors on the three cluster hosts in the testbed.
+    """
+
+    left: Node
+    mid: Node
+    right: Node
+
+    def validate(self) -> None:
+        """Validate requires three distinct node IDs."""
+        ids = [self.left.id, self.mid.id, self.right.id]
+        if len(set(ids)) != 3:
+            raise ValueError(f"the rig's nodes need distinct IDs, got {ids}")
 
 
 @dataclass(frozen=True)
@@ -161,7 +182,7 @@ def with_defaults(kind: str, data: Any) -> Any:
     try:
         plain = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(str(getattr(e, "full_key", "") or "rig"), str(e).strip().splitlines()[0]) from None
+        raise ConfigError(str(getattr(e, "full_key", "") or "rig"), first_line(e)) from None
     assert isinstance(plain, dict)
     return plain["rig"]
 

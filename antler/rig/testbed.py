@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from antler.config.parse import parse, to_plain
-from antler.node.nodespec import Node
 from antler.rig import path, path_steps
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
-from antler.rig.path import Addresses, Ifaces
+from antler.rig.path import Addresses, Ifaces, Nodes
 from antler.rig.path_steps import child, sys_step
 
 KIND = "testbed"
@@ -76,15 +75,6 @@ class Hosts:
 
 
 @dataclass(frozen=True)
-class TestbedNodes:
-    """TestbedNodes are the rig's three node specs (by default Ray actors on the three hosts)."""
-
-    left: Node
-    mid: Node
-    right: Node
-
-
-@dataclass(frozen=True)
 class Testbed(path.Path):
     """Testbed is the testbed rig's parameters, the ``rig`` key of an experiment's config.
 
@@ -97,18 +87,13 @@ class Testbed(path.Path):
     hosts: Hosts
     ifaces: Ifaces
     addr: Addresses
-    nodes: TestbedNodes
+    nodes: Nodes
 
     def validate(self) -> None:
         """Validate checks the values that need no host to check."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
-        self.validate_path()
-        self.hosts.validate()
-        self.ifaces.validate()
-        ids = [self.nodes.left.id, self.nodes.mid.id, self.nodes.right.id]
-        if len(set(ids)) != 3:
-            raise ValueError(f"the rig's nodes need distinct IDs, got {ids}")
+        self.validate_path()  # hosts, ifaces and nodes check themselves as they are parsed
 
 
 def params(data: Any, where: str = "rig") -> Testbed:

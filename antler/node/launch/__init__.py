@@ -20,7 +20,8 @@ from antler.node.recorder import Sink
 from antler.node.run import Losable, NodeHandle
 
 if TYPE_CHECKING:
-    from antler.node.launch.ray import RayLaunch, RaySession
+    from antler.node.launch.ray import RayLaunch
+    from antler.node.launch.ray_cluster import RaySession
 
 
 @runtime_checkable
@@ -69,7 +70,7 @@ class Launchers(ProcessLaunchers):
         """
         self._ray_launch()
         assert self._session is not None
-        from antler.node.launch.ray import JoinError
+        from antler.node.launch.ray_cluster import JoinError
 
         try:
             self._session.ensure()
@@ -79,7 +80,7 @@ class Launchers(ProcessLaunchers):
     def hosts(self) -> dict[str, str]:
         """Hosts maps the cluster's host names (``host:NAME`` resources) to their Ray node IDs (connecting first)."""
         self.connect()
-        from antler.node.launch.ray import cluster_hosts
+        from antler.node.launch.ray_cluster import cluster_hosts
 
         return cluster_hosts()
 
@@ -92,7 +93,8 @@ class Launchers(ProcessLaunchers):
         # Ray is imported only when a test has a Ray node: a test without
         # children never pays for it.
         if self._ray is None:
-            from antler.node.launch.ray import RayLaunch, RaySession
+            from antler.node.launch.ray import RayLaunch
+            from antler.node.launch.ray_cluster import RaySession
 
             self._session = RaySession(self.ray_address)
             self._ray = RayLaunch(self._session, reuse=self.reuse)

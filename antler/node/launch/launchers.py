@@ -1,6 +1,6 @@
 """ProcessLaunchers: the launchers of nodes that are processes of their own (local and SSH), and their facts.
 
-A node process (node.process) and a Ray node (launch.ray) launch the local and
+A node process (node.process) and a Ray node (launch.ray_actor) launch the local and
 SSH nodes under them with it; the command's :class:`antler.node.launch.Launchers`
 adds Ray to it. It remembers the facts of each node it launched (launcher,
 host, namespace, clock offset), and of the nodes those launched in turn, for

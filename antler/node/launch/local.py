@@ -37,7 +37,7 @@ from antler.node import lease
 from antler.node.items import LogEntry, now
 from antler.node.launch.child import ChildHandle, conn_of
 from antler.node.launch.errors import LaunchError
-from antler.node.launch.netns import kill_processes_in, list_names, prepare, remove
+from antler.node.launch.netns import list_names, prepare, remove, remove_with_processes
 from antler.node.nodespec import Local, Node
 from antler.node.recorder import Sink
 
@@ -178,9 +178,7 @@ class LocalProcess:
                     f.close()
         ns = self.netns or (facts.get("netns") if facts.get("netns_created") else None)
         if ns and ns in list_names():
-            kill_processes_in(ns)
-            with contextlib.suppress(Exception):
-                remove(ns)
+            remove_with_processes(ns)
         self.netns = None
         if self.proc.poll() is not None:
             lease.give_back(lease.SESSION, str(self.proc.pid))

@@ -221,6 +221,17 @@ def kill_processes_in(name: str) -> list[int]:
     return killed
 
 
+def remove_with_processes(name: str) -> None:
+    """Remove_with_processes kills what still runs in the named namespace, then deletes it, ignoring a failed delete.
+
+    The backstop a node's closer runs when the node may have died without
+    cleaning up (its commands ran in sessions of their own).
+    """
+    kill_processes_in(name)
+    with contextlib.suppress(Exception):
+        remove(name)
+
+
 class LoopThread:
     """LoopThread is an asyncio loop on its own thread, optionally inside a namespace."""
 

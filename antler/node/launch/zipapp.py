@@ -27,8 +27,13 @@ EXIT_MISSING = 3
 """EXIT_MISSING is the node zipapp's exit status when the host lacks Python 3.11 or a dependency."""
 DEPENDENCIES = ("numpy", "pyarrow")
 """DEPENDENCIES are the packages a node imports beyond the standard library (the host must have them)."""
-_LEAVE_OUT = ("node/launch/ray.py",)
-"""_LEAVE_OUT are modules a node never imports: the Ray launcher (a node process is not in a Ray cluster)."""
+_LEAVE_OUT = (
+    "node/launch/ray.py",
+    "node/launch/ray_actor.py",
+    "node/launch/ray_cluster.py",
+    "node/launch/ray_handle.py",
+)
+"""_LEAVE_OUT are modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)."""
 
 BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout."""
 import sys
