@@ -31,6 +31,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,11 @@ ALLOWED = {
     "ANTLER_RESULTS=$PWD/results/latest jupyter lab notebooks/sweep.ipynb": (
         "opens an interactive Jupyter server; tests/test_notebook.py executes sweep.ipynb with ANTLER_RESULTS set"
     ),
+    "apt-get install python3-numpy python3-venv": "installs Debian packages on an SSH host, not this one",
+    "python3 -m venv --system-site-packages /opt/antler-node": (
+        "makes a venv on an SSH host; tests/test_ssh.py launches SSH nodes with a given python: the same way"
+    ),
+    "/opt/antler-node/bin/pip install pyarrow": "installs from PyPI on an SSH host, into the venv above",
     "ray get-auth-token --generate": "writes this host's ~/.ray/auth_token, which other engineers' Ray sessions read",
     "ray up cluster.yaml": "needs cluster hosts over SSH; tests/test_testbed.py runs it on namespace hosts",
     "ray exec cluster.yaml 'ray status'": "needs the cluster ray up starts; tests/test_testbed.py runs it",
@@ -86,9 +92,13 @@ class Command:
     inline: bool = False
 
 
+FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```\s*$", re.M | re.S)
+"""FENCE is a fenced block, indented or not (in a list item)."""
+
+
 def fenced(text: str) -> list[tuple[str, str]]:
     """Fenced lists the README's fenced blocks as (language, body)."""
-    return [(m[1], m[2]) for m in re.finditer(r"^```(\w*)\n(.*?)^```\s*$", text, re.M | re.S)]
+    return [(m[2], textwrap.dedent(m[3])) for m in FENCE.finditer(text)]
 
 
 def readme_commands() -> list[Command]:
@@ -108,7 +118,7 @@ def readme_commands() -> list[Command]:
                             break
                         out.append(after)
                     found.append(Command(line[2:].strip(), tuple(out)))
-    prose = re.sub(r"^```.*?^```\s*$", "", text, flags=re.M | re.S)
+    prose = FENCE.sub("", text)
     for span in re.findall(r"`(antler-ray(?: [^`]*)?)`", prose):
         found.append(Command(span, inline=True))
     return found
@@ -331,7 +341,7 @@ def slug(heading: str) -> str:
 
 def test_links_and_paths_resolve() -> None:
     text = README.read_text()
-    prose = re.sub(r"^```.*?^```\s*$", "", text, flags=re.M | re.S)
+    prose = FENCE.sub("", text)
     anchors = {slug(h) for h in re.findall(r"^#+ (.*)$", prose, re.M)}
     for target in re.findall(r"\]\(([^)]+)\)", prose):
         if target.startswith("#"):
@@ -340,6 +350,15 @@ def test_links_and_paths_resolve() -> None:
             assert (ROOT / target).exists(), f"no file {target}"
     for path in re.findall(r"`((?:antler|conf|tests|bench|notebooks|docs)/[\w./-]+|cluster\.yaml|Makefile)`", text):
         assert (ROOT / path).exists(), f"the README names {path}, which does not exist"
+
+
+def test_commands_are_only_in_blocks_this_file_reads() -> None:
+    """A command in a block of another language (or none) would escape the tests above."""
+    for lang, body in fenced(README.read_text()):
+        assert lang in ("sh", "bash", "console", "yaml", "python", ""), f"a ```{lang} block"
+        if lang in ("", "yaml", "python"):
+            commands = [line for line in body.splitlines() if re.match(r"\s*(antler-ray|ray|make|pip) ", line)]
+            assert commands == [], f"commands outside a sh/console block: {commands}"
 
 
 def test_the_experiment_table_lists_what_list_prints(capsys: pytest.CaptureFixture[str]) -> None:
