@@ -281,7 +281,11 @@ def yaml_blocks() -> list[str]:
 
 @pytest.mark.parametrize("i", range(len(yaml_blocks())))
 def test_yaml_examples_vet(i: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each YAML example is an experiment, a list of runs (wrapped in a test), or a rig; each passes vet."""
+    """Each YAML example is an experiment, a list of runs (wrapped in a test), or a rig; each passes vet.
+
+    An experiment whose ``test:`` line says ``# in NAME`` adds to the packaged
+    experiment NAME.
+    """
     body = yaml_blocks()[i]
     data = yaml.safe_load(body)
     conf = tmp_path / "conf"
@@ -291,7 +295,9 @@ def test_yaml_examples_vet(i: int, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         test = {"test": {"id": {"experiment": f"ex{i}"}, "run": {"serial": data}}}
         body = yaml.safe_dump(test)
     elif isinstance(data, dict) and "test" in data:
-        pass
+        base = re.match(r"test: +# in (\w+)", body)
+        if base:  # settings added to a packaged experiment
+            body = f"defaults:\n  - /experiment/{base[1]}\n  - _self_\n" + body
     elif isinstance(data, dict) and data.get("defaults") == ["testbed"]:
         (conf / "rig").mkdir()
         (conf / "rig" / "mylab.yaml").write_text(body)
