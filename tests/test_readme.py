@@ -68,6 +68,9 @@ ALLOWED = {
         "makes a venv on an SSH host; tests/test_ssh.py launches SSH nodes with a given python: the same way"
     ),
     "/opt/antler-node/bin/pip install pyarrow": "installs from PyPI on an SSH host, into the venv above",
+    "head -c 32 /dev/urandom | base64 > /etc/antler-hmac.key && chmod 600 /etc/antler-hmac.key": (
+        "writes a secret into /etc; the run after it is vetted here (vet does not read the key file)"
+    ),
     "ray get-auth-token --generate": "writes this host's ~/.ray/auth_token, which other engineers' Ray sessions read",
     "ray up cluster.yaml": "needs cluster hosts over SSH; tests/test_testbed.py runs it on namespace hosts",
     "ray exec cluster.yaml 'ray status'": "needs the cluster ray up starts; tests/test_testbed.py runs it",
