@@ -24,6 +24,7 @@ against the stored tables' schemas.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -32,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import typing
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ import pytest
 import yaml
 
 from antler.cli import main
+from antler.node.run import Run
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze.flows import FLOW_COLUMNS
 from tests.data.make_fixture import SWEEP_GOODPUT_MBPS
@@ -368,6 +371,30 @@ def test_commands_are_only_in_blocks_this_file_reads() -> None:
         if lang in ("", "yaml", "python"):
             commands = [line for line in body.splitlines() if re.match(r"\s*(antler-ray|ray|make|pip) ", line)]
             assert commands == [], f"commands outside a sh/console block: {commands}"
+
+
+def config_fields(t: object, seen: set[object], out: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Config_fields maps each config dataclass reachable from t to its field names."""
+    for arg in typing.get_args(t):
+        config_fields(arg, seen, out)
+    if isinstance(t, type) and dataclasses.is_dataclass(t) and t not in seen:
+        seen.add(t)
+        hints = typing.get_type_hints(t)
+        for f in dataclasses.fields(t):
+            out.setdefault(t.__name__, []).append(f.name)
+            config_fields(hints[f.name], seen, out)
+    return out
+
+
+def test_every_key_of_the_run_tree_is_in_the_guide() -> None:
+    """Every field of a run, runner, sender, node and launcher is named in the README: a new key needs a line there."""
+    text = README.read_text()
+    unnamed = {
+        kind: missing
+        for kind, names in config_fields(Run, set(), {}).items()
+        if (missing := [n for n in names if not re.search(rf"`[^`\n]*\b{n}\b[^`\n]*`|\b{n}:", text)])
+    }
+    assert unnamed == {}
 
 
 def test_the_experiment_table_lists_what_list_prints(capsys: pytest.CaptureFixture[str]) -> None:
