@@ -397,6 +397,16 @@ def test_every_key_of_the_run_tree_is_in_the_guide() -> None:
     assert unnamed == {}
 
 
+def test_every_top_level_and_rig_key_is_in_the_guide() -> None:
+    """Every key of conf/config.yaml and of the rigs is named in the README as it is written on the command line."""
+    text = README.read_text()
+    config = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    keys = [f"{group}.{key}" for group, values in config.items() for key in values]
+    for rig in ("dumbbell", "testbed"):
+        keys += [f"rig.{key}" for key in yaml.safe_load((ROOT / "conf" / "rig" / f"{rig}.yaml").read_text())]
+    assert [k for k in keys if k != "rig.kind" and not re.search(rf"{re.escape(k)}\b", text)] == []
+
+
 def test_the_experiment_table_lists_what_list_prints(capsys: pytest.CaptureFixture[str]) -> None:
     status, out = cli(["list"], capsys)
     assert status == 0
