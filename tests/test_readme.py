@@ -74,16 +74,18 @@ ALLOWED = {
     "head -c 32 /dev/urandom | base64 > /etc/antler-hmac.key && chmod 600 /etc/antler-hmac.key": (
         "writes a secret into /etc; the run after it is vetted here (vet does not read the key file)"
     ),
-    "ray get-auth-token --generate": "writes this host's ~/.ray/auth_token, which other engineers' Ray sessions read",
+    "ray get-auth-token --generate": (
+        "writes ~/.ray/auth_token, which every Ray on this host then reads; tests/test_sweep.py's cluster uses the token"
+    ),
     "ray up cluster.yaml": "needs cluster hosts over SSH; tests/test_testbed.py runs it on namespace hosts",
     "ray exec cluster.yaml 'ray status'": "needs the cluster ray up starts; tests/test_testbed.py runs it",
     "ray attach cluster.yaml": "an interactive shell on the cluster's head host",
     "ray down cluster.yaml": "needs the cluster ray up starts; tests/test_testbed.py runs it",
     "ray start --head --port=6379 --resources='{\"host:h1\": 1}'": (
-        "starts a Ray head on a fixed port; tests/test_raynodes.py and test_sweep.py start clusters on free ports"
+        "a head on a fixed port; tests/test_sweep.py starts one with the same flags on a free port (host:a)"
     ),
     "RAY_AUTH_MODE=token ray start --address=HEAD:6379 --resources='{\"host:h2\": 1}'": (
-        "joins a head at a placeholder address; tests/test_sweep.py joins raylets to a head the same way"
+        "joins a placeholder address; tests/test_sweep.py joins a raylet so, with RAY_AUTH_MODE=token (host:b)"
     ),
 }
 """ALLOWED are the README's commands that are not run here, each with the reason."""
@@ -190,8 +192,8 @@ def serve_once(args: list[str]) -> str:
 def check_output(c: Command, out: str, vetted: bool) -> None:
     """Check_output compares the output a console block shows with what the command printed.
 
-    A command run as shown must print each shown line (up to timestamps); a
-    run checked with vet must name each test the shown run/link lines name.
+    A command run as shown must print each shown line; a run checked with
+    vet must name each test that the shown run/link lines name.
     """
     for shown in c.output:
         if vetted:
