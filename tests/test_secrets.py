@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from antler.cli import main
 from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import hmac
@@ -103,3 +104,20 @@ def test_the_driver_redacts_the_key_from_every_text_item() -> None:
     info = r.item(SysInfo("n", {"file": {"/proc/self/environ": f"K={KEY}"}}))
     assert isinstance(info, SysInfo) and KEY not in str(info.data)
     assert r.text("abc") == "abc"
+
+
+@pytest.mark.no_netns
+@pytest.mark.parametrize(("content", "says"), [(None, "No such file or directory"), (b"\n", "the file is empty")])
+def test_a_key_file_that_cannot_give_a_key_stops_the_run_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], content: bytes | None, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(hmac.KEY_ENV, raising=False)
+    key_file = tmp_path / "hmac.key"
+    if content is not None:
+        key_file.write_bytes(content)
+    status = main(["run", "+experiment=hello", "+test.hmac=true", f"+test.hmac_key_file={key_file}"])
+    err = capsys.readouterr().err
+    # A config error naming the key and the file, exit 2 and nothing written (was a traceback, exit 1, a folder).
+    assert status == 2 and f"hmac_key_file '{key_file}': {says}" in err, err
+    assert "Traceback" not in err and not (tmp_path / "results").exists()

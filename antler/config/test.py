@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from antler.config.parse import ConfigError, parse
+from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
 from antler.node.runners import DrivesFlow
@@ -33,7 +34,8 @@ class TestSpec:
     after: After = field(default_factory=After)
 
     def validate(self) -> None:
-        """Validate raises ValueError for an empty ID, a key or value off ID_PART, or a path that leaves the folder."""
+        """Validate raises ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
+        or, with hmac on and no key in the environment, a key file that cannot be read or is empty."""
         if not self.id:
             raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
         for k, v in self.id.items():
@@ -43,6 +45,14 @@ class TestSpec:
                 raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise ValueError(f"test path {self.path!r} must be relative, without '..'")
+        if self.hmac and self.hmac_key_file:
+            # Read now, so a missing key file stops the run before anything starts (it
+            # failed the test with a traceback, after writing its folder).
+            try:
+                resolve_key(True, self.hmac_key_file)
+            except (OSError, ValueError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else "the file is empty"
+                raise ValueError(f"hmac_key_file {self.hmac_key_file!r}: {reason}") from None
 
     def output_path(self) -> str:
         """Output_path is the test's folder under the result folder, from path or its ID."""
