@@ -109,7 +109,11 @@ def test_the_driver_redacts_the_key_from_every_text_item() -> None:
 @pytest.mark.no_netns
 @pytest.mark.parametrize(("content", "says"), [(None, "No such file or directory"), (b"\n", "the file is empty")])
 def test_a_key_file_that_cannot_give_a_key_stops_the_run_before_anything_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], content: bytes | None, says: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    says: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(hmac.KEY_ENV, raising=False)
