@@ -158,9 +158,9 @@ def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path:
     args = ("run", "+experiment=cubic", "duration=8s", f"rig.netns_prefix={prefix}")
     cmd = Command(tmp_path, *args)
     try:
-        until("the servers", lambda: "packet_server: listening" in cmd.output)
-        # The moment of the kill: 2.3 s into the upload (lead 2 s), whatever has been flushed.
-        time.sleep(4.3)
+        # The moment of the kill: 2 s of the upload on disk, whatever else has been flushed.
+        folder = tmp_path / "results" / "in-progress" / "experiment-cubic"
+        until("2 s of the upload on disk", lambda: stream_samples_s(folder) >= 2.0)
         killed = pd.Timestamp.now(tz="UTC")
         cmd.proc.kill()  # the command only, as `kill -9 PID` does; its Ray and nodes die with it
         cmd.wait(10)
