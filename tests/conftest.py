@@ -192,6 +192,12 @@ def ray_session() -> Iterator[None]:
 _phases: dict[str, list[pytest.TestReport]] = {}
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Pytest_sessionstart notes, among the reliability figures, whether this session runs the long variants."""
+    if os.environ.get(figures.FIGURES_ENV):
+        figures.session(long=os.environ.get("ANTLER_RELIABILITY_LONG") == "1")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Pytest_runtest_logreport records each test's outcome among the reliability figures (tests/figures.py)."""
     if not os.environ.get(figures.FIGURES_ENV):

@@ -3,11 +3,12 @@
 A test calls :func:`record` with its promise, what it counted or measured and
 the value (``lost=True`` for a figure that counts what was lost: flows,
 packets, seconds of data, processes left); with ``ANTLER_RELIABILITY_FIGURES``
-naming a file, each figure is appended to it as a JSON line, and so is the
-outcome of every test of the session (:func:`outcome`, called from
-tests/conftest.py). ``make reliability`` then renders them with
-``python -m tests.reliability_report FIGURES.jsonl > docs/reliability.md``;
-without the variable, nothing is written.
+naming a file, each figure is appended to it as a JSON line, and so are the
+outcome of every test of the session and the session's own facts
+(:func:`outcome`, :func:`session`, called from tests/conftest.py).
+``make reliability`` then renders them with ``python -m
+tests.reliability_report FIGURES.jsonl > docs/reliability.md``; without the
+variable, nothing is written.
 
 Promises (the keys of :data:`tests.reliability_report.PROMISES`): ``leaks``,
 ``lost``, ``hangs``, ``config``, ``hostile``, ``load``, ``secrets``.
@@ -38,6 +39,11 @@ def record(promise: str, what: str, value: float | int | str, unit: str = "", *,
 def outcome(test: str, result: str, seconds: float) -> None:
     """Outcome appends how a test ended (passed, failed, skipped) and its seconds, if a figures file is named."""
     _append({"test": test, "outcome": result, "seconds": round(seconds, 1), "at": time.time()})
+
+
+def session(**facts: Any) -> None:
+    """Session appends the facts of a test session (``long``: ANTLER_RELIABILITY_LONG was set), if a figures file is named."""
+    _append({"session": facts, "at": time.time()})
 
 
 def _append(line: dict[str, Any]) -> None:

@@ -271,6 +271,10 @@ def test_the_packet_server_takes_hostile_datagrams_in_its_stride(key: bytes | No
         figures.record("hostile", f"packet server ({name}): {kind}", n)
     figures.record("hostile", f"packet server ({name}): dropped and counted", core.dropped.total())
     figures.record("hostile", f"packet server ({name}): memory grown", round(grown, 1), "MB")
+    valid = sum(1 for r in rows if not r["sent"]) - sent["valid"]
+    figures.record(
+        "hostile", f"packet server ({name}): valid packets not recorded", max(-valid, 0), "packets", lost=True
+    )
     assert grown < 64, f"the server's process grew {grown:.0f} MB"
 
 
@@ -470,5 +474,7 @@ def test_the_stream_server_takes_hostile_headers_and_keeps_serving(key: bytes | 
     if served.core.dropped:
         assert any(line.startswith("dropped ") for line in log)  # counted by reason when it stops
     figures.record("hostile", f"stream server ({name}): hostile connections", tried.total())
-    figures.record("hostile", f"stream server ({name}): valid flows served after them", tried.total())
+    figures.record("hostile", f"stream server ({name}): valid flows served after them", served.legit_flows())
+    for kind, n in sorted(tried.items()):
+        figures.record("hostile", f"stream server ({name}): {kind}", n)
     figures.record("hostile", f"stream server ({name}): dropped and counted", served.core.dropped.total())
