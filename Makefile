@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # offline; tcpdump to see on the wire how packets are marked).
 APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool rsync chromium tcpdump
 
-.PHONY: test demo lint typecheck unit bench deps clean
+.PHONY: test demo lint typecheck unit bench deps clean reliability
 
 test: deps lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -42,6 +42,19 @@ lint: deps
 
 typecheck: deps
 	$(VENV)/bin/mypy antler tests bench
+
+# The reliability tests at their long counts (200 stream clients, 50 packet
+# flows, ~100,000 fuzzed datagrams; ~15 min), then docs/reliability.md
+# from the figures they record (tests/figures.py), written even when a test
+# fails (the page says which); the status is the tests'.
+reliability: deps
+	@mkdir -p docs; figures=$$(mktemp --suffix=.jsonl); \
+	ANTLER_RELIABILITY_LONG=1 ANTLER_RELIABILITY_FIGURES=$$figures $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/test_leaks.py tests/test_reclaim.py tests/test_interrupt.py tests/test_incremental.py \
+	  tests/test_terminal.py tests/test_hangs.py tests/test_config_property.py tests/test_fuzz.py \
+	  tests/test_load.py tests/test_secrets.py $(PYTEST_ARGS); status=$$?; \
+	$(PY) -m tests.reliability_report $$figures > docs/reliability.md && rm -f $$figures; \
+	echo "docs/reliability.md written"; exit $$status
 
 bench: deps
 	$(PY) bench/run_all.py

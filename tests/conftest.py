@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from tests import figures
 from tests.nettools import NetnsFactory, netns_factory, netns_list
 
 _RAY_PROC = re.compile(
@@ -186,3 +187,30 @@ def ray_session() -> Iterator[None]:
     yield
     if started:
         ray.shutdown()
+
+
+_phases: dict[str, list[pytest.TestReport]] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Pytest_sessionstart notes, among the reliability figures, whether this session runs the long variants."""
+    if os.environ.get(figures.FIGURES_ENV):
+        figures.session(long=os.environ.get("ANTLER_RELIABILITY_LONG") == "1")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Pytest_runtest_logreport records each test's outcome among the reliability figures (tests/figures.py)."""
+    if not os.environ.get(figures.FIGURES_ENV):
+        return
+    phases = _phases.setdefault(report.nodeid, [])
+    phases.append(report)
+    if report.when != "teardown":
+        return
+    del _phases[report.nodeid]
+    if any(r.failed for r in phases):
+        result = "failed"
+    elif any(r.skipped for r in phases):
+        result = "skipped"
+    else:
+        result = "passed"
+    figures.outcome(report.nodeid, result, sum(r.duration for r in phases))

@@ -22,6 +22,7 @@ from antler.results import load
 from antler.results.incremental import config_changes
 from antler.results.store import IN_PROGRESS, LATEST
 from antler.testid import IdFilter
+from tests import figures
 
 pytestmark = pytest.mark.no_netns
 
@@ -241,6 +242,7 @@ def test_an_interrupted_sweep_resumes_with_the_tests_not_yet_passed(
     res = load(latest(cwd))
     assert {k: t.meta["status"] for k, t in res.items()} == {"experiment-inc_x-1": "ok", "experiment-inc_x-3": "ok"}
     assert res["experiment-inc_x-1"]["log"]["text"].tolist() == ["x=1"]
+    figures.record("lost", f"sweep stopped by {sig.name} at test 2: tests before it kept whole, not rerun", 1, "tests")
     if sig == signal.SIGKILL:
         # The killed run's folder was kept under its own name, and linked from.
         (interrupted,) = [f for f in folders(cwd) if f.endswith("-interrupted")]

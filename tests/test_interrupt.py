@@ -22,6 +22,7 @@ import pytest
 from antler.node import lease
 from antler.results import TestResult, load
 from antler.results.store import read_arrows
+from tests import figures
 from tests.nettools import netns_list, unique_name
 
 pytestmark = pytest.mark.slow
@@ -119,13 +120,23 @@ def test_ctrl_c_during_cubic_exits_130_within_10s_keeping_what_was_measured(tmp_
         until("3 s of the upload on disk", lambda: stream_samples_s(folder) >= 3.0)
         signaled = pd.Timestamp.now(tz="UTC")
         cmd.interrupt()
+        start = time.monotonic()
         assert cmd.wait(timeout=10) == 130, cmd.output
+        exit_s = time.monotonic() - start
     finally:
         cmd.kill()
     assert "Traceback" not in cmd.output
     latest = tmp_path / "results" / "latest"
     assert latest.resolve().name != "in-progress"
     (test,) = load(latest).values()
+    figures.record("lost", "Ctrl-C in +experiment=cubic: exited 130 after", round(exit_s, 1), "s")
+    figures.record(
+        "lost", "Ctrl-C: stream and echo samples kept", len(test["stream_io"]) + len(test["packet_io"]), "rows"
+    )
+    missing_s = (signaled - min(last_sample(test), last_echo(test))).total_seconds()
+    figures.record(
+        "lost", "Ctrl-C: data missing before the signal (at most 1 s)", round(max(missing_s, 0), 2), "s", lost=True
+    )
     assert test.meta["status"] == "interrupted"
     # Every sample flushed before the signal is kept: at most 1 s is missing.
     assert last_sample(test) >= signaled - pd.Timedelta(seconds=1), (last_sample(test), signaled)
@@ -142,8 +153,10 @@ def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, prefi
         # The echo flow's summary: the first Ctrl-C is stopping the test.
         until("the first Ctrl-C's effect", lambda: "packet_client: flow udp: sent" in cmd.output, 10)
         cmd.interrupt()
+        start = time.monotonic()
         # At once: the first one's cleanup (2 s here) is not waited for.
         assert cmd.wait(timeout=5) == 130, cmd.output
+        figures.record("lost", "second Ctrl-C: exited 130 after", round(time.monotonic() - start, 1), "s")
     finally:
         cmd.kill()
     assert "second Ctrl-C: exiting now" in cmd.output
@@ -174,6 +187,12 @@ def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path:
         assert again.wait(timeout=120) == 0, again.output
     finally:
         again.kill()
+    reclaimed = [
+        role for role in ("left", "mid", "right") if f"reclaimed network namespace '{prefix}{role}'" in again.output
+    ]
+    figures.record("leaks", "namespaces left by kill -9, reclaimed by the next run", len(reclaimed), "namespaces")
+    still = [n for n in netns_list() if n.startswith(prefix)]
+    figures.record("leaks", "namespaces of the killed run left after the next run", len(still), "namespaces", lost=True)
     for role in ("left", "mid", "right"):
         assert f"reclaimed network namespace '{prefix}{role}' left by process" in again.output
     (test,) = load(tmp_path / "results" / "latest").values()
@@ -182,6 +201,13 @@ def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path:
     # The killed run's data is kept under *-interrupted, readable up to its last flush.
     (kept,) = (tmp_path / "results").glob("*-interrupted")
     (dead,) = load(kept).values()
+    figures.record(
+        "lost", "kill -9: samples kept under *-interrupted", len(dead["stream_io"]) + len(dead["packet_io"]), "rows"
+    )
+    missing_s = (killed - last_sample(dead)).total_seconds()
+    figures.record(
+        "lost", "kill -9: data missing before the kill (at most 1 s)", round(max(missing_s, 0), 2), "s", lost=True
+    )
     assert dead.meta["status"] == "interrupted"
     assert last_sample(dead) >= killed - pd.Timedelta(seconds=1), (last_sample(dead), killed)
     assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)

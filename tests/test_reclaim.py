@@ -19,6 +19,7 @@ from antler.node.launch import netns
 from antler.node.launch.reclaim import reclaim_left
 from antler.node.lease import Proc
 from antler.node.nodespec import Netns
+from tests import figures
 from tests.nettools import netns_list, sh, unique_name
 
 # A process that makes what a node makes (a namespace with a command in it, a
@@ -109,6 +110,7 @@ def test_a_dead_owners_namespace_is_reclaimed_when_its_name_is_created_again(nam
     assert note.startswith(f"reclaimed network namespace {name!r} left by process {owner.proc.pid} (")
     assert note.endswith("which is gone; killed 1 processes in it")
     until_gone([owner.inside])
+    figures.record("leaks", "leases of a killed owner reclaimed when its namespace is made again", 1, "namespaces")
     # The new namespace is this process's, leased to it.
     held = lease.find(lease.NETNS, name)
     assert held is not None and held.owner == Proc.me() and not held.dead()
@@ -124,6 +126,7 @@ def test_what_a_live_owner_holds_is_never_touched(name: str, owner: Owner) -> No
     assert not [n for n in notes if name in n or str(owner.session) in n]
     assert netns.inode(name) == ino and not _gone(owner.inside)
     assert len(owner.session_members()) == 3  # sh and its two sleeps
+    figures.record("leaks", "a live owner's namespace and 3 processes: left untouched by reclaim", 1, "owners")
     # Once it is gone, the next run reclaims both, a line for each.
     owner.kill()
     notes = reclaim_left()
@@ -137,6 +140,8 @@ def test_what_a_live_owner_holds_is_never_touched(name: str, owner: Owner) -> No
     until_gone([owner.inside, owner.session])  # a SIGKILL takes a moment to land
     assert not owner.session_members()
     assert lease.find(lease.NETNS, name) is None and lease.find(lease.SESSION, str(owner.session)) is None
+    figures.record("leaks", "leases of a dead owner reclaimed (a namespace, a command's session)", 2, "leases")
+    figures.record("leaks", "processes of a dead owner's session killed by reclaim", 3, "processes")
 
 
 def test_a_namespace_antler_ray_did_not_make_is_never_touched(name: str) -> None:
@@ -145,6 +150,7 @@ def test_a_namespace_antler_ray_did_not_make_is_never_touched(name: str) -> None
         netns.prepare(Netns(name=name, create=True), "n")
     reclaim_left()
     assert name in netns_list()
+    figures.record("leaks", "a namespace antler-ray did not make: left untouched by reclaim", 1, "namespaces")
 
 
 def test_a_lease_whose_invocation_is_gone_is_dead_though_its_node_still_runs(name: str, tmp_path: Path) -> None:
@@ -160,6 +166,7 @@ def test_a_lease_whose_invocation_is_gone_is_dead_though_its_node_still_runs(nam
         (note,) = [n for n in reclaim_left() if name in n]
         assert note.startswith(f"reclaimed network namespace {name!r} left by process {o.proc.pid}")
         assert f"whose command (process {gone.pid}) is gone" in note
+        figures.record("leaks", "leases whose command is gone (node still running) reclaimed", 1, "namespaces")
     finally:
         o.kill()
         for pid in [o.inside, *o.session_members()]:

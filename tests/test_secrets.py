@@ -17,6 +17,7 @@ from antler.node.items import FileData, LogEntry, SysInfo, now
 from antler.node.nodespec import Env
 from antler.node.secrets import MASK, REDACTED, Redactor, command_env, looks_secret, mask_env
 from antler.report.sysinfo import sysinfo_html
+from tests import figures
 from tests.nettools import unique_name
 
 KEY = "s3cret-key-" + "7" * 20
@@ -54,9 +55,26 @@ def test_a_run_with_the_key_in_its_environment_writes_it_nowhere(tmp_path: Path)
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert KEY not in done.stdout + done.stderr, "the terminal shows the key"
     test_dir = tmp_path / "results" / "latest" / "experiment-secret"
-    leaks = [p.name for p in test_dir.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    files = sorted({p.resolve() for p in (tmp_path / "results").rglob("*") if p.is_file()})
+    leaks = [p.name for p in files if KEY.encode() in p.read_bytes()]
+    shown = (done.stdout + done.stderr).count("\n")
+    figures.record("secrets", "result files scanned for the key (every file of the folder)", len(files), "files")
+    figures.record(
+        "secrets",
+        "bytes scanned (files and terminal output)",
+        sum(p.stat().st_size for p in files) + len(done.stdout + done.stderr),
+        "bytes",
+    )
+    figures.record("secrets", "terminal lines scanned", shown, "lines")
+    figures.record(
+        "secrets",
+        "files or terminal output holding the key",
+        len(leaks) + (KEY in done.stdout + done.stderr),
+        "files",
+        lost=True,
+    )
+    assert KEY not in done.stdout + done.stderr, "the terminal shows the key"
     assert not leaks, f"the key is in {leaks}"
     # The commands ran without the key (and with the rest of the environment).
     assert "ANTLER_VISIBLE=shown" in (test_dir / "env.txt").read_text()

@@ -13,6 +13,7 @@ import pytest
 
 from antler.results import load
 from antler.terminal import Terminal
+from tests import figures
 from tests.nettools import unique_name
 
 ANTLER = [sys.executable, "-m", "antler"]
@@ -48,6 +49,8 @@ def test_a_pipe_nobody_reads_never_blocks_the_writer_and_the_dropped_lines_are_c
     assert shown[0].startswith("line 00000000 ") and shown == sorted(shown)
     assert got[-1] == "the end"
     notices = [int(m.group(1)) for line in got if (m := re.fullmatch(r"\[(\d+) lines not shown: .*\]", line))]
+    figures.record("hangs", "lines printed to a terminal nobody reads", lines, "lines")
+    figures.record("hangs", "of them not shown, and counted in a notice", term.dropped, "lines")
     assert sum(notices) == term.dropped and len(shown) + term.dropped == lines
 
 
@@ -91,6 +94,13 @@ def test_cubic_piped_into_head_passes_and_leaves_nothing(tmp_path: Path) -> None
     assert len(test["stream_io"]) > 0
     # The rig's namespaces are gone (the leak check of this test says so too).
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    figures.record(
+        "hangs",
+        "+experiment=cubic | head -3 (broken pipe): namespaces left",
+        names.count(prefix),
+        "namespaces",
+        lost=True,
+    )
     assert prefix not in names
 
 
@@ -111,8 +121,10 @@ def test_a_terminal_nobody_reads_never_holds_up_a_test(tmp_path: Path) -> None:
             proc.wait()
         os.close(r)
     (test,) = load(tmp_path / "results" / "latest").values()
+    kept = test["log"]["text"].tolist()
+    figures.record("hangs", "log lines of a test whose terminal is read only after it ends: kept", len(kept), "lines")
     assert test.meta["status"] == "ok"
-    assert test["log"]["text"].tolist() == [str(i) for i in range(1, 60001)]
+    assert kept == [str(i) for i in range(1, 60001)]
 
 
 def test_log_into_head_prints_no_traceback(tmp_path: Path) -> None:
