@@ -177,6 +177,7 @@ def ray_session() -> Iterator[None]:
     started = False
     if not ray.is_initialized():
         ray.init(
+            address="local",  # its own, as the tool's embedded Ray: never a cluster recorded in /tmp/ray
             include_dashboard=False,
             num_cpus=2,
             object_store_memory=200 * 2**20,

@@ -595,3 +595,40 @@ def test_background_commands_on_a_ray_node_are_interrupted_not_killed(tmp_path: 
     assert ok
     # Killed after the grace period instead, it would have said nothing.
     assert "interrupted" in logs(items, "bg")
+
+
+ON_RAY = """# @package _global_
+test:
+  id: {experiment: onray}
+  run:
+    child:
+      node: {id: r}
+      system: {command: "echo on a Ray node"}
+"""
+
+
+def test_with_no_address_the_tool_starts_its_own_ray_whatever_ray_start_left_recorded(tmp_path: Path) -> None:
+    """A cluster that `ray start` recorded in Ray's temp folder (and that has gone) is not joined.
+
+    ray.init() with no address joins the last cluster recorded there; the
+    tool's config says no address means an embedded Ray of its own. With a
+    stale record the run waited 80 s and failed.
+    """
+    ray_tmp = Path("/tmp") / unique_name("rt")  # short: Ray's socket paths have a length limit
+    (ray_tmp / "ray").mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gone = s.getsockname()[1]  # nothing listens there once it is closed
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{gone}\n")
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "onray.yaml").write_text(ON_RAY)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "antler", "run", "--config-dir", "conf", "+experiment=onray"],
+            cwd=tmp_path, env={**env, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "r system: on a Ray node" in done.stdout

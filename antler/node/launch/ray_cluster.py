@@ -100,7 +100,9 @@ class RaySession:
             else:
                 # An embedded Ray runs on this machine, from this very package:
                 # shipping it would only cost each actor 1-2 s of runtime-env set-up.
-                ray.init(include_dashboard=False, **quiet)
+                # "local": a new one, never the last `ray start` cluster Ray finds
+                # recorded in /tmp/ray (a stale record made a run wait 80 s and fail).
+                ray.init(address="local", include_dashboard=False, **quiet)
                 self.started = True
 
     def shutdown(self) -> None:
