@@ -86,18 +86,9 @@ def stream_samples_s(folder: Path) -> float:
     return max(t) / 1e9 if t else 0.0
 
 
-def last_sample(test: TestResult) -> pd.Timestamp:
-    """Last_sample is the absolute time of the test's last stream sample."""
-    info, io = test["stream_info"], test["stream_io"]
-    if io.empty:
-        return pd.Timestamp(0, tz="UTC")
-    tinit = info.drop_duplicates("flow").set_index("flow")["tinit"]
-    return max(tinit[flow] + pd.to_timedelta(t.max(), unit="ns") for flow, t in io.groupby("flow")["t_ns"])
-
-
-def last_echo(test: TestResult) -> pd.Timestamp:
-    """Last_echo is the absolute time of the last packet the echo flow recorded."""
-    info, io = test["packet_info"], test["packet_io"]
+def last_at(test: TestResult, kind: str) -> pd.Timestamp:
+    """Last_at is the absolute time of the last sample a test's flows of kind (stream or packet) recorded."""
+    info, io = test[f"{kind}_info"], test[f"{kind}_io"]
     if io.empty:
         return pd.Timestamp(0, tz="UTC")
     tinit = info.drop_duplicates("flow").set_index("flow")["tinit"]
@@ -133,14 +124,14 @@ def test_ctrl_c_during_cubic_exits_130_within_10s_keeping_what_was_measured(tmp_
     figures.record(
         "lost", "Ctrl-C: stream and echo samples kept", len(test["stream_io"]) + len(test["packet_io"]), "rows"
     )
-    missing_s = (signaled - min(last_sample(test), last_echo(test))).total_seconds()
+    missing_s = (signaled - min(last_at(test, "stream"), last_at(test, "packet"))).total_seconds()
     figures.record(
         "lost", "Ctrl-C: data missing before the signal (at most 1 s)", round(max(missing_s, 0), 2), "s", lost=True
     )
     assert test.meta["status"] == "interrupted"
     # Every sample flushed before the signal is kept: at most 1 s is missing.
-    assert last_sample(test) >= signaled - pd.Timedelta(seconds=1), (last_sample(test), signaled)
-    assert last_echo(test) >= signaled - pd.Timedelta(seconds=1), (last_echo(test), signaled)
+    assert last_at(test, "stream") >= signaled - pd.Timedelta(seconds=1), (last_at(test, "stream"), signaled)
+    assert last_at(test, "packet") >= signaled - pd.Timedelta(seconds=1), (last_at(test, "packet"), signaled)
     assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)
 
 
@@ -204,10 +195,10 @@ def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path:
     figures.record(
         "lost", "kill -9: samples kept under *-interrupted", len(dead["stream_io"]) + len(dead["packet_io"]), "rows"
     )
-    missing_s = (killed - last_sample(dead)).total_seconds()
+    missing_s = (killed - last_at(dead, "stream")).total_seconds()
     figures.record(
         "lost", "kill -9: data missing before the kill (at most 1 s)", round(max(missing_s, 0), 2), "s", lost=True
     )
     assert dead.meta["status"] == "interrupted"
-    assert last_sample(dead) >= killed - pd.Timedelta(seconds=1), (last_sample(dead), killed)
+    assert last_at(dead, "stream") >= killed - pd.Timedelta(seconds=1), (last_at(dead, "stream"), killed)
     assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)

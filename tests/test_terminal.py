@@ -80,13 +80,7 @@ def test_cubic_piped_into_head_passes_and_leaves_nothing(tmp_path: Path) -> None
     # in its cleanup, left ar-left, ar-mid, ar-right behind, or hung for good.
     prefix = unique_name("rl") + "-"
     cmd = " ".join([*ANTLER, "run", "+experiment=cubic", "duration=1s", "lead=1s", f"rig.netns_prefix={prefix}"])
-    done = subprocess.run(
-        ["bash", "-c", f"{cmd} 2>&1 | head -3; exit ${{PIPESTATUS[0]}}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = into_head(cmd, 3, tmp_path, timeout=120)
     assert len(done.stdout.splitlines()) == 3
     assert done.returncode == 0, done.stdout + done.stderr
     (test,) = load(tmp_path / "results" / "latest").values()
@@ -130,12 +124,17 @@ def test_a_terminal_nobody_reads_never_holds_up_a_test(tmp_path: Path) -> None:
 def test_log_into_head_prints_no_traceback(tmp_path: Path) -> None:
     conf = _experiment(tmp_path / "c", "many", "    system: {command: 'seq 1 5000', stdout: stream}")
     subprocess.run([*ANTLER, "run", "--config-dir", str(conf), "+experiment=many"], cwd=tmp_path, check=True)
-    done = subprocess.run(
-        ["bash", "-c", f"{' '.join(ANTLER)} log 2>&1 | head -2; exit ${{PIPESTATUS[0]}}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = into_head(" ".join([*ANTLER, "log"]), 2, tmp_path, timeout=60)
     assert done.returncode == 0
     assert len(done.stdout.splitlines()) == 2 and "Traceback" not in done.stdout + done.stderr
+
+
+def into_head(cmd: str, lines: int, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Into_head runs a shell command piped into ``head -LINES``, as a user would; its status is the command's."""
+    return subprocess.run(
+        ["bash", "-c", f"{cmd} 2>&1 | head -{lines}; exit ${{PIPESTATUS[0]}}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
