@@ -8,7 +8,7 @@ from typing import Any
 
 
 def attributes(package: str, modules: dict[str, str]) -> Callable[[str], Any]:
-    """Attributes returns a module ``__getattr__`` that imports each name from the module ``modules`` maps it to.
+    """Return a module ``__getattr__`` that imports each name from the module ``modules`` maps it to.
 
     A process that needs one small module of a package (a packet sender
     process, a node worker) then does not pay for importing the whole package.

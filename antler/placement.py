@@ -27,7 +27,7 @@ DRIVER = ""
 
 @dataclass(frozen=True)
 class Needs:
-    """Needs is what a test asks of the hosts: the cluster hosts its nodes name, and whether it takes a sweep host.
+    """What a test asks of the hosts: the cluster hosts its nodes name, and whether it takes a sweep host.
 
     A test whose every node names its host runs on those alone; any other
     (one with an unpinned node, or none at all) takes one host of the sweep.
@@ -39,7 +39,7 @@ class Needs:
 
 @dataclass(frozen=True)
 class Placement:
-    """Placement is where one test runs: its sweep host (DRIVER if none), the hosts it occupies, its tag."""
+    """Where one test runs: its sweep host (DRIVER if none), the hosts it occupies, its tag."""
 
     host: str
     occupies: tuple[str, ...]
@@ -47,13 +47,13 @@ class Placement:
 
     @property
     def suffix(self) -> str:
-        """Suffix ends the names of the namespaces the test creates (``ar-left`` becomes ``ar-left-t3``)."""
+        """Ends the names of the namespaces the test creates (``ar-left`` becomes ``ar-left-t3``)."""
         return f"-t{self.tag}"
 
 
 @dataclass
 class Hosts:
-    """Hosts tracks the room on each host: at most per_host tests at once; lost hosts take no more.
+    """Tracks the room on each host: at most per_host tests at once; lost hosts take no more.
 
     ``cluster`` lists every host a pinned node may name (its occupancy is
     counted too); hosts outside it (unknown to the cluster) are not counted,
@@ -68,18 +68,18 @@ class Hosts:
     _tags: set[int] = field(default_factory=set)
 
     def alive(self) -> list[str]:
-        """Alive lists the sweep's hosts that were not lost, in order."""
+        """List the sweep's hosts that were not lost, in order."""
         return [h for h in self.sweep if h not in self.lost]
 
     def capacity(self) -> int:
-        """Capacity is how many tests may run at once on the sweep's live hosts."""
+        """Return how many tests may run at once on the sweep's live hosts."""
         return len(self.alive()) * self.per_host
 
     def _room(self, host: str) -> bool:
         return self.busy.get(host, 0) < self.per_host
 
     def place(self, needs: Needs, reserved: set[str]) -> Placement | None:
-        """Place takes room for a test, or returns None when it must wait (or can never run: see runnable)."""
+        """Take room for a test, or return None when it must wait (or can never run: see runnable)."""
         counted = {h for h in needs.pinned if h in self.cluster or h in self.sweep}
         if any(not self._room(h) or h in reserved for h in counted):
             return None
@@ -98,23 +98,23 @@ class Hosts:
         return Placement(host, occupies, tag)
 
     def release(self, p: Placement) -> None:
-        """Release gives back the room a test took."""
+        """Give back the room a test took."""
         for h in p.occupies:
             self.busy[h] -= 1
         self._tags.discard(p.tag)
 
     def lose(self, host: str) -> None:
-        """Lose stops placing tests on a host (one of its nodes was lost)."""
+        """Stop placing tests on a host (one of its nodes was lost)."""
         self.lost.add(host)
 
     def runnable(self, needs: Needs) -> bool:
-        """Runnable tells whether a test could ever be placed (not when every sweep host is lost)."""
+        """Tell whether a test could ever be placed (not when every sweep host is lost)."""
         return not needs.sweep_host or bool(self.alive())
 
 
 @dataclass
 class Queue(Generic[T]):
-    """Queue holds the tests not yet started, in order, with what each needs."""
+    """Holds the tests not yet started, in order, with what each needs."""
 
     items: list[tuple[T, Needs]]
 
@@ -122,7 +122,7 @@ class Queue(Generic[T]):
         return len(self.items)
 
     def start(self, hosts: Hosts) -> list[tuple[T, Placement]]:
-        """Start places as many queued tests as fit now, in queue order, and removes them from the queue.
+        """Place as many queued tests as fit now, in queue order, and remove them from the queue.
 
         A test that must wait reserves the hosts it names, so no later test takes them meanwhile.
         """
@@ -140,13 +140,13 @@ class Queue(Generic[T]):
         return started
 
     def drop(self, keep: Callable[[Needs], bool]) -> list[T]:
-        """Drop removes and returns the queued tests that keep refuses."""
+        """Remove and return the queued tests that keep refuses."""
         gone = [item for item, needs in self.items if not keep(needs)]
         self.items = [(item, needs) for item, needs in self.items if keep(needs)]
         return gone
 
 
 def needs_of(hosts_named: Iterable[str], has_unpinned: bool) -> Needs:
-    """Needs_of builds a test's Needs from the hosts its nodes name and whether any node names none."""
+    """Build a test's Needs from the hosts its nodes name and whether any node names none."""
     pinned = frozenset(h for h in hosts_named if h)
     return Needs(pinned, has_unpinned or not pinned)

@@ -37,7 +37,7 @@ CLOSE_SECONDS = 2.0
 
 
 class TermFile:
-    """TermFile is a text stream that queues to a :class:`Terminal` and never blocks or raises.
+    """A text stream that queues to a :class:`Terminal` and never blocks or raises.
 
     Like a terminal's line buffering, whole lines are queued as they are
     written, the rest on ``flush`` (so a line is shown or dropped whole).
@@ -52,7 +52,7 @@ class TermFile:
         self.errors = "replace"
 
     def write(self, text: str) -> int:
-        """Write queues the whole lines of text; it returns len(text) even when they are dropped."""
+        """Queue the whole lines of text; it returns len(text) even when they are dropped."""
         with self._lock:
             head, nl, tail = (self._pending + text).rpartition("\n")
             self._pending = tail
@@ -61,42 +61,42 @@ class TermFile:
         return len(text)
 
     def writelines(self, lines: Iterator[str] | list[str]) -> None:
-        """Writelines queues each line."""
+        """Queue each line."""
         for line in lines:
             self.write(line)
 
     def flush(self) -> None:
-        """Flush queues what was written since the last whole line (tqdm's redrawn status line)."""
+        """Queue what was written since the last whole line (tqdm's redrawn status line)."""
         with self._lock:
             text, self._pending = self._pending, ""
         if text:
             self._terminal.put(self._target, text)
 
     def fileno(self) -> int:
-        """Fileno is the file descriptor written (tqdm reads the terminal's width from it)."""
+        """Return the file descriptor written (tqdm reads the terminal's width from it)."""
         if isinstance(self._target, int):
             return self._target
         return self._target.fileno()
 
     def isatty(self) -> bool:
-        """Isatty reports whether the descriptor is a terminal."""
+        """Report whether the descriptor is a terminal."""
         try:
             return os.isatty(self.fileno())
         except (OSError, ValueError):
             return False
 
     def writable(self) -> bool:
-        """Writable is True: writes never fail."""
+        """Return True: writes never fail."""
         return True
 
     @property
     def closed(self) -> bool:
-        """Closed is False: a stream whose reader went away keeps taking (and dropping) text."""
+        """False: a stream whose reader went away keeps taking (and dropping) text."""
         return False
 
 
 class Terminal:
-    """Terminal writes the tool's output from a thread of its own; ``out`` and ``err`` are its two streams.
+    """Writes the tool's output from a thread of its own; ``out`` and ``err`` are its two streams.
 
     ``dropped`` counts the writes dropped because the queue was full, ``broken``
     names the descriptors whose reader went away.
@@ -117,7 +117,7 @@ class Terminal:
         self._thread.start()
 
     def put(self, fd: int | TextIO, text: str) -> None:
-        """Put queues text for a descriptor (or stream), or drops and counts it when the queue is full."""
+        """Queue text for a descriptor (or stream), or drop and count it when the queue is full."""
         if fd in self.broken:
             return
         with self._lock:
@@ -154,7 +154,7 @@ class Terminal:
             self.broken.add(fd)
 
     def drain(self, timeout_s: float = CLOSE_SECONDS) -> bool:
-        """Drain waits up to timeout_s for the queue to be written; it returns whether it was."""
+        """Wait up to timeout_s for the queue to be written; it returns whether it was."""
         deadline = time.monotonic() + timeout_s
         done = self._queue.all_tasks_done
         with done:
@@ -179,7 +179,7 @@ def _target(stream: TextIO) -> int | TextIO:
 
 @contextlib.contextmanager
 def redirected(terminal: Terminal) -> Iterator[Terminal]:
-    """Redirected sends ``sys.stdout`` and ``sys.stderr`` to the terminal's streams until the block ends.
+    """Send ``sys.stdout`` and ``sys.stderr`` to the terminal's streams until the block ends.
 
     Everything the command prints while it runs tests (the live output, the
     reports' ``emit_log: ["-"]``, tqdm's status line) then goes through the

@@ -14,17 +14,17 @@ ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
 
 
 def id_text(test_id: Mapping[str, str]) -> str:
-    """Id_text is a test ID as ``k=v k=v``, for people (pages, logs, the terminal)."""
+    """Return a test ID as ``k=v k=v``, for people (pages, log, the terminal)."""
     return " ".join(f"{k}={v}" for k, v in test_id.items())
 
 
 def id_path(test_id: Mapping[str, str]) -> str:
-    """Id_path is the folder a test's results go to when it sets no ``path``: ``k-v_k-v``."""
+    """Return the folder a test's results go to when it sets no ``path``: ``k-v_k-v``."""
     return "_".join(f"{k}-{v}" for k, v in test_id.items())
 
 
 class IdFilter:
-    """IdFilter selects tests by their ID with regexes, as antler's ``run FILTER...`` does.
+    """Selects tests by their ID with regexes, as antler's ``run FILTER...`` does.
 
     Each term is ``KEY=REGEX`` (some key matching KEY has a value matching
     REGEX) or a bare ``REGEX`` (some value matches); every term must match.
@@ -49,7 +49,7 @@ class IdFilter:
         return bool(self.terms)
 
     def accepts(self, test_id: Mapping[str, str]) -> bool:
-        """Accepts reports whether every term matches the ID."""
+        """Report whether every term matches the ID."""
         return all(
             any((key is None or key.search(k)) and value.search(v) for k, v in test_id.items())
             for key, value in self._parsed

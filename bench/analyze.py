@@ -45,7 +45,7 @@ BATCH_ROWS = 65_536  # the recorder's batch size (antler/node/recorder.py)
 
 
 def write_result(d: Path) -> None:
-    """Write_result writes the synthetic test into d."""
+    """Write the synthetic test into d."""
     rng = np.random.default_rng(1)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     d.mkdir(parents=True)
@@ -140,19 +140,19 @@ def write_result(d: Path) -> None:
 
 
 def stage_read(d: Path) -> None:
-    """Stage_read reads every table of the test."""
+    """Read every table of the test."""
     for p in sorted(d.glob("*.parquet")):
         pq.read_table(p)
 
 
 def stage_pandas(d: Path) -> None:
-    """Stage_pandas reads every table into pandas, as antler.results.load gives it to a notebook."""
+    """Read every table into pandas, as antler.results.load gives it to a notebook."""
     for p in sorted(d.glob("*.parquet")):
         pq.read_table(p).to_pandas()
 
 
 def import_report() -> float:
-    """Import_report imports what the report stage uses; returns the seconds it took (printed apart)."""
+    """Import what the report stage uses; returns the seconds it took (printed apart)."""
     start = time.perf_counter()
     # The submodules both libraries import lazily on first use count too
     # (matplotlib.figure alone is ~0.2 s): start-up, not work on the data.
@@ -170,7 +170,7 @@ def import_report() -> float:
 
 
 def stage_report(d: Path) -> None:
-    """Stage_report runs Analyze and both charts into a scratch folder."""
+    """Run Analyze and both charts into a scratch folder."""
     from antler.report.analyze import analyze
     from antler.report.charts import charts_fct, charts_time_series
     from antler.report.spec import ChartsFCT, ChartsTimeSeries
@@ -185,7 +185,7 @@ def stage_report(d: Path) -> None:
 
 
 def child(stage: str, d: Path) -> None:
-    """Child runs one stage and prints its time and peak memory as JSON.
+    """Run one stage and print its time and peak memory as JSON.
 
     Library imports happen before the clock starts for every stage (pyarrow
     for the reads; plotly, matplotlib and pandas for the report): they are a
@@ -206,7 +206,7 @@ def child(stage: str, d: Path) -> None:
 
 
 def run(stage: str, d: Path) -> dict[str, float]:
-    """Run times a stage in a fresh process (so each peak memory is its own)."""
+    """Time a stage in a fresh process (so each peak memory is its own)."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", stage, str(d)], check=True, capture_output=True, text=True
     ).stdout
@@ -214,7 +214,7 @@ def run(stage: str, d: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    """Main writes the data, runs the stages alternately three times, and prints the figures.
+    """Write the data, run the stages alternately three times, and print the figures.
 
     Each stage's best of three counts: on a shared machine a single run of
     either stage varies by a factor of 1.5.

@@ -44,7 +44,7 @@ VARIANTS: list[tuple[str, float, list[str]]] = [
 
 
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    """Sh runs a command and fails loudly."""
+    """Run a command and fail loudly."""
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
@@ -52,7 +52,7 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 class Rig:
-    """Rig is one dumbbell under test, entered through holder processes.
+    """One dumbbell under test, entered through holder processes.
 
     Other test sessions on this machine delete namespace names they did not
     make; a ``sleep`` holder in each namespace keeps it alive and reachable
@@ -64,11 +64,11 @@ class Rig:
         self.holders: dict[str, subprocess.Popen[bytes]] = {}
 
     def enter(self, node: str) -> list[str]:
-        """Enter is the command prefix that runs a command in node's namespace."""
+        """Return the command prefix that runs a command in node's namespace."""
         return ["nsenter", f"--net=/proc/{self.holders[node].pid}/ns/net"]
 
     def build(self, rtt_ms: float, extra: list[str]) -> subprocess.Popen[str] | None:
-        """Build makes the namespaces and runs the rig's set-up steps; it returns the delay process."""
+        """Make the namespaces and run the rig's set-up steps; it returns the delay process."""
         names = {n: f"{self.prefix}{n}" for n in ("left", "mid", "right")}
         rig: dict[str, Any] = {
             "rate": "0",
@@ -99,7 +99,7 @@ class Rig:
         return delay
 
     def close(self) -> None:
-        """Close ends the holders and removes the names; the namespaces go with their last process."""
+        """End the holders and remove the names; the namespaces go with their last process."""
         for p in self.holders.values():
             p.kill()
             p.wait()
@@ -108,26 +108,26 @@ class Rig:
 
 
 def cpu_seconds(pid: int) -> float:
-    """Cpu_seconds is a process's user+system CPU time so far."""
+    """Return a process's user+system CPU time so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def ping(rig: Rig, count: int) -> list[float]:
-    """Ping returns the RTTs (ms) of count pings from left to right, 10 ms apart."""
+    """Return the RTTs (ms) of count pings from left to right, 10 ms apart."""
     out = sh(*rig.enter("left"), "ping", "-c", str(count), "-i", "0.01", "10.77.2.2").stdout
     return [float(t) for t in re.findall(r"time=([0-9.]+) ms", out)]
 
 
 def pct(values: list[float], p: float) -> float:
-    """Pct is the p-th percentile (nearest rank)."""
+    """Return the p-th percentile (nearest rank)."""
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
 def measure(name: str, rtt_ms: float, extra: list[str], n: int) -> dict[str, Any]:
-    """Measure builds a rig with one variant of the delay link and measures it idle and loaded."""
+    """Build a rig with one variant of the delay link and measures it idle and loaded."""
     rig = Rig(f"bd{os.getpid() % 100000}-{n}-")
     delay = None
     server = None
@@ -177,7 +177,7 @@ def measure(name: str, rtt_ms: float, extra: list[str], n: int) -> dict[str, Any
 
 
 def main() -> int:
-    """Main runs every variant and prints the table."""
+    """Run every variant and print the table."""
     if os.geteuid() != 0:
         print("bench/delay.py needs root (namespaces, TUN)", file=sys.stderr)
         return 1

@@ -58,7 +58,7 @@ CLIENT_IP, SERVER_IP = "10.77.14.1", "10.77.14.2"
 
 
 def experiment(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Experiment is a test whose first node prints the time, then every other node sleeps 10 ms."""
+    """Return a test whose first node prints the time, then every other node sleeps 10 ms."""
     if not nodes:
         run: dict[str, Any] = {"system": {"command": "date +%s.%N"}}
     else:
@@ -73,7 +73,7 @@ def experiment(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def first_runner(folder: Path, name: str, start_wall: float) -> float:
-    """First_runner is the time from command start to the first runner's `date` output, from log.txt."""
+    """Return the time from command start to the first runner's `date` output, from log.txt."""
     log = (folder / "results" / "latest" / f"experiment-{name}" / "log.txt").read_text()
     for line in log.splitlines():
         if " system: " in line:
@@ -82,7 +82,7 @@ def first_runner(folder: Path, name: str, start_wall: float) -> float:
 
 
 def startup(rounds: int) -> None:
-    """Startup runs part 1 and prints its figures."""
+    """Run part 1 and print its figures."""
     cli = str(Path(sys.executable).with_name("antler-ray"))
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         folder = Path(tmp)
@@ -131,7 +131,7 @@ def startup(rounds: int) -> None:
 
 @dataclass
 class Flow:
-    """Flow is one run's receiver goodput, samples per second, and the CPU its two node processes spent per GB."""
+    """One run's receiver goodput, samples per second, and the CPU its two node processes spent per GB."""
 
     goodput_mbps: float
     samples_per_s: float
@@ -139,7 +139,7 @@ class Flow:
 
 
 def flow(launchers: Launchers, launcher: dict[str, Any], a: str, b: str, seconds: float, buf_len: int) -> Flow:
-    """Flow runs one upload with a sample per read and write, and measures it.
+    """Run one upload with a sample per read and write, and measures it.
 
     The node processes' CPU time (user + system, both ends, from launch to
     close; for a Ray node its actor's worker) is read just before each closes,
@@ -200,7 +200,7 @@ def flow(launchers: Launchers, launcher: dict[str, Any], a: str, b: str, seconds
 
 
 def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
-    """Streaming runs part 2 and prints its figures, for each read/write size (0: the runner's default)."""
+    """Run part 2 and print its figures, for each read/write size (0: the runner's default)."""
     launchers = Launchers()
     kinds: dict[str, dict[str, Any]] = {"local": {"local": {}}, "ray": {"ray": {}}}
     try:
@@ -246,7 +246,7 @@ def streaming(pairs: int, seconds: float, buf_lens: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main runs both parts."""
+    """Run both parts."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=3)

@@ -58,7 +58,7 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def namespaces() -> Iterator[tuple[str, str]]:
-    """Namespaces yields a client and a server namespace joined by a veth, as holder PIDs, removed on exit.
+    """Yield a client and a server namespace joined by a veth, as holder PIDs, removed on exit.
 
     The namespaces are unnamed (held by a sleeping process each) because test
     suites running beside the benchmark delete named namespaces that appear
@@ -82,19 +82,19 @@ def namespaces() -> Iterator[tuple[str, str]]:
 
 
 def nsexec(ns: str) -> list[str]:
-    """Nsexec is the command prefix that runs a command in the namespace held by PID ns."""
+    """Return the command prefix that runs a command in the namespace held by PID ns."""
     return ["nsenter", "-t", ns, "-n"]
 
 
 def stats(x: np.ndarray) -> tuple[float, float, float]:
-    """Stats returns median, p99 and max."""
+    """Return median, p99 and max."""
     if not len(x):
         return (np.nan, np.nan, np.nan)
     return float(np.median(x)), float(np.percentile(x, 99)), float(np.max(x))
 
 
 def ping(a: str, count: int = 300) -> tuple[float, float]:
-    """Ping returns ping's RTT median and p99 in µs on the path."""
+    """Return ping's RTT median and p99 in µs on the path."""
     out = sh(*nsexec(a), "ping", "-n", "-c", str(count), "-i", "0.01", SERVER_ADDR).stdout
     rtts = np.array([float(m) * 1000 for m in re.findall(r"time=([0-9.]+) ms", out)])
     med, p99, _ = stats(rtts)
@@ -116,7 +116,7 @@ asyncio.run(do(parse_run(tree), sink))
 
 @contextlib.contextmanager
 def our_server(b: str) -> Iterator[None]:
-    """Our_server runs a packet_server in its own process in namespace b."""
+    """Run a packet_server in its own process in namespace b."""
     p = subprocess.Popen(
         [*nsexec(b), sys.executable, "-c", SERVER_CODE % OUR_PORT],
         stdout=subprocess.PIPE,
@@ -135,7 +135,7 @@ def our_server(b: str) -> Iterator[None]:
 
 
 def run_ours(a: str, interval_s: float, length: int, seconds: float) -> dict[str, Any]:
-    """Run_ours runs one echo flow in namespace a (a client process, as the root node) and returns its figures."""
+    """Run one echo flow in namespace a (a client process, as the root node) and return its figures."""
     cmd = [*nsexec(a), sys.executable, __file__, "--client-run", str(interval_s), str(length), str(seconds)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -143,7 +143,7 @@ def run_ours(a: str, interval_s: float, length: int, seconds: float) -> dict[str
 
 
 def client_run(interval_s: float, length: int, seconds: float) -> dict[str, Any]:
-    """Client_run runs our client flow in this process and returns its figures (the --client-run mode)."""
+    """Run our client flow in this process and return its figures (the --client-run mode)."""
     items: list[Item] = []
     wait = f"{round(interval_s * 1e9)}ns"
     sender = {"wait": [wait], "length": [length], "duration": f"{seconds}s", "echo": True}
@@ -178,7 +178,7 @@ def _rtt_us(io: pd.DataFrame) -> np.ndarray:
 
 @contextlib.contextmanager
 def irtt_server(b: str) -> Iterator[None]:
-    """Irtt_server runs ``irtt server`` in namespace b with no minimum interval."""
+    """Run ``irtt server`` in namespace b with no minimum interval."""
     p = subprocess.Popen(
         [*nsexec(b), "irtt", "server", "-b", f"{SERVER_ADDR}:{IRTT_PORT}", "-i", "0"],
         stdout=subprocess.DEVNULL,
@@ -193,7 +193,7 @@ def irtt_server(b: str) -> Iterator[None]:
 
 
 def run_irtt(a: str, interval_s: float, length: int, seconds: float) -> dict[str, Any]:
-    """Run_irtt runs ``irtt client`` from namespace a and returns its figures."""
+    """Run ``irtt client`` from namespace a and return its figures."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "irtt.json"
         interval = f"{round(interval_s * 1e9)}ns"

@@ -15,7 +15,7 @@ BENCHES = ("stream.py", "packet.py", "delay.py", "startup.py", "launch.py", "ana
 
 
 def main() -> int:
-    """Main runs each benchmark script and returns non-zero if any failed."""
+    """Run each benchmark script and return non-zero if any failed."""
     here = Path(__file__).parent
     failed = []
     for name in BENCHES:

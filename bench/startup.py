@@ -89,12 +89,12 @@ RUN_SECONDS = 0.02
 
 
 def env() -> dict[str, str]:
-    """Env is this environment without RAY_ADDRESS, so the tool starts its embedded Ray."""
+    """Return this environment without RAY_ADDRESS, so the tool starts its embedded Ray."""
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
 class PeakMemory:
-    """PeakMemory samples the summed RSS and PSS of a process tree until stopped."""
+    """Samples the summed RSS and PSS of a process tree until stopped."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -123,13 +123,13 @@ class PeakMemory:
             self._stop.wait(0.1)
 
     def stop(self) -> None:
-        """Stop ends sampling."""
+        """End sampling."""
         self._stop.set()
         self._thread.join()
 
 
 def timed(argv: list[str], cwd: Path, memory: bool = False) -> tuple[float, float, PeakMemory | None, str]:
-    """Timed runs a command; it returns its start (wall clock), duration, memory and output."""
+    """Run a command; it returns its start (wall clock), duration, memory and output."""
     start_wall, start = time.time(), time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     mem = PeakMemory(proc.pid) if memory else None
@@ -143,7 +143,7 @@ def timed(argv: list[str], cwd: Path, memory: bool = False) -> tuple[float, floa
 
 
 def first_runner(results: Path, start_wall: float) -> float:
-    """First_runner is the time from command start to the first runner's `date` output."""
+    """Return the time from command start to the first runner's `date` output."""
     log = (results / "latest" / "experiment-three" / "log.txt").read_text()
     for line in log.splitlines():
         if " bn1 system: " in line:
@@ -152,7 +152,7 @@ def first_runner(results: Path, start_wall: float) -> float:
 
 
 def main() -> None:
-    """Main runs the rounds and prints the figures."""
+    """Run the rounds and print the figures."""
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     cli = str(Path(sys.executable).with_name("antler-ray"))
     bare = [sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"]

@@ -43,7 +43,7 @@ LAUNCHERS = Launchers()
 
 @dataclass
 class Measure:
-    """Measure is one run's receiver goodput and the CPU it cost."""
+    """One run's receiver goodput and the CPU it cost."""
 
     goodput_mbps: float
     cpu_s: float
@@ -65,7 +65,7 @@ def _cpu_children() -> float:
 
 
 def ours(a: Netns, b: Netns, seconds: float, sample_io: str = "100ms", tcp_info: str = "0") -> Measure:
-    """Ours runs one upload with stream_server / stream_client and measures it."""
+    """Run one upload with stream_server / stream_client and measures it."""
 
     def node(which: str, ns: Netns) -> dict[str, Any]:
         return {"id": which, "netns": {"name": ns.name, "create": False}}
@@ -109,7 +109,7 @@ def ours(a: Netns, b: Netns, seconds: float, sample_io: str = "100ms", tcp_info:
 
 
 def iperf3(a: Netns, b: Netns, seconds: float) -> Measure:
-    """Iperf3 runs one iperf3 upload on the same path and measures it."""
+    """Run one iperf3 upload on the same path and measures it."""
     cpu0 = _cpu_children()
     server = subprocess.Popen(
         ["ip", "netns", "exec", b.name, "iperf3", "-s", "-1", "-B", SERVER_IP, "-p", str(IPERF_PORT)],
@@ -140,7 +140,7 @@ def iperf3(a: Netns, b: Netns, seconds: float) -> Measure:
 
 
 class Veth:
-    """Veth is the benchmark's two namespaces and their link, rebuilt if something deleted them.
+    """The benchmark's two namespaces and their link, rebuilt if something deleted them.
 
     On a machine shared with other test runs, a leak check elsewhere may
     delete namespaces it did not make; a run then starts on a fresh pair.
@@ -163,7 +163,7 @@ class Veth:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main runs the benchmark and prints its figures."""
+    """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--pairs", type=int, default=3)

@@ -118,7 +118,7 @@ def wait_for_hosts(address: str) -> None:
 
 
 def sweep(address: str, hosts: str, root: Path) -> tuple[float, float]:
-    """Sweep runs the eight tests on hosts into root; it returns (wall s, Ray's own s)."""
+    """Run the eight tests on hosts into root; it returns (wall s, Ray's own s)."""
     argv = [sys.executable, "-c", TIMED_CLI, "run", "-a", "-m", "+experiment=cubic", *TESTS, f"lead={LEAD}",
             f"duration={DURATION}", f"rig.netns_prefix=bsw{os.getpid() % 10000}-", f"sweep.hosts={hosts}",
             f"ray.address={address}", f"results.root_dir={root}"]  # fmt: skip
@@ -131,7 +131,7 @@ def sweep(address: str, hosts: str, root: Path) -> tuple[float, float]:
 
 
 def phases(root: Path) -> tuple[dict[str, float], list[float]]:
-    """Phases returns the median seconds of each phase of a test, and every flow's goodput."""
+    """Return the median seconds of each phase of a test, and every flow's goodput."""
     from antler.results import load
 
     res = load(root / "latest")

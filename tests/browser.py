@@ -26,11 +26,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class BrowserError(Exception):
-    """BrowserError is a DevTools command that failed, or a browser that stopped answering."""
+    """A DevTools command that failed, or a browser that stopped answering."""
 
 
 class Browser:
-    """Browser is one headless Chromium without network; use it as a context manager."""
+    """One headless Chromium without network; use it as a context manager."""
 
     def __init__(self, profile: Path, width: int = 1400, height: int = 1000) -> None:
         assert CHROMIUM is not None, "chromium is not installed (make deps installs it)"
@@ -79,7 +79,7 @@ class Browser:
         self.close()
 
     def close(self) -> None:
-        """Close ends the browser and every process it started (its session's group)."""
+        """End the browser and every process it started (its session's group)."""
         with contextlib.suppress(BrowserError, OSError):
             self.call("Browser.close", timeout=5)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -92,7 +92,7 @@ class Browser:
                 os.close(fd)
 
     def call(self, method: str, params: dict[str, Any] | None = None, session: str = "", timeout: float = 30) -> Any:
-        """Call sends a DevTools command and returns its result; raises BrowserError on an error or no answer."""
+        """Send a DevTools command and return its result; raises BrowserError on an error or no answer."""
         self._id += 1
         msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session:
@@ -125,7 +125,7 @@ class Browser:
                 self._buf += chunk
 
     def open(self, url: str, timeout: float = 60) -> Page:
-        """Open loads url in a new tab and returns it once its load event fired."""
+        """Load url in a new tab and return it once its load event fired."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
@@ -136,14 +136,14 @@ class Browser:
         return page
 
     def events(self, session: str) -> list[dict[str, Any]]:
-        """Events returns (and forgets) the events of a tab received so far."""
+        """Return (and forget) the events of a tab received so far."""
         mine = [e for e in self._events if e.get("sessionId") == session]
         self._events = [e for e in self._events if e.get("sessionId") != session]
         return mine
 
 
 class Page:
-    """Page is an open tab: evaluate script in it, click its elements, read what it logged."""
+    """An open tab: evaluate script in it, click its elements, read what it logged."""
 
     def __init__(self, browser: Browser, session: str) -> None:
         self.browser = browser
@@ -152,7 +152,7 @@ class Page:
 
     @property
     def console(self) -> list[str]:
-        """Console lists what the page logged, threw or failed to load, as ``level: text`` lines."""
+        """Lists what the page logged, threw or failed to load, as ``level: text`` lines."""
         for e in self.browser.events(self.session):
             p = e.get("params", {})
             if e.get("method") == "Runtime.consoleAPICalled":
@@ -167,7 +167,7 @@ class Page:
         return list(self._console)
 
     def eval(self, expression: str) -> Any:
-        """Eval returns the value of a script expression (awaited if a promise); raises BrowserError if it throws."""
+        """Return the value of a script expression (awaited if a promise); raises BrowserError if it throws."""
         r = self.browser.call(
             "Runtime.evaluate",
             {"expression": expression, "returnByValue": True, "awaitPromise": True},
@@ -178,7 +178,7 @@ class Page:
         return r["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 30) -> Any:
-        """Wait_for evaluates expression until it is truthy and returns it; raises BrowserError at the deadline."""
+        """Evaluate expression until it is truthy and return it; raises BrowserError at the deadline."""
         deadline = time.monotonic() + timeout
         while True:
             value = self.eval(expression)
@@ -189,7 +189,7 @@ class Page:
             time.sleep(0.05)  # polling interval while the page draws, not a synchronisation
 
     def click(self, selector: str) -> None:
-        """Click presses and releases the left mouse button on the middle of the element selector finds."""
+        """Press and releases the left mouse button on the middle of the element selector finds."""
         box = self.eval(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
             " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"

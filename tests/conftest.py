@@ -111,7 +111,7 @@ def _made_here(name: str) -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def delete_leaked_namespaces() -> Iterator[None]:
-    """Delete_leaked_namespaces removes, after the session, the namespaces tests leaked.
+    """Remove, after the session, the namespaces tests leaked.
 
     Not at once: a namespace that appeared during a test may be another
     process's, and deleting it under that process breaks it.
@@ -123,7 +123,7 @@ def delete_leaked_namespaces() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No_leaks fails the test if it leaves namespaces, processes, actors or listeners behind."""
+    """Fail the test if it leaves namespaces, processes, actors or listeners behind."""
     _track_created(monkeypatch)
     # A test marked no_netns creates no namespaces, so any that appear while it
     # runs belong to other processes on the machine (tests running side by
@@ -159,14 +159,14 @@ def no_leaks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture
 def netns() -> Iterator[NetnsFactory]:
-    """Netns yields a factory of namespaces and veth links, all deleted after the test."""
+    """Yield a factory of namespaces and veth links, all deleted after the test."""
     with netns_factory() as f:
         yield f
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """Ray_session connects the test session to one Ray instance (started once: ~5-10 s here).
+    """Connect the test session to one Ray instance (started once: ~5-10 s here).
 
     Session-scoped fixtures are set up before the per-test leak check takes
     its snapshot, so Ray's own processes and sockets never count as leaks. Like
@@ -194,13 +194,13 @@ _phases: dict[str, list[pytest.TestReport]] = {}
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Pytest_sessionstart notes, among the reliability figures, whether this session runs the long variants."""
+    """Note, among the reliability figures, whether this session runs the long variants."""
     if os.environ.get(figures.FIGURES_ENV):
         figures.session(long=os.environ.get("ANTLER_RELIABILITY_LONG") == "1")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Pytest_runtest_logreport records each test's outcome among the reliability figures (tests/figures.py)."""
+    """Record each test's outcome among the reliability figures (tests/figures.py)."""
     if not os.environ.get(figures.FIGURES_ENV):
         return
     phases = _phases.setdefault(report.nodeid, [])

@@ -26,7 +26,7 @@ FIGURES_ENV = "ANTLER_RELIABILITY_FIGURES"
 
 
 def record(promise: str, what: str, value: float | int | str, unit: str = "", *, lost: bool = False) -> None:
-    """Record appends one figure (promise, what, value, unit; lost if it counts a loss) to the figures file, if one is named."""
+    """Append one figure (promise, what, value, unit; lost if it counts a loss) to the figures file, if one is named."""
     line: dict[str, Any] = {"promise": promise, "what": what, "value": value, "unit": unit, "at": time.time()}
     if lost:
         line["lost"] = True
@@ -37,12 +37,12 @@ def record(promise: str, what: str, value: float | int | str, unit: str = "", *,
 
 
 def outcome(test: str, result: str, seconds: float) -> None:
-    """Outcome appends how a test ended (passed, failed, skipped) and its seconds, if a figures file is named."""
+    """Append how a test ended (passed, failed, skipped) and its seconds, if a figures file is named."""
     _append({"test": test, "outcome": result, "seconds": round(seconds, 1), "at": time.time()})
 
 
 def session(**facts: Any) -> None:
-    """Session appends the facts of a test session (``long``: ANTLER_RELIABILITY_LONG was set), if a figures file is named."""
+    """Append the facts of a test session (``long``: ANTLER_RELIABILITY_LONG was set), if a figures file is named."""
     _append({"session": facts, "at": time.time()})
 
 

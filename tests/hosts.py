@@ -89,7 +89,7 @@ every host sees them through its own /tmp, as it would on a shared disk (without
 
 
 def private_tmp(tmp: Path) -> str:
-    """Private_tmp is the shell command mounting tmp over /tmp, with SHARED_UNDER_TMP still in place inside it."""
+    """Return the shell command mounting tmp over /tmp, with SHARED_UNDER_TMP still in place inside it."""
     steps = []
     for keep in SHARED_UNDER_TMP:
         inner = shlex.quote(str(tmp / keep.relative_to("/tmp")))
@@ -100,7 +100,7 @@ def private_tmp(tmp: Path) -> str:
 
 @dataclass
 class Host:
-    """Host is one namespace host: its hostname, namespace, management address and private folder."""
+    """One namespace host: its hostname, namespace, management address and private folder."""
 
     name: str
     netns: str
@@ -112,22 +112,22 @@ class Host:
 
     @property
     def home(self) -> Path:
-        """Home is the folder the host sees as /root."""
+        """The folder the host sees as /root."""
         return self.dir / "home"
 
     @property
     def tmp(self) -> Path:
-        """Tmp is the folder the host sees as /tmp."""
+        """The folder the host sees as /tmp."""
         return self.dir / "tmp"
 
     def pids(self) -> list[int]:
-        """Pids lists the processes (host PIDs) living in the host's PID namespace."""
+        """List the processes (host PIDs) living in the host's PID namespace."""
         return _pids_in_namespace("pid", self.pid_ns) if self.pid_ns else []
 
 
 @dataclass
 class NamespaceHosts:
-    """NamespaceHosts are the namespace hosts, the user's machine (``ctl``) and the links between them."""
+    """The namespace hosts, the user's machine (``ctl``) and the links between them."""
 
     dir: Path
     key: Path
@@ -139,37 +139,37 @@ class NamespaceHosts:
 
     @property
     def ctl_home(self) -> Path:
-        """Ctl_home is the user's home on ctl (HOME there)."""
+        """The user's home on ctl (HOME there)."""
         return self.dir / "ctl" / "home"
 
     def ctl_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """Ctl_env is the environment of commands on ctl: this one, with ctl's HOME and no Ray address."""
+        """Return the environment of commands on ctl: this one, with ctl's HOME and no Ray address."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env["HOME"] = str(self.ctl_home)
         env.update(extra or {})
         return env
 
     def ctl_argv(self, argv: Sequence[str]) -> list[str]:
-        """Ctl_argv wraps a command to run on ctl: in its namespace, with ctl's own /tmp."""
+        """Wrap a command to run on ctl: in its namespace, with ctl's own /tmp."""
         script = f'{private_tmp(self.dir / "ctl" / "tmp")} && exec "$@"'
         return ["ip", "netns", "exec", self.ctl, "unshare", "--mount", "--propagation", "private",
                 "sh", "-c", script, "ctl", *argv]  # fmt: skip
 
     def on_ctl(self, argv: Sequence[str], timeout: float, **kw: object) -> subprocess.CompletedProcess[str]:
-        """On_ctl runs a command on ctl and returns its output (never raising on a non-zero exit)."""
+        """Run a command on ctl and return its output (never raising on a non-zero exit)."""
         env = kw.pop("env", None) or self.ctl_env()
         return subprocess.run(self.ctl_argv(argv), capture_output=True, text=True, timeout=timeout, env=env, **kw)  # type: ignore[call-overload, no-any-return]
 
     def ssh_argv(self, host: Host, command: str) -> list[str]:
-        """Ssh_argv is the ssh command (to run on ctl) that runs command on host as root."""
+        """Return the ssh command (to run on ctl) that runs command on host as root."""
         return ["ssh", "-i", str(self.key), *SSH_OPTIONS, f"root@{host.addr}", command]
 
     def ssh(self, host: Host, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Ssh runs a shell command on a host over SSH from ctl, as a user would."""
+        """Run a shell command on a host over SSH from ctl, as a user would."""
         return self.on_ctl(self.ssh_argv(host, command), timeout)
 
     def host(self, name: str) -> Host:
-        """Host returns the host with that hostname."""
+        """Return the host with that hostname."""
         return next(h for h in self.hosts if h.name == name)
 
 
@@ -270,7 +270,7 @@ def _stop(hosts: Sequence[Host]) -> dict[str, list[int]]:
 
 @contextlib.contextmanager
 def namespace_hosts(names: Sequence[str] = ("h1", "h2", "h3")) -> Iterator[NamespaceHosts]:
-    """Namespace_hosts yields namespace hosts named by names (a chain: the first - the second - ... on the test network).
+    """Yield namespace hosts named by names (a chain: the first - the second - ... on the test network).
 
     The test-network ifaces are ``tn0`` on the first and last host and
     ``tn-l``/``tn-r`` on those between. Raises RuntimeError if a host's sshd

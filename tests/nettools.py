@@ -14,18 +14,18 @@ _counter = itertools.count()
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Sh runs a command and returns its output."""
+    """Run a command and return its output."""
     return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
 def netns_list() -> set[str]:
-    """Netns_list returns the names of the network namespaces on the host."""
+    """Return the names of the network namespaces on the host."""
     out = sh("ip", "netns", "list", check=False).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def unique_name(prefix: str = "t") -> str:
-    """Unique_name returns a namespace name unique to this process (<= 15 chars).
+    """Return a namespace name unique to this process (<= 15 chars).
 
     Tests name every namespace they create (directly or through a node) with it:
     the leak check counts only names it made.
@@ -34,34 +34,34 @@ def unique_name(prefix: str = "t") -> str:
 
 
 def owned_by_me(name: str) -> bool:
-    """Owned_by_me reports whether a namespace name came from this process's unique_name."""
+    """Report whether a namespace name came from this process's unique_name."""
     return re.fullmatch(rf"[a-zA-Z]*{os.getpid() % 100000}-\d+", name) is not None
 
 
 @dataclass
 class Netns:
-    """Netns is a namespace a test created; delete it with the fixture."""
+    """A namespace a test created; delete it with the fixture."""
 
     name: str
     created: list[str] = field(default_factory=list)
 
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Ip runs `ip` inside the namespace."""
+        """Run `ip` inside the namespace."""
         return sh("ip", "-n", self.name, *args, check=check)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run runs a command inside the namespace."""
+        """Run a command inside the namespace."""
         return sh("ip", "netns", "exec", self.name, *args, check=check)
 
 
 class NetnsFactory:
-    """NetnsFactory creates namespaces and veth links, and deletes them all at the end."""
+    """Creates namespaces and veth links, and deletes them all at the end."""
 
     def __init__(self) -> None:
         self.made: list[Netns] = []
 
     def new(self, prefix: str = "t") -> Netns:
-        """New creates a namespace with loopback up."""
+        """Create a namespace with loopback up."""
         ns = Netns(unique_name(prefix))
         sh("ip", "netns", "add", ns.name)
         self.made.append(ns)
@@ -69,7 +69,7 @@ class NetnsFactory:
         return ns
 
     def link(self, a: Netns, a_addr: str, b: Netns, b_addr: str, mtu: int = 1500) -> tuple[str, str]:
-        """Link joins two namespaces with a veth pair, addresses given as 10.77.x.y/24."""
+        """Join two namespaces with a veth pair, addresses given as 10.77.x.y/24."""
         for addr in (a_addr, b_addr):
             assert addr.startswith("10.77."), "tests use 10.77.0.0/16 only"
         n = next(_counter)
@@ -98,7 +98,7 @@ class NetnsFactory:
         return ia, ib
 
     def close(self) -> None:
-        """Close deletes every namespace made (their veths go with them)."""
+        """Delete every namespace made (their veths go with them)."""
         for ns in reversed(self.made):
             sh("ip", "netns", "del", ns.name, check=False)
         self.made.clear()
@@ -106,7 +106,7 @@ class NetnsFactory:
 
 @contextmanager
 def netns_factory() -> Iterator[NetnsFactory]:
-    """Netns_factory yields a factory whose namespaces are deleted on exit, on failure too."""
+    """Yield a factory whose namespaces are deleted on exit, on failure too."""
     f = NetnsFactory()
     try:
         yield f

@@ -27,7 +27,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Promise:
-    """Promise is one promise of the issue: its key in the figures, its title, what it says, the tests that try it.
+    """One promise of the issue: its key in the figures, its title, what it says, the tests that try it.
 
     ``tests`` are test node ID prefixes (a file, or a file and a test name).
     """
@@ -102,7 +102,7 @@ PROMISES = (
 
 @dataclass(frozen=True)
 class Figure:
-    """Figure is one recorded figure: what was counted or measured, its value and unit, and by which test."""
+    """One recorded figure: what was counted or measured, its value and unit, and by which test."""
 
     promise: str
     what: str
@@ -114,7 +114,7 @@ class Figure:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Outcome is how one test ended: passed, failed or skipped, and its seconds."""
+    """How one test ended: passed, failed or skipped, and its seconds."""
 
     test: str
     result: str
@@ -123,7 +123,7 @@ class Outcome:
 
 @dataclass
 class Figures:
-    """Figures is everything a figures file holds: figures, test outcomes, the session's facts."""
+    """Everything a figures file holds: figures, test outcomes, the session's facts."""
 
     figures: list[Figure] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -132,7 +132,7 @@ class Figures:
 
 
 def read(lines: Iterable[str]) -> Figures:
-    """Read parses a figures file's JSON lines (blank lines skipped); it raises ValueError naming a bad line."""
+    """Parse a figures file's JSON lines (blank lines skipped); it raises ValueError naming a bad line."""
     out = Figures()
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -184,7 +184,7 @@ def _is_loss(f: Figure) -> bool:
 
 
 def render(figs: Figures) -> str:
-    """Render returns docs/reliability.md for the figures: a summary table, then a section per promise."""
+    """Return docs/reliability.md for the figures: a summary table, then a section per promise."""
     by_promise = {p.key: [f for f in figs.figures if f.promise == p.key] for p in PROMISES}
     outcomes = {p.key: [o for o in figs.outcomes if _belongs(o.test, p)] for p in PROMISES}
     # A test that recorded figures of a promise tried it, whatever its file.
@@ -288,7 +288,7 @@ def _anchor(title: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Main renders the figures files named in argv to stdout; it returns 2 when none is named or one is bad."""
+    """Render the figures files named in argv to stdout; it returns 2 when none is named or one is bad."""
     if not argv:
         print("usage: python -m tests.reliability_report FIGURES.jsonl... > docs/reliability.md", file=sys.stderr)
         return 2

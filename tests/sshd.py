@@ -29,7 +29,7 @@ READY_TIMEOUT_SECONDS = 10.0
 
 @dataclass
 class SSHServer:
-    """SSHServer is a running sshd: where it listens, who logs in, and the client HOME that reaches it."""
+    """A running sshd: where it listens, who logs in, and the client HOME that reaches it."""
 
     address: str
     port: int
@@ -45,21 +45,21 @@ class SSHServer:
 
     @property
     def destination(self) -> str:
-        """Destination is ``user@address:port``, as the ssh launcher takes it."""
+        """``user@address:port``, as the ssh launcher takes it."""
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.user}@{host}:{self.port}"
 
     @property
     def known_hosts(self) -> Path:
-        """Known_hosts is the client's known_hosts file."""
+        """The client's known_hosts file."""
         return self.home / ".ssh" / "known_hosts"
 
     def forget_host_key(self) -> None:
-        """Forget_host_key empties the client's known_hosts."""
+        """Empty the client's known_hosts."""
         self.known_hosts.write_text("")
 
     def stop(self) -> None:
-        """Stop ends the server (by PID) and waits for it."""
+        """End the server (by PID) and wait for it."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -70,7 +70,7 @@ class SSHServer:
 
 
 def spare_port(address: str = "127.0.0.1") -> int:
-    """Spare_port returns a TCP port free on address right now."""
+    """Return a TCP port free on address right now."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family) as s:
         s.bind((address, 0))
@@ -78,7 +78,7 @@ def spare_port(address: str = "127.0.0.1") -> int:
 
 
 def keygen(path: Path) -> str:
-    """Keygen makes an ed25519 key pair without passphrase at path; it returns the public key line."""
+    """Make an ed25519 key pair without passphrase at path; it returns the public key line."""
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "antler-test", "-f", str(path)],
         check=True,
@@ -94,7 +94,7 @@ def start_sshd(
     netns: str | None = None,
     config: list[str] | None = None,
 ) -> SSHServer:
-    """Start_sshd starts an sshd on address:port (a spare one by default), in netns if given.
+    """Start an sshd on address:port (a spare one by default), in netns if given.
 
     ``config`` adds sshd_config lines (e.g. ``SetEnv PATH=...``). Raises
     RuntimeError with the server's log if it does not listen within
@@ -149,7 +149,7 @@ def start_sshd(
 
 @contextlib.contextmanager
 def sshd(tmp: Path, **kw: object) -> Iterator[SSHServer]:
-    """Sshd runs start_sshd for the length of a with block, stopping the server on exit (on failure too)."""
+    """Run start_sshd for the length of a with block, stopping the server on exit (on failure too)."""
     server = start_sshd(tmp, **kw)  # type: ignore[arg-type]
     try:
         yield server

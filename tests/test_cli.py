@@ -117,7 +117,7 @@ def test_config_errors_exit_2_with_path_and_no_results(
 
 
 def assert_config_error(cwd: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
-    """Assert_config_error runs the command and checks it exits 2 with needle in a short message, writing nothing."""
+    """Run the command and check it exits 2 with needle in a short message, writing nothing."""
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err

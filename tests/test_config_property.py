@@ -148,7 +148,7 @@ run_trees = st.builds(
 
 @dataclass(frozen=True)
 class Site:
-    """Site is a place to break: what kind of break, where in the data, and the paths the error may name.
+    """A place to break: what kind of break, where in the data, and the paths the error may name.
 
     The error must name ``field`` or an object above it, but no higher than ``obj``.
     """
@@ -160,7 +160,7 @@ class Site:
 
 
 def sites(run: dict[str, Any], at: tuple[str | int, ...] = ("test", "run"), path: str = "test.run") -> Iterator[Site]:
-    """Sites yields every place of a run (a child run's too) where one kind of break can go."""
+    """Yield every place of a run (a child run's too) where one kind of break can go."""
     yield Site("union", at, path, path)
     yield Site("unknown", at, path, f"{path}.{BOGUS}")
     if "node" in run:
@@ -270,7 +270,7 @@ def _set(data: Any, at: tuple[str | int, ...], value: Any) -> None:
 
 
 def broken(draw: Callable[..., Any], config: dict[str, Any], site: Site) -> dict[str, Any]:
-    """Broken returns a copy of config with the break of site made."""
+    """Return a copy of config with the break of site made."""
     out = copy.deepcopy(config)
     if site.kind in BAD:
         _set(out, site.at, draw(BAD[site.kind]))
@@ -306,7 +306,7 @@ class Outcome:
 
 
 def command(folder: Path, verb: str, config: dict[str, Any], overrides: tuple[str, ...] = ()) -> Outcome:
-    """Command runs ``antler-ray VERB`` on config as the experiment ``h`` in folder/c."""
+    """Run ``antler-ray VERB`` on config as the experiment ``h`` in folder/c."""
     (folder / "c" / "experiment").mkdir(parents=True, exist_ok=True)
     text = "# @package _global_\n" + yaml.safe_dump(config, sort_keys=False)
     (folder / "c" / "experiment" / "h.yaml").write_text(text)
@@ -317,14 +317,14 @@ def command(folder: Path, verb: str, config: dict[str, Any], overrides: tuple[st
 
 
 def names_the_place(path: str, site: Site) -> bool:
-    """Names_the_place reports whether an error path is the broken field or an object above it, up to site.obj."""
+    """Report whether an error path is the broken field or an object above it, up to site.obj."""
     at_or_above = path == site.field or site.field.startswith((path + ".", path + "["))
     return at_or_above and path.startswith(site.obj)
 
 
 @pytest.fixture
 def quiet_launch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Quiet_launch makes the folder the working one and fails any test that gets as far as launching a node."""
+    """Make the folder the working one and fail any test that gets as far as launching a node."""
 
     def reached(*args: object, **kwargs: object) -> None:
         raise AssertionError("a broken config reached the launch of its nodes")

@@ -66,7 +66,7 @@ MAX_PACKET = 1480
 
 
 class Served:
-    """Served is a server runner running as on a node: its loop thread, its recorder's items, its core."""
+    """A server runner running as on a node: its loop thread, its recorder's items, its core."""
 
     def __init__(self, runner: Any, tag: str, key: bytes | None) -> None:
         self.items: list[Item] = []
@@ -98,7 +98,7 @@ class Served:
         return asyncio.run_coroutine_threadsafe(coro, self.thread.loop).result(timeout)
 
     def legit_flows(self) -> int:
-        """Legit_flows counts the server ends of flow ``legit`` started so far."""
+        """Count the server ends of flow ``legit`` started so far."""
         with self._lock:
             return sum(1 for i in self.items if isinstance(i, StreamInfo) and i.flow == "legit" and i.server)
 
@@ -107,7 +107,7 @@ class Served:
             return [i for i in self.items if isinstance(i, Error)]
 
     def stop(self) -> list[str]:
-        """Stop runs the server's canceler (and flushes); it returns the log lines."""
+        """Run the server's canceler (and flush); it returns the log lines."""
         self._call(self.runtime.cleanup())
         self.thread.stop()
         with self._lock:
@@ -131,7 +131,7 @@ def rss_mb() -> float:
 
 @contextlib.contextmanager
 def antler_memory() -> Iterator[Callable[[], float]]:
-    """Antler_memory traces allocations; the callable it yields gives the MB held now by antler's own code.
+    """Trace allocations; the callable it yields gives the MB held now by antler's own code.
 
     Not the process's RSS: hypothesis keeps a record of every example it ran
     (126 MB of its own in the long packet fuzz, tracemalloc found, against
@@ -163,7 +163,7 @@ _seq = iter(range(1, 1 << 62))
 
 @dataclass(frozen=True)
 class Datagram:
-    """Datagram is one input: its bytes and what it was built to be (valid, unsigned, forged or garbage)."""
+    """One input: its bytes and what it was built to be (valid, unsigned, forged or garbage)."""
 
     kind: str
     data: bytes
@@ -413,7 +413,7 @@ FIELDS = {
 
 @dataclass(frozen=True)
 class Conn:
-    """Conn is one hostile connection: the bytes it sends, whether it then hangs up hard, what the server counts."""
+    """One hostile connection: the bytes it sends, whether it then hangs up hard, what the server counts."""
 
     kind: str
     data: bytes

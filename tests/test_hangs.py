@@ -35,7 +35,7 @@ NET1, NET2 = "10.77.171", "10.77.172"
 
 @dataclass
 class Ended:
-    """Ended is how a tree ended: passed or not, its items, how long it took."""
+    """How a tree ended: passed or not, its items, how long it took."""
 
     ok: bool
     items: list[Item]
@@ -71,7 +71,7 @@ def run(tree: dict[str, Any], timeout_s: float, launch: Any = launch_thread) -> 
 
 @dataclass
 class Star:
-    """Star is a server namespace with two client namespaces, each on a veth of its own."""
+    """A server namespace with two client namespaces, each on a veth of its own."""
 
     server: Netns
     one: Netns
@@ -184,7 +184,7 @@ def test_a_ray_node_that_stops_answering_ends_the_test_naming_it() -> None:
 
 
 def listen_in(netns: str, port: int) -> socket.socket:
-    """Listen_in returns a TCP socket listening in a namespace, which nothing accepts on."""
+    """Return a TCP socket listening in a namespace, which nothing accepts on."""
     made: list[socket.socket] = []
 
     def make() -> None:

@@ -31,7 +31,7 @@ ANTLER = [sys.executable, "-m", "antler"]
 
 
 class Command:
-    """Command is antler-ray running in a session of its own; its output is read into ``lines`` as it comes."""
+    """Antler-ray running in a session of its own; its output is read into ``lines`` as it comes."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -56,7 +56,7 @@ class Command:
         return "\n".join(self.lines)
 
     def interrupt(self) -> None:
-        """Interrupt sends SIGINT as a terminal's Ctrl-C does: to the whole foreground process group."""
+        """Send SIGINT as a terminal's Ctrl-C does: to the whole foreground process group."""
         os.killpg(self.proc.pid, signal.SIGINT)
 
     def wait(self, timeout: float) -> int:
@@ -78,7 +78,7 @@ def until(what: str, ok: Callable[[], bool], timeout: float = 90) -> None:
 
 
 def stream_samples_s(folder: Path) -> float:
-    """Stream_samples_s is how many seconds of upload the in-progress stream_io stream holds (0 before any)."""
+    """Return how many seconds of upload the in-progress stream_io stream holds (0 before any)."""
     io, info = folder / "stream_io.arrows", folder / "stream_info.arrows"
     if not (io.exists() and info.exists()):
         return 0.0
@@ -87,7 +87,7 @@ def stream_samples_s(folder: Path) -> float:
 
 
 def last_at(test: TestResult, kind: str) -> pd.Timestamp:
-    """Last_at is the absolute time of the last sample a test's flows of kind (stream or packet) recorded."""
+    """Return the absolute time of the last sample a test's flows of kind (stream or packet) recorded."""
     info, io = test[f"{kind}_info"], test[f"{kind}_io"]
     if io.empty:
         return pd.Timestamp(0, tz="UTC")

@@ -56,7 +56,7 @@ pytestmark = pytest.mark.slow
 
 @dataclass
 class Pair:
-    """Pair is a client namespace and a server namespace joined by a shaped veth."""
+    """A client namespace and a server namespace joined by a shaped veth."""
 
     client: Netns
     server: Netns
@@ -65,7 +65,7 @@ class Pair:
         return {"id": "client" if ns is self.client else "server", "netns": {"name": ns.name}}
 
     def udp(self) -> dict[str, dict[str, int]]:
-        """Udp returns each namespace's kernel UDP counters (the Udp: lines of /proc/net/snmp)."""
+        """Return each namespace's kernel UDP counters (the Udp: lines of /proc/net/snmp)."""
         return {"client": _udp(self.client), "server": _udp(self.server)}
 
 
@@ -87,7 +87,7 @@ def pair(netns: NetnsFactory) -> Pair:
 
 
 def run_experiment(cwd: Path, name: str, run: dict[str, Any], timeout_s: float) -> tuple[TestResult, float]:
-    """Run_experiment runs one test through the command, as a user does; it returns its result and the seconds it took."""
+    """Run one test through the command, as a user does; it returns its result and the seconds it took."""
     conf = cwd / "conf" / "experiment"
     conf.mkdir(parents=True)
     test = {"test": {"id": {"experiment": name}, "run": run}}

@@ -30,7 +30,7 @@ NET = "10.77.12"
 
 
 def node_processes() -> list[str]:
-    """Node_processes lists the command lines of antler node processes that are this process's descendants."""
+    """List the command lines of antler node processes that are this process's descendants."""
     out = []
     for p in psutil.Process().children(recursive=True):
         try:

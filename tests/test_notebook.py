@@ -25,7 +25,7 @@ SWEEP = ROOT / "tests" / "data" / "sweep"
 
 
 def execute(name: str) -> tuple[str, int]:
-    """Execute runs a notebook with the environment as set; it returns what it printed and how many images it drew."""
+    """Run a notebook with the environment as set; it returns what it printed and how many images it drew."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

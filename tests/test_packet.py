@@ -34,7 +34,7 @@ PORT = 7778
 
 @dataclass
 class Outcome:
-    """Outcome is what a test tree produced."""
+    """What a test tree produced."""
 
     ok: bool
     items: list[Item] = field(default_factory=list)
@@ -67,7 +67,7 @@ def run_tree(tree: dict[str, Any], hmac_key: bytes | None = None) -> Outcome:
 
 @pytest.fixture
 def pair(netns: NetnsFactory) -> tuple[str, str]:
-    """Pair is a client namespace and a server namespace (10.77.41.2) joined by a veth."""
+    """Return a client namespace and a server namespace (10.77.41.2) joined by a veth."""
     a, b = netns.new("pc"), netns.new("ps")
     netns.link(a, "10.77.41.1/24", b, "10.77.41.2/24")
     return a.name, b.name

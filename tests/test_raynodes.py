@@ -44,12 +44,12 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @dataclass(frozen=True)
 class Listen:
-    """Listen is a test runner: a TCP server on host that greets each client, returning its address."""
+    """A test runner: a TCP server on host that greets each client, returning its address."""
 
     host: str
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run binds, registers the server's canceler and returns its address as feedback."""
+        """Bind, register the server's canceler and return its address as feedback."""
 
         async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             w.write(f"hello from {ctx.node_id}\n".encode())
@@ -69,10 +69,10 @@ class Listen:
 
 @dataclass(frozen=True)
 class Dial:
-    """Dial is a test runner: it connects to the address in feedback and logs the greeting."""
+    """A test runner: it connects to the address in feedback and logs the greeting."""
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run reads one line from the server named by ``listen_addr``."""
+        """Read one line from the server named by ``listen_addr``."""
         host, port = feedback["listen_addr"].rsplit(":", 1)
         r, w = await asyncio.open_connection(host, int(port))
         line = (await r.readline()).decode().strip()
@@ -84,12 +84,12 @@ class Dial:
 
 @dataclass(frozen=True)
 class Samples:
-    """Samples is a test runner: it records n stream_io samples, as a stream runner would."""
+    """A test runner: it records n stream_io samples, as a stream runner would."""
 
     n: int
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run appends the samples to a columnar buffer, yielding now and then."""
+        """Append the samples to a columnar buffer, yielding now and then."""
         cols = ctx.rec.columns("stream_io", "f1", server=False)
         for i in range(self.n):
             cols.append(i * 1000, i * 1448, True)
@@ -99,7 +99,7 @@ class Samples:
 
 
 def run_tree(run: Run, **kw: Any) -> tuple[bool, list[Item], Launchers]:
-    """Run_tree runs a tree with the default launchers on the session's Ray."""
+    """Run a tree with the default launchers on the session's Ray."""
     items: list[Item] = []
     launchers = Launchers()
     ok = asyncio.run(do(run, items.append, launch=launchers, **kw))
@@ -372,7 +372,7 @@ def test_meta_json_records_each_nodes_host_and_clock(tmp_path: Path, monkeypatch
 
 
 def free_ports(n: int) -> Iterator[int]:
-    """Free_ports yields n distinct TCP ports free on loopback right now.
+    """Yield n distinct TCP ports free on loopback right now.
 
     All n are bound at once: ports taken one at a time, each socket closed
     before the next, can repeat (a head raylet once got the same port for two
@@ -433,7 +433,7 @@ def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
 
 @dataclass
 class Cluster:
-    """Cluster is a test-local Ray cluster: its address and the `ray start` of host b."""
+    """A test-local Ray cluster: its address and the `ray start` of host b."""
 
     address: str
     host_b: subprocess.Popen[bytes]
@@ -441,7 +441,7 @@ class Cluster:
 
 @pytest.fixture
 def two_hosts(tmp_path: Path) -> Iterator[Cluster]:
-    """Two_hosts runs a head raylet (host a) and a second raylet (host b), all deleted after."""
+    """Run a head raylet (host a) and a second raylet (host b), all deleted after."""
     free = free_ports(14)  # 6 per raylet, the head's GCS and its client server
     port = next(free)
     temp = Path("/tmp") / f"rn{os.getpid()}-{port}"  # short: Ray's socket paths have a length limit

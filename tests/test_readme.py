@@ -94,7 +94,7 @@ ALLOWED = {
 
 @dataclass(frozen=True)
 class Command:
-    """Command is one command of the README: its text, and the output shown under it in a console block."""
+    """One command of the README: its text, and the output shown under it in a console block."""
 
     text: str
     output: tuple[str, ...] = ()
@@ -106,12 +106,12 @@ FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```\s*$", re.M | re.S)
 
 
 def fenced(text: str) -> list[tuple[str, str]]:
-    """Fenced lists the README's fenced blocks as (language, body)."""
+    """List the README's fenced blocks as (language, body)."""
     return [(m[2], textwrap.dedent(m[3])) for m in FENCE.finditer(text)]
 
 
 def readme_commands() -> list[Command]:
-    """Readme_commands lists every command the README shows, in order: block lines, then inline spans."""
+    """List every command the README shows, in order: block lines, then inline spans."""
     text = README.read_text()
     found: list[Command] = []
     for lang, body in fenced(text):
@@ -137,7 +137,7 @@ COMMANDS = readme_commands()
 
 
 def argv_of(c: Command) -> list[str]:
-    """Argv_of is a command's words, its trailing comment dropped."""
+    """Return a command's words, its trailing comment dropped."""
     return shlex.split(c.text, comments=True)
 
 
@@ -147,7 +147,7 @@ def experiment_of(args: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Scratch is a working folder as a new user's would be after a few commands: mine/ from init, one run of hello."""
+    """Return a working folder as a new user's would be after a few commands: mine/ from init, one run of hello."""
     d = tmp_path_factory.mktemp("readme")
     here = os.getcwd()
     os.chdir(d)
@@ -161,7 +161,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Cli runs antler-ray in-process and returns its status and its output (stdout and stderr)."""
+    """Run antler-ray in-process and return its status and its output (stdout and stderr)."""
     capsys.readouterr()
     try:
         status = main(args)
@@ -172,7 +172,7 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 def serve_once(args: list[str]) -> str:
-    """Serve_once runs antler-ray server (on a free port, beside other tests), fetches index.html and stops it."""
+    """Run antler-ray server (on a free port, beside other tests), fetch index.html and stop it."""
     args = [a for a in args if a != "8080"]
     if "--port" in args:
         args.insert(args.index("--port") + 1, "0")
@@ -191,7 +191,7 @@ def serve_once(args: list[str]) -> str:
 
 
 def check_output(c: Command, out: str, vetted: bool) -> None:
-    """Check_output compares the output a console block shows with what the command printed.
+    """Compare the output a console block shows with what the command printed.
 
     A command run as shown must print each shown line; a run checked with
     vet must name each test that the shown run/link lines name.
@@ -357,7 +357,7 @@ def test_python_examples_run_on_a_stored_sweep(
 
 
 def slug(heading: str) -> str:
-    """Slug is GitHub's anchor of a heading."""
+    """Return GitHub's anchor of a heading."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
@@ -384,7 +384,7 @@ def test_commands_are_only_in_blocks_this_file_reads() -> None:
 
 
 def config_fields(t: object, seen: set[object], out: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Config_fields maps each config dataclass reachable from t to its field names."""
+    """Map each config dataclass reachable from t to its field names."""
     for arg in typing.get_args(t):
         config_fields(arg, seen, out)
     if isinstance(t, type) and dataclasses.is_dataclass(t) and t not in seen:
@@ -434,7 +434,7 @@ def test_the_rig_table_gives_the_dumbbells_defaults() -> None:
 
 
 def table_section(title: str) -> list[str]:
-    """Table_section lists the columns a section of docs/tables.md gives, in order."""
+    """List the columns a section of docs/tables.md gives, in order."""
     section = TABLES.read_text().split(f"\n## {title}\n")[1].split("\n## ")[0]
     return re.findall(r"^\| `(\w+)` \|", section, re.M)
 

@@ -41,7 +41,7 @@ time.sleep(300)
 
 
 class Owner:
-    """Owner is a process holding a namespace and a session; ``inside`` and ``session`` are its commands' PIDs."""
+    """A process holding a namespace and a session; ``inside`` and ``session`` are its commands' PIDs."""
 
     def __init__(self, name: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(

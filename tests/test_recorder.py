@@ -23,7 +23,7 @@ pytestmark = pytest.mark.no_netns
 
 
 def recorder(config: dict[str, Any]) -> tuple[Recorder, list[Item]]:
-    """Recorder returns a recorder whose result stream is set from a result_stream runner's config, and its sink."""
+    """Return a recorder whose result stream is set from a result_stream runner's config, and its sink."""
     sink: list[Item] = []
     rec = Recorder("n1", sink.append)
     spec = parse(ResultStreamRunner, config, "result_stream")
@@ -33,7 +33,7 @@ def recorder(config: dict[str, Any]) -> tuple[Recorder, list[Item]]:
 
 
 def record_one_of_each(rec: Recorder) -> None:
-    """Record_one_of_each records a log, an error, two files, and flows tcp-1 and udp (info and a batch each)."""
+    """Record a log, an error, two files, and flows tcp-1 and udp (info and a batch each)."""
     rec.log("hello")
     rec.error("broken")
     rec.file("iperf3.json", b"{}")
@@ -47,7 +47,7 @@ def record_one_of_each(rec: Recorder) -> None:
 
 
 def names(items: list[Item]) -> list[str]:
-    """Names describes each item by type and its flow, file name or text."""
+    """Describe each item by type and its flow, file name or text."""
     out = []
     for i in items:
         if isinstance(i, LogEntry):

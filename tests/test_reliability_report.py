@@ -15,7 +15,7 @@ pytestmark = pytest.mark.no_netns
 
 
 def sections(markdown: str) -> dict[str, str]:
-    """Sections maps each ``## `` heading of a page to its text, in order."""
+    """Map each ``## `` heading of a page to its text, in order."""
     out: dict[str, str] = {}
     for part in markdown.split("\n## ")[1:]:
         title, _, body = part.partition("\n")

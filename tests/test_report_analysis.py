@@ -29,7 +29,7 @@ FIXTURE = Path(__file__).parent / "data" / "result"
 
 @pytest.fixture
 def result(tmp_path: Path) -> Path:
-    """Result is a scratch copy of the fixture result folder."""
+    """Return a scratch copy of the fixture result folder."""
     dst = tmp_path / "result"
     shutil.copytree(FIXTURE, dst)
     return dst

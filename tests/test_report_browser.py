@@ -49,12 +49,12 @@ DRAWN = "document.querySelectorAll('.js-plotly-plot').length > 0 && [...document
 
 
 def problems(page: Page) -> list[str]:
-    """Problems are the page's console lines that are errors or warnings (a failed load is one)."""
+    """Return the page's console lines that are errors or warnings (a failed load is one)."""
     return [line for line in page.console if not line.startswith(("verbose:", "info:", "debug:"))]
 
 
 def column(page: Page, heading: str) -> list[str]:
-    """Column is the text of a summary table column, top to bottom, found by its heading."""
+    """Return the text of a summary table column, top to bottom, found by its heading."""
     return list(
         page.eval(
             "(() => { const t = document.querySelector('table.sortable');"

@@ -44,7 +44,7 @@ SCRIPT = re.compile(r'<script src="([^"]+)"')
 
 
 def add_test(result: Path, cca: str, rtt: str, status: str, like: str | None = None) -> Path:
-    """Add_test adds a test of the sweep with status to result: a copy of test ``like``'s data, or none."""
+    """Add a test of the sweep with status to result: a copy of test ``like``'s data, or none."""
     test_id = {"experiment": "cubic", "cca": cca, "rig_rtt": rtt}
     d = result / f"experiment-cubic_cca-{cca}_rig_rtt-{rtt}"
     if like is not None:
@@ -57,7 +57,7 @@ def add_test(result: Path, cca: str, rtt: str, status: str, like: str | None = N
 
 
 def sweep_with_failures(result: Path) -> Path:
-    """Sweep_with_failures makes result: the stored sweep, a failed and an interrupted test, their reports, the index.
+    """Make result: the stored sweep, a failed and an interrupted test, their reports, the index.
 
     ``cca=reno rig_rtt=100ms`` failed (two errors; its data is a copy of
     reno at 40ms); ``cca=cubic rig_rtt=100ms`` was interrupted before it
@@ -81,7 +81,7 @@ def sweep_with_failures(result: Path) -> Path:
 
 
 def scripts(page: Path) -> list[Path]:
-    """Scripts are the files a page loads, resolved from its folder."""
+    """Return the files a page loads, resolved from its folder."""
     return [page.parent / src for src in SCRIPT.findall(page.read_text())]
 
 
@@ -145,7 +145,7 @@ def test_the_index_of_one_test(tmp_path: Path) -> None:
 
 @pytest.fixture
 def results_root(tmp_path: Path) -> Path:
-    """Results_root is a results folder holding the sweep with its reports, as latest."""
+    """Return a results folder holding the sweep with its reports, as latest."""
     root = tmp_path / "results"
     sweep_with_failures(root / "2026-01-01-000000Z")
     (root / LATEST).symlink_to("2026-01-01-000000Z")

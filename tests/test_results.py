@@ -57,7 +57,7 @@ def test_file_name_escaping_the_folder_is_refused(cwd: Path) -> None:
 
 
 def stored_rows(path: Path) -> int:
-    """Stored_rows is how many whole rows an Arrow stream being written holds (0 before it exists)."""
+    """Return how many whole rows an Arrow stream being written holds (0 before it exists)."""
     return read_arrows(path).num_rows if path.exists() else 0
 
 

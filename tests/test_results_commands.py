@@ -28,7 +28,7 @@ FIXTURE = Path(__file__).parent / "data" / "result"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """Root is a results root holding two copies of the fixture, the newer one latest."""
+    """Return a results root holding two copies of the fixture, the newer one latest."""
     r = tmp_path / "results"
     r.mkdir()
     for name in ("2026-01-01-000000Z", "2026-01-02-000000Z"):
@@ -178,7 +178,7 @@ def test_index_groups_tests_and_compares_the_swept_parameter() -> None:
 
 
 def write_two_key_sweep(result_dir: Path) -> None:
-    """Write_two_key_sweep stores the per-flow tables of ``-m +experiment=cubic cca=cubic,bbr rig.rtt=10ms,40ms``.
+    """Store the per-flow tables of ``-m +experiment=cubic cca=cubic,bbr rig.rtt=10ms,40ms``.
 
     Each test has the IDs that sweep composes and the experiment's flows,
     ``tcp`` (goodput) and ``udp`` (RTT), with metrics that depend on both keys:

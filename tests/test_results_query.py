@@ -25,7 +25,7 @@ SWEEP = ROOT / "tests" / "data" / "sweep"
 
 
 def stored_flows() -> pd.DataFrame:
-    """Stored_flows is every test's flows.parquet, read file by file, with its folder as ``test``."""
+    """Return every test's flows.parquet, read file by file, with its folder as ``test``."""
     frames = [pd.read_parquet(f).assign(test=f.parent.name) for f in sorted(SWEEP.glob("*/flows.parquet"))]
     return pd.concat(frames, ignore_index=True)
 

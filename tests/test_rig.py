@@ -41,7 +41,7 @@ Body = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
 def rig_test(overrides: list[str], body: Body | None = None) -> tuple[bool, list[Item], dict[str, Any]]:
-    """Rig_test builds the dumbbell with overrides, runs body between set-up and tear-down, and returns the items."""
+    """Build the dumbbell with overrides, run body between set-up and tear-down, and return the items."""
     prefix = unique_name("rg") + "-"
     cfg = compose_config(["+experiment=rigcheck", f"rig.netns_prefix={prefix}", *overrides])
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -55,27 +55,27 @@ def rig_test(overrides: list[str], body: Body | None = None) -> tuple[bool, list
 
 
 def on(rig: dict[str, Any], node: str, **run: Any) -> dict[str, Any]:
-    """On is a child run on one of the rig's nodes."""
+    """Return a child run on one of the rig's nodes."""
     return {"child": {"node": rig["nodes"][node], **run}}
 
 
 def logs(items: list[Item], node: str | None = None) -> list[str]:
-    """Logs returns the log texts, of one node or all."""
+    """Return the log texts, of one node or all."""
     return [i.text for i in items if isinstance(i, LogEntry) and (node is None or i.node_id == node)]
 
 
 def errors(items: list[Item]) -> list[str]:
-    """Errors returns the error messages."""
+    """Return the error messages."""
     return [i.message for i in items if isinstance(i, Error)]
 
 
 def ping_rtts(text: str) -> list[float]:
-    """Ping_rtts returns the RTTs in ms of a ping's per-packet lines."""
+    """Return the RTTs in ms of a ping's per-packet lines."""
     return [float(m) for m in PING_TIME.findall(text)]
 
 
 def ping_log(items: list[Item], count: int) -> str:
-    """Ping_log finds the log entry of the ping that sent count packets."""
+    """Find the log entry of the ping that sent count packets."""
     found = [t for t in logs(items, "left") if f"{count} packets transmitted" in t]
     assert found, f"no ping of {count} packets in the log: {logs(items)}"
     return found[0]
@@ -99,7 +99,7 @@ def test_left_pings_right_through_mid_at_the_configured_rtt(rtt_ms: int) -> None
 
 
 def listening(port: int) -> dict[str, Any]:
-    """Listening is a system runner that waits (10 s at most) until a TCP socket listens on port: a readiness signal."""
+    """Return a system runner that waits (10 s at most) until a TCP socket listens on port: a readiness signal."""
     return {
         "command": "timeout 10 sh -c",
         "args": [f"until ss -Hltn 'sport = :{port}' | grep -q .; do sleep 0.01; done"],
@@ -107,7 +107,7 @@ def listening(port: int) -> dict[str, Any]:
 
 
 def iperf3_with_ping(client_args: str, ping_after: str, count: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
-    """Iperf3_with_ping is a rig body: an iperf3 load from left to right, pinged `ping_after` into it."""
+    """Return a rig body: an iperf3 load from left to right, pinged `ping_after` into it."""
 
     def body(rig: dict[str, Any]) -> list[dict[str, Any]]:
         right = rig["addr"]["right"]

@@ -35,14 +35,14 @@ NET = "10.77.13"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    """Server is the module's sshd on 127.0.0.1 (stopped after the module's tests)."""
+    """Return the module's sshd on 127.0.0.1 (stopped after the module's tests)."""
     with sshd(tmp_path_factory.mktemp("sshd")) as srv:
         yield srv
 
 
 @pytest.fixture
 def ssh(server: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SSHServer]:
-    """Ssh points HOME at a copy of the server's client HOME and the node cache at a fresh folder."""
+    """Point HOME at a copy of the server's client HOME and the node cache at a fresh folder."""
     home = tmp_path / "home"
     shutil.copytree(server.home, home)
     monkeypatch.setenv("HOME", str(home))
@@ -54,7 +54,7 @@ def ssh(server: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def ssh_node(srv: SSHServer, node_id: str, netns: str | None = None, **spec: Any) -> dict[str, Any]:
-    """Ssh_node is the config of a node on the test sshd, in a namespace it creates if netns is given."""
+    """Return the config of a node on the test sshd, in a namespace it creates if netns is given."""
     node: dict[str, Any] = {
         "id": node_id,
         "launcher": {"ssh": {"destination": srv.destination, "python": sys.executable, **spec}},
@@ -227,7 +227,7 @@ def test_timeout_reaches_an_ssh_node(ssh: SSHServer) -> None:
 
 
 def launch_fails(node: dict[str, Any], tmp_path: Path) -> tuple[str, float]:
-    """Launch_fails runs a tree that marks a file before its SSH node runs; it returns the launch Error and time."""
+    """Run a tree that marks a file before its SSH node runs; it returns the launch Error and time."""
     marker = tmp_path / "ran"
     ok, items, _, took = run_tree(
         {"serial": [{"system": {"command": f"touch {marker}"}}, {"child": {"node": node, "sleep": "1ms"}}]}

@@ -38,7 +38,7 @@ CLIENT_IP, SERVER_IP = "10.77.3.1", "10.77.3.2"
 
 @dataclass
 class Pair:
-    """Pair is a client and a server namespace joined by a veth."""
+    """A client and a server namespace joined by a veth."""
 
     client: Netns
     server: Netns
@@ -50,7 +50,7 @@ class Pair:
         return {"id": which, "netns": {"name": ns.name, "create": False}}
 
     def on(self, which: str, run: dict[str, Any]) -> dict[str, Any]:
-        """On wraps a run into a child run on the client or server node."""
+        """Wrap a run into a child run on the client or server node."""
         return {"child": {"node": self.node(which), **run}}
 
 
@@ -63,7 +63,7 @@ def pair(netns: NetnsFactory) -> Pair:
 
 @dataclass
 class Outcome:
-    """Outcome is what a test tree produced: whether it passed, its items as tables."""
+    """What a test tree produced: whether it passed, its items as tables."""
 
     ok: bool
     items: list[Item]
@@ -87,7 +87,7 @@ class Outcome:
 
 
 def metric(flows: pd.DataFrame, flow: str, column: str) -> float:
-    """Metric is one flow's value in a column of the per-flow table (indexed by flow)."""
+    """Return one flow's value in a column of the per-flow table (indexed by flow)."""
     return float(flows[column][flow])
 
 

@@ -158,7 +158,7 @@ def test_sweep_hosts_the_cluster_lacks_are_refused_listing_its_hosts() -> None:
 
 @dataclass
 class Cluster:
-    """Cluster is the module's two-raylet Ray cluster: its address and host b's `ray start`."""
+    """The module's two-raylet Ray cluster: its address and host b's `ray start`."""
 
     address: str
     host_b: subprocess.Popen[bytes]
@@ -166,7 +166,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iterator[Cluster]:
-    """Cluster runs hosts a (head) and b for the module's tests, with Ray's token auth on, as `ray start` sets it.
+    """Run hosts a (head) and b for the module's tests, with Ray's token auth on, as `ray start` sets it.
 
     The session's Ray (ray_session) made ~/.ray/auth_token if there was none.
     """

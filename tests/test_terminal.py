@@ -130,7 +130,7 @@ def test_log_into_head_prints_no_traceback(tmp_path: Path) -> None:
 
 
 def into_head(cmd: str, lines: int, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Into_head runs a shell command piped into ``head -LINES``, as a user would; its status is the command's."""
+    """Run a shell command piped into ``head -LINES``, as a user would; its status is the command's."""
     return subprocess.run(
         ["bash", "-c", f"{cmd} 2>&1 | head -{lines}; exit ${{PIPESTATUS[0]}}"],
         cwd=cwd,

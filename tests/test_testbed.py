@@ -50,7 +50,7 @@ TEST_NET = {"left": "10.77.141.1", "mid_left": "10.77.141.2", "mid_right": "10.7
 
 
 def rig_overrides(tb: NamespaceHosts, *, joined: bool) -> list[str]:
-    """Rig_overrides puts the testbed rig on the namespace hosts (h1 - h2 - h3), with nodes joining their namespaces."""
+    """Put the testbed rig on the namespace hosts (h1 - h2 - h3), with nodes joining their namespaces."""
     h1, h2, h3 = tb.hosts
     out = [
         "rig=testbed",
@@ -66,7 +66,7 @@ def rig_overrides(tb: NamespaceHosts, *, joined: bool) -> list[str]:
 
 
 def build_rig(overrides: list[str], body: list[dict[str, Any]]) -> tuple[bool, list[Item], dict[str, Any]]:
-    """Build_rig runs the rig's set-up, body and tear-down (from rigcheck's tree) in this process."""
+    """Run the rig's set-up, body and tear-down (from rigcheck's tree) in this process."""
     cfg = compose_config(["+experiment=rigcheck", *overrides])
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
@@ -78,17 +78,17 @@ def build_rig(overrides: list[str], body: list[dict[str, Any]]) -> tuple[bool, l
 
 
 def logs(items: list[Item], node: str | None = None) -> list[str]:
-    """Logs returns the log texts, of one node or all."""
+    """Return the log texts, of one node or all."""
     return [i.text for i in items if isinstance(i, LogEntry) and (node is None or i.node_id == node)]
 
 
 def errors(items: list[Item]) -> list[str]:
-    """Errors returns the error messages."""
+    """Return the error messages."""
     return [i.message for i in items if isinstance(i, Error)]
 
 
 def network_state(host: Host) -> dict[str, str]:
-    """Network_state is what a rig could change on a host: addresses, routes, rules, qdiscs, forwarding."""
+    """Return what a rig could change on a host: addresses, route, rules, qdiscs, forwarding."""
 
     def ip(*args: str) -> str:
         return subprocess.run(["ip", "-n", host.netns, *args], capture_output=True, text=True, check=True).stdout
@@ -270,7 +270,7 @@ DOWN_SECONDS = 150.0
 
 
 def wheelhouse() -> Path:
-    """Wheelhouse is a folder of wheels of this venv's packages, the hosts' package index (they have no other).
+    """Return a folder of wheels of this venv's packages, the hosts' package index (they have no other).
 
     Built once per venv (pip wheel, from the registry or pip's cache, about
     7 s here), again when the installed set or pyproject.toml changes.
@@ -293,7 +293,7 @@ def wheelhouse() -> Path:
 
 
 def cluster_config(tb: NamespaceHosts) -> Path:
-    """Cluster_config is the shipped cluster.yaml with only the addresses, SSH user and key replaced."""
+    """Return the shipped cluster.yaml with only the addresses, SSH user and key replaced."""
     cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
     head, *workers = tb.hosts
     cfg["provider"]["head_ip"] = head.addr
@@ -306,13 +306,13 @@ def cluster_config(tb: NamespaceHosts) -> Path:
 
 
 def cluster_hosts(tb: NamespaceHosts, ray: str, config: Path) -> set[str]:
-    """Cluster_hosts asks the head (ray exec ... ray status) which host:NAME resources the cluster has."""
+    """Ask the head (ray exec ... ray status) which host:NAME resources the cluster has."""
     out = tb.on_ctl([ray, "exec", str(config), "ray status"], timeout=120).stdout
     return {name for name in (h.name for h in tb.hosts) if f"host:{name}" in out}
 
 
 def diagnostics(tb: NamespaceHosts, *outputs: subprocess.CompletedProcess[str]) -> str:
-    """Diagnostics is the end of the commands' output and of the head's autoscaler log, for a failure message."""
+    """Return the end of the commands' output and of the head's autoscaler log, for a failure message."""
     parts = [f"$ {' '.join(o.args[-3:])}\n{(o.stdout + o.stderr)[-3000:]}" for o in outputs]
     for log in sorted(tb.hosts[0].tmp.glob("ray/session_*/logs/monitor.*")):
         parts.append(f"{log.name}:\n{log.read_text(errors='replace')[-3000:]}")

@@ -64,12 +64,12 @@ T0 = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class EveryItem:
-    """EveryItem is a test runner that records one item of every type and ``rows`` stream_io samples."""
+    """A test runner that records one item of every type and ``rows`` stream_io samples."""
 
     rows: int
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run records the items and returns the feedback it got, plus its own."""
+        """Record the items and return the feedback it got, plus its own."""
         ctx.rec.log("a log line")
         ctx.rec.file("f.bin", bytes(range(256)) * 4)
         ctx.rec.send(StreamInfo(T0, "s1", "up", "cubic", False, ctx.node_id, 1000))
@@ -84,22 +84,22 @@ class EveryItem:
 
 @dataclass(frozen=True)
 class BigBatch:
-    """BigBatch is a test runner that sends one Arrow batch of ``rows`` packet_io rows (tens of MB)."""
+    """A test runner that sends one Arrow batch of ``rows`` packet_io rows (tens of MB)."""
 
     rows: int
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run sends the batch as a single item."""
+        """Send the batch as a single item."""
         ctx.rec.send(Batch("packet_io", "p1", big_batch(self.rows), ctx.node_id))
         return {}
 
 
 @dataclass(frozen=True)
 class Announce:
-    """Announce is a test runner that logs "started", then sleeps until canceled, logging "unwound" then."""
+    """A test runner that logs "started", then sleeps until canceled, logging "unwound" then."""
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run waits for its cancel."""
+        """Wait for its cancel."""
         ctx.rec.log("started")
         try:
             await asyncio.sleep(60)
@@ -109,7 +109,7 @@ class Announce:
 
 
 def big_batch(rows: int) -> pa.RecordBatch:
-    """Big_batch is a packet_io batch of rows rows with distinct values."""
+    """Return a packet_io batch of rows rows with distinct values."""
     import numpy as np
 
     n = np.arange(rows, dtype=np.int64)
@@ -129,7 +129,7 @@ def big_batch(rows: int) -> pa.RecordBatch:
 
 
 class Tap:
-    """Tap is a Conn in front of the node's end that can write bytes of its own at the next frame boundary."""
+    """A Conn in front of the node's end that can write bytes of its own at the next frame boundary."""
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
@@ -137,7 +137,7 @@ class Tap:
         self._lock = threading.Lock()
 
     def inject(self, data: bytes) -> None:
-        """Inject writes data just before the next frame the node writes."""
+        """Write data just before the next frame the node writes."""
         with self._lock:
             self._inject = data
 
@@ -156,7 +156,7 @@ class Tap:
 
 
 class ThreadNode:
-    """ThreadNode is a node served on a thread over pipe_conn(); the NodeProcess of its handle."""
+    """A node served on a thread over pipe_conn(); the NodeProcess of its handle."""
 
     def __init__(self, node_id: str) -> None:
         self.parent_end, node_end = pipe_conn()
@@ -187,7 +187,7 @@ class ThreadNode:
 
 @dataclass
 class Wired:
-    """Wired is a handle on a thread-served node, and the items it sent."""
+    """A handle on a thread-served node, and the items it sent."""
 
     handle: ChildHandle
     node: ThreadNode
@@ -195,7 +195,7 @@ class Wired:
 
 
 async def wired(node_id: str = "w") -> Wired:
-    """Wired starts a node on a thread and its parent's handle, as a launcher would."""
+    """Start a node on a thread and its parent's handle, as a launcher would."""
     items: list[Item] = []
     node = ThreadNode(node_id)
     handle = ChildHandle(Node(id=node_id), items.append, node.parent_end, node, "test")
@@ -204,7 +204,7 @@ async def wired(node_id: str = "w") -> Wired:
 
 
 async def wait_for(items: list[Item], pred: Any, timeout: float = 10.0) -> Item:
-    """Wait_for returns the first item matching pred, waiting for it up to timeout seconds."""
+    """Return the first item matching pred, waiting for it up to timeout seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for i in list(items):

@@ -17,7 +17,7 @@ from antler.node.launch import Launchers
 
 
 def local(node_id: str, netns: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Local is the config of a local node, in a namespace it creates if netns is given."""
+    """Return the config of a local node, in a namespace it creates if netns is given."""
     node: dict[str, Any] = {"id": node_id, "launcher": {"local": {}}, **extra}
     if netns:
         node["netns"] = {"name": netns, "create": True}
@@ -25,7 +25,7 @@ def local(node_id: str, netns: str | None = None, **extra: Any) -> dict[str, Any
 
 
 def veth(net: str, peer_ns: str, a: str, b: str) -> list[dict[str, Any]]:
-    """Veth is a list of system runs, on the node of one namespace, that link it to peer_ns (net.1 and net.2, a /24)."""
+    """Return a list of system runs, on the node of one namespace, that link it to peer_ns (net.1 and net.2, a /24)."""
     return [
         {"system": {"command": f"ip link add {a} type veth peer name {b} netns {peer_ns}"}},
         {"system": {"command": f"ip addr add {net}.1/24 dev {a}"}},
@@ -36,13 +36,13 @@ def veth(net: str, peer_ns: str, a: str, b: str) -> list[dict[str, Any]]:
 
 
 def wait_for(*paths: Any) -> dict[str, Any]:
-    """Wait_for is a run that waits (10 s at most) until every file in paths exists: a readiness signal."""
+    """Return a run that waits (10 s at most) until every file in paths exists: a readiness signal."""
     test = " && ".join(f"[ -e {p} ]" for p in paths)
     return {"system": {"command": "timeout 10 sh -c", "args": [f"until {test}; do sleep 0.01; done"]}}
 
 
 def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item], Launchers, float]:
-    """Run_tree runs a tree with the default launchers; ok, the items, the launchers and the seconds it took."""
+    """Run a tree with the default launchers; ok, the items, the launchers and the seconds it took."""
     items: list[Item] = []
     launchers = Launchers()
     start = time.monotonic()
@@ -51,22 +51,22 @@ def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item], Launchers, float]:
 
 
 def errors(items: list[Item]) -> list[Error]:
-    """Errors returns the Error items."""
+    """Return the Error items."""
     return [i for i in items if isinstance(i, Error)]
 
 
 def logs(items: list[Item], node_id: str | None = None) -> list[str]:
-    """Logs returns the log texts, of one node or all."""
+    """Return the log texts, of one node or all."""
     return [i.text for i in items if isinstance(i, LogEntry) and (node_id is None or i.node_id == node_id)]
 
 
 def processes_with(argv: list[str]) -> list[int]:
-    """Processes_with lists PIDs whose command line is exactly argv."""
+    """List PIDs whose command line is exactly argv."""
     return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == argv]
 
 
 def write_experiment(folder: Path, name: str, run: Any, **test: Any) -> None:
-    """Write_experiment writes folder/experiment/NAME.yaml with the run tree (and any other test keys)."""
+    """Write folder/experiment/NAME.yaml with the run tree (and any other test keys)."""
     (folder / "experiment").mkdir(parents=True, exist_ok=True)
     exp = {"test": {"id": {"experiment": name}, "run": run, **test}}
     (folder / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(exp))

@@ -34,7 +34,7 @@ HELP_ORDER = ("run", "vet", "list", "init", "results", "log", "report", "remove"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main is the entry point of the antler-ray command; it returns the exit status."""
+    """Return the entry point of the antler-ray command; it returns the exit status."""
     parser = argparse.ArgumentParser(prog="antler-ray", description="Network and congestion-control tests on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in sorted(COMMANDS, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER)):

@@ -21,7 +21,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 
 @command("init", "write a small project to edit: experiment/ with two examples and a README", _init_args)
 def cmd_init(a: argparse.Namespace) -> int:
-    """Cmd_init copies the starter project into a folder, keeping every file that exists there already."""
+    """Copy the starter project into a folder, keeping every file that exists there already."""
     for line in init(Path(a.dir)):
         print(line)
     cd = "" if Path(a.dir) == Path() else f"cd {a.dir} && "
@@ -30,7 +30,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def init(target: Path) -> list[str]:
-    """Init writes the starter files under target and returns what it did, one line per file.
+    """Write the starter files under target and return what it did, one line per file.
 
     A file that exists is kept as it is, never overwritten. Raises
     ResultsError when target exists and is not a folder.

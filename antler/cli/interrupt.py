@@ -45,7 +45,7 @@ NOTICE = "interrupted: stopping the tests, keeping what they measured (Ctrl-C ag
 
 
 class Interrupts:
-    """Interrupts handles SIGINT for a command that runs tests; use it as a context manager, and ``run`` the tests.
+    """Handles SIGINT for a command that runs tests; use it as a context manager, and ``run`` the tests.
 
     ``emergency`` is what a second Ctrl-C does before the exit; it returns
     lines to print. Outside ``run`` (before the event loop starts, or after it
@@ -67,7 +67,7 @@ class Interrupts:
         signal.signal(signal.SIGINT, self._saved)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
-        """Run runs main on a new event loop until it returns; the first Ctrl-C cancels it.
+        """Run main on a new event loop until it returns; the first Ctrl-C cancels it.
 
         Raises KeyboardInterrupt if main ends canceled (it did not handle the cancel itself).
         """

@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None
 def command(
     name: str, help_: str, args: Callable[[argparse.ArgumentParser], None] = lambda p: None
 ) -> Callable[[Command], Command]:
-    """Command registers a subcommand: its name, help line and argument set-up."""
+    """Register a subcommand: its name, help line and argument set-up."""
 
     def register(fn: Command) -> Command:
         COMMANDS[name] = (help_, fn, args)

@@ -35,7 +35,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "re-run the after reports from stored data into a new result folder", _report_args)
 def cmd_report(a: argparse.Namespace) -> int:
-    """Cmd_report copies a result folder's data into a new folder and runs each test's after pipeline there."""
+    """Copy a result folder's data into a new folder and run each test's after pipeline there."""
     from antler.report.rerun import report
 
     src = _resolve(a.path, a.root).resolve()
@@ -50,7 +50,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 @command("results", "list result folders and their tests", _root_arg)
 def cmd_results(a: argparse.Namespace) -> int:
-    """Cmd_results prints each result folder with its tests and their status."""
+    """Print each result folder with its tests and their status."""
     from antler.results.tables import load
 
     root = Path(a.root)
@@ -88,7 +88,7 @@ def _log_args(p: argparse.ArgumentParser) -> None:
 
 @command("log", "print the log entries of stored results, sorted by time", _log_args)
 def cmd_log(a: argparse.Namespace) -> int:
-    """Cmd_log prints each test's log entries and errors."""
+    """Print each test's log entries and errors."""
     from antler.report.logs import log_lines
     from antler.results.tables import load
 
@@ -109,7 +109,7 @@ def _remove_args(p: argparse.ArgumentParser) -> None:
 
 @command("remove", "remove a result folder (repointing latest)", _remove_args)
 def cmd_remove(a: argparse.Namespace) -> int:
-    """Cmd_remove deletes one result folder and points latest at the newest one left."""
+    """Delete one result folder and point latest at the newest one left."""
     for line in remove(Path(a.root), a.name, a.dry_run):
         print(line)
     return exitcode.OK
@@ -123,7 +123,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
 
 @command("server", "serve the results folder over HTTP (loopback by default)", _server_args)
 def cmd_server(a: argparse.Namespace) -> int:
-    """Cmd_server serves the results folder until interrupted."""
+    """Serve the results folder until interrupted."""
     from antler.results.server import make_server
 
     server = make_server(Path(a.root), a.bind, a.port)

@@ -48,7 +48,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 @command("run", "run an experiment's tests (only those new, failed or changed since the latest results)", _run_args)
 def cmd_run(a: argparse.Namespace) -> int:
-    """Cmd_run runs the tests of an experiment (or a sweep) that need running into a new result folder.
+    """Run the tests of an experiment (or a sweep) that need running into a new result folder.
 
     Tests that passed in the latest results with the same ``test`` config are
     linked there instead of run (antler.results.incremental); when nothing
@@ -145,7 +145,7 @@ def _import_quietly(module: str) -> None:
 
 @command("vet", "check an experiment's config, print its test trees and what run would run or link", _run_args)
 def cmd_vet(a: argparse.Namespace) -> int:
-    """Cmd_vet validates every job, prints its resolved test tree, then the plan of ``run``; nothing runs."""
+    """Validate every job, print its resolved test tree, then the plan of ``run``; nothing runs."""
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
     root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
     for job in jobs:
@@ -166,7 +166,7 @@ def _config_dir_arg(p: argparse.ArgumentParser) -> None:
 
 @command("list", "list the experiments available", _config_dir_arg)
 def cmd_list(a: argparse.Namespace) -> int:
-    """Cmd_list prints the experiment names."""
+    """Print the experiment names."""
     for name in experiments(a.config_dir):
         print(name)
     return 0

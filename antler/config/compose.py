@@ -35,13 +35,13 @@ _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
 def packaged_conf_dir() -> Path:
-    """Packaged_conf_dir is the conf/ folder shipped inside the package."""
+    """Return the conf/ folder shipped inside the package."""
     return Path(str(resources.files("antler") / "conf"))
 
 
 @dataclass
 class Job:
-    """Job is one test of an invocation: its overrides, config and parsed test."""
+    """One test of an invocation: its overrides, config and parsed test."""
 
     overrides: list[str]
     swept: dict[str, str]
@@ -51,7 +51,7 @@ class Job:
 
 
 def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
-    """Expand returns each job's overrides and its swept keys with the values they apply.
+    """Return each job's overrides and its swept keys with the values they apply.
 
     A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
     limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
@@ -96,7 +96,7 @@ def _applied(value: Any) -> str:
 
 
 def id_value(key: str, value: str) -> str:
-    """Id_value is a swept value as a test ID value: runs of other characters become ``_`` (``bfifo limit 50000`` -> ``bfifo_limit_50000``).
+    """Return a swept value as a test ID value: runs of other characters become ``_`` (``bfifo limit 50000`` -> ``bfifo_limit_50000``).
 
     Raises ConfigError naming the key when nothing usable is left.
     """
@@ -107,7 +107,7 @@ def id_value(key: str, value: str) -> str:
 
 
 def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
-    """Compose_jobs builds and checks every job of an invocation, raising ConfigError."""
+    """Build and check every job of an invocation, raising ConfigError."""
     jobs = []
     for job_overrides, swept in expand(overrides, multirun):
         cfg = compose_config(job_overrides, config_dir)
@@ -124,7 +124,7 @@ def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str |
 
 
 def compose_config(overrides: list[str], config_dir: str | None = None) -> DictConfig:
-    """Compose_config composes the root config with overrides, raising ConfigError."""
+    """Compose the root config with overrides, raising ConfigError."""
     if config_dir is not None:
         if not Path(config_dir).is_dir():
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
@@ -180,7 +180,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
 
 
 def check_index(spec: IndexSpec, test: TestSpec, path: str = "index") -> None:
-    """Check_index raises ConfigError when ``index.flow`` matches none of a test's flows.
+    """Raise ConfigError when ``index.flow`` matches none of a test's flows.
 
     The index charts the flows it matches, so a pattern that matches none
     draws nothing; the default ``.*`` is fine for a test without flows.
@@ -194,7 +194,7 @@ def check_index(spec: IndexSpec, test: TestSpec, path: str = "index") -> None:
 
 
 def experiments(config_dir: str | None = None) -> list[str]:
-    """Experiments lists the experiment names available (packaged and in config_dir)."""
+    """List the experiment names available (packaged and in config_dir)."""
     names = {p.stem for p in (packaged_conf_dir() / "experiment").glob("*.yaml")}
     if config_dir is not None:
         names |= {p.stem for p in (Path(config_dir) / "experiment").glob("*.yaml")}

@@ -26,25 +26,25 @@ T = TypeVar("T")
 
 @runtime_checkable
 class Validates(Protocol):
-    """Validates is a spec that checks itself once parsed (antler's ``validater``)."""
+    """A spec that checks itself once parsed (antler's ``validater``)."""
 
     def validate(self) -> None:
-        """Validate raises ValueError naming what is wrong; the parser adds the path."""
+        """Raise ValueError naming what is wrong; the parser adds the path."""
         ...
 
 
 @runtime_checkable
 class FromScalar(Protocol):
-    """FromScalar is a spec type that may be written as a scalar, like ``sleep: 100ms``."""
+    """A spec type that may be written as a scalar, like ``sleep: 100ms``."""
 
     @classmethod
     def from_scalar(cls, value: Any) -> Any:
-        """From_scalar builds the spec from the scalar, raising ValueError (or UnitError) if it cannot."""
+        """Build the spec from the scalar, raising ValueError (or UnitError) if it cannot."""
         ...
 
 
 class ConfigError(ValueError):
-    """ConfigError is an invalid config value, with the path where it was found."""
+    """An invalid config value, with the path where it was found."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)
@@ -53,7 +53,7 @@ class ConfigError(ValueError):
 
 
 class FieldError(ValueError):
-    """FieldError is a ValueError from a ``validate`` that names the field it refuses.
+    """A ValueError from a ``validate`` that names the field it refuses.
 
     The parser then reports the field's path (``rig.limit``), not only its
     object's (``rig``).
@@ -74,7 +74,7 @@ _QUANTITIES: dict[type, Any] = {
 
 
 def parse(cls: type[T], data: Any, path: str) -> T:
-    """Parse returns an instance of the spec type cls built from plain data (YAML's).
+    """Return an instance of the spec type cls built from plain data (YAML's).
 
     Raises ConfigError naming the path of the first bad value, e.g.
     ``test.run.serial[2].child.node.id``.
@@ -190,7 +190,7 @@ def _describe(data: Any) -> str:
 
 
 def to_plain(obj: Any) -> Any:
-    """To_plain returns a spec as plain data (dicts, lists, text) for printing and meta.json."""
+    """Return a spec as plain data (dicts, lists, text) for printing and meta.json."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in dataclasses.fields(obj):

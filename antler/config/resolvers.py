@@ -46,7 +46,7 @@ def _rng(seed: Any, salt: str) -> random.Random:
 
 
 def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
-    """Lognormal draws n byte counts whose 5th and 95th percentiles are p5 and p95.
+    """Draw n byte counts whose 5th and 95th percentiles are p5 and p95.
 
     Raises ValueError unless 0 < p5 < p95 (UnitError, a ValueError, for a bad amount).
     """
@@ -60,31 +60,31 @@ def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
 
 
 def exponential(seed: Any, n: int, mean: Any) -> list[str]:
-    """Exponential draws n waits with the given mean (Poisson arrivals), as durations in µs."""
+    """Draw n waits with the given mean (Poisson arrivals), as durations in µs."""
     m = Duration.parse(mean).seconds
     rng = _rng(seed, "exponential")
     return [f"{max(1, round(rng.expovariate(1 / m) * 1e6))}us" for _ in range(int(n))]
 
 
 def uniform(seed: Any, n: int, lo: Any, hi: Any) -> list[str]:
-    """Uniform draws n durations uniformly between lo and hi, in µs."""
+    """Draw n durations uniformly between lo and hi, in µs."""
     a, b = Duration.parse(lo).ns / 1e3, Duration.parse(hi).ns / 1e3
     rng = _rng(seed, "uniform")
     return [f"{round(rng.uniform(a, b))}us" for _ in range(int(n))]
 
 
 def dadd(*durations: Any) -> str:
-    """Dadd is the sum of durations, as text (``${dadd:${duration},2s}``)."""
+    """Return the sum of durations, as text (``${dadd:${duration},2s}``)."""
     return str(Duration(sum(Duration.parse(d).ns for d in durations)))
 
 
 def dscale(duration: Any, factor: float) -> str:
-    """Dscale is a duration times a factor, as text (``${dscale:${duration},0.333}``)."""
+    """Return a duration times a factor, as text (``${dscale:${duration},0.333}``)."""
     return str(Duration(round(Duration.parse(duration).ns * float(factor))))
 
 
 def tc_rate(rate: Any) -> str:
-    """Tc_rate is a Bitrate (``10mbit``, ``10Mbps``, ``10MB/s``) in tc's own unit, bits per second: ``10000000bit``.
+    """Return a Bitrate (``10mbit``, ``10Mbps``, ``10MB/s``) in tc's own unit, bits per second: ``10000000bit``.
 
     tc reads ``mbps`` as megabytes per second, where this tool (and iperf3)
     read megabits; the plain ``bit`` suffix means the same to both. Raises
@@ -94,7 +94,7 @@ def tc_rate(rate: Any) -> str:
 
 
 def whole_seconds(duration: Any) -> str:
-    """Whole_seconds is a Duration (``10s``, ``2m``) as a whole number of seconds, as ``iperf3 -t`` takes it.
+    """Return a Duration (``10s``, ``2m``) as a whole number of seconds, as ``iperf3 -t`` takes it.
 
     Raises UnitError (a ValueError) for a duration without a unit, and
     ValueError for one that is not a whole number of seconds (iperf3 would
@@ -107,7 +107,7 @@ def whole_seconds(duration: Any) -> str:
 
 
 def cycle(n: int, values: Any) -> list[Any]:
-    """Cycle repeats the values to a list of n, raising ValueError if values is not a non-empty list."""
+    """Repeat the values to a list of n, raising ValueError if values is not a non-empty list."""
     items = _plain(values)
     if not isinstance(items, list) or not items:
         raise ValueError("cycle needs a non-empty list")
@@ -118,7 +118,7 @@ _FIELD = re.compile(r"\{(\w+)\}")
 
 
 def each(template: Any, variables: Any) -> list[Any]:
-    """Each copies template once per position of the equal-length lists in variables.
+    """Copy template once per position of the equal-length lists in variables.
 
     In every string of the copy, ``{name}`` becomes the name's value at that
     position and ``{i}`` the position; a string that is just ``{name}`` takes
@@ -169,7 +169,7 @@ RESOLVERS: dict[str, Callable[..., Any]] = {
 
 
 def register() -> None:
-    """Register adds the resolvers to OmegaConf (once; again is harmless)."""
+    """Add the resolvers to OmegaConf (once; again is harmless)."""
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -22,7 +22,7 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """SweepSpec is the ``sweep`` key: the hosts a sweep's tests are placed on, and how many per host at once.
+    """The ``sweep`` key: the hosts a sweep's tests are placed on, and how many per host at once.
 
     ``per_host`` > 1 lets tests share a host, which disturbs their
     measurements: keep 1 unless the tests are light.
@@ -34,11 +34,11 @@ class SweepSpec:
 
     @property
     def enabled(self) -> bool:
-        """Enabled is true when tests are placed on hosts (in parallel), false for today's one-after-another."""
+        """True when tests are placed on hosts (in parallel), false for today's one-after-another."""
         return self.all_hosts or bool(self.hosts)
 
     def resolve(self, cluster: Mapping[str, Any]) -> list[str]:
-        """Resolve returns the host names to use, given the cluster's hosts; ConfigError for a name it lacks."""
+        """Return the host names to use, given the cluster's hosts; ConfigError for a name it lacks."""
         have = ", ".join(sorted(cluster)) or "none (no raylet declares a host:NAME resource)"
         if self.all_hosts:
             if not cluster:
@@ -57,7 +57,7 @@ class SweepSpec:
 
 
 def sweep_spec(config: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> SweepSpec:
-    """Sweep_spec reads the ``sweep`` key of a resolved config, raising ConfigError naming the bad value."""
+    """Read the ``sweep`` key of a resolved config, raising ConfigError naming the bad value."""
     for key in swept or {}:
         if key.startswith("sweep.") or key == "sweep":
             raise ConfigError(key, "is not sweepable: give one value (a list of hosts needs brackets: [a,b])")

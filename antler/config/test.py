@@ -17,7 +17,7 @@ from antler.testid import ID_PART, id_path, id_text
 
 @dataclass(frozen=True)
 class TestSpec:
-    """TestSpec is a test: its ID, output path, timeout, HMAC choice, run tree and reports.
+    """A test: its ID, output path, timeout, HMAC choice, run tree and reports.
 
     With ``hmac``, packets are signed with a key from ``ANTLER_HMAC_KEY``, else
     from the file ``hmac_key_file``, else a random key made for the test
@@ -34,7 +34,7 @@ class TestSpec:
     after: After = field(default_factory=After)
 
     def validate(self) -> None:
-        """Validate raises ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
+        """Raise ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
         or, with hmac on and no key in the environment, a key file that cannot be read or is empty."""
         if not self.id:
             raise ValueError("test.id needs at least one key, e.g. {experiment: NAME}")
@@ -55,17 +55,17 @@ class TestSpec:
                 raise ValueError(f"hmac_key_file {self.hmac_key_file!r}: {reason}") from None
 
     def output_path(self) -> str:
-        """Output_path is the test's folder under the result folder, from path or its ID."""
+        """Return the test's folder under the result folder, from path or its ID."""
         if self.path:
             return self.path
         return id_path(self.id)
 
     def id_text(self) -> str:
-        """Id_text is the ID as ``k=v k=v``, for humans."""
+        """Return the ID as ``k=v k=v``, for humans."""
         return id_text(self.id)
 
     def flows(self, kind: str = "") -> list[str]:
-        """Flows lists, sorted, the IDs of the flows the run tree drives (its stream and packet clients).
+        """List, sorted, the IDs of the flows the run tree drives (its stream and packet clients).
 
         With ``kind`` (``stream`` or ``packet``), only the flows of that kind.
         The tree is the resolved one, so IDs made by resolvers
@@ -79,7 +79,7 @@ class TestSpec:
         return sorted(found)
 
     def check_flow_names(self, path: str = "test") -> None:
-        """Check_flow_names checks every flow the reports name against the run tree's flows.
+        """Check every flow the reports name against the run tree's flows.
 
         A ``flow_label`` key must be a flow of the tree, and a ``charts_fct``
         series pattern must match one of its stream flows (the chart draws
@@ -112,12 +112,12 @@ FLOWS_SHOWN = 10
 
 
 def flows_text(flows: list[str], what: str = "flows") -> str:
-    """Flows_text is a list of flow IDs for an error message: ``flows: a, b``, ``flows: none``, or the first few."""
+    """Return a list of flow IDs for an error message: ``flows: a, b``, ``flows: none``, or the first few."""
     shown = ", ".join(flows[:FLOWS_SHOWN]) or "none"
     more = f", ... ({len(flows)} in all)" if len(flows) > FLOWS_SHOWN else ""
     return f"{what}: {shown}{more}"
 
 
 def parse_run(data: Any, path: str = "run") -> Run:
-    """Parse_run builds and validates a run tree from plain data, raising ConfigError with the path."""
+    """Build and validate a run tree from plain data, raising ConfigError with the path."""
     return parse(Run, data, path)

@@ -34,7 +34,7 @@ from antler.results.store import Invocation
 
 @dataclass
 class Outcome:
-    """Outcome is how an invocation ended: its folder, the tests it ran and linked, those that failed."""
+    """How an invocation ended: its folder, the tests it ran and linked, those that failed."""
 
     result_dir: Path | None = None
     ran: int = 0
@@ -44,7 +44,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        """Exit_code is the command's exit status for this outcome."""
+        """The command's exit status for this outcome."""
         if self.interrupted:
             return exitcode.INTERRUPTED
         return exitcode.FAILED if self.failed else exitcode.OK
@@ -60,7 +60,7 @@ async def run_jobs(
     per_host: int = 1,
     notes: list[str] | None = None,
 ) -> Outcome:
-    """Run_jobs links and runs the jobs' tests into one new result folder, as the plan says.
+    """Link and run the jobs' tests into one new result folder, as the plan says.
 
     The tests the plan links are linked first (it takes milliseconds), so a
     run stopped part-way leaves a folder the next run can resume from. Then
@@ -133,7 +133,7 @@ _INVOCATIONS: list[Invocation] = []
 
 
 def exit_now() -> list[str]:
-    """Exit_now marks this process's running tests interrupted and finishes their folders, at once.
+    """Mark this process's running tests interrupted and finishes their folders, at once.
 
     For a second Ctrl-C (antler.cli.interrupt), which exits without waiting
     for the tests' cleanup: each running test's buffered rows are written

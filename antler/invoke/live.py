@@ -13,7 +13,7 @@ from antler.node.items import DIAGNOSTICS_TAG, Error, Item, LogEntry
 
 
 class Live:
-    """Live prints log entries and errors as they arrive, each test's start and end, and the sweep's progress.
+    """Prints log entries and errors as they arrive, each test's start and end, and the sweep's progress.
 
     With tests running at once on several hosts, each line starts with the
     host of its test (``[b]``). On a terminal a status line stays under the
@@ -28,7 +28,7 @@ class Live:
         self.status: Callable[[], str] | None = None
 
     def line(self, text: str) -> None:
-        """Line prints one line above the status line (redrawn with the sweep's state as of now).
+        """Print one line above the status line (redrawn with the sweep's state as of now).
 
         It never raises: the terminal is not the test (the command's output
         goes through antler.terminal, which neither blocks nor fails; this
@@ -45,7 +45,7 @@ class Live:
             pass
 
     def item(self, item: Item, host: str = "") -> None:
-        """Item prints a log entry or error (a launcher's diagnostics stay in the log: the tool's error leads)."""
+        """Print a log entry or error (a launcher's diagnostics stay in the log: the tool's error leads)."""
         if isinstance(item, LogEntry) and item.tag == DIAGNOSTICS_TAG:
             return
         if isinstance(item, (LogEntry, Error)):
@@ -66,7 +66,7 @@ class _Running:
 
 @dataclass
 class Progress:
-    """Progress is a sweep's state for its status line: done/total, failed, the running tests, the time left.
+    """A sweep's state for its status line: done/total, failed, the running tests, the time left.
 
     A test's wall time is estimated as its expected run time (the run tree's
     sleeps and flow durations) plus the mean overhead of the tests done so far
@@ -83,20 +83,20 @@ class Progress:
     overheads: list[float] = field(default_factory=list)
 
     def begin(self, key: int, label: str, expected_s: float) -> None:
-        """Begin records a test that started."""
+        """Record a test that started."""
         self.running[key] = _Running(label, time.monotonic(), expected_s)
         if expected_s in self.queued_s:
             self.queued_s.remove(expected_s)
 
     def end(self, key: int, ok: bool) -> None:
-        """End records a test that ended."""
+        """Record a test that ended."""
         r = self.running.pop(key)
         self.done += 1
         self.failed += 0 if ok else 1
         self.overheads.append(max(0.0, time.monotonic() - r.start - r.expected_s))
 
     def eta_s(self) -> float:
-        """Eta_s estimates the seconds until every test has run."""
+        """Estimate the seconds until every test has run."""
         overhead = sum(self.overheads) / len(self.overheads) if self.overheads else FIRST_OVERHEAD_S
         now = time.monotonic()
         ends = sorted(max(0.0, r.expected_s + overhead - (now - r.start)) for r in self.running.values())
@@ -105,7 +105,7 @@ class Progress:
         return max(ends[-1] if ends else 0.0, (sum(ends) + queued) / capacity)
 
     def text(self) -> str:
-        """Text is the status line: ``3/8 done, 1 failed; a: cca=cubic 0:12/0:30, b: ...; about 1:20 left``."""
+        """Return the status line: ``3/8 done, 1 failed; a: cca=cubic 0:12/0:30, b: ...; about 1:20 left``."""
         now = time.monotonic()
         running = ", ".join(f"{r.label} {_clock(now - r.start)}/{_clock(r.expected_s)}" for r in self.running.values())
         failed = f", {self.failed} failed" if self.failed else ""

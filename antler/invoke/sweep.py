@@ -26,7 +26,7 @@ from antler.results.store import Invocation, write_meta
 
 
 class Sweep:
-    """Sweep runs an invocation's tests: one at a time, or placed on hosts, at once."""
+    """Runs an invocation's tests: one at a time, or placed on hosts, at once."""
 
     def __init__(
         self,
@@ -52,7 +52,7 @@ class Sweep:
         """failed names the tests that failed (or could not run), as ID text."""
 
     async def run(self, hosts: list[str], per_host: int, reports: list[asyncio.Task[None]]) -> None:
-        """Run starts the queued tests as hosts have room until all have run; Ctrl-C stops every running test."""
+        """Start the queued tests as hosts have room until all have run; Ctrl-C stops every running test."""
         parallel = bool(hosts)
         cluster: set[str] = set()
         if parallel:

@@ -38,7 +38,7 @@ from antler.rig.resolvers import rig_facts
 
 
 class DuringSink:
-    """DuringSink applies the during pipeline (``test.during``) to each item, beside the writer that stores it."""
+    """Applies the during pipeline (``test.during``) to each item, beside the writer that stores it."""
 
     def __init__(
         self, spec: During, directory: Path, store: Callable[[Item], None], live: Callable[[Item], None]
@@ -62,7 +62,7 @@ class DuringSink:
 
 @dataclass
 class Ran:
-    """Ran is a test that ran: its job, folder, meta (as written), how it ended, the hosts where it lost a node."""
+    """A test that ran: its job, folder, meta (as written), how it ended, the hosts where it lost a node."""
 
     job: Job
     directory: Path
@@ -72,7 +72,7 @@ class Ran:
 
     @property
     def ok(self) -> bool:
-        """Ok is true when the test passed."""
+        """True when the test passed."""
         return self.status == "ok"
 
 
@@ -81,7 +81,7 @@ _RUNNING: dict[Path, tuple[dict[str, Any], TestWriter]] = {}
 
 
 def interrupt_running() -> None:
-    """Interrupt_running marks this process's running tests interrupted, at once (see antler.invoke.exit_now).
+    """Mark this process's running tests interrupted, at once (see antler.invoke.exit_now).
 
     Each running test's buffered rows are written (if its writer is free
     within half a second) and its meta.json says ``interrupted``.
@@ -93,7 +93,7 @@ def interrupt_running() -> None:
 
 
 async def link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: Live) -> None:
-    """Link_test hard-links a test that need not run from the prior folder, and re-makes changed reports."""
+    """Hard-link a test that need not run from the prior folder, and re-makes changed reports."""
     assert d.source is not None and plan.prior is not None
     directory = inv.test_dir(d.path)
     meta: dict[str, Any] = json.loads((d.source / "meta.json").read_text())
@@ -135,7 +135,7 @@ async def run_test(
     extra: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> Ran:
-    """Run_test runs one test's tree (placed already) into its folder; its reports are left to the caller."""
+    """Run one test's tree (placed already) into its folder; its reports are left to the caller."""
     test = job.test
     k, n = k_of_n
     directory = inv.test_dir(test.output_path())

@@ -30,18 +30,18 @@ COALESCE_BYTES = 64 * 1024
 
 
 class Conn(Protocol):
-    """Conn is a reliable byte stream to the other node: blocking reads and writes, and close."""
+    """A reliable byte stream to the other node: blocking reads and writes, and close."""
 
     def read(self, n: int) -> bytes:
-        """Read returns up to n bytes, blocking until some arrive; b"" at the end of the stream."""
+        """Return up to n bytes, blocking until some arrive; b"" at the end of the stream."""
         ...
 
     def write(self, data: bytes | memoryview) -> None:
-        """Write writes all of data, raising OSError when the other end is gone."""
+        """Write all of data, raising OSError when the other end is gone."""
         ...
 
     def close(self) -> None:
-        """Close ends the writing direction; the other end reads the end of the stream."""
+        """End the writing direction; the other end reads the end of the stream."""
         ...
 
 
@@ -69,7 +69,7 @@ class _Stdio:
 
 
 def stdio_conn() -> Conn:
-    """Stdio_conn returns this process's stdin and stdout as a Conn; closing it closes only stdout.
+    """Return this process's stdin and stdout as a Conn; closing it closes only stdout.
 
     From then on Python's ``sys.stdout`` writes to stderr, so a stray
     ``print`` cannot corrupt the frames on fd 1.
@@ -115,7 +115,7 @@ class _SocketConn:
 
 
 def pipe_conn() -> tuple[Conn, Conn]:
-    """Pipe_conn returns two connected Conns: what one writes, the other reads (for tests and in-process nodes)."""
+    """Return two connected Conns: what one writes, the other reads (for tests and in-process nodes)."""
     a, b = socket.socketpair()
     return _SocketConn(a), _SocketConn(b)
 
@@ -127,7 +127,7 @@ EndHandler = Callable[[BaseException | None], None]
 
 
 class Channel:
-    """Channel sends and receives frames over a Conn, on a reader and a writer thread.
+    """Sends and receives frames over a Conn, on a reader and a writer thread.
 
     ``send`` and ``send_item`` are thread-safe and never block: frames queue
     for the writer, which encodes items (an Arrow batch's IPC stream too) off
@@ -149,35 +149,35 @@ class Channel:
         self._writer.start()
 
     def start(self, on_frame: FrameHandler, on_end: EndHandler) -> None:
-        """Start reads frames until the stream ends, handing each to on_frame, then calls on_end."""
+        """Read frames until the stream ends, handing each to on_frame, then calls on_end."""
         self._reader = threading.Thread(
             target=self._read_loop, args=(on_frame, on_end), name=f"{self.name}-reader", daemon=True
         )
         self._reader.start()
 
     def send(self, chunks: list[Chunk]) -> None:
-        """Send queues an encoded frame."""
+        """Queue an encoded frame."""
         if not self._closed:
             self._out.put(chunks)
 
     def send_item(self, item: Item) -> None:
-        """Send_item queues a data item; the writer encodes it."""
+        """Queue a data item; the writer encodes it."""
         if not self._closed:
             self._out.put(item)
 
     def close(self) -> None:
-        """Close closes the stream once the queued frames are written; it does not wait."""
+        """Close the stream once the queued frames are written; it does not wait."""
         if not self._closed:
             self._closed = True
             self._out.put(None)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Join waits until the writer has closed the stream; it returns whether it has."""
+        """Wait until the writer has closed the stream; it returns whether it has."""
         self._writer.join(timeout)
         return not self._writer.is_alive()
 
     def join_reader(self, timeout: float | None = None) -> bool:
-        """Join_reader waits until the reader has seen the end of the stream; it returns whether it has."""
+        """Wait until the reader has seen the end of the stream; it returns whether it has."""
         if self._reader is not None:
             self._reader.join(timeout)
             return not self._reader.is_alive()

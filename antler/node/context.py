@@ -13,7 +13,7 @@ Canceler = Callable[[], Awaitable[None]]
 
 @dataclass
 class Context:
-    """Context gives a runner its node's recorder (tagged with the runner's type), environment and cleanup stack.
+    """Gives a runner its node's recorder (tagged with the runner's type), environment and cleanup stack.
 
     ``cancelers`` is shared by every context of the node: each entry is the
     tag of the runner that registered it and the canceler, run in reverse
@@ -27,11 +27,11 @@ class Context:
     hmac_key: bytes | None = None
 
     def for_runner(self, tag: str) -> Context:
-        """For_runner returns the context a runner of type tag runs with: its recorder tagged, the rest shared."""
+        """Return the context a runner of type tag runs with: its recorder tagged, the rest shared."""
         return replace(self, rec=self.rec.tagged(tag))
 
     def on_cancel(self, canceler: Canceler) -> None:
-        """On_cancel registers a canceler, run in reverse order when the test's tree completes.
+        """Register a canceler, run in reverse order when the test's tree completes.
 
         A canceler that fails is recorded as an Error under this context's tag.
         """

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 async def execute(run: Run, ctx: Context, feedback: Feedback, children: Children) -> Feedback:
-    """Execute runs a tree on the node of ctx and returns the merged feedback of its runs.
+    """Run a tree on the node of ctx and return the merged feedback of its runs.
 
     ``children`` holds the handles of the nodes its child runs name. A runner
     runs with ``ctx`` tagged with its type; an exception it raises is
@@ -89,7 +89,7 @@ def _flow_status(ctx: Context, flow: str | None, status: str, message: str = "")
 
 
 def describe(run: Run) -> str:
-    """Describe names a run for a log line: its runner and flow (``stream_client flow up``), node, or kind."""
+    """Name a run for a log line: its runner and flow (``stream_client flow up``), node, or kind."""
     found = run.runner()
     if found is not None:
         tag, runner = found

@@ -15,7 +15,7 @@ Feedback = dict[str, Any]
 
 
 class FeedbackConflict(ValueError):
-    """FeedbackConflict is two runs returning feedback under the same key."""
+    """Two runs returning feedback under the same key."""
 
     def __init__(self, key: str, old: Any, new: Any) -> None:
         super().__init__(f"feedback key {key!r} set twice (values {old!r} and {new!r})")
@@ -23,7 +23,7 @@ class FeedbackConflict(ValueError):
 
 
 def merge(*parts: Mapping[str, Any]) -> Feedback:
-    """Merge returns the union of feedback maps, raising FeedbackConflict on a repeated key."""
+    """Return the union of feedback maps, raising FeedbackConflict on a repeated key."""
     out: Feedback = {}
     for part in parts:
         for key, value in part.items():

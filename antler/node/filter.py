@@ -16,14 +16,14 @@ from antler.node.items import Batch, Error, FileData, FlowStatus, Item, LogEntry
 
 @dataclass(frozen=True)
 class MessageFilter:
-    """MessageFilter selects items by type and field: file globs, logs, flows."""
+    """Selects items by type and field: file globs, logs, flows."""
 
     file: tuple[str, ...] = ()
     log: bool = False
     flow: tuple[str, ...] = ()
 
     def accepts(self, item: Item) -> bool:
-        """Accepts reports whether the item matches this filter."""
+        """Report whether the item matches this filter."""
         if isinstance(item, FileData):
             return any(fnmatch.fnmatchcase(item.name, pattern) for pattern in self.file)
         if isinstance(item, LogEntry):
@@ -35,13 +35,13 @@ class MessageFilter:
 
 @dataclass(frozen=True)
 class ResultStream:
-    """ResultStream selects items to stream (include) or to buffer (exclude)."""
+    """Selects items to stream (include) or to buffer (exclude)."""
 
     include: MessageFilter | None = None
     exclude: MessageFilter | None = None
 
     def streams(self, item: Item) -> bool:
-        """Streams reports whether the item is sent now (True) or buffered (False)."""
+        """Report whether the item is sent now (True) or buffered (False)."""
         if isinstance(item, Error):
             return True
         if self.include is not None and not self.include.accepts(item):

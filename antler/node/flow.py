@@ -16,7 +16,7 @@ FLOW_ID = re.compile(rf"[a-z][a-z0-9.-]{{0,{MAX_FLOW_LEN - 1}}}")
 
 
 def check_flow(flow: str) -> None:
-    """Check_flow raises ValueError if flow is not a valid flow ID."""
+    """Raise ValueError if flow is not a valid flow ID."""
     if not isinstance(flow, str) or not FLOW_ID.fullmatch(flow):
         raise ValueError(
             f"invalid flow ID {flow!r}: use lowercase letters, digits, '.' and '-', "

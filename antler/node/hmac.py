@@ -23,7 +23,7 @@ _taken: str = ""
 
 
 def take_env_key() -> None:
-    """Take_env_key moves the key out of this process's environment, keeping it for resolve_key.
+    """Move the key out of this process's environment, keeping it for resolve_key.
 
     The command line calls it before it starts Ray or any command, so no
     worker or command it starts inherits the key (antler.node.secrets).
@@ -35,22 +35,22 @@ def take_env_key() -> None:
 
 
 def env_key() -> str:
-    """Env_key is the key text from the environment (or taken from it by take_env_key), or ""."""
+    """Return the key text from the environment (or taken from it by take_env_key), or ""."""
     return os.environ.get(KEY_ENV, "") or _taken
 
 
 def tag(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """Tag returns the truncated HMAC-SHA256 of data under key."""
+    """Return the truncated HMAC-SHA256 of data under key."""
     return _hmac.digest(key, data, "sha256")[:TAG_LEN]
 
 
 def verify(key: bytes, data: bytes | bytearray | memoryview, got: bytes | bytearray | memoryview) -> bool:
-    """Verify reports whether got is the tag of data under key, in constant time."""
+    """Report whether got is the tag of data under key, in constant time."""
     return _hmac.compare_digest(tag(key, data), bytes(got))
 
 
 def sign_in_place(key: bytes, buf: bytearray, offset: int) -> None:
-    """Sign_in_place writes the tag of buf, computed with its tag field zeroed, at offset.
+    """Write the tag of buf, computed with its tag field zeroed, at offset.
 
     The tag covers the whole message (header and padding), so neither can be
     altered without the key.
@@ -60,7 +60,7 @@ def sign_in_place(key: bytes, buf: bytearray, offset: int) -> None:
 
 
 def verify_in_place(key: bytes, buf: bytes | bytearray | memoryview, offset: int) -> bool:
-    """Verify_in_place checks a message signed by :func:`sign_in_place` (buf is not modified)."""
+    """Check a message signed by :func:`sign_in_place` (buf is not modified)."""
     if offset < 0 or offset + TAG_LEN > len(buf):
         return False
     view = memoryview(buf)
@@ -70,7 +70,7 @@ def verify_in_place(key: bytes, buf: bytes | bytearray | memoryview, offset: int
 
 
 def resolve_key(enabled: bool, key_file: str = "", environ: dict[str, str] | None = None) -> bytes | None:
-    """Resolve_key returns a test's HMAC key, or None if the test does not use HMAC.
+    """Return a test's HMAC key, or None if the test does not use HMAC.
 
     The key comes from the environment variable ``ANTLER_HMAC_KEY``, else from
     the file ``key_file`` (``test.hmac_key_file``: a path, so the secret itself

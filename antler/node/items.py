@@ -33,13 +33,13 @@ NULL = -(1 << 63)
 
 
 def now() -> datetime:
-    """Now returns the current UTC time, as recorded in items."""
+    """Return the current UTC time, as recorded in items."""
     return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class LogEntry:
-    """LogEntry is one log line, with the node time and the tag of its source."""
+    """One log line, with the node time and the tag of its source."""
 
     time: datetime
     node_id: str
@@ -52,7 +52,7 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class Error:
-    """Error is an unrecoverable error that occurred on a node; it ends the test."""
+    """An unrecoverable error that occurred on a node; it ends the test."""
 
     time: datetime
     node_id: str
@@ -64,7 +64,7 @@ class Error:
 
 
 class RunnerError(Exception):
-    """RunnerError is a runner failure as an exception; the :class:`Error` item it carries is already recorded.
+    """A runner failure as an exception; the :class:`Error` item it carries is already recorded.
 
     An :class:`Error` is data (it travels to the results); RunnerError is how
     a failure unwinds the run tree.
@@ -76,14 +76,14 @@ class RunnerError(Exception):
 
 
 def first_line(e: BaseException) -> str:
-    """First_line is an exception said in one line: its message's first line, or its type's name if it has none."""
+    """Return an exception said in one line: its message's first line, or its type's name if it has none."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 
 
 @dataclass(frozen=True)
 class FileData:
-    """FileData is a chunk of a file to be saved in the test's result folder.
+    """A chunk of a file to be saved in the test's result folder.
 
     Chunks with the same name are appended in the order they arrive.
     """
@@ -95,7 +95,7 @@ class FileData:
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """StreamInfo describes one end of a stream flow: the base of its relative times."""
+    """Describes one end of a stream flow: the base of its relative times."""
 
     tinit: datetime
     flow: str
@@ -108,7 +108,7 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class PacketInfo:
-    """PacketInfo describes one end of a packet flow: the base of its relative times."""
+    """Describes one end of a packet flow: the base of its relative times."""
 
     tinit: datetime
     flow: str
@@ -122,7 +122,7 @@ FLOW_OK, FLOW_FAILED, FLOW_CANCELLED = "ok", "failed", "cancelled"
 
 @dataclass(frozen=True)
 class FlowStatus:
-    """FlowStatus is how a flow the test named ended: ``ok``, ``failed`` (with the error) or ``cancelled`` (with why).
+    """How a flow the test named ended: ``ok``, ``failed`` (with the error) or ``cancelled`` (with why).
 
     The node that runs a flow's client records it when the client runner
     ends, and the node that was to start it records it for a flow that never
@@ -138,7 +138,7 @@ class FlowStatus:
 
 @dataclass(frozen=True)
 class SysInfo:
-    """SysInfo is the system information a ``sysinfo`` runner gathered on a node."""
+    """The system information a ``sysinfo`` runner gathered on a node."""
 
     node_id: str
     data: dict[str, object] = field(default_factory=dict)
@@ -146,7 +146,7 @@ class SysInfo:
 
 @dataclass(frozen=True)
 class Batch:
-    """Batch is a run of measurement samples of one kind and flow, as Arrow columns."""
+    """A run of measurement samples of one kind and flow, as Arrow columns."""
 
     kind: str
     flow: str
@@ -159,7 +159,7 @@ Item = LogEntry | Error | FileData | StreamInfo | PacketInfo | SysInfo | Batch |
 
 
 def info_row(item: StreamInfo | PacketInfo | LogEntry | Error | FlowStatus) -> tuple[str, dict[str, object]]:
-    """Info_row returns the table kind and the row for a single-event item."""
+    """Return the table kind and the row for a single-event item."""
     if isinstance(item, FlowStatus):
         return "flow_status", {
             "time": item.time,

@@ -51,7 +51,7 @@ TAG = "reclaim"
 
 
 def state_dir() -> Path:
-    """State_dir is the folder of this host's leases (see the module's docstring)."""
+    """Return the folder of this host's leases (see the module's docstring)."""
     named = os.environ.get(STATE_ENV)
     if named:
         return Path(named)
@@ -64,7 +64,7 @@ def state_dir() -> Path:
 
 
 def boot_id() -> str:
-    """Boot_id identifies the running kernel ('' if unknown): a PID means something only under the same one."""
+    """Identify the running kernel ('' if unknown): a PID means something only under the same one."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -72,7 +72,7 @@ def boot_id() -> str:
 
 
 def start_ticks(pid: int) -> int | None:
-    """Start_ticks is when process pid started, in clock ticks since boot (proc(5) stat field 22), or None if gone."""
+    """Return when process pid started, in clock ticks since boot (proc(5) stat field 22), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -83,7 +83,7 @@ def start_ticks(pid: int) -> int | None:
 
 
 def state_of(pid: int) -> str | None:
-    """State_of is process pid's state letter (proc(5) stat field 3: R, S, D, Z for a zombie...), or None if gone."""
+    """Return process pid's state letter (proc(5) stat field 3: R, S, D, Z for a zombie...), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -93,7 +93,7 @@ def state_of(pid: int) -> str | None:
 
 
 def session_of(pid: int) -> int | None:
-    """Session_of is the session ID of process pid (proc(5) stat field 6), or None if gone."""
+    """Return the session ID of process pid (proc(5) stat field 6), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -103,7 +103,7 @@ def session_of(pid: int) -> int | None:
 
 
 def command_line(pid: int) -> str:
-    """Command_line is process pid's command line, shortened to 200 characters ('' if gone)."""
+    """Return process pid's command line, shortened to 200 characters ('' if gone)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -114,7 +114,7 @@ def command_line(pid: int) -> str:
 
 @dataclass(frozen=True)
 class Proc:
-    """Proc is one process: its PID and start time (ticks since boot) on the kernel with boot ID ``boot``."""
+    """One process: its PID and start time (ticks since boot) on the kernel with boot ID ``boot``."""
 
     pid: int
     start: int
@@ -122,20 +122,20 @@ class Proc:
 
     @classmethod
     def of(cls, pid: int) -> Proc | None:
-        """Of is the running process pid, or None if there is none."""
+        """Return the running process pid, or None if there is none."""
         start = start_ticks(pid)
         return None if start is None else cls(pid, start, boot_id())
 
     @classmethod
     def me(cls) -> Proc:
-        """Me is the calling process."""
+        """Return the calling process."""
         me = cls.of(os.getpid())
         assert me is not None
         return me
 
     @classmethod
     def parse(cls, text: str) -> Proc | None:
-        """Parse reads ``PID:START:BOOT`` (:data:`INVOCATION_ENV`), or None for anything else."""
+        """Read ``PID:START:BOOT`` (:data:`INVOCATION_ENV`), or None for anything else."""
         pid, _, rest = text.partition(":")
         start, _, boot = rest.partition(":")
         if not (pid.isdigit() and start.isdigit()):
@@ -143,16 +143,16 @@ class Proc:
         return cls(int(pid), int(start), boot)
 
     def text(self) -> str:
-        """Text is the process as ``PID:START:BOOT``."""
+        """Return the process as ``PID:START:BOOT``."""
         return f"{self.pid}:{self.start}:{self.boot}"
 
     @property
     def here(self) -> bool:
-        """Here reports whether the process ran under this kernel (its PID means something here)."""
+        """Whether the process ran under this kernel (its PID means something here)."""
         return not self.boot or self.boot == boot_id()
 
     def alive(self) -> bool:
-        """Alive reports whether the process still runs: same PID, same start time, not a zombie.
+        """Report whether the process still runs: same PID, same start time, not a zombie.
 
         A process of another kernel counts as alive: nothing here can tell.
         """
@@ -162,12 +162,12 @@ class Proc:
 
 
 def invocation() -> Proc | None:
-    """Invocation is the antler-ray command the calling process works for (:data:`INVOCATION_ENV`), or None."""
+    """Return the antler-ray command the calling process works for (:data:`INVOCATION_ENV`), or None."""
     return Proc.parse(os.environ.get(INVOCATION_ENV, ""))
 
 
 def begin_invocation() -> Proc:
-    """Begin_invocation makes the calling process the invocation of the processes it starts from now on."""
+    """Make the calling process the invocation of the processes it starts from now on."""
     me = Proc.me()
     os.environ[INVOCATION_ENV] = me.text()
     return me
@@ -175,7 +175,7 @@ def begin_invocation() -> Proc:
 
 @dataclass(frozen=True)
 class Lease:
-    """Lease is one recorded namespace or session: what, who owns it, for which invocation, since when.
+    """One recorded namespace or session: what, who owns it, for which invocation, since when.
 
     ``ident`` is the namespace's inode, or the session leader's start time;
     ``what`` is the session's command; ``command`` is the owner's.
@@ -191,19 +191,19 @@ class Lease:
     what: str = ""
 
     def dead(self) -> bool:
-        """Dead reports whether nobody will remove the thing any more: its owner, or its invocation here, is gone."""
+        """Report whether nobody will remove the thing any more: its owner, or its invocation here, is gone."""
         if not self.owner.alive():
             return True
         return self.invocation is not None and self.invocation.here and not self.invocation.alive()
 
     def why_dead(self) -> str:
-        """Why_dead says why the lease is dead, for a log line (assuming it is)."""
+        """Say why the lease is dead, for a log line (assuming it is)."""
         if not self.owner.alive():
             return "which is gone"
         return f"whose command (process {self.invocation.pid if self.invocation else '?'}) is gone"
 
     def whose(self) -> str:
-        """Whose describes the owner for a log line: ``process 1234 (antler-ray run ...)``."""
+        """Describe the owner for a log line: ``process 1234 (antler-ray run ...)``."""
         command = f" ({self.command})" if self.command else ""
         return f"process {self.owner.pid}{command}"
 
@@ -213,7 +213,7 @@ def _path(kind: str, name: str) -> Path:
 
 
 def take(kind: str, name: str, ident: int, what: str = "") -> Lease | None:
-    """Take records that the calling process made name (a namespace or a session); None if it cannot be written."""
+    """Record that the calling process made name (a namespace or a session); None if it cannot be written."""
     me = Proc.me()
     lease = Lease(kind, name, ident, me, invocation(), command_line(me.pid), datetime.now(UTC).isoformat(), what)
     path = _path(kind, name)
@@ -229,18 +229,18 @@ def take(kind: str, name: str, ident: int, what: str = "") -> Lease | None:
 
 
 def give_back(kind: str, name: str) -> None:
-    """Give_back forgets the lease of name (the thing was removed)."""
+    """Forget the lease of name (the thing was removed)."""
     with contextlib.suppress(OSError):
         _path(kind, name).unlink()
 
 
 def find(kind: str, name: str) -> Lease | None:
-    """Find returns the lease of name, or None if there is none (or it is unreadable)."""
+    """Return the lease of name, or None if there is none (or it is unreadable)."""
     return _read(_path(kind, name))
 
 
 def leases(kind: str) -> list[Lease]:
-    """Leases lists the leases of a kind on this host, by name."""
+    """List the leases of a kind on this host, by name."""
     folder = state_dir() / kind
     try:
         paths = sorted(p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))

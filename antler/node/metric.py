@@ -65,18 +65,18 @@ def _split(text: str) -> tuple[Fraction, int, str] | None:
 
 
 class UnitError(ValueError):
-    """UnitError is a quantity that could not be parsed, with the reason."""
+    """A quantity that could not be parsed, with the reason."""
 
 
 @dataclass(frozen=True, order=True)
 class Duration:
-    """Duration is a length of time in integer nanoseconds."""
+    """A length of time in integer nanoseconds."""
 
     ns: int
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
-        """Parse returns the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``.
+        """Return the Duration in text like ``1.5s``, ``100ms`` or ``1m30s``.
 
         Raises UnitError (a ValueError) for a number without a unit (only 0
         may omit it), an unknown unit, or a value that is not text or a number.
@@ -103,7 +103,7 @@ class Duration:
 
     @property
     def seconds(self) -> float:
-        """Seconds returns the duration in seconds."""
+        """The duration in seconds."""
         return self.ns / 1e9
 
     def __str__(self) -> str:
@@ -124,13 +124,13 @@ class Duration:
 
 @dataclass(frozen=True, order=True)
 class Bytes:
-    """Bytes is an amount of data in bytes, parsed from text like ``64K`` or ``2MB``."""
+    """An amount of data in bytes, parsed from text like ``64K`` or ``2MB``."""
 
     n: int
 
     @classmethod
     def parse(cls, value: Any) -> Bytes:
-        """Parse returns Bytes from an integer (bytes) or text with an SI or binary prefix and a unit.
+        """Return Bytes from an integer (bytes) or text with an SI or binary prefix and a unit.
 
         A unit of ``B``, ``byte`` or none counts bytes (``64K`` = 64,000);
         ``b``, ``bit`` or ``bits`` counts bits, which must make whole bytes
@@ -172,13 +172,13 @@ class Bytes:
 
 @dataclass(frozen=True, order=True)
 class Bitrate:
-    """Bitrate is a data rate in bits per second, parsed from text like ``50Mbit``."""
+    """A data rate in bits per second, parsed from text like ``50Mbit``."""
 
     bps: int
 
     @classmethod
     def parse(cls, value: Any) -> Bitrate:
-        """Parse returns a Bitrate from text like ``50Mbit``, ``50mbit``, ``1.5Gbps`` or ``50MB/s``.
+        """Return a Bitrate from text like ``50Mbit``, ``50mbit``, ``1.5Gbps`` or ``50MB/s``.
 
         Bits per second are ``bit``, ``bits``, ``b``, ``bps``, ``bit/s`` or
         ``b/s`` (lowercase ``b``, as iperf3 and tc read it); bytes per second
@@ -217,7 +217,7 @@ class Bitrate:
 
     @property
     def mbps(self) -> float:
-        """Mbps returns the rate in megabits per second."""
+        """The rate in megabits per second."""
         return self.bps / 1e6
 
     def __str__(self) -> str:
@@ -229,7 +229,7 @@ class Bitrate:
 
 @dataclass(frozen=True, order=True)
 class Probability:
-    """Probability is a chance in [0, 1], parsed from ``0 <= p < 1`` or a percentage with ``%``.
+    """A chance in [0, 1], parsed from ``0 <= p < 1`` or a percentage with ``%``.
 
     ``0.01`` and ``1%`` are one in a hundred, ``100%`` is certain. A bare
     number of 1 or more is refused, because ``1`` reads two ways (certain, or
@@ -240,7 +240,7 @@ class Probability:
 
     @classmethod
     def parse(cls, value: Any) -> Probability:
-        """Parse returns the Probability in a number below 1 or a percentage from 0% to 100%.
+        """Return the Probability in a number below 1 or a percentage from 0% to 100%.
 
         Raises UnitError for a bare number of 1 or more (with the spelling
         that works), a negative value, a percentage above 100% or text that

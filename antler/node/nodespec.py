@@ -20,7 +20,7 @@ NODE_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 @dataclass(frozen=True)
 class Netns:
-    """Netns is the Linux network namespace a node runs in (man ip-netns(8)).
+    """The Linux network namespace a node runs in (man ip-netns(8)).
 
     With ``create`` the namespace is created at launch (named after the node ID
     unless ``name`` is set) and deleted when the test ends; otherwise the
@@ -31,23 +31,23 @@ class Netns:
     create: bool = False
 
     def validate(self) -> None:
-        """Validate raises ValueError for a name ip-netns would refuse."""
+        """Raise ValueError for a name ip-netns would refuse."""
         if self.name and not NODE_ID.fullmatch(self.name):
             raise ValueError(f"invalid namespace name {self.name!r}")
 
     @property
     def enabled(self) -> bool:
-        """Enabled reports whether the node uses a namespace at all."""
+        """Whether the node uses a namespace at all."""
         return bool(self.name) or self.create
 
     def name_for(self, node_id: str) -> str:
-        """Name_for is the namespace a node with this spec uses: ``name``, or the node ID."""
+        """Return the namespace a node with this spec uses: ``name``, or the node ID."""
         return self.name or node_id
 
 
 @dataclass(frozen=True)
 class Env:
-    """Env is the environment of a node's commands: ``vars`` as KEY=value, over the inherited one.
+    """The environment of a node's commands: ``vars`` as KEY=value, over the inherited one.
 
     The HMAC key's variable (``ANTLER_HMAC_KEY``) is never passed on, and
     may not be set here: the config is saved with the results.
@@ -57,7 +57,7 @@ class Env:
     inherit: bool = True
 
     def validate(self) -> None:
-        """Validate raises ValueError for a variable that is not KEY=value."""
+        """Raise ValueError for a variable that is not KEY=value."""
         for v in self.vars:
             if "=" not in v or v.startswith("="):
                 raise ValueError(f"env var {v.partition('=')[0]!r} is not KEY=value")
@@ -68,7 +68,7 @@ class Env:
                 )
 
     def build(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """Build returns the environment, starting from base (or os.environ) if inherited, without the HMAC key."""
+        """Return the environment, starting from base (or os.environ) if inherited, without the HMAC key."""
         env = dict(base if base is not None else os.environ) if self.inherit else {}
         for v in self.vars:
             key, _, value = v.partition("=")
@@ -79,14 +79,14 @@ class Env:
 
 @dataclass(frozen=True)
 class RayLauncher:
-    """RayLauncher starts the node as a Ray actor, on the cluster host named ``host`` (empty: the driver's)."""
+    """Starts the node as a Ray actor, on the cluster host named ``host`` (empty: the driver's)."""
 
     host: str = ""
 
 
 @dataclass(frozen=True)
 class Local:
-    """Local starts the node as a child process of its parent, speaking the node protocol over stdio.
+    """Starts the node as a child process of its parent, speaking the node protocol over stdio.
 
     With ``root`` the process runs through ``sudo -n`` when the tool is not
     root; when the tool is root (under sudo) and ``root`` is false, it runs as
@@ -98,7 +98,7 @@ class Local:
 
 @dataclass(frozen=True)
 class SSH:
-    """SSH starts the node on another host over SSH, speaking the node protocol over the session.
+    """Starts the node on another host over SSH, speaking the node protocol over the session.
 
     ``destination`` is ``[user@]host[:port]`` (an IPv6 address in brackets,
     ``[::1]:2222``); the user defaults to this one's, the port to 22, and
@@ -118,7 +118,7 @@ class SSH:
     python: str = "python3"
 
     def validate(self) -> None:
-        """Validate raises ValueError for a missing or malformed destination."""
+        """Raise ValueError for a missing or malformed destination."""
         parse_destination(self.destination)
         if not self.python.strip():
             raise ValueError("python must name the host's Python interpreter")
@@ -126,7 +126,7 @@ class SSH:
 
 @dataclass(frozen=True)
 class Destination:
-    """Destination is an SSH destination: user (empty: the default), host and port (0: the default)."""
+    """An SSH destination: user (empty: the default), host and port (0: the default)."""
 
     user: str
     host: str
@@ -138,7 +138,7 @@ class Destination:
 
 
 def parse_destination(text: str) -> Destination:
-    """Parse_destination splits ``[user@]host[:port]``; it raises ValueError naming what is wrong."""
+    """Split ``[user@]host[:port]``; it raises ValueError naming what is wrong."""
     if not text:
         raise ValueError("destination is required, as [user@]host[:port]")
     user, at, rest = text.rpartition("@")
@@ -166,28 +166,28 @@ def parse_destination(text: str) -> Destination:
 
 @dataclass(frozen=True)
 class Launcher:
-    """Launcher is the union of available launchers: at most one is set; none means ``ray``."""
+    """The union of available launchers: at most one is set; none means ``ray``."""
 
     ray: RayLauncher | None = None
     local: Local | None = None
     ssh: SSH | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError when more than one launcher is set."""
+        """Raise ValueError when more than one launcher is set."""
         set_ = set_fields(self)
         if len(set_) > 1:
             raise ValueError(f"only one launcher may be set, found {', '.join(set_)}")
 
     @property
     def name(self) -> str:
-        """Name is the chosen launcher's name; Ray is the default."""
+        """The chosen launcher's name; Ray is the default."""
         set_ = set_fields(self)
         return set_[0] if set_ else "ray"
 
 
 @dataclass(frozen=True)
 class Node:
-    """Node is the information needed to launch a node; a hashable value.
+    """The information needed to launch a node; a hashable value.
 
     ``platform`` is accepted for antler's configs and recorded; nodes run the
     same Python package wherever they are launched.
@@ -200,18 +200,18 @@ class Node:
     env: Env = field(default_factory=Env)
 
     def validate(self) -> None:
-        """Validate raises ValueError for a node ID that is not a NODE_ID."""
+        """Raise ValueError for a node ID that is not a NODE_ID."""
         if not NODE_ID.fullmatch(self.id):
             raise ValueError(f"node id {self.id!r} must match {NODE_ID.pattern}")
 
     @property
     def netns_name(self) -> str | None:
-        """Netns_name is the namespace the node runs in, or None when it runs in its host's."""
+        """The namespace the node runs in, or None when it runs in its host's."""
         return self.netns.name_for(self.id) if self.netns.enabled else None
 
 
 def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
-    """Set_fields names the fields of a dataclass value that are not None, in field order.
+    """Name the fields of a dataclass value that are not None, in field order.
 
     The "exactly one of" unions (a run, a launcher, a report step, a packet
     sender, a stream client's transfer) count them; ``among`` limits the
@@ -225,7 +225,7 @@ def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
 
 
 def check_regex(key: str, pattern: str) -> None:
-    """Check_regex raises ValueError, naming the key and the pattern, if pattern is not a Python regex."""
+    """Raise ValueError, naming the key and the pattern, if pattern is not a Python regex."""
     try:
         re.compile(pattern)
     except re.error as e:

@@ -33,7 +33,7 @@ _NAME_CHAR = "A-Za-z0-9_.-"
 
 
 def place(run: Run, host: str = "", suffix: str = "") -> tuple[Run, dict[str, str]]:
-    """Place returns the run tree placed on host with its created namespaces renamed, and the renaming (old: new)."""
+    """Return the run tree placed on host with its created namespaces renamed, and the renaming (old: new)."""
     names = (
         {n.netns_name: f"{n.netns_name}{suffix}" for n in run.nodes() if n.netns.create and n.netns_name}
         if suffix

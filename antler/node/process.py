@@ -65,11 +65,11 @@ CLOSE_SECONDS = 20.0
 
 
 class ServeError(Exception):
-    """ServeError is a node that ended without its parent shutting it down: a broken stream, a lost parent, a cancel."""
+    """A node that ended without its parent shutting it down: a broken stream, a lost parent, a cancel."""
 
 
 def serve(node_id: str, control: Control, conn: Conn) -> None:
-    """Serve runs a node whose parent is connected through conn, until the parent shuts it down.
+    """Run a node whose parent is connected through conn, until the parent shuts it down.
 
     Blocks; closes conn when done. Raises ServeError if the stream failed,
     the parent went away first, or ``control`` canceled the node.
@@ -184,7 +184,7 @@ class _Served:
     # --- calls
 
     async def setup(self, node: Node, netns: bool) -> dict[str, Any]:
-        """Setup enters (or creates) the node's namespace if asked and starts its runtime; it returns its facts."""
+        """Enter (or create) the node's namespace if asked and start its runtime; it returns its facts."""
         if node.id != self.node_id:
             raise ValueError(f"this process serves node {self.node_id!r}, not {node.id!r}")
         # What killed runs left on this host goes first (antler.node.launch.reclaim).
@@ -208,11 +208,11 @@ class _Served:
         }
 
     async def clock(self) -> int:
-        """Clock returns the node's wall clock, in ns since the epoch."""
+        """Return the node's wall clock, in ns since the epoch."""
         return time.time_ns()
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node, and the nodes it launched, the test's HMAC key."""
+        """Give the node, and the nodes it launched, the test's HMAC key."""
         assert self.runtime is not None
         self.runtime.ctx.hmac_key = key
         for handle in self.nodes.values():
@@ -220,7 +220,7 @@ class _Served:
                 await handle.set_hmac_key(key)
 
     async def launch_nodes(self, tree: NodeTree) -> list[dict[str, Any]]:
-        """Launch_nodes launches the nodes of this node's child runs; it returns their facts for meta.json."""
+        """Launch the nodes of this node's child runs; it returns their facts for meta.json."""
 
         assert self.runtime is not None
         if self.launchers is None:
@@ -240,13 +240,13 @@ class _Served:
             self.channel.send(frame(Kind.LOST, lost.result().encode()))
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node's thread."""
+        """Execute a run tree on the node's thread."""
         assert self.thread is not None and self.runtime is not None
         result: Feedback = await self.thread.call(self.runtime.run(run, feedback))
         return result
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers, then the cleanup of the nodes it launched, and ships all data."""
+        """Run the node's cancelers, then the cleanup of the nodes it launched, and ship all data."""
         if self.thread is not None and self.runtime is not None:
             await self.thread.call(self.runtime.cleanup())
         for handle in reversed(list(self.nodes.values())):
@@ -302,7 +302,7 @@ def _user() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main is ``python -m antler.node NODE_ID``: serve the parent on stdin and stdout; it returns the exit status.
+    """Return ``python -m antler.node NODE_ID``: serve the parent on stdin and stdout; it returns the exit status.
 
     SIGTERM and SIGINT cancel the node (its runs stop, its cleanup runs). The
     node is normally started in a session of its own, so a Ctrl-C at the

@@ -56,7 +56,7 @@ class _Column:
         return len(self.values)
 
     def arrow(self) -> pa.Array:
-        """Arrow converts the column: typed arrays without a per-value loop."""
+        """Convert the column: typed arrays without a per-value loop."""
         if isinstance(self.values, list):
             return pa.array(self.values, type=self.type)
         values = np.frombuffer(self.values, dtype=self.values.typecode)
@@ -67,7 +67,7 @@ class _Column:
 
 
 class Columns:
-    """Columns is a columnar buffer of samples of one kind for one flow.
+    """A columnar buffer of samples of one kind for one flow.
 
     Appending is thread-safe, so a dedicated sender thread (the packet runner's
     timer) can record without going through the event loop. Numeric and
@@ -94,11 +94,11 @@ class Columns:
 
     @property
     def names(self) -> list[str]:
-        """Names lists the columns passed to append, in order."""
+        """Lists the columns passed to append, in order."""
         return list(self._names)
 
     def append(self, *values: Any) -> None:
-        """Append adds one sample, with values in the order of ``names``."""
+        """Add one sample, with values in the order of ``names``."""
         with self._lock:
             cols = self._cols
             try:
@@ -120,7 +120,7 @@ class Columns:
             c.append(NULL if v is None and not isinstance(c.values, list) else v)
 
     def take(self) -> pa.RecordBatch | None:
-        """Take returns the buffered samples as a record batch and empties the buffer."""
+        """Return the buffered samples as a record batch and empty the buffer."""
         with self._lock:
             cols, self._cols = self._cols, self._new()
         n = len(cols[0]) if cols else 0
@@ -147,7 +147,7 @@ class _Shared:
 
 
 class Recorder:
-    """Recorder sends a node's data items to its sink, streaming or buffering each.
+    """Sends a node's data items to its sink, streaming or buffering each.
 
     Runners use ``log``, ``error``, ``file``, ``send`` and ``columns``; the node
     runtime calls ``flush`` periodically and ``close`` when its tree ends. A
@@ -163,14 +163,14 @@ class Recorder:
         self._shared = _Shared(sink)
 
     def tagged(self, tag: str) -> Recorder:
-        """Tagged returns a view of this recorder (same sink, buffers and result stream) with another tag."""
+        """Return a view of this recorder (same sink, buffers and result stream) with another tag."""
         view = Recorder.__new__(Recorder)
         view.node_id, view.tag, view._shared = self.node_id, tag, self._shared
         return view
 
     @property
     def result_stream(self) -> ResultStream:
-        """Result_stream decides, for every view of the recorder, what streams now and what waits for close."""
+        """For every view of the recorder, what streams now and what waits for close."""
         return self._shared.result_stream
 
     @result_stream.setter
@@ -178,7 +178,7 @@ class Recorder:
         self._shared.result_stream = value
 
     def send(self, item: Item) -> None:
-        """Send streams the item now, or holds it until close, per the result stream."""
+        """Stream the item now, or holds it until close, per the result stream."""
         shared = self._shared
         with shared.lock:
             if shared.result_stream.streams(item):
@@ -187,21 +187,21 @@ class Recorder:
                 shared.held.append(item)
 
     def log(self, text: str, tag: str | None = None) -> None:
-        """Log records a log entry with the node time, under this recorder's tag unless another is given."""
+        """Record a log entry with the node time, under this recorder's tag unless another is given."""
         self.send(LogEntry(now(), self.node_id, tag or self.tag, text))
 
     def error(self, message: str, tag: str | None = None) -> Error:
-        """Error records and returns an Error with the node time, under this recorder's tag unless another is given."""
+        """Record and return an Error with the node time, under this recorder's tag unless another is given."""
         err = Error(now(), self.node_id, tag or self.tag, message)
         self.send(err)
         return err
 
     def file(self, name: str, data: bytes) -> None:
-        """File records a chunk of a file for the test's result folder."""
+        """Record a chunk of a file for the test's result folder."""
         self.send(FileData(name, data, self.node_id))
 
     def columns(self, kind: str, flow: str, **constants: Any) -> Columns:
-        """Columns returns a new buffer for samples of kind on flow.
+        """Return a new buffer for samples of kind on flow.
 
         Constant columns (e.g. ``server=True``) are given once here, not per sample.
         """
@@ -216,14 +216,14 @@ class Recorder:
             self.send(Batch(cols.kind, cols.flow, batch, self.node_id))
 
     def flush(self) -> None:
-        """Flush ships every non-empty buffer as a batch."""
+        """Ship every non-empty buffer as a batch."""
         with self._shared.lock:
             buffers = list(self._shared.buffers)
         for cols in buffers:
             self._ship(cols)
 
     def close(self) -> None:
-        """Close flushes the buffers and sends the items held back by the result stream."""
+        """Flush the buffers and send the items held back by the result stream."""
         self.flush()
         shared = self._shared
         with shared.lock:

@@ -35,7 +35,7 @@ from antler.node.shield import shielded
 
 
 class Control:
-    """Control sends control signals to a running test; ``cancel`` is thread-safe."""
+    """Sends control signals to a running test; ``cancel`` is thread-safe."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,19 +57,19 @@ class Control:
             self._task.cancel()
 
     def cancel(self) -> None:
-        """Cancel stops the test: every running runner is canceled, then cleanup runs."""
+        """Stop the test: every running runner is canceled, then cleanup runs."""
         self._canceled.set()
         if self._loop is not None and self._task is not None:
             self._loop.call_soon_threadsafe(self._stop)
 
     @property
     def canceled(self) -> bool:
-        """Canceled reports whether cancel was called."""
+        """Whether cancel was called."""
         return self._canceled.is_set()
 
 
 class TestTimeout(Exception):
-    """TestTimeout is a test that ran past its timeout."""
+    """A test that ran past its timeout."""
 
 
 async def do(
@@ -82,7 +82,7 @@ async def do(
     feedback: Feedback | None = None,
     hmac_key: bytes | None = None,
 ) -> bool:
-    """Do runs a tree on an in-process root node, sending its data items to sink.
+    """Run a tree on an in-process root node, sending its data items to sink.
 
     It returns True if the test completed without an Error on any node (its
     cleanup included). Errors are data: each is sent to the sink as an Error
@@ -179,7 +179,7 @@ class _FirstError:
         self._sink(item)
 
     def watch(self) -> asyncio.Future[str]:
-        """Watch returns a future that completes with the first Error's message (at once if one came already)."""
+        """Return a future that completes with the first Error's message (at once if one came already)."""
         self._loop = asyncio.get_running_loop()
         self._future = self._loop.create_future()
         with self._lock:
@@ -189,7 +189,7 @@ class _FirstError:
 
     @property
     def first(self) -> str | None:
-        """First is the message of the first Error recorded, or None."""
+        """The message of the first Error recorded, or None."""
         with self._lock:
             return self._first
 

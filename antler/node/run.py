@@ -34,7 +34,7 @@ COMBINATORS = ("serial", "parallel", "schedule", "child")
 
 @dataclass(frozen=True)
 class Run:
-    """Run is a node of the run tree: exactly one of its fields set, or none (does nothing)."""
+    """A node of the run tree: exactly one of its fields set, or none (does nothing)."""
 
     serial: tuple[Run, ...] | None = None
     parallel: tuple[Run, ...] | None = None
@@ -51,21 +51,21 @@ class Run:
     sysinfo: SysInfoRunner | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError when more than one field is set."""
+        """Raise ValueError when more than one field is set."""
         set_ = set_fields(self)
         if len(set_) > 1:
             choices = ", ".join(f.name for f in fields(Run))
             raise ValueError(f"a run has exactly one of {choices}; found {', '.join(set_)}")
 
     def runner(self) -> tuple[str, Runner] | None:
-        """Runner returns the runner type (its tag) and the runner, if this run is a runner."""
+        """Return the runner type (its tag) and the runner, if this run is a runner."""
         for name in set_fields(self):
             if name not in COMBINATORS:
                 return name, getattr(self, name)
         return None
 
     def walk(self, path: str = "run") -> Iterator[tuple[str, Run]]:
-        """Walk yields every run in the tree with its path, depth first."""
+        """Yield every run in the tree with its path, depth first."""
         yield path, self
         for name, sub in (("serial", self.serial), ("parallel", self.parallel)):
             for i, r in enumerate(sub or ()):
@@ -77,7 +77,7 @@ class Run:
             yield from self.child.as_run().walk(f"{path}.child")
 
     def nodes(self) -> list[Node]:
-        """Nodes lists the distinct child nodes in the tree, in order of appearance."""
+        """List the distinct child nodes in the tree, in order of appearance."""
         seen: dict[Node, None] = {}
         for _, r in self.walk():
             if r.child is not None and r.child.node is not None:
@@ -85,7 +85,7 @@ class Run:
         return list(seen)
 
     def children(self) -> Iterator[Child]:
-        """Children yields the child runs this run reaches without passing through another child run."""
+        """Yield the child runs this run reaches without passing through another child run."""
         if self.child is not None:
             yield self.child
             return
@@ -93,7 +93,7 @@ class Run:
             yield from sub.children()
 
     def expected_seconds(self) -> float:
-        """Expected_seconds estimates how long the tree runs, for progress display."""
+        """Estimate how long the tree runs, for progress display."""
         if self.serial is not None:
             return sum(r.expected_seconds() for r in self.serial)
         if self.parallel is not None:
@@ -110,7 +110,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Schedule lists runs to execute with waits between them.
+    """Lists runs to execute with waits between them.
 
     Waits cycle through ``wait`` (or are drawn from it at random); with
     ``wait_first`` the first run waits too; with ``sequential`` each run
@@ -125,7 +125,7 @@ class Schedule:
     seed: int | None = None
 
     def waits(self) -> Iterator[float]:
-        """Waits yields the wait before each run, in seconds."""
+        """Yield the wait before each run, in seconds."""
         rng = random.Random(self.seed)
         for i in range(len(self.run)):
             if (i == 0 and not self.wait_first) or not self.wait:
@@ -136,7 +136,7 @@ class Schedule:
                 yield self.wait[(i - (0 if self.wait_first else 1)) % len(self.wait)].seconds
 
     def expected_seconds(self) -> float:
-        """Expected_seconds estimates the schedule's run time."""
+        """Estimate the schedule's run time."""
         if self.random and self.wait:
             mean = sum(w.seconds for w in self.wait) / len(self.wait)
             waits = [mean if i or self.wait_first else 0.0 for i in range(len(self.run))]
@@ -153,12 +153,12 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Child(Run):
-    """Child is a run to execute on another node (``node``), beside its own run keys."""
+    """A run to execute on another node (``node``), beside its own run keys."""
 
     node: Node | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError when the node is missing or more than one run key is set.
+        """Raise ValueError when the node is missing or more than one run key is set.
 
         A node launched by a local or SSH node cannot be a Ray node: the node
         process is not in the Ray cluster (and does not import Ray).
@@ -177,40 +177,40 @@ class Child(Run):
                     )
 
     def as_run(self) -> Run:
-        """As_run returns the run to execute on the child node."""
+        """Return the run to execute on the child node."""
         return Run(**{f.name: getattr(self, f.name) for f in fields(Run)})
 
 
 class NodeHandle(Protocol):
-    """NodeHandle is a launched node, whatever launched it (Ray, a thread, a local or remote process)."""
+    """A launched node, whatever launched it (Ray, a thread, a local or remote process)."""
 
     node: Node
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node and returns its feedback, raising RunnerError if it failed."""
+        """Execute a run tree on the node and return its feedback, raising RunnerError if it failed."""
         ...
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers in reverse order and flushes its data."""
+        """Run the node's cancelers in reverse order and flush its data."""
         ...
 
     async def close(self) -> None:
-        """Close stops the node and removes what launching it created."""
+        """Stop the node and remove what launching it created."""
         ...
 
 
 @runtime_checkable
 class TakesKey(Protocol):
-    """TakesKey is a node handle that accepts the test's HMAC key (antler's ``SetKeyer``)."""
+    """A node handle that accepts the test's HMAC key (antler's ``SetKeyer``)."""
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node the key before any run starts."""
+        """Give the node the key before any run starts."""
         ...
 
 
 @runtime_checkable
 class Losable(Protocol):
-    """Losable is a node handle that can tell when its node is lost (its process or host died).
+    """A node handle that can tell when its node is lost (its process or host died).
 
     ``lost`` is None until the handle watches its node, then a future that
     completes with a message naming the node when it is lost (the Error is
@@ -222,13 +222,13 @@ class Losable(Protocol):
 
 @runtime_checkable
 class LaunchesNodes(Protocol):
-    """LaunchesNodes is a node handle whose node launches the nodes of its own child runs (local and SSH nodes).
+    """A node handle whose node launches the nodes of its own child runs (local and SSH nodes).
 
     The root calls it after launching the node, before any run starts.
     """
 
     async def launch_nodes(self, tree: NodeTree) -> None:
-        """Launch_nodes has the node launch the tree's nodes, raising RunnerError (already recorded) if any failed."""
+        """Have the node launch the tree's nodes, raising RunnerError (already recorded) if any failed."""
         ...
 
 
@@ -240,7 +240,7 @@ NodeTree = dict[Node, "NodeTree"]
 
 
 def node_tree(run: Run) -> NodeTree:
-    """Node_tree returns the nodes a tree's root launches, each with the nodes it launches itself.
+    """Return the nodes a tree's root launches, each with the nodes it launches itself.
 
     As in antler, a local or SSH node launches the nodes of the child runs
     under it: a local node under an SSH node runs on the SSH node's host. Ray
@@ -270,13 +270,13 @@ TIMED_OUT = "the test timed out after"
 
 
 def timed_out(reason: str) -> bool:
-    """Timed_out reports whether a cancel reason is the test's timeout: what was still running then was stuck."""
+    """Report whether a cancel reason is the test's timeout: what was still running then was stuck."""
     return reason.startswith(TIMED_OUT)
 
 
 @dataclass
 class StopScope:
-    """StopScope says why the runs under it are stopping: the first failure among siblings, or why the test ends.
+    """Says why the runs under it are stopping: the first failure among siblings, or why the test ends.
 
     Each parallel run and each node's run has one; the nearest with a reason
     wins (:func:`cancel_reason`).
@@ -286,7 +286,7 @@ class StopScope:
     parent: StopScope | None = None
 
     def stop(self, reason: str) -> None:
-        """Stop records why the runs under the scope stop, unless a reason was recorded first."""
+        """Record why the runs under the scope stop, unless a reason was recorded first."""
         if not self.reason:
             self.reason = reason
 
@@ -295,7 +295,7 @@ _SCOPE: ContextVar[StopScope | None] = ContextVar("antler_stop_scope", default=N
 
 
 def cancel_reason() -> str:
-    """Cancel_reason is why the calling task's runs are being canceled, from the nearest scope that knows."""
+    """Return why the calling task's runs are being canceled, from the nearest scope that knows."""
     scope = _SCOPE.get()
     while scope is not None:
         if scope.reason:
@@ -305,15 +305,15 @@ def cancel_reason() -> str:
 
 
 def enter_scope(scope: StopScope) -> object:
-    """Enter_scope makes scope the calling task's stop scope; pass the token to :func:`leave_scope`."""
+    """Make scope the calling task's stop scope; pass the token to :func:`leave_scope`."""
     return _SCOPE.set(scope)
 
 
 def leave_scope(token: object) -> None:
-    """Leave_scope restores the stop scope before :func:`enter_scope`."""
+    """Restore the stop scope before :func:`enter_scope`."""
     _SCOPE.reset(token)  # type: ignore[arg-type]
 
 
 def current_scope() -> StopScope | None:
-    """Current_scope is the calling task's stop scope, if any."""
+    """Return the calling task's stop scope, if any."""
     return _SCOPE.get()

@@ -26,7 +26,7 @@ FLUSH_SECONDS = 0.5
 
 
 class NodeRuntime:
-    """NodeRuntime runs run trees for one node and holds its cleanup stack.
+    """Runs run trees for one node and holds its cleanup stack.
 
     ``children`` is the node table its child runs use: the launcher fills it
     (the driver's root gets every node of the test; a Ray node gets the others
@@ -46,11 +46,11 @@ class NodeRuntime:
 
     @property
     def node_id(self) -> str:
-        """Node_id is the node's ID."""
+        """The node's ID."""
         return self.ctx.node_id
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on this node, raising RunnerError when it fails."""
+        """Execute a run tree on this node, raising RunnerError when it fails."""
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush_loop())
         # A node run in its caller's task (in-process) keeps its caller's reasons; others start from the node's.
@@ -66,7 +66,7 @@ class NodeRuntime:
             self.rec.flush()
 
     async def cleanup(self) -> None:
-        """Cleanup runs the cancelers in reverse order, then ships all data.
+        """Run the cancelers in reverse order, then ship all data.
 
         A canceler that fails is recorded as an Error under the tag of the
         runner that registered it; the rest still run.

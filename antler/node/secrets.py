@@ -42,22 +42,22 @@ MIN_REDACT_LEN = 6
 
 
 def looks_secret(name: str) -> bool:
-    """Looks_secret reports whether an environment variable's name looks like it holds a secret."""
+    """Report whether an environment variable's name looks like it holds a secret."""
     return name == KEY_ENV or SECRET_NAME.search(name) is not None
 
 
 def command_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Command_env is the environment a node's commands get: env without the HMAC key variable."""
+    """Return the environment a node's commands get: env without the HMAC key variable."""
     return {k: v for k, v in env.items() if k != KEY_ENV}
 
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Mask_env is env as it may be recorded: the value of each variable that looks secret is MASK."""
+    """Return env as it may be recorded: the value of each variable that looks secret is MASK."""
     return {k: MASK if looks_secret(k) else v for k, v in env.items()}
 
 
 class Redactor:
-    """Redactor replaces the text of known secrets (at least MIN_REDACT_LEN characters) with REDACTED."""
+    """Replaces the text of known secrets (at least MIN_REDACT_LEN characters) with REDACTED."""
 
     def __init__(self, secrets: Iterable[str | bytes | None]) -> None:
         texts = set()
@@ -74,14 +74,14 @@ class Redactor:
         return bool(self._texts)
 
     def text(self, s: str) -> str:
-        """Text returns s with every secret replaced."""
+        """Return s with every secret replaced."""
         for t in self._texts:
             if t in s:
                 s = s.replace(t, REDACTED)
         return s
 
     def value(self, obj: Any) -> Any:
-        """Value returns plain data (dicts, lists, text) with every secret in its text replaced."""
+        """Return plain data (dicts, lists, text) with every secret in its text replaced."""
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, Mapping):
@@ -91,7 +91,7 @@ class Redactor:
         return obj
 
     def item(self, item: Item) -> Item:
-        """Item returns the data item with every secret in its text replaced (measurements pass as they are)."""
+        """Return the data item with every secret in its text replaced (measurements pass as they are)."""
         if isinstance(item, LogEntry):
             text = self.text(item.text)
             return item if text is item.text else dataclasses.replace(item, text=text)
@@ -110,7 +110,7 @@ class Redactor:
 
 
 def redacting(sink: Callable[[Item], None], redactor: Redactor) -> Callable[[Item], None]:
-    """Redacting returns a sink that passes each item through the redactor to sink (sink itself when there is nothing to redact)."""
+    """Return a sink that passes each item through the redactor to sink (sink itself when there is nothing to redact)."""
     if not redactor:
         return sink
 

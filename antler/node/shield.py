@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 async def shielded(aw: Awaitable[T]) -> T:
-    """Shielded awaits aw to its end, even through cancellation, and returns its result.
+    """Await aw to its end, even through cancellation, and return its result.
 
     Raises CancelledError after aw has ended if the caller was canceled
     meanwhile (any number of times), or what aw raised.

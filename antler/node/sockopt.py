@@ -20,7 +20,7 @@ SOCKOPT_TYPES = ("int", "string", "byte")
 
 @dataclass(frozen=True)
 class Sockopt:
-    """Sockopt is a raw socket option set on a flow's socket before it is used (setsockopt(2)).
+    """A raw socket option set on a flow's socket before it is used (setsockopt(2)).
 
     ``level`` and ``opt`` are numbers, numbers as text (``"0x1"``) or names of
     Python's socket module constants (``SOL_SOCKET``, ``SO_PRIORITY``).
@@ -36,7 +36,7 @@ class Sockopt:
     name: str = ""
 
     def validate(self) -> None:
-        """Validate raises ValueError for an unknown type, level or option, or a value that does not fit the type."""
+        """Raise ValueError for an unknown type, level or option, or a value that does not fit the type."""
         if self.type not in SOCKOPT_TYPES:
             raise ValueError(f"sockopt type {self.type!r} is not one of {', '.join(SOCKOPT_TYPES)}")
         _number(self.level)
@@ -44,7 +44,7 @@ class Sockopt:
         self.encoded()
 
     def encoded(self) -> int | bytes:
-        """Encoded returns the value as setsockopt takes it, raising ValueError if it does not fit the type."""
+        """Return the value as setsockopt takes it, raising ValueError if it does not fit the type."""
         v = self.value
         if isinstance(v, bool):
             raise ValueError(f"sockopt {self.label()}: {self.type} value expected, got {v!r}")
@@ -62,11 +62,11 @@ class Sockopt:
         return n
 
     def label(self) -> str:
-        """Label names the option for messages."""
+        """Name the option for messages."""
         return self.name or f"{self.level}/{self.opt}"
 
     def apply(self, sock: socket.socket) -> None:
-        """Apply sets the option on sock, raising OSError (naming the option) if the kernel refuses it."""
+        """Set the option on sock, raising OSError (naming the option) if the kernel refuses it."""
         try:
             sock.setsockopt(_number(self.level), _number(self.opt), self.encoded())
         except OSError as e:
@@ -97,7 +97,7 @@ def _number(v: Any) -> int:
 
 
 def set_tos(sock: socket.socket, dscp: int, ecn: int) -> None:
-    """Set_tos sets the DSCP and ECN bits of outgoing packets (IP_TOS, or IPV6_TCLASS on IPv6).
+    """Set the DSCP and ECN bits of outgoing packets (IP_TOS, or IPV6_TCLASS on IPv6).
 
     For TCP the kernel manages the ECN bits itself once ECN is negotiated
     (sysctl net.ipv4.tcp_ecn); the DSCP bits are always honoured.
@@ -110,7 +110,7 @@ def set_tos(sock: socket.socket, dscp: int, ecn: int) -> None:
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
-    """Split_host_port returns the host (may be empty) and port of ``host:port``, ``[v6]:port`` or ``:port``.
+    """Return the host (may be empty) and port of ``host:port``, ``[v6]:port`` or ``:port``.
 
     Raises ValueError for an address without a port, an IPv6 host without
     brackets, or a port that is not a number in 0..65535.
@@ -132,7 +132,7 @@ def split_host_port(addr: str) -> tuple[str, int]:
 
 
 def join_host_port(host: str, port: int) -> str:
-    """Join_host_port formats an address the way split_host_port reads it."""
+    """Format an address the way split_host_port reads it."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -151,7 +151,7 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def check_addr(addr: str, protocol: str, key: str, listen: bool = False) -> None:
-    """Check_addr raises ValueError when an address cannot work with its protocol, naming key, protocol and address.
+    """Raise ValueError when an address cannot work with its protocol, naming key, protocol and address.
 
     A literal of the other IP version than ``tcp4``/``udp4`` or
     ``tcp6``/``udp6`` is refused (the kernel would refuse it at run time,
@@ -177,7 +177,7 @@ def check_addr(addr: str, protocol: str, key: str, listen: bool = False) -> None
 
 
 def link_local_interfaces() -> list[str]:
-    """Link_local_interfaces names the interfaces with an IPv6 link-local address in the calling thread's namespace."""
+    """Name the interfaces with an IPv6 link-local address in the calling thread's namespace."""
     try:
         lines = IF_INET6.read_text().split("\n")
     except OSError:
@@ -188,7 +188,7 @@ def link_local_interfaces() -> list[str]:
 
 
 def zoned(host: str) -> str:
-    """Zoned gives a link-local IPv6 host the zone of this node's interface; any other host is returned as it is.
+    """Give a link-local IPv6 host the zone of this node's interface; any other host is returned as it is.
 
     A server publishes its link-local address with its own interface's name
     (``fe80::1%s-veth``), which means nothing on another node: the client
@@ -216,7 +216,7 @@ def zoned(host: str) -> str:
 
 
 def sock_addr(sock: socket.socket) -> str:
-    """Sock_addr is a socket's local address as ``host:port``, a link-local IPv6 host with its interface's name."""
+    """Return a socket's local address as ``host:port``, a link-local IPv6 host with its interface's name."""
     name = sock.getsockname()
     host, port = name[0], name[1]
     if sock.family == socket.AF_INET6 and len(name) >= 4 and name[3] and "%" not in host:

@@ -85,7 +85,7 @@ Chunk: TypeAlias = bytes | bytearray | memoryview | pa.Buffer
 
 
 class Kind(IntEnum):
-    """Kind is a frame's kind (see the module docstring)."""
+    """A frame's kind (see the module docstring)."""
 
     CALL = 1
     CANCEL = 2
@@ -98,7 +98,7 @@ class Kind(IntEnum):
 
 
 class Status(IntEnum):
-    """Status is how a call ended, in a REPLY."""
+    """How a call ended, in a REPLY."""
 
     OK = 0
     ERROR = 1
@@ -106,11 +106,11 @@ class Status(IntEnum):
 
 
 class WireError(Exception):
-    """WireError is a stream that no longer carries valid frames."""
+    """A stream that no longer carries valid frames."""
 
 
 class VersionMismatch(WireError):
-    """VersionMismatch is a frame of another protocol version: the two ends run different releases."""
+    """A frame of another protocol version: the two ends run different releases."""
 
     def __init__(self, theirs: int) -> None:
         super().__init__(
@@ -120,7 +120,7 @@ class VersionMismatch(WireError):
 
 
 class CorruptFrame(WireError):
-    """CorruptFrame is a frame whose magic, kind, length, CRC or contents are wrong."""
+    """A frame whose magic, kind, length, CRC or contents are wrong."""
 
     def __init__(self, problem: str) -> None:
         super().__init__(f"corrupt frame: {problem}")
@@ -130,7 +130,7 @@ class CorruptFrame(WireError):
 
 
 def frame(kind: Kind, *parts: Chunk) -> list[Chunk]:
-    """Frame returns a frame's header followed by its payload parts, ready to write in order."""
+    """Return a frame's header followed by its payload parts, ready to write in order."""
     length, crc = 0, 0
     for p in parts:
         view = memoryview(p)  # type: ignore[arg-type]
@@ -142,7 +142,7 @@ def frame(kind: Kind, *parts: Chunk) -> list[Chunk]:
 
 
 def parse_header(header: bytes) -> tuple[Kind, int, int]:
-    """Parse_header checks a frame header and returns its kind, payload length and CRC.
+    """Check a frame header and return its kind, payload length and CRC.
 
     Raises VersionMismatch or CorruptFrame.
     """
@@ -159,7 +159,7 @@ def parse_header(header: bytes) -> tuple[Kind, int, int]:
 
 
 def check_payload(payload: bytes | bytearray, crc: int) -> None:
-    """Check_payload raises CorruptFrame if the payload does not match the header's CRC."""
+    """Raise CorruptFrame if the payload does not match the header's CRC."""
     got = zlib.crc32(payload)
     if got != crc:
         raise CorruptFrame(f"CRC mismatch (header {crc:#010x}, payload {got:#010x})")
@@ -169,24 +169,24 @@ def check_payload(payload: bytes | bytearray, crc: int) -> None:
 
 
 def encode_call(call_id: int, method: str, args: Sequence[Any]) -> list[Chunk]:
-    """Encode_call is a CALL frame."""
+    """Return a CALL frame."""
     return frame(Kind.CALL, _U32.pack(call_id), pickle.dumps((method, tuple(args)), protocol=5))
 
 
 def decode_call(payload: bytes) -> tuple[int, str, tuple[Any, ...]]:
-    """Decode_call returns a CALL's id, method and arguments."""
+    """Return a CALL's id, method and arguments."""
     (call_id,) = _U32.unpack_from(payload)
     method, args = pickle.loads(memoryview(payload)[_U32.size :])
     return call_id, method, args
 
 
 def encode_cancel(call_id: int, reason: str = "") -> list[Chunk]:
-    """Encode_cancel is a CANCEL frame: the call to cancel and why (antler.node.run.cancel_reason)."""
+    """Return a CANCEL frame: the call to cancel and why (antler.node.run.cancel_reason)."""
     return frame(Kind.CANCEL, _U32.pack(call_id), reason.encode())
 
 
 def decode_cancel(payload: bytes) -> tuple[int, str]:
-    """Decode_cancel returns the call id and the reason of a CANCEL; a malformed one is a CorruptFrame."""
+    """Return the call id and the reason of a CANCEL; a malformed one is a CorruptFrame."""
     if len(payload) < _U32.size:
         raise CorruptFrame(f"a cancel of {len(payload)} bytes")
     (value,) = _U32.unpack_from(payload)
@@ -201,12 +201,12 @@ def decode_cancel(payload: bytes) -> tuple[int, str]:
 
 
 def encode_reply(call_id: int, status: Status, value: Any) -> list[Chunk]:
-    """Encode_reply is a REPLY frame; the value must be plain data (JSON)."""
+    """Return a REPLY frame; the value must be plain data (JSON)."""
     return frame(Kind.REPLY, _REPLY.pack(call_id, status), json.dumps(value).encode())
 
 
 def decode_reply(payload: bytes) -> tuple[int, Status, Any]:
-    """Decode_reply returns a REPLY's call id, status and value."""
+    """Return a REPLY's call id, status and value."""
     try:
         call_id, status = _REPLY.unpack_from(payload)
         return call_id, Status(status), json.loads(payload[_REPLY.size :])
@@ -220,7 +220,7 @@ _ITEMS: dict[str, type] = {
 
 
 def encode_item(item: Item) -> list[Chunk]:
-    """Encode_item is the ITEM or BATCH frame of a data item."""
+    """Return the ITEM or BATCH frame of a data item."""
     if isinstance(item, Batch):
         head = json.dumps({"kind": item.kind, "flow": item.flow, "node_id": item.node_id}).encode()
         sink = pa.BufferOutputStream()
@@ -242,7 +242,7 @@ def encode_item(item: Item) -> list[Chunk]:
 
 
 def decode_item(kind: Kind, payload: bytes) -> Item:
-    """Decode_item returns the data item of an ITEM or BATCH frame; anything unexpected is a CorruptFrame."""
+    """Return the data item of an ITEM or BATCH frame; anything unexpected is a CorruptFrame."""
     try:
         (n,) = _U32.unpack_from(payload)
         head = json.loads(payload[_U32.size : _U32.size + n])

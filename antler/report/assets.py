@@ -32,14 +32,14 @@ _HEAD_BYTES = 4096
 
 
 def plotly_js_name() -> str:
-    """Plotly_js_name is the file name of the plotly.js the installed plotly package ships."""
+    """Return the file name of the plotly.js the installed plotly package ships."""
     from plotly.offline import get_plotlyjs_version
 
     return f"plotly-{get_plotlyjs_version()}.min.js"
 
 
 def write_plotly_js(root: Path) -> Path:
-    """Write_plotly_js puts plotly.js into the folder root unless it is there already; it returns its path.
+    """Put plotly.js into the folder root unless it is there already; it returns its path.
 
     The file appears whole or not at all (written aside, then hard-linked
     into place), so a run stopped part-way never leaves a truncated script
@@ -64,13 +64,13 @@ def write_plotly_js(root: Path) -> Path:
 
 
 def script_tag(page_dir: Path, script: Path) -> str:
-    """Script_tag is the <script> element that loads script from a page in page_dir, by relative path."""
+    """Return the <script> element that loads script from a page in page_dir, by relative path."""
     rel = Path(os.path.relpath(script, page_dir)).as_posix()
     return f'<script src="{rel}" charset="utf-8"></script>'
 
 
 def result_root(directory: Path, path: str) -> Path:
-    """Result_root is the result folder holding the test folder directory, whose path in it is ``path``.
+    """Return the result folder holding the test folder directory, whose path in it is ``path``.
 
     ``path`` is the test's ``meta.json`` path (``cca-cubic``, or nested
     ``experiment-cubic/cca-bbr``). A test folder that is not at that path
@@ -84,7 +84,7 @@ def result_root(directory: Path, path: str) -> Path:
 
 
 def referenced(page: Path) -> str | None:
-    """Referenced is the plotly.js file name a page loads by relative path, or None (inline, or no chart)."""
+    """Return the plotly.js file name a page loads by relative path, or None (inline, or no chart)."""
     try:
         with open(page, "rb") as f:
             head = f.read(_HEAD_BYTES).decode("utf-8", "replace")
@@ -95,7 +95,7 @@ def referenced(page: Path) -> str | None:
 
 
 def link_referenced(root: Path, pages: list[Path]) -> list[str]:
-    """Link_referenced gives the result folder root every plotly.js version its pages load; it returns what it could not.
+    """Give the result folder root every plotly.js version its pages load; it returns what it could not.
 
     The installed plotly's version is written; another one root lacks
     (pages of a test linked from an older result folder) is hard-linked,

@@ -37,12 +37,12 @@ from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
 
 def label(flow: str, labels: Mapping[str, str]) -> str:
-    """Label returns a flow's display name."""
+    """Return a flow's display name."""
     return labels.get(flow, flow)
 
 
 def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
-    """Timeseries_figure is goodput per stream flow (left axis) and delay per packet flow (right axis).
+    """Return goodput per stream flow (left axis) and delay per packet flow (right axis).
 
     An axis is there only for series it has: without goodput points the
     delay takes the left axis, without delay points there is no right axis,
@@ -92,7 +92,7 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
 
 
 def clock_note(a: Analysis, delay: str = "rtt") -> str:
-    """Clock_note says which one-way delays drawn cross hosts, and how far their clocks can be trusted.
+    """Say which one-way delays drawn cross hosts, and how far their clocks can be trusted.
 
     Empty when none does. A one-way delay is drawn for every packet flow
     with ``delay: owd``, else for those without echo replies; between hosts it
@@ -112,7 +112,7 @@ def clock_note(a: Analysis, delay: str = "rtt") -> str:
 
 
 def fct_figure(a: Analysis, spec: ChartsFCT) -> go.Figure:
-    """Fct_figure is FCT against length (kB, log axis), one series per FlowSeries pattern."""
+    """Return FCT against length (kB, log axis), one series per FlowSeries pattern."""
     fig = go.Figure()
     for name, group in fct_groups(a.flows, spec):
         fig.add_trace(
@@ -138,7 +138,7 @@ def fct_figure(a: Analysis, spec: ChartsFCT) -> go.Figure:
 
 
 def fct_groups(flows: pd.DataFrame, spec: ChartsFCT) -> list[tuple[str, pd.DataFrame]]:
-    """Fct_groups splits the completed stream flows into the chart's series."""
+    """Split the completed stream flows into the chart's series."""
     done = flows[(flows["kind"] == "stream") & flows["fct_s"].notna()]
     if not spec.series:
         return [("flows", done)] if len(done) else []
@@ -160,7 +160,7 @@ def write_figure(
     draw_image: Any,
     root: Path | None = None,
 ) -> list[Path]:
-    """Write_figure writes the figure's page(s) and image(s) to the names in directory.
+    """Write the figure's page(s) and image(s) to the names in directory.
 
     A page loads plotly.js from the result folder ``root`` (default: the
     page's folder) by relative path; the script is written there if missing.
@@ -192,7 +192,7 @@ def _write_new(path: Path, data: bytes) -> None:
 def charts_time_series(
     a: Analysis, spec: ChartsTimeSeries, directory: Path, subtitle: str = "", root: Path | None = None
 ) -> go.Figure | None:
-    """Charts_time_series writes the time series page and image; returns the figure.
+    """Write the time series page and image; returns the figure.
 
     None, and nothing written, when there is nothing to draw (no goodput
     and no delay point). ``root`` is the result folder (see write_figure).
@@ -211,7 +211,7 @@ def charts_time_series(
 def charts_fct(
     a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "", root: Path | None = None
 ) -> go.Figure | None:
-    """Charts_fct writes the FCT page and image; returns the figure.
+    """Write the FCT page and image; returns the figure.
 
     None, and nothing written, without a flow to draw: FCT is known only for
     length-limited flows that completed (see FLOW_COLUMNS' fct_s), so a test

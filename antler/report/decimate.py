@@ -17,7 +17,7 @@ from antler.report.analyze.columnar import is_sorted, run_starts
 
 
 def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
-    """Decimate returns the indices to draw: all, or each time bucket's min and max.
+    """Return the indices to draw: all, or each time bucket's min and max.
 
     The time span is cut into ``max_points // 2`` equal buckets and each
     bucket keeps the first row of its minimum and of its maximum (ascending
@@ -55,7 +55,7 @@ def decimate(t: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def flow_points(df: pd.DataFrame, value: str, max_points: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Flow_points splits a series frame into (flow, t, y) per flow, in time order, decimated to max_points.
+    """Split a series frame into (flow, t, y) per flow, in time order, decimated to max_points.
 
     Works on the categorical flow codes (analysis hands the series sorted by
     flow, then time): no per-flow pandas group objects over millions of rows.

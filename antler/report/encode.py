@@ -12,7 +12,7 @@ CHUNK = 1 << 20
 
 
 def encode_file(src: Path, extension: str, level: int | None = None, destructive: bool = False) -> Path | None:
-    """Encode_file writes src + extension; returns it, or None when it exists already.
+    """Write src + extension; returns it, or None when it exists already.
 
     The encoded file is written under a temporary name and renamed when
     complete, so an interrupted encode never leaves a truncated file behind
@@ -35,7 +35,7 @@ def encode_file(src: Path, extension: str, level: int | None = None, destructive
 def encode(
     directory: Path, patterns: tuple[str, ...], extension: str, level: int | None, destructive: bool
 ) -> list[Path]:
-    """Encode encodes every file in directory matching one of the glob patterns."""
+    """Encode every file in directory matching one of the glob patterns."""
     done = []
     for pattern in patterns:
         for src in sorted(directory.glob(pattern)):

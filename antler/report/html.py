@@ -90,7 +90,7 @@ TABLE_COLUMNS = {
 
 
 def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
-    """Flow_table renders per-flow metrics as an HTML table, leaving out columns no flow has."""
+    """Render per-flow metrics as an HTML table, leaving out columns no flow has."""
     if flows.empty:
         return "<p>No flows.</p>"
     df = flows[[c for c in TABLE_COLUMNS if c in flows.columns]].copy()
@@ -117,7 +117,7 @@ def _cell(v: Any) -> str:
 
 
 def page(title: str, body: str, subtitle: str = "", head: str = "") -> str:
-    """Page returns a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag)."""
+    """Return a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag)."""
     sub = f'<p class="id">{html.escape(subtitle)}</p>' if subtitle else ""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
@@ -127,7 +127,7 @@ def page(title: str, body: str, subtitle: str = "", head: str = "") -> str:
 
 
 def figure_div(fig: Any) -> str:
-    """Figure_div returns a plotly figure as an HTML fragment; the page loads plotly.js itself (see page's head)."""
+    """Return a plotly figure as an HTML fragment; the page loads plotly.js itself (see page's head)."""
     return str(
         fig.to_html(
             full_html=False,
@@ -175,7 +175,7 @@ stay last in both directions; rows that compare equal keep their order.
 
 
 def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[str] | None = None) -> str:
-    """Sortable_table renders rows under the headings columns as a table SORT_JS sorts.
+    """Render rows under the headings columns as a table SORT_JS sorts.
 
     A float cell is shown as the flow table shows it and sorts by its value
     (NaN: blank, last); other cells sort as text. HTML in a cell is escaped,
@@ -200,4 +200,4 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
 
 
 class Markup(str):
-    """Markup is text that is HTML already (a link), put into a table cell as it is."""
+    """Text that is HTML already (a link), put into a table cell as it is."""

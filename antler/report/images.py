@@ -51,7 +51,7 @@ def _fit(m: Any, ax: Any, twin: Any = None, legend: Any = None) -> None:
     rc: Any = mpl.rcParams
 
     def extent(strings: list[str], size: str) -> tuple[float, float]:
-        """Extent is the widest and the tallest of the strings, in points."""
+        """Return the widest and the tallest of the strings, in points."""
         prop = FontProperties(size=rc[size])
         w = h = 0.0
         for s in filter(None, strings):
@@ -91,7 +91,7 @@ def _fit(m: Any, ax: Any, twin: Any = None, legend: Any = None) -> None:
 
 
 def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
-    """Matplotlib_timeseries draws the plotly figure's traces as a static image (no pyplot, no GUI)."""
+    """Draw the plotly figure's traces as a static image (no pyplot, no GUI)."""
     import matplotlib as mpl
 
     with mpl.rc_context(cast(Any, dict(rc))):
@@ -132,7 +132,7 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
 
 
 def matplotlib_fct(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> None:
-    """Matplotlib_fct draws the plotly FCT figure as a static image: log length axis with plain numbers."""
+    """Draw the plotly FCT figure as a static image: log length axis with plain numbers."""
     import matplotlib as mpl
     from matplotlib.ticker import FuncFormatter, NullFormatter
 

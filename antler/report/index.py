@@ -42,7 +42,7 @@ SUMMARY_METRICS = ("goodput_mbps", "fct_s", "rtt_ms_median", "rtt_ms_p99", "loss
 def compare_figures(
     summaries: list[TestSummary], spec: IndexSpec, keys: list[str]
 ) -> tuple[list[go.Figure], list[str]]:
-    """Compare_figures charts each of ``spec.compare`` against the swept key; it returns the figures and notes.
+    """Chart each of ``spec.compare`` against the swept key; it returns the figures and notes.
 
     No figure for a single test or nothing swept; a metric no matched flow
     has gets a note instead of an empty chart.
@@ -61,7 +61,7 @@ def compare_figures(
 
 
 def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str], metric: str) -> go.Figure | None:
-    """Compare_figure charts one flow metric against the swept key x, one line per flow and value of the other keys.
+    """Chart one flow metric against the swept key x, one line per flow and value of the other keys.
 
     The x key is :func:`x_key`'s. A point of a test that did not pass is a
     cross, its status in the hover text. None when no flow has the metric.
@@ -118,7 +118,7 @@ def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str
 
 
 def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: Path) -> str:
-    """Summary_table is the sortable table of every test and flow (a test without flows is one row)."""
+    """Return the sortable table of every test and flow (a test without flows is one row)."""
     columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "first error"]
     rows: list[list[Any]] = []
     classes = []
@@ -157,7 +157,7 @@ def _href(path: Path, result_dir: Path) -> str:
 
 
 def card_html(s: TestSummary, result_dir: Path) -> str:
-    """Card_html is a test's image (its time series, linking to the page), ID, status, swept values, charts and files."""
+    """Return a test's image (its time series, linking to the page), ID, status, swept values, chart and files."""
     series = next((c for c in s.charts if c.image is not None and c.name != "fct"), None)
     series = series or next((c for c in s.charts if c.image is not None), None)
     if series is not None and series.image is not None:
@@ -201,7 +201,7 @@ def _why_no_chart(s: TestSummary) -> str:
 
 
 def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None = None) -> tuple[str, list[go.Figure]]:
-    """Comparison_page returns the comparison page of results (see the module) and its charts.
+    """Return the comparison page of results (see the module) and its charts.
 
     ``notes`` are sentences shown at the top (a plotly.js a linked page needs
     and that could not be found).
@@ -245,12 +245,12 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
 
 
 def index_html(result_dir: Path, spec: IndexSpec) -> tuple[str, list[go.Figure]]:
-    """Index_html returns the comparison page of a result folder and its charts (see comparison_page)."""
+    """Return the comparison page of a result folder and its charts (see comparison_page)."""
     return comparison_page(load(result_dir), spec)
 
 
 def write_index(result_dir: Path, spec: IndexSpec, name: str = "index.html") -> Path:
-    """Write_index writes the result folder's comparison page, and the plotly.js its pages load.
+    """Write the result folder's comparison page, and the plotly.js its pages load.
 
     Pages of tests linked from an older result folder may load another
     plotly.js version: it is linked in from there (see

@@ -11,7 +11,7 @@ from antler.results.tables import TestResult
 
 
 def log_lines(test: TestResult) -> list[str]:
-    """Log_lines returns the test's log entries and errors as text lines, sorted by time."""
+    """Return the test's log entries and errors as text lines, sorted by time."""
     log = test["log"]
     errors = test["errors"]
     frames = []
@@ -38,7 +38,7 @@ def log_lines(test: TestResult) -> list[str]:
 
 
 def emit_log(test: TestResult, to: tuple[str, ...]) -> list[Path]:
-    """Emit_log writes the sorted log to each destination ("-" is stdout); existing files are kept."""
+    """Write the sorted log to each destination ("-" is stdout); existing files are kept."""
     lines = log_lines(test)
     written = []
     for name in to:

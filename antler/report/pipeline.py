@@ -20,7 +20,7 @@ from antler.results.tables import TestResult
 
 
 class AfterRun:
-    """AfterRun runs one test's after pipeline, keeping the analysis for the charts that follow it.
+    """Runs one test's after pipeline, keeping the analysis for the charts that follow it.
 
     ``root`` is the result folder holding the test, where the chart pages
     find plotly.js; by default the folder above the test's stored path
@@ -36,7 +36,7 @@ class AfterRun:
         self.written: list[Path] = []
 
     def run(self, after: After) -> list[str]:
-        """Run executes every step; a failing step is reported and the rest still run."""
+        """Execute every step; a failing step is reported and the rest still run."""
         for step in after.steps():
             name, cfg = step.step()
             try:
@@ -122,7 +122,7 @@ class AfterRun:
 
 
 def run_after(directory: Path, after: After, out: TextIO = sys.stdout, root: Path | None = None) -> list[str]:
-    """Run_after runs the after pipeline on a stored test; returns the error messages of failed steps.
+    """Run the after pipeline on a stored test; returns the error messages of failed steps.
 
     ``root`` is the result folder holding the test (default: found from the
     test's stored path, see AfterRun).
@@ -131,13 +131,13 @@ def run_after(directory: Path, after: After, out: TextIO = sys.stdout, root: Pat
 
 
 def after_of(meta: dict[str, Any]) -> After:
-    """After_of returns the after pipeline stored in a test's meta.json config (defaults if none)."""
+    """Return the after pipeline stored in a test's meta.json config (defaults if none)."""
     test = (meta.get("config") or {}).get("test") or {}
     return parse(After, test.get("after"), "test.after")
 
 
 def report_outputs(after: After) -> set[str]:
-    """Report_outputs lists the file names (and name patterns) the after pipeline writes."""
+    """List the file names (and name patterns) the after pipeline writes."""
     names: set[str] = set()
     for step in after.steps():
         name, cfg = step.step()
@@ -151,5 +151,5 @@ def report_outputs(after: After) -> set[str]:
 
 
 def report_output(rel: Path, outputs: set[str]) -> bool:
-    """Report_output tells whether a test folder's file (path relative to it) is one of outputs (names or patterns)."""
+    """Tell whether a test folder's file (path relative to it) is one of outputs (names or patterns)."""
     return any(fnmatch(rel.as_posix(), pat) for pat in outputs)

@@ -16,7 +16,7 @@ from antler.results.tables import load
 
 
 def report(src: Path, root: Path, out: TextIO | None = None) -> Path:
-    """Report re-runs the after reports of the result folder src into a new folder under root; it returns that folder.
+    """Re-run the after reports of the result folder src into a new folder under root; it returns that folder.
 
     The source is never modified: its data files are hard-linked (or copied)
     into the new folder, leaving out what the after pipeline produces, which

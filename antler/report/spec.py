@@ -23,7 +23,7 @@ from antler.results.codec import ENCODED
 
 @dataclass(frozen=True)
 class Analyze:
-    """Analyze computes per-flow metrics into ``to`` and the series the charts use.
+    """Computes per-flow metrics into ``to`` and the series the charts use.
 
     ``interval`` is the goodput interval of the time series.
     """
@@ -34,7 +34,7 @@ class Analyze:
 
 @dataclass(frozen=True)
 class EmitLog:
-    """EmitLog writes the test's log entries and errors, sorted by time, to each of ``to`` ("-" is stdout).
+    """Writes the test's log entries and errors, sorted by time, to each of ``to`` ("-" is stdout).
 
     A file that exists already (the writer's own log.txt) is left as it is.
     """
@@ -44,20 +44,20 @@ class EmitLog:
 
 @dataclass(frozen=True)
 class EmitSysInfo:
-    """EmitSysInfo renders each node's system information as an HTML page; ``{node}`` is its ID."""
+    """Renders each node's system information as an HTML page; ``{node}`` is its ID."""
 
     to: str = "sysinfo_{node}.html"
 
 
 @dataclass(frozen=True)
 class FlowSeries:
-    """FlowSeries groups the flows whose ID matches ``pattern`` (a Python regex) into series ``name``."""
+    """Groups the flows whose ID matches ``pattern`` (a Python regex) into series ``name``."""
 
     pattern: str = ""
     name: str = ""
 
     def validate(self) -> None:
-        """Validate raises ValueError for a missing pattern or name, or a pattern that does not compile."""
+        """Raise ValueError for a missing pattern or name, or a pattern that does not compile."""
         if not self.pattern or not self.name:
             raise ValueError("a flow series needs a pattern and a name")
         check_regex("pattern", self.pattern)
@@ -65,7 +65,7 @@ class FlowSeries:
 
 @dataclass(frozen=True)
 class ChartsTimeSeries:
-    """ChartsTimeSeries draws goodput (left axis) and delay (right axis) against time.
+    """Draws goodput (left axis) and delay (right axis) against time.
 
     ``to`` lists outputs: ``.html`` pages (interactive, plotly.js inline) and
     ``.png``/``.svg``/``.pdf`` images (matplotlib). ``delay`` is ``rtt`` or
@@ -84,14 +84,14 @@ class ChartsTimeSeries:
     max_points: int = 20_000
 
     def validate(self) -> None:
-        """Validate raises ValueError for a delay kind other than rtt or owd."""
+        """Raise ValueError for a delay kind other than rtt or owd."""
         if self.delay not in ("rtt", "owd"):
             raise ValueError(f"delay must be rtt or owd, not {self.delay!r}")
 
 
 @dataclass(frozen=True)
 class ChartsFCT:
-    """ChartsFCT draws flow completion time against length (log axis), one series per FlowSeries.
+    """Draws flow completion time against length (log axis), one series per FlowSeries.
 
     Without ``series`` every stream flow is one series; with it, flows matching
     none of the patterns are left out.
@@ -107,7 +107,7 @@ class ChartsFCT:
 
 @dataclass(frozen=True)
 class Encode:
-    """Encode compresses the files matching ``file`` (globs) to ``extension`` (.zst, .gz or .xz).
+    """Compresses the files matching ``file`` (globs) to ``extension`` (.zst, .gz or .xz).
 
     With ``destructive`` the original is removed once its encoded copy is
     complete. An encoded file that exists already is never overwritten.
@@ -119,14 +119,14 @@ class Encode:
     level: int | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError for an extension without a codec."""
+        """Raise ValueError for an extension without a codec."""
         if self.extension not in ENCODED:
             raise ValueError(f"extension must be one of {', '.join(ENCODED)}, not {self.extension!r}")
 
 
 @dataclass(frozen=True)
 class Report:
-    """Report is one step of the after pipeline: exactly one field set."""
+    """One step of the after pipeline: exactly one field set."""
 
     analyze: Analyze | None = None
     emit_log: EmitLog | None = None
@@ -136,14 +136,14 @@ class Report:
     encode: Encode | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError unless exactly one report is set."""
+        """Raise ValueError unless exactly one report is set."""
         set_ = set_fields(self)
         if len(set_) != 1:
             choices = ", ".join(f.name for f in fields(Report))
             raise ValueError(f"a report step has exactly one of {choices}; found {', '.join(set_) or 'none'}")
 
     def step(self) -> tuple[str, Any]:
-        """Step returns the report's name and config."""
+        """Return the report's name and config."""
         name = set_fields(self)[0]
         return name, getattr(self, name)
 
@@ -162,19 +162,19 @@ DEFAULT_AFTER: tuple[Report, ...] = (
 
 @dataclass(frozen=True)
 class After:
-    """After is the pipeline run from the stored data when a test ends, and by ``antler-ray report``."""
+    """The pipeline run from the stored data when a test ends, and by ``antler-ray report``."""
 
     default: tuple[Report, ...] = DEFAULT_AFTER
     report: tuple[Report, ...] = ()
 
     def steps(self) -> tuple[Report, ...]:
-        """Steps lists the reports in the order they run."""
+        """List the reports in the order they run."""
         return self.default + self.report
 
 
 @dataclass(frozen=True)
 class During:
-    """During is what happens to items while the test runs (antler's DuringDefault: save files, log to stdout).
+    """What happens to items while the test runs (antler's DuringDefault: save files, log to stdout).
 
     ``save_files`` stores FileData in the test folder; ``emit_log`` lists where
     log entries and errors go as they arrive: "-" is the terminal, any other
@@ -187,7 +187,7 @@ class During:
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """IndexSpec configures index.html of a result folder, the comparison page (the ``index`` key of the config).
+    """Configures index.html of a result folder, the comparison page (the ``index`` key of the config).
 
     ``compare`` lists the flow metrics (flows.parquet columns, see
     antler.report.analyze.FLOW_COLUMNS) each charted against the swept ID
@@ -206,7 +206,7 @@ class IndexSpec:
     flow: str = ".*"
 
     def validate(self) -> None:
-        """Validate raises ValueError for an empty metric name, or if ``flow`` does not compile as a regex."""
+        """Raise ValueError for an empty metric name, or if ``flow`` does not compile as a regex."""
         if any(not m for m in self.compare):
             raise ValueError(f"compare names flows.parquet columns; got {list(self.compare)!r}")
         check_regex("flow", self.flow)

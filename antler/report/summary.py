@@ -25,7 +25,7 @@ _BROWSER_IMAGES = (".png", ".svg")
 
 
 def varying_keys(results: Results) -> list[str]:
-    """Varying_keys lists the test ID keys whose values differ between tests, in ID order."""
+    """List the test ID keys whose values differ between tests, in ID order."""
     values: dict[str, set[str]] = {}
     for test in results.values():
         for k, v in test.id.items():
@@ -34,13 +34,13 @@ def varying_keys(results: Results) -> list[str]:
 
 
 def sort_key(value: str) -> tuple[int, float, str]:
-    """Sort_key orders swept values by their leading number (10ms, 40ms, 100ms), else as text after the numbers."""
+    """Order swept values by their leading number (10ms, 40ms, 100ms), else as text after the numbers."""
     m = _NUMBER.match(value)
     return (0, float(m.group()), value) if m else (1, 0.0, value)
 
 
 def flows_of(test: TestResult) -> pd.DataFrame:
-    """Flows_of returns a test's flows.parquet, or analyses the test when there is none.
+    """Return a test's flows.parquet, or analyses the test when there is none.
 
     Raises what analysis raises for tables it cannot read (see antler.report.analyze.analyze).
     """
@@ -53,12 +53,12 @@ def flows_of(test: TestResult) -> pd.DataFrame:
 
 
 def group_key(keys: list[str], spec: IndexSpec) -> str:
-    """Group_key is the ID key the index groups tests by: ``spec.group_by``, else the first varying key."""
+    """Return the ID key the index groups tests by: ``spec.group_by``, else the first varying key."""
     return spec.group_by or (keys[0] if keys else "")
 
 
 def x_key(keys: list[str], spec: IndexSpec) -> str:
-    """X_key is the ID key the charts' x axis sweeps: ``spec.x``, else the first varying key not grouped by.
+    """Return the ID key the charts' x axis sweeps: ``spec.x``, else the first varying key not grouped by.
 
     With one varying key it is that key, so a two-key sweep draws a line per
     flow and group value across the other key, not single dots.
@@ -69,7 +69,7 @@ def x_key(keys: list[str], spec: IndexSpec) -> str:
 
 @dataclass(frozen=True)
 class Chart:
-    """Chart is a chart a test's reports made: its page and its image (paths in the test folder), either may be None."""
+    """A chart a test's reports made: its page and its image (paths in the test folder), either may be None."""
 
     name: str
     page: Path | None
@@ -78,7 +78,7 @@ class Chart:
 
 @dataclass
 class TestSummary:
-    """TestSummary is what the comparison page shows of one test.
+    """What the comparison page shows of one test.
 
     ``flows`` is its flows table (None when it could not be read or made:
     ``problem`` says why); ``first_error`` the message of its first error
@@ -97,12 +97,12 @@ class TestSummary:
 
     @property
     def ok(self) -> bool:
-        """Ok tells whether the test passed."""
+        """Whether the test passed."""
         return self.status == "ok"
 
 
 def summarize(test: TestResult, key: str) -> TestSummary:
-    """Summarize reads what the page shows of one test: its flows, status, first error and charts."""
+    """Read what the page shows of one test: its flows, status, first error and chart."""
     flows: pd.DataFrame | None = None
     problem = ""
     try:
@@ -121,7 +121,7 @@ def summarize(test: TestResult, key: str) -> TestSummary:
 
 
 def first_error(test: TestResult) -> str:
-    """First_error is a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
+    """Return a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
     try:
         errors = test.arrow("errors").sort_by("time").slice(0, 1).to_pylist()
     except Exception as e:  # an unreadable errors table is itself the first thing to say
@@ -134,7 +134,7 @@ def first_error(test: TestResult) -> str:
 
 
 def charts_of(test: TestResult) -> list[Chart]:
-    """Charts_of lists the charts a test's after reports made (those whose page or image is in its folder)."""
+    """List the charts a test's after reports made (those whose page or image is in its folder)."""
     from antler.report.pipeline import after_of
     from antler.report.spec import After
 

@@ -25,7 +25,7 @@ SECTIONS = {
 
 
 def sysinfo_html(node_id: str, data: dict[str, Any]) -> str:
-    """Sysinfo_html renders one node's system information as a page."""
+    """Render one node's system information as a page."""
     parts = []
     keys = [k for k in SECTIONS if k in data] + sorted(k for k in data if k not in SECTIONS)
     for key in keys:
@@ -49,7 +49,7 @@ def sysinfo_html(node_id: str, data: dict[str, Any]) -> str:
 
 
 def emit_sysinfo(directory: Path, to: str) -> list[Path]:
-    """Emit_sysinfo renders every ``sysinfo_<node>.json`` in directory to the name pattern ``to``."""
+    """Render every ``sysinfo_<node>.json`` in directory to the name pattern ``to``."""
     written = []
     for src in sorted(directory.glob("sysinfo_*.json")):
         node_id = src.stem.removeprefix("sysinfo_")

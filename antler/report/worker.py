@@ -35,7 +35,7 @@ NICE = 19
 
 
 class ReportWorker:
-    """ReportWorker runs after pipelines in its worker process, one at a time; ``close`` waits for them."""
+    """Runs after pipelines in its worker process, one at a time; ``close`` waits for them."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -43,7 +43,7 @@ class ReportWorker:
 
     @classmethod
     async def start(cls) -> ReportWorker:
-        """Start starts the worker process."""
+        """Start the worker process."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -55,7 +55,7 @@ class ReportWorker:
         return cls(proc)
 
     async def run_after(self, directory: Path, after: Any, out: TextIO) -> list[str]:
-        """Run_after runs a test's after pipeline in the worker, copies what it printed to out, and returns its errors.
+        """Run a test's after pipeline in the worker, copy what it printed to out, and return its errors.
 
         ``after`` is the test's ``test.after`` config as plain data (as it
         parsed, so ``default: []`` stays empty). Raises RuntimeError when the
@@ -79,19 +79,19 @@ class ReportWorker:
         return list(answer["errors"])
 
     async def close(self) -> None:
-        """Close tells the worker to end once its reports are done; ``wait`` waits for it."""
+        """Tell the worker to end once its reports are done; ``wait`` waits for it."""
         async with self._lock:
             if self._proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._proc.stdin.close()
 
     async def wait(self) -> None:
-        """Wait waits for the worker to end (its interpreter's exit takes 0.7 s here: let it overlap other work)."""
+        """Wait for the worker to end (its interpreter's exit takes 0.7 s here: let it overlap other work)."""
         await self._proc.wait()
 
 
 def main() -> None:
-    """Main serves report requests from stdin until it closes."""
+    """Serve report requests from stdin until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(NICE)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")

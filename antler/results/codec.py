@@ -40,7 +40,7 @@ WRITERS: dict[str, Callable[[IO[bytes], int | None, int], Any]] = {
 
 
 def open_decoded(path: Path) -> IO[bytes]:
-    """Open_decoded opens an encoded file (by its extension) for reading its original bytes; others open as is."""
+    """Open an encoded file (by its extension) for reading its original bytes; others open as is."""
     if path.suffix == ".zst":
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
     if path.suffix == ".gz":

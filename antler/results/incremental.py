@@ -34,7 +34,7 @@ MAX_CHANGES_SHOWN = 3
 
 
 class Action(Enum):
-    """Action is what an invocation does with one test."""
+    """What an invocation does with one test."""
 
     RUN = "run"
     LINK = "link"
@@ -43,7 +43,7 @@ class Action(Enum):
 
 @dataclass(frozen=True)
 class Wanted:
-    """Wanted is one test the invocation asks for: its folder, ID and whole resolved config (plain data)."""
+    """One test the invocation asks for: its folder, ID and whole resolved config (plain data)."""
 
     path: str
     test_id: Mapping[str, str]
@@ -52,7 +52,7 @@ class Wanted:
 
 @dataclass(frozen=True)
 class Decision:
-    """Decision is what happens to one test, and why.
+    """What happens to one test, and why.
 
     ``source`` is the prior test folder a linked test comes from. With
     ``keep_config`` (a test the filter left out) the linked test keeps its
@@ -70,29 +70,29 @@ class Decision:
     rerun_reports: bool = False
 
     def line(self) -> str:
-        """Line is the decision as the command prints it: ``run  ID: reason``."""
+        """Return the decision as the command prints it: ``run  ID: reason``."""
         verb = {Action.RUN: "run ", Action.LINK: "link", Action.SKIP: "skip"}[self.action]
         return f"{verb} {id_text(self.test_id)}: {self.reason}"
 
 
 @dataclass
 class Plan:
-    """Plan is an invocation's decisions, in the order of its tests, and the prior folder they compare with."""
+    """An invocation's decisions, in the order of its tests, and the prior folder they compare with."""
 
     prior: Path | None
     decisions: list[Decision] = field(default_factory=list)
 
     def of(self, action: Action) -> list[Decision]:
-        """Of returns the decisions with one action."""
+        """Return the decisions with one action."""
         return [d for d in self.decisions if d.action is action]
 
     @property
     def nothing_to_do(self) -> bool:
-        """Nothing_to_do is true when no test runs and no linked test's reports change: no folder is made then."""
+        """True when no test runs and no linked test's reports change: no folder is made then."""
         return not self.of(Action.RUN) and not any(d.rerun_reports for d in self.of(Action.LINK))
 
     def moved(self, old: Path, new: Path) -> Plan:
-        """Moved returns the plan with sources under folder old found under new (a recovered in-progress)."""
+        """Return the plan with sources under folder old found under new (a recovered in-progress)."""
         decisions = []
         for d in self.decisions:
             if d.source is not None and d.source.is_relative_to(old):
@@ -101,7 +101,7 @@ class Plan:
         return Plan(new if self.prior == old else self.prior, decisions)
 
     def summary(self) -> str:
-        """Summary counts the decisions: ``2 to run, 1 to link, 0 skipped``."""
+        """Count the decisions: ``2 to run, 1 to link, 0 skipped``."""
         return (
             f"{len(self.of(Action.RUN))} to run, {len(self.of(Action.LINK))} to link"
             + (f", {len(self.of(Action.SKIP))} skipped" if self.of(Action.SKIP) else "")
@@ -110,7 +110,7 @@ class Plan:
 
 
 def prior_folder(root: Path) -> Path | None:
-    """Prior_folder is the result folder an invocation compares with: a killed run's in-progress, else latest.
+    """Return the result folder an invocation compares with: a killed run's in-progress, else latest.
 
     An in-progress folder whose writer is alive is not a prior result (the
     invocation will refuse to start beside it); None when there is neither.
@@ -125,7 +125,7 @@ def prior_folder(root: Path) -> Path | None:
 
 
 def prior_tests(folder: Path | None) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Prior_tests maps each test folder under folder (relative path) to its directory and meta.json."""
+    """Map each test folder under folder (relative path) to its directory and meta.json."""
     if folder is None or not folder.is_dir():
         return {}
     found: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -142,7 +142,7 @@ def prior_tests(folder: Path | None) -> dict[str, tuple[Path, dict[str, Any]]]:
 
 
 def plan(wanted: list[Wanted], root: Path, run_all: bool = False, selected: IdFilter | None = None) -> Plan:
-    """Plan decides, for each wanted test, whether to run it, link it from the prior folder, or skip it."""
+    """Decide, for each wanted test, whether to run it, link it from the prior folder, or skip it."""
     prior = prior_folder(root)
     tests = prior_tests(prior)
     where = prior.name if prior is not None else ""
@@ -192,7 +192,7 @@ def _incremental(w: Wanted, found: tuple[Path, dict[str, Any]] | None, where: st
 
 
 def config_changes(old: Any, new: Any, path: str) -> list[str]:
-    """Config_changes lists the paths where two plain configs differ (``test.run.serial[1].sleep``), in order."""
+    """List the paths where two plain configs differ (``test.run.serial[1].sleep``), in order."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for k in [*old, *(k for k in new if k not in old)]:

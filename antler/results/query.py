@@ -29,7 +29,7 @@ from antler.results.tables import TestResult, id_columns, load
 
 
 def dataset(path: str | Path, table: str) -> ds.Dataset:
-    """Dataset returns one table (``flows``, ``packet_io``, ...) of every test under path as a pyarrow dataset.
+    """Return one table (``flows``, ``packet_io``, ...) of every test under path as a pyarrow dataset.
 
     Columns: ``test`` (the test's folder in the result folder), the table's
     columns (the union over tests: a column a test's file lacks is null

@@ -11,7 +11,7 @@ from antler.results.store import ResultsError
 
 
 def make_server(root: Path, bind: str = "127.0.0.1", port: int = 8080) -> http.server.ThreadingHTTPServer:
-    """Make_server returns an HTTP server for the results folder root, bound but not yet serving.
+    """Return an HTTP server for the results folder root, bound but not yet serving.
 
     Raises ResultsError when root is not a folder, OSError when the address cannot be bound.
     """

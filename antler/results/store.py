@@ -57,15 +57,15 @@ DEPENDENCIES = ("ray", "pyarrow", "pandas", "pyroute2", "paramiko", "hydra-core"
 
 
 class ResultsError(Exception):
-    """ResultsError is a result folder that cannot be written as asked."""
+    """A result folder that cannot be written as asked."""
 
 
 class FormatError(ResultsError):
-    """FormatError is a result folder this code cannot read."""
+    """A result folder this code cannot read."""
 
 
 def versions() -> dict[str, str]:
-    """Versions returns the versions of this package, Python and the dependencies."""
+    """Return the versions of this package, Python and the dependencies."""
     out = {"python": platform.python_version()}
     for name in ("antler-ray", *DEPENDENCIES):
         try:
@@ -76,13 +76,13 @@ def versions() -> dict[str, str]:
 
 
 def host_facts() -> dict[str, str]:
-    """Host_facts returns the kernel and host of the machine writing the results."""
+    """Return the kernel and host of the machine writing the results."""
     u = platform.uname()
     return {"hostname": u.node, "kernel": f"{u.system} {u.release}", "kernel_version": u.version, "machine": u.machine}
 
 
 class Invocation:
-    """Invocation is one run of the command: ``in-progress/`` until finish moves it."""
+    """One run of the command: ``in-progress/`` until finish moves it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -91,7 +91,7 @@ class Invocation:
         self.final: Path | None = None
 
     def begin(self) -> Path | None:
-        """Begin creates in-progress, recovering one left by a dead process; it returns where that one went.
+        """Create in-progress, recovering one left by a dead process; it returns where that one went.
 
         Raises ResultsError when a live process is writing in-progress.
         """
@@ -112,7 +112,7 @@ class Invocation:
         return recovered
 
     def test_dir(self, sub: str) -> Path:
-        """Test_dir creates and returns a new test folder, raising ResultsError if it exists (nothing is overwritten)."""
+        """Create and return a new test folder, raising ResultsError if it exists (nothing is overwritten)."""
         d = self.dir / sub
         if d.exists():
             raise ResultsError(f"test folder {sub!r} already exists: two tests have the same ID or path")
@@ -120,7 +120,7 @@ class Invocation:
         return d
 
     def finish(self) -> Path:
-        """Finish moves in-progress to its UTC time stamp and points latest at it."""
+        """Move in-progress to its UTC time stamp and point latest at it."""
         (self.dir / ".pid").unlink(missing_ok=True)
         self.final = self._move(self.dir, self.started.strftime(STAMP_FORMAT))
         point_latest(self.root, self.final.name)
@@ -150,7 +150,7 @@ def _mark_killed(directory: Path) -> None:
 
 
 def owner(directory: Path) -> int | None:
-    """Owner is the PID of the live process writing an in-progress folder, or None if its writer is gone.
+    """Return the PID of the live process writing an in-progress folder, or None if its writer is gone.
 
     A writer killed a moment ago (a zombie, or a process of that PID started
     since) counts as gone.
@@ -168,7 +168,7 @@ def owner(directory: Path) -> int | None:
 
 
 def point_latest(root: Path, name: str) -> None:
-    """Point_latest makes ``root/latest`` a link to the result folder name, atomically."""
+    """Make ``root/latest`` a link to the result folder name, atomically."""
     tmp = root / f".{LATEST}.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(name)
@@ -176,14 +176,14 @@ def point_latest(root: Path, name: str) -> None:
 
 
 def result_folders(root: Path) -> list[Path]:
-    """Result_folders lists the invocation folders under root, oldest first (their names sort by time)."""
+    """List the invocation folders under root, oldest first (their names sort by time)."""
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
 
 def remove(root: Path, name: str, dry_run: bool = False) -> list[str]:
-    """Remove deletes the result folder root/name and repoints latest; it returns what it did (or would do).
+    """Delete the result folder root/name and repoints latest; it returns what it did (or would do).
 
     Raises ResultsError for a name that is not a result folder, or an
     in-progress folder whose writer is alive.
@@ -222,7 +222,7 @@ def remove(root: Path, name: str, dry_run: bool = False) -> list[str]:
 
 
 class TestWriter:
-    """TestWriter writes one test's items into its folder as they arrive.
+    """Writes one test's items into its folder as they arrive.
 
     ``write`` is thread-safe: it is the sink for every node of the test.
     """
@@ -238,7 +238,7 @@ class TestWriter:
         self.closed = False
 
     def write(self, item: Item) -> None:
-        """Write stores one item."""
+        """Store one item."""
         with self._lock:
             if isinstance(item, Batch):
                 self._stream(item.kind).write_batch(item.batch)
@@ -285,7 +285,7 @@ class TestWriter:
         self._last_flush = time.monotonic()
 
     def flush(self, timeout_s: float = -1) -> bool:
-        """Flush writes buffered rows to disk; it returns False if the writer stayed busy for timeout_s (-1: waits)."""
+        """Write buffered rows to disk; it returns False if the writer stayed busy for timeout_s (-1: waits)."""
         if not self._lock.acquire(timeout=timeout_s):
             return False
         try:
@@ -296,7 +296,7 @@ class TestWriter:
         return True
 
     def close(self) -> None:
-        """Close turns each table into Parquet and writes the time-sorted log.txt."""
+        """Turn each table into Parquet and write the time-sorted log.txt."""
         with self._lock:
             if self.closed:
                 return
@@ -335,7 +335,7 @@ class TestWriter:
 
 
 def read_arrows(path: Path) -> pa.Table:
-    """Read_arrows reads an Arrow IPC stream file up to its last whole batch."""
+    """Read an Arrow IPC stream file up to its last whole batch."""
     batches = []
     schema = None
     with pa.OSFile(str(path), "rb") as f:
@@ -356,7 +356,7 @@ def read_arrows(path: Path) -> pa.Table:
 
 
 def link_tree(src: Path, dst: Path, leave_out: Callable[[Path], bool] = lambda rel: False) -> int:
-    """Link_tree hard-links a test folder's files into dst (made as needed); it returns how many it linked.
+    """Hard-link a test folder's files into dst (made as needed); it returns how many it linked.
 
     Left out: dot files, meta.json (each folder writes its own), the folders
     of other tests nested in src, and the relative paths leave_out accepts.
@@ -381,7 +381,7 @@ def link_tree(src: Path, dst: Path, leave_out: Callable[[Path], bool] = lambda r
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
-    """Write_meta writes meta.json (replacing the test's own earlier meta.json)."""
+    """Write meta.json (replacing the test's own earlier meta.json)."""
     meta = {"format_version": RESULT_FORMAT_VERSION, **meta}
     tmp = directory / ".meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class TestResult:
-    """TestResult is one test's stored data: its meta and its tables.
+    """One test's stored data: its meta and its tables.
 
     Opening one raises FileNotFoundError without a meta.json, and FormatError
     for a result format newer than this code reads.
@@ -44,23 +44,23 @@ class TestResult:
 
     @property
     def id(self) -> dict[str, str]:
-        """Id is the test's ID map."""
+        """The test's ID map."""
         return dict(self.meta.get("test_id", {}))
 
     @property
     def id_text(self) -> str:
-        """Id_text is the test's ID as ``k=v k=v``."""
+        """The test's ID as ``k=v k=v``."""
         return id_text(self.id)
 
     def kinds(self) -> list[str]:
-        """Kinds lists the tables the test has."""
+        """List the tables the test has."""
         found = {p.name.split(".")[0] for p in self.path.glob("*.parquet")}
         found |= {p.name.split(".")[0] for p in self.path.glob("*.arrows")}
         found |= {p.name.split(".")[0] for p in self.path.glob("*.parquet.*") if p.suffix in ENCODED}
         return sorted(found)
 
     def arrow(self, kind: str) -> pa.Table:
-        """Arrow returns the table of one kind (empty with its schema when absent), upgraded to the current format.
+        """Return the table of one kind (empty with its schema when absent), upgraded to the current format.
 
         Raises KeyError for an unknown kind.
         """
@@ -94,7 +94,7 @@ class TestResult:
 
 
 class Results(Mapping[str, TestResult]):
-    """Results maps each test's folder (relative to the result folder) to its TestResult."""
+    """Maps each test's folder (relative to the result folder) to its TestResult."""
 
     def __init__(self, path: Path, tests: dict[str, TestResult]) -> None:
         self.path = path
@@ -110,7 +110,7 @@ class Results(Mapping[str, TestResult]):
         return len(self._tests)
 
     def concat(self, kind: str) -> pd.DataFrame:
-        """Concat returns one table of a kind across tests, with each test's ID keys as columns.
+        """Return one table of a kind across tests, with each test's ID keys as columns.
 
         The first column, ``test``, is the test's folder (this mapping's
         key); then the table's own columns; then one column per ID key,
@@ -139,13 +139,13 @@ class Results(Mapping[str, TestResult]):
 
 
 def id_columns(test_id: Mapping[str, str], columns: Iterable[str]) -> dict[str, str]:
-    """Id_columns names the column of each ID key beside a table's columns: the key, or ``id_<key>`` if taken."""
+    """Name the column of each ID key beside a table's columns: the key, or ``id_<key>`` if taken."""
     taken = set(columns)
     return {k: f"id_{k}" if k in taken else k for k in test_id}
 
 
 def load(path: str | Path) -> Results:
-    """Load opens a result folder (or one test's folder) for analysis.
+    """Open a result folder (or one test's folder) for analysis.
 
     Raises FileNotFoundError when nothing is at path, and FormatError for a
     test written in a result format newer than this code reads.
@@ -171,7 +171,7 @@ _FLOWS_TYPES = {"status": pa.string(), "error": pa.string()}
 
 
 def upgrade_table(kind: str, table: pa.Table, version: int) -> pa.Table:
-    """Upgrade_table returns a stored table of an older result format with the current format's columns.
+    """Return a stored table of an older result format with the current format's columns.
 
     Format 2 added packet_io's ``tos``: older results did not record it, so
     it is null there (never 0, which would read as "sent unmarked"); and
@@ -191,7 +191,7 @@ def upgrade_table(kind: str, table: pa.Table, version: int) -> pa.Table:
 
 
 def upgrade(meta: dict[str, Any]) -> dict[str, Any]:
-    """Upgrade returns meta from an older result format in the current shape."""
+    """Return meta from an older result format in the current shape."""
     version = int(meta.get("format_version", 0))
     if version < 1:
         # Format 0 (pre-release) named the ID "id"; format 1 calls it "test_id".

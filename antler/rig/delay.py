@@ -49,11 +49,11 @@ and under 1 ms at SCHED_FIFO 10, at 50 Mbit/s."""
 
 
 class Stop(Exception):
-    """Stop is raised by the signal handler to end the link's loop."""
+    """Raised by the signal handler to end the link's loop."""
 
 
 def is_running(dev: str) -> bool:
-    """Is_running reports whether the device exists and has carrier (a TUN device: a process attached)."""
+    """Report whether the device exists and has carrier (a TUN device: a process attached)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             res = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH", dev.encode(), 0))
@@ -64,7 +64,7 @@ def is_running(dev: str) -> bool:
 
 
 def wait_running(devs: list[str], timeout_s: float) -> list[str]:
-    """Wait_running waits until every device is running; it returns those that are not when time is up."""
+    """Wait until every device is running; it returns those that are not when time is up."""
     deadline = time.monotonic() + timeout_s
     while True:
         missing = [d for d in devs if not is_running(d)]
@@ -74,7 +74,7 @@ def wait_running(devs: list[str], timeout_s: float) -> list[str]:
 
 
 def holders(devs: list[str]) -> list[int]:
-    """Holders lists the processes in this network namespace with a TUN fd attached to one of devs.
+    """List the processes in this network namespace with a TUN fd attached to one of devs.
 
     The kernel shows a TUN fd's device in its fdinfo (``iff:\tNAME``). Only
     this namespace counts: other namespaces (other rigs on the same host) have
@@ -106,7 +106,7 @@ def holders(devs: list[str]) -> list[int]:
 
 
 def stop_holders(devs: list[str], timeout_s: float) -> list[int]:
-    """Stop_holders interrupts the delay links holding devs and waits for them; it returns those still running."""
+    """Interrupt the delay links holding devs and wait for them; it returns those still running."""
     pids = holders(devs)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -132,7 +132,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main is the command line: ``run`` the links, or ``wait`` until devices are attached."""
+    """Return the command line: ``run`` the links, or ``wait`` until devices are attached."""
     p = argparse.ArgumentParser(prog="python -m antler.rig.delay", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="hold packets on TUN links until SIGINT/SIGTERM")

@@ -49,12 +49,12 @@ LATENESS_EDGES_US = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class DelayError(Exception):
-    """DelayError is a link that could not be parsed or opened."""
+    """A link that could not be parsed or opened."""
 
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """LinkSpec is one delay link: its TUN device, one-way delay and random loss probability."""
+    """One delay link: its TUN device, one-way delay and random loss probability."""
 
     dev: str
     delay_ns: int
@@ -62,7 +62,7 @@ class LinkSpec:
 
     @classmethod
     def parse(cls, text: str) -> LinkSpec:
-        """Parse reads ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``, raising DelayError."""
+        """Read ``DEV:DELAY[:LOSS]``, e.g. ``d-fwd:10ms:1%`` or ``d-ret:10ms:0.01``, raising DelayError."""
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise DelayError(f"link {text!r} is not DEV:DELAY[:LOSS] (e.g. d-fwd:10ms:1%)")
@@ -78,7 +78,7 @@ class LinkSpec:
 
 
 def parse_loss(text: str) -> float:
-    """Parse_loss reads a loss probability as ``1%`` or ``0.01`` (antler.node.metric.Probability's rule).
+    """Read a loss probability as ``1%`` or ``0.01`` (antler.node.metric.Probability's rule).
 
     Raises DelayError for a bare number of 1 or more (``1`` reads two ways),
     a negative value or one above 100%.
@@ -91,7 +91,7 @@ def parse_loss(text: str) -> float:
 
 @dataclass
 class LinkStats:
-    """LinkStats counts what one link did: packets held, lost, overflowed and how late releases were."""
+    """Counts what one link did: packets held, lost, overflowed and how late releases were."""
 
     received: int = 0
     lost: int = 0
@@ -102,7 +102,7 @@ class LinkStats:
     late_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_EDGES_US) + 1))
 
     def text(self, spec: LinkSpec) -> str:
-        """Text is the stats as one log line."""
+        """Return the stats as one log line."""
         mean_us = self.late_sum_ns / self.released / 1000 if self.released else 0.0
         hist = " ".join(f"<{e}us:{n}" for e, n in zip((*LATENESS_EDGES_US, "inf"), self.late_hist, strict=True) if n)
         return (
@@ -113,7 +113,7 @@ class LinkStats:
 
 
 class Link:
-    """Link is an open delay link: the TUN fd, its FIFO of held packets and its stats."""
+    """An open delay link: the TUN fd, its FIFO of held packets and its stats."""
 
     def __init__(self, spec: LinkSpec, rng: random.Random, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         self.spec = spec
@@ -124,12 +124,12 @@ class Link:
         self.queue_limit = queue_limit
 
     def close(self) -> None:
-        """Close closes the TUN fd; packets still held are dropped with it."""
+        """Close the TUN fd; packets still held are dropped with it."""
         os.close(self.fd)
 
 
 def open_tun(dev: str) -> int:
-    """Open_tun attaches to the TUN device dev (creating a transient one if it does not exist), non-blocking.
+    """Attach to the TUN device dev (creating a transient one if it does not exist), non-blocking.
 
     Raises DelayError for an invalid device name or when the kernel refuses the device.
     """
@@ -145,7 +145,7 @@ def open_tun(dev: str) -> int:
 
 
 def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> None:
-    """Serve moves packets through the links until Stop is raised (or run_for_ns has passed)."""
+    """Move packets through the links until Stop is raised (or run_for_ns has passed)."""
     # Locals: this is the hot loop of the process.
     now_ns = time.monotonic_ns
     sel = select.select

@@ -57,7 +57,7 @@ DUMBBELL_NET = "10.77."
 
 @dataclass(frozen=True)
 class Dumbbell(path.Path):
-    """Dumbbell is the dumbbell rig's parameters, the ``rig`` key of an experiment's config.
+    """The dumbbell rig's parameters, the ``rig`` key of an experiment's config.
 
     Its defaults are written once, in the packaged ``conf/rig/dumbbell.yaml``
     (see :func:`antler.rig.path.with_defaults`), which Hydra composes and
@@ -71,7 +71,7 @@ class Dumbbell(path.Path):
     nodes: Nodes
 
     def validate(self) -> None:
-        """Validate checks the values that need no kernel to check, raising ValueError naming the bad one."""
+        """Check the values that need no kernel to check, raising ValueError naming the bad one."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()
@@ -84,12 +84,12 @@ class Dumbbell(path.Path):
 
 
 def params(data: Any, where: str = "rig") -> Dumbbell:
-    """Params parses rig config data, completed from conf/rig/dumbbell.yaml, into Dumbbell parameters, raising ConfigError."""
+    """Parse rig config data, completed from conf/rig/dumbbell.yaml, into Dumbbell parameters, raising ConfigError."""
     return parse(Dumbbell, path.with_defaults(KIND, data), where)
 
 
 def check(rig: Dumbbell) -> str:
-    """Check verifies the kernel can build the rig and returns its delay emulator, raising ConfigError.
+    """Verify the kernel can build the rig and return its delay emulator, raising ConfigError.
 
     The emulator is ``netem`` or ``tun``, or ``none`` when the rig adds
     neither delay nor loss.
@@ -98,7 +98,7 @@ def check(rig: Dumbbell) -> str:
 
 
 def setup_runs(data: Any) -> list[dict[str, Any]]:
-    """Setup_runs returns the run-tree steps that build the rig, as plain run data (a list of runs)."""
+    """Return the run-tree steps that build the rig, as plain run data (a list of runs)."""
     rig = params(data)
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
@@ -118,7 +118,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
-    """Teardown_runs returns the steps that log the bottleneck's counters and delete the rig's links."""
+    """Return the steps that log the bottleneck's counters and delete the rig's links."""
     rig = params(data)
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
@@ -132,7 +132,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
 
 
 def facts(data: Any) -> dict[str, Any]:
-    """Facts describes the rig as built on this kernel, for meta.json: emulator, shaper, qdiscs."""
+    """Describe the rig as built on this kernel, for meta.json: emulator, shaper, qdiscs."""
     rig = params(data)
     emulator = check(rig)
     return {

@@ -54,12 +54,12 @@ _scratch = itertools.count()
 
 
 class RigError(Exception):
-    """RigError is a rig that cannot be built as configured on this kernel, with the reason."""
+    """A rig that cannot be built as configured on this kernel, with the reason."""
 
 
 @functools.cache
 def qdiscs() -> frozenset[str]:
-    """Qdiscs returns the qdisc kinds this kernel has, among those in QDISC_PROBES.
+    """Return the qdisc kinds this kernel has, among those in QDISC_PROBES.
 
     Raises RigError without ``tc`` and ``ip`` (iproute2).
     """
@@ -83,12 +83,12 @@ def qdiscs() -> frozenset[str]:
 
 
 def has_tun() -> bool:
-    """Has_tun reports whether TUN devices can be opened (/dev/net/tun)."""
+    """Report whether TUN devices can be opened (/dev/net/tun)."""
     return os.path.exists("/dev/net/tun")
 
 
 def choose_emulator(wanted: str = "auto") -> str:
-    """Choose_emulator picks the delay emulator: ``netem`` where the kernel has it, else ``tun``.
+    """Pick the delay emulator: ``netem`` where the kernel has it, else ``tun``.
 
     ``wanted`` may force one (``netem`` or ``tun``); forcing one the kernel
     cannot run is a RigError.
@@ -105,7 +105,7 @@ def choose_emulator(wanted: str = "auto") -> str:
 
 
 def check_qdisc(kind: str, what: str = "rig.qdisc") -> None:
-    """Check_qdisc raises a RigError naming the kernel's qdiscs if it lacks kind."""
+    """Raise a RigError naming the kernel's qdiscs if it lacks kind."""
     have = qdiscs()
     if kind not in have:
         known = "" if kind in QDISC_PROBES else " (not a qdisc antler knows)"
@@ -113,7 +113,7 @@ def check_qdisc(kind: str, what: str = "rig.qdisc") -> None:
 
 
 def kernel_release() -> str:
-    """Kernel_release is the running kernel's release (uname -r)."""
+    """Return the running kernel's release (uname -r)."""
     return os.uname().release
 
 

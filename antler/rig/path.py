@@ -42,7 +42,7 @@ ROLES = ("left", "mid_left", "mid_right", "right")
 
 @dataclass(frozen=True)
 class Addresses:
-    """Addresses are the path's IPv4 addresses, one subnet (/24) on each side of mid."""
+    """The path's IPv4 addresses, one subnet (/24) on each side of mid."""
 
     left: str
     mid_left: str
@@ -50,7 +50,7 @@ class Addresses:
     right: str
 
     def validate(self) -> None:
-        """Validate checks that each is an IPv4 address and that each side shares a /24, distinct from the other."""
+        """Check that each is an IPv4 address and that each side shares a /24, distinct from the other."""
         for name in ROLES:
             a = getattr(self, name)
             try:
@@ -67,13 +67,13 @@ class Addresses:
             raise ValueError("the four addresses must differ")
 
     def net(self, name: str) -> str:
-        """Net is the subnet of one address, e.g. ``10.77.1.0/24``."""
+        """Return the subnet of one address, e.g. ``10.77.1.0/24``."""
         return str(ipaddress.IPv4Interface(f"{getattr(self, name)}/{PREFIX_LEN}").network)
 
 
 @dataclass(frozen=True)
 class Ifaces:
-    """Ifaces name the path's network interfaces: left's, mid's two (towards left and right) and right's."""
+    """Name the path's network interfaces: left's, mid's two (towards left and right) and right's."""
 
     left: str
     mid_left: str
@@ -81,7 +81,7 @@ class Ifaces:
     right: str
 
     def validate(self) -> None:
-        """Validate checks each is a name Linux accepts (1-15 characters, no / or space) and mid's two differ."""
+        """Check each is a name Linux accepts (1-15 characters, no / or space) and mid's two differ."""
         for name in ROLES:
             dev = getattr(self, name)
             if dev in ("", "???"):
@@ -94,7 +94,7 @@ class Ifaces:
 
 @dataclass(frozen=True)
 class Nodes:
-    """Nodes are the path's three node specs; experiments use the same ones in their child runs.
+    """The path's three node specs; experiments use the same ones in their child runs.
 
     Each rig says what they are: namespaced nodes of this host in the
     dumbbell, Ray actors on the three cluster hosts in the testbed.
@@ -105,7 +105,7 @@ class Nodes:
     right: Node
 
     def validate(self) -> None:
-        """Validate requires three distinct node IDs."""
+        """Require three distinct node IDs."""
         ids = [self.left.id, self.mid.id, self.right.id]
         if len(set(ids)) != 3:
             raise ValueError(f"the rig's nodes need distinct IDs, got {ids}")
@@ -113,7 +113,7 @@ class Nodes:
 
 @dataclass(frozen=True)
 class Path:
-    """Path is the emulated path's parameters, the same keys in every rig (``rig.rate``, ``rig.rtt``, ...).
+    """The emulated path's parameters, the same keys in every rig (``rig.rate``, ``rig.rtt``, ...).
 
     Like every rig field it has no default here: a rig's defaults are written
     once, in its packaged ``conf/rig/KIND.yaml`` (see :func:`with_defaults`).
@@ -130,7 +130,7 @@ class Path:
     python: str
 
     def validate_path(self) -> None:
-        """Validate_path checks the values that need no kernel to check."""
+        """Check the values that need no kernel to check."""
         if not self.qdisc.split():
             raise FieldError("qdisc", "empty (use e.g. pfifo)")
         if self.limit < 0:
@@ -140,33 +140,33 @@ class Path:
 
     @property
     def loss_probability(self) -> float:
-        """Loss_probability is rig.loss as a probability in [0, 1]."""
+        """Rig.loss as a probability in [0, 1]."""
         return self.loss.p
 
     @property
     def qdisc_kind(self) -> str:
-        """Qdisc_kind is the bottleneck qdisc's kind (the first word of rig.qdisc)."""
+        """The bottleneck qdisc's kind (the first word of rig.qdisc)."""
         return self.qdisc.split()[0]
 
     def qdisc_args(self) -> list[str]:
-        """Qdisc_args is the bottleneck qdisc with its parameters, rig.limit added where it counts packets."""
+        """Return the bottleneck qdisc with its parameters, rig.limit added where it counts packets."""
         words = self.qdisc.split()
         if self.limit and self.qdisc_kind in LIMIT_IN_PACKETS and "limit" not in words:
             words += ["limit", str(self.limit)]
         return words
 
     def one_way(self) -> Duration:
-        """One_way is the delay added in each direction, half the RTT."""
+        """Return the delay added in each direction, half the RTT."""
         return Duration(self.rtt.ns // 2)
 
     @property
     def python_exe(self) -> str:
-        """Python_exe is the Python that runs the rig's helpers on its hosts: rig.python, else this one."""
+        """The Python that runs the rig's helpers on its hosts: rig.python, else this one."""
         return self.python or sys.executable
 
 
 def with_defaults(kind: str, data: Any) -> Any:
-    """With_defaults returns rig data with what it leaves out taken from the packaged conf/rig/KIND.yaml.
+    """Return rig data with what it leaves out taken from the packaged conf/rig/KIND.yaml.
 
     That file is the one place a rig's defaults are written; its
     interpolations are resolved after the merge, so default nodes follow the
@@ -195,13 +195,13 @@ def _packaged_defaults(kind: str) -> dict[str, Any]:
 
 
 def node_data(kind: str, data: Any) -> dict[str, Any]:
-    """Node_data returns each node's config data as given (or by default), so it equals the experiment's own node values."""
+    """Return each node's config data as given (or by default), so it equals the experiment's own node values."""
     nodes = with_defaults(kind, data)["nodes"]
     return {name: nodes[name] for name in ("left", "mid", "right")}
 
 
 def check(path: Path) -> str:
-    """Check verifies this kernel can build the path and returns its delay emulator, raising ConfigError.
+    """Verify this kernel can build the path and return its delay emulator, raising ConfigError.
 
     The emulator is ``netem`` or ``tun``, or ``none`` when the path adds
     neither delay nor loss.
@@ -218,7 +218,7 @@ def check(path: Path) -> str:
 
 
 def summary(kind: str, path: Path, emulator: str) -> str:
-    """Summary is the one log line that says what the rig emulates and how."""
+    """Return the one log line that says what the rig emulates and how."""
     return (
         f"rig {kind}: rate {path.rate if path.rate.bps else 'unshaped'} qdisc {' '.join(path.qdisc_args())} "
         f"rtt {path.rtt} loss {path.loss_probability * 100:g}% emulator {emulator}"
@@ -226,7 +226,7 @@ def summary(kind: str, path: Path, emulator: str) -> str:
 
 
 def facts(path: Path, emulator: str) -> dict[str, Any]:
-    """Facts are the path's parameters as built, for meta.json."""
+    """Return the path's parameters as built, for meta.json."""
     return {
         "emulator": emulator,
         "rate_bps": path.rate.bps,

@@ -38,12 +38,12 @@ NETEM_LIMIT = 100000
 
 
 def address(dev: str, addr: str) -> list[dict[str, Any]]:
-    """Address gives an interface its address (in a /24) and brings it up."""
+    """Give an interface its address (in a /24) and bring it up."""
     return [sys_step(f"ip addr add {addr}/{PREFIX_LEN} dev {dev}"), sys_step(f"ip link set {dev} up")]
 
 
 def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[dict[str, Any]]:
-    """End_setup configures left or right: its address, and the route to the far side's subnet through mid."""
+    """Configure left or right: its address, and the route to the far side's subnet through mid."""
     return [
         *address(dev, addr),
         sys_step(f"ip route add {far_net} via {via} dev {dev}"),
@@ -52,7 +52,7 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
 
 
 def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> list[dict[str, Any]]:
-    """Mid_setup builds the bottleneck and the delay on mid's two interfaces (already addressed and up)."""
+    """Build the bottleneck and the delay on mid's two interfaces (already addressed and up)."""
     steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right), *_bottleneck(path, ifaces.mid_right)]
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     if emulator == "netem":
@@ -67,7 +67,7 @@ def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> lis
 
 
 def warmup(path: Path, addr_right: str) -> list[dict[str, Any]]:
-    """Warmup pings right from left: the path works, and the ARP caches are full before the test's first packet."""
+    """Ping right from left: the path works, and the ARP caches are full before the test's first packet."""
     if path.loss_probability >= 0.5:
         return []
     return [sys_step(f"ping -c 3 -i 0.05 -W 2 -q {addr_right}")]
@@ -135,7 +135,7 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
 
 
 def offloads(path: Path, *devs: str) -> list[dict[str, Any]]:
-    """Offloads turns segmentation and receive offloads off on devs, unless rig.offloads keeps them."""
+    """Turn segmentation and receive offloads off on devs, unless rig.offloads keeps them."""
     if path.offloads:
         return []
     # Segmentation and receive offloads turn packets into 64 KB super-packets
@@ -150,7 +150,7 @@ def offloads(path: Path, *devs: str) -> list[dict[str, Any]]:
 
 
 def mid_teardown(path: Path, ifaces: Ifaces, emulator: str) -> list[dict[str, Any]]:
-    """Mid_teardown logs the bottleneck's counters, then undoes mid_setup, last step first."""
+    """Log the bottleneck's counters, then undoes mid_setup, last step first."""
     return [
         sys_step(f"tc -s qdisc show dev {ifaces.mid_right}"),
         *(sys_step(c) for c in mid_removals(path, ifaces, emulator)),
@@ -158,7 +158,7 @@ def mid_teardown(path: Path, ifaces: Ifaces, emulator: str) -> list[dict[str, An
 
 
 def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
-    """Mid_removals are the commands that undo mid_setup (the delay link is stopped before its devices go)."""
+    """Return the commands that undo mid_setup (the delay link is stopped before its devices go)."""
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     cmds = []
     if emulator == "tun":
@@ -183,7 +183,7 @@ def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
 
 
 def end_removals(dev: str, addr: str, far_net: str, via: str) -> list[str]:
-    """End_removals are the commands that undo end_setup."""
+    """Return the commands that undo end_setup."""
     return [f"ip route del {far_net} via {via} dev {dev}", f"ip addr del {addr}/{PREFIX_LEN} dev {dev}"]
 
 
@@ -191,12 +191,12 @@ def end_removals(dev: str, addr: str, far_net: str, via: str) -> list[str]:
 
 
 def sys_step(command: str, *more: str) -> dict[str, Any]:
-    """Sys_step is a ``system`` run of a command line (split on spaces, as the system runner does)."""
+    """Return a ``system`` run of a command line (split on spaces, as the system runner does)."""
     return {"system": {"command": " ".join([command, *more])}}
 
 
 def child(node: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Child is a child run of runs, in order, on a node."""
+    """Return a child run of runs, in order, on a node."""
     return {"child": {"node": node, "serial": runs}}
 
 

@@ -21,7 +21,7 @@ RIGS = {dumbbell.KIND: dumbbell, testbed.KIND: testbed}
 
 
 def rig_data(root: DictConfig) -> dict[str, Any]:
-    """Rig_data returns the config's ``rig`` key as plain data, or raises ValueError when there is none."""
+    """Return the config's ``rig`` key as plain data, or raise ValueError when there is none."""
     if "rig" not in root or root.rig is None:
         raise ValueError("no rig in the config: add `- /rig: dumbbell` to the experiment's defaults")
     data = OmegaConf.to_container(root.rig, resolve=True)
@@ -38,28 +38,28 @@ def _module(data: dict[str, Any]) -> Any:
 
 
 def rig_setup(*, _root_: DictConfig) -> list[dict[str, Any]]:
-    """Rig_setup is the ``${rig_setup:}`` resolver: the runs that build the configured rig."""
+    """Return the ``${rig_setup:}`` resolver: the runs that build the configured rig."""
     data = rig_data(_root_)
     runs: list[dict[str, Any]] = _module(data).setup_runs(data)
     return runs
 
 
 def rig_teardown(*, _root_: DictConfig) -> list[dict[str, Any]]:
-    """Rig_teardown is the ``${rig_teardown:}`` resolver: the runs that report on and remove the rig."""
+    """Return the ``${rig_teardown:}`` resolver: the runs that report on and remove the rig."""
     data = rig_data(_root_)
     runs: list[dict[str, Any]] = _module(data).teardown_runs(data)
     return runs
 
 
 def rig_emulator(*, _root_: DictConfig) -> str:
-    """Rig_emulator is the ``${rig_emulator:}`` resolver: ``netem``, ``tun`` or ``none``, as the rig will use."""
+    """Return the ``${rig_emulator:}`` resolver: ``netem``, ``tun`` or ``none``, as the rig will use."""
     data = rig_data(_root_)
     emulator: str = _module(data).check(_module(data).params(data))
     return emulator
 
 
 def rig_facts(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Rig_facts describes the rig of a resolved job config for meta.json, or None if it has no rig."""
+    """Describe the rig of a resolved job config for meta.json, or None if it has no rig."""
     data = config.get("rig")
     if not isinstance(data, dict):
         return None
@@ -68,6 +68,6 @@ def rig_facts(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def register_resolvers() -> None:
-    """Register_resolvers makes the rig resolvers known to OmegaConf (idempotent)."""
+    """Make the rig resolvers known to OmegaConf (idempotent)."""
     for name, fn in (("rig_setup", rig_setup), ("rig_teardown", rig_teardown), ("rig_emulator", rig_emulator)):
         OmegaConf.register_new_resolver(name, fn, replace=True)

@@ -58,14 +58,14 @@ ROLES = ("left", "mid", "right")
 
 @dataclass(frozen=True)
 class Hosts:
-    """Hosts name the cluster hosts (their ``host:NAME`` resource) that play left, mid and right."""
+    """Name the cluster hosts (their ``host:NAME`` resource) that play left, mid and right."""
 
     left: str
     mid: str
     right: str
 
     def validate(self) -> None:
-        """Validate requires three distinct host names."""
+        """Require three distinct host names."""
         names = [self.left, self.mid, self.right]
         for role, name in zip(ROLES, names, strict=True):
             if name in ("", "???"):
@@ -76,7 +76,7 @@ class Hosts:
 
 @dataclass(frozen=True)
 class Testbed(path.Path):
-    """Testbed is the testbed rig's parameters, the ``rig`` key of an experiment's config.
+    """The testbed rig's parameters, the ``rig`` key of an experiment's config.
 
     Its defaults are written once, in the packaged ``conf/rig/testbed.yaml``.
     """
@@ -90,19 +90,19 @@ class Testbed(path.Path):
     nodes: Nodes
 
     def validate(self) -> None:
-        """Validate checks the values that need no host to check."""
+        """Check the values that need no host to check."""
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()  # hosts, ifaces and nodes check themselves as they are parsed
 
 
 def params(data: Any, where: str = "rig") -> Testbed:
-    """Params parses rig config data, completed from conf/rig/testbed.yaml, into Testbed parameters, raising ConfigError."""
+    """Parse rig config data, completed from conf/rig/testbed.yaml, into Testbed parameters, raising ConfigError."""
     return parse(Testbed, path.with_defaults(KIND, data), where)
 
 
 def check(rig: Testbed) -> str:
-    """Check verifies the driver's kernel can build the rig and returns its emulator, raising ConfigError.
+    """Verify the driver's kernel can build the rig and return its emulator, raising ConfigError.
 
     Mid checks its own kernel again at set-up (a testbed's hosts usually run
     one kernel; where mid's lacks what this one has, the set-up fails there,
@@ -112,7 +112,7 @@ def check(rig: Testbed) -> str:
 
 
 def setup_runs(data: Any) -> list[dict[str, Any]]:
-    """Setup_runs returns the run-tree steps that build the rig on its hosts, as plain run data."""
+    """Return the run-tree steps that build the rig on its hosts, as plain run data."""
     rig = params(data)
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
@@ -147,7 +147,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
-    """Teardown_runs returns the steps that log the bottleneck's counters and undo the set-up on every host."""
+    """Return the steps that log the bottleneck's counters and undo the set-up on every host."""
     rig = params(data)
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
@@ -159,7 +159,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
 
 
 def facts(data: Any) -> dict[str, Any]:
-    """Facts describes the rig for meta.json: its hosts and interfaces, and the path as built."""
+    """Describe the rig for meta.json: its hosts and interfaces, and the path as built."""
     rig = params(data)
     emulator = check(rig)
     return {
@@ -203,7 +203,7 @@ def _reset(cmds: list[str]) -> dict[str, Any]:
 def check_host(
     ifaces: list[str], own: list[str] | None = None, qdisc: str = "", shaper: str = "none", emulator: str = "none"
 ) -> list[str]:
-    """Check_host returns what keeps this host from playing its part (empty: nothing).
+    """Return what keeps this host from playing its part (empty: nothing).
 
     Each interface must exist and carry no IPv4 address but the rig's own
     (``own``, ADDR/LEN, left by a test that failed before its tear-down): an
@@ -246,7 +246,7 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Main is ``python -m antler.rig.testbed check``: exit status 2 and the reasons if this host cannot play its part."""
+    """Return ``python -m antler.rig.testbed check``: exit status 2 and the reasons if this host cannot play its part."""
     p = argparse.ArgumentParser(prog="python -m antler.rig.testbed", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="check this host's test interfaces (and, for mid, its kernel)")

@@ -60,17 +60,17 @@ SHORT = [
 
 
 def short_fct_s(length: int, rate_mbps: float) -> float:
-    """Short_fct_s is a short flow's completion time in the fixture: 10 ms plus its serialisation."""
+    """Return a short flow's completion time in the fixture: 10 ms plus its serialisation."""
     return 0.010 + length * 8 / (rate_mbps * 1e6)
 
 
 def ms(x: float) -> timedelta:
-    """Ms is a timedelta of x milliseconds."""
+    """Return a timedelta of x milliseconds."""
     return timedelta(milliseconds=x)
 
 
 def batch(kind: str, **cols: object) -> pa.RecordBatch:
-    """Batch builds a record batch of kind from columns (scalars broadcast; a column not given is null)."""
+    """Build a record batch of kind from columns (scalars broadcast; a column not given is null)."""
     n = max(len(v) for v in cols.values() if isinstance(v, (list, np.ndarray)))  # type: ignore[arg-type]
     arrays = []
     for f in SCHEMAS[kind]:
@@ -82,7 +82,7 @@ def batch(kind: str, **cols: object) -> pa.RecordBatch:
 
 
 def stream_io(flow: str, server: bool, sent: bool, t_s: np.ndarray, total: np.ndarray) -> Batch:
-    """Stream_io is a batch of StreamIO samples."""
+    """Return a batch of StreamIO samples."""
     return Batch(
         "stream_io",
         flow,
@@ -98,7 +98,7 @@ def stream_io(flow: str, server: bool, sent: bool, t_s: np.ndarray, total: np.nd
 
 
 def write_test(cca: str, rate: float) -> None:
-    """Write_test writes one test of the sweep."""
+    """Write one test of the sweep."""
     d = OUT / f"cca-{cca}"
     d.mkdir(parents=True)
     w = TestWriter(d)
@@ -276,13 +276,13 @@ SWEEP_RETRANS = {"cubic": 2, "reno": 4}
 
 
 def sweep_udp_rtt_ms(cca: str, rtt: str) -> np.ndarray:
-    """Sweep_udp_rtt_ms is the RTT of each udp packet of a sweep test, by seq (lost ones included)."""
+    """Return the RTT of each udp packet of a sweep test, by seq (lost ones included)."""
     seq = np.arange(SWEEP_PACKETS)
     return float(rtt.removesuffix("ms")) + SWEEP_QUEUE_MS[cca] * (seq % 10) / 9
 
 
 def write_sweep_test(cca: str, rtt: str) -> Path:
-    """Write_sweep_test writes one test of the sweep fixture and analyses it (flows.parquet); returns its folder."""
+    """Write one test of the sweep fixture and analyses it (flows.parquet); returns its folder."""
     from antler.report.pipeline import run_after
     from antler.report.spec import After, Analyze, Report
     from antler.testid import id_path
@@ -385,7 +385,7 @@ def write_sweep_test(cca: str, rtt: str) -> Path:
 
 
 def main(which: list[str]) -> None:
-    """Main regenerates the fixtures named in which (result, sweep; none: both)."""
+    """Regenerate the fixtures named in which (result, sweep; none: both)."""
     which = which or ["result", "sweep"]
     if "result" in which:
         if OUT.exists():

@@ -26,15 +26,15 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class ReportsFacts(Protocol):
-    """ReportsFacts is a launcher that remembers where each node it launched ran, for meta.json."""
+    """A launcher that remembers where each node it launched ran, for meta.json."""
 
     def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call (host, namespace, clock offset)."""
+        """Return the facts of the nodes launched since the last call (host, namespace, clock offset)."""
         ...
 
 
 class Launchers(ProcessLaunchers):
-    """Launchers starts each node with the launcher its spec names, Ray included; call it as a ``Launch``."""
+    """Starts each node with the launcher its spec names, Ray included; call it as a ``Launch``."""
 
     def __init__(self, ray_address: str | None = None, reuse: bool = False) -> None:
         """With ``reuse``, a Ray node's actor process serves the next test once its node is closed (see RayLaunch)."""
@@ -51,11 +51,11 @@ class Launchers(ProcessLaunchers):
         return handle
 
     def for_test(self) -> TestLaunch:
-        """For_test returns a Launch for one test among several running at once, keeping that test's facts apart."""
+        """Return a Launch for one test among several running at once, keeping that test's facts apart."""
         return TestLaunch(self)
 
     def start(self, nodes: Iterable[Node]) -> None:
-        """Start connects to Ray now if any of the nodes needs it (blocking, on the calling thread).
+        """Connect to Ray now if any of the nodes needs it (blocking, on the calling thread).
 
         The command calls it before its event loop starts, so Ray's start-up
         (seconds) overlaps the rest of the tool's imports instead of following them.
@@ -64,7 +64,7 @@ class Launchers(ProcessLaunchers):
             self.connect()
 
     def connect(self) -> None:
-        """Connect connects to Ray now, whatever the nodes (blocking, on the calling thread).
+        """Connect to Ray now, whatever the nodes (blocking, on the calling thread).
 
         Raises ClusterError when the cluster cannot be joined (e.g. its token is missing).
         """
@@ -78,14 +78,14 @@ class Launchers(ProcessLaunchers):
             raise ClusterError(str(e)) from None
 
     def hosts(self) -> dict[str, str]:
-        """Hosts maps the cluster's host names (``host:NAME`` resources) to their Ray node IDs (connecting first)."""
+        """Map the cluster's host names (``host:NAME`` resources) to their Ray node IDs (connecting first)."""
         self.connect()
         from antler.node.launch.ray_cluster import cluster_hosts
 
         return cluster_hosts()
 
     def forget_host(self, host: str) -> None:
-        """Forget_host ends the idle actors kept for reuse on a host that was lost."""
+        """End the idle actors kept for reuse on a host that was lost."""
         if self._ray is not None:
             self._ray.forget_host(host)
 
@@ -101,7 +101,7 @@ class Launchers(ProcessLaunchers):
         return self._ray
 
     def close(self) -> None:
-        """Close ends the actors kept for reuse and shuts down an embedded Ray this launcher started."""
+        """End the actors kept for reuse and shut down an embedded Ray this launcher started."""
         if self._ray is not None:
             self._ray.close()
         if self._session is not None:
@@ -109,7 +109,7 @@ class Launchers(ProcessLaunchers):
 
 
 class TestLaunch:
-    """TestLaunch launches the nodes of one test through shared Launchers, keeping that test's node facts.
+    """Launches the nodes of one test through shared Launchers, keeping that test's node facts.
 
     Tests that run at once each take their own, so meta.json lists only the
     test's own nodes; ``lost_hosts`` names the hosts where one of its nodes was
@@ -130,12 +130,12 @@ class TestLaunch:
         return handle
 
     def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the test's nodes launched since the last call (see flat_facts)."""
+        """Return the facts of the test's nodes launched since the last call (see flat_facts)."""
         facts, self._facts = flat_facts(self._facts), []
         return facts
 
     def lost_hosts(self) -> set[str]:
-        """Lost_hosts names the hosts on which a node of the test was lost."""
+        """Name the hosts on which a node of the test was lost."""
         return {
             str(getattr(h, "facts", {}).get("host", ""))
             for h in self._handles
@@ -144,11 +144,11 @@ class TestLaunch:
 
 
 class ClusterError(Exception):
-    """ClusterError is a Ray cluster this command cannot join, with what to do about it in one line."""
+    """A Ray cluster this command cannot join, with what to do about it in one line."""
 
 
 def ray_address(config: dict[str, Any]) -> str | None:
-    """Ray_address is the cluster address the config names (``ray.address``), or None."""
+    """Return the cluster address the config names (``ray.address``), or None."""
     section = config.get("ray") or {}
     address = section.get("address") if isinstance(section, dict) else None
     return str(address) if address else None

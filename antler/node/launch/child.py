@@ -64,18 +64,18 @@ STDERR_LINES = 5
 
 
 class NodeProcess(Protocol):
-    """NodeProcess is what runs a node for a ChildHandle: a child process, an SSH session."""
+    """What runs a node for a ChildHandle: a child process, an SSH session."""
 
     def wait(self, timeout: float) -> str | None:
-        """Wait blocks until the node's process ends, at most timeout seconds: how it ended, or None if it runs."""
+        """Block until the node's process ends, at most timeout seconds: how it ended, or None if it runs."""
         ...
 
     def kill(self) -> None:
-        """Kill ends the node's process now (and what it runs)."""
+        """End the node's process now (and what it runs)."""
         ...
 
     def release(self, facts: dict[str, Any], clean: bool) -> None:
-        """Release frees what launching the node set up (a namespace, a connection), once the process ended.
+        """Free what launching the node set up (a namespace, a connection), once the process ended.
 
         ``facts`` are the node's (its namespace); without a ``clean`` end, the
         node may have left its namespace and what runs in it: release removes them.
@@ -84,7 +84,7 @@ class NodeProcess(Protocol):
 
 
 class ChildHandle:
-    """ChildHandle is a node process at the other end of a Conn, for the node that launched it.
+    """A node process at the other end of a Conn, for the node that launched it.
 
     Its methods run on the loop that created it (``home``); a run started
     from another loop (a node's runtime on its namespace thread) is passed
@@ -114,7 +114,7 @@ class ChildHandle:
     # --- start
 
     async def start(self, netns: bool) -> None:
-        """Start sets the node up (in its namespace if ``netns``), reads its clock and starts watching it.
+        """Set the node up (in its namespace if ``netns``), read its clock and start watching it.
 
         Raises LaunchError naming the node and the cause; the process is then stopped.
         """
@@ -151,14 +151,14 @@ class ChildHandle:
         await asyncio.to_thread(self.process.release, self.facts, False)
 
     def stderr_line(self, line: str) -> None:
-        """Stderr_line logs a line the node's process wrote to stderr (a launcher's stderr thread calls it)."""
+        """Log a line the node's process wrote to stderr (a launcher's stderr thread calls it)."""
         self._stderr.append(line)
         self.sink(LogEntry(now(), self.node.id, TAG, f"stderr: {line}"))
 
     # --- running
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node and returns its feedback, raising RunnerError if it failed."""
+        """Execute a run tree on the node and return its feedback, raising RunnerError if it failed."""
         if asyncio.get_running_loop() is not self.home:
             result: Feedback = await call_on(self.home, self._run(run, feedback))
             return result
@@ -169,11 +169,11 @@ class ChildHandle:
         return out
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node (and the nodes it launched) the test's HMAC key."""
+        """Give the node (and the nodes it launched) the test's HMAC key."""
         await self._expect("set_hmac_key", key)
 
     async def launch_nodes(self, tree: NodeTree) -> None:
-        """Launch_nodes has the node launch the nodes of its child runs, on its host.
+        """Have the node launch the nodes of its child runs, on its host.
 
         Raises RunnerError when any failed (the node recorded each failure).
         """
@@ -186,14 +186,14 @@ class ChildHandle:
         self.below_facts = [relative_to(f, self.facts) for f in facts]
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers (and those of the nodes it launched) and ships its remaining data."""
+        """Run the node's cancelers (and those of the nodes it launched) and ship its remaining data."""
         if self._dead is not None:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._expect("cleanup"), CLOSE_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
-        """Close shuts the node down, waits for its process to end (killing it if it does not) and releases it."""
+        """Shut the node down, wait for its process to end (killing it if it does not) and release it."""
         if self._closed:
             return
         self._closed = True
@@ -318,7 +318,7 @@ class ChildHandle:
 
 
 def conn_of(read: Any, write: Any, close: Any) -> Conn:
-    """Conn_of makes a Conn of three functions (read(n), write(data), close())."""
+    """Make a Conn of three functions (read(n), write(data), close())."""
     return _FnConn(read, write, close)
 
 

@@ -20,7 +20,7 @@ CLOCK_ROUNDS = 5
 
 
 def boot_id() -> str:
-    """Boot_id identifies the running kernel: two processes with the same one share a clock."""
+    """Identify the running kernel: two processes with the same one share a clock."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -28,7 +28,7 @@ def boot_id() -> str:
 
 
 async def clock_offset(read_clock: Callable[[], Awaitable[int]], node_boot_id: str) -> dict[str, Any]:
-    """Clock_offset estimates a node's clock offset from the fastest of CLOCK_ROUNDS reads of its clock.
+    """Estimate a node's clock offset from the fastest of CLOCK_ROUNDS reads of its clock.
 
     ``read_clock`` returns the node's wall clock in ns since the epoch. The
     result holds ``clock_offset_ns`` (node clock minus this one; 0 on the same
@@ -54,7 +54,7 @@ async def clock_offset(read_clock: Callable[[], Awaitable[int]], node_boot_id: s
 
 
 def relative_to(facts: dict[str, Any], launcher: dict[str, Any]) -> dict[str, Any]:
-    """Relative_to re-bases the facts of a node launched by another node on this process's clock.
+    """Re-base the facts of a node launched by another node on this process's clock.
 
     The node's offset was measured against its launcher's clock; adding the
     launcher's own offset gives it against this one's (0 again if the node

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class LaunchError(Exception):
-    """LaunchError is a node that could not be launched (unknown host, refused connection, missing python3, ...).
+    """A node that could not be launched (unknown host, refused connection, missing python3, ...).
 
     Its message names the node and the cause; the root records it as an Error
     and the test fails before any run starts.

@@ -13,7 +13,7 @@ from antler.node.runtime import NodeRuntime
 
 
 class InprocHandle:
-    """InprocHandle is a node run in the caller's process and event loop."""
+    """A node run in the caller's process and event loop."""
 
     def __init__(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> None:
         self.node = node
@@ -21,21 +21,21 @@ class InprocHandle:
         self.runtime.children = nodes
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node."""
+        """Execute a run tree on the node."""
         return await self.runtime.run(run, feedback)
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node the test's HMAC key."""
+        """Give the node the test's HMAC key."""
         self.runtime.ctx.hmac_key = key
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers."""
+        """Run the node's cancelers."""
         await self.runtime.cleanup()
 
     async def close(self) -> None:
-        """Close does nothing: an in-process node has nothing to stop."""
+        """Do nothing: an in-process node has nothing to stop."""
 
 
 async def launch_inproc(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-    """Launch_inproc runs the node inside the calling process (no isolation)."""
+    """Run the node inside the calling process (no isolation)."""
     return InprocHandle(node, sink, nodes)

@@ -25,7 +25,7 @@ Facts = list[tuple[dict[str, Any], NodeHandle | None]]
 
 
 class ProcessLaunchers:
-    """ProcessLaunchers starts local and SSH nodes; call it as a ``Launch``.
+    """Starts local and SSH nodes; call it as a ``Launch``.
 
     One instance serves a whole command (the SSH node code is built once for it).
     """
@@ -39,7 +39,7 @@ class ProcessLaunchers:
         return await self.launch_into(self._facts, node, sink, nodes)
 
     async def launch_into(self, into: Facts, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-        """Launch_into launches the node, appending its facts to into (a test's own list, when tests run at once)."""
+        """Launch the node, appending its facts to into (a test's own list, when tests run at once)."""
         # In launch order, though launches run concurrently and end in any order.
         facts: dict[str, Any] = {"id": node.id, "launcher": node.launcher.name}
         at = len(into)
@@ -68,13 +68,13 @@ class ProcessLaunchers:
         raise ValueError(f"node {node.id!r}: a {name} node cannot be launched from here (only local and ssh)")
 
     def take_facts(self) -> list[dict[str, Any]]:
-        """Take_facts returns the facts of the nodes launched since the last call (see :func:`flat_facts`)."""
+        """Return the facts of the nodes launched since the last call (see :func:`flat_facts`)."""
         facts, self._facts = flat_facts(self._facts), []
         return facts
 
 
 def flat_facts(facts: Facts) -> list[dict[str, Any]]:
-    """Flat_facts lists each node's facts followed by the facts of the nodes it launched itself.
+    """List each node's facts followed by the facts of the nodes it launched itself.
 
     Those name it as their ``parent``; their clock offsets are against its clock.
     """

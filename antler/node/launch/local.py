@@ -46,7 +46,7 @@ LAUNCHER = "local"
 
 @dataclass
 class Command:
-    """Command is how a local node starts: its argv and environment, and who prepares its namespace."""
+    """How a local node starts: its argv and environment, and who prepares its namespace."""
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -56,7 +56,7 @@ class Command:
 
 
 def node_argv(node_id: str) -> list[str]:
-    """Node_argv is the command that starts a node running this process's own code and interpreter."""
+    """Return the command that starts a node running this process's own code and interpreter."""
     archive = running_archive()
     if archive:
         return [sys.executable, archive, node_id]
@@ -64,14 +64,14 @@ def node_argv(node_id: str) -> list[str]:
 
 
 def running_archive() -> str | None:
-    """Running_archive is the path of the node zipapp this process runs from, or None when it runs from files."""
+    """Return the path of the node zipapp this process runs from, or None when it runs from files."""
     path = os.path.dirname(os.path.abspath(antler.__file__))
     head = os.path.dirname(path)
     return head if os.path.isfile(head) else None
 
 
 def command(node: Node, spec: Local, euid: int | None = None, environ: dict[str, str] | None = None) -> Command:
-    """Command plans how to start a local node: privileges per ``spec.root``, the namespace per who can enter it.
+    """Plan how to start a local node: privileges per ``spec.root``, the namespace per who can enter it.
 
     ``euid`` and ``environ`` default to this process's (tests pass their own).
     """
@@ -95,7 +95,7 @@ def command(node: Node, spec: Local, euid: int | None = None, environ: dict[str,
 
 
 class LocalProcess:
-    """LocalProcess is a node's child process: its stdio is the node's stream, its stderr the node's last words."""
+    """A node's child process: its stdio is the node's stream, its stderr the node's last words."""
 
     def __init__(self, cmd: Command) -> None:
         self.cmd = cmd
@@ -118,7 +118,7 @@ class LocalProcess:
         self._write_lock = threading.Lock()
 
     def conn(self) -> Any:
-        """Conn is the node's stream: its stdout to read, its stdin to write."""
+        """Return the node's stream: its stdout to read, its stdin to write."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         out_fd, in_fd = self.proc.stdout.fileno(), self.proc.stdin.fileno()
         stdin = self.proc.stdin
@@ -135,7 +135,7 @@ class LocalProcess:
         return conn_of(lambda n: os.read(out_fd, n), write, close)
 
     def start_stderr(self, line: Any) -> None:
-        """Start_stderr hands each line the node writes to stderr to line(text), on a thread."""
+        """Hand each line the node writes to stderr to line(text), on a thread."""
         stream = self.proc.stderr
         assert stream is not None
 
@@ -148,7 +148,7 @@ class LocalProcess:
         self._stderr.start()
 
     def wait(self, timeout: float) -> str | None:
-        """Wait returns how the process ended, within timeout seconds, else None."""
+        """Return how the process ended, within timeout seconds, else None."""
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -158,7 +158,7 @@ class LocalProcess:
         return describe_status(code)
 
     def kill(self) -> None:
-        """Kill kills the node's process and everything it started (its commands run in sessions of their own)."""
+        """Kill the node's process and everything it started (its commands run in sessions of their own)."""
         if self.proc.poll() is not None:
             return
         for pid in [*descendants(self.proc.pid), self.proc.pid]:
@@ -166,7 +166,7 @@ class LocalProcess:
                 os.kill(pid, signal.SIGKILL)
 
     def release(self, facts: dict[str, Any], clean: bool) -> None:
-        """Release closes the pipes and deletes the node's created namespace, with what still runs in it.
+        """Close the pipes and delete the node's created namespace, with what still runs in it.
 
         The node deletes a namespace it created itself when it ends; this is
         the backstop for a node that died first (and the only way for one the
@@ -185,7 +185,7 @@ class LocalProcess:
 
 
 def describe_status(code: int) -> str:
-    """Describe_status says how a process ended from its return code."""
+    """Say how a process ended from its return code."""
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -195,7 +195,7 @@ def describe_status(code: int) -> str:
 
 
 def descendants(pid: int) -> list[int]:
-    """Descendants lists the processes under pid (children first found, grandchildren after), from /proc."""
+    """List the processes under pid (children first found, grandchildren after), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -218,7 +218,7 @@ def descendants(pid: int) -> list[int]:
 
 
 async def launch_local(node: Node, sink: Sink) -> ChildHandle:
-    """Launch_local starts the node as a child process on this host and returns its handle, watched already.
+    """Start the node as a child process on this host and return its handle, watched already.
 
     Raises LaunchError naming the node and the cause.
     """

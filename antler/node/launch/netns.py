@@ -34,7 +34,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsError(Exception):
-    """NetnsError is a namespace that could not be created, found or entered."""
+    """A namespace that could not be created, found or entered."""
 
 
 def _ip(*args: str) -> None:
@@ -46,7 +46,7 @@ def _ip(*args: str) -> None:
 
 
 def list_names() -> list[str]:
-    """List_names returns the names of the host's named network namespaces."""
+    """Return the names of the host's named network namespaces."""
     try:
         return sorted(os.listdir(NETNS_DIR))
     except FileNotFoundError:
@@ -54,7 +54,7 @@ def list_names() -> list[str]:
 
 
 def create(name: str) -> None:
-    """Create makes a new named namespace and leases it (antler.node.lease), raising NetnsError if it exists already."""
+    """Make a new named namespace and leases it (antler.node.lease), raising NetnsError if it exists already."""
     if name in list_names():
         raise NetnsError(f"network namespace {name!r} already exists")
     _ip("netns", "add", name)
@@ -64,14 +64,14 @@ def create(name: str) -> None:
 
 
 def remove(name: str) -> None:
-    """Remove deletes a named namespace, if it exists, and its lease."""
+    """Delete a named namespace, if it exists, and its lease."""
     if name in list_names():
         _ip("netns", "del", name)
     lease.give_back(NETNS, name)
 
 
 def inode(name: str) -> int | None:
-    """Inode identifies the named namespace (the nsfs inode /proc/PID/ns/net shows), or None if there is none."""
+    """Identify the named namespace (the nsfs inode /proc/PID/ns/net shows), or None if there is none."""
     try:
         return os.stat(os.path.join(NETNS_DIR, name)).st_ino
     except OSError:
@@ -79,7 +79,7 @@ def inode(name: str) -> int | None:
 
 
 def reclaim_existing(name: str) -> str:
-    """Reclaim_existing deletes an existing namespace left by a run that is gone, and says so in a log line.
+    """Delete an existing namespace left by a run that is gone, and say so in a log line.
 
     Raises NetnsError when the namespace is not one antler-ray made on this
     host (no lease, or a lease for another namespace of that name), or when
@@ -97,7 +97,7 @@ def reclaim_existing(name: str) -> str:
 
 
 def reclaim(held: Lease, dead: bool = True) -> str:
-    """Reclaim kills what runs in a lease's namespace and deletes it; it returns the log line saying so.
+    """Kill what runs in a lease's namespace and delete it; it returns the log line saying so.
 
     ``dead`` says the lease is dead (the usual case); else its owner is being
     stopped at once (a second Ctrl-C), and the line says that.
@@ -112,7 +112,7 @@ def reclaim(held: Lease, dead: bool = True) -> str:
 
 
 def enter(name: str) -> None:
-    """Enter moves the calling thread into the named namespace (never creating it), raising NetnsError if it cannot."""
+    """Move the calling thread into the named namespace (never creating it), raising NetnsError if it cannot."""
     path = os.path.join(NETNS_DIR, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -127,7 +127,7 @@ def enter(name: str) -> None:
 
 
 def prepare(spec: Netns, node_id: str, notes: list[str] | None = None) -> tuple[str, bool]:
-    """Prepare creates the node's namespace if asked; it returns the name and whether it was created.
+    """Create the node's namespace if asked; it returns the name and whether it was created.
 
     A namespace of that name left by a run that is gone is reclaimed first,
     with a line added to notes saying so (see :func:`reclaim_existing`).
@@ -153,12 +153,12 @@ def prepare(spec: Netns, node_id: str, notes: list[str] | None = None) -> tuple[
 
 
 def up_loopback(name: str) -> None:
-    """Up_loopback brings up loopback in a new namespace, as ip-netns users expect."""
+    """Bring up loopback in a new namespace, as ip-netns users expect."""
     _ip("-n", name, "link", "set", "lo", "up")
 
 
 async def call_on(loop: asyncio.AbstractEventLoop, coro: Any, before_cancel: Callable[[], None] | None = None) -> Any:
-    """Call_on runs a coroutine on another thread's loop and awaits it from this one.
+    """Run a coroutine on another thread's loop and await it from this one.
 
     Unlike ``wrap_future(run_coroutine_threadsafe(...))``, canceling the caller
     cancels the coroutine and then waits until it has finished, so cleanup in
@@ -198,7 +198,7 @@ async def call_on(loop: asyncio.AbstractEventLoop, coro: Any, before_cancel: Cal
 
 
 def kill_processes_in(name: str) -> list[int]:
-    """Kill_processes_in kills every process in the named namespace; it returns their PIDs.
+    """Kill every process in the named namespace; it returns their PIDs.
 
     A backstop for a node that died without cleaning up: its commands ran in
     their own sessions and outlive it otherwise.
@@ -222,7 +222,7 @@ def kill_processes_in(name: str) -> list[int]:
 
 
 def remove_with_processes(name: str) -> None:
-    """Remove_with_processes kills what still runs in the named namespace, then deletes it, ignoring a failed delete.
+    """Kill what still runs in the named namespace, then delete it, ignoring a failed delete.
 
     The backstop a node's closer runs when the node may have died without
     cleaning up (its commands ran in sessions of their own).
@@ -233,7 +233,7 @@ def remove_with_processes(name: str) -> None:
 
 
 class LoopThread:
-    """LoopThread is an asyncio loop on its own thread, optionally inside a namespace."""
+    """An asyncio loop on its own thread, optionally inside a namespace."""
 
     def __init__(self, name: str, netns: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
@@ -262,7 +262,7 @@ class LoopThread:
         started.result()
 
     async def call(self, coro: Any, before_cancel: Callable[[], None] | None = None) -> Any:
-        """Call runs a coroutine on the thread's loop; canceling the caller cancels it (after before_cancel).
+        """Run a coroutine on the thread's loop; canceling the caller cancels it (after before_cancel).
 
         A canceled caller waits for the coroutine to finish unwinding (its
         commands interrupted, its sockets closed) before it sees CancelledError,
@@ -271,14 +271,14 @@ class LoopThread:
         return await call_on(self.loop, coro, before_cancel)
 
     def stop(self) -> None:
-        """Stop ends the loop and joins the thread."""
+        """End the loop and join the thread."""
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
 
 
 class ThreadHandle:
-    """ThreadHandle is a node in this process, on its own thread, in its namespace if it has one.
+    """A node in this process, on its own thread, in its namespace if it has one.
 
     Tests and the in-process launch use it; a Ray actor hosts the same runtime.
     """
@@ -302,7 +302,7 @@ class ThreadHandle:
             self.runtime.rec.log(note, lease.TAG)
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node's thread."""
+        """Execute a run tree on the node's thread."""
         stop = self.runtime.stop
         result: Feedback = await self.thread.call(
             self.runtime.run(run, feedback), before_cancel=lambda: stop.stop(cancel_reason())
@@ -310,20 +310,20 @@ class ThreadHandle:
         return result
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node the test's HMAC key (before any run starts)."""
+        """Give the node the test's HMAC key (before any run starts)."""
         self.runtime.ctx.hmac_key = key
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers on its thread."""
+        """Run the node's cancelers on its thread."""
         await self.thread.call(self.runtime.cleanup())
 
     async def close(self) -> None:
-        """Close stops the thread and deletes a namespace the node created."""
+        """Stop the thread and delete a namespace the node created."""
         self.thread.stop()
         if self.created and self.netns:
             remove(self.netns)
 
 
 async def launch_thread(node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> NodeHandle:
-    """Launch_thread starts the node on a thread of this process (in its namespace, if any)."""
+    """Start the node on a thread of this process (in its namespace, if any)."""
     return await asyncio.to_thread(ThreadHandle, node, sink, nodes)

@@ -54,7 +54,7 @@ def _remote_actor() -> Any:
 
 
 class RayLaunch:
-    """RayLaunch launches nodes as Ray actors, one per node, for one command.
+    """Launches nodes as Ray actors, one per node, for one command.
 
     With ``reuse``, the actor of a node that closed cleanly is kept, idle, and
     the next node launched on the same host starts in it instead of in a new
@@ -91,7 +91,7 @@ class RayLaunch:
         return release
 
     def forget_host(self, host: str) -> None:
-        """Forget_host ends the idle actors kept on a host (one that was lost)."""
+        """End the idle actors kept on a host (one that was lost)."""
         with self._lock:
             actors = self._idle.pop(host, [])
         for actor in actors:
@@ -99,14 +99,14 @@ class RayLaunch:
                 ray.kill(actor, no_restart=True)
 
     def close(self) -> None:
-        """Close ends every idle actor kept for reuse."""
+        """End every idle actor kept for reuse."""
         with self._lock:
             hosts = list(self._idle)
         for host in hosts:
             self.forget_host(host)
 
     async def launch(self, node: Node, sink: Sink, nodes: dict[Node, NodeHandle]) -> RayHandle:
-        """Launch starts the node's actor on its host and returns its handle, polling already.
+        """Start the node's actor on its host and return its handle, polling already.
 
         Raises LaunchError for a host the cluster lacks, an actor that failed
         to start or did not within LAUNCH_TIMEOUT_SECONDS.

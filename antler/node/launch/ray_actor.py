@@ -42,7 +42,7 @@ from antler.node.runtime import NodeRuntime
 
 
 class NodeActor:
-    """NodeActor is the Ray actor that hosts one node.
+    """The Ray actor that hosts one node.
 
     Its methods run on the actor's event loop, in the host namespace; run
     trees run on the node's LoopThread, in the node's namespace. ``start``
@@ -75,7 +75,7 @@ class NodeActor:
             self.created = False
 
     async def start(self, driver_code: str, node: Node) -> dict[str, Any]:
-        """Start checks the code version, becomes node (entering its namespace) and returns the node's facts.
+        """Check the code version, become node (entering its namespace) and return the node's facts.
 
         An actor whose node was closed may start again as another node: the
         next test of a sweep then skips Ray's worker start (1-2 s here).
@@ -116,7 +116,7 @@ class NodeActor:
         }
 
     async def set_nodes(self, actors: dict[Node, Any]) -> None:
-        """Set_nodes gives the node the actors of the test's nodes, for nested child runs."""
+        """Give the node the actors of the test's nodes, for nested child runs."""
         assert self.runtime is not None and self._home is not None
         nodes = self.runtime.children
         for node, actor in actors.items():
@@ -124,16 +124,16 @@ class NodeActor:
                 nodes[node] = RayHandle(node, actor, self._sink, home=self._home)
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node the test's HMAC key (before any run starts)."""
+        """Give the node the test's HMAC key (before any run starts)."""
         assert self.runtime is not None
         self.runtime.ctx.hmac_key = key
 
     async def clock(self) -> int:
-        """Clock returns the node's wall clock, in ns since the epoch."""
+        """Return the node's wall clock, in ns since the epoch."""
         return time.time_ns()
 
     async def drain(self) -> tuple[list[Item], str | None]:
-        """Drain returns and forgets the data items recorded since the last drain.
+        """Return and forget the data items recorded since the last drain.
 
         The second value is the message of a node this node launched that was
         lost (its Error is among the items), or None.
@@ -143,7 +143,7 @@ class NodeActor:
         return items, self._lost_below
 
     async def launch_nodes(self, tree: NodeTree) -> tuple[str, Any]:
-        """Launch_nodes launches the local and SSH nodes under this node, on its host, from the host namespace.
+        """Launch the local and SSH nodes under this node, on its host, from the host namespace.
 
         It returns ("ok", their facts) or ("error", message) (each failure is recorded).
         """
@@ -166,7 +166,7 @@ class NodeActor:
             self._lost_below = lost.result()
 
     async def run(self, run_id: int, run: Run, feedback: Feedback) -> tuple[str, Any]:
-        """Run executes a run tree on the node's thread: ("ok", feedback), ("error", msg) or ("canceled", None).
+        """Execute a run tree on the node's thread: ("ok", feedback), ("error", msg) or ("canceled", None).
 
         ``feedback`` is sent as an object ref; Ray resolves it before the call.
         """
@@ -191,7 +191,7 @@ class NodeActor:
             self._tasks.pop(run_id, None)
 
     async def cancel_run(self, run_id: int, reason: str = "") -> None:
-        """Cancel_run cancels a running run tree, saying why; its run call returns once it has unwound."""
+        """Cancel a running run tree, saying why; its run call returns once it has unwound."""
         task = self._tasks.get(run_id)
         if task is not None:
             if reason and self.runtime is not None:
@@ -199,7 +199,7 @@ class NodeActor:
             task.cancel()
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers in reverse order, then those of the nodes it launched."""
+        """Run the node's cancelers in reverse order, then those of the nodes it launched."""
         if self.thread is not None and self.runtime is not None:
             await self.thread.call(self.runtime.cleanup())
         if self._launchers is not None and self.runtime is not None:
@@ -211,7 +211,7 @@ class NodeActor:
                         self.runtime.rec.error(f"cleanup of node {handle.node.id!r}: {e}", TAG)
 
     async def close(self) -> None:
-        """Close stops the nodes it launched and the node's thread, and deletes a namespace it created.
+        """Stop the nodes it launched and the node's thread, and delete a namespace it created.
 
         The actor may then start again as another node (a sweep's next test).
         """

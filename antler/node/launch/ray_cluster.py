@@ -34,13 +34,13 @@ HOST_RESOURCE = "host:"
 
 
 def package_dir() -> Path:
-    """Package_dir is the folder of the antler package this process runs."""
+    """Return the folder of the antler package this process runs."""
     return Path(antler.__file__).resolve().parent
 
 
 @functools.cache
 def code_version() -> str:
-    """Code_version is the package version plus a digest of its sources.
+    """Return the package version plus a digest of its sources.
 
     Two copies with the same version number but different code differ here, so
     a host running a stale copy is caught even between releases. A process's
@@ -56,7 +56,7 @@ def code_version() -> str:
 
 
 def runtime_env() -> dict[str, Any]:
-    """Runtime_env ships the driver's own package to every worker of the Ray job.
+    """Ship the driver's own package to every worker of the Ray job.
 
     Ray uploads a local folder only at the job level (``ray.init``), so a
     process that connects to Ray itself should pass this too; the version
@@ -68,7 +68,7 @@ def runtime_env() -> dict[str, Any]:
 
 
 class RaySession:
-    """RaySession connects this process to Ray: the configured cluster, or an embedded local one.
+    """Connects this process to Ray: the configured cluster, or an embedded local one.
 
     With no address (neither ``ray.address`` in the config nor RAY_ADDRESS) it
     starts a local Ray itself, dashboard off and quiet, and shuts it down in
@@ -81,7 +81,7 @@ class RaySession:
         self._lock = threading.Lock()
 
     def ensure(self) -> None:
-        """Ensure connects to Ray if this process is not connected yet (blocking).
+        """Connect to Ray if this process is not connected yet (blocking).
 
         Raises JoinError, in one line saying what to do, when the cluster at
         the address does not answer or refuses this host's token.
@@ -106,7 +106,7 @@ class RaySession:
                 self.started = True
 
     def shutdown(self) -> None:
-        """Shutdown stops Ray if this session started it."""
+        """Stop Ray if this session started it."""
         with self._lock:
             if self.started and ray.is_initialized():
                 ray.shutdown()
@@ -114,7 +114,7 @@ class RaySession:
 
 
 class JoinError(Exception):
-    """JoinError is a Ray cluster this process cannot join, said in one line with what to do."""
+    """A Ray cluster this process cannot join, said in one line with what to do."""
 
 
 AUTH_MODE = "RAY_AUTH_MODE"
@@ -124,12 +124,12 @@ PROBE_TIMEOUT_SECONDS = 5.0
 
 
 def token_file() -> Path:
-    """Token_file is where Ray keeps this host's cluster token: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
+    """Return where Ray keeps this host's cluster token: RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token."""
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
 
 
 def use_token_if_any() -> None:
-    """Use_token_if_any turns on Ray's token auth for this process when a token is at hand and no mode is set.
+    """Turn on Ray's token auth for this process when a token is at hand and no mode is set.
 
     ``ray start --head`` (Ray 2.60) enables token auth when ~/.ray/auth_token
     exists, which any local ``ray.init`` creates; but a driver given an
@@ -151,7 +151,7 @@ def use_token_if_any() -> None:
 
 
 def probe(address: str) -> None:
-    """Probe checks that a Ray cluster answers at address and accepts this host's token, raising JoinError.
+    """Check that a Ray cluster answers at address and accept this host's token, raising JoinError.
 
     Ray's own failure would come after 20 s as a traceback under a line of
     C++ warnings a second; this takes well under a second (0.3 s here).
@@ -203,7 +203,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def cluster_hosts() -> dict[str, str]:
-    """Cluster_hosts maps each host name the live cluster declares to its Ray node ID."""
+    """Map each host name the live cluster declares to its Ray node ID."""
     hosts: dict[str, str] = {}
     for n in ray.nodes():
         if not n.get("Alive"):

@@ -50,7 +50,7 @@ _WORKER_PID = re.compile(r"Worker PID: (\d+)")
 
 
 def divert_raylet_errors() -> None:
-    """Divert_raylet_errors sends the raylet's messages about a node's worker to that node's log, not the terminal.
+    """Send the raylet's messages about a node's worker to that node's log, not the terminal.
 
     Ray prints every error the raylet publishes to the driver's stdout (the
     ``(raylet) A worker died ...`` paragraph); the tool reports a lost node
@@ -87,13 +87,13 @@ def divert_raylet_errors() -> None:
 
 
 def watch_worker(pid: int, handle: RayHandle) -> None:
-    """Watch_worker routes the raylet's messages about the worker with this PID to the handle's node (see above)."""
+    """Route the raylet's messages about the worker with this PID to the handle's node (see above)."""
     with _by_pid_lock:
         _by_pid[pid] = handle
 
 
 class RayHandle:
-    """RayHandle is a node that runs in a Ray actor, as seen by its caller.
+    """A node that runs in a Ray actor, as seen by its caller.
 
     The driver's handles drain their actor and watch it (``poll``); handles
     inside an actor (for nested child runs) make their Ray calls from the
@@ -127,11 +127,11 @@ class RayHandle:
     # --- running
 
     async def set_hmac_key(self, key: bytes) -> None:
-        """Set_hmac_key gives the node the test's HMAC key (the root calls it before any run)."""
+        """Give the node the test's HMAC key (the root calls it before any run)."""
         await self._await(self.actor.set_hmac_key.remote(key))
 
     async def run(self, run: Run, feedback: Feedback) -> Feedback:
-        """Run executes a run tree on the node; its feedback travels as an object ref."""
+        """Execute a run tree on the node; its feedback travels as an object ref."""
         if self.home is not None and asyncio.get_running_loop() is not self.home:
             result: Feedback = await call_on(self.home, self._run(run, feedback))
             return result
@@ -166,7 +166,7 @@ class RayHandle:
         raise RunnerError(str(value))
 
     async def launch_nodes(self, tree: NodeTree) -> None:
-        """Launch_nodes has the actor launch the local and SSH nodes under it; RunnerError if any failed."""
+        """Have the actor launch the local and SSH nodes under it; RunnerError if any failed."""
         kind, value = await self._await(self.actor.launch_nodes.remote(tree))
         if kind != "ok":
             raise RunnerError(str(value))
@@ -228,7 +228,7 @@ class RayHandle:
     # --- data and liveness
 
     def start_polling(self) -> None:
-        """Start_polling starts draining the node's data items into the sink."""
+        """Start draining the node's data items into the sink."""
         self.lost = asyncio.get_running_loop().create_future()
         self._poller = asyncio.ensure_future(self._poll())
 
@@ -259,7 +259,7 @@ class RayHandle:
     # --- end of test
 
     async def cleanup(self) -> None:
-        """Cleanup runs the node's cancelers and ships its remaining data."""
+        """Run the node's cancelers and ship its remaining data."""
         if self._dead:
             return
         with contextlib.suppress(RayError, TimeoutError):
@@ -268,7 +268,7 @@ class RayHandle:
             await self._drain_now(CLOSE_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
-        """Close stops the node, kills its actor and removes what it left on this host."""
+        """Stop the node, kill its actor and remove what it left on this host."""
         if self._closed:
             return
         self._closed = True
@@ -296,7 +296,7 @@ class RayHandle:
 
 
 async def wait_ref(ref: Any) -> Any:
-    """Wait_ref awaits a Ray object ref (an actor call's result) as a coroutine."""
+    """Await a Ray object ref (an actor call's result) as a coroutine."""
     return await ref
 
 

@@ -26,7 +26,7 @@ from antler.node.lease import NETNS, SESSION, Lease, Proc
 
 
 def reclaim_left() -> list[str]:
-    """Reclaim_left reclaims the namespaces and sessions of dead leases on this host; it returns a line for each.
+    """Reclaim the namespaces and sessions of dead leases on this host; it returns a line for each.
 
     A dead lease whose namespace or session is gone already is forgotten
     without a line. Never raises: a host where nothing can be read reclaims nothing.
@@ -42,7 +42,7 @@ def reclaim_left() -> list[str]:
 
 
 def release_invocation(inv: Proc) -> list[str]:
-    """Release_invocation removes every namespace and session leased on this host for invocation inv, live or not.
+    """Remove every namespace and session leased on this host for invocation inv, live or not.
 
     It returns a line for each. For the command itself, exiting at once: its
     nodes are still running, and are about to be killed with it.
@@ -87,7 +87,7 @@ def _reclaim_session(held: Lease, dead: bool = True) -> list[str]:
 
 
 def kill_session(sid: int) -> list[int]:
-    """Kill_session kills every process in session sid (but this one); it returns their PIDs."""
+    """Kill every process in session sid (but this one); it returns their PIDs."""
     killed = []
     me = os.getpid()
     for entry in os.listdir("/proc"):

@@ -49,7 +49,7 @@ STOP_WAIT_TENTHS = 30
 
 
 def remote_command(spec: SSH, app_path: str, node_id: str) -> str:
-    """Remote_command is the shell command that starts the node on the host."""
+    """Return the shell command that starts the node on the host."""
     argv = " ".join(shlex.quote(a) for a in (*shlex.split(spec.python), app_path, node_id))
     if not spec.root:
         return f"exec {argv}"
@@ -57,7 +57,7 @@ def remote_command(spec: SSH, app_path: str, node_id: str) -> str:
 
 
 class SSHProcess:
-    """SSHProcess is a node running in an SSH session: its channel is the stream, its stderr the node's log."""
+    """A node running in an SSH session: its channel is the stream, its stderr the node's log."""
 
     def __init__(self, client: paramiko.SSHClient, spec: SSH, to: Target, command: str) -> None:
         self.client = client
@@ -72,7 +72,7 @@ class SSHProcess:
         self._stderr: threading.Thread | None = None
 
     def conn(self) -> Any:
-        """Conn is the session's stdout to read and its stdin to write."""
+        """Return the session's stdout to read and its stdin to write."""
         chan = self.chan
 
         def read(n: int) -> bytes:
@@ -84,7 +84,7 @@ class SSHProcess:
         return conn_of(read, chan.sendall, chan.shutdown_write)
 
     def start_stderr(self, line: Any) -> None:
-        """Start_stderr hands each line the node writes to stderr to line(text), on a thread."""
+        """Hand each line the node writes to stderr to line(text), on a thread."""
         chan = self.chan
 
         def pump() -> None:
@@ -102,7 +102,7 @@ class SSHProcess:
         self._stderr.start()
 
     def wait(self, timeout: float) -> str | None:
-        """Wait returns how the remote process ended, within timeout seconds, else None."""
+        """Return how the remote process ended, within timeout seconds, else None."""
         if not self.chan.status_event.wait(timeout):
             if self.chan.closed:
                 return "the SSH session closed"
@@ -125,11 +125,11 @@ class SSHProcess:
         return f"exit status {code}"
 
     def kill(self) -> None:
-        """Kill closes the session: the node reads the end of its stream and stops (release makes sure)."""
+        """Close the session: the node reads the end of its stream and stops (release makes sure)."""
         self.chan.close()
 
     def release(self, facts: dict[str, Any], clean: bool) -> None:
-        """Release closes the connection; after a node that did not end cleanly, it first makes sure on the host.
+        """Close the connection; after a node that did not end cleanly, it first makes sure on the host.
 
         The node gets a moment to stop by itself (it cancels its runs and
         deletes its namespace when its stream ends), then it is killed, and
@@ -181,13 +181,13 @@ async def _connect(node: Node, spec: SSH, to: Target) -> tuple[paramiko.SSHClien
 
 
 class SSHLaunch:
-    """SSHLaunch launches SSH nodes for one command: the node zipapp is built once, uploaded once per host."""
+    """Launches SSH nodes for one command: the node zipapp is built once, uploaded once per host."""
 
     def __init__(self) -> None:
         self._uploads: dict[tuple[str, str, int], asyncio.Lock] = {}
 
     async def launch(self, node: Node, sink: Sink) -> ChildHandle:
-        """Launch starts the node on its host and returns its handle, watched already; raises LaunchError."""
+        """Start the node on its host and return its handle, watched already; raises LaunchError."""
         spec = node.launcher.ssh
         assert spec is not None
         to = target(spec)

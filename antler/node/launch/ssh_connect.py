@@ -35,7 +35,7 @@ KEEPALIVE_SECONDS = 5
 
 @dataclass(frozen=True)
 class Target:
-    """Target is where an SSH node goes, after ``~/.ssh/config``: user, address, port, and the host key's name."""
+    """Where an SSH node goes, after ``~/.ssh/config``: user, address, port, and the host key's name."""
 
     user: str
     host: str
@@ -44,7 +44,7 @@ class Target:
 
     @property
     def known_hosts_name(self) -> str:
-        """Known_hosts_name is the host as known_hosts names it: ``host``, or ``[host]:port`` off port 22."""
+        """The host as known_hosts names it: ``host``, or ``[host]:port`` off port 22."""
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
     def __str__(self) -> str:
@@ -53,7 +53,7 @@ class Target:
 
 
 def target(spec: SSH, config_path: str | None = None) -> Target:
-    """Target resolves a destination with ``~/.ssh/config`` (HostName, User, Port, IdentityFile)."""
+    """Resolve a destination with ``~/.ssh/config`` (HostName, User, Port, IdentityFile)."""
     dest = parse_destination(spec.destination)
     path = config_path or os.path.expanduser("~/.ssh/config")
     cfg: dict[str, Any] = {}
@@ -73,7 +73,7 @@ def target(spec: SSH, config_path: str | None = None) -> Target:
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    """Fingerprint is a host key's type and SHA256 fingerprint, as ``ssh-keygen -l`` prints it."""
+    """Return a host key's type and SHA256 fingerprint, as ``ssh-keygen -l`` prints it."""
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
     return f"{key.get_name()} SHA256:{digest}"
 
@@ -107,7 +107,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
 
 
 def connect(node: Node, spec: SSH, to: Target) -> tuple[paramiko.SSHClient, str | None]:
-    """Connect opens an authenticated SSH connection; it returns it and the host key it added, if any.
+    """Open an authenticated SSH connection; it returns it and the host key it added, if any.
 
     Blocking. Raises LaunchError naming the node, the target and the cause.
     """

@@ -25,7 +25,7 @@ DEFAULT_CACHE = ".cache/antler-ray"
 
 
 def cache_dir() -> str:
-    """Cache_dir is the node cache folder on hosts, as SFTP and the shell take it (relative: to the home)."""
+    """Return the node cache folder on hosts, as SFTP and the shell take it (relative: to the home)."""
     d = os.environ.get(CACHE_ENV) or DEFAULT_CACHE
     if d.startswith("~/"):
         d = d[2:]
@@ -33,7 +33,7 @@ def cache_dir() -> str:
 
 
 def upload(client: paramiko.SSHClient, app: NodeApp) -> tuple[str, bool, float]:
-    """Upload puts the node zipapp in the host's cache unless it is there; it returns its path, whether it was
+    """Put the node zipapp in the host's cache unless it is there; it returns its path, whether it was
     uploaded, and how long that took (s). Blocking.
     """
     folder = cache_dir()

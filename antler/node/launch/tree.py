@@ -22,7 +22,7 @@ Launch = Callable[[Node, Sink, dict[Node, NodeHandle]], Awaitable[NodeHandle]]
 async def launch_nodes(
     tree: NodeTree, launch: Launch, sink: Sink, nodes: dict[Node, NodeHandle], rec: Recorder
 ) -> bool:
-    """Launch_nodes launches a node tree into the node table, each node's own nodes through it.
+    """Launch a node tree into the node table, each node's own nodes through it.
 
     It returns False, with each failure recorded as an Error, if any node
     could not be launched; the nodes that were are in ``nodes`` (to be closed).

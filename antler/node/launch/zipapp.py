@@ -60,14 +60,14 @@ sys.exit(main())
 
 @dataclass(frozen=True)
 class NodeApp:
-    """NodeApp is the node zipapp: its bytes and their SHA-256 (hex)."""
+    """The node zipapp: its bytes and their SHA-256 (hex)."""
 
     data: bytes
     sha256: str
 
     @property
     def name(self) -> str:
-        """Name is the zipapp's file name in a host's cache: its hash, so versions never collide."""
+        """The zipapp's file name in a host's cache: its hash, so versions never collide."""
         return f"antler-node-{self.sha256[:16]}.pyz"
 
 
@@ -76,7 +76,7 @@ _built: NodeApp | None = None
 
 
 def node_app() -> NodeApp:
-    """Node_app returns the node zipapp of the running code, built on first use."""
+    """Return the node zipapp of the running code, built on first use."""
     global _built
     with _lock:
         if _built is None:
@@ -87,7 +87,7 @@ def node_app() -> NodeApp:
 
 
 def build() -> bytes:
-    """Build zips the node's modules of the installed package and the bootstrap, reproducibly."""
+    """Zip the node's modules of the installed package and the bootstrap, reproducibly."""
     root = Path(antler.__file__).resolve().parent
     files = [root / "__init__.py", root / "lazy.py"]
     files += [p for p in (root / "node").rglob("*.py") if "__pycache__" not in p.parts]

@@ -25,25 +25,25 @@ if TYPE_CHECKING:
 
 
 class Runner(Protocol):
-    """Runner is one unit of work in a run tree; it returns feedback for later runs."""
+    """One unit of work in a run tree; it returns feedback for later runs."""
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run does the work, raising on failure."""
+        """Do the work, raising on failure."""
         ...
 
 
 @runtime_checkable
 class Estimates(Protocol):
-    """Estimates is a runner that knows how long it should take."""
+    """A runner that knows how long it should take."""
 
     def expected_seconds(self) -> float:
-        """Expected_seconds is the runner's expected run time in seconds."""
+        """Return the runner's expected run time in seconds."""
         ...
 
 
 @runtime_checkable
 class DrivesFlow(Protocol):
-    """DrivesFlow is a runner that drives one flow: a stream or a packet client.
+    """A runner that drives one flow: a stream or a packet client.
 
     ``flow_kind`` is ``stream`` or ``packet``, as the ``kind`` column of
     flows.parquet says it.
@@ -53,5 +53,5 @@ class DrivesFlow(Protocol):
 
     @property
     def flow(self) -> str:
-        """Flow is the flow's ID (antler.node.flow)."""
+        """The flow's ID (antler.node.flow)."""
         ...

@@ -14,12 +14,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ResultStreamRunner:
-    """ResultStreamRunner sets the node's ResultStream for the items recorded after it."""
+    """Sets the node's ResultStream for the items recorded after it."""
 
     include: MessageFilter | None = None
     exclude: MessageFilter | None = None
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run sets the filters."""
+        """Set the filters."""
         ctx.rec.result_stream = ResultStream(self.include, self.exclude)
         return {}

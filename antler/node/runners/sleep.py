@@ -15,20 +15,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Sleep:
-    """Sleep is a runner that sleeps for the given Duration, or until canceled."""
+    """A runner that sleeps for the given Duration, or until canceled."""
 
     duration: Duration
 
     @classmethod
     def from_scalar(cls, value: Any) -> Sleep:
-        """From_scalar accepts ``sleep: 100ms``."""
+        """Accept ``sleep: 100ms``."""
         return cls(Duration.parse(value))
 
     def expected_seconds(self) -> float:
-        """Expected_seconds is how long this runner should take."""
+        """Return how long this runner should take."""
         return self.duration.seconds
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run sleeps."""
+        """Sleep for the duration, or until cancelled."""
         await asyncio.sleep(self.duration.seconds)
         return {}

@@ -36,29 +36,29 @@ PROC_SYS = Path("/proc/sys")
 
 @dataclass(frozen=True)
 class SysCommand:
-    """SysCommand is a command whose output is recorded: ``command`` split on spaces, then ``args``."""
+    """A command whose output is recorded: ``command`` split on spaces, then ``args``."""
 
     command: str = ""
     args: tuple[str, ...] = ()
 
     @classmethod
     def from_scalar(cls, value: Any) -> SysCommand:
-        """From_scalar accepts ``- uname -a``."""
+        """Accept ``- uname -a``."""
         return cls(command=str(value))
 
     def argv(self) -> list[str]:
-        """Argv is the command line."""
+        """Return the command line."""
         return self.command.split() + list(self.args)
 
     def validate(self) -> None:
-        """Validate raises ValueError when there is no command."""
+        """Raise ValueError when there is no command."""
         if not self.argv():
             raise ValueError("a sysinfo command needs a command or args")
 
 
 @dataclass(frozen=True)
 class SysInfoRunner:
-    """SysInfoRunner gathers system information on its node (runner type ``sysinfo``).
+    """Gathers system information on its node (runner type ``sysinfo``).
 
     ``env`` and ``sysctl`` are regular expressions matched against the whole
     name (sysctls in dotted form, e.g. ``net\\.ipv4\\.tcp_.*``). A variable
@@ -75,12 +75,12 @@ class SysInfoRunner:
     sysctl: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        """Validate raises ValueError for a pattern that does not compile."""
+        """Raise ValueError for a pattern that does not compile."""
         for p in (*self.env, *self.sysctl):
             check_regex("pattern", p)
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run gathers the information and sends it as a SysInfo item."""
+        """Gather the information and send it as a SysInfo item."""
         data: dict[str, Any] = {"hostname": platform.node()}
         if self.os:
             data["os"] = os_name()
@@ -104,7 +104,7 @@ class SysInfoRunner:
 
 
 def os_name() -> str:
-    """Os_name is the distribution's pretty name from os-release, or the platform."""
+    """Return the distribution's pretty name from os-release, or the platform."""
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         try:
             for line in Path(path).read_text().splitlines():
@@ -148,7 +148,7 @@ async def _output(argv: list[str], env: dict[str, str]) -> str:
 
 
 def sysctls(patterns: list[re.Pattern[str]]) -> dict[str, str]:
-    """Sysctls returns the sysctls whose dotted names fully match one of the patterns."""
+    """Return the sysctls whose dotted names fully match one of the patterns."""
     out: dict[str, str] = {}
     for dirpath, _, files in os.walk(PROC_SYS):
         base = Path(dirpath).relative_to(PROC_SYS).as_posix().replace("/", ".")

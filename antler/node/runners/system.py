@@ -37,7 +37,7 @@ GRACE_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class System:
-    """System executes a system command."""
+    """Executes a system command."""
 
     command: str = ""
     args: tuple[str, ...] = ()
@@ -48,16 +48,16 @@ class System:
     kill: bool = False
 
     def validate(self) -> None:
-        """Validate raises ValueError when there is no command to run."""
+        """Raise ValueError when there is no command to run."""
         if not self.argv():
             raise ValueError("system needs a command or args")
 
     def argv(self) -> list[str]:
-        """Argv is the command split on spaces (no escaping), then args."""
+        """Return the command split on spaces (no escaping), then args."""
         return self.command.split() + list(self.args)
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run starts the command and, unless in the background, waits for it."""
+        """Start the command and, unless in the background, wait for it."""
         argv = self.argv()
         name = os.path.basename(argv[0])
         try:
@@ -146,7 +146,7 @@ def _pipe(mode: str) -> int:
 
 
 async def _terminate(ctx: Context, proc: asyncio.subprocess.Process, kill: bool, name: str) -> None:
-    """Terminate signals the command's process group and waits for it, killing it after a grace period.
+    """Signal the command's process group and wait for it, killing it after a grace period.
 
     The whole group: a child that ignores SIGINT (or the leader's exit) is
     killed once the grace period is over, and the log says so.

@@ -55,7 +55,7 @@ __all__ = [
 
 @dataclass
 class Analysis:
-    """Analysis is a test's per-flow metrics and the time series its charts draw.
+    """A test's per-flow metrics and the time series its charts draw.
 
     ``flows`` has one row per flow, columns FLOW_COLUMNS (units and meanings
     in :mod:`.flows`), sorted by start_s, then flow. Each series has a row per sample,
@@ -91,7 +91,7 @@ class Analysis:
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
-        """Delay returns the RTT or one-way delay series as columns flow, t_s, delay_ms.
+        """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
 
         A flow without echo replies has no RTT; with ``kind`` "rtt" its one-way
         delay stands in, so every packet flow shows on the chart.
@@ -109,7 +109,7 @@ class Analysis:
 
 
 def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
-    """Analyze computes the flow metrics and series of one stored test.
+    """Compute the flow metrics and series of one stored test.
 
     ``interval_s`` is the goodput interval in seconds: each point is the
     goodput between the last receiver samples of consecutive intervals. A
@@ -153,7 +153,7 @@ def analyze_frames(
     packet_io: pd.DataFrame | None = None,
     interval_s: float = 0.1,
 ) -> Analysis:
-    """Analyze_frames is :func:`analyze` of tables in memory (e.g. a tree's items), not of a stored test.
+    """Return :func:`analyze` of tables in memory (e.g. a tree's items), not of a stored test.
 
     Each table has its stored schema's columns (antler.node.items.SCHEMAS),
     at least those analysis reads (a KeyError names a missing one); a missing
@@ -176,12 +176,12 @@ def analyze_frames(
 def stream_flows(
     stream_info: pd.DataFrame | None, stream_io: pd.DataFrame, tcp_info: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Stream_flows is the per-flow metrics of stream flows from tables in memory (columns as in flows.parquet)."""
+    """Return the per-flow metrics of stream flows from tables in memory (columns as in flows.parquet)."""
     return _kind_flows(analyze_frames(stream_info=stream_info, stream_io=stream_io, tcp_info=tcp_info), "stream")
 
 
 def packet_flows(packet_info: pd.DataFrame | None, packet_io: pd.DataFrame) -> pd.DataFrame:
-    """Packet_flows is the per-flow metrics of packet flows from tables in memory.
+    """Return the per-flow metrics of packet flows from tables in memory.
 
     Beyond the columns of flows.parquet it has ``server_received``: the
     distinct seqs the server received (NaN where the server recorded nothing),
@@ -199,7 +199,7 @@ def packet_flows(packet_info: pd.DataFrame | None, packet_io: pd.DataFrame) -> p
 
 
 def arrival_counts(seq: np.ndarray) -> tuple[int, int, int, int]:
-    """Arrival_counts is (received, duplicates, late, early) of one flow's seqs in order of arrival.
+    """Return (received, duplicates, late, early) of one flow's seqs in order of arrival.
 
     The definitions are those of flows.parquet (see :func:`count_arrivals`).
     """

@@ -20,7 +20,7 @@ CLOCK_COLUMNS = ["flow", "from_host", "to_host", "same_clock", "uncertainty_ms"]
 
 
 def on_driver_clock(info: pd.DataFrame, nodes: list[dict[str, Any]]) -> pd.DataFrame:
-    """On_driver_clock moves each flow end's ``tinit`` from its node's clock onto the driver's.
+    """Move each flow end's ``tinit`` from its node's clock onto the driver's.
 
     ``nodes`` is meta.json's list of node facts; a node's ``clock_offset_ns``
     is its clock minus the driver's (ns). Ends on nodes without one (the
@@ -34,7 +34,7 @@ def on_driver_clock(info: pd.DataFrame, nodes: list[dict[str, Any]]) -> pd.DataF
 
 
 def owd_clocks(packet_info: pd.DataFrame, nodes: list[dict[str, Any]], driver_host: str = "") -> pd.DataFrame:
-    """Owd_clocks lists the packet flows whose client and server ran on different hosts (CLOCK_COLUMNS).
+    """List the packet flows whose client and server ran on different hosts (CLOCK_COLUMNS).
 
     For each: the hosts (client to server, the direction of the one-way
     delay; a node without facts is on ``driver_host``), whether they share a

@@ -27,7 +27,7 @@ TIME_BITS = 50
 
 
 def sorted_flows(table: pa.Table, known: pd.Series) -> list[str]:
-    """Sorted_flows is the sorted list of flows: the info's and every flow the table has rows of."""
+    """Return the sorted list of flows: the info's and every flow the table has rows of."""
     col = table.column("flow")
     if pa.types.is_dictionary(col.type):
         # Read dictionary-encoded: each chunk's small dictionary, never the rows' strings.
@@ -55,22 +55,22 @@ class Ends:
                 self.known[i, int(server)] = True
 
     def at(self, code: np.ndarray, server: np.ndarray) -> np.ndarray:
-        """At returns the offset of each row's end."""
+        """Return the offset of each row's end."""
         return self.offset[code, server.astype(np.int64)]
 
 
 def flow_column(code: np.ndarray, flows: list[str]) -> pd.Categorical[str]:
-    """Flow_column is a series' flow column: categorical, as millions of repeated strings cost seconds."""
+    """Return a series' flow column: categorical, as millions of repeated strings cost seconds."""
     return pd.Categorical.from_codes(code.astype(np.int64, copy=False), categories=pd.Index(flows))
 
 
 def empty_series(value: str) -> pd.DataFrame:
-    """Empty_series is a series frame without rows: columns flow (categorical), t_s and the named value."""
+    """Return a series frame without rows: columns flow (categorical), t_s and the named value."""
     return pd.DataFrame({"flow": pd.Categorical([]), "t_s": pd.Series(dtype=float), value: pd.Series(dtype=float)})
 
 
 class Part:
-    """Part is the rows of one kind (e.g. the client's sends), grouped by flow, each flow's in stored order.
+    """The rows of one kind (e.g. the client's sends), grouped by flow, each flow's in stored order.
 
     ``count`` is each flow's number of rows (length n), ``code`` each row's
     flow code, ``start`` where each flow's rows begin (length n + 1); the
@@ -88,14 +88,14 @@ class Part:
         return self.columns[name]
 
     def shift(self, name: str, per_flow: np.ndarray) -> np.ndarray:
-        """Shift adds each flow's value to its rows of a column, in place (the part's arrays are its own)."""
+        """Add each flow's value to its rows of a column, in place (the part's arrays are its own)."""
         out = self.columns[name]
         for f in self._flows:
             out[self.start[f] : self.start[f + 1]] += per_flow[f]
         return out
 
     def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Extremes is each flow's smallest and largest value, as floats (NaN for a flow without rows)."""
+        """Return each flow's smallest and largest value, as floats (NaN for a flow without rows)."""
         lo = np.full(len(self.count), np.nan)
         hi = np.full(len(self.count), np.nan)
         if len(self._flows):
@@ -106,7 +106,7 @@ class Part:
 
 
 def split_parts(table: pa.Table, flows: list[str], by: list[str], want: dict[int, list[str]]) -> dict[int, Part]:
-    """Split_parts sorts a table's rows into kinds, and each kind's by flow, keeping stored order within a flow.
+    """Sort a table's rows into kinds, and each kind's by flow, keeping stored order within a flow.
 
     A row's kind is the number its boolean ``by`` columns spell, the first
     the highest bit (by server and sent: 0 client receives, 1 client sends,
@@ -179,7 +179,7 @@ def _batch_codes(col: pa.Array, index: dict[str, int], flows: list[str]) -> np.n
 
 
 def flow_time_order(code: np.ndarray, t: np.ndarray) -> np.ndarray | None:
-    """Flow_time_order returns the permutation sorting rows by flow, then time (stable); None if they are in order.
+    """Return the permutation sorting rows by flow, then time (stable); None if they are in order.
 
     ``code`` and ``t`` are int64 arrays of equal length (flow codes and times
     in ns). One stable argsort of a packed key: records arrive nearly sorted,
@@ -216,30 +216,30 @@ def _argsort_by_flow_first(packed: np.ndarray, code: np.ndarray) -> np.ndarray:
 
 
 def take(order: np.ndarray | None, *arrays: np.ndarray) -> list[np.ndarray]:
-    """Take returns the arrays in the order (unchanged, not copied, when order is None)."""
+    """Return the arrays in the order (unchanged, not copied, when order is None)."""
     return list(arrays) if order is None else [a[order] for a in arrays]
 
 
 def gather(mask: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
-    """Gather returns the rows of each column where mask is set."""
+    """Return the rows of each column where mask is set."""
     idx = np.flatnonzero(mask)
     return [c[idx] for c in columns]
 
 
 def run_starts(a: np.ndarray) -> np.ndarray:
-    """Run_starts is the index of the first element of each run of equal values (empty for an empty array)."""
+    """Return the index of the first element of each run of equal values (empty for an empty array)."""
     return np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]])) if len(a) else np.zeros(0, np.int64)
 
 
 def is_sorted(a: np.ndarray, strict: bool = False) -> bool:
-    """Is_sorted reports whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
+    """Report whether a is in ascending order (one pass: no sort is cheaper than a fast sort)."""
     if len(a) < 2:
         return True
     return bool(np.all(a[1:] > a[:-1]) if strict else np.all(a[1:] >= a[:-1]))
 
 
 def group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]) -> np.ndarray:
-    """Group_quantiles is an (n, len(q)) array of each flow's quantiles (linear, as pandas'); NaN without rows.
+    """Return an (n, len(q)) array of each flow's quantiles (linear, as pandas'); NaN without rows.
 
     ``code`` is each value's flow code (0 to n - 1); the values keep their unit.
     """
@@ -260,7 +260,7 @@ def group_quantiles(code: np.ndarray, values: np.ndarray, n: int, q: list[float]
 
 
 def first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First_by_key returns the sorted distinct keys and the earliest time of each.
+    """Return the sorted distinct keys and the earliest time of each.
 
     Keys are int64 ``flow << SEQ_BITS | seq``, one per time (ns).
     """
@@ -273,7 +273,7 @@ def first_by_key(key: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def seq_layout(code: np.ndarray, seq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Seq_layout lays out a table indexed by (flow, seq): each flow's highest seq and where its slots start.
+    """Lay out a table indexed by (flow, seq): each flow's highest seq and where its slots start.
 
     ``max_seq`` has length n, ``base`` length n + 1: flow f's seq s is slot
     ``base[f] + s``, and ``base[-1]`` is the table's size. None when a table
@@ -293,7 +293,7 @@ NEVER = np.iinfo(np.int64).max
 
 
 def scatter_min(size: int, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Scatter_min is an int64 table of size slots holding each slot's smallest value (NEVER where no row falls).
+    """Return an int64 table of size slots holding each slot's smallest value (NEVER where no row falls).
 
     ``slot`` is each value's slot (0 to size - 1), as laid out by seq_layout.
     """

@@ -121,7 +121,7 @@ error                         the flow's error, or why it was cancelled     the 
 
 
 def fill_columns(flows: pd.DataFrame) -> pd.DataFrame:
-    """Fill_columns adds the FLOW_COLUMNS a kind of flow lacks (NaN; "" for status and error)."""
+    """Add the FLOW_COLUMNS a kind of flow lacks (NaN; "" for status and error)."""
     for c in FLOW_COLUMNS:
         if c not in flows.columns:
             flows[c] = "" if c in ("status", "error") else np.nan
@@ -129,5 +129,5 @@ def fill_columns(flows: pd.DataFrame) -> pd.DataFrame:
 
 
 def column_dtype(column: str) -> str:
-    """Column_dtype is a column's dtype in an empty flows table: text columns are objects, the rest floats."""
+    """Return a column's dtype in an empty flows table: text columns are objects, the rest floats."""
     return "object" if column in ("flow", "kind", "direction", "cca", "status", "error") else "float64"

@@ -22,7 +22,7 @@ _RANK = {FLOW_FAILED: 0, FLOW_CANCELLED: 1, FLOW_OK: 2}
 
 
 def named_flows(config: dict[str, Any]) -> dict[str, str]:
-    """Named_flows maps each flow the test's run tree names to its kind, in order ({} if the config does not parse)."""
+    """Map each flow the test's run tree names to its kind, in order ({} if the config does not parse)."""
     from antler.config.parse import ConfigError
     from antler.config.test import parse_run
 
@@ -44,7 +44,7 @@ def named_flows(config: dict[str, Any]) -> dict[str, str]:
 def with_outcomes(
     flows: pd.DataFrame, records: pd.DataFrame, named: dict[str, str], first_error: str, recorded: bool
 ) -> pd.DataFrame:
-    """With_outcomes adds the status and error columns, and a row for each named flow without measurements.
+    """Add the status and error columns, and a row for each named flow without measurements.
 
     ``records`` is the flow_status table, ``named`` the flows the config
     names (flow -> kind), ``first_error`` the test's first error message

@@ -41,7 +41,7 @@ ECHO_FLAG = 1
 def analyze_packets(
     info: pd.DataFrame, io: pa.Table, t0: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Analyze_packets is the packet flows' rows of flows.parquet and their RTT and one-way delay series.
+    """Return the packet flows' rows of flows.parquet and their RTT and one-way delay series.
 
     ``info`` is the packet_info rows (tinit as UTC timestamps), ``io`` the
     packet_io columns flow, server, t_ns, seq, length and sent (and
@@ -141,7 +141,7 @@ def analyze_packets(
 
 
 def distinct_per_flow(code: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
-    """Distinct_per_flow counts each flow's distinct seqs (length n): a (flow, seq) table when seqs are dense, else a sort."""
+    """Count each flow's distinct seqs (length n): a (flow, seq) table when seqs are dense, else a sort."""
     if not len(code):
         return np.zeros(n, np.int64)
     layout = seq_layout(code, seq, n)
@@ -184,7 +184,7 @@ class _Sends:
             self.table = scatter_min(self.base[-1], self.base[code] + seq, t)
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """Keys returns the sorted distinct (flow << SEQ_BITS | seq) keys and the earliest send of each."""
+        """Return the sorted distinct (flow << SEQ_BITS | seq) keys and the earliest send of each."""
         if self._keys is None:
             self._keys = first_by_key((self.code << SEQ_BITS) | self.seq, self.t)
         return self._keys
@@ -261,7 +261,7 @@ def _series_frame(
 
 
 def count_arrivals(code: np.ndarray, t: np.ndarray, seq: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Count_arrivals counts received, duplicate, late and early packets per flow.
+    """Count received, duplicate, late and early packets per flow.
 
     ``code``, ``t`` and ``seq`` are each arrival's flow code, time in ns and
     seq; ``n`` is the number of flows. The result maps received, duplicates,

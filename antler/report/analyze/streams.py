@@ -26,7 +26,7 @@ from antler.report.analyze.columnar import (
 def analyze_streams(
     info: pd.DataFrame, io: pa.Table, tcp: pa.Table, t0: pd.Timestamp, interval_s: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Analyze_streams is the stream flows' rows of flows.parquet and their goodput series.
+    """Return the stream flows' rows of flows.parquet and their goodput series.
 
     ``info`` is the stream_info rows (tinit as UTC timestamps), ``io`` the
     stream_io columns flow, server, t_ns, total_bytes and sent, ``tcp`` the

@@ -61,7 +61,7 @@ REPLY_AHEAD = 1 << 20
 
 @dataclass(frozen=True)
 class PacketClient:
-    """PacketClient is the client for packet flows (UDP).
+    """The client for packet flows (UDP).
 
     It sends to ``addr`` (``host:port``), or to the address found in the
     feedback under ``addr_key``, with every sender in ``sender`` running
@@ -81,7 +81,7 @@ class PacketClient:
     flow_kind: ClassVar[str] = "packet"
 
     def validate(self) -> None:
-        """Validate raises ValueError for a bad flow ID, address, protocol, TOS bits, or a sender's length."""
+        """Raise ValueError for a bad flow ID, address, protocol, TOS bits, or a sender's length."""
         check_flow(self.flow)
         if not self.addr and not self.addr_key:
             raise ValueError("packet_client needs addr or addr_key")
@@ -103,11 +103,11 @@ class PacketClient:
                     raise ValueError(f"packet length {n} is above max_packet_size {self.max_packet_size}")
 
     def expected_seconds(self) -> float:
-        """Expected_seconds is the longest sender's duration plus the shortest late-reply wait."""
+        """Return the longest sender's duration plus the shortest late-reply wait."""
         return max(s.sender().expected_seconds() for s in self.sender) + LATE_MIN_S
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run sends the flow, waits for late replies within a bound, and returns.
+        """Send the flow, wait for late replies within a bound, and return.
 
         Raises ValueError without an address or for a packet shorter than its
         header, OSError for the socket, RuntimeError if the sender process fails.

@@ -17,7 +17,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FlowClock:
-    """FlowClock gives times relative to a base time taken at construction."""
+    """Gives times relative to a base time taken at construction."""
 
     def __init__(self) -> None:
         # The offset with the least gap between its two reads is the most accurate.
@@ -36,20 +36,20 @@ class FlowClock:
         self._mono_base = self.tinit_ns - self.mono_to_wall
 
     def from_mono(self, mono_ns: int) -> int:
-        """From_mono returns the relative time of a time.monotonic_ns() reading."""
+        """Return the relative time of a time.monotonic_ns() reading."""
         return mono_ns - self._mono_base
 
     def from_wall(self, wall_ns: int) -> int:
-        """From_wall returns the relative time of a CLOCK_REALTIME reading (e.g. a kernel timestamp)."""
+        """Return the relative time of a CLOCK_REALTIME reading (e.g. a kernel timestamp)."""
         return wall_ns - self.tinit_ns
 
     def now(self) -> int:
-        """Now returns the current relative time."""
+        """Return the current relative time."""
         return time.monotonic_ns() - self._mono_base
 
 
 def warm_up_arrow() -> None:
-    """Warm_up_arrow builds one packet_io batch, so pyarrow's lazy start-up is done before timing starts.
+    """Build one packet_io batch, so pyarrow's lazy start-up is done before timing starts.
 
     The first conversion in a process takes about 250 ms holding the GIL
     (measured on the test machine); during a flow it would delay every packet

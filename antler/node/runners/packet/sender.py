@@ -16,7 +16,7 @@ SendPlan = Iterator[tuple[int, int, bool]]
 
 @dataclass(frozen=True)
 class Unresponsive:
-    """Unresponsive sends packets on a schedule without regard to any congestion signals.
+    """Sends packets on a schedule without regard to any congestion signals.
 
     ``wait`` lists the waits between packets, cycled sequentially or drawn at
     random (``random_wait``); with ``wait_first`` the first packet waits too.
@@ -36,7 +36,7 @@ class Unresponsive:
     seed: int | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError for no waits or lengths, a length off 1..MAX_UDP_PAYLOAD, all-zero waits, or a duration not above 0."""
+        """Raise ValueError for no waits or lengths, a length off 1..MAX_UDP_PAYLOAD, all-zero waits, or a duration not above 0."""
         if not self.wait:
             raise ValueError("unresponsive needs at least one wait")
         if not self.length:
@@ -50,11 +50,11 @@ class Unresponsive:
             raise ValueError("unresponsive needs a wait above 0 (all-zero waits would send without end)")
 
     def expected_seconds(self) -> float:
-        """Expected_seconds is how long the sender sends."""
+        """Return how long the sender sends."""
         return self.duration.seconds
 
     def plan(self) -> SendPlan:
-        """Plan yields each packet's scheduled offset, length and echo flag, until the duration."""
+        """Yield each packet's scheduled offset, length and echo flag, until the duration."""
         rng = random.Random(self.seed)
         waits = [w.ns for w in self.wait]
         lengths = list(self.length)
@@ -72,18 +72,18 @@ class Unresponsive:
 
 @dataclass(frozen=True)
 class PacketSenders:
-    """PacketSenders is the union of available packet senders; exactly one must be set."""
+    """The union of available packet senders; exactly one must be set."""
 
     unresponsive: Unresponsive | None = None
 
     def validate(self) -> None:
-        """Validate raises ValueError unless exactly one sender is set."""
+        """Raise ValueError unless exactly one sender is set."""
         set_ = set_fields(self)
         if len(set_) != 1:
             names = ", ".join(f.name for f in fields(self))
             raise ValueError(f"a sender has exactly one of {names}; found {', '.join(set_) or 'none'}")
 
     def sender(self) -> Unresponsive:
-        """Sender returns the chosen sender."""
+        """Return the chosen sender."""
         assert self.unresponsive is not None
         return self.unresponsive

@@ -89,7 +89,7 @@ class _Plan:
         return (len(self.buf) - self.pos) // PLAN.size
 
     def read(self, block: bool) -> None:
-        """Read takes what the pipe holds (waiting for it if block)."""
+        """Take what the pipe holds (waiting for it if block)."""
         if self.eof:
             return
         if not block and not select.select([self.fd], [], [], 0)[0]:
@@ -102,7 +102,7 @@ class _Plan:
         self.pos = 0
 
     def line(self) -> bytes | None:
-        """Line returns the first line (the set-up), leaving what follows it as plan; None at end of file."""
+        """Return the first line (the set-up), leaving what follows it as plan; None at end of file."""
         while (end := self.buf.find(b"\n", self.pos)) < 0:
             if self.eof:
                 return None
@@ -112,7 +112,7 @@ class _Plan:
         return first
 
     def pop(self) -> tuple[int, int, int] | None:
-        """Pop returns the next planned packet, or None at the end of the plan."""
+        """Return the next planned packet, or None at the end of the plan."""
         while not len(self):
             if self.eof:
                 return None
@@ -144,7 +144,7 @@ def _setup(priority: int) -> bool:
 
 
 def spawn(fd: int) -> subprocess.Popen[bytes]:
-    """Spawn starts a sender process that will send on the socket with descriptor fd."""
+    """Start a sender process that will send on the socket with descriptor fd."""
     root = str(Path(__file__).resolve().parents[4])
     code = f"import sys; sys.path.insert(0, {root!r}); from antler.node.runners.packet.sendproc import main; main()"
     # -I -S: no site packages and no environment, so it starts in tens of ms.
@@ -173,14 +173,14 @@ def _grow_pipe(fd: int) -> None:
 
 
 def write_all(fd: int, data: bytes | bytearray) -> None:
-    """Write_all writes all of data to fd (os.write may write part of it)."""
+    """Write all of data to fd (os.write may write part of it)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def main() -> None:
-    """Main runs the sender: config line, then the plan, from stdin; records to stdout."""
+    """Run the sender: config line, then the plan, from stdin; records to stdout."""
     import antler.node.hmac as hmac
     import antler.node.runners.packet.wire as wire
     from antler.node.runners.packet.timer import HybridTimer

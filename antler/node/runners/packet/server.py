@@ -33,7 +33,7 @@ POLL_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class PacketServer:
-    """PacketServer is the server for packet flows (UDP).
+    """The server for packet flows (UDP).
 
     It listens on ``listen_addr`` (``:port`` or ``host:port``), echoes each
     packet that requests it (same seq, flag REPLY) unless it is a duplicate,
@@ -52,7 +52,7 @@ class PacketServer:
     max_packet_size: int = 1480
 
     def validate(self) -> None:
-        """Validate raises ValueError for a bad protocol, address or packet size."""
+        """Raise ValueError for a bad protocol, address or packet size."""
         if self.protocol not in psock.PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(psock.PROTOCOLS)}, not {self.protocol!r}")
         check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
@@ -60,7 +60,7 @@ class PacketServer:
             raise ValueError(f"max_packet_size must be between 1 and {MAX_UDP_PAYLOAD}")
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run binds the socket, starts the receive thread and returns; a canceler stops it."""
+        """Bind the socket, start the receive thread and return; a canceler stops it."""
         family, sockaddr = psock.resolve(self.listen_addr, self.protocol, passive=True)
         warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
@@ -93,7 +93,7 @@ class _DupWindow:
         self.bits = bytearray(DUP_WINDOW)
 
     def seen(self, seq: int) -> bool:
-        """Seen marks seq and reports whether it was seen before (too old counts as seen)."""
+        """Mark seq and report whether it was seen before (too old counts as seen)."""
         if seq > self.top:
             gap = seq - self.top
             if gap >= DUP_WINDOW:
@@ -124,7 +124,7 @@ class _Flow:
         self.ect = 2  # ECT(0), until a request says otherwise
 
     def reply_tos(self, tos: int) -> int:
-        """Reply_tos is the TOS byte of the reply to a request that arrived with tos: the same, but never CE."""
+        """Return the TOS byte of the reply to a request that arrived with tos: the same, but never CE."""
         ecn = tos & 3
         if ecn == 3:
             ecn = self.ect  # CE: the codepoint the flow sends with, as last seen
@@ -185,7 +185,7 @@ class _Server:
         self._thread.start()
 
     async def stop(self) -> None:
-        """Stop ends the receive thread, closes the socket and logs what was dropped."""
+        """End the receive thread, close the socket and log what was dropped."""
         self._stop.set()
         await asyncio.to_thread(self._thread.join)
         self.sock.close()

@@ -31,7 +31,7 @@ RCVBUF_BYTES = 4 << 20
 
 
 def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
-    """Resolve returns the address family and socket address for addr under protocol.
+    """Return the address family and socket address for addr under protocol.
 
     A link-local IPv6 host to send to gets this node's interface as its zone
     (antler.node.sockopt.zoned). Raises ValueError for an address
@@ -58,7 +58,7 @@ def resolve(addr: str, protocol: str, passive: bool) -> tuple[int, Any]:
 
 
 def enable_rx_timestamps(sock: socket.socket) -> bool:
-    """Enable_rx_timestamps asks the kernel to stamp each received datagram (SO_TIMESTAMPNS)."""
+    """Ask the kernel to stamp each received datagram (SO_TIMESTAMPNS)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         return True
@@ -67,7 +67,7 @@ def enable_rx_timestamps(sock: socket.socket) -> bool:
 
 
 def grow_rcvbuf(sock: socket.socket, size: int = RCVBUF_BYTES) -> None:
-    """Grow_rcvbuf raises the receive buffer, beyond rmem_max if privileged."""
+    """Raise the receive buffer, beyond rmem_max if privileged."""
     force = getattr(socket, "SO_RCVBUFFORCE", 33)
     try:
         sock.setsockopt(socket.SOL_SOCKET, force, size)
@@ -77,7 +77,7 @@ def grow_rcvbuf(sock: socket.socket, size: int = RCVBUF_BYTES) -> None:
 
 
 def enable_rx_tos(sock: socket.socket) -> None:
-    """Enable_rx_tos asks the kernel for each received datagram's TOS byte (IP_RECVTOS; IPV6_RECVTCLASS on IPv6).
+    """Ask the kernel for each received datagram's TOS byte (IP_RECVTOS; IPV6_RECVTCLASS on IPv6).
 
     An IPv6 socket also asks for IP_RECVTOS: IPv4 packets it receives (as
     mapped addresses) carry theirs that way.
@@ -90,7 +90,7 @@ def enable_rx_tos(sock: socket.socket) -> None:
 
 
 def rx_meta(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int, int]:
-    """Rx_meta returns a datagram's kernel receive time (CLOCK_REALTIME ns, else now), TOS byte and its level.
+    """Return a datagram's kernel receive time (CLOCK_REALTIME ns, else now), TOS byte and its level.
 
     The TOS is NO_TOS and the level 0 when the kernel gave none; the level is
     IPPROTO_IP for an IPv4 packet and IPPROTO_IPV6 for an IPv6 one (how a
@@ -109,7 +109,7 @@ def rx_meta(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int, int]:
 
 
 def tos_cmsg(level: int, tos: int) -> list[tuple[int, int, bytes]]:
-    """Tos_cmsg is the ancillary data that sends one datagram with a TOS byte (IP_TOS) or traffic class (IPV6_TCLASS)."""
+    """Return the ancillary data that sends one datagram with a TOS byte (IP_TOS) or traffic class (IPV6_TCLASS)."""
     if level == _IP6:
         return [(_IP6, _IP6_TCLASS, _INT.pack(tos))]
     return [(_IP, _IP_TOS, bytes([tos]))]

@@ -38,14 +38,14 @@ except OSError:  # pragma: no cover - non-Linux
 
 
 def set_timer_slack(ns: int = 1) -> bool:
-    """Set_timer_slack sets the calling thread's timer slack (prctl PR_SET_TIMERSLACK); it reports success."""
+    """Set the calling thread's timer slack (prctl PR_SET_TIMERSLACK); it reports success."""
     if _libc is None:
         return False
     return bool(_libc.prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0) == 0)
 
 
 class HybridTimer:
-    """HybridTimer waits for absolute monotonic deadlines: sleep, then spin for the last stretch.
+    """Waits for absolute monotonic deadlines: sleep, then spin for the last stretch.
 
     Deadlines are absolute, so a late wake-up never shifts later packets.
     Use one timer per thread, with that thread's timer slack at 1 ns
@@ -59,7 +59,7 @@ class HybridTimer:
         self._oversleep_ns = float(max_spin_ns)
 
     def wait_until(self, deadline_ns: int, max_spin_ns: int | None = None) -> int:
-        """Wait_until blocks until time.monotonic_ns() reaches deadline_ns, and returns that reading.
+        """Block until time.monotonic_ns() reaches deadline_ns, and return that reading.
 
         ``max_spin_ns`` caps the spin below the learnt one for this wait.
         """
@@ -76,7 +76,7 @@ class HybridTimer:
         return now
 
     def learn(self, oversleep_ns: int) -> None:
-        """Learn adapts the spin time to an oversleep seen (how late a sleep or select woke)."""
+        """Adapt the spin time to an oversleep seen (how late a sleep or select woke)."""
         self._oversleep_ns = max(float(oversleep_ns), self._oversleep_ns * DECAY)
         spin = int(self._oversleep_ns) + SPIN_MARGIN_NS
         self.spin_ns = min(max(spin, self.min_spin_ns), self.max_spin_ns)

@@ -46,7 +46,7 @@ MAX_SEQ = (1 << 63) - 1
 
 
 class PacketFlag(enum.IntFlag):
-    """PacketFlag represents the flag bits on a packet."""
+    """Represents the flag bits on a packet."""
 
     ECHO = 1
     """ECHO marks a packet that requests an echo from the server."""
@@ -57,7 +57,7 @@ class PacketFlag(enum.IntFlag):
 
 
 class BadPacket(ValueError):
-    """BadPacket is a datagram that is not a valid packet; reason is a short key for counting."""
+    """A datagram that is not a valid packet; reason is a short key for counting."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -66,7 +66,7 @@ class BadPacket(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PacketHeader:
-    """PacketHeader is the header of a packet: flags, sequence number and flow."""
+    """The header of a packet: flags, sequence number and flow."""
 
     flag: PacketFlag
     seq: Seq
@@ -74,18 +74,18 @@ class PacketHeader:
 
 
 def set_seq(buf: bytearray, seq: int) -> None:
-    """Set_seq writes a sequence number into an encoded packet (sign it afterwards)."""
+    """Write a sequence number into an encoded packet (sign it afterwards)."""
     _SEQ.pack_into(buf, SEQ_AT, seq)
 
 
 def header_len(flow: str, signed: bool) -> int:
-    """Header_len returns the header length for a flow ID, with or without a tag."""
+    """Return the header length for a flow ID, with or without a tag."""
     return FIXED_LEN + len(flow) + (hmac.TAG_LEN if signed else 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """Packet is a packet sent either way between a PacketClient and a PacketServer.
+    """A packet sent either way between a PacketClient and a PacketServer.
 
     Only the header is meaningful; ``length`` is the total length in bytes,
     header included, reached with zero padding.
@@ -95,7 +95,7 @@ class Packet:
     length: int
 
     def encode(self, key: bytes | None = None) -> bytes:
-        """Encode returns the packet's bytes, signed with key if one is given.
+        """Return the packet's bytes, signed with key if one is given.
 
         Raises ValueError when ``length`` is shorter than the header (and tag).
         """
@@ -121,7 +121,7 @@ _flows: dict[bytes, str] = {}
 
 
 def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tuple[int, int, str]:
-    """Parse checks a datagram and returns its (flags, seq, flow), or raises BadPacket.
+    """Check a datagram and return its (flags, seq, flow), or raise BadPacket.
 
     It is :func:`decode` without building objects, for the per-packet paths.
     The flow ID must be a whole ID of 1 to 16 characters (antler.node.flow),
@@ -168,13 +168,13 @@ def parse(data: bytes | bytearray | memoryview, key: bytes | None = None) -> tup
 
 
 def decode(data: bytes | bytearray | memoryview, key: bytes | None = None) -> Packet:
-    """Decode parses a datagram into a Packet, checking its tag if a key is given (see :func:`parse`)."""
+    """Parse a datagram into a Packet, checking its tag if a key is given (see :func:`parse`)."""
     flag, seq, flow = parse(data, key)
     return Packet(PacketHeader(PacketFlag(flag), seq, flow), len(data))
 
 
 def reply_to(data: bytes | bytearray | memoryview, key: bytes | None = None) -> bytes:
-    """Reply_to returns the echo reply to a valid request: same bytes, flags ECHO cleared and REPLY set, re-signed."""
+    """Return the echo reply to a valid request: same bytes, flags ECHO cleared and REPLY set, re-signed."""
     flag = (data[3] & ~ECHO) | REPLY
     flag = flag | SIGNED if key else flag & ~SIGNED
     if key:

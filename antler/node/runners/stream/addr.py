@@ -11,11 +11,11 @@ PROTOCOLS = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_
 
 
 def check_protocol(protocol: str) -> None:
-    """Check_protocol raises ValueError for a protocol other than tcp, tcp4 or tcp6."""
+    """Raise ValueError for a protocol other than tcp, tcp4 or tcp6."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
 def sockname(sock: socket.socket) -> str:
-    """Sockname returns a socket's local address as ``host:port`` (a link-local host with its interface)."""
+    """Return a socket's local address as ``host:port`` (a link-local host with its interface)."""
     return sock_addr(sock)

@@ -25,12 +25,12 @@ CONNECT_TIMEOUT = Duration(10_000_000_000)
 
 
 class StreamError(Exception):
-    """StreamError is a stream flow that failed: the message names the flow and the cause."""
+    """A stream flow that failed: the message names the flow and the cause."""
 
 
 @dataclass(frozen=True)
 class StreamClient:
-    """StreamClient is the client for stream flows: one upload or download to a stream server.
+    """The client for stream flows: one upload or download to a stream server.
 
     The server is ``addr`` (``host:port``) or, if that is empty, the address
     found in the incoming feedback under ``addr_key``. ``protocol`` is ``tcp``,
@@ -47,7 +47,7 @@ class StreamClient:
     flow_kind: ClassVar[str] = "stream"
 
     def validate(self) -> None:
-        """Validate raises ValueError unless there is one transfer, a way to find the server, and a known protocol."""
+        """Raise ValueError unless there is one transfer, a way to find the server, and a known protocol."""
         transfers = set_fields(self, among=("upload", "download"))
         if len(transfers) != 1:
             raise ValueError(
@@ -62,22 +62,22 @@ class StreamClient:
             raise ValueError("connect_timeout must be positive")
 
     def transfer(self) -> Transfer:
-        """Transfer returns the upload or download."""
+        """Return the upload or download."""
         t = self.upload or self.download
         assert t is not None
         return t
 
     @property
     def flow(self) -> str:
-        """Flow is the transfer's flow ID."""
+        """The transfer's flow ID."""
         return self.transfer().flow
 
     def expected_seconds(self) -> float:
-        """Expected_seconds is the transfer's duration."""
+        """Return the transfer's duration."""
         return self.transfer().duration.seconds
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run connects, sends the header and runs the client end until the flow completes.
+        """Connect, send the header and run the client end until the flow completes.
 
         Raises StreamError, naming the flow, when the server's address is
         missing or bad, the connect fails or times out (``connect_timeout``),

@@ -40,7 +40,7 @@ DIRECTIONS = ("up", "down")
 
 
 class HeaderError(Exception):
-    """HeaderError is a header that is malformed, too large, late or cut short.
+    """A header that is malformed, too large, late or cut short.
 
     ``reason`` is a short key a server counts by (as a packet server counts
     BadPacket reasons): ``bad-magic``, ``bad-version``, ``too-long``,
@@ -54,7 +54,7 @@ class HeaderError(Exception):
 
 @dataclass(frozen=True)
 class Header:
-    """Header is the request a client sends: which flow, which way, and when to stop.
+    """The request a client sends: which flow, which way, and when to stop.
 
     ``direction`` is ``up`` (client sends) or ``down`` (server sends). The
     sender stops after ``duration_ns`` or ``length`` bytes (0 = no length
@@ -75,7 +75,7 @@ class Header:
     sig: str = ""
 
     def check(self) -> None:
-        """Check raises HeaderError for a field out of its range."""
+        """Raise HeaderError for a field out of its range."""
         try:
             check_flow(self.flow)
         except ValueError as e:
@@ -99,11 +99,11 @@ class Header:
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     def signed(self, key: bytes) -> Header:
-        """Signed returns the header with ``sig`` set to the HMAC tag of its other fields."""
+        """Return the header with ``sig`` set to the HMAC tag of its other fields."""
         return replace(self, sig=hmac.tag(key, self._signed_bytes()).hex())
 
     def verified(self, key: bytes) -> bool:
-        """Verified reports whether ``sig`` is the right tag under key (False if missing)."""
+        """Report whether ``sig`` is the right tag under key (False if missing)."""
         try:
             got = bytes.fromhex(self.sig)
         except ValueError:
@@ -111,12 +111,12 @@ class Header:
         return len(got) == hmac.TAG_LEN and hmac.verify(key, self._signed_bytes(), got)
 
     def encode(self) -> bytes:
-        """Encode returns the header on the wire."""
+        """Return the header on the wire."""
         return frame(asdict(self))
 
     @classmethod
     def decode(cls, body: dict[str, Any]) -> Header:
-        """Decode builds a checked header from a request body, raising HeaderError for a missing or bad field."""
+        """Build a checked header from a request body, raising HeaderError for a missing or bad field."""
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
         try:
             h = cls(**known)
@@ -127,7 +127,7 @@ class Header:
 
 
 def frame(body: dict[str, Any]) -> bytes:
-    """Frame returns a JSON body with the magic, version and length before it.
+    """Return a JSON body with the magic, version and length before it.
 
     Raises HeaderError (reason ``too-long``) for a body over MAX_BODY bytes.
     """
@@ -138,7 +138,7 @@ def frame(body: dict[str, Any]) -> bytes:
 
 
 async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    """Read_frame reads one framed JSON object from a non-blocking socket, within timeout seconds.
+    """Read one framed JSON object from a non-blocking socket, within timeout seconds.
 
     Raises HeaderError, with a reason to count (``bad-magic``, ``bad-version``,
     ``too-long``, ``timeout``, ``not-json``, ``cut-short``), for anything else.

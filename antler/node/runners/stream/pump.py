@@ -59,7 +59,7 @@ receiver waits past the flow's duration for the end: a peer gone without a FIN o
 
 @dataclass(frozen=True)
 class PumpParams:
-    """PumpParams says which way one end moves data, and when the sender stops."""
+    """Says which way one end moves data, and when the sender stops."""
 
     sender: bool
     duration_ns: int
@@ -71,14 +71,14 @@ class PumpParams:
 
 @dataclass(frozen=True)
 class PumpResult:
-    """PumpResult is how one end's data phase ended: bytes moved and whether it was stopped early."""
+    """How one end's data phase ended: bytes moved and whether it was stopped early."""
 
     total_bytes: int
     stopped: bool
 
 
 class Pump:
-    """Pump moves one end's data on its own thread, recording StreamIO (and TCP_INFO) samples.
+    """Moves one end's data on its own thread, recording StreamIO (and TCP_INFO) samples.
 
     ``io`` is a ``stream_io`` buffer whose ``names`` are ``t_ns, total_bytes``;
     ``tcp_info``, if given, a ``tcp_info`` buffer sampled on the sender.
@@ -109,18 +109,18 @@ class Pump:
         self._finished = threading.Event()
 
     def stop(self) -> None:
-        """Stop ends the data phase now: it sets the stop flag and wakes a blocked call."""
+        """End the data phase now: it sets the stop flag and wakes a blocked call."""
         self._stop.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def stopped(self) -> bool:
-        """Stopped reports whether stop was called."""
+        """Whether stop was called."""
         return self._stop.is_set()
 
     async def run(self) -> PumpResult:
-        """Run moves the data on a new thread and returns when it ends.
+        """Move the data on a new thread and return when it ends.
 
         If the awaiting task is canceled, the pump is stopped and the thread
         awaited (briefly) before the cancellation goes on, so the samples taken
@@ -211,7 +211,7 @@ class Pump:
         return total
 
     def _finish_send(self) -> None:
-        """Finish_send signals the end of data and waits for the receiver to close its end.
+        """Signal the end of data and wait for the receiver to close its end.
 
         The receiver closes only once it has read everything, so the sender's
         end means the flow is complete, and closing cannot reset unread data.
@@ -289,7 +289,7 @@ class Pump:
 
 
 async def run_end(ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool) -> None:
-    """Run_end records one end's StreamInfo and runs its data phase, sampling as asked."""
+    """Record one end's StreamInfo and run its data phase, sampling as asked."""
     info = stream.info(server, ctx.node_id, params.length)
     t0 = time.monotonic_ns()
     ctx.rec.send(info)

@@ -28,7 +28,7 @@ HEADER_TIMEOUT = Duration(10_000_000_000)
 
 @dataclass(frozen=True)
 class StreamServer:
-    """StreamServer is the server for stream flows: it listens, then serves clients until the test ends.
+    """The server for stream flows: it listens, then serves clients until the test ends.
 
     ``listen_addr`` is ``host:port`` or ``:port`` (all addresses); port 0
     picks a free port, which ``listen_addr_key`` puts into the returned
@@ -44,7 +44,7 @@ class StreamServer:
     header_timeout: Duration = HEADER_TIMEOUT
 
     def validate(self) -> None:
-        """Validate raises ValueError for a bad protocol or address, port 0 without listen_addr_key, or a header_timeout not above 0."""
+        """Raise ValueError for a bad protocol or address, port 0 without listen_addr_key, or a header_timeout not above 0."""
         check_protocol(self.protocol)
         check_addr(self.listen_addr, self.protocol, "listen_addr", listen=True)
         _, port = split_host_port(self.listen_addr)
@@ -54,7 +54,7 @@ class StreamServer:
             raise ValueError("header_timeout must be positive")
 
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
-        """Run binds and listens, registers the canceler and returns the feedback."""
+        """Bind and listen, register the canceler and return the feedback."""
         lsock = await _listen(self.listen_addr, self.protocol)
         addr = sockname(lsock)
         server = _Serving(self, ctx, lsock)
@@ -196,7 +196,7 @@ class _Serving:
         self.first_drop.setdefault(reason, detail)
 
     async def cancel(self) -> None:
-        """Cancel stops accepting, ends every flow in progress and closes the listener."""
+        """Stop accepting, end every flow in progress and close the listener."""
         if self.accepting is not None:
             self.accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

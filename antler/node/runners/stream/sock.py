@@ -16,11 +16,11 @@ TCP_INFO_LEN = 256
 
 
 class CCAError(ValueError):
-    """CCAError is a congestion control algorithm the kernel does not offer."""
+    """A congestion control algorithm the kernel does not offer."""
 
 
 def available_ccas() -> list[str]:
-    """Available_ccas lists the congestion control algorithms the kernel offers."""
+    """List the congestion control algorithms the kernel offers."""
     try:
         with open(AVAILABLE_CCA_PATH) as f:
             return f.read().split()
@@ -29,7 +29,7 @@ def available_ccas() -> list[str]:
 
 
 def set_cca(sock: socket.socket, cca: str) -> None:
-    """Set_cca sets the socket's congestion control algorithm (TCP_CONGESTION).
+    """Set the socket's congestion control algorithm (TCP_CONGESTION).
 
     Raises CCAError (a ValueError) naming the CCAs the kernel offers when it lacks this one.
     """
@@ -43,7 +43,7 @@ def set_cca(sock: socket.socket, cca: str) -> None:
 
 
 def get_cca(sock: socket.socket) -> str:
-    """Get_cca returns the socket's congestion control algorithm."""
+    """Return the socket's congestion control algorithm."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -88,7 +88,7 @@ TCP_INFO_COLUMNS = (
 
 
 def read_tcp_info(sock: socket.socket) -> tuple[int, ...]:
-    """Read_tcp_info returns one TCP_INFO sample of sock, in the order of TCP_INFO_COLUMNS.
+    """Return one TCP_INFO sample of sock, in the order of TCP_INFO_COLUMNS.
 
     Rates are converted from the kernel's bytes per second to bits per second.
     """

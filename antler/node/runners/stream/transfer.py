@@ -16,20 +16,20 @@ NO_INTERVAL = Duration(0)
 
 @dataclass(frozen=True)
 class Stream:
-    """Stream is one direction of a stream flow: its ID, direction (``up`` = client to server) and sender's CCA."""
+    """One direction of a stream flow: its ID, direction (``up`` = client to server) and sender's CCA."""
 
     flow: str
     direction: str
     cca: str = ""
 
     def info(self, server: bool, node_id: str, length: int = 0) -> StreamInfo:
-        """Info returns the StreamInfo for one end of this stream, with the time now as its base."""
+        """Return the StreamInfo for one end of this stream, with the time now as its base."""
         return StreamInfo(now(), self.flow, self.direction, self.cca, server, node_id, length)
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """Transfer is the parameters of an upload or download.
+    """The parameters of an upload or download.
 
     The sender stops after ``duration`` or, if set, ``length`` bytes, whichever
     comes first (a ``length`` flow measures flow completion time).
@@ -55,7 +55,7 @@ class Transfer:
     direction = ""  # set by Upload and Download
 
     def validate(self) -> None:
-        """Validate raises ValueError for a bad flow ID or a number out of its range."""
+        """Raise ValueError for a bad flow ID or a number out of its range."""
         check_flow(self.flow)
         if self.duration.ns <= 0:
             raise ValueError("duration must be positive")
@@ -79,28 +79,28 @@ class Transfer:
 
     @property
     def tos(self) -> int:
-        """Tos is the IP TOS / traffic class byte from dscp and ecn."""
+        """The IP TOS / traffic class byte from dscp and ecn."""
         return (self.dscp << 2) | self.ecn
 
     @property
     def length_bytes(self) -> int:
-        """Length_bytes is the length limit in bytes, 0 for none."""
+        """The length limit in bytes, 0 for none."""
         return self.length.n if self.length is not None else 0
 
     def stream(self, cca: str) -> Stream:
-        """Stream returns this transfer's Stream with the CCA in effect."""
+        """Return this transfer's Stream with the CCA in effect."""
         return Stream(self.flow, self.direction, cca)
 
 
 @dataclass(frozen=True)
 class Upload(Transfer):
-    """Upload is a stream transfer from client to server."""
+    """A stream transfer from client to server."""
 
     direction = "up"
 
 
 @dataclass(frozen=True)
 class Download(Transfer):
-    """Download is a stream transfer from server to client."""
+    """A stream transfer from server to client."""
 
     direction = "down"
