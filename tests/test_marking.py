@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node.runners.packet.server import _Flow
+from antler.node.spec import ConfigError
 from antler.results import load
 from tests.nettools import NetnsFactory
 from tests.test_packet import on, run_tree

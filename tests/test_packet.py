@@ -14,7 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from antler.config.parse import ConfigError, parse
 from antler.config.test import parse_run
 from antler.node import hmac
 from antler.node.flow import check_flow
@@ -25,6 +24,7 @@ from antler.node.root import do
 from antler.node.runners.packet import Unresponsive
 from antler.node.runners.packet.wire import BadPacket, Packet, PacketFlag, PacketHeader, decode, reply_to
 from antler.node.schemas import SCHEMAS
+from antler.node.spec import ConfigError, parse
 from antler.report.analyze import analyze_frames, arrival_counts, packet_flows
 from tests.nettools import NetnsFactory
 

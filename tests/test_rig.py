@@ -23,11 +23,11 @@ from omegaconf import OmegaConf
 
 from antler.cli import main
 from antler.config.compose import compose_config, compose_jobs
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
+from antler.node.spec import ConfigError
 from antler.rig import dumbbell, kernel
 from antler.rig.delay_link import DelayError, LinkSpec
 from tests.nettools import unique_name

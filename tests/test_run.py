@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import FeedbackConflict, Run, do, merge
 from antler.node.context import Context
@@ -17,6 +16,7 @@ from antler.node.feedback import Feedback
 from antler.node.items import Item
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.sleep import Sleep
+from antler.node.spec import ConfigError
 from tests.trees import errors, logs, wait_for
 
 

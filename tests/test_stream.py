@@ -17,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import Control, Error, Item, LogEntry, StreamInfo, do
 from antler.node.flow import check_flow
@@ -27,6 +26,7 @@ from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
 from antler.node.runners.stream.sock import available_ccas, get_cca
 from antler.node.schemas import SCHEMAS
 from antler.node.sockopt import Sockopt, set_tos
+from antler.node.spec import ConfigError
 from antler.report.analyze import analyze_frames, stream_flows
 from antler.report.pipeline import run_after
 from antler.report.spec import After, Analyze, Report

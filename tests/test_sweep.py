@@ -24,9 +24,9 @@ import psutil
 import pytest
 
 from antler.config.compose import compose_jobs
-from antler.config.parse import ConfigError
 from antler.config.sweep import sweep_spec
 from antler.node.place import place
+from antler.node.spec import ConfigError
 from antler.placement import DRIVER, Hosts, Needs, Queue, needs_of
 from antler.results import load
 from tests.nettools import netns_list, unique_name

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node.items import Item, SysInfo
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.root import do
+from antler.node.spec import ConfigError
 from antler.report.sysinfo import sysinfo_html
 from tests.nettools import NetnsFactory
 

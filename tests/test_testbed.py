@@ -30,12 +30,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from antler.config.compose import compose_config, compose_jobs
-from antler.config.parse import ConfigError, parse
 from antler.config.test import parse_run
 from antler.node import Duration, Item, LogEntry, do
 from antler.node.items import Error
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.schemas import SCHEMAS
+from antler.node.spec import ConfigError, parse
 from antler.report.analyze import analyze, owd_clocks
 from antler.report.charts import clock_note
 from antler.report.pipeline import run_after

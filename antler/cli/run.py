@@ -18,11 +18,11 @@ from antler import exitcode
 from antler.cli.interrupt import Interrupts
 from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
-from antler.config.parse import ConfigError, to_plain
 from antler.config.sweep import sweep_spec
 from antler.node import lease
 from antler.node.launch import Launchers, ray_address
 from antler.node.launch.reclaim import reclaim_left, release_invocation
+from antler.node.spec import ConfigError, to_plain
 from antler.results.incremental import Action, Plan, Wanted, plan
 from antler.results.store import IN_PROGRESS, ResultsError, owner
 from antler.testid import IdFilter

@@ -25,9 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
-from antler.config.parse import ConfigError, parse
 from antler.config.test import TestSpec, flows_text
-from antler.node.items import first_line
+from antler.node.spec import ConfigError, first_line, parse
 from antler.report.spec import IndexSpec
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 

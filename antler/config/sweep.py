@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from antler.config.parse import ConfigError
 from antler.node.nodespec import NODE_ID
+from antler.node.spec import ConfigError
 
 ALL = "all"
 """ALL as sweep.hosts takes every host the cluster has."""

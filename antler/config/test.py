@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from antler.config.parse import ConfigError, parse
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
 from antler.node.runners import DrivesFlow
+from antler.node.spec import ConfigError, parse
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 

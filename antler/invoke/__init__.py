@@ -18,13 +18,13 @@ from typing import TextIO
 
 from antler import exitcode
 from antler.config.compose import Job
-from antler.config.parse import parse
 from antler.invoke.live import Live
 from antler.invoke.sweep import Sweep
 from antler.invoke.testdir import interrupt_running, link_test
 from antler.node.launch import Launchers, ray_address
 from antler.node.root import Launch
 from antler.node.shield import shielded
+from antler.node.spec import parse
 from antler.report.index import write_index
 from antler.report.spec import IndexSpec
 from antler.report.worker import ReportWorker

@@ -23,10 +23,10 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from antler.node.feedback import Feedback, FeedbackConflict, merge
-from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, first_line, now
-from antler.node.nodespec import set_fields
+from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
 from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope, timed_out
 from antler.node.runners import DrivesFlow
+from antler.node.spec import first_line, set_fields
 
 if TYPE_CHECKING:
     from antler.node.context import Context

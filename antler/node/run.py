@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
-from antler.node.nodespec import Node, set_fields
+from antler.node.nodespec import Node
 from antler.node.runners import Estimates, Runner
 from antler.node.runners.packet.client import PacketClient
 from antler.node.runners.packet.server import PacketServer
@@ -28,6 +28,7 @@ from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
 from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
+from antler.node.spec import set_fields
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
 

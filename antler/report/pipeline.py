@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from antler.config.parse import parse
+from antler.node.spec import parse
 from antler.report.analyze import Analysis, analyze
 from antler.report.assets import result_root
 from antler.report.spec import After

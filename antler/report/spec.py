@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from antler.node.metric import Duration
-from antler.node.nodespec import check_regex, set_fields
+from antler.node.spec import check_regex, set_fields
 from antler.results.codec import ENCODED
 
 

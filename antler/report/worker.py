@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from antler.config.parse import parse
+from antler.node.spec import parse
 from antler.report.spec import After
 
 NICE = 19

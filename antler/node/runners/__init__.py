@@ -3,7 +3,7 @@
 Beside the core :class:`Runner`, a runner may declare optional capabilities,
 each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
 
-- :class:`antler.config.parse.Validates` and :class:`antler.config.parse.FromScalar`,
+- :class:`antler.node.spec.Validates` and :class:`antler.node.spec.FromScalar`,
   checked by the config parser;
 - :class:`Estimates`, its expected run time, for the progress line;
 - :class:`DrivesFlow`, the flow it drives, which reports may name

@@ -23,8 +23,8 @@ _RANK = {FLOW_FAILED: 0, FLOW_CANCELLED: 1, FLOW_OK: 2}
 
 def named_flows(config: dict[str, Any]) -> dict[str, str]:
     """Map each flow the test's run tree names to its kind, in order ({} if the config does not parse)."""
-    from antler.config.parse import ConfigError
     from antler.config.test import parse_run
+    from antler.node.spec import ConfigError
 
     test = config.get("test") if isinstance(config, dict) else None
     if not isinstance(test, dict):

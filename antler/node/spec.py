@@ -1,5 +1,9 @@
 """Building spec dataclasses from plain config data, with the path of every error.
 
+The specs of every layer (the run tree and its nodes here, a rig's, a report
+step's, the root config's) are dataclasses parsed by this one engine, at the
+base of the layers beside the units it parses (:mod:`antler.node.metric`).
+
 The run tree is recursive and its runners form a union, two things Hydra's
 structured configs support only partly (see STYLE.md), so the tree is parsed
 here: dataclasses are the schema, YAML holds the values, and every error names
@@ -8,12 +12,13 @@ the path of the offending node, e.g. ``test.run.serial[2].child.serial[0]``.
 A dataclass may accept a scalar in place of a mapping (``sleep: 100ms``) by
 being :class:`FromScalar`, and check itself after parsing by being
 :class:`Validates`; a ValueError either raises becomes a ConfigError with the
-path.
+path. :func:`set_fields` and :func:`check_regex` help specs check themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -208,3 +213,31 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
+    """Name the fields of a dataclass value that are not None, in field order.
+
+    The "exactly one of" unions (a run, a launcher, a report step, a packet
+    sender, a stream client's transfer) count them; ``among`` limits the
+    count to those fields.
+    """
+    return [
+        f.name
+        for f in dataclasses.fields(value)  # type: ignore[arg-type]
+        if (not among or f.name in among) and getattr(value, f.name) is not None
+    ]
+
+
+def check_regex(key: str, pattern: str) -> None:
+    """Raise ValueError, naming the key and the pattern, if pattern is not a Python regex."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{key} {pattern!r}: {e}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """Return an exception said in one line: its message's first line, or its type's name if it has none."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
