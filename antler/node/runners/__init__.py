@@ -7,7 +7,7 @@ each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
   checked by the config parser;
 - :class:`Estimates`, its expected run time, for the progress line;
 - :class:`DrivesFlow`, the flow it drives, which reports may name
-  (antler.config.test.TestSpec.flows);
+  (antler.node.run.Run.flows);
 - cancellation: a runner that leaves something running (a server, a
   background command) registers a canceler with ``ctx.on_cancel``.
 
