@@ -147,8 +147,7 @@ class Sweep:
     async def _reports(self, ran: Ran) -> None:
         """_Reports runs a test's after pipeline from its stored data, exactly as `antler-ray report` does later."""
         if self.worker is not None:
-            after = (ran.job.config.get("test") or {}).get("after")
-            errors = await self.worker.run_after(ran.directory, after, self.live.out)
+            errors = await self.worker.run_after(ran.directory, ran.job.test.after, self.live.out)
         else:
             errors = await asyncio.to_thread(run_after, ran.directory, ran.job.test.after, self.live.out)
         if errors:

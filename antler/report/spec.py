@@ -197,7 +197,7 @@ class IndexSpec:
     tests' images (empty: the first key that varies). The charts draw the
     flows matching ``flow`` (a regex, searched in each flow ID; it must match
     a flow of every test that has flows, see
-    antler.config.compose.check_index).
+    antler.config.root.check_index).
     """
 
     group_by: str = ""

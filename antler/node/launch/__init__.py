@@ -145,10 +145,3 @@ class TestLaunch:
 
 class ClusterError(Exception):
     """A Ray cluster this command cannot join, with what to do about it in one line."""
-
-
-def ray_address(config: dict[str, Any]) -> str | None:
-    """Return the cluster address the config names (``ray.address``), or None."""
-    section = config.get("ray") or {}
-    address = section.get("address") if isinstance(section, dict) else None
-    return str(address) if address else None
