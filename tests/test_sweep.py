@@ -25,9 +25,9 @@ import pytest
 
 from antler.config.compose import compose_jobs
 from antler.config.sweep import sweep_spec
-from antler.node.place import place
+from antler.invoke.sweep.placement import DRIVER, Hosts, Needs, Queue, needs_of
+from antler.invoke.sweep.tree import place
 from antler.node.spec import ConfigError
-from antler.placement import DRIVER, Hosts, Needs, Queue, needs_of
 from antler.results import load
 from tests.nettools import netns_list, unique_name
 from tests.test_raynodes import _ray_start, _stop, _wait_for_hosts, free_ports

@@ -65,7 +65,7 @@ async def run_jobs(
     run stopped part-way leaves a folder the next run can resume from. Then
     the others run: one after another, or, with ``hosts`` (sweep.hosts,
     resolved), at once across those hosts, at most per_host at a time on each,
-    each test wholly on one (antler.placement, antler.node.place); ``launch``
+    each test wholly on one (antler.invoke.sweep); ``launch``
     must then be Launchers. A host where a node was lost takes no more tests.
     Without a plan every job runs. Without a ``launch`` the nodes are launched
     by the launcher each names, on the Ray cluster at the first job's
