@@ -23,14 +23,14 @@ TREE = {
 }
 
 
-def test_flows_names_every_client_flow_once_with_its_kind_sorted_through_children_and_schedules():
+def test_flows_names_every_client_flow_once_with_its_kind_sorted_through_children_and_schedules() -> None:
     run = parse_run(TREE)
     assert list(run.flows().items()) == [("down", "stream"), ("echo", "packet"), ("up", "stream")]
     assert run.flows("packet") == {"echo": "packet"}
     assert parse_run({"sleep": "1ms"}).flows() == {}
 
 
-def test_the_config_and_the_analysis_list_the_trees_flows():
+def test_the_config_and_the_analysis_list_the_trees_flows() -> None:
     test = Spec(id={"t": "1"}, run=parse_run(TREE))
     assert test.flows() == ["down", "echo", "up"]
     assert test.flows("stream") == ["down", "up"]

@@ -86,13 +86,13 @@ def layer(module: str) -> int | None:
     return None
 
 
-def test_every_subpackage_is_a_layer_and_every_top_level_module_is_placed():
+def test_every_subpackage_is_a_layer_and_every_top_level_module_is_placed() -> None:
     known = modules()
     subpackages = {m.split(".")[1] for m in known if m.count(".") >= 1 and known[m].name == "__init__.py"}
     assert subpackages == set(LAYERS), f"subpackages without a layer: {sorted(subpackages - set(LAYERS))}"
 
 
-def test_no_import_runs_back_up_the_layers():
+def test_no_import_runs_back_up_the_layers() -> None:
     known = modules()
     upward = []
     for imp in imports(known):
@@ -104,7 +104,7 @@ def test_no_import_runs_back_up_the_layers():
     assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
 
 
-def test_no_import_cycle_between_modules():
+def test_no_import_cycle_between_modules() -> None:
     known = modules()
     edges: dict[str, list[Import]] = {m: [] for m in known}
     for imp in imports(known):
@@ -143,7 +143,7 @@ def _cycle(edges: dict[str, list[Import]]) -> list[Import]:
     return []
 
 
-def test_the_cycle_search_finds_a_cycle_and_names_its_imports():
+def test_the_cycle_search_finds_a_cycle_and_names_its_imports() -> None:
     here = Path(antler.__file__)
     a, b, c = (Import(x, here, i, y) for i, (x, y) in enumerate((("a", "b"), ("b", "c"), ("c", "a")), 1))
     assert _cycle({"a": [a], "b": [b], "c": [c]}) == [a, b, c]
