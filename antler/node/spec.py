@@ -13,6 +13,8 @@ A dataclass may accept a scalar in place of a mapping (``sleep: 100ms``) by
 being :class:`FromScalar`, and check itself after parsing by being
 :class:`Validates`; a ValueError either raises becomes a ConfigError with the
 path. :func:`set_fields` and :func:`check_regex` help specs check themselves.
+A class written as a one-key mapping whose key names its kind, from
+kinds registered at run time (a report step), is :class:`OneOf`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,25 @@ class FromScalar(Protocol):
     @classmethod
     def from_scalar(cls, value: Any) -> Any:
         """Build the spec from the scalar, raising ValueError (or UnitError) if it cannot."""
+        ...
+
+
+@runtime_checkable
+class OneOf(Protocol):
+    """A spec written as a mapping with one key, the name of its kind: ``analyze: {to: flows.parquet}``.
+
+    The parser checks the keys against :meth:`kinds`, parses each value as its
+    kind's type (a null value is no value) and builds the spec with :meth:`of`.
+    """
+
+    @classmethod
+    def kinds(cls) -> Mapping[str, type]:
+        """Return the spec type of each kind, by name, in the order errors list them."""
+        ...
+
+    @classmethod
+    def of(cls, given: dict[str, Any]) -> Any:
+        """Build the spec from the parsed values by kind name; raise ValueError unless there is exactly one."""
         ...
 
 
@@ -122,6 +143,8 @@ def _parse(tp: Any, data: Any, path: str) -> Any:
         return {str(k): _parse(val_tp, v, f"{path}.{k}") for k, v in data.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _parse_dataclass(tp, data, path)
+    if isinstance(tp, type) and issubclass(tp, OneOf):
+        return _parse_one_of(tp, data, path)
     if tp is bool:
         if isinstance(data, bool):
             return data
@@ -172,6 +195,23 @@ def _parse_dataclass(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(path, str(e)) from None
     _validate(obj, path)
     return obj
+
+
+def _parse_one_of(cls: type[OneOf], data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+    kinds = cls.kinds()
+    unknown = [str(k) for k in data if str(k) not in kinds]
+    if unknown:
+        known = ", ".join(sorted(kinds))
+        raise ConfigError(f"{path}.{unknown[0]}", f"unknown key {unknown[0]!r} (known keys: {known})")
+    given = {name: _parse(tp, data[name], f"{path}.{name}") for name, tp in kinds.items() if data.get(name) is not None}
+    try:
+        return cls.of(given)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
 
 
 def _validate(obj: Any, path: str) -> None:
