@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, Node, do
 from antler.node.launch import Launchers
-from antler.node.launch.ssh_upload import CACHE_ENV
+from antler.node.launch.ssh.upload import CACHE_ENV
 from antler.node.run import NodeHandle
 from tests.nettools import Netns, netns_factory, netns_list, unique_name
 from tests.sshd import sshd

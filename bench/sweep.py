@@ -106,7 +106,7 @@ def wait_for_hosts(address: str) -> None:
     code = (
         "import ray, time\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray_cluster import cluster_hosts\n"
+        "from antler.node.launch.ray.cluster import cluster_hosts\n"
         "end = time.time() + 90\n"
         "while sorted(cluster_hosts()) != ['a', 'b'] and time.time() < end: time.sleep(0.5)\n"
         "print(sorted(cluster_hosts()))\n"

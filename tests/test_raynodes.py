@@ -31,7 +31,8 @@ from antler.node import Child, Control, Duration, Netns, Node, Run, do
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Batch, Item
-from antler.node.launch import Launchers, ray as ray_launch, ray_handle
+from antler.node.launch import Launchers, ray as ray_launch
+from antler.node.launch.ray import handle as ray_handle
 from antler.node.schemas import SCHEMAS
 from tests.nettools import NetnsFactory, netns_list, unique_name
 from tests.trees import errors, logs, processes_with, wait_for
@@ -421,7 +422,7 @@ def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
     code = (
         "import ray, time, sys\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray_cluster import cluster_hosts\n"
+        "from antler.node.launch.ray.cluster import cluster_hosts\n"
         "end = time.time() + 90\n"
         f"while not {sorted(want)!r} == sorted(cluster_hosts()) and time.time() < end: time.sleep(0.5)\n"
         "print(sorted(cluster_hosts()))\n"

@@ -23,7 +23,7 @@ import pytest
 from antler.cli import main
 from antler.node import Duration
 from antler.node.items import Batch
-from antler.node.launch.ssh_upload import CACHE_ENV
+from antler.node.launch.ssh.upload import CACHE_ENV
 from antler.results import load
 from tests.nettools import NetnsFactory, netns_list, unique_name
 from tests.sshd import SSHServer, keygen, spare_port, sshd
