@@ -6,7 +6,7 @@ first runner's output (a ``date +%s.%N`` on the first node), for a test on
 - no node (``hello``-like, the command's own floor),
 - 1 local node in a namespace it creates,
 - 8 local nodes, each in a namespace it creates,
-- 1 SSH node through a real sshd on 127.0.0.1 (tests/sshd.py), with the node
+- 1 SSH node through a real sshd on 127.0.0.1 (tests/lab/sshd.py), with the node
   code uploaded (a fresh cache) and with it already on the host,
 
 each run ``--rounds`` times, interleaved; medians.
@@ -51,8 +51,8 @@ from antler.node import Batch, Duration, Item, Node, do
 from antler.node.launch import Launchers
 from antler.node.launch.ssh_upload import CACHE_ENV
 from antler.node.run import NodeHandle
-from tests.nettools import Netns, netns_factory, netns_list, unique_name
-from tests.sshd import sshd
+from tests.lab.netns import Netns, netns_factory, netns_list, unique_name
+from tests.lab.sshd import sshd
 
 CLIENT_IP, SERVER_IP = "10.77.14.1", "10.77.14.2"
 

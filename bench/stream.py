@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, StreamInfo, do
 from antler.node.launch import Launchers
-from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
+from tests.lab.netns import Netns, NetnsFactory, netns_factory, netns_list
 
 CLIENT_IP, SERVER_IP = "10.77.9.1", "10.77.9.2"
 IPERF_PORT = 5299

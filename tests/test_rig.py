@@ -25,12 +25,12 @@ from antler.cli import main
 from antler.config.compose import compose_config, compose_jobs
 from antler.config.parse import ConfigError
 from antler.config.test import parse_run
-from antler.node import Duration, Item, LogEntry, do
-from antler.node.items import Error
+from antler.node import Duration, Item, do
 from antler.node.launch.netns import launch_thread as launch
 from antler.rig import dumbbell, kernel
 from antler.rig.delay_link import DelayError, LinkSpec
-from tests.nettools import unique_name
+from tests.lab.netns import unique_name
+from tests.lab.trees import errors, logs
 
 PING_TIME = re.compile(r"time=([0-9.]+) ms")
 PING_COUNTS = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -57,16 +57,6 @@ def rig_test(overrides: list[str], body: Body | None = None) -> tuple[bool, list
 def on(rig: dict[str, Any], node: str, **run: Any) -> dict[str, Any]:
     """Return a child run on one of the rig's nodes."""
     return {"child": {"node": rig["nodes"][node], **run}}
-
-
-def logs(items: list[Item], node: str | None = None) -> list[str]:
-    """Return the log texts, of one node or all."""
-    return [i.text for i in items if isinstance(i, LogEntry) and (node is None or i.node_id == node)]
-
-
-def errors(items: list[Item]) -> list[str]:
-    """Return the error messages."""
-    return [i.message for i in items if isinstance(i, Error)]
 
 
 def ping_rtts(text: str) -> list[float]:
