@@ -57,7 +57,7 @@ reliability: deps
 	echo "docs/reliability.md written"; exit $$status
 
 bench: deps
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .apt-stamp

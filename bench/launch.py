@@ -21,7 +21,7 @@ run's receiver goodput, samples per second and the CPU time its two node
 processes spent per GB moved, and the median ratios local/Ray: what moving the
 samples over the wire costs, against Ray.
 
-Usage (root, from the repository root): ``.venv/bin/python bench/launch.py``
+Usage (root, from the repository root): ``.venv/bin/python -m bench.launch``
 (``--rounds 3 --pairs 3 --seconds 5``). Only 127.0.0.1 and 10.77.14.0/24
 inside the benchmark's own namespaces are used; everything is deleted after.
 """
@@ -43,8 +43,6 @@ from typing import Any
 
 import psutil
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, Node, do
