@@ -14,7 +14,7 @@ from antler.node import Error, Item, LogEntry, do
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.metric import Duration
 from antler.node.spec import ConfigError
-from tests.nettools import NetnsFactory, sh
+from tests.lab.netns import NetnsFactory, sh
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,8 @@ from antler.node.feedback import Feedback
 from antler.node.items import Item, RunnerError
 from antler.node.launch.clock import boot_id
 from antler.node.launch.errors import LaunchError
-from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, kill_processes_in, prepare, remove
+from antler.node.launch.process_launchers import ProcessLaunchers
 from antler.node.launch.ray.cluster import code_version
 from antler.node.launch.ray.handle import TAG, RayHandle
 from antler.node.launch.reclaim import reclaim_left
