@@ -150,3 +150,19 @@ def test_the_cycle_search_finds_a_cycle_and_names_its_imports() -> None:
     a, b, c = (Import(x, here, i, y) for i, (x, y) in enumerate((("a", "b"), ("b", "c"), ("c", "a")), 1))
     assert _cycle({"a": [a], "b": [b], "c": [c]}) == [a, b, c]
     assert _cycle({"a": [a], "b": [b], "c": []}) == []
+
+
+def test_the_readme_layout_lists_the_layers_in_order_and_every_package_directory() -> None:
+    """The README's Layout block names each layer from the base up and every package directory of antler/."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named = [line.split()[0] for line in block.splitlines() if line.startswith("antler/")]
+    layers_named = [n.split("/")[1] for n in named if n.count("/") == 2 and n.split("/")[1] in LAYERS]
+    assert list(dict.fromkeys(layers_named)) == list(LAYERS)
+    directories = {
+        str(p.relative_to(PACKAGE.parent)) + "/"
+        for p in PACKAGE.rglob("*")
+        if p.is_dir() and (p / "__init__.py").exists() and p.parent == PACKAGE
+    }
+    missing = directories - set(named) - {"antler/starter/", "antler/conf/"}
+    assert not missing, f"README Layout misses {sorted(missing)}"
