@@ -356,7 +356,7 @@ def test_a_host_whose_python_is_older_than_3_9_is_named_with_the_version_found_a
     found = python_version(old)
     message, took = launch_fails(ssh_node(ssh, "oldpy", python=old), tmp_path)
     assert message == (
-        "launching node 'oldpy': node 'oldpy' ended unexpectedly (exit status 3: the host cannot run the node); "
+        "launching node 'oldpy': node 'oldpy' ended unexpectedly (exit status 3: 127.0.0.1 cannot run the node); "
         f"its stderr: antler node: this host's python is {found} ({old}); the node needs Python 3.9 or newer"
     )
     assert took < 15

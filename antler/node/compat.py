@@ -29,8 +29,8 @@ AsyncTimeout = asyncio.TimeoutError
 """AsyncTimeout is what asyncio raises when a wait times out: the builtin TimeoutError from 3.11 on, its own class before."""
 
 if sys.version_info >= (3, 11):
-    from asyncio import TaskGroup, timeout
-    from builtins import BaseExceptionGroup, ExceptionGroup
+    from asyncio import TaskGroup, timeout  # novermin (3.11 and newer only)
+    from builtins import BaseExceptionGroup, ExceptionGroup  # novermin (3.11 and newer only)
 else:  # pragma: no cover - exercised by the tests that run the node on Python 3.9
 
     class BaseExceptionGroup(BaseException):

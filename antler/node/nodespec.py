@@ -3,7 +3,7 @@
 A :class:`Node` is a hashable value: the same spec used twice in a tree is the
 same node, launched once. This module imports only the standard library (and
 the spec engine, as stdlib-only), so the config layer and the rigs can build node specs without the runtime
-(numpy, pyarrow) that executes them.
+(the runners, the recorder) that executes them.
 """
 
 from __future__ import annotations

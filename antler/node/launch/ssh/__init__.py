@@ -119,7 +119,7 @@ class SSHProcess:
         if code == 127:
             return f"exit status 127: {self.spec.python} was not found on {self.to.host}"
         if code == EXIT_MISSING:
-            return f"exit status {code}: the host cannot run the node"
+            return f"exit status {code}: {self.to.host} cannot run the node"
         if code > 128:
             return f"exit status {code}, killed by signal {code - 128}"
         return f"exit status {code}"
