@@ -38,7 +38,7 @@ def _candidates() -> list[str]:
 
 
 @functools.cache
-def _probe(path: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
+def probe(path: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
     """Return an interpreter's version and the third-party packages it finds, or None if it does not run."""
     try:
         out = subprocess.run([path, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=20, check=True)
@@ -49,28 +49,34 @@ def _probe(path: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
     return (int(major), int(minor)), tuple(packages)
 
 
-def bare_python(oldest: bool = True) -> str:
-    """Return the command of a package-free Python >= 3.9 (``PATH -I``), the oldest found unless not ``oldest``.
+def find_bare_python() -> str | None:
+    """Return the command of the oldest package-free Python >= 3.9 found (``PATH -I``), or None."""
+    found = [(got[0], p) for p in dict.fromkeys(_candidates()) if (got := probe(p)) and not got[1]]
+    fits = sorted((version, p) for version, p in found if version >= NODE_PYTHON)
+    return f"{fits[0][1]} -I" if fits else None
+
+
+def bare_python() -> str:
+    """Return the command of the oldest package-free Python >= 3.9 (``PATH -I``).
 
     Skips the calling test, saying why, when this machine has none.
     """
-    paths = [p for p in dict.fromkeys(_candidates()) if (got := _probe(p)) and not got[1] and got[0] >= NODE_PYTHON]
-    if not paths:
+    found = find_bare_python()
+    if found is None:
         pytest.skip(f"no Python >= 3.9 without {', '.join(THIRD_PARTY)} here (set ANTLER_TEST_BARE_PYTHON)")
-    paths.sort(key=lambda p: _probe(p)[0] if oldest else tuple(-v for v in _probe(p)[0]))  # type: ignore[index]
-    return f"{paths[0]} -I"
+    return found
 
 
 def python_version(command: str) -> str:
     """Return the version (``3.9``) of a command bare_python or old_python returned."""
-    got = _probe(command.split()[0])
+    got = probe(command.split()[0])
     assert got is not None
     return "{}.{}".format(*got[0])
 
 
 def old_python() -> str:
     """Return the path of a package-free Python older than 3.9; skips the calling test when there is none."""
-    path = next((p for p in dict.fromkeys(_candidates()) if (got := _probe(p)) and got[0] < NODE_PYTHON), None)
+    path = next((p for p in dict.fromkeys(_candidates()) if (got := probe(p)) and got[0] < NODE_PYTHON), None)
     if path is None:
         pytest.skip("no Python older than 3.9 here to show a host whose python3 is too old")
     return path

@@ -7,7 +7,10 @@ host's Python before anything else, so a host whose ``python3`` is older than
 :data:`NODE_PYTHON` fails with a line that names the version found and the
 one needed (exit status :data:`EXIT_MISSING`) rather than a traceback. The
 node needs nothing but that Python's standard library: no package is asked of
-the host. It is built once per process, byte for byte the same for the same
+the host. On its first start on a host the zipapp unpacks itself into a
+folder beside it (``antler-node-HASH``), and runs from there: Python caches
+the modules' bytecode in it, where from the archive it would compile every
+module at every start (about half a node's start-up). It is built once per process, byte for byte the same for the same
 code (sorted entries, fixed times), so its SHA-256 names it in the host's
 cache and an unchanged release is never uploaded twice. A node that itself
 runs from the zipapp ships the zipapp it runs from.
@@ -33,7 +36,14 @@ LEAVE_OUT = ("node/launch/ray/", "node/arrow.py", "node/schemas.py")
 """LEAVE_OUT are the modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)
 and the Arrow side of the samples (the parent builds the record batches)."""
 
-BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout."""
+BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout.
+
+Kept parseable by any Python (no f-strings), so a too-old one reaches the
+version check and says so. The archive's files are unpacked once into a
+folder beside it (THIS without .pyz), so Python caches their bytecode
+there instead of compiling every module at every start.
+"""
+import os
 import sys
 
 if sys.version_info < {NODE_PYTHON!r}:
@@ -42,6 +52,33 @@ if sys.version_info < {NODE_PYTHON!r}:
         % (sys.version_info[0], sys.version_info[1], sys.executable)
     )
     sys.exit({EXIT_MISSING})
+
+
+def _unpacked(archive):
+    folder = archive[:-4] if archive.endswith(".pyz") else archive + ".d"
+    if os.path.isfile(os.path.join(folder, "__main__.py")):
+        return folder
+    import shutil
+    import tempfile
+    import zipfile
+
+    tmp = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(archive) or ".")
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+        os.rename(tmp, folder)  # atomic: another node unpacking at once finds it whole or not at all
+        return folder
+    except OSError:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder if os.path.isfile(os.path.join(folder, "__main__.py")) else None
+
+
+if os.path.isfile(sys.path[0]):
+    folder = _unpacked(sys.path[0])
+    if folder is not None:
+        sys.path[0] = folder
 from antler.node.process import main
 
 sys.exit(main())
