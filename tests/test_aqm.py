@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import shutil
 from pathlib import Path
 
@@ -177,3 +179,211 @@ def test_a_bad_user_class_is_a_clear_error(tmp_path: Path, text: str, words: lis
         make_queue(text, config_dir=tmp_path)
     for w in words:
         assert w in str(e.value)
+
+
+# --- CoDel (RFC 8289) -------------------------------------------------------------------------------------------
+
+
+def overload(q: QueueDiscipline, end_ms: int, ecn: int = NOT_ECT) -> list[tuple[int, Packet]]:
+    """Drive q at twice its service rate: a 1500-byte arrival every 0.5 ms, a dequeue every 1 ms, to end_ms.
+
+    Return (dequeue time in ns, packet) of each packet sent.
+    """
+    sent = []
+    for step in range(2 * end_ms):
+        t = step * 500 * US
+        q.enqueue(pkt(t, ecn=ecn), t)
+        if step % 2 == 0:
+            p = q.dequeue(t)
+            if p is not None:
+                sent.append((t, p))
+    return sent
+
+
+def codel_drop_times_ms(first_drop_ms: int, interval_ms: float, end_ms: int, count: int = 1) -> list[int]:
+    """Return the dequeue times (a 1 ms grid) CoDel drops at under constant overload, by RFC 8289 section 5.5.
+
+    The first drop comes at first_drop_ms with count set to ``count`` (1 on a first entry); each next is due
+    interval / sqrt(count) after the one before (the control law, section 5.6), count then growing by one,
+    and happens at the first dequeue at or after it.
+    """
+    times, due = [first_drop_ms], float(first_drop_ms)
+    while True:
+        due += interval_ms / count**0.5
+        count += 1
+        t = math.ceil(due - 1e-9)
+        if t >= end_ms:
+            return times
+        times.append(t)
+
+
+def test_codel_drops_at_interval_over_sqrt_count_under_constant_overload() -> None:
+    drops = Drops()
+    q = make_queue("codel limit 10000", drop=drops)
+    overload(q, 1000)
+    # Sojourn (0.5 ms per ms of overload) reaches the 5 ms target at the dequeue at 10 ms; it stays above for an
+    # interval (100 ms), so the first drop is at 110 ms; then at 210, 210 + 100/sqrt(2), ...
+    expected = codel_drop_times_ms(110, 100, 1000)
+    assert expected[:4] == [110, 210, 281, 339]
+    assert [t // MS for t in drops.times] == expected
+    gaps = [b - a for a, b in itertools.pairwise(expected)]
+    assert gaps[:3] == [100, 71, 58]
+    assert q.drops == len(expected) and q.marks == 0  # type: ignore[attr-defined]
+
+
+def test_codel_honours_its_target_and_interval() -> None:
+    drops = Drops()
+    q = make_queue("codel target 2ms interval 50ms limit 10000", drop=drops)
+    overload(q, 500)
+    # Sojourn reaches 2 ms at the dequeue at 4 ms, so the first drop is at 54 ms.
+    assert [t // MS for t in drops.times] == codel_drop_times_ms(54, 50, 500)
+
+
+def test_codel_with_ecn_marks_ect_packets_where_it_would_drop() -> None:
+    drops = Drops()
+    q = make_queue("codel ecn limit 10000", drop=drops)
+    sent = overload(q, 1000, ecn=ECT0)
+    marked = [t // MS for t, p in sent if p.marked]
+    assert all(p.ecn == CE for _, p in sent if p.marked)
+    assert drops.seen == [] and marked == codel_drop_times_ms(110, 100, 1000)
+    assert q.marks == len(marked)  # type: ignore[attr-defined]
+    # ... and drops a not-ECT packet even with ecn on.
+    drops2 = Drops()
+    q2 = make_queue("codel ecn limit 10000", drop=drops2)
+    sent2 = overload(q2, 300)
+    assert [t // MS for t in drops2.times] == [110, 210, 281] and not any(p.marked for _, p in sent2)
+
+
+def test_codel_does_not_drop_below_one_packet_of_backlog_or_below_target() -> None:
+    drops = Drops()
+    q = make_queue("codel", drop=drops)
+    # One packet at a time waiting 50 ms each: sojourn above target, but the backlog is never above one MTU.
+    for i in range(100):
+        t = i * 100 * MS
+        q.enqueue(pkt(t), t)
+        assert q.dequeue(t + 50 * MS) is not None
+    assert drops.seen == []
+
+
+def test_codel_ce_threshold_marks_ect_packets_that_waited_longer() -> None:
+    q = make_queue("codel ce_threshold 1ms")
+    a, b, c = pkt(0, ecn=ECT0), pkt(0, ecn=NOT_ECT), pkt(0, ecn=ECT1)
+    for p in (a, b, c):
+        q.enqueue(p, 0)
+    assert q.dequeue(1 * MS) is a and not a.marked  # sojourn 1 ms is not above the threshold
+    assert q.dequeue(1500 * US) is b and b.ecn == NOT_ECT and not b.marked  # not ECN-capable: left alone
+    assert q.dequeue(2 * MS) is c and c.ecn == CE and c.marked
+    assert q.ce_marks == 1  # type: ignore[attr-defined]
+
+
+def test_codel_reenters_dropping_with_the_last_drop_rate() -> None:
+    # RFC 8289 section 5.5: re-entering the dropping state soon after leaving it starts from count - lastcount.
+    drops = Drops()
+    q = make_queue("codel limit 10000", drop=drops)
+    overload(q, 700)
+    n_first = len(drops.seen)
+    assert n_first == len(codel_drop_times_ms(110, 100, 700))
+    # Drain: sojourn falls below target and CoDel leaves the dropping state.
+    t = 700 * MS
+    while q.backlog_packets:
+        q.dequeue(t)
+        t += 10 * US
+    assert len(drops.seen) == n_first  # the drain (7 ms) took under a control-law step: no drop in it
+    start = t
+    sent = overload_from(q, start, 400)
+    assert sent
+    second = [(x - start) // MS for x in drops.times[n_first:]]
+    # The first episode ended with count = 14 drops and lastcount = 1. The second enters dropping at 110 ms again,
+    # within 16 intervals of the last drop, so count restarts at delta = 14 - 1 = 13: the next drop is due
+    # 100 / sqrt(13) = 27.7 ms later (138), then 100 / sqrt(14) = 26.7 (165), 100 / sqrt(15) = 25.8 (191), ...
+    assert n_first == 14
+    assert second[:4] == [110, 138, 165, 191]
+    assert second == codel_drop_times_ms(110, 100, 400, count=13)
+
+
+def overload_from(q: QueueDiscipline, start_ns: int, end_ms: int) -> list[int]:
+    """Drive q at twice its service rate from start_ns for end_ms; return the dequeue times of packets sent."""
+    sent = []
+    for step in range(2 * end_ms):
+        t = start_ns + step * 500 * US
+        q.enqueue(pkt(t), t)
+        if step % 2 == 0 and q.dequeue(t) is not None:
+            sent.append(t)
+    return sent
+
+
+# --- FQ-CoDel (RFC 8290) ----------------------------------------------------------------------------------------
+
+
+def test_fq_codel_serves_a_sparse_flows_packet_ahead_of_a_bulk_backlog() -> None:
+    q = make_queue("fq_codel")
+    for _ in range(50):
+        q.enqueue(pkt(0, flow=1), 0)  # int keys hash to themselves: flow 1 is bucket 1
+    assert q.dequeue(0) is not None  # bulk flow 1: new, spends its quantum (1514 of 1514)
+    assert q.dequeue(0) is not None  # out of credit: it moves to old flows, gets a quantum, sends
+    sparse = pkt(0, length=100, flow=2)
+    q.enqueue(sparse, 1 * MS)  # a new flow: it goes to the new-flow list, served before old flows
+    assert q.dequeue(1 * MS) is sparse
+    assert q.dequeue(1 * MS).flow_key == 1  # type: ignore[union-attr]
+    assert q.backlog_packets == 47
+
+
+def test_fq_codel_round_robins_by_quantum_in_bytes() -> None:
+    # Quantum 1514: flow 1 (1500-byte packets, 1514 with the Ethernet header) sends one per round; flow 2
+    # (500-byte packets, 514) sends while its credit is above 0: 1514 -> 1000 -> 486 -> -28, three per round.
+    q = make_queue("fq_codel quantum 1514")
+    for _ in range(20):
+        q.enqueue(pkt(0, 1500, flow=1), 0)
+        q.enqueue(pkt(0, 500, flow=2), 0)
+    order = [q.dequeue(0).flow_key for _ in range(16)]  # type: ignore[union-attr]
+    # Round 1 (both new): 1, then 2 2 2; every later round: flow 1 gets 1514 more (sends 1), flow 2 gets 1514
+    # more on -28 (1486: sends 3, -56), ... the same pattern while credit stays above -514.
+    assert order == [1, 2, 2, 2] * 4
+    q2 = make_queue("fq_codel quantum 3028")  # two full packets per round for flow 1, six small for flow 2
+    for _ in range(20):
+        q2.enqueue(pkt(0, 1500, flow=1), 0)
+        q2.enqueue(pkt(0, 500, flow=2), 0)
+    assert [q2.dequeue(0).flow_key for _ in range(8)] == [1, 1, 2, 2, 2, 2, 2, 2]  # type: ignore[union-attr]
+
+
+def test_fq_codel_over_its_limit_drops_half_the_fattest_flow_from_its_head() -> None:
+    drops = Drops()
+    q = make_queue("fq_codel limit 20", drop=drops)
+    bulk = [pkt(0, flow=1) for _ in range(16)]
+    for p in bulk:
+        q.enqueue(p, 0)
+    for _ in range(4):
+        q.enqueue(pkt(0, flow=2), 0)
+    assert drops.seen == []
+    assert q.enqueue(pkt(1, flow=2), 1)  # the 21st packet: flow 1 (16 * 1500 bytes) is the fattest
+    # Half its bytes (12000) is 8 packets, from its head.
+    assert [p for _, p in drops.seen] == bulk[:8]
+    assert q.backlog_packets == 13 and q.drop_overlimit == 8  # type: ignore[attr-defined]
+
+
+def test_fq_codel_has_ecn_on_by_default_and_runs_codel_per_flow() -> None:
+    drops = Drops()
+    q = make_queue("fq_codel", drop=drops)
+    sent = overload(q, 400, ecn=ECT0)
+    assert drops.seen == [] and [t // MS for t, p in sent if p.marked] == codel_drop_times_ms(110, 100, 400)
+    drops2 = Drops()
+    q2 = make_queue("fq_codel noecn", drop=drops2)
+    overload(q2, 400, ecn=ECT0)
+    assert [t // MS for t in drops2.times] == codel_drop_times_ms(110, 100, 400)
+
+
+def test_fq_codel_a_sparse_flow_beside_an_overloading_one_waits_little_and_is_not_dropped() -> None:
+    drops = Drops()
+    q = make_queue("fq_codel", drop=drops)
+    sparse_sojourn = []
+    for step in range(2 * 1000):
+        t = step * 500 * US
+        q.enqueue(pkt(t, flow=1), t)
+        if step % 40 == 0:
+            q.enqueue(pkt(t, 100, flow=2), t)  # a small packet every 20 ms
+        if step % 2 == 0:
+            p = q.dequeue(t)
+            if p is not None and p.flow_key == 2:
+                sparse_sojourn.append(p.sojourn_ns(t))
+    assert len(sparse_sojourn) == 50 and max(sparse_sojourn) <= 1 * MS
+    assert drops.seen and all(p.flow_key == 1 for _, p in drops.seen)

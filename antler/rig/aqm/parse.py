@@ -146,12 +146,41 @@ class Kind:
         return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-_ECN = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
+_ECN: dict[str, tuple[str, object]] = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("pfifo", "antler.rig.aqm.fifo:Pfifo", {"limit": ("N", "limit")}, {}, True, "tail drop"),
         Kind("bfifo", "antler.rig.aqm.fifo:Bfifo", {"limit": ("BYTES", "limit")}, {}, False, "tail drop"),
+        Kind(
+            "codel",
+            "antler.rig.aqm.codel:Codel",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+            },
+            _ECN,
+            True,
+            "RFC 8289",
+        ),
+        Kind(
+            "fq_codel",
+            "antler.rig.aqm.fq_codel:FqCodel",
+            {
+                "limit": ("N", "limit"),
+                "flows": ("N", "flows"),
+                "quantum": ("BYTES", "quantum"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+                "memory_limit": ("BYTES", "memory_limit"),
+            },
+            _ECN,
+            True,
+            "RFC 8290",
+        ),
     )
 }
 """KINDS are the disciplines the userspace bottleneck implements, by tc name."""
