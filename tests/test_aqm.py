@@ -22,6 +22,7 @@ from antler.rig.aqm import (
     userspace_kinds,
 )
 from antler.rig.aqm.fifo import BFIFO_LIMIT, Bfifo, Pfifo
+from antler.rig.aqm.pie import Pie
 
 MS = 1_000_000
 US = 1_000
@@ -387,3 +388,155 @@ def test_fq_codel_a_sparse_flow_beside_an_overloading_one_waits_little_and_is_no
                 sparse_sojourn.append(p.sojourn_ns(t))
     assert len(sparse_sojourn) == 50 and max(sparse_sojourn) <= 1 * MS
     assert drops.seen and all(p.flow_key == 1 for _, p in drops.seen)
+
+
+# --- PIE (RFC 8033) ---------------------------------------------------------------------------------------------
+
+
+def pie_after_step(drop_prob: float, qdelay_ms: float, qdelay_old_ms: float) -> Pie:
+    """Return a default PIE that ran one T_UPDATE step from the given state (delays in ms)."""
+    q = Pie()
+    q.drop_prob, q.qdelay_ns, q.qdelay_old_ns = drop_prob, round(qdelay_ms * MS), round(qdelay_old_ms * MS)
+    q.update_drop_prob()
+    return q
+
+
+@pytest.mark.parametrize(
+    ("drop_prob", "expected"),
+    [
+        # qdelay = qdelay_old = 25 ms: p = 0.125 * (0.025 - 0.015) + 1.25 * 0 = 0.00125, then section 4.2's table:
+        (0.0, 0.00125 / 2048),  # below 0.000001
+        (5e-6, 5e-6 + 0.00125 / 512),  # below 0.00001
+        (5e-5, 5e-5 + 0.00125 / 128),  # below 0.0001
+        (5e-4, 5e-4 + 0.00125 / 32),  # below 0.001
+        (5e-3, 5e-3 + 0.00125 / 8),  # below 0.01
+        (0.05, 0.05 + 0.00125 / 2),  # below 0.1
+        (0.5, 0.5 + 0.00125),  # 0.1 and above: p as it is
+    ],
+)
+def test_pie_scales_its_step_by_the_auto_tuning_table(drop_prob: float, expected: float) -> None:
+    q = pie_after_step(drop_prob, 25, 25)
+    assert q.drop_prob == pytest.approx(expected, rel=1e-9)
+    assert q.qdelay_old_ns == 25 * MS and q.burst_allowance_ns == 135 * MS  # 150 ms less one T_UPDATE
+
+
+def test_pie_caps_its_step_decays_and_bounds_its_probability() -> None:
+    # qdelay 100 ms after 25 ms: p = 0.125 * 0.085 + 1.25 * 0.075 = 0.104375.
+    assert pie_after_step(0.5, 100, 25).drop_prob == pytest.approx(0.52)  # capped at +0.02 (section 5.5)
+    assert pie_after_step(0.05, 100, 25).drop_prob == pytest.approx(0.05 + 0.104375 / 2)  # no cap below 0.1
+    assert pie_after_step(0.99, 100, 25).drop_prob == 1.0  # bounded above
+    # Both delays 0: p = 0.125 * -0.015 = -0.001875, then the decay by 0.98.
+    assert pie_after_step(0.5, 0, 0).drop_prob == pytest.approx((0.5 - 0.001875) * 0.98)
+    # 0 ms after 200 ms: p = -0.001875 - 0.25 = -0.251875, / 8 below 0.01: below 0, bounded at 0.
+    assert pie_after_step(0.001, 0, 200).drop_prob == 0.0
+
+
+def drive_pie(q: Pie, end_ms: int) -> tuple[list[float], list[int]]:
+    """Drive q with one 1500-byte packet a ms, dequeued 25 ms after it came; return probabilities and drops.
+
+    The probabilities are one per ms (after the updates due then); the drops the ms of each arrival PIE refused.
+    """
+    probs, dropped = [], []
+    for t_ms in range(end_ms):
+        t = t_ms * MS
+        if not q.enqueue(pkt(t), t):
+            dropped.append(t_ms)
+        probs.append(q.drop_prob)
+        if t_ms >= 25:
+            q.dequeue(t)
+    return probs, dropped
+
+
+def test_pie_raises_its_probability_every_tupdate_from_the_measured_sojourn() -> None:
+    q = Pie(uniform=lambda: 1.0)  # never drops: the probability alone
+    probs, dropped = drive_pie(q, 200)
+    assert dropped == []
+    # Updates at 15, 30, 45 ... ms (the first call at 0). At 15 both delays are 0: p < 0, bounded at 0. At 30 the
+    # sojourn is 25 ms (dequeues since 25 ms): p = 0.125 * 0.010 + 1.25 * 0.025 = 0.0325, / 2048 below 0.000001.
+    # From 45 on the delay holds at 25 ms: p = 0.00125, / 128 while below 0.0001, / 32 once above.
+    p30 = 0.0325 / 2048
+    steps = [p30 + k * 0.00125 / 128 for k in range(11)]  # 30, 45, ..., 180 ms
+    assert steps[9] > 1e-4 > steps[8]  # at 165 ms the probability passes 0.0001 ...
+    steps[10] = steps[9] + 0.00125 / 32  # ... so at 180 ms the step is / 32
+    assert probs[14] == probs[29] == 0.0
+    assert [probs[30 + 15 * k] for k in range(11)] == pytest.approx(steps, rel=1e-9)
+    assert probs[44] == probs[30] and probs[45] > probs[44]  # constant between updates
+    assert q.qdelay_ns == 25 * MS and q.early_drops == 0
+
+
+def test_pie_drops_nothing_until_the_150_ms_burst_allowance_is_spent() -> None:
+    q = Pie(uniform=lambda: 0.0)  # drops whenever it may
+    _, dropped = drive_pie(q, 200)
+    # The allowance is refilled while drop_prob is 0 and both delays are below target / 2: last at the arrival at
+    # 25 ms (the first 25 ms sojourn is measured just after it). The updates at 30, 45, ..., 165 ms spend
+    # 10 * 15 ms = 150 ms: the arrival at 165 ms is the first PIE drops, and (uniform 0) every one after it
+    # while more than two packets are queued: the queue (25 packets before the arrival at 165 ms) loses one a ms,
+    # so the arrivals at 165 ... 187 are dropped and from 188 ms on, with 2 queued, each is taken.
+    assert dropped == list(range(165, 188))
+    assert q.early_drops == 23 and q.overlimit == 0 and q.backlog_packets == 2
+
+
+def test_pie_marks_ect_packets_below_ten_percent_and_drops_above() -> None:
+    q = Pie(ecn=True, uniform=lambda: 0.0)
+    q.drop_prob, q.qdelay_ns, q.qdelay_old_ns, q.burst_allowance_ns = 0.05, 20 * MS, 20 * MS, 0
+    # Up to two mean-sized packets (3000 bytes) queued PIE never drops (section 4.1's safeguard).
+    assert [q.enqueue(pkt(0), 0) for _ in range(3)] == [True, True, True]
+    assert not q.enqueue(pkt(0), 0)  # not ECN-capable: dropped
+    ect = pkt(0, ecn=ECT0)
+    assert q.enqueue(ect, 0) and ect.ecn == CE and ect.marked  # drop_prob 5 % < 10 %: marked and queued
+    q.drop_prob = 0.15
+    ect2 = pkt(0, ecn=ECT1)
+    assert not q.enqueue(ect2, 0) and not ect2.marked  # 15 %: dropped even though ECN-capable
+    assert (q.marks, q.early_drops, q.backlog_packets) == (1, 2, 4)
+    # The safeguard: a short queue (qdelay_old below target / 2) and drop_prob below 0.2 drop nothing.
+    q.qdelay_old_ns = 5 * MS
+    assert q.enqueue(pkt(0), 0)
+    q.drop_prob = 0.25
+    assert not q.enqueue(pkt(0), 0)
+    # noecn (the default) drops an ECT packet too.
+    q2 = Pie(uniform=lambda: 0.0)
+    q2.drop_prob, q2.qdelay_old_ns, q2.burst_allowance_ns = 0.05, 20 * MS, 0
+    for _ in range(3):
+        q2.enqueue(pkt(0), 0)
+    assert not q2.enqueue(pkt(0, ecn=ECT0), 0)
+
+
+def test_pie_tail_drops_at_its_limit_and_empties_to_zero_delay() -> None:
+    q = make_queue("pie limit 2")
+    assert [q.enqueue(pkt(0), 0) for _ in range(3)] == [True, True, False]
+    assert q.overlimit == 1  # type: ignore[attr-defined]
+    q.dequeue(10 * MS)
+    assert q.qdelay_ns == 10 * MS  # type: ignore[attr-defined]
+    q.dequeue(12 * MS)
+    assert q.qdelay_ns == 0  # type: ignore[attr-defined]  # the queue emptied (the kernel's timestamp mode)
+
+
+def test_pie_reads_tc_spelling() -> None:
+    q = make_queue("pie target 20ms tupdate 30ms alpha 4 beta 30 limit 500 ecn")
+    assert isinstance(q, Pie)
+    assert (q.target_ns, q.tupdate_ns, q.alpha, q.beta, q.limit, q.ecn) == (20 * MS, 30 * MS, 0.25, 1.875, 500, True)
+    d = make_queue("pie")
+    assert isinstance(d, Pie)
+    assert (d.target_ns, d.tupdate_ns, d.alpha, d.beta, d.limit, d.ecn) == (15 * MS, 15 * MS, 0.125, 1.25, 1000, False)
+    assert make_queue("pie", limit_default=300).limit == 300  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("codel target 5", ["codel: target '5'", "no unit", "target TIME"]),
+        ("codel interval 0ms", ["codel: interval 0 ns must be above 0"]),
+        ("codel ecn noecn limit x", ["limit 'x'", "whole number"]),
+        ("fq_codel quantum 0", ["fq_codel: quantum 0 must be at least 1"]),
+        ("fq_codel flows many", ["flows 'many'"]),
+        ("pie alpha 0.125", ["pie: alpha '0.125'", "sixteenths", "alpha 2 is 0.125"]),
+        ("pie beta 33", ["pie: beta '33'", "above 32"]),
+        ("pie tupdate 0ms", ["pie: tupdate 0 must be above 0"]),
+        ("pie dq_rate_estimator", ["pie: unknown word 'dq_rate_estimator'", "pie [limit N]"]),
+    ],
+)
+def test_aqm_parameters_out_of_range_name_the_parameter_and_value(text: str, words: list[str]) -> None:
+    with pytest.raises(ValueError) as e:
+        make_queue(text)
+    for w in words:
+        assert w in str(e.value)

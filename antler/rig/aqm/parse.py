@@ -96,6 +96,16 @@ def _float(text: str) -> float:
     return x
 
 
+def _sixteenths(text: str) -> float:
+    """Read a PI gain as tc's pie reads it, a whole number of sixteenths from 0 to 32: ``2`` is 0.125."""
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number of sixteenths (tc's pie: alpha 2 is 0.125, beta 20 is 1.25)")
+    n = int(text)
+    if n > 32:
+        raise ValueError(f"{text!r} is above 32 sixteenths (2.0)")
+    return n / 16
+
+
 def _time_or_packets(text: str) -> tuple[int, bool]:
     """Read ``1ms`` as (1000000, False) and ``10p``/``10pkts`` as (10, True): a time or a packet count."""
     m = re.fullmatch(r"([0-9]+)(p|pkt|pkts|packets)", text)
@@ -111,6 +121,7 @@ _VALUE_READERS = {
     "BYTES": parse_size_bytes,
     "FLOAT": _float,
     "TIME|Np": _time_or_packets,
+    "SIXTEENTHS": _sixteenths,
 }
 
 
@@ -180,6 +191,20 @@ KINDS: dict[str, Kind] = {
             _ECN,
             True,
             "RFC 8290",
+        ),
+        Kind(
+            "pie",
+            "antler.rig.aqm.pie:Pie",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("SIXTEENTHS", "alpha"),
+                "beta": ("SIXTEENTHS", "beta"),
+            },
+            _ECN,
+            True,
+            "RFC 8033",
         ),
     )
 }
