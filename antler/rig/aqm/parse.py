@@ -121,7 +121,7 @@ _VALUE_READERS = {
     "BYTES": parse_size_bytes,
     "FLOAT": _float,
     "TIME|Np": _time_or_packets,
-    "SIXTEENTHS": _sixteenths,
+    "N/16": _sixteenths,
 }
 
 
@@ -199,12 +199,39 @@ KINDS: dict[str, Kind] = {
                 "limit": ("N", "limit"),
                 "target": ("TIME", "target"),
                 "tupdate": ("TIME", "tupdate"),
-                "alpha": ("SIXTEENTHS", "alpha"),
-                "beta": ("SIXTEENTHS", "beta"),
+                "alpha": ("N/16", "alpha"),
+                "beta": ("N/16", "beta"),
             },
             _ECN,
             True,
             "RFC 8033",
+        ),
+        Kind(
+            "dualpi2",
+            "antler.rig.aqm.dualpi2:DualPi2",
+            {
+                "limit": ("N", "limit"),
+                "coupling_factor": ("N", "coupling_factor"),
+                "step_thresh": ("TIME|Np", "step_thresh"),
+                "min_qlen_step": ("N0", "min_qlen_step"),
+                "classic_protection": ("N0", "classic_protection"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("FLOAT", "alpha"),
+                "beta": ("FLOAT", "beta"),
+            },
+            {
+                "drop_on_overload": ("drop_overload", True),
+                "overflow": ("drop_overload", False),
+                "drop_enqueue": ("drop_early", True),
+                "drop_dequeue": ("drop_early", False),
+                "l4s_ect": ("any_ect", False),
+                "any_ect": ("any_ect", True),
+                "split_gso": ("split_gso", True),
+                "no_split_gso": ("split_gso", False),
+            },
+            True,
+            "RFC 9332",
         ),
     )
 }
