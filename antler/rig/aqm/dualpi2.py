@@ -46,11 +46,14 @@ DUALPI2_LIMIT = 10000
 DUALPI2_TARGET_NS = 15_000_000
 """DUALPI2_TARGET_NS is the PI2 target queueing delay: 15 ms (RFC 9332 Appendix A.1)."""
 DUALPI2_TUPDATE_NS = 16_000_000
-"""DUALPI2_TUPDATE_NS is the PI2 update period: 16 ms (the kernel's; RFC 9332 Appendix A.1)."""
+"""DUALPI2_TUPDATE_NS is the PI2 update period: 16 ms (the kernel's default; RFC 9332 Appendix A.1's Tupdate)."""
 DUALPI2_ALPHA = 0.16
-"""DUALPI2_ALPHA is the integral gain in Hz: 0.1 * Tupdate / RTT_max^2 with RTT_max 100 ms (RFC 9332 Appendix A.1)."""
+"""DUALPI2_ALPHA is the integral gain: 0.16 Hz, the kernel's default (41/256 Hz in its units).
+
+RFC 9332 Appendix A.1 derives it as 0.1 * Tupdate / RTT_max^2: 0.16 Hz for Tupdate 16 ms and RTT_max 100 ms.
+"""
 DUALPI2_BETA = 3.2
-"""DUALPI2_BETA is the proportional gain in Hz: 0.3 / RTT_max (RFC 9332 Appendix A.1)."""
+"""DUALPI2_BETA is the proportional gain: 3.2 Hz, the kernel's default (819/256 Hz; Appendix A.1's 0.3 / RTT_max)."""
 DUALPI2_STEP_NS = 1_000_000
 """DUALPI2_STEP_NS is the L queue's step marking threshold: 1 ms of sojourn (the kernel's default)."""
 DUALPI2_COUPLING = 2
