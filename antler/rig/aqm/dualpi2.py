@@ -23,9 +23,10 @@ sch_dualpi2 implements it, and takes the kernel's defaults:
 - No drop or mark from the PI probabilities while fewer than two MTU-sized
   packets are queued in all (the kernel's ``must_drop``); a full queue
   (``limit`` packets in all) tail-drops.
-- The scheduler between the queues (the kernel's weighted round robin,
-  Appendix A.2's "C protection"): a credit in bytes that an L packet raises by
-  ``classic_protection`` % of its size and a C packet lowers by the rest,
+- The scheduler between the queues: RFC 9332 asks for a conditional
+  priority scheduler that lets neither queue starve the other; this is the
+  kernel's weighted round robin, a credit in bytes that an L packet raises
+  by ``classic_protection`` % of its size and a C packet lowers by the rest,
   so that under load C gets ``classic_protection`` % (10 %) of the link.
 
 Drops and marks happen at dequeue (``drop_dequeue``, the default) or the
