@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -685,3 +686,35 @@ def test_dualpi2_reads_tc_spelling_with_the_kernels_defaults() -> None:
     assert (q.limit, q.target_ns, q.tupdate_ns, q.alpha, q.beta, q.k) == (500, 20 * MS, 10 * MS, 0.3, 4.0, 3)
     assert (q.step_thresh, q.drop_early, q.credit) == (2 * MS, True, 1514 * (30 - 70))
     assert [q.enqueue(pkt(0), 0) for _ in range(3)] and q.backlog_packets == 3
+
+
+# --- the PI controllers settle: 2x unresponsive overload ----------------------------------------------------------
+
+
+def settle(q: QueueDiscipline, seconds: int) -> list[float]:
+    """Offer q twice its service rate of unresponsive 1500-byte packets; return the last third's sojourns (ms)."""
+    sojourns_ms = []
+    end_ms = seconds * 1000
+    for step in range(2 * end_ms):
+        t = step * 500 * US
+        q.enqueue(pkt(t), t)
+        if step % 2 == 0:
+            p = q.dequeue(t)
+            if p is not None and t >= end_ms * 2 // 3 * MS:
+                sojourns_ms.append(p.sojourn_ns(t) / MS)
+    return sojourns_ms
+
+
+def test_pie_and_dualpi2_hold_an_unresponsive_overload_at_their_target_delay() -> None:
+    # Twice the service rate can only be held by dropping half the arrivals: a PI controller settles where its
+    # probability is 0.5 and the queueing delay is its target (15 ms for both), whatever the queue's limit.
+    pie = Pie()
+    sojourns = settle(pie, 30)
+    assert 10 <= statistics.median(sojourns) <= 20
+    assert pie.drop_prob == pytest.approx(0.5, abs=0.05)
+    assert pie.early_drops == pytest.approx(30_000, rel=0.02) and pie.overlimit == 0  # half of 60,000 arrivals
+    dual = DualPi2()
+    sojourns = settle(dual, 30)
+    assert 10 <= statistics.median(sojourns) <= 20
+    assert dual.p_c == pytest.approx(0.5, abs=0.05)  # the Classic queue's (p')^2, p' near 0.71
+    assert dual.drops == pytest.approx(30_000, rel=0.02) and dual.overlimit == 0
