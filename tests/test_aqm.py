@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import shutil
 import statistics
 from pathlib import Path
@@ -718,3 +719,64 @@ def test_pie_and_dualpi2_hold_an_unresponsive_overload_at_their_target_delay() -
     assert 10 <= statistics.median(sojourns) <= 20
     assert dual.p_c == pytest.approx(0.5, abs=0.05)  # the Classic queue's (p')^2, p' near 0.71
     assert dual.drops == pytest.approx(30_000, rel=0.02) and dual.overlimit == 0
+
+
+# --- every discipline: the protocol's bookkeeping -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pfifo limit 50",
+        "bfifo limit 60000",
+        "codel limit 50",
+        "codel ecn ce_threshold 1ms",
+        "fq_codel limit 50 flows 4",
+        "fq_codel noecn quantum 300",
+        "pie limit 50 ecn",
+        "dualpi2 limit 50",
+        "dualpi2 drop_enqueue overflow any_ect step_thresh 3p",
+    ],
+)
+def test_every_discipline_accounts_for_each_packet(text: str) -> None:
+    # Random arrivals (lengths; 6 flows, each with its ECN codepoint) above the service rate, then a drain: every
+    # packet offered is refused, dropped through the sink once, or sent once, in its flow's order, and the backlog
+    # says what is held.
+    rng = random.Random(23)
+    drops = Drops()
+    q = make_queue(text, drop=drops)
+    assert isinstance(q, QueueDiscipline)
+    offered: list[Packet] = []
+    refused: list[Packet] = []
+    sent: list[Packet] = []
+    t = held = held_bytes = n_drops = 0
+    for _ in range(4000):
+        t += rng.randrange(0, 400 * US)
+        flow = rng.randrange(6)
+        p = pkt(t, rng.choice((60, 576, 1500)), (NOT_ECT, NOT_ECT, ECT0, ECT0, ECT1, CE)[flow], flow)
+        offered.append(p)
+        held, held_bytes = held + 1, held_bytes + p.length
+        if not q.enqueue(p, t):
+            refused.append(p)
+            held, held_bytes = held - 1, held_bytes - p.length
+        if rng.random() < 0.4:
+            out = q.dequeue(t)
+            if out is not None:
+                sent.append(out)
+                held, held_bytes = held - 1, held_bytes - out.length
+        for _, x in drops.seen[n_drops:]:
+            held, held_bytes = held - 1, held_bytes - x.length
+        n_drops = len(drops.seen)
+        assert (q.backlog_packets, q.backlog_bytes) == (held, held_bytes)
+    while (out := q.dequeue(t)) is not None:
+        sent.append(out)
+        t += 100 * US
+    dropped = [x for _, x in drops.seen]
+    assert len(offered) == len(refused) + len(dropped) + len(sent)
+    assert len({id(x) for x in (*refused, *dropped, *sent)}) == len(offered)
+    assert refused or dropped  # the overload was felt
+    for flow in range(6):
+        order = [x.t_enqueue_ns for x in sent if x.flow_key == flow]
+        assert order == sorted(order)
+    assert all(x.ecn == CE for x in sent if x.marked)
+    assert not any(x.marked and x.ecn_in == NOT_ECT for x in sent)
