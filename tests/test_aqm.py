@@ -780,3 +780,23 @@ def test_every_discipline_accounts_for_each_packet(text: str) -> None:
         assert order == sorted(order)
     assert all(x.ecn == CE for x in sent if x.marked)
     assert not any(x.marked and x.ecn_in == NOT_ECT for x in sent)
+
+
+def test_fq_codel_over_its_memory_limit_drops_from_the_fattest_flow() -> None:
+    drops = Drops()
+    q = make_queue("fq_codel memory_limit 6000", drop=drops)
+    burst = [pkt(0, flow=1) for _ in range(5)]
+    for p in burst:
+        q.enqueue(p, 0)
+    # The fifth takes the bytes held to 7500 > 6000: half of the fat flow's 7500 bytes (3750) is 3 packets.
+    assert [p for _, p in drops.seen] == burst[:3] and q.backlog_bytes == 3000
+
+
+def test_dualpi2_drop_enqueue_refuses_at_arrival() -> None:
+    drops = Drops()
+    q = DualPi2(drop_early=True, uniform=Rolls(0.05, 0.05), drop=drops)
+    q.p_prime = 0.1
+    assert [q.enqueue(pkt(0), 0) for _ in range(2)] == [True, True]  # under 2 MTU queued: no roll
+    assert not q.enqueue(pkt(0), 0)  # rolls 0.05, 0.05 < p' 0.1: dropped at enqueue, never taken
+    assert q.enqueue(pkt(0), 0)  # rolls 0.99: taken
+    assert drops.seen == [] and q.drops == 1 and q.backlog_packets == 3
