@@ -800,3 +800,12 @@ def test_dualpi2_drop_enqueue_refuses_at_arrival() -> None:
     assert not q.enqueue(pkt(0), 0)  # rolls 0.05, 0.05 < p' 0.1: dropped at enqueue, never taken
     assert q.enqueue(pkt(0), 0)  # rolls 0.99: taken
     assert drops.seen == [] and q.drops == 1 and q.backlog_packets == 3
+
+
+def test_userspace_kinds_show_the_grammar_of_the_aqms() -> None:
+    kinds = userspace_kinds()
+    assert kinds["codel"] == "codel [limit N] [target TIME] [interval TIME] [ce_threshold TIME] [ecn|noecn]"
+    assert kinds["pie"] == "pie [limit N] [target TIME] [tupdate TIME] [alpha N/16] [beta N/16] [ecn|noecn]"
+    assert "[step_thresh TIME|Np] [min_qlen_step N]" in kinds["dualpi2"]
+    assert "[alpha NUMBER]" in kinds["dualpi2"] and "[drop_on_overload|overflow]" in kinds["dualpi2"]
+    assert "[quantum BYTES]" in kinds["fq_codel"] and "[ecn|noecn]" in kinds["fq_codel"]

@@ -125,6 +125,15 @@ _VALUE_READERS = {
 }
 
 
+_SHOWN = {"N0": "N", "FLOAT": "NUMBER"}
+"""How a value spelling is shown to the user where it differs from its reader's name."""
+
+
+def shown(spelling: str) -> str:
+    """Return a value spelling as the grammar shows it, e.g. ``N`` for a count that may be 0."""
+    return _SHOWN.get(spelling, spelling)
+
+
 @dataclass(frozen=True)
 class Kind:
     """One discipline the userspace bottleneck implements: its tc name, grammar and class.
@@ -144,7 +153,7 @@ class Kind:
     @property
     def synopsis(self) -> str:
         """The kind's grammar as a man page writes it, e.g. ``pfifo [limit N]``."""
-        words = [self.name] + [f"[{k} {v}]" for k, (v, _) in self.options.items()]
+        words = [self.name] + [f"[{k} {shown(v)}]" for k, (v, _) in self.options.items()]
         groups: dict[str, list[str]] = {}
         for flag, (kw, _) in self.flags.items():
             groups.setdefault(kw, []).append(flag)
@@ -273,12 +282,12 @@ def parse_words(text: str) -> tuple[Kind, dict[str, Any]]:
             raise ValueError(f"{kind.name}: unknown word {word!r} (accepted: {kind.synopsis})")
         spelling, key = kind.options[word]
         if i + 1 >= len(words):
-            raise ValueError(f"{kind.name}: {word} needs a value ({word} {spelling})")
+            raise ValueError(f"{kind.name}: {word} needs a value ({word} {shown(spelling)})")
         raw = words[i + 1]
         try:
             kwargs[key] = _VALUE_READERS[spelling](raw)
         except ValueError as e:
-            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {spelling})") from None
+            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {shown(spelling)})") from None
         i += 2
     return kind, kwargs
 
