@@ -17,9 +17,11 @@ sch_dualpi2 implements it, and takes the kernel's defaults:
   p_CL = k * p' (k = ``coupling_factor``, 2), and the native step AQM, which
   marks every L packet whose sojourn exceeds ``step_thresh`` (1 ms; or
   whose queue is longer than N packets with ``step_thresh Np``).
-- Overload (Appendix A.2): once k * p' exceeds 1, an L packet the Classic
-  roll picks is dropped (``drop_on_overload``, the default) or marked
-  (``overflow``), and Classic ECT packets are dropped rather than marked.
+- Overload (Appendix A.2): once k * p' exceeds 1 (``drop_on_overload``, the
+  default), an L packet the Classic (squared) roll picks is dropped and every
+  other one marked, and Classic ECT packets are dropped rather than marked.
+  With ``overflow`` p' stops at 1 / k: L is never dropped, only marked, and
+  the queue grows to its limit instead.
 - No drop or mark from the PI probabilities while fewer than two MTU-sized
   packets are queued in all (the kernel's ``must_drop``); a full queue
   (``limit`` packets in all) tail-drops.
