@@ -16,6 +16,7 @@ from antler.config.parse import parse
 from antler.report.analyze import Analysis, analyze
 from antler.report.assets import result_root
 from antler.report.spec import After
+from antler.report.summary_file import SUMMARY_FILE, write_summary
 from antler.results.tables import TestResult
 
 
@@ -87,6 +88,7 @@ class AfterRun:
             raise FileExistsError(f"{path} exists; reports never overwrite")
         pq.write_table(pa.Table.from_pandas(self.analysis.flows, preserve_index=False), path, compression="zstd")
         self.written.append(path)
+        self.written.append(write_summary(self.analysis, path.parent))
 
     def _emit_log(self, cfg: Any) -> None:
         from antler.report.logs import emit_log
@@ -142,7 +144,7 @@ def report_outputs(after: After) -> set[str]:
     for step in after.steps():
         name, cfg = step.step()
         if name == "analyze":
-            names.add(cfg.to)
+            names.update((cfg.to, SUMMARY_FILE))
         elif name in ("charts_time_series", "charts_fct", "emit_log"):
             names.update(n for n in cfg.to if n != "-")
         elif name == "emit_sysinfo":
