@@ -11,7 +11,7 @@ from antler.cli import main
 from antler.report.expect import ExpectationError, apply_expectations, parse_expectation
 from antler.report.pipeline import run_after
 from antler.report.spec import After
-from tests.test_fairness import write_competition
+from tests.lab.competition import write_competition
 
 pytestmark = pytest.mark.no_netns
 
