@@ -74,6 +74,9 @@ def test_the_page_draws_interval_bars_a_cdf_and_box_plots(sweep: Path, tmp_path:
         page = browser.open((sweep / "index.html").as_uri())
         page.wait_for(DRAWN)
         charts = {c["title"]: c for c in page.eval(CHARTS)}
+        table = page.eval(
+            "[...document.querySelectorAll('table.repetitions tr')].map(r => [...r.cells].map(c => c.textContent))"
+        )
         errors = [line for line in page.console if not line.startswith(("verbose:", "info:", "debug:"))]
         assert errors == []
     titles = list(charts)
@@ -91,5 +94,12 @@ def test_the_page_draws_interval_bars_a_cdf_and_box_plots(sweep: Path, tmp_path:
     box = charts["goodput_mbps per flow: box of the repetitions"]
     assert {t["type"] for t in box["traces"]} == {"box"} and box["boxes"] == 4  # 2 flows x 2 buffers
     assert not any("fct_s" in t for t in titles)  # uploads of a duration have no FCT: no empty chart
+    # The table across repetitions: a row per buffer, each figure as mean [low, high].
+    heads, rows = table[0], {r[0]: dict(zip(table[0], r, strict=True)) for r in table[1:]}
+    assert heads[:2] == ["rig_limit", "runs"] and {"jain", "share_bbr", "share_cubic"} <= set(heads)
+    for limit, row in rows.items():
+        s = summary.loc[limit]
+        assert row["runs"] == "3"
+        assert row["share_bbr"] == f"{s['mean']:.4g} [{s['ci_low']:.4g}, {s['ci_high']:.4g}]"
     # The deep buffer starves one CCA, the shallow the other: the intervals of each share are far apart.
     assert "star" in bbr["symbols"]

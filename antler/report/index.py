@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
 from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
-from antler.report.repeated import has_repetitions, repeated_figures
+from antler.report.repeated import has_repetitions, repeated_figures, repeated_table
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
 from antler.results.tables import Results, load
@@ -229,6 +229,8 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
         if any(not s.ok for s in summaries):
             parts.append("<p class='note'>A cross marks a test that did not pass (its status is in the table).</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in chart_notes]
+    if has_repetitions(keys):
+        parts.append(repeated_table(results, spec, keys))
     parts.append("<h2>Tests and flows</h2>")
     parts.append("<p class='note'>Click a heading to sort by it.</p>")
     parts.append(summary_table(summaries, id_keys, result_dir))

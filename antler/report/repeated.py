@@ -18,6 +18,7 @@ line per repetition:
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -82,6 +83,47 @@ def repeated_figures(results: Results, spec: IndexSpec, keys: list[str]) -> tupl
         if fig is not None:
             figs.append(fig)
     return figs, notes
+
+
+def repeated_table(results: Results, spec: IndexSpec, keys: list[str]) -> str:
+    """Return the summary figures per combination as an HTML table: mean and 95 % interval of each.
+
+    Its columns are the swept keys but ``rep``, the number of repetitions,
+    then goodput, Jain's index, its per-second median, each CCA's share and
+    the echo flows' loaded RTT and induced latency (summary.parquet). "" when
+    no test has a summary.
+    """
+    summary = _table(results, "summary")
+    if summary.empty:
+        return ""
+    swept = [k for k in keys if k != REP_KEY]
+    metrics = [m for m in ("goodput_mbps", "jain", "jain_1s_median") if m in summary.columns]
+    metrics += sorted(str(c) for c in summary.columns if str(c).startswith("share_"))
+    metrics += [m for m in ("rtt_ms_loaded_median", "induced_latency_ms") if m in summary.columns]
+    cells: dict[tuple[str, ...], dict[str, str]] = {}
+    for metric in metrics:
+        iv = intervals(results, metric, table="summary")
+        for rec in iv.to_dict("records"):
+            combo = tuple(str(rec[_column(results, "summary", k)]) for k in swept)
+            row = cells.setdefault(combo, {"n": f"{int(rec['n'])}"})
+            row["n"] = str(max(int(row["n"]), int(rec["n"])))
+            row[metric] = "" if not rec["n"] else f"{rec['mean']:.4g} [{rec['ci_low']:.4g}, {rec['ci_high']:.4g}]"
+    heads = [*swept, "runs", *metrics]
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(v)}</td>" for v in combo)
+        + f"<td>{row['n']}</td>"
+        + "".join(f"<td>{html.escape(row.get(m, ''))}</td>" for m in metrics)
+        + "</tr>"
+        for combo, row in sorted(cells.items(), key=lambda kv: [sort_key(v) for v in kv[0]])
+    )
+    return (
+        "<h2>Across repetitions</h2><p class='note'>Per combination of the swept keys: the mean of the "
+        "repetitions and its 95 % percentile-bootstrap interval (summary.parquet; Jain's index over the "
+        "stream flows' goodput in their common window).</p>"
+        f"<table class='repetitions'><thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in heads)}</tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _table(results: Results, kind: str) -> pd.DataFrame:
