@@ -25,7 +25,7 @@ def write_reps(root: Path, rtt_scale: float = 1.0) -> Path:
     for (cca, rep), mbps in GOODPUT.items():
         test = root / f"cca-{cca}_rep-{rep}"
         test.mkdir(parents=True)
-        write_meta(test, {"test_id": {"cca": cca, "rep": rep}, "swept": ["cca", "rep"], "status": "ok"})
+        write_meta(test, {"test_id": {"cca": cca, "rep": rep}, "swept": {"cca": cca}, "status": "ok"})
         flows = pd.DataFrame(
             {
                 "flow": ["tcp", "udp"],
