@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.lab.repetitions import write_reps
 pytestmark = pytest.mark.no_netns
 
 SWEEP = Path(__file__).parent / "data" / "sweep"
+COMPETE = Path(__file__).parent / "data" / "compete"
 
 
 def test_verdict_follows_the_intervals_and_the_direction() -> None:
@@ -89,3 +91,25 @@ def test_single_runs_compare_by_the_tolerance(tmp_path: Path) -> None:
 def test_compare_refuses_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(SWEEP), str(tmp_path / "nope")]) == 2
     assert "no results at" in capsys.readouterr().err
+
+
+def _one_buffer(src: Path, limit: str, dst: Path) -> Path:
+    """Copy the stored compete sweep's tests of one buffer into dst, their IDs without rig_limit (so they match)."""
+    for test in sorted(src.glob(f"experiment-compete_rig_limit-{limit}_rep-*")):
+        meta = json.loads((test / "meta.json").read_text())
+        meta["test_id"] = {k: v for k, v in meta["test_id"].items() if k != "rig_limit"}
+        meta["path"] = f"experiment-compete_rep-{meta['test_id']['rep']}"
+        shutil.copytree(test, dst / meta["path"])
+        (dst / meta["path"] / "meta.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_measured_runs_with_the_deeper_buffer_have_a_worse_rtt(tmp_path: Path) -> None:
+    shallow = _one_buffer(COMPETE, "100", tmp_path / "shallow")
+    deep = _one_buffer(COMPETE, "1000", tmp_path / "deep")
+    table = compare(shallow, deep).set_index(["flow", "metric"])
+    assert table.loc[("udp", "rtt_ms_loaded_median"), "verdict"] == "worse"
+    assert table.loc[("", "induced_latency_ms"), "verdict"] == "worse"
+    assert table.loc[("", "share_bbr"), "verdict"] == "changed"  # a share has no better
+    assert table.loc[("udp", "rtt_ms_loaded_median"), "old_n"] == 3
+    assert set(compare(deep, deep)["verdict"]) == {"within noise"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from antler import exitcode
@@ -37,7 +38,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         if not Path(path).exists():
             raise ResultsError(f"no results at {path}")
     if a.tolerance < 0:
-        print(f"antler-ray: --tolerance {a.tolerance} must be >= 0")
+        print(f"antler-ray: --tolerance {a.tolerance} must be >= 0", file=sys.stderr)
         return exitcode.CONFIG
     table = compare(a.old, a.new, a.tolerance)
     rows = comparison_rows(table)
