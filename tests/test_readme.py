@@ -448,6 +448,12 @@ def test_docs_give_every_column_of_the_flows_table() -> None:
     assert table_section("flows: one row per flow") == FLOW_COLUMNS
 
 
+def test_docs_give_every_column_of_the_summary_table() -> None:
+    from antler.report.analyze import SUMMARY_COLUMNS
+
+    assert table_section("summary: one row per test") == SUMMARY_COLUMNS
+
+
 def test_the_readme_points_to_the_column_docs() -> None:
     assert "(docs/tables.md)" in README.read_text()
     assert shutil.which("antler-ray", path=str(BIN)), "the README's commands are the venv's"

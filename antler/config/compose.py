@@ -10,6 +10,7 @@ checked before any test runs: each job's config is parsed once into its
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -22,10 +23,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
+from antler.config.resolvers import REP
 from antler.config.root import RootSpec, parse_root
 from antler.config.test import TestSpec
 from antler.node.spec import ConfigError, first_line
@@ -120,7 +122,9 @@ def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str |
     jobs = []
     for job_overrides, swept in expand(overrides, multirun):
         cfg = compose_config(job_overrides, config_dir)
-        jobs.append(_job(cfg, job_overrides, swept))
+        job = _job(cfg, job_overrides, swept)
+        repeat = job.root.sweep.repeat
+        jobs += [job] if repeat == 1 else [_job(cfg, job_overrides, swept, k) for k in range(1, repeat + 1)]
     seen: dict[str, list[str]] = {}
     for job in jobs:
         out = job.test.output_path()
@@ -129,6 +133,9 @@ def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str |
                 "test.id", f"two tests have the same ID or path {out!r} ({seen[out]} and {job.overrides})"
             )
         seen[out] = job.overrides
+    if jobs and jobs[0].root.sweep.shuffle:
+        # sweep is not sweepable, so every job has the same shuffle and seed.
+        random.Random(jobs[0].root.sweep.seed).shuffle(jobs)
     return jobs
 
 
@@ -161,9 +168,18 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         GlobalHydra.instance().clear()
 
 
-def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
+def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str], rep: int | None = None) -> Job:
+    """_job resolves and parses one job's config; ``rep``, its repetition, is set as the root key ``rep``.
+
+    The seeded resolvers read ``rep`` (antler.config.resolvers), and the
+    test's ID gets the key ``rep``.
+    """
     if "test" not in cfg or cfg.test is None:
         raise ConfigError("test", "no test: choose an experiment with +experiment=NAME (see antler-ray list)")
+    if rep is not None:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg[REP] = rep
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
@@ -180,6 +196,10 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     ids = dict(test_data.get("id") or {})
     for k, v in swept.items():
         ids.setdefault(id_value("overrides", k), id_value(k, v))
+    if rep is not None:
+        if REP in ids:
+            raise ConfigError(f"test.id.{REP}", "is the repetition's ID key (sweep.repeat): name the key otherwise")
+        ids[REP] = str(rep)
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
     plain["test"] = test_data
     config = {str(k): v for k, v in plain.items()}

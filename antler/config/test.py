@@ -10,6 +10,7 @@ from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
 from antler.node.spec import ConfigError, parse
+from antler.report.expect import ExpectationError, parse_expectation
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 
@@ -31,6 +32,8 @@ class TestSpec:
     run: Run = field(default_factory=Run)
     during: During = field(default_factory=During)
     after: After = field(default_factory=After)
+    expect: list[str] = field(default_factory=list)
+    """expect lists conditions on the results that pass or fail after the analysis (antler.report.expect)."""
 
     def validate(self) -> None:
         """Raise ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
@@ -78,11 +81,18 @@ class TestSpec:
         A ``flow_label`` key must be a flow of the tree, and a ``charts_fct``
         series pattern must match one of its stream flows (the chart draws
         only those): a typo would otherwise draw nothing and say nothing.
+        Each ``expect`` entry must parse and name a known table, column and
+        flow (antler.report.expect), e.g. ``test.expect[0]: ... unknown flow``.
         Raises ConfigError with the path below ``path`` (the config's ``test``
         key), e.g. ``test.after.report[0].charts_time_series.flow_label.bluk:
         no flow 'bluk' (flows: rtt, tcp)``.
         """
         flows = self.flows()
+        for i, text in enumerate(self.expect):
+            try:
+                parse_expectation(text, flows)
+            except ExpectationError as e:
+                raise ConfigError(f"{path}.expect[{i}]", str(e)) from None
         for group, steps in (("default", self.after.default), ("report", self.after.report)):
             for i, step in enumerate(steps):
                 name, spec = step.step()

@@ -120,6 +120,8 @@ async def run_test(
         "path": test.output_path(),
         "status": "running",
         "started": datetime.now(UTC).isoformat(),
+        # The test's place in the order the invocation runs them (sweep.shuffle permutes it).
+        "order": k,
         "overrides": job.overrides,
         # The values the sweep applied (the ID holds them made safe for folder names).
         "swept": job.swept,

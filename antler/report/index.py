@@ -4,6 +4,9 @@ The page has, in order:
 
 - for a sweep, a chart per compared flow metric (``index.compare``) against
   the swept key, one line per flow and value of the other varying keys;
+  with repetitions (ID key ``rep``) instead their means with interval bars,
+  Jain's index, the CCA shares, an RTT CDF and box plots
+  (:mod:`antler.report.repeated`);
 - a table of every test and flow (the ID keys, the flow's goodput, FCT, RTT
   median and p99, loss and retransmits, the test's status and first error),
   sorted by a column when its heading is clicked (a few lines of inline
@@ -31,6 +34,7 @@ import plotly.graph_objects as go
 
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
 from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
+from antler.report.repeated import has_repetitions, repeated_figures, repeated_table
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
 from antler.results.tables import Results, load
@@ -215,13 +219,18 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
     summaries = [summarize(test, key) for key, test in results.items()]
     # Tests in the order of their ID values, numbers as numbers (10ms before 100ms).
     summaries.sort(key=lambda s: [sort_key(s.test.id.get(k, "")) for k in [group_by, *id_keys] if k])
-    figs, chart_notes = compare_figures(summaries, spec, keys)
+    if has_repetitions(keys):
+        figs, chart_notes = repeated_figures(results, spec, keys)
+    else:
+        figs, chart_notes = compare_figures(summaries, spec, keys)
     parts = [f"<p class='note'>{html.escape(n)}</p>" for n in (notes or [])]
     if figs:
         parts.append('<div class="charts">' + "".join(f"<div>{figure_div(f)}</div>" for f in figs) + "</div>")
         if any(not s.ok for s in summaries):
             parts.append("<p class='note'>A cross marks a test that did not pass (its status is in the table).</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in chart_notes]
+    if has_repetitions(keys):
+        parts.append(repeated_table(results, spec, keys))
     parts.append("<h2>Tests and flows</h2>")
     parts.append("<p class='note'>Click a heading to sort by it.</p>")
     parts.append(summary_table(summaries, id_keys, result_dir))

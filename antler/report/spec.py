@@ -53,15 +53,18 @@ class Analyze(Step):
     interval: Duration = field(default_factory=lambda: Duration(100_000_000))
 
     def outputs(self) -> set[str]:
-        """Return the flows table's name."""
-        return {self.to}
+        """Return the flows table's name and the summary table's (antler.report.summary_file)."""
+        from antler.report.summary_file import SUMMARY_FILE
+
+        return {self.to, SUMMARY_FILE}
 
     def run(self, ctx: StepContext) -> list[Path]:
-        """Analyse the test (the later steps use it) and write its flows table; raise FileExistsError if it exists."""
+        """Analyse the test (the later steps use it), write its flows and summary tables; raise FileExistsError if one exists."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from antler.report.analyze import analyze
+        from antler.report.summary_file import write_summary
 
         ctx.analysis_made = analyze(ctx.test, self.interval.seconds)
         path = ctx.path / self.to
@@ -69,7 +72,7 @@ class Analyze(Step):
             raise FileExistsError(f"{path} exists; reports never overwrite")
         table = pa.Table.from_pandas(ctx.analysis_made.flows, preserve_index=False)
         pq.write_table(table, path, compression="zstd")
-        return [path]
+        return [path, write_summary(ctx.analysis_made, path.parent)]
 
 
 @register("emit_log")

@@ -120,7 +120,7 @@ def summarize(test: TestResult, key: str) -> TestSummary:
 
 
 def first_error(test: TestResult) -> str:
-    """Return a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
+    """Return a test's first error by time as ``node tag: message``, else its first failed report, else its failed expectations, else ""."""
     try:
         errors = test.arrow("errors").sort_by("time").slice(0, 1).to_pylist()
     except Exception as e:  # an unreadable errors table is itself the first thing to say
@@ -129,7 +129,10 @@ def first_error(test: TestResult) -> str:
         first = errors[0]
         return f"{first['node_id']} {first['tag']}: {first['message']}"
     reports = test.meta.get("report_errors") or []
-    return str(reports[0]) if reports else ""
+    if reports:
+        return str(reports[0])
+    unmet = test.meta.get("failed_expectations") or []
+    return "expectation failed: " + "; ".join(map(str, unmet)) if unmet else ""
 
 
 def charts_of(test: TestResult) -> list[Chart]:

@@ -20,6 +20,7 @@ from antler.invoke.sweep.tree import place
 from antler.invoke.testdir import Ran, run_test
 from antler.node.launch import Launchers, TestLaunch
 from antler.node.root import Launch
+from antler.report.expect import apply_expectations
 from antler.report.pipeline import run_after
 from antler.report.worker import ReportWorker
 from antler.results.store import Invocation, write_meta
@@ -153,6 +154,12 @@ class Sweep:
         if errors:
             ran.meta["report_errors"] = errors
             write_meta(ran.directory, ran.meta)
+        # test.expect: a failed expectation fails the test (meta.json says which), and so the command.
+        unmet = await asyncio.to_thread(apply_expectations, ran.directory, ran.meta)
+        if unmet:
+            self.live.line(f"{ran.job.test.id_text()}: expectation failed: {'; '.join(unmet)}")
+        if unmet and ran.ok:
+            self.failed.append(f"{ran.job.test.id_text()} (expected {'; '.join(unmet)})")
 
     async def _tick(self) -> None:
         if not sys.stderr.isatty():

@@ -30,22 +30,27 @@ import pyarrow.parquet as pq
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze.clocks import CLOCK_COLUMNS, on_driver_clock, owd_clocks
 from antler.report.analyze.columnar import empty_series
+from antler.report.analyze.fairness import RECEIVED_COLUMNS, jain, received_curves
 from antler.report.analyze.flows import FLOW_COLUMNS, column_dtype, fill_columns
 from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
 from antler.report.analyze.streams import analyze_streams
+from antler.report.analyze.summary import SUMMARY_COLUMNS, conclude
 from antler.results.tables import TestResult
 
 __all__ = [
     "CLOCK_COLUMNS",
     "FLOW_COLUMNS",
     "PACKET_IO_READ",
+    "RECEIVED_COLUMNS",
     "STREAM_IO_READ",
+    "SUMMARY_COLUMNS",
     "TCP_INFO_READ",
     "Analysis",
     "analyze",
     "analyze_frames",
     "arrival_counts",
+    "jain",
     "on_driver_clock",
     "owd_clocks",
     "packet_flows",
@@ -79,6 +84,11 @@ class Analysis:
 
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
+    ``received`` (RECEIVED_COLUMNS: flow, t_s, bytes) is each stream
+    receiver's running byte count, from (its start, 0); the common window,
+    shares and fairness are taken from it (:mod:`.fairness`). ``summary``
+    is the test's one row of summary.parquet (SUMMARY_COLUMNS, then any
+    ``share_<cca>``; :mod:`.summary`).
     ``clocks`` has a row per packet flow whose ends ran on two hosts
     (CLOCK_COLUMNS, see :func:`owd_clocks`).
     """
@@ -89,6 +99,8 @@ class Analysis:
     owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    received: pd.DataFrame = field(default_factory=lambda: empty_series("bytes"))
+    summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS, dtype=float))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -127,10 +139,12 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         stream_io = _read(test, "stream_io", STREAM_IO_READ)
         tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
         stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
+        received = received_curves(stream_info, stream_io, t0)
         del stream_io
         packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
         packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
         a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+        a.received = received
         a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
     errors = test["errors"]
     first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
@@ -142,7 +156,7 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         recorded=test.format_version >= 2,
     )
     a.flows = fill_columns(flows)[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
-    return a
+    return _conclude(a, test.meta)
 
 
 def analyze_frames(
@@ -170,7 +184,9 @@ def analyze_frames(
         _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
     )  # fmt: skip
     packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a.received = received_curves(s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ), t0)
+    return _conclude(a, {})
 
 
 def stream_flows(
@@ -269,6 +285,13 @@ def _combine(
         .reset_index(drop=True)
     )
     return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
+
+
+def _conclude(a: Analysis, meta: dict) -> Analysis:
+    """_conclude fills in the flows' shares and latency under load and makes the test's summary row."""
+    flows, a.summary = conclude(a.flows, a.received, a.rtt, a.owd, meta)
+    a.flows = flows[FLOW_COLUMNS]
+    return a
 
 
 def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ FLOW_COLUMNS = [
     "bytes",
     "duration_s",
     "goodput_mbps",
+    "share",
     "fct_s",
     "sent",
     "received",
@@ -34,6 +35,10 @@ FLOW_COLUMNS = [
     "rtt_ms_p99",
     "owd_ms_median",
     "owd_ms_p99",
+    "rtt_ms_idle_median",
+    "rtt_ms_loaded_median",
+    "rtt_ms_loaded_p99",
+    "induced_latency_ms",
     "retrans",
     "send_err_us_median",
     "send_err_us_p99",
@@ -70,6 +75,10 @@ duration_s          s         the receiver's time from its tinit (else      the 
                               start_s) to the last byte's arrival
 goodput_mbps        Mbit/s    bytes * 8 / duration_s / 1e6 (NaN when        -
                               duration_s <= 0)
+share                         its part of the stream flows' bytes in the    -
+                              common window, x_i / sum x_j
+                              (antler.report.analyze.fairness); NaN
+                              outside the window
 fct_s               s         start_s to the last byte's arrival (flow      -
                               completion time); NaN unless the flow was
                               length-limited and received all of it (in
@@ -105,6 +114,13 @@ owd_ms_median       ms        -                                             medi
                                                                             (across two hosts: on the driver's clock by
                                                                             their measured offsets, see Analysis.clocks)
 owd_ms_p99          ms        -                                             99th percentile of the same
+rtt_ms_idle_median  ms        -                                             median RTT of the echoes sent while no
+                                                                            stream flow ran
+                                                                            (antler.report.analyze.underload)
+rtt_ms_loaded_      ms        -                                             median RTT of the echoes sent while a
+median                                                                      stream flow ran
+rtt_ms_loaded_p99   ms        -                                             99th percentile of the same
+induced_latency_ms  ms        -                                             rtt_ms_loaded_median - rtt_ms_idle_median
 retrans             segments  the sender's total_retrans (its largest       -
                               sample)
 send_err_us_median  µs        -                                             median send-time error of the client's
