@@ -2,6 +2,11 @@
 
 The path's parameters and its picture are in :mod:`antler.rig.path`.
 
+The bottleneck is htb + rig.qdisc at mid_right's egress, or, with
+rig.bottleneck userspace (:func:`antler.rig.path.bottleneck`), the forward
+TUN link itself, which serialises at rig.rate from its queue discipline
+before it delays (:mod:`antler.rig.bottleneck`).
+
 Delay and loss come from ``netem`` where the kernel has it, else from the
 userspace delay link (:mod:`antler.rig.delay`): two persistent TUN devices in
 mid, ``d-fwd`` for traffic from left and ``d-ret`` for traffic from right,
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path
+from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path, bottleneck
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
 IFB_FWD = "ifb-fwd"
@@ -53,7 +58,9 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
 
 def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> list[dict[str, Any]]:
     """Build the bottleneck and the delay on mid's two interfaces (already addressed and up)."""
-    steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right), *_bottleneck(path, ifaces.mid_right)]
+    steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right)]
+    if bottleneck(path) == "kernel":
+        steps += _bottleneck(path, ifaces.mid_right)
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     if emulator == "netem":
         steps += _netem(path, ifaces)
@@ -110,6 +117,9 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
     link_args = ["--link", f"{TUN_FWD}:{one_way}:{path.loss}", "--link", f"{TUN_RET}:{one_way}"]
     if path.seed is not None:
         link_args += ["--seed", str(path.seed)]
+    if bottleneck(path) == "userspace":
+        # The forward link is the bottleneck: it sends at rig.rate from the queue, then delays.
+        link_args += ["--bottleneck", TUN_FWD, "--rate", f"{path.rate.bps}bit", "--qdisc", " ".join(path.qdisc_args())]
     python = path.python_exe
     return [
         sys_step(f"ip tuntap add dev {TUN_FWD} mode tun"),
@@ -178,7 +188,8 @@ def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
             f"tc qdisc del dev {ifaces.mid_left} ingress",
             f"ip link del {IFB_FWD}",
         ]
-    cmds.append(f"tc qdisc del dev {ifaces.mid_right} root")
+    if bottleneck(path) == "kernel":
+        cmds.append(f"tc qdisc del dev {ifaces.mid_right} root")
     return cmds
 
 
