@@ -7,6 +7,7 @@ serialiser, not any one discipline.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import itertools
 import random
@@ -15,13 +16,16 @@ import struct
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from antler.rig.aqm.base import CE, ECT0, ECT1, NOT_ECT, DropSink, Packet, ignore_drop
 from antler.rig.bottleneck import CATCH_UP_NS, DROPPED, MARKED, SENT, Bottleneck
 from antler.rig.delay_link import Link, LinkSpec, serve
 from antler.rig.ipheader import address_text, ipv4_checksum, parse, with_ecn
+from antler.rig.queue_records import QueueRecords, main as queue_records_main, read
 
 
 class Pfifo:
@@ -266,8 +270,62 @@ def test_the_engine_releases_at_the_rate_then_the_delay() -> None:
     assert [key[3] for _, key in back if key] == list(range(10))
     times_ms = [t / 1e6 for t, _ in back]
     # The first leaves after its own slot and the delay; each next one a slot later (1 ms apart).
-    assert 6.0 <= times_ms[0] <= 9.0
+    # Never before its slot and the delay; late by at most a few ms of a busy host (the test runs at normal priority).
+    assert 5.95 <= times_ms[0] <= 12.0
     gaps = [b - a for a, b in itertools.pairwise(times_ms)]
     assert 0.9 <= sorted(gaps)[len(gaps) // 2] <= 1.1
-    assert 14.9 <= times_ms[-1] <= 18.0
+    assert 14.95 <= times_ms[-1] <= 30.0
     assert link.stats.released == 10 and bn.sent == 10
+
+
+# --- queue records
+
+
+def test_queue_records_round_trip_into_a_table(tmp_path: Path) -> None:
+    records = QueueRecords(limit=4)
+    bn = Bottleneck(lambda drop: Pfifo(limit=2, drop=drop, mark_all=True), RATE_BPS, records.record)
+    bn.arrive(ipv4(1486, tos=ECT0, proto=6, sport=40000, dport=7777), 1_000)
+    bn.arrive(ipv4(500, sport=5000, dport=7778), 2_000)
+    bn.arrive(ipv4(500), 3_000)  # over the limit of 2: dropped
+    bn.arrive(b"\x00" * 30, 4_000)  # not IP: no flow; refused too
+    bn.send(1_000)
+    bn.send(SLOT_NS + 1_000)
+    bn.arrive(ipv4(100), 5 * SLOT_NS)  # past the records' limit of 4 rows
+    bn.send(5 * SLOT_NS)
+    path = tmp_path / "records.bin"
+    before_ns = time.time_ns() - time.monotonic_ns()
+    records.write(str(path))
+    table = read(str(path)).to_pylist()
+    assert records.left_out == 1 and len(table) == 4
+    offset_ns = table[0]["t_ns"] - 3_000
+    assert abs(offset_ns - before_ns) < 1_000_000_000  # t_ns is Unix time
+    rows = [{k: v for k, v in r.items() if k != "t_ns"} | {"t": r["t_ns"] - offset_ns} for r in table]
+    common = {"direction": "up", "ecn_out": NOT_ECT, "ecn_in": NOT_ECT}
+    up = {"protocol": 17, "src": "10.77.1.1", "dst": "10.77.2.2"}
+    nothing = {"protocol": None, "src": None, "dst": None, "sport": None, "dport": None}
+    assert rows[0] == common | up | {"t": 3_000, "length": 500, "sojourn_ns": None, "verdict": "dropped",
+                                     "backlog_packets": 2, "backlog_bytes": 1986, "sport": 5000, "dport": 7778}  # fmt: skip
+    assert rows[1] == common | nothing | {"t": 4_000, "length": 30, "sojourn_ns": None, "verdict": "dropped",
+                                          "backlog_packets": 2, "backlog_bytes": 1986}  # fmt: skip
+    assert rows[2] == common | up | {"t": 1_000, "length": 1486, "sojourn_ns": 0, "verdict": "marked", "ecn_in": ECT0,
+                                     "ecn_out": CE, "protocol": 6, "backlog_packets": 0, "backlog_bytes": 0,
+                                     "sport": 40000, "dport": 7777}  # fmt: skip
+    assert rows[3]["verdict"] == "sent" and rows[3]["sojourn_ns"] == SLOT_NS - 1_000
+
+
+def test_the_converter_prints_parquet_and_a_missing_file_still_gives_a_table(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    records = QueueRecords()
+    bn = Bottleneck(lambda drop: Pfifo(drop=drop), RATE_BPS, records.record)
+    bn.arrive(ipv4(100), 0)
+    bn.send(0)
+    path = tmp_path / "r.bin"
+    records.write(str(path))
+    assert queue_records_main([str(path)]) == 0
+    assert pq.read_table(io.BytesIO(capsysbinary.readouterr().out)).num_rows == 1
+    assert not path.exists()
+    assert queue_records_main([str(path)]) == 1
+    out = capsysbinary.readouterr()
+    assert pq.read_table(io.BytesIO(out.out)).num_rows == 0
+    assert b"No such file" in out.err

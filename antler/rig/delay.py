@@ -47,6 +47,7 @@ from antler.node.metric import Bitrate, Duration
 from antler.node.runners.packet.timer import set_timer_slack
 from antler.rig.bottleneck import Bottleneck, queue_maker
 from antler.rig.delay_link import DEFAULT_QUEUE_LIMIT, DEFAULT_SPIN, DelayError, Link, LinkSpec, serve
+from antler.rig.queue_records import DEFAULT_LIMIT as DEFAULT_RECORDS, QueueRecords
 
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bottleneck", default=None, metavar="DEV", help="the link that is also the bottleneck")
     r.add_argument("--rate", default=None, help="the bottleneck's rate, e.g. 50mbit")
     r.add_argument("--qdisc", default="pfifo", help="the bottleneck's queue discipline as tc spells it")
+    r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
+    r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
     r.add_argument(
         "--realtime",
         type=int,
@@ -189,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"delay: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
+    records = QueueRecords(limit=args.records_limit) if args.records and shaped is not None else None
     links: list[Link] = []
     try:
         for spec in specs:
             bn = None
             if shaped is not None and spec.dev == args.bottleneck:
-                bn = Bottleneck(shaped[1], shaped[0])
+                bn = Bottleneck(shaped[1], shaped[0], None if records is None else records.record)
             links.append(Link(spec, rng, args.queue_limit, bn))
     except DelayError as e:
         for link in links:
@@ -237,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             print(link.stats.text(link.spec), flush=True)
             if link.bottleneck is not None:
                 print(f"link {link.spec.dev} {link.bottleneck.text()}", flush=True)
+        if records is not None:
+            try:
+                records.write(args.records)
+            except OSError as e:
+                print(f"delay: writing queue records to {args.records}: {e.strerror}", file=sys.stderr)
+                return 1
+            left_out = f", {records.left_out} left out past the limit" if records.left_out else ""
+            print(f"delay: {records.rows} queue records in {args.records}{left_out}", flush=True)
     return code
 
 

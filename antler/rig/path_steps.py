@@ -56,8 +56,12 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
     ]
 
 
-def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> list[dict[str, Any]]:
-    """Build the bottleneck and the delay on mid's two interfaces (already addressed and up)."""
+def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str, records: str = "") -> list[dict[str, Any]]:
+    """Build the bottleneck and the delay on mid's two interfaces (already addressed and up).
+
+    records is the file at mid where a userspace bottleneck keeps its
+    per-packet records until tear-down (:func:`mid_teardown` collects it).
+    """
     steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right)]
     if bottleneck(path) == "kernel":
         steps += _bottleneck(path, ifaces.mid_right)
@@ -65,7 +69,7 @@ def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> lis
     if emulator == "netem":
         steps += _netem(path, ifaces)
     elif emulator == "tun":
-        steps += _tun(path, ifaces, addr)
+        steps += _tun(path, ifaces, addr, records)
         forwarding += [TUN_FWD, TUN_RET]
     # Forwarding last, and only between the path's own interfaces: no packet
     # crosses mid before the delay is in place, and none to or from any other.
@@ -110,7 +114,7 @@ def _netem(path: Path, ifaces: Ifaces) -> list[dict[str, Any]]:
     ]
 
 
-def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
+def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list[dict[str, Any]]:
     """_tun routes each direction through its TUN device, held by the delay link process."""
     one_way = str(path.one_way())
     # The loss as a percentage: the link refuses a bare 1, which reads two ways.
@@ -120,6 +124,8 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
     if bottleneck(path) == "userspace":
         # The forward link is the bottleneck: it sends at rig.rate from the queue, then delays.
         link_args += ["--bottleneck", TUN_FWD, "--rate", f"{path.rate.bps}bit", "--qdisc", " ".join(path.qdisc_args())]
+        if records:
+            link_args += ["--records", records]
     python = path.python_exe
     return [
         sys_step(f"ip tuntap add dev {TUN_FWD} mode tun"),
@@ -159,12 +165,24 @@ def offloads(path: Path, *devs: str) -> list[dict[str, Any]]:
 # --- tear-down
 
 
-def mid_teardown(path: Path, ifaces: Ifaces, emulator: str) -> list[dict[str, Any]]:
-    """Log the bottleneck's counters, then undoes mid_setup, last step first."""
-    return [
-        sys_step(f"tc -s qdisc show dev {ifaces.mid_right}"),
-        *(sys_step(c) for c in mid_removals(path, ifaces, emulator)),
-    ]
+def mid_teardown(path: Path, ifaces: Ifaces, emulator: str, records: str = "") -> list[dict[str, Any]]:
+    """Log the bottleneck's counters, then undo mid_setup, last step first.
+
+    A userspace bottleneck's records (the file mid_setup was given) become
+    the test's queue.parquet once the delay link has ended and written them.
+    """
+    steps = [sys_step(f"tc -s qdisc show dev {ifaces.mid_right}")]
+    for c in mid_removals(path, ifaces, emulator):
+        steps.append(sys_step(c))
+        if records and " -m antler.rig.delay stop " in c and bottleneck(path) == "userspace":
+            steps.append(queue_records_step(path, records))
+    return steps
+
+
+def queue_records_step(path: Path, records: str) -> dict[str, Any]:
+    """Return the step that turns the link's records file into the test's queue.parquet (a failure is logged)."""
+    args = [path.python_exe, "-m", "antler.rig.queue_records", records]
+    return {"system": {"args": args, "stdout": "queue.parquet", "stderr": "", "ignore_errors": True}}
 
 
 def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
