@@ -28,11 +28,10 @@ fake clock in tests; nothing here reads a clock.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import Any
 
 from antler.rig.aqm.base import CE, DropSink, Packet, QueueDiscipline, ignore_drop
+from antler.rig.aqm.parse import make_queue, userspace_kinds as aqm_kinds
 from antler.rig.ipheader import ETHERNET_HEADER_BYTES, parse, with_ecn
 
 CATCH_UP_NS = 1_000_000
@@ -127,14 +126,9 @@ class Bottleneck:
         return f"bottleneck: arrived {self.arrived} sent {self.sent} dropped {self.dropped_count} marked {self.marked}"
 
 
-def _aqm() -> Any:
-    return importlib.import_module("antler.rig.aqm")
-
-
 def userspace_kinds() -> frozenset[str]:
-    """Return the queue-discipline kinds the userspace bottleneck implements (``pfifo``, ``codel``, ...)."""
-    kinds = getattr(_aqm(), "kinds", None)
-    return frozenset(kinds()) if kinds is not None else frozenset()
+    """Return the queue-discipline kinds the userspace bottleneck implements (``pfifo``, ``bfifo``, ..., ``py``)."""
+    return frozenset(aqm_kinds())
 
 
 def queue_maker(text: str) -> Callable[[DropSink], QueueDiscipline]:
@@ -143,13 +137,9 @@ def queue_maker(text: str) -> Callable[[DropSink], QueueDiscipline]:
     The text is checked at once: raises ValueError naming what is wrong
     (an unknown kind, a bad parameter).
     """
-    make = getattr(_aqm(), "make_queue", None)
-    if make is None:
-        raise ValueError(f"qdisc {text!r}: this antler has no userspace queue disciplines")
-    make(text, drop=ignore_drop)  # raises on a bad spelling, before the link starts
+    make_queue(text, drop=ignore_drop)  # raises on a bad spelling, before the link starts
 
     def maker(drop: DropSink) -> QueueDiscipline:
-        q: QueueDiscipline = make(text, drop=drop)
-        return q
+        return make_queue(text, drop=drop)
 
     return maker

@@ -236,7 +236,7 @@ def bottleneck(path: Path) -> str:
     implements that kind; neither is a ConfigError naming what each offers.
     The qdisc's parameters are checked by the userspace queue's own parser.
     """
-    kind = path.qdisc_kind
+    kind = "py" if path.qdisc_kind.startswith("py:") else path.qdisc_kind
     try:
         if path.bottleneck == "kernel" or (path.bottleneck == "auto" and _kernel_has(path)):
             check_qdisc(kind)
