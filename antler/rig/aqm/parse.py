@@ -96,6 +96,16 @@ def _float(text: str) -> float:
     return x
 
 
+def _sixteenths(text: str) -> float:
+    """Read a PI gain as tc's pie reads it, a whole number of sixteenths from 0 to 32: ``2`` is 0.125."""
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number of sixteenths (tc's pie: alpha 2 is 0.125, beta 20 is 1.25)")
+    n = int(text)
+    if n > 32:
+        raise ValueError(f"{text!r} is above 32 sixteenths (2.0)")
+    return n / 16
+
+
 def _time_or_packets(text: str) -> tuple[int, bool]:
     """Read ``1ms`` as (1000000, False) and ``10p``/``10pkts`` as (10, True): a time or a packet count."""
     m = re.fullmatch(r"([0-9]+)(p|pkt|pkts|packets)", text)
@@ -111,6 +121,7 @@ _VALUE_READERS = {
     "BYTES": parse_size_bytes,
     "FLOAT": _float,
     "TIME|Np": _time_or_packets,
+    "SIXTEENTHS": _sixteenths,
 }
 
 
@@ -146,12 +157,55 @@ class Kind:
         return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-_ECN = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
+_ECN: dict[str, tuple[str, object]] = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("pfifo", "antler.rig.aqm.fifo:Pfifo", {"limit": ("N", "limit")}, {}, True, "tail drop"),
         Kind("bfifo", "antler.rig.aqm.fifo:Bfifo", {"limit": ("BYTES", "limit")}, {}, False, "tail drop"),
+        Kind(
+            "codel",
+            "antler.rig.aqm.codel:Codel",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+            },
+            _ECN,
+            True,
+            "RFC 8289",
+        ),
+        Kind(
+            "fq_codel",
+            "antler.rig.aqm.fq_codel:FqCodel",
+            {
+                "limit": ("N", "limit"),
+                "flows": ("N", "flows"),
+                "quantum": ("BYTES", "quantum"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+                "memory_limit": ("BYTES", "memory_limit"),
+            },
+            _ECN,
+            True,
+            "RFC 8290",
+        ),
+        Kind(
+            "pie",
+            "antler.rig.aqm.pie:Pie",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("SIXTEENTHS", "alpha"),
+                "beta": ("SIXTEENTHS", "beta"),
+            },
+            _ECN,
+            True,
+            "RFC 8033",
+        ),
     )
 }
 """KINDS are the disciplines the userspace bottleneck implements, by tc name."""
