@@ -31,7 +31,7 @@ from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
 from antler.node.spec import ConfigError, FieldError, first_line
 from antler.rig.bottleneck import queue_maker, userspace_kinds
-from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs
+from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs, tcp_ecn_accepts
 
 LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_pie", "fq", "sfq", "netem")
 """LIMIT_IN_PACKETS are the qdiscs whose ``limit`` parameter counts packets, so rig.limit applies."""
@@ -41,6 +41,8 @@ ROLES = ("left", "mid_left", "mid_right", "right")
 """ROLES names the path's four interfaces and addresses, left to right."""
 BOTTLENECKS = ("auto", "kernel", "userspace")
 """BOTTLENECKS are rig.bottleneck's values: the kernel's htb + qdisc, the delay link's own, or auto (kernel first)."""
+TCP_ECN = {"off": None, "on": 1, "accecn": 3}
+"""TCP_ECN maps rig.ecn to the ends' net.ipv4.tcp_ecn (None: left as the kernel's default 2, which never asks for ECN)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class Path:
     qdisc: str
     limit: int
     bottleneck: str
+    qdisc_interval: Duration
+    ecn: str
     rtt: Duration
     loss: Probability
     emulator: str
@@ -143,6 +147,10 @@ class Path:
             raise FieldError("emulator", f"{self.emulator!r} must be auto, netem or tun")
         if self.bottleneck not in BOTTLENECKS:
             raise FieldError("bottleneck", f"{self.bottleneck!r} must be {', '.join(BOTTLENECKS[:-1])} or userspace")
+        if self.ecn not in TCP_ECN:
+            raise FieldError("ecn", f"{self.ecn!r} must be off, on or accecn")
+        if self.qdisc_interval.ns < 1_000_000:
+            raise FieldError("qdisc_interval", f"{self.qdisc_interval} is below 1ms")
         if self.bottleneck == "userspace" and not self.rate.bps:
             raise FieldError("bottleneck", "userspace needs a rate to serialise at (rig.rate is 0)")
         if self.bottleneck == "userspace" and self.emulator == "netem":
@@ -217,6 +225,9 @@ def check(path: Path) -> str:
     neither delay nor loss. A userspace bottleneck (:func:`bottleneck`) runs
     in the TUN delay link, so its emulator is always ``tun``.
     """
+    value = TCP_ECN[path.ecn]
+    if value is not None and value != 1 and not tcp_ecn_accepts(value):
+        raise ConfigError("", f"rig.ecn {path.ecn!r}: this kernel's net.ipv4.tcp_ecn refuses {value} (no AccECN)")
     try:
         if bottleneck(path) == "userspace":
             return choose_emulator("tun")
@@ -292,4 +303,5 @@ def facts(path: Path, emulator: str) -> dict[str, Any]:
         "rtt_ms": path.rtt.ns / 1e6,
         "loss": path.loss_probability,
         "offloads": path.offloads,
+        "ecn": path.ecn,
     }
