@@ -40,6 +40,7 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bottleneck", default=None, metavar="DEV", help="the link that is also the bottleneck")
     r.add_argument("--rate", default=None, help="the bottleneck's rate, e.g. 50mbit")
     r.add_argument("--qdisc", default="pfifo", help="the bottleneck's queue discipline as tc spells it")
+    r.add_argument("--config-dir", default=None, help="the folder of a py:MODULE:CLASS qdisc's MODULE.py")
     r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
     r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
     r.add_argument(
@@ -265,7 +267,7 @@ def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> tuple[i
     rate_bps = Bitrate.parse(args.rate).bps
     if rate_bps <= 0:
         raise ValueError(f"--rate {args.rate!r} must be above 0")
-    return rate_bps, queue_maker(args.qdisc)
+    return rate_bps, queue_maker(args.qdisc, Path(args.config_dir) if args.config_dir else None)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import pathlib
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -43,6 +44,19 @@ BOTTLENECKS = ("auto", "kernel", "userspace")
 """BOTTLENECKS are rig.bottleneck's values: the kernel's htb + qdisc, the delay link's own, or auto (kernel first)."""
 TCP_ECN = {"off": None, "on": 1, "accecn": 3}
 """TCP_ECN maps rig.ecn to the ends' net.ipv4.tcp_ecn (None: left as the kernel's default 2, which never asks for ECN)."""
+
+
+_CONFIG_DIR: list[pathlib.Path | None] = [None]
+
+
+def set_config_dir(config_dir: pathlib.Path | None) -> None:
+    """Remember the config dir (``--config-dir``) where a ``py:MODULE:CLASS`` qdisc's MODULE.py is looked for first."""
+    _CONFIG_DIR[0] = config_dir
+
+
+def config_dir() -> pathlib.Path | None:
+    """Return the config dir set by :func:`set_config_dir` (None: none given)."""
+    return _CONFIG_DIR[0]
 
 
 @dataclass(frozen=True)
@@ -272,7 +286,7 @@ def bottleneck(path: Path) -> str:
             "", f"rig.emulator netem: the kernel lacks {kind!r}, and the userspace bottleneck runs in the TUN link"
         )
     try:
-        queue_maker(" ".join(path.qdisc_args()))
+        queue_maker(" ".join(path.qdisc_args()), config_dir())
     except ValueError as e:
         raise ConfigError("", f"rig.qdisc {path.qdisc!r}: {e}") from None
     return "userspace"

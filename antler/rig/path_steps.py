@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from antler.rig.path import PREFIX_LEN, TCP_ECN, Addresses, Ifaces, Path, bottleneck
+from antler.rig.path import PREFIX_LEN, TCP_ECN, Addresses, Ifaces, Path, bottleneck, config_dir
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
 IFB_FWD = "ifb-fwd"
@@ -155,6 +155,8 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list
         link_args += ["--bottleneck", TUN_FWD, "--rate", f"{path.rate.bps}bit", "--qdisc", " ".join(path.qdisc_args())]
         if records:
             link_args += ["--records", records]
+        if path.qdisc_kind.startswith("py:") and config_dir() is not None:
+            link_args += ["--config-dir", str(config_dir())]
     python = path.python_exe
     return [
         sys_step(f"ip tuntap add dev {TUN_FWD} mode tun"),

@@ -65,7 +65,7 @@ def flow_keys(stream_info: pd.DataFrame, packet_info: pd.DataFrame) -> dict[tupl
         if info is None or "local" not in info.columns:
             continue
         for row in info[~info["server"].astype(bool)].itertuples():
-            local, remote = _split(row.local), _split(row.remote)
+            local, remote = _split(str(row.local)), _split(str(row.remote))
             if local and remote:
                 keys[(proto, local[1], remote[0], remote[1])] = str(row.flow)
     return keys
