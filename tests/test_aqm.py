@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from antler.rig.aqm import (
     parse_time_ns,
     userspace_kinds,
 )
+from antler.rig.aqm.dualpi2 import DualPi2
 from antler.rig.aqm.fifo import BFIFO_LIMIT, Bfifo, Pfifo
 from antler.rig.aqm.pie import Pie
 
@@ -533,6 +536,10 @@ def test_pie_reads_tc_spelling() -> None:
         ("pie beta 33", ["pie: beta '33'", "above 32"]),
         ("pie tupdate 0ms", ["pie: tupdate 0 must be above 0"]),
         ("pie dq_rate_estimator", ["pie: unknown word 'dq_rate_estimator'", "pie [limit N]"]),
+        ("dualpi2 classic_protection 101", ["dualpi2: classic_protection 101", "0 to 100"]),
+        ("dualpi2 alpha 0", ["dualpi2: alpha 0.0 must be above 0 Hz"]),
+        ("dualpi2 step_thresh 1", ["dualpi2: step_thresh '1'", "no unit"]),
+        ("dualpi2 coupling_factor 0", ["coupling_factor '0'", "at least 1"]),
     ],
 )
 def test_aqm_parameters_out_of_range_name_the_parameter_and_value(text: str, words: list[str]) -> None:
@@ -540,3 +547,265 @@ def test_aqm_parameters_out_of_range_name_the_parameter_and_value(text: str, wor
         make_queue(text)
     for w in words:
         assert w in str(e.value)
+
+
+# --- DualPI2 (RFC 9332) -----------------------------------------------------------------------------------------
+
+
+class Rolls:
+    """A uniform source that returns the given values in turn, then 0.99 (no event)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    def __call__(self) -> float:
+        return self.values.pop(0) if self.values else 0.99
+
+
+def test_dualpi2_classifies_ect1_and_ce_into_the_l4s_queue() -> None:
+    q = DualPi2()
+    for ecn in (ECT1, CE, ECT0, NOT_ECT):
+        q.enqueue(pkt(0, ecn=ecn), 0)
+    assert q.queue_lengths == (2, 2)
+    q2 = make_queue("dualpi2 any_ect")
+    for ecn in (ECT1, CE, ECT0, NOT_ECT):
+        q2.enqueue(pkt(0, ecn=ecn), 0)
+    assert q2.queue_lengths == (3, 1)  # type: ignore[attr-defined]
+
+
+def test_dualpi2_pi_controller_follows_the_appendix_update_every_tupdate() -> None:
+    q = DualPi2(uniform=lambda: 0.99)  # no roll succeeds: the probability alone
+    q.enqueue(pkt(0), 0)  # a Classic packet that waits: the head sojourn is the time since 0
+    # Updates at 16, 32, 48 ms: p' += 0.16 * (curq - 0.015) + 3.2 * (curq - prevq), curq = 16, 32, 48 ms.
+    expected = [0.16 * 0.001 + 3.2 * 0.016]  # 0.05136
+    expected.append(expected[-1] + 0.16 * 0.017 + 3.2 * 0.016)  # 0.10528
+    expected.append(expected[-1] + 0.16 * 0.033 + 3.2 * 0.016)  # 0.16176
+    seen = []
+    for t_ms in (16, 32, 48):
+        q.enqueue(pkt(t_ms * MS), t_ms * MS)
+        seen.append(q.p_prime)
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert q.p_c == pytest.approx(0.16176**2) and q.p_cl == pytest.approx(2 * 0.16176)
+    while q.dequeue(50 * MS) is not None:
+        pass
+    # Empty from 50 ms: at 64 ms p' += 0.16 * -0.015 + 3.2 * (0 - 0.048) = -0.156, then -0.0024 a step, floored at 0.
+    q.enqueue(pkt(64 * MS), 64 * MS)
+    assert q.p_prime == pytest.approx(0.16176 - 0.156)
+    q.dequeue(64 * MS)
+    q.dequeue(112 * MS)
+    assert q.p_prime == 0.0
+
+
+def test_dualpi2_pi_controller_reads_the_larger_head_sojourn_and_caps_with_overflow() -> None:
+    q = DualPi2(uniform=lambda: 0.99)
+    q.enqueue(pkt(0, ecn=ECT1), 0)  # an L4S packet waiting since 0
+    q.enqueue(pkt(10 * MS), 10 * MS)  # a Classic one since 10 ms
+    q.enqueue(pkt(16 * MS), 16 * MS)
+    assert q.p_prime == pytest.approx(0.16 * 0.001 + 3.2 * 0.016)  # curq 16 ms (L), not 6 ms (C)
+    o = make_queue("dualpi2 overflow")
+    assert isinstance(o, DualPi2)
+    o.p_prime = 0.45
+    o.enqueue(pkt(0), 0)
+    o.update(100 * MS)  # a large step up: p' stops at 1 / k = 0.5 so that p_CL stays at most 1
+    assert o.p_prime == 0.5
+
+
+def test_dualpi2_marks_l4s_packets_above_the_step_threshold() -> None:
+    q = DualPi2(uniform=lambda: 0.99)
+    a, b, c = pkt(0, ecn=ECT1), pkt(500 * US, ecn=ECT1), pkt(1 * MS, ecn=ECT1)
+    for p in (a, b, c):
+        q.enqueue(p, p.t_enqueue_ns)
+    sent = [q.dequeue(1500 * US) for _ in range(3)]
+    assert sent == [a, b, c]
+    # Sojourns 1.5, 1.0 and 0.5 ms against the 1 ms step: only a's is above it.
+    assert [p.ecn for p in (a, b, c)] == [CE, ECT1, ECT1] and q.step_marks == 1
+    # In packets: marked while more than 2 are left in the L queue.
+    q2 = make_queue("dualpi2 step_thresh 2p")
+    burst = [pkt(0, ecn=ECT1) for _ in range(5)]
+    for p in burst:
+        q2.enqueue(p, 0)
+    assert [q2.dequeue(0).marked for _ in range(5)] == [True, True, False, False, False]  # type: ignore[union-attr]
+    # min_qlen_step 2: the step applies to a packet that found at least 2 in the L queue.
+    q3 = make_queue("dualpi2 min_qlen_step 2")
+    for _ in range(4):
+        q3.enqueue(pkt(0, ecn=ECT1), 0)
+    assert [q3.dequeue(5 * MS).marked for _ in range(4)] == [False, False, True, True]  # type: ignore[union-attr]
+
+
+def test_dualpi2_couples_l4s_marking_k_times_p_and_classic_p_squared() -> None:
+    rolls = Rolls(0.15, 0.25, 0.05, 0.05, 0.05, 0.5, 0.09, 0.09)
+    drops = Drops()
+    q = DualPi2(uniform=rolls, drop=drops)
+    q.p_prime = 0.1  # p_CL = 0.2, p_C = 0.01
+    a, b = pkt(0, ecn=ECT1), pkt(0, ecn=ECT1)
+    c, d, e, f, g = pkt(0, ecn=ECT0), pkt(0), pkt(0), pkt(0), pkt(0)
+    for p in (a, b, c, d, e, f, g):
+        q.enqueue(p, 0)
+    # The scheduler serves L first (its credit starts negative); then C.
+    assert q.dequeue(0) is a and a.ecn == CE  # roll 0.15 < p_CL 0.2: marked
+    assert q.dequeue(0) is b and b.ecn == ECT1  # roll 0.25: not
+    assert q.dequeue(0) is c and c.ecn == CE  # rolls 0.05, 0.05 both < p' 0.1: (p')^2 marks ECT(0)
+    assert q.dequeue(0) is d and not d.marked  # 0.05, 0.5: one roll under p' is not enough
+    assert q.dequeue(0) is f  # 0.09, 0.09: e (not-ECT) dropped; f leaves 1 packet (< 2 MTU): no roll
+    assert drops.seen == [(0, e)] and (q.ecn_marks, q.drops) == (2, 1)
+    assert q.dequeue(0) is g and q.dequeue(0) is None
+
+
+def test_dualpi2_in_overload_drops_from_both_queues() -> None:
+    drops = Drops()
+    q = DualPi2(uniform=Rolls(0.5, 0.5, 0.5, 0.7, 0.5, 0.5), drop=drops)
+    q.p_prime = 0.6  # k * p' = 1.2 > 1: overload
+    l1, l2, c1, f1, f2 = pkt(0, ecn=ECT1), pkt(0, ecn=ECT1), pkt(0, ecn=ECT0), pkt(0), pkt(0)
+    for p in (l1, l2, c1, f1, f2):
+        q.enqueue(p, 0)
+    assert q.dequeue(0) is l2 and l2.ecn == CE  # l1: 0.5, 0.5 < 0.6: the squared drop; l2: 0.5, 0.7: marked
+    assert q.dequeue(0) is f1  # c1, ECT(0): 0.5, 0.5: dropped, not marked, in overload
+    assert drops.seen == [(0, l1), (0, c1)]
+
+
+def test_dualpi2_scheduler_gives_the_classic_queue_ten_percent_under_load() -> None:
+    q = DualPi2(uniform=lambda: 0.99)
+    for _ in range(30):
+        q.enqueue(pkt(0, ecn=ECT1), 0)
+        q.enqueue(pkt(0), 0)
+    order = "".join("L" if q.dequeue(0).ecn == ECT1 else "C" for _ in range(20))  # type: ignore[union-attr]
+    # Credit starts at 1514 * (10 - 90) = -121120; an L packet adds 10 * 1514, a C packet takes 90 * 1514:
+    # nine L packets bring it to +15140, then one C packet back to -121120.
+    assert order == "LLLLLLLLLC" * 2
+
+
+def test_dualpi2_reads_tc_spelling_with_the_kernels_defaults() -> None:
+    d = make_queue("dualpi2")
+    assert isinstance(d, DualPi2)
+    assert (d.limit, d.target_ns, d.tupdate_ns, d.alpha, d.beta, d.k) == (10000, 15 * MS, 16 * MS, 0.16, 3.2, 2)
+    assert (d.step_thresh, d.step_in_packets, d.drop_overload, d.drop_early, d.ecn_mask) == (MS, False, True, False, 1)
+    q = make_queue(
+        "dualpi2 limit 500 target 20ms tupdate 10ms alpha 0.3 beta 4 coupling_factor 3 step_thresh 2ms "
+        "classic_protection 30 drop_enqueue"
+    )
+    assert isinstance(q, DualPi2)
+    assert (q.limit, q.target_ns, q.tupdate_ns, q.alpha, q.beta, q.k) == (500, 20 * MS, 10 * MS, 0.3, 4.0, 3)
+    assert (q.step_thresh, q.drop_early, q.credit) == (2 * MS, True, 1514 * (30 - 70))
+    assert [q.enqueue(pkt(0), 0) for _ in range(3)] and q.backlog_packets == 3
+
+
+# --- the PI controllers settle: 2x unresponsive overload ----------------------------------------------------------
+
+
+def settle(q: QueueDiscipline, seconds: int) -> list[float]:
+    """Offer q twice its service rate of unresponsive 1500-byte packets; return the last third's sojourns (ms)."""
+    sojourns_ms = []
+    end_ms = seconds * 1000
+    for step in range(2 * end_ms):
+        t = step * 500 * US
+        q.enqueue(pkt(t), t)
+        if step % 2 == 0:
+            p = q.dequeue(t)
+            if p is not None and t >= end_ms * 2 // 3 * MS:
+                sojourns_ms.append(p.sojourn_ns(t) / MS)
+    return sojourns_ms
+
+
+def test_pie_and_dualpi2_hold_an_unresponsive_overload_at_their_target_delay() -> None:
+    # Twice the service rate can only be held by dropping half the arrivals: a PI controller settles where its
+    # probability is 0.5 and the queueing delay is its target (15 ms for both), whatever the queue's limit.
+    pie = Pie()
+    sojourns = settle(pie, 30)
+    assert 10 <= statistics.median(sojourns) <= 20
+    assert pie.drop_prob == pytest.approx(0.5, abs=0.05)
+    assert pie.early_drops == pytest.approx(30_000, rel=0.02) and pie.overlimit == 0  # half of 60,000 arrivals
+    dual = DualPi2()
+    sojourns = settle(dual, 30)
+    assert 10 <= statistics.median(sojourns) <= 20
+    assert dual.p_c == pytest.approx(0.5, abs=0.05)  # the Classic queue's (p')^2, p' near 0.71
+    assert dual.drops == pytest.approx(30_000, rel=0.02) and dual.overlimit == 0
+
+
+# --- every discipline: the protocol's bookkeeping -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pfifo limit 50",
+        "bfifo limit 60000",
+        "codel limit 50",
+        "codel ecn ce_threshold 1ms",
+        "fq_codel limit 50 flows 4",
+        "fq_codel noecn quantum 300",
+        "pie limit 50 ecn",
+        "dualpi2 limit 50",
+        "dualpi2 drop_enqueue overflow any_ect step_thresh 3p",
+    ],
+)
+def test_every_discipline_accounts_for_each_packet(text: str) -> None:
+    # Random arrivals (lengths; 6 flows, each with its ECN codepoint) above the service rate, then a drain: every
+    # packet offered is refused, dropped through the sink once, or sent once, in its flow's order, and the backlog
+    # says what is held.
+    rng = random.Random(23)
+    drops = Drops()
+    q = make_queue(text, drop=drops)
+    assert isinstance(q, QueueDiscipline)
+    offered: list[Packet] = []
+    refused: list[Packet] = []
+    sent: list[Packet] = []
+    t = held = held_bytes = n_drops = 0
+    for _ in range(4000):
+        t += rng.randrange(0, 400 * US)
+        flow = rng.randrange(6)
+        p = pkt(t, rng.choice((60, 576, 1500)), (NOT_ECT, NOT_ECT, ECT0, ECT0, ECT1, CE)[flow], flow)
+        offered.append(p)
+        held, held_bytes = held + 1, held_bytes + p.length
+        if not q.enqueue(p, t):
+            refused.append(p)
+            held, held_bytes = held - 1, held_bytes - p.length
+        if rng.random() < 0.4:
+            out = q.dequeue(t)
+            if out is not None:
+                sent.append(out)
+                held, held_bytes = held - 1, held_bytes - out.length
+        for _, x in drops.seen[n_drops:]:
+            held, held_bytes = held - 1, held_bytes - x.length
+        n_drops = len(drops.seen)
+        assert (q.backlog_packets, q.backlog_bytes) == (held, held_bytes)
+    while (out := q.dequeue(t)) is not None:
+        sent.append(out)
+        t += 100 * US
+    dropped = [x for _, x in drops.seen]
+    assert len(offered) == len(refused) + len(dropped) + len(sent)
+    assert len({id(x) for x in (*refused, *dropped, *sent)}) == len(offered)
+    assert refused or dropped  # the overload was felt
+    for flow in range(6):
+        order = [x.t_enqueue_ns for x in sent if x.flow_key == flow]
+        assert order == sorted(order)
+    assert all(x.ecn == CE for x in sent if x.marked)
+    assert not any(x.marked and x.ecn_in == NOT_ECT for x in sent)
+
+
+def test_fq_codel_over_its_memory_limit_drops_from_the_fattest_flow() -> None:
+    drops = Drops()
+    q = make_queue("fq_codel memory_limit 6000", drop=drops)
+    burst = [pkt(0, flow=1) for _ in range(5)]
+    for p in burst:
+        q.enqueue(p, 0)
+    # The fifth takes the bytes held to 7500 > 6000: half of the fat flow's 7500 bytes (3750) is 3 packets.
+    assert [p for _, p in drops.seen] == burst[:3] and q.backlog_bytes == 3000
+
+
+def test_dualpi2_drop_enqueue_refuses_at_arrival() -> None:
+    drops = Drops()
+    q = DualPi2(drop_early=True, uniform=Rolls(0.05, 0.05), drop=drops)
+    q.p_prime = 0.1
+    assert [q.enqueue(pkt(0), 0) for _ in range(2)] == [True, True]  # under 2 MTU queued: no roll
+    assert not q.enqueue(pkt(0), 0)  # rolls 0.05, 0.05 < p' 0.1: dropped at enqueue, never taken
+    assert q.enqueue(pkt(0), 0)  # rolls 0.99: taken
+    assert drops.seen == [] and q.drops == 1 and q.backlog_packets == 3
+
+
+def test_userspace_kinds_show_the_grammar_of_the_aqms() -> None:
+    kinds = userspace_kinds()
+    assert kinds["codel"] == "codel [limit N] [target TIME] [interval TIME] [ce_threshold TIME] [ecn|noecn]"
+    assert kinds["pie"] == "pie [limit N] [target TIME] [tupdate TIME] [alpha N/16] [beta N/16] [ecn|noecn]"
+    assert "[step_thresh TIME|Np] [min_qlen_step N]" in kinds["dualpi2"]
+    assert "[alpha NUMBER]" in kinds["dualpi2"] and "[drop_on_overload|overflow]" in kinds["dualpi2"]
+    assert "[quantum BYTES]" in kinds["fq_codel"] and "[ecn|noecn]" in kinds["fq_codel"]

@@ -41,7 +41,8 @@ class FqCodel(CodelEngine):
     Defaults are the kernel's: 1024 flows, quantum 1514 bytes, limit 10240
     packets, memory_limit 32 MB, target 5 ms, interval 100 ms, ``ecn`` on,
     no ce_threshold. Times are ns. ``drop_overlimit`` counts the packets the
-    fat-flow drop removed.
+    fat-flow drop removed. ``memory_limit`` counts the IP bytes held (the
+    kernel counts its buffers' true size, somewhat more per packet).
     """
 
     __slots__ = ("_flows", "_new", "_old", "drop_overlimit", "limit", "memory_limit", "overhead_bytes", "quantum")
@@ -82,7 +83,7 @@ class FqCodel(CodelEngine):
 
         Always True: a packet taken and then dropped (even this one) is reported through ``drop``.
         """
-        f = self._flows[hash(pkt.flow_key) % len(self._flows)]
+        f = self._flows[self.flow_of(pkt)]
         f.q.append(pkt)
         f.bytes += pkt.length
         self._bytes += pkt.length

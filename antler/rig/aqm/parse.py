@@ -121,8 +121,17 @@ _VALUE_READERS = {
     "BYTES": parse_size_bytes,
     "FLOAT": _float,
     "TIME|Np": _time_or_packets,
-    "SIXTEENTHS": _sixteenths,
+    "N/16": _sixteenths,
 }
+
+
+_SHOWN = {"N0": "N", "FLOAT": "NUMBER"}
+"""How a value spelling is shown to the user where it differs from its reader's name."""
+
+
+def shown(spelling: str) -> str:
+    """Return a value spelling as the grammar shows it, e.g. ``N`` for a count that may be 0."""
+    return _SHOWN.get(spelling, spelling)
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,7 @@ class Kind:
     @property
     def synopsis(self) -> str:
         """The kind's grammar as a man page writes it, e.g. ``pfifo [limit N]``."""
-        words = [self.name] + [f"[{k} {v}]" for k, (v, _) in self.options.items()]
+        words = [self.name] + [f"[{k} {shown(v)}]" for k, (v, _) in self.options.items()]
         groups: dict[str, list[str]] = {}
         for flag, (kw, _) in self.flags.items():
             groups.setdefault(kw, []).append(flag)
@@ -199,12 +208,39 @@ KINDS: dict[str, Kind] = {
                 "limit": ("N", "limit"),
                 "target": ("TIME", "target"),
                 "tupdate": ("TIME", "tupdate"),
-                "alpha": ("SIXTEENTHS", "alpha"),
-                "beta": ("SIXTEENTHS", "beta"),
+                "alpha": ("N/16", "alpha"),
+                "beta": ("N/16", "beta"),
             },
             _ECN,
             True,
             "RFC 8033",
+        ),
+        Kind(
+            "dualpi2",
+            "antler.rig.aqm.dualpi2:DualPi2",
+            {
+                "limit": ("N", "limit"),
+                "coupling_factor": ("N", "coupling_factor"),
+                "step_thresh": ("TIME|Np", "step_thresh"),
+                "min_qlen_step": ("N0", "min_qlen_step"),
+                "classic_protection": ("N0", "classic_protection"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("FLOAT", "alpha"),
+                "beta": ("FLOAT", "beta"),
+            },
+            {
+                "drop_on_overload": ("drop_overload", True),
+                "overflow": ("drop_overload", False),
+                "drop_enqueue": ("drop_early", True),
+                "drop_dequeue": ("drop_early", False),
+                "l4s_ect": ("any_ect", False),
+                "any_ect": ("any_ect", True),
+                "split_gso": ("split_gso", True),
+                "no_split_gso": ("split_gso", False),
+            },
+            True,
+            "RFC 9332",
         ),
     )
 }
@@ -246,12 +282,12 @@ def parse_words(text: str) -> tuple[Kind, dict[str, Any]]:
             raise ValueError(f"{kind.name}: unknown word {word!r} (accepted: {kind.synopsis})")
         spelling, key = kind.options[word]
         if i + 1 >= len(words):
-            raise ValueError(f"{kind.name}: {word} needs a value ({word} {spelling})")
+            raise ValueError(f"{kind.name}: {word} needs a value ({word} {shown(spelling)})")
         raw = words[i + 1]
         try:
             kwargs[key] = _VALUE_READERS[spelling](raw)
         except ValueError as e:
-            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {spelling})") from None
+            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {shown(spelling)})") from None
         i += 2
     return kind, kwargs
 
