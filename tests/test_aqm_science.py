@@ -172,7 +172,7 @@ def test_a_users_aqm_from_the_config_dir_runs_and_its_marks_are_recorded(tmp_pat
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "mystep.py").write_text(STEP_MARKER)
-    args = ["--config-dir", str(conf), "+experiment=aqm", "rig.qdisc=py:mystep:Step threshold=2ms", "rig.ecn=on"]
+    args = ["--config-dir", str(conf), "+experiment=aqm", "rig.qdisc='py:mystep:Step threshold=2ms'", "rig.ecn=on"]
     (t,) = run(tmp_path, *args, "duration=10s").values()
     assert t.meta["rig"]["bottleneck"] == "userspace"
     queue = pd.read_parquet(t.path / "queue.parquet")

@@ -218,15 +218,19 @@ def test_records_say_each_packets_fate_sojourn_and_backlog() -> None:
 
 def test_a_drop_after_taking_is_counted_through_the_drop_sink() -> None:
     class HeadDrop(Pfifo):
+        def __init__(self, drop: DropSink) -> None:
+            super().__init__(drop=drop)
+            self.sink = drop
+
         def dequeue(self, now_ns: int) -> Packet | None:
             pkt = super().dequeue(now_ns)
             if pkt is not None and self.q:
-                self.drop(pkt, now_ns)
+                self.sink(pkt, now_ns)
                 return super().dequeue(now_ns)
             return pkt
 
     def make(drop: DropSink) -> HeadDrop:
-        return HeadDrop(drop=drop)
+        return HeadDrop(drop)
 
     bn = Bottleneck(make, RATE_BPS)
     bn.arrive(ipv4(100), 0)
