@@ -112,7 +112,8 @@ def queue_panel(fig: go.Figure, a: Analysis, spec: ChartsTimeSeries) -> bool:
     kernel = bool(q["flow"].eq("backlog").all())
     column, title = ("backlog_packets", "Backlog (packets)") if kernel else ("qdelay_ms", "Queue delay (ms)")
     for flow, rows in q.groupby("flow", sort=True):
-        if rows[column].notna().any():
+        # "other" is the path's own traffic (the rig's warm-up ping): not a flow of the test.
+        if rows[column].notna().any() and flow != "other":
             name = "backlog" if kernel else f"{label(str(flow), spec.flow_label)} queue delay"
             fig.add_trace(go.Scatter(x=rows["t_s"], y=rows[column], name=name, mode="lines", yaxis="y3"))
     for what in ("drops", "marks"):
@@ -127,7 +128,10 @@ def queue_panel(fig: go.Figure, a: Analysis, spec: ChartsTimeSeries) -> bool:
             "side": "right",
             "rangemode": "tozero",
             "showgrid": False,
+            "tickformat": ",d",
         },
+        # The time axis at the bottom, under the queue; the panels above share it.
+        xaxis={"anchor": "y3"},
         barmode="overlay",
         height=800,
     )
