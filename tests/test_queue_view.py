@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from antler.cli import main
+from antler.report.analyze.queue import flow_keys, matched
 from antler.rig import dumbbell
 from antler.rig.kernel import tcp_ecn_accepts
 from antler.rig.qdisc_stats import rows, stop, table
-from antler.report.analyze.queue import flow_keys, matched
 
 
 def commands(runs: object) -> list[str]:
