@@ -35,6 +35,7 @@ import fcntl
 import gc
 import os
 import random
+import resource
 import signal
 import socket
 import struct
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority}){shaping}", flush=True
     )
     code = 0
+    started = time.monotonic()
     try:
         serve(links, spin_ns, run_for)
     except Stop:
@@ -239,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for link in links:
             link.close()
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        print(
+            f"delay: cpu {used.ru_utime:.2f}s user {used.ru_stime:.2f}s system over {time.monotonic() - started:.1f}s"
+        )
         for link in links:
             print(link.stats.text(link.spec), flush=True)
             if link.bottleneck is not None:
