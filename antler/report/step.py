@@ -184,7 +184,8 @@ class StepContext:
                 f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
             )
         if rig.get("rate_bps"):
-            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}".rstrip())
+            where = f" ({rig['bottleneck']})" if rig.get("bottleneck") else ""
+            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}{where}".rstrip())
         if rig.get("rtt_ms"):
             parts.append(f"RTT {rig['rtt_ms']:g} ms")
         if rig.get("loss"):

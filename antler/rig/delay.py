@@ -12,6 +12,14 @@ this time by the main table, towards its destination::
     python -m antler.rig.delay wait d-fwd d-ret     # until both are attached
     python -m antler.rig.delay stop d-fwd d-ret     # interrupt the link holding them, and wait
 
+With ``--bottleneck DEV --rate RATE --qdisc QDISC`` the link on DEV is also
+the path's bottleneck: it sends at RATE (IP length plus 14 bytes of Ethernet
+header per packet, as htb counts on a veth) from the queue discipline QDISC,
+spelled as tc spells it (:mod:`antler.rig.bottleneck`), then delays::
+
+    python -m antler.rig.delay run --link d-fwd:10ms --link d-ret:10ms \
+        --bottleneck d-fwd --rate 50mbit --qdisc "pfifo limit 1000"
+
 The process runs at SCHED_FIFO priority by default, so other processes on a
 busy host do not delay it. It ends on SIGINT or SIGTERM and prints per-link
 counts and the distribution of release lateness (how long after its deadline
@@ -27,16 +35,21 @@ import fcntl
 import gc
 import os
 import random
+import resource
 import signal
 import socket
 import struct
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from antler.node.metric import Duration
+from antler.node.metric import Bitrate, Duration
 from antler.node.runners.packet.timer import set_timer_slack
+from antler.rig.bottleneck import Bottleneck, queue_maker
 from antler.rig.delay_link import DEFAULT_QUEUE_LIMIT, DEFAULT_SPIN, DelayError, Link, LinkSpec, serve
+from antler.rig.queue_records import DEFAULT_LIMIT as DEFAULT_RECORDS, QueueRecords
 
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
@@ -141,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=None, help="seed of the random loss, for repeatable runs")
     r.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT, help="packets held per link at most")
     r.add_argument("--duration", default=None, help="stop after this long (default: until a signal)")
+    r.add_argument("--bottleneck", default=None, metavar="DEV", help="the link that is also the bottleneck")
+    r.add_argument("--rate", default=None, help="the bottleneck's rate, e.g. 50mbit")
+    r.add_argument("--qdisc", default="pfifo", help="the bottleneck's queue discipline as tc spells it")
+    r.add_argument("--config-dir", default=None, help="the folder of a py:MODULE:CLASS qdisc's MODULE.py")
+    r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
+    r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
     r.add_argument(
         "--realtime",
         type=int,
@@ -171,14 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         specs = [LinkSpec.parse(t) for t in args.link]
         spin_ns = Duration.parse(args.spin).ns
         run_for = None if args.duration is None else Duration.parse(args.duration).ns
+        shaped = _bottleneck_args(args, specs)
     except (DelayError, ValueError) as e:
         print(f"delay: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
+    records = QueueRecords(limit=args.records_limit) if args.records and shaped is not None else None
     links: list[Link] = []
     try:
         for spec in specs:
-            links.append(Link(spec, rng, args.queue_limit))
+            bn = None
+            if shaped is not None and spec.dev == args.bottleneck:
+                bn = Bottleneck(shaped[1], shaped[0], None if records is None else records.record)
+            links.append(Link(spec, rng, args.queue_limit, bn))
     except DelayError as e:
         for link in links:
             link.close()
@@ -199,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     priority = f"SCHED_FIFO {args.realtime}" if args.realtime else "normal priority"
-    print(f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority})", flush=True)
+    shaping = f"; bottleneck {args.bottleneck} {args.rate} {args.qdisc} (userspace)" if shaped else ""
+    print(
+        f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority}){shaping}", flush=True
+    )
     code = 0
+    started = time.monotonic()
     try:
         serve(links, spin_ns, run_for)
     except Stop:
@@ -213,9 +241,39 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for link in links:
             link.close()
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        print(
+            f"delay: cpu {used.ru_utime:.2f}s user {used.ru_stime:.2f}s system over {time.monotonic() - started:.1f}s"
+        )
         for link in links:
             print(link.stats.text(link.spec), flush=True)
+            if link.bottleneck is not None:
+                print(f"link {link.spec.dev} {link.bottleneck.text()}", flush=True)
+        if records is not None:
+            try:
+                records.write(args.records)
+            except OSError as e:
+                print(f"delay: writing queue records to {args.records}: {e.strerror}", file=sys.stderr)
+                return 1
+            left_out = f", {records.left_out} left out past the limit" if records.left_out else ""
+            print(f"delay: {records.rows} queue records in {args.records}{left_out}", flush=True)
     return code
+
+
+def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> tuple[int, Any] | None:
+    """Return the bottleneck's rate (bit/s) and queue maker from the command line, or None; raises ValueError."""
+    if args.bottleneck is None:
+        if args.rate is not None:
+            raise ValueError("--rate needs --bottleneck DEV (the link to shape)")
+        return None
+    if args.bottleneck not in [s.dev for s in specs]:
+        raise ValueError(f"--bottleneck {args.bottleneck!r} is not one of the --link devices")
+    if args.rate is None:
+        raise ValueError("--bottleneck needs --rate (e.g. 50mbit)")
+    rate_bps = Bitrate.parse(args.rate).bps
+    if rate_bps <= 0:
+        raise ValueError(f"--rate {args.rate!r} must be above 0")
+    return rate_bps, queue_maker(args.qdisc, Path(args.config_dir) if args.config_dir else None)
 
 
 if __name__ == "__main__":

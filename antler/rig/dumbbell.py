@@ -40,6 +40,8 @@ work because the steps are computed from the composed ``rig`` values.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +112,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         sys_step(f"ip link add {i.mid_right} type veth peer name {i.right} netns {ns_right}"),
         *path_steps.address(i.mid_left, a.mid_left),
         *path_steps.address(i.mid_right, a.mid_right),
-        *path_steps.mid_setup(rig, i, a, emulator),
+        *path_steps.mid_setup(rig, i, a, emulator, records_file(rig)),
     ]
     left = [*path_steps.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left), *path_steps.warmup(rig, a.right)]
     right = path_steps.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right)
@@ -124,11 +126,16 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     i = rig.ifaces
     steps = [
-        *path_steps.mid_teardown(rig, i, emulator),
+        *path_steps.mid_teardown(rig, i, emulator, records_file(rig)),
         sys_step(f"ip link del {i.mid_left}"),
         sys_step(f"ip link del {i.mid_right}"),
     ]
     return [child(nodes["mid"], steps)]
+
+
+def records_file(rig: Dumbbell) -> str:
+    """Return where mid's userspace bottleneck keeps its queue records until tear-down (one file per rig)."""
+    return os.path.join(tempfile.gettempdir(), f"antler-queue-{rig.nodes.mid.netns_name}.bin")
 
 
 def facts(data: Any) -> dict[str, Any]:

@@ -11,12 +11,14 @@ code on either::
     addr.left             addr.mid_left         addr.mid_right       addr.right
                               │  delay (rtt/2 each way), loss towards right
                               └─ bottleneck at mid_right's egress: htb rate + qdisc
+                                 (or the userspace one, in the delay link: rig.bottleneck)
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import pathlib
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -29,7 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
 from antler.node.spec import ConfigError, FieldError, first_line
-from antler.rig.kernel import RigError, check_qdisc, choose_emulator
+from antler.rig.bottleneck import queue_maker, userspace_kinds
+from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs, tcp_ecn_accepts
 
 LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_pie", "fq", "sfq", "netem")
 """LIMIT_IN_PACKETS are the qdiscs whose ``limit`` parameter counts packets, so rig.limit applies."""
@@ -37,6 +40,23 @@ PREFIX_LEN = 24
 """PREFIX_LEN is the length of the rig's two subnets (left - mid and mid - right)."""
 ROLES = ("left", "mid_left", "mid_right", "right")
 """ROLES names the path's four interfaces and addresses, left to right."""
+BOTTLENECKS = ("auto", "kernel", "userspace")
+"""BOTTLENECKS are rig.bottleneck's values: the kernel's htb + qdisc, the delay link's own, or auto (kernel first)."""
+TCP_ECN = {"off": None, "on": 1, "accecn": 3}
+"""TCP_ECN maps rig.ecn to the ends' net.ipv4.tcp_ecn (None: left as the kernel's default 2, which never asks for ECN)."""
+
+
+_CONFIG_DIR: list[pathlib.Path | None] = [None]
+
+
+def set_config_dir(config_dir: pathlib.Path | None) -> None:
+    """Remember the config dir (``--config-dir``) where a ``py:MODULE:CLASS`` qdisc's MODULE.py is looked for first."""
+    _CONFIG_DIR[0] = config_dir
+
+
+def config_dir() -> pathlib.Path | None:
+    """Return the config dir set by :func:`set_config_dir` (None: none given)."""
+    return _CONFIG_DIR[0]
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,9 @@ class Path:
     rate: Bitrate
     qdisc: str
     limit: int
+    bottleneck: str
+    qdisc_interval: Duration
+    ecn: str
     rtt: Duration
     loss: Probability
     emulator: str
@@ -136,6 +159,16 @@ class Path:
             raise FieldError("limit", f"{self.limit} is negative")
         if self.emulator not in ("auto", "netem", "tun"):
             raise FieldError("emulator", f"{self.emulator!r} must be auto, netem or tun")
+        if self.bottleneck not in BOTTLENECKS:
+            raise FieldError("bottleneck", f"{self.bottleneck!r} must be {', '.join(BOTTLENECKS[:-1])} or userspace")
+        if self.ecn not in TCP_ECN:
+            raise FieldError("ecn", f"{self.ecn!r} must be off, on or accecn")
+        if self.qdisc_interval.ns < 1_000_000:
+            raise FieldError("qdisc_interval", f"{self.qdisc_interval} is below 1ms")
+        if self.bottleneck == "userspace" and not self.rate.bps:
+            raise FieldError("bottleneck", "userspace needs a rate to serialise at (rig.rate is 0)")
+        if self.bottleneck == "userspace" and self.emulator == "netem":
+            raise FieldError("emulator", "netem cannot be used with rig.bottleneck=userspace (it runs in the TUN link)")
 
     @property
     def loss_probability(self) -> float:
@@ -203,12 +236,15 @@ def check(path: Path) -> str:
     """Verify this kernel can build the path and return its delay emulator, raising ConfigError.
 
     The emulator is ``netem`` or ``tun``, or ``none`` when the path adds
-    neither delay nor loss.
+    neither delay nor loss. A userspace bottleneck (:func:`bottleneck`) runs
+    in the TUN delay link, so its emulator is always ``tun``.
     """
+    value = TCP_ECN[path.ecn]
+    if value is not None and value != 1 and not tcp_ecn_accepts(value):
+        raise ConfigError("", f"rig.ecn {path.ecn!r}: this kernel's net.ipv4.tcp_ecn refuses {value} (no AccECN)")
     try:
-        check_qdisc(path.qdisc_kind)
-        if path.rate.bps:
-            check_qdisc("htb", "the bottleneck shaper")
+        if bottleneck(path) == "userspace":
+            return choose_emulator("tun")
         emulator = choose_emulator(path.emulator)
     except RigError as e:
         # The message names its key (rig.qdisc, rig.emulator) and what the kernel has.
@@ -216,22 +252,70 @@ def check(path: Path) -> str:
     return emulator if path.rtt.ns or path.loss_probability else "none"
 
 
+def bottleneck(path: Path) -> str:
+    """Return the bottleneck the path runs, ``kernel`` (htb + qdisc) or ``userspace`` (the TUN link's), raising ConfigError.
+
+    rig.bottleneck ``auto`` takes the kernel's qdisc when the kernel has
+    rig.qdisc's kind (and htb, when shaped), else the userspace one when it
+    implements that kind; neither is a ConfigError naming what each offers.
+    The qdisc's parameters are checked by the userspace queue's own parser.
+    """
+    kind = "py" if path.qdisc_kind.startswith("py:") else path.qdisc_kind
+    try:
+        if path.bottleneck == "kernel" or (path.bottleneck == "auto" and _kernel_has(path)):
+            check_qdisc(kind)
+            if path.rate.bps:
+                check_qdisc("htb", "the bottleneck shaper")
+            return "kernel"
+    except RigError as e:
+        raise ConfigError("", str(e)) from None
+    mine = userspace_kinds()
+    offers = ", ".join(sorted(mine)) or "none yet"
+    if kind not in mine:
+        if path.bottleneck == "userspace":
+            raise ConfigError("", f"rig.qdisc {kind!r}: the userspace bottleneck lacks it; it implements: {offers}")
+        raise ConfigError(
+            "",
+            f"rig.qdisc {kind!r}: this kernel lacks it; it has: {', '.join(sorted(qdiscs()))}; "
+            f"and the userspace bottleneck lacks it too; it implements: {offers}",
+        )
+    if not path.rate.bps:
+        raise ConfigError("", f"rig.rate 0: the kernel lacks {kind!r}, and the userspace bottleneck needs a rate")
+    if path.emulator == "netem":
+        raise ConfigError(
+            "", f"rig.emulator netem: the kernel lacks {kind!r}, and the userspace bottleneck runs in the TUN link"
+        )
+    try:
+        queue_maker(" ".join(path.qdisc_args()), config_dir())
+    except ValueError as e:
+        raise ConfigError("", f"rig.qdisc {path.qdisc!r}: {e}") from None
+    return "userspace"
+
+
+def _kernel_has(path: Path) -> bool:
+    have = qdiscs()
+    return path.qdisc_kind in have and (not path.rate.bps or "htb" in have)
+
+
 def summary(kind: str, path: Path, emulator: str) -> str:
     """Return the one log line that says what the rig emulates and how."""
     return (
         f"rig {kind}: rate {path.rate if path.rate.bps else 'unshaped'} qdisc {' '.join(path.qdisc_args())} "
-        f"rtt {path.rtt} loss {path.loss_probability * 100:g}% emulator {emulator}"
+        f"({bottleneck(path)}) rtt {path.rtt} loss {path.loss_probability * 100:g}% emulator {emulator}"
     )
 
 
 def facts(path: Path, emulator: str) -> dict[str, Any]:
     """Return the path's parameters as built, for meta.json."""
+    where = bottleneck(path)
     return {
         "emulator": emulator,
         "rate_bps": path.rate.bps,
-        "shaper": "htb" if path.rate.bps else "none",
+        "bottleneck": where,
+        "shaper": ("htb" if where == "kernel" else "userspace") if path.rate.bps else "none",
         "qdisc": " ".join(path.qdisc_args()),
         "rtt_ms": path.rtt.ns / 1e6,
         "loss": path.loss_probability,
         "offloads": path.offloads,
+        "ecn": path.ecn,
     }

@@ -2,6 +2,11 @@
 
 The path's parameters and its picture are in :mod:`antler.rig.path`.
 
+The bottleneck is htb + rig.qdisc at mid_right's egress, or, with
+rig.bottleneck userspace (:func:`antler.rig.path.bottleneck`), the forward
+TUN link itself, which serialises at rig.rate from its queue discipline
+before it delays (:mod:`antler.rig.bottleneck`).
+
 Delay and loss come from ``netem`` where the kernel has it, else from the
 userspace delay link (:mod:`antler.rig.delay`): two persistent TUN devices in
 mid, ``d-fwd`` for traffic from left and ``d-ret`` for traffic from right,
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path
+from antler.rig.path import PREFIX_LEN, TCP_ECN, Addresses, Ifaces, Path, bottleneck, config_dir
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
 IFB_FWD = "ifb-fwd"
@@ -48,17 +53,32 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
         *address(dev, addr),
         sys_step(f"ip route add {far_net} via {via} dev {dev}"),
         *offloads(path, dev),
+        *ecn(path),
     ]
 
 
-def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str) -> list[dict[str, Any]]:
-    """Build the bottleneck and the delay on mid's two interfaces (already addressed and up)."""
-    steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right), *_bottleneck(path, ifaces.mid_right)]
+def ecn(path: Path) -> list[dict[str, Any]]:
+    """Set net.ipv4.tcp_ecn as rig.ecn asks (on: 1, TCP sends ECT(0) and asks for ECN; accecn: 3), else nothing."""
+    value = TCP_ECN[path.ecn]
+    return [] if value is None else [sys_step(f"sysctl -w net.ipv4.tcp_ecn={value}")]
+
+
+def mid_setup(path: Path, ifaces: Ifaces, addr: Addresses, emulator: str, records: str = "") -> list[dict[str, Any]]:
+    """Build the bottleneck and the delay on mid's two interfaces (already addressed and up).
+
+    records is the file at mid where a userspace bottleneck keeps its
+    per-packet records until tear-down (:func:`mid_teardown` collects it).
+    """
+    steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right)]
+    if bottleneck(path) == "kernel":
+        steps += _bottleneck(path, ifaces.mid_right)
+        if records:
+            steps.append(_qdisc_sampler(path, ifaces.mid_right, qdisc_file(records)))
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     if emulator == "netem":
         steps += _netem(path, ifaces)
     elif emulator == "tun":
-        steps += _tun(path, ifaces, addr)
+        steps += _tun(path, ifaces, addr, records)
         forwarding += [TUN_FWD, TUN_RET]
     # Forwarding last, and only between the path's own interfaces: no packet
     # crosses mid before the delay is in place, and none to or from any other.
@@ -71,6 +91,26 @@ def warmup(path: Path, addr_right: str) -> list[dict[str, Any]]:
     if path.loss_probability >= 0.5:
         return []
     return [sys_step(f"ping -c 3 -i 0.05 -W 2 -q {addr_right}")]
+
+
+def qdisc_file(records: str) -> str:
+    """Return where a kernel bottleneck's qdisc samples are kept at mid until tear-down (beside the queue records)."""
+    return records.removesuffix(".bin") + ".qdisc.jsonl"
+
+
+def _qdisc_sampler(path: Path, dev: str, file: str) -> dict[str, Any]:
+    """_qdisc_sampler samples dev's qdiscs every rig.qdisc_interval until tear-down (:mod:`antler.rig.qdisc_stats`)."""
+    args = [
+        path.python_exe,
+        "-m",
+        "antler.rig.qdisc_stats",
+        "record",
+        dev,
+        file,
+        "--interval",
+        str(path.qdisc_interval),
+    ]
+    return {"system": {"args": args, "background": True}}
 
 
 def _bottleneck(path: Path, dev: str) -> list[dict[str, Any]]:
@@ -103,13 +143,20 @@ def _netem(path: Path, ifaces: Ifaces) -> list[dict[str, Any]]:
     ]
 
 
-def _tun(path: Path, ifaces: Ifaces, addr: Addresses) -> list[dict[str, Any]]:
+def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list[dict[str, Any]]:
     """_tun routes each direction through its TUN device, held by the delay link process."""
     one_way = str(path.one_way())
     # The loss as a percentage: the link refuses a bare 1, which reads two ways.
     link_args = ["--link", f"{TUN_FWD}:{one_way}:{path.loss}", "--link", f"{TUN_RET}:{one_way}"]
     if path.seed is not None:
         link_args += ["--seed", str(path.seed)]
+    if bottleneck(path) == "userspace":
+        # The forward link is the bottleneck: it sends at rig.rate from the queue, then delays.
+        link_args += ["--bottleneck", TUN_FWD, "--rate", f"{path.rate.bps}bit", "--qdisc", " ".join(path.qdisc_args())]
+        if records:
+            link_args += ["--records", records]
+        if path.qdisc_kind.startswith("py:") and config_dir() is not None:
+            link_args += ["--config-dir", str(config_dir())]
     python = path.python_exe
     return [
         sys_step(f"ip tuntap add dev {TUN_FWD} mode tun"),
@@ -149,12 +196,31 @@ def offloads(path: Path, *devs: str) -> list[dict[str, Any]]:
 # --- tear-down
 
 
-def mid_teardown(path: Path, ifaces: Ifaces, emulator: str) -> list[dict[str, Any]]:
-    """Log the bottleneck's counters, then undoes mid_setup, last step first."""
-    return [
-        sys_step(f"tc -s qdisc show dev {ifaces.mid_right}"),
-        *(sys_step(c) for c in mid_removals(path, ifaces, emulator)),
-    ]
+def mid_teardown(path: Path, ifaces: Ifaces, emulator: str, records: str = "") -> list[dict[str, Any]]:
+    """Log the bottleneck's counters, then undo mid_setup, last step first.
+
+    A userspace bottleneck's records (the file mid_setup was given) become
+    the test's queue.parquet once the delay link has ended and written them;
+    a kernel bottleneck's qdisc samples (beside them) become qdisc.parquet.
+    """
+    steps = [sys_step(f"tc -s qdisc show dev {ifaces.mid_right}")]
+    if records and bottleneck(path) == "kernel":
+        # The sampler's last sample comes after the traffic, so its counters are those tc -s just logged.
+        file = qdisc_file(records)
+        steps.append(sys_step(path.python_exe, f"-m antler.rig.qdisc_stats stop {file}"))
+        args = [path.python_exe, "-m", "antler.rig.qdisc_stats", "parquet", file]
+        steps.append({"system": {"args": args, "stdout": "qdisc.parquet", "stderr": "", "ignore_errors": True}})
+    for c in mid_removals(path, ifaces, emulator):
+        steps.append(sys_step(c))
+        if records and " -m antler.rig.delay stop " in c and bottleneck(path) == "userspace":
+            steps.append(queue_records_step(path, records))
+    return steps
+
+
+def queue_records_step(path: Path, records: str) -> dict[str, Any]:
+    """Return the step that turns the link's records file into the test's queue.parquet (a failure is logged)."""
+    args = [path.python_exe, "-m", "antler.rig.queue_records", records]
+    return {"system": {"args": args, "stdout": "queue.parquet", "stderr": "", "ignore_errors": True}}
 
 
 def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
@@ -178,13 +244,17 @@ def mid_removals(path: Path, ifaces: Ifaces, emulator: str) -> list[str]:
             f"tc qdisc del dev {ifaces.mid_left} ingress",
             f"ip link del {IFB_FWD}",
         ]
-    cmds.append(f"tc qdisc del dev {ifaces.mid_right} root")
+    if bottleneck(path) == "kernel":
+        cmds.append(f"tc qdisc del dev {ifaces.mid_right} root")
     return cmds
 
 
-def end_removals(dev: str, addr: str, far_net: str, via: str) -> list[str]:
-    """Return the commands that undo end_setup."""
-    return [f"ip route del {far_net} via {via} dev {dev}", f"ip addr del {addr}/{PREFIX_LEN} dev {dev}"]
+def end_removals(dev: str, addr: str, far_net: str, via: str, path: Path | None = None) -> list[str]:
+    """Return the commands that undo end_setup (tcp_ecn back to the kernel's default 2 if path's rig.ecn set it)."""
+    cmds = [f"ip route del {far_net} via {via} dev {dev}", f"ip addr del {addr}/{PREFIX_LEN} dev {dev}"]
+    if path is not None and TCP_ECN[path.ecn] is not None:
+        cmds.append("sysctl -w net.ipv4.tcp_ecn=2")
+    return cmds
 
 
 # --- run-tree data

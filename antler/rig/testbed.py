@@ -118,7 +118,10 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     py = rig.python_exe
-    kernel_args = f"--qdisc {rig.qdisc_kind} --shaper {'htb' if rig.rate.bps else 'none'} --emulator {emulator}"
+    if path.bottleneck(rig) == "kernel":
+        kernel_args = f"--qdisc {rig.qdisc_kind} --shaper {'htb' if rig.rate.bps else 'none'} --emulator {emulator}"
+    else:
+        kernel_args = f"--emulator {emulator}"  # the userspace bottleneck needs no qdisc of mid's kernel
     checks = [
         child(nodes["mid"], [
             sys_step("echo", path.summary(KIND, rig, emulator), f"on {rig.hosts.mid}"),
@@ -153,8 +156,8 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     mid = [*path_steps.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
-    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
-    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)]
+    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left, rig)]
+    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right, rig)]
     return [child(nodes["mid"], mid), child(nodes["left"], left), child(nodes["right"], right)]
 
 
@@ -182,6 +185,7 @@ def _mid_addresses(rig: Testbed) -> list[str]:
 def _mid_removals(rig: Testbed, emulator: str) -> list[str]:
     # Whatever emulator the failed test used: remove both kinds' leftovers.
     cmds = [c for e in ("tun", "netem") for c in path_steps.mid_removals(rig, rig.ifaces, e)]
+    cmds.append(f"tc qdisc del dev {rig.ifaces.mid_right} root")  # a kernel bottleneck's, whichever ran before
     return list(dict.fromkeys(cmds)) + _mid_addresses(rig)
 
 
