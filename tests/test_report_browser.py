@@ -1,6 +1,6 @@
 """The report pages draw in a real browser with no network at all, and show what flows.parquet holds.
 
-Headless Chromium runs in an empty network namespace (see tests/browser.py),
+Headless Chromium runs in an empty network namespace (see tests/lab/browser.py),
 opening the pages from disk. Each page must draw its charts (plotly's SVG,
 with the series read back from the page compared to flows.parquet), log
 nothing (no error, no warning, no failed load), and the comparison page's
@@ -24,8 +24,8 @@ from antler.report.index import write_index
 from antler.report.pipeline import run_after
 from antler.report.spec import IndexSpec
 from antler.results import load
-from tests.browser import CHROMIUM, Browser, Page
-from tests.test_report_pages import FIXTURE, REPORTS, sweep_with_failures
+from tests.lab.browser import CHROMIUM, Browser, Page
+from tests.lab.results import FIXTURE, REPORTS, sweep_with_failures
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.nettools import netns_list, sh, unique_name
+from tests.lab.netns import netns_list, sh, unique_name
 
 MGMT_NET = "10.77.140"
 """MGMT_NET is the management /24 (inside the fixture's own namespaces only)."""
