@@ -112,11 +112,13 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         sys_step(f"ip link add {i.mid_right} type veth peer name {i.right} netns {ns_right}"),
         *path_steps.address(i.mid_left, a.mid_left),
         *path_steps.address(i.mid_right, a.mid_right),
-        *path_steps.mid_setup(rig, i, a, emulator, records_file(rig)),
+        *path_steps.mid_setup(rig, i, a, emulator, records_file(rig), events_file(rig)),
     ]
     left = [*path_steps.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left), *path_steps.warmup(rig, a.right)]
     right = path_steps.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right)
-    return [child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    runs = [child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    go = path_steps.schedule_go(rig, events_file(rig))
+    return runs + ([child(nodes["mid"], go)] if go else [])
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
@@ -126,7 +128,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     i = rig.ifaces
     steps = [
-        *path_steps.mid_teardown(rig, i, emulator, records_file(rig)),
+        *path_steps.mid_teardown(rig, i, emulator, records_file(rig), events_file(rig)),
         sys_step(f"ip link del {i.mid_left}"),
         sys_step(f"ip link del {i.mid_right}"),
     ]
@@ -136,6 +138,11 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
 def records_file(rig: Dumbbell) -> str:
     """Return where mid's userspace bottleneck keeps its queue records until tear-down (one file per rig)."""
     return os.path.join(tempfile.gettempdir(), f"antler-queue-{rig.nodes.mid.netns_name}.bin")
+
+
+def events_file(rig: Dumbbell) -> str:
+    """Return where mid's schedule process keeps its changes until tear-down (one file per rig)."""
+    return os.path.join(tempfile.gettempdir(), f"antler-events-{rig.nodes.mid.netns_name}.jsonl")
 
 
 def facts(data: Any) -> dict[str, Any]:
