@@ -148,7 +148,12 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list
     """_tun routes each direction through its TUN device, held by the delay link process."""
     fwd, ret = lanes(path)
     # The loss as a percentage: the link refuses a bare 1, which reads two ways.
-    link_args = ["--link", f"{TUN_FWD}:{Duration(fwd.delay_ns)}:{path.loss}", "--link", f"{TUN_RET}:{Duration(ret.delay_ns)}"]
+    link_args = [
+        "--link",
+        f"{TUN_FWD}:{Duration(fwd.delay_ns)}:{path.loss}",
+        "--link",
+        f"{TUN_RET}:{Duration(ret.delay_ns)}",
+    ]
     link_args += ["--control", CONTROL]
     if path.seed is not None:
         link_args += ["--seed", str(path.seed)]
