@@ -48,6 +48,8 @@ PREFIX_LEN = 24
 """PREFIX_LEN is the length of the rig's two subnets (left - mid and mid - right)."""
 ROLES = ("left", "mid_left", "mid_right", "right")
 """ROLES names the path's four interfaces and addresses, left to right."""
+SENDERS = ("left1", "left2", "left3", "left4")
+"""SENDERS name the left nodes (and addresses) of a multi-sender dumbbell (rig.senders), at most four."""
 BOTTLENECKS = ("auto", "kernel", "userspace")
 """BOTTLENECKS are rig.bottleneck's values: the kernel's htb + qdisc, the delay link's own, or auto (kernel first)."""
 
@@ -60,9 +62,21 @@ class Addresses:
     mid_left: str
     mid_right: str
     right: str
+    left1: str = ""
+    left2: str = ""
+    left3: str = ""
+    left4: str = ""
 
     def validate(self) -> None:
         """Check that each is an IPv4 address and that each side shares a /24, distinct from the other."""
+        for name in SENDERS[: sum(1 for n in SENDERS if getattr(self, n))]:
+            a = getattr(self, name)
+            try:
+                ipaddress.IPv4Address(a)
+            except ValueError:
+                raise ValueError(f"addr.{name} {a!r} is not an IPv4 address") from None
+            if self.net(name) != self.net("mid_left") or a == self.mid_left:
+                raise ValueError(f"addr.{name} {a!r} must be in addr.mid_left's /{PREFIX_LEN} and differ from it")
         for name in ROLES:
             a = getattr(self, name)
             try:
@@ -115,6 +129,10 @@ class Nodes:
     left: Node
     mid: Node
     right: Node
+    left1: Node | None = None
+    left2: Node | None = None
+    left3: Node | None = None
+    left4: Node | None = None
 
     def validate(self) -> None:
         """Require three distinct node IDs."""
@@ -145,9 +163,17 @@ class Path:
     reverse: Direction
     trace: str
     schedule: list[ScheduleStep]
+    senders: list[Duration]
 
     def validate_path(self) -> None:
         """Check the values that need no kernel to check (a trace's file is read)."""
+        if len(self.senders) > len(SENDERS):
+            raise FieldError("senders", f"{len(self.senders)} senders: at most {len(SENDERS)}")
+        for i, rtt in enumerate(self.senders):
+            if rtt.ns <= 0:
+                raise FieldError(f"senders[{i}]", f"{rtt}: each sender's RTT must be above 0")
+        if self.senders and (self.forward.delay is not None or self.reverse.delay is not None):
+            raise FieldError("senders", "each sender has its own RTT: leave forward.delay and reverse.delay out")
         if self.trace and self.forward.trace:
             raise FieldError("trace", "set rig.trace or rig.forward.trace, not both")
         for name in DIRECTIONS:
@@ -233,7 +259,7 @@ def _packaged_defaults(kind: str) -> dict[str, Any]:
 def node_data(kind: str, data: Any) -> dict[str, Any]:
     """Return each node's config data as given (or by default), so it equals the experiment's own node values."""
     nodes = with_defaults(kind, data)["nodes"]
-    return {name: nodes[name] for name in ("left", "mid", "right")}
+    return {name: nodes[name] for name in ("left", "mid", "right", *SENDERS) if name in nodes}
 
 
 def qdisc_words(qdisc: str, limit: int) -> list[str]:
@@ -264,6 +290,10 @@ def lanes(path: Path) -> tuple[Lane, Lane]:
                 f"rig.{'trace' if name == 'forward' and path.trace else name + '.trace'}", str(e)
             ) from None
         delay = one_way_default(path.rtt) if d.delay is None else d.delay
+        if path.senders:
+            # The return is shared: half the shortest RTT; each sender's forward link adds the rest of its own.
+            back = min(r.ns for r in path.senders) // 2
+            delay = Duration(back if name == "reverse" else path.senders[0].ns - back)
         words = qdisc_words(qdisc, path.limit)
         key = f"rig.{name}" if d.qdisc or d.rate is not None else "rig"
         where = _choose(path, name, key, words, rate.bps, trace)
@@ -283,6 +313,11 @@ def check(path: Path) -> str:
     """
     fwd, ret = lanes(path)
     check_schedule(path.schedule, fwd, ret)
+    if path.senders and (fwd.where == "userspace" or path.emulator == "netem"):
+        why = "the userspace forward bottleneck" if fwd.where == "userspace" else "rig.emulator netem"
+        raise ConfigError(
+            "rig.senders", f"several senders share the kernel's forward bottleneck and the TUN link, not {why}"
+        )
     try:
         if "userspace" in (fwd.where, ret.where):
             return choose_emulator("tun")
@@ -292,7 +327,21 @@ def check(path: Path) -> str:
         raise ConfigError("", str(e)) from None
     delays = fwd.delay_ns or ret.delay_ns or fwd.loss
     changes = any(step.rtt is not None or step.loss is not None for step in path.schedule)
+    if path.senders:
+        # Each sender's own delay is a TUN link of its own.
+        try:
+            return choose_emulator("tun")
+        except RigError as e:
+            raise ConfigError("", str(e)) from None
     return emulator if delays or changes else "none"
+
+
+def sender_delays(path: Path) -> list[int]:
+    """Return each sender's forward one-way delay (ns): its RTT less the shared return's (half the shortest)."""
+    if not path.senders:
+        return []
+    back = min(r.ns for r in path.senders) // 2
+    return [r.ns - back for r in path.senders]
 
 
 def bottleneck(path: Path) -> str:
@@ -384,4 +433,5 @@ def facts(path: Path, emulator: str) -> dict[str, Any]:
         "forward": fwd.facts(),
         "reverse": ret.facts(),
         "schedule": [step.facts() for step in path.schedule],
+        "senders_rtt_ms": [r.ns / 1e6 for r in path.senders],
     }

@@ -33,7 +33,7 @@ from typing import Any
 
 from antler.node.metric import Duration
 from antler.rig.lanes import Lane
-from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path, bottleneck, lanes
+from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path, bottleneck, lanes, sender_delays
 from antler.rig.schedule import Devices, plan
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
@@ -65,14 +65,22 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
 
 
 def mid_setup(
-    path: Path, ifaces: Ifaces, addr: Addresses, emulator: str, records: str = "", events: str = ""
+    path: Path,
+    ifaces: Ifaces,
+    addr: Addresses,
+    emulator: str,
+    records: str = "",
+    events: str = "",
+    senders: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Build the bottleneck and the delay on mid's two interfaces (already addressed and up).
 
     records is the file at mid where a userspace bottleneck keeps its
     per-packet records until tear-down (:func:`mid_teardown` collects it);
     events is where a schedule's process keeps its changes (started here,
-    waiting for :func:`schedule_go`).
+    waiting for :func:`schedule_go`). senders are the addresses of a
+    multi-sender dumbbell's left nodes (rig.senders), each given a forward
+    TUN link with its own delay (the first sender's is ``d-fwd``).
     """
     steps = [*offloads(path, ifaces.mid_left, ifaces.mid_right)]
     fwd, ret = lanes(path)
@@ -83,8 +91,8 @@ def mid_setup(
     if emulator == "netem":
         steps += _netem(path, ifaces)
     elif emulator == "tun":
-        steps += _tun(path, ifaces, addr, records)
-        forwarding += [TUN_FWD, TUN_RET]
+        steps += _tun(path, ifaces, addr, records, senders)
+        forwarding += [TUN_FWD, TUN_RET, *(sender_tun(i) for i in range(2, len(senders) + 1))]
     # Forwarding last, and only between the path's own interfaces: no packet
     # crosses mid before the delay is in place, and none to or from any other.
     steps.append(sys_step("sysctl -w", *(f"net.ipv4.conf.{_sysctl_dev(d)}.forwarding=1" for d in forwarding)))
@@ -144,9 +152,35 @@ def _netem(path: Path, ifaces: Ifaces) -> list[dict[str, Any]]:
     return steps
 
 
-def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list[dict[str, Any]]:
-    """_tun routes each direction through its TUN device, held by the delay link process."""
+def sender_tun(i: int) -> str:
+    """Return the forward TUN device of sender i (from 1) of a multi-sender dumbbell."""
+    return TUN_FWD if i == 1 else f"{TUN_FWD}{i}"
+
+
+def _tun(
+    path: Path, ifaces: Ifaces, addr: Addresses, records: str = "", senders: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """_tun routes each direction through its TUN device, held by the delay link process.
+
+    Senders after the first get a forward TUN device each, chosen by their
+    source address ahead of the rule for mid_left's ingress.
+    """
     fwd, ret = lanes(path)
+    extra: list[dict[str, Any]] = []
+    more = []
+    for i, (src, delay_ns) in enumerate(zip(senders, sender_delays(path), strict=False), 1):
+        if i == 1:
+            continue
+        dev, table = sender_tun(i), TABLE_FWD + 10 + i
+        more += ["--link", f"{dev}:{Duration(delay_ns)}:{path.loss}"]
+        extra += [
+            sys_step(f"ip tuntap add dev {dev} mode tun"),
+            sys_step(f"ip link set {dev} up txqueuelen {TUN_TXQUEUELEN}"),
+            sys_step(f"ip addr add {addr.mid_left}/32 dev {dev}"),
+            sys_step(f"sysctl -w net.ipv4.conf.{dev}.rp_filter=2"),
+            sys_step(f"ip route add default dev {dev} table {table}"),
+            sys_step(f"ip rule add from {src} iif {ifaces.mid_left} lookup {table} priority {table - 20}"),
+        ]
     # The loss as a percentage: the link refuses a bare 1, which reads two ways.
     link_args = [
         "--link",
@@ -154,7 +188,7 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list
         "--link",
         f"{TUN_RET}:{Duration(ret.delay_ns)}",
     ]
-    link_args += ["--control", CONTROL]
+    link_args += [*more, "--control", CONTROL]
     if path.seed is not None:
         link_args += ["--seed", str(path.seed)]
     for lane, dev in ((fwd, TUN_FWD), (ret, TUN_RET)):
@@ -183,6 +217,7 @@ def _tun(path: Path, ifaces: Ifaces, addr: Addresses, records: str = "") -> list
         sys_step(f"ip route add default dev {TUN_RET} table {TABLE_RET}"),
         sys_step(f"ip rule add iif {ifaces.mid_left} lookup {TABLE_FWD} priority {TABLE_FWD}"),
         sys_step(f"ip rule add iif {ifaces.mid_right} lookup {TABLE_RET} priority {TABLE_RET}"),
+        *extra,
         {"system": {"args": [python, "-m", "antler.rig.delay", "run", *link_args], "background": True}},
         sys_step(python, f"-m antler.rig.delay wait {TUN_FWD} {TUN_RET} --timeout 20s"),
     ]

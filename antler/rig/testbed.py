@@ -94,6 +94,8 @@ class Testbed(path.Path):
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()  # hosts, ifaces and nodes check themselves as they are parsed
+        if self.senders:
+            raise path.FieldError("senders", "several senders are the dumbbell's (namespaces on one host)")
 
 
 def params(data: Any, where: str = "rig") -> Testbed:
