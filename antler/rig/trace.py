@@ -234,11 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     makers: dict[str, Callable[..., list[int]]] = {"constant": constant, "square": square, "varying": varying}
     n = args.numbers
     try:
-        times = makers[args.kind](*(int(n[0]), *n[1:]) if args.kind == "varying" else n)
+        made = makers[args.kind](*(int(n[0]), *n[1:]) if args.kind == "varying" else n)
     except TypeError:
         print(f"trace: make {args.kind} takes {main.__doc__}", file=sys.stderr)
         return 2
-    sys.stdout.write("".join(f"{t}\n" for t in times))
+    sys.stdout.write("".join(f"{t}\n" for t in made))
     return 0
 
 
