@@ -8,6 +8,7 @@ bottleneck. Each runs a real test of 10-15 s, so they are marked slow.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -92,3 +93,49 @@ def test_a_constant_trace_of_one_opportunity_a_millisecond_gives_a_cubic_upload_
     assert test.meta["rig"]["forward"]["trace"].endswith("const-12mbit.trace")
     assert test.meta["rig"]["forward"]["bottleneck"] == "userspace"
     assert "trace const-12mbit.trace" in (test.path / "timeseries.html").read_text()
+
+
+def test_rtt_fair_senders_keep_their_own_rtts_and_share_the_bottleneck(cwd: Path) -> None:
+    assert main(["run", "+experiment=rtt_fair", "duration=10s", PREFIX]) == 0
+    test = only_test(cwd)
+    up = goodputs(test)
+    assert 44 <= up["tcp1"] + up["tcp2"] <= 50, up
+    assert up["tcp1"] > up["tcp2"]  # CUBIC's RTT unfairness: the 10 ms sender gets more
+    rtt = analyze(test).rtt.groupby("flow", observed=True)["rtt_ms"].min()
+    assert abs(rtt["udp1"] - 10) <= 1 and abs(rtt["udp2"] - 40) <= 1, rtt
+    assert test.meta["rig"]["senders_rtt_ms"] == [10.0, 40.0]
+
+
+def test_rrul_runs_eight_marked_flows_and_a_capture_at_mid_shows_each_dscp_both_ways(cwd: Path) -> None:
+    # rrul as shipped, with a capture at mid's left interface (both directions pass it) beside its flows.
+    shipped = Path(__file__).parents[1] / "antler" / "conf" / "experiment" / "rrul.yaml"
+    pcap = cwd / "mid.pcap"
+    capture = (
+        "          - child:\n"
+        "              node: ${rig.nodes.mid}\n"
+        f'              system: {{command: "timeout 4 tcpdump -i m-left -n -s 60 -w {pcap} tcp", ignore_errors: true}}\n'
+    )
+    text = shipped.read_text().replace("experiment: rrul}", "experiment: rrulcap}")
+    text = text.replace(
+        "      - parallel:\n          - child:", "      - parallel:\n" + capture + "          - child:", 1
+    )
+    conf = cwd / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "rrulcap.yaml").write_text(text)
+    assert main(["run", "--config-dir", str(cwd / "conf"), "+experiment=rrulcap", "duration=8s", PREFIX]) == 0
+    test = only_test(cwd)
+    flows = goodputs(test)
+    ups = {f: g for f, g in flows.items() if f.startswith("up-")}
+    downs = {f: g for f, g in flows.items() if f.startswith("down-")}
+    assert len(ups) == len(downs) == 4, flows
+    assert 40 <= sum(ups.values()) <= 50 and 40 <= sum(downs.values()) <= 50, flows
+    probes = pd.read_parquet(test.path / "flows.parquet").set_index("flow")
+    assert probes.loc["probe-ef", "received"] > 0 and probes.loc["probe-be", "received"] > 0
+    dump = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-v"], capture_output=True, text=True, check=True).stdout
+    tos: dict[str, set[str]] = {"up": set(), "down": set()}
+    for header, flow in zip(dump.splitlines()[::2], dump.splitlines()[1::2], strict=False):
+        if "tos 0x" in header and " > " in flow:
+            way = "up" if flow.strip().startswith("10.77.1.1.") else "down"
+            tos[way].add(header.split("tos ", 1)[1].split(",")[0])
+    # DSCP 0, 8, 40, 46 are TOS 0x0, 0x20, 0xa0, 0xb8: uploads' data towards right, downloads' towards left.
+    assert {"0x0", "0x20", "0xa0", "0xb8"} <= tos["up"] and {"0x0", "0x20", "0xa0", "0xb8"} <= tos["down"], tos
