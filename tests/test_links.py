@@ -139,3 +139,14 @@ def test_rrul_runs_eight_marked_flows_and_a_capture_at_mid_shows_each_dscp_both_
             tos[way].add(header.split("tos ", 1)[1].split(",")[0])
     # DSCP 0, 8, 40, 46 are TOS 0x0, 0x20, 0xa0, 0xb8: uploads' data towards right, downloads' towards left.
     assert {"0x0", "0x20", "0xa0", "0xb8"} <= tos["up"] and {"0x0", "0x20", "0xa0", "0xb8"} <= tos["down"], tos
+
+
+def test_a_square_wave_trace_gives_goodput_that_follows_its_phases(cwd: Path) -> None:
+    # 5 s at 12 Mbit/s (11.6 of goodput), 5 s at 3 (2.9), repeating; its phase starts with the link, at set-up.
+    assert main(["run", "+experiment=trace", "rig.trace=square-12-3mbit-5s", "duration=20s", PREFIX]) == 0
+    test = only_test(cwd)
+    a = analyze(test, 1.0)
+    bins = a.goodput[(a.goodput["flow"] == "tcp") & (a.goodput["t_s"] > 1)]["goodput_mbps"]
+    high, low = bins[bins > 8], bins[bins < 4]
+    assert len(high) >= 6 and len(low) >= 6, list(bins)
+    assert 10.8 <= high.median() <= 11.7 and 2.5 <= low.median() <= 3.0, list(bins)
