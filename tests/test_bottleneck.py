@@ -141,7 +141,7 @@ def test_back_to_back_packets_leave_one_serialisation_time_apart() -> None:
     t0 = 5_000_000_000
     for _ in range(3):
         assert bn.arrive(ipv4(1486), t0)
-    ends = []
+    ends: list[int] = []
     now = t0
     while bn.next_start_ns() >= 0:
         now = max(now, bn.next_start_ns())
@@ -218,6 +218,10 @@ def test_records_say_each_packets_fate_sojourn_and_backlog() -> None:
 
 def test_a_drop_after_taking_is_counted_through_the_drop_sink() -> None:
     class HeadDrop(Pfifo):
+        def __init__(self, drop: DropSink) -> None:
+            super().__init__(drop=drop)
+            self.sink = drop
+
         def dequeue(self, now_ns: int) -> Packet | None:
             pkt = super().dequeue(now_ns)
             if pkt is not None and self.q:
@@ -226,9 +230,7 @@ def test_a_drop_after_taking_is_counted_through_the_drop_sink() -> None:
             return pkt
 
     def make(drop: DropSink) -> HeadDrop:
-        q = HeadDrop(drop=drop)
-        q.sink = drop  # type: ignore[attr-defined]
-        return q
+        return HeadDrop(drop)
 
     bn = Bottleneck(make, RATE_BPS)
     bn.arrive(ipv4(100), 0)

@@ -336,7 +336,31 @@ def test_yaml_examples_vet(i: int, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def python_blocks() -> list[str]:
-    return [body for lang, body in fenced(README.read_text()) if lang == "python"]
+    """Return the Python examples on results (the queue discipline example is tested on its own)."""
+    return [body for lang, body in fenced(README.read_text()) if lang == "python" and not is_aqm(body)]
+
+
+def is_aqm(body: str) -> bool:
+    """Report whether a Python block is a queue discipline (the README's own-AQM example)."""
+    return "def dequeue(self, now_ns" in body
+
+
+def test_the_own_aqm_example_is_complete_short_and_the_packaged_one(tmp_path: Path) -> None:
+    from antler.rig.aqm import ECT0, NOT_ECT, Packet, make_queue
+
+    (body,) = [b for lang, b in fenced(README.read_text()) if lang == "python" and is_aqm(b)]
+    assert len(body.strip().splitlines()) < 40
+    packaged = (ROOT / "antler" / "rig" / "aqm" / "step_marker.py").read_text()
+    assert body.strip() in packaged
+    (tmp_path / "mine.py").write_text(body)
+    dropped: list[Packet] = []
+    q = make_queue("py:mine:StepMarker threshold=1ms", drop=lambda p, t: dropped.append(p), config_dir=tmp_path)
+    for ecn in (ECT0, NOT_ECT, ECT0):
+        assert q.enqueue(Packet(b"", 100, ecn, None, 0), 0)
+    first = q.dequeue(2_000_000)  # 2 ms late: marked CE, the not-ECT one after it dropped
+    assert first is not None and first.marked and first.ecn == 3
+    second = q.dequeue(2_000_000)
+    assert second is not None and second.marked and len(dropped) == 1
 
 
 @pytest.mark.parametrize("i", range(len(python_blocks())))

@@ -29,6 +29,7 @@ from antler.config import resolvers
 from antler.config.root import RootSpec, parse_root
 from antler.config.test import TestSpec
 from antler.node.spec import ConfigError, first_line
+from antler.rig.path import set_config_dir
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -138,6 +139,8 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         if not Path(config_dir).is_dir():
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    # A py:MODULE:CLASS rig.qdisc finds MODULE.py in the config dir.
+    set_config_dir(Path(config_dir).resolve() if config_dir is not None else None)
     resolvers.register()
     register_rig_resolvers()
     GlobalHydra.instance().clear()

@@ -27,6 +27,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("server", pa.bool_()),
             ("node_id", pa.string()),
             ("length_bytes", pa.int64()),
+            # The socket addresses, "ADDR:PORT", so a flow's packets can be found
+            # by their 5-tuple (e.g. in a bottleneck's queue.parquet).
+            ("local", pa.string()),
+            ("remote", pa.string()),
         ]
     ),
     # How each flow the test named ended (ok, failed, cancelled) and why; format 2.
@@ -39,8 +43,16 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("message", pa.string()),
         ]
     ),
+    # A client's local and remote socket addresses ("ADDR:PORT"; "" at a server).
     "packet_info": pa.schema(
-        [("tinit", TIMESTAMP), ("flow", pa.string()), ("server", pa.bool_()), ("node_id", pa.string())]
+        [
+            ("tinit", TIMESTAMP),
+            ("flow", pa.string()),
+            ("server", pa.bool_()),
+            ("node_id", pa.string()),
+            ("local", pa.string()),
+            ("remote", pa.string()),
+        ]
     ),
     # One sample after a read or write: total bytes so far on this end.
     "stream_io": pa.schema(
@@ -54,7 +66,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
     # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
-    # unacked, lost, total_retrans and delivered_ce in segments, rates in bits
+    # unacked, lost, total_retrans, delivered and delivered_ce in segments, ecn
+    # whether ECN was negotiated (TCPI_OPT_ECN), rates in bits
     # per second (the kernel's bytes/s times 8; u64 max means unlimited).
     "tcp_info": pa.schema(
         [
@@ -82,6 +95,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("notsent_bytes", pa.uint32()),
             ("delivered_ce", pa.uint32()),
             ("snd_wnd_bytes", pa.uint32()),
+            ("delivered", pa.uint32()),
+            ("ecn", pa.bool_()),
         ]
     ),
     # One packet sent or received by a packet client or server. sched_t_ns is

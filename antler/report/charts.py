@@ -48,7 +48,7 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
     delay takes the left axis, without delay points there is no right axis,
     and without either the figure has no traces (nothing to draw).
     """
-    fig = go.Figure()
+    fig = go.Figure(layout={"height": 600})
     goodput = flow_points(a.goodput, "goodput_mbps", spec.max_points)
     for flow, t, y in goodput:
         # A short flow has a point or two: markers keep it visible.
@@ -76,11 +76,15 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
         axes["yaxis2"] = {**delay_axis, "overlaying": "y", "side": "right", "showgrid": False, "tickmode": "auto"}
     elif delay:
         axes["yaxis"] = delay_axis
+    if queue_panel(fig, a, spec):
+        # The queue below, on the same time axis: goodput and delay keep the top.
+        for name in ("yaxis", "yaxis2"):
+            if name in axes:
+                axes[name]["domain"] = [QUEUE_PANEL_TOP + 0.08, 1]
     note = clock_note(a, spec.delay)
     fig.update_layout(
         title={"text": f"{spec.title}<br><sup>{note}</sup>" if note else spec.title},
         template=TEMPLATE,
-        height=600,
         xaxis={"title": {"text": "Time (s)"}, "rangemode": "tozero"},
         legend={"orientation": "h", "y": -0.15},
         hovermode="closest",
@@ -89,6 +93,49 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
     if spec.options:
         fig.update_layout(spec.options)
     return fig
+
+
+QUEUE_PANEL_TOP = 0.3
+"""QUEUE_PANEL_TOP is the top of the queue panel, as a fraction of the plot's height."""
+
+
+def queue_panel(fig: go.Figure, a: Analysis, spec: ChartsTimeSeries) -> bool:
+    """Add the bottleneck queue below the chart (axes y3, y4); return False when the test has no queue records.
+
+    A userspace bottleneck's panel has each flow's median sojourn per
+    interval (ms, lines); a kernel one's the queue's backlog (packets). The
+    drops and CE marks per interval are bars on the right axis.
+    """
+    q = a.queue
+    if q is None or q.empty:
+        return False
+    kernel = bool(q["flow"].eq("backlog").all())
+    column, title = ("backlog_packets", "Backlog (packets)") if kernel else ("qdelay_ms", "Queue delay (ms)")
+    for flow, rows in q.groupby("flow", sort=True):
+        # "other" is the path's own traffic (the rig's warm-up ping): not a flow of the test.
+        if rows[column].notna().any() and flow != "other":
+            name = "backlog" if kernel else f"{label(str(flow), spec.flow_label)} queue delay"
+            fig.add_trace(go.Scatter(x=rows["t_s"], y=rows[column], name=name, mode="lines", yaxis="y3"))
+    for what in ("drops", "marks"):
+        per_t = q.groupby("t_s")[what].sum(min_count=1)
+        if per_t.fillna(0).gt(0).any():
+            fig.add_trace(go.Bar(x=per_t.index, y=per_t.to_numpy(), name=what, yaxis="y4", opacity=0.5))
+    fig.update_layout(
+        yaxis3={"title": {"text": title}, "domain": [0, QUEUE_PANEL_TOP], "rangemode": "tozero", "anchor": "x"},
+        yaxis4={
+            "title": {"text": "Drops, marks"},
+            "overlaying": "y3",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tickformat": ",d",
+        },
+        # The time axis at the bottom, under the queue; the panels above share it.
+        xaxis={"anchor": "y3"},
+        barmode="overlay",
+        height=800,
+    )
+    return True
 
 
 def clock_note(a: Analysis, delay: str = "rtt") -> str:

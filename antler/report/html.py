@@ -84,6 +84,14 @@ TABLE_COLUMNS = {
     "late": "late",
     "early": "early",
     "retrans": "retrans",
+    "qdelay_ms_median": "queue delay median (ms)",
+    "qdelay_ms_p99": "queue delay p99 (ms)",
+    "drops": "drops",
+    "marks": "marks",
+    "ecn": "ECN",
+    "ce_pct": "CE (%)",
+    "ce_up": "CE up",
+    "ce_down": "CE down",
     "error": "error",
 }
 """TABLE_COLUMNS are the flow table's columns and their headings."""

@@ -100,7 +100,8 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
         # The right axis only where the page has one (delay beside goodput).
         ax2 = ax.twinx() if any(tr.yaxis == "y2" for tr in fig.data) else None
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, tr in enumerate(fig.data):
+        # The queue panel (axes y3 and y4) is on the page only; the image keeps goodput and delay.
+        for i, tr in enumerate(tr for tr in fig.data if tr.yaxis not in ("y3", "y4")):
             color = colors[i % len(colors)]
             x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
             # An image is ~1300 px wide: more points than a few per pixel only cost time.

@@ -29,6 +29,7 @@ fake clock in tests; nothing here reads a clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from antler.rig.aqm.base import CE, DropSink, Packet, QueueDiscipline, ignore_drop
 from antler.rig.aqm.parse import make_queue, userspace_kinds as aqm_kinds
@@ -146,15 +147,16 @@ def userspace_kinds() -> frozenset[str]:
     return frozenset(aqm_kinds())
 
 
-def queue_maker(text: str) -> Callable[[DropSink], QueueDiscipline]:
+def queue_maker(text: str, config_dir: Path | None = None) -> Callable[[DropSink], QueueDiscipline]:
     """Return a maker of the queue discipline spelled as tc spells it (``pfifo limit 1000``), given a drop sink.
 
     The text is checked at once: raises ValueError naming what is wrong
-    (an unknown kind, a bad parameter).
+    (an unknown kind, a bad parameter). A ``py:MODULE:CLASS`` loads
+    MODULE.py from config_dir first (see :mod:`antler.rig.aqm.plugin`).
     """
-    make_queue(text, drop=ignore_drop)  # raises on a bad spelling, before the link starts
+    make_queue(text, drop=ignore_drop, config_dir=config_dir)  # raises on a bad spelling, before the link starts
 
     def maker(drop: DropSink) -> QueueDiscipline:
-        return make_queue(text, drop=drop)
+        return make_queue(text, drop=drop, config_dir=config_dir)
 
     return maker

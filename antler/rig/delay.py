@@ -41,11 +41,13 @@ import fcntl
 import gc
 import os
 import random
+import resource
 import signal
 import socket
 import struct
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--rate", action="append", default=[], help="its rate, e.g. 50mbit, or trace:FILE")
     r.add_argument("--qdisc", action="append", default=[], help="its queue discipline as tc spells it (pfifo)")
     r.add_argument("--control", default=None, metavar="NAME", help="take changes on this abstract socket")
+    r.add_argument("--config-dir", default=None, help="the folder of a py:MODULE:CLASS qdisc's MODULE.py")
     r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
     r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
     r.add_argument(
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority}){shaping}", flush=True
     )
     code = 0
+    started = time.monotonic()
     try:
         serve(links, spin_ns, run_for, control)
     except Stop:
@@ -257,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for link in links:
             link.close()
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        print(
+            f"delay: cpu {used.ru_utime:.2f}s user {used.ru_stime:.2f}s system over {time.monotonic() - started:.1f}s"
+        )
         for link in links:
             print(link.stats.text(link.spec), flush=True)
             if link.bottleneck is not None:
@@ -298,7 +306,7 @@ def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> list[tu
             pace = Bitrate.parse(rate).bps
             if pace <= 0:
                 raise ValueError(f"--rate {rate!r} must be above 0")
-        out.append((dev, pace, queue_maker(qdisc)))
+        out.append((dev, pace, queue_maker(qdisc, Path(args.config_dir) if args.config_dir else None)))
     return out
 
 

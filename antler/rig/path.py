@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import pathlib
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +38,7 @@ from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
 from antler.node.spec import ConfigError, FieldError, first_line
 from antler.rig.bottleneck import queue_maker, userspace_kinds
-from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs
+from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs, tcp_ecn_accepts
 from antler.rig.lanes import DIRECTIONS, Direction, Lane, one_way_default
 from antler.rig.schedule import ScheduleStep, check_schedule
 from antler.rig.trace import resolve_trace
@@ -52,6 +53,21 @@ SENDERS = ("left1", "left2", "left3", "left4")
 """SENDERS name the left nodes (and addresses) of a multi-sender dumbbell (rig.senders), at most four."""
 BOTTLENECKS = ("auto", "kernel", "userspace")
 """BOTTLENECKS are rig.bottleneck's values: the kernel's htb + qdisc, the delay link's own, or auto (kernel first)."""
+TCP_ECN = {"off": None, "on": 1, "accecn": 3}
+"""TCP_ECN maps rig.ecn to the ends' net.ipv4.tcp_ecn (None: left as the kernel's default 2, which never asks for ECN)."""
+
+
+_CONFIG_DIR: list[pathlib.Path | None] = [None]
+
+
+def set_config_dir(config_dir: pathlib.Path | None) -> None:
+    """Remember the config dir (``--config-dir``) where a ``py:MODULE:CLASS`` qdisc's MODULE.py is looked for first."""
+    _CONFIG_DIR[0] = config_dir
+
+
+def config_dir() -> pathlib.Path | None:
+    """Return the config dir set by :func:`set_config_dir` (None: none given)."""
+    return _CONFIG_DIR[0]
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,8 @@ class Path:
     qdisc: str
     limit: int
     bottleneck: str
+    qdisc_interval: Duration
+    ecn: str
     rtt: Duration
     loss: Probability
     emulator: str
@@ -198,6 +216,10 @@ class Path:
             raise FieldError("emulator", f"{self.emulator!r} must be auto, netem or tun")
         if self.bottleneck not in BOTTLENECKS:
             raise FieldError("bottleneck", f"{self.bottleneck!r} must be {', '.join(BOTTLENECKS[:-1])} or userspace")
+        if self.ecn not in TCP_ECN:
+            raise FieldError("ecn", f"{self.ecn!r} must be off, on or accecn")
+        if self.qdisc_interval.ns < 1_000_000:
+            raise FieldError("qdisc_interval", f"{self.qdisc_interval} is below 1ms")
         if self.bottleneck == "userspace" and not self.rate.bps:
             raise FieldError("bottleneck", "userspace needs a rate to serialise at (rig.rate is 0)")
         if self.bottleneck == "userspace" and self.emulator == "netem":
@@ -311,6 +333,9 @@ def check(path: Path) -> str:
     link, so its emulator is then ``tun``. Every schedule step is checked
     against the directions it changes.
     """
+    value = TCP_ECN[path.ecn]
+    if value is not None and value != 1 and not tcp_ecn_accepts(value):
+        raise ConfigError("", f"rig.ecn {path.ecn!r}: this kernel's net.ipv4.tcp_ecn refuses {value} (no AccECN)")
     fwd, ret = lanes(path)
     check_schedule(path.schedule, fwd, ret)
     if path.senders and (fwd.where == "userspace" or path.emulator == "netem"):
@@ -395,7 +420,7 @@ def _choose(path: Path, name: str, key: str, words: list[str], rate_bps: int, tr
         why = "a trace replays" if trace else f"the kernel lacks {kind!r}, and"
         raise ConfigError("", f"rig.emulator netem: {why} the userspace bottleneck runs in the TUN link")
     try:
-        queue_maker(" ".join(words))
+        queue_maker(" ".join(words), config_dir())
     except ValueError as e:
         raise ConfigError("", f"{qdisc_key} {' '.join(words)!r}: {e}") from None
     return "userspace"
@@ -434,4 +459,5 @@ def facts(path: Path, emulator: str) -> dict[str, Any]:
         "reverse": ret.facts(),
         "schedule": [step.facts() for step in path.schedule],
         "senders_rtt_ms": [r.ns / 1e6 for r in path.senders],
+        "ecn": path.ecn,
     }

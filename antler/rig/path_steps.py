@@ -33,7 +33,17 @@ from typing import Any
 
 from antler.node.metric import Duration
 from antler.rig.lanes import Lane
-from antler.rig.path import PREFIX_LEN, Addresses, Ifaces, Path, bottleneck, lanes, sender_delays
+from antler.rig.path import (
+    PREFIX_LEN,
+    TCP_ECN,
+    Addresses,
+    Ifaces,
+    Path,
+    bottleneck,
+    config_dir,
+    lanes,
+    sender_delays,
+)
 from antler.rig.schedule import Devices, plan
 
 TUN_FWD, TUN_RET = "d-fwd", "d-ret"
@@ -61,7 +71,14 @@ def end_setup(path: Path, dev: str, addr: str, far_net: str, via: str) -> list[d
         *address(dev, addr),
         sys_step(f"ip route add {far_net} via {via} dev {dev}"),
         *offloads(path, dev),
+        *ecn(path),
     ]
+
+
+def ecn(path: Path) -> list[dict[str, Any]]:
+    """Set net.ipv4.tcp_ecn as rig.ecn asks (on: 1, TCP sends ECT(0) and asks for ECN; accecn: 3), else nothing."""
+    value = TCP_ECN[path.ecn]
+    return [] if value is None else [sys_step(f"sysctl -w net.ipv4.tcp_ecn={value}")]
 
 
 def mid_setup(
@@ -87,6 +104,8 @@ def mid_setup(
     for lane, dev in ((fwd, ifaces.mid_right), (ret, ifaces.mid_left)):
         if lane.where == "kernel":
             steps += _bottleneck(lane, dev)
+            if records and lane.name == "forward":
+                steps.append(_qdisc_sampler(path, dev, qdisc_file(records)))
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     if emulator == "netem":
         steps += _netem(path, ifaces)
@@ -115,6 +134,26 @@ def warmup(path: Path, addr_right: str) -> list[dict[str, Any]]:
     if path.loss_probability >= 0.5:
         return []
     return [sys_step(f"ping -c 3 -i 0.05 -W 2 -q {addr_right}")]
+
+
+def qdisc_file(records: str) -> str:
+    """Return where a kernel bottleneck's qdisc samples are kept at mid until tear-down (beside the queue records)."""
+    return records.removesuffix(".bin") + ".qdisc.jsonl"
+
+
+def _qdisc_sampler(path: Path, dev: str, file: str) -> dict[str, Any]:
+    """_qdisc_sampler samples dev's qdiscs every rig.qdisc_interval until tear-down (:mod:`antler.rig.qdisc_stats`)."""
+    args = [
+        path.python_exe,
+        "-m",
+        "antler.rig.qdisc_stats",
+        "record",
+        dev,
+        file,
+        "--interval",
+        str(path.qdisc_interval),
+    ]
+    return {"system": {"args": args, "background": True}}
 
 
 def _bottleneck(lane: Lane, dev: str) -> list[dict[str, Any]]:
@@ -198,6 +237,8 @@ def _tun(
             link_args += ["--bottleneck", dev, "--rate", pace, "--qdisc", lane.qdisc]
     if records and fwd.where == "userspace":
         link_args += ["--records", records]
+    if any(lane.where == "userspace" and lane.qdisc.startswith("py:") for lane in (fwd, ret)) and config_dir():
+        link_args += ["--config-dir", str(config_dir())]
     python = path.python_exe
     return [
         sys_step(f"ip tuntap add dev {TUN_FWD} mode tun"),
@@ -245,7 +286,8 @@ def mid_teardown(
 
     A userspace bottleneck's records (the file mid_setup was given) become
     the test's queue.parquet once the delay link has ended and written them;
-    a schedule's events its rig_events.parquet, once its process has ended.
+    a schedule's events its rig_events.parquet, once its process has ended; a kernel bottleneck's qdisc samples
+    (beside the records) become qdisc.parquet.
     """
     steps = [sys_step(f"tc -s qdisc show dev {ifaces.mid_right}"), sys_step(f"tc -s qdisc show dev {ifaces.mid_left}")]
     if path.schedule and events:
@@ -255,6 +297,12 @@ def mid_teardown(
             sys_step(py, f"-m antler.rig.schedule_run stop {events}"),
             {"system": {"args": parquet, "stdout": "rig_events.parquet", "stderr": "", "ignore_errors": True}},
         ]
+    if records and bottleneck(path) == "kernel":
+        # The sampler's last sample comes after the traffic, so its counters are those tc -s just logged.
+        file = qdisc_file(records)
+        steps.append(sys_step(path.python_exe, f"-m antler.rig.qdisc_stats stop {file}"))
+        args = [path.python_exe, "-m", "antler.rig.qdisc_stats", "parquet", file]
+        steps.append({"system": {"args": args, "stdout": "qdisc.parquet", "stderr": "", "ignore_errors": True}})
     for c in mid_removals(path, ifaces, emulator):
         steps.append(sys_step(c))
         if records and " -m antler.rig.delay stop " in c and bottleneck(path) == "userspace":
@@ -303,9 +351,12 @@ def schedule_devices(ifaces: Ifaces) -> Devices:
     return Devices(ifaces.mid_right, ifaces.mid_left, TUN_FWD, TUN_RET, IFB_FWD, IFB_RET, NETEM_LIMIT)
 
 
-def end_removals(dev: str, addr: str, far_net: str, via: str) -> list[str]:
-    """Return the commands that undo end_setup."""
-    return [f"ip route del {far_net} via {via} dev {dev}", f"ip addr del {addr}/{PREFIX_LEN} dev {dev}"]
+def end_removals(dev: str, addr: str, far_net: str, via: str, path: Path | None = None) -> list[str]:
+    """Return the commands that undo end_setup (tcp_ecn back to the kernel's default 2 if path's rig.ecn set it)."""
+    cmds = [f"ip route del {far_net} via {via} dev {dev}", f"ip addr del {addr}/{PREFIX_LEN} dev {dev}"]
+    if path is not None and TCP_ECN[path.ecn] is not None:
+        cmds.append("sysctl -w net.ipv4.tcp_ecn=2")
+    return cmds
 
 
 # --- run-tree data

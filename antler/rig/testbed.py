@@ -164,8 +164,8 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     mid = [*path_steps.mid_teardown(rig, i, emulator, events=EVENTS), *(sys_step(c) for c in _mid_addresses(rig))]
-    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
-    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)]
+    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left, rig)]
+    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right, rig)]
     return [child(nodes["mid"], mid), child(nodes["left"], left), child(nodes["right"], right)]
 
 

@@ -33,6 +33,7 @@ from antler.report.analyze.columnar import empty_series
 from antler.report.analyze.flows import FLOW_COLUMNS, column_dtype, fill_columns
 from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
+from antler.report.analyze.queue import QUEUE_FLOW_COLUMNS, SERIES_COLUMNS, queue_flows, queue_series
 from antler.report.analyze.streams import analyze_streams
 from antler.results.tables import TestResult
 
@@ -80,7 +81,9 @@ class Analysis:
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
     ``clocks`` has a row per packet flow whose ends ran on two hosts
-    (CLOCK_COLUMNS, see :func:`owd_clocks`).
+    (CLOCK_COLUMNS, see :func:`owd_clocks`). ``queue`` is the bottleneck
+    queue over time, per flow and interval (SERIES_COLUMNS, see
+    :mod:`.queue`; empty without queue.parquet or qdisc.parquet).
     """
 
     flows: pd.DataFrame
@@ -89,6 +92,7 @@ class Analysis:
     owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SERIES_COLUMNS))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -132,6 +136,10 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
         a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
         a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+        a.queue = queue_series(test, stream_info, packet_info, t0, interval_s)
+        extra = queue_flows(test, stream_info, packet_info)
+        if len(extra):
+            a.flows = a.flows.drop(columns=QUEUE_FLOW_COLUMNS).merge(extra, on="flow", how="left")
     errors = test["errors"]
     first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
     flows = with_outcomes(

@@ -37,6 +37,14 @@ FLOW_COLUMNS = [
     "retrans",
     "send_err_us_median",
     "send_err_us_p99",
+    "qdelay_ms_median",
+    "qdelay_ms_p99",
+    "drops",
+    "marks",
+    "ce_pct",
+    "ecn",
+    "ce_up",
+    "ce_down",
     "status",
     "error",
 ]
@@ -111,6 +119,19 @@ send_err_us_median  µs        -                                             med
                                                                             sends: sent minus scheduled (NaN without
                                                                             sched_t_ns)
 send_err_us_p99     µs        -                                             99th percentile of the same
+qdelay_ms_median    ms        median sojourn in a userspace bottleneck of   the same, of its packets (requests and
+                              the flow's packets it sent (queue.parquet;    echoes alike)
+                              NaN without one)
+qdelay_ms_p99       ms        99th percentile of the same                   99th percentile of the same
+drops               packets   the flow's packets the userspace bottleneck   the same
+                              dropped
+marks               packets   the flow's packets it sent with CE set there  the same
+ce_pct              %         the sender's delivered_ce over delivered      -
+                              (its last TCP_INFO sample)
+ecn                           1 if the connection negotiated ECN, else 0    -
+                              (TCP_INFO's TCPI_OPT_ECN)
+ce_up               packets   -                                             requests that reached the server with CE
+ce_down             packets   -                                             echoes that reached the client with CE
 status                        "ok", "failed" or "cancelled": how the flow   the same
                               ended (antler.report.analyze.outcomes); ""
                               in results before format 2

@@ -96,6 +96,16 @@ def _float(text: str) -> float:
     return x
 
 
+def _sixteenths(text: str) -> float:
+    """Read a PI gain as tc's pie reads it, a whole number of sixteenths from 0 to 32: ``2`` is 0.125."""
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number of sixteenths (tc's pie: alpha 2 is 0.125, beta 20 is 1.25)")
+    n = int(text)
+    if n > 32:
+        raise ValueError(f"{text!r} is above 32 sixteenths (2.0)")
+    return n / 16
+
+
 def _time_or_packets(text: str) -> tuple[int, bool]:
     """Read ``1ms`` as (1000000, False) and ``10p``/``10pkts`` as (10, True): a time or a packet count."""
     m = re.fullmatch(r"([0-9]+)(p|pkt|pkts|packets)", text)
@@ -111,7 +121,17 @@ _VALUE_READERS = {
     "BYTES": parse_size_bytes,
     "FLOAT": _float,
     "TIME|Np": _time_or_packets,
+    "N/16": _sixteenths,
 }
+
+
+_SHOWN = {"N0": "N", "FLOAT": "NUMBER"}
+"""How a value spelling is shown to the user where it differs from its reader's name."""
+
+
+def shown(spelling: str) -> str:
+    """Return a value spelling as the grammar shows it, e.g. ``N`` for a count that may be 0."""
+    return _SHOWN.get(spelling, spelling)
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,7 @@ class Kind:
     @property
     def synopsis(self) -> str:
         """The kind's grammar as a man page writes it, e.g. ``pfifo [limit N]``."""
-        words = [self.name] + [f"[{k} {v}]" for k, (v, _) in self.options.items()]
+        words = [self.name] + [f"[{k} {shown(v)}]" for k, (v, _) in self.options.items()]
         groups: dict[str, list[str]] = {}
         for flag, (kw, _) in self.flags.items():
             groups.setdefault(kw, []).append(flag)
@@ -146,12 +166,82 @@ class Kind:
         return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-_ECN = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
+_ECN: dict[str, tuple[str, object]] = {"ecn": ("ecn", True), "noecn": ("ecn", False)}
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("pfifo", "antler.rig.aqm.fifo:Pfifo", {"limit": ("N", "limit")}, {}, True, "tail drop"),
         Kind("bfifo", "antler.rig.aqm.fifo:Bfifo", {"limit": ("BYTES", "limit")}, {}, False, "tail drop"),
+        Kind(
+            "codel",
+            "antler.rig.aqm.codel:Codel",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+            },
+            _ECN,
+            True,
+            "RFC 8289",
+        ),
+        Kind(
+            "fq_codel",
+            "antler.rig.aqm.fq_codel:FqCodel",
+            {
+                "limit": ("N", "limit"),
+                "flows": ("N", "flows"),
+                "quantum": ("BYTES", "quantum"),
+                "target": ("TIME", "target"),
+                "interval": ("TIME", "interval"),
+                "ce_threshold": ("TIME", "ce_threshold"),
+                "memory_limit": ("BYTES", "memory_limit"),
+            },
+            _ECN,
+            True,
+            "RFC 8290",
+        ),
+        Kind(
+            "pie",
+            "antler.rig.aqm.pie:Pie",
+            {
+                "limit": ("N", "limit"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("N/16", "alpha"),
+                "beta": ("N/16", "beta"),
+            },
+            _ECN,
+            True,
+            "RFC 8033",
+        ),
+        Kind(
+            "dualpi2",
+            "antler.rig.aqm.dualpi2:DualPi2",
+            {
+                "limit": ("N", "limit"),
+                "coupling_factor": ("N", "coupling_factor"),
+                "step_thresh": ("TIME|Np", "step_thresh"),
+                "min_qlen_step": ("N0", "min_qlen_step"),
+                "classic_protection": ("N0", "classic_protection"),
+                "target": ("TIME", "target"),
+                "tupdate": ("TIME", "tupdate"),
+                "alpha": ("FLOAT", "alpha"),
+                "beta": ("FLOAT", "beta"),
+            },
+            {
+                "drop_on_overload": ("drop_overload", True),
+                "overflow": ("drop_overload", False),
+                "drop_enqueue": ("drop_early", True),
+                "drop_dequeue": ("drop_early", False),
+                "l4s_ect": ("any_ect", False),
+                "any_ect": ("any_ect", True),
+                "split_gso": ("split_gso", True),
+                "no_split_gso": ("split_gso", False),
+            },
+            True,
+            "RFC 9332",
+        ),
     )
 }
 """KINDS are the disciplines the userspace bottleneck implements, by tc name."""
@@ -192,12 +282,12 @@ def parse_words(text: str) -> tuple[Kind, dict[str, Any]]:
             raise ValueError(f"{kind.name}: unknown word {word!r} (accepted: {kind.synopsis})")
         spelling, key = kind.options[word]
         if i + 1 >= len(words):
-            raise ValueError(f"{kind.name}: {word} needs a value ({word} {spelling})")
+            raise ValueError(f"{kind.name}: {word} needs a value ({word} {shown(spelling)})")
         raw = words[i + 1]
         try:
             kwargs[key] = _VALUE_READERS[spelling](raw)
         except ValueError as e:
-            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {spelling})") from None
+            raise ValueError(f"{kind.name}: {word} {raw!r}: {e} ({word} {shown(spelling)})") from None
         i += 2
     return kind, kwargs
 

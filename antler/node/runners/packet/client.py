@@ -23,7 +23,7 @@ import antler.node.runners.packet.sendproc as sendproc
 import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
 from antler.node.flow import check_flow
-from antler.node.items import NULL, PacketInfo
+from antler.node.items import NULL, PacketInfo, sockaddr_text
 from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
@@ -170,7 +170,8 @@ class _Flow:
         self.sockaddr = sockaddr
         self.key = ctx.hmac_key
         self.clock = FlowClock()
-        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id))
+        local, remote = sockaddr_text(s.getsockname()), sockaddr_text(sockaddr)
+        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id, local, remote))
         self.cols: Columns = ctx.rec.columns("packet_io", spec.flow, server=False)
         self.sent = 0
         self.echo_sent = 0
