@@ -104,8 +104,9 @@ def mid_setup(
     for lane, dev in ((fwd, ifaces.mid_right), (ret, ifaces.mid_left)):
         if lane.where == "kernel":
             steps += _bottleneck(lane, dev)
-            if records and lane.name == "forward":
-                steps.append(_qdisc_sampler(path, dev, qdisc_file(records)))
+    if records and fwd.where == "kernel":
+        # The forward bottleneck's qdisc, sampled once both are built.
+        steps.append(_qdisc_sampler(path, ifaces.mid_right, qdisc_file(records)))
     forwarding = [ifaces.mid_left, ifaces.mid_right]
     if emulator == "netem":
         steps += _netem(path, ifaces)
