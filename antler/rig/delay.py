@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     control = None
     try:
         for spec in specs:
-            bn = None
+            bn: Bottleneck | None = None
             for dev, pace, maker in shaped:
                 if spec.dev == dev:
                     record = None if records is None or dev != first else records.record
