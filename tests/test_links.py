@@ -80,10 +80,13 @@ def test_ratedrop_on_the_schedule_changes_within_5_ms_and_goodput_follows(cwd: P
     ):
         t_s = (pd.Timestamp(took) - a.t0).total_seconds()
         rate_mbps = float(value) / 1e6
-        after = g[(g["t_s"] > t_s + 1) & (g["t_s"] <= t_s + 2.5)]["goodput_mbps"]
-        assert len(after) and (after >= 0.85 * rate_mbps).all(), (label, list(after))
+        # The issue's rule: a 1 s bin reaches 85 % of the new rate within 2 s of the change.
+        within = g[(g["t_s"] > t_s) & (g["t_s"] <= t_s + 2)]["goodput_mbps"]
+        assert len(within) and within.max() >= 0.85 * rate_mbps, (label, list(within))
         if rate_mbps < 20:
-            assert (after <= rate_mbps * 1.02).all(), (label, list(after))
+            # And after a drop, none is above the new rate once the queue has drained (a second on).
+            later = g[(g["t_s"] > t_s + 1.5) & (g["t_s"] <= t_s + 4)]["goodput_mbps"]
+            assert len(later) and (later <= rate_mbps * 1.02).all(), (label, list(later))
     page = (test.path / "timeseries.html").read_text().replace("\\u002f", "/")  # the figure's JSON escapes "/"
     assert '"text":"rate 10 Mbit/s"' in page and '"text":"rate 50 Mbit/s"' in page  # the lines' labels
     steps = json.loads((test.path / "meta.json").read_text())["rig"]["schedule"]
