@@ -37,11 +37,11 @@ from omegaconf.errors import OmegaConfBaseException
 from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
 from antler.node.spec import ConfigError, FieldError, first_line
-from antler.rig.bottleneck import queue_maker, userspace_kinds
-from antler.rig.kernel import RigError, check_qdisc, choose_emulator, qdiscs, tcp_ecn_accepts
+from antler.rig.kernel import RigError, choose_emulator, tcp_ecn_accepts
 from antler.rig.lanes import DIRECTIONS, Direction, Lane, one_way_default
 from antler.rig.schedule import ScheduleStep, check_schedule
 from antler.rig.trace import resolve_trace
+from antler.rig.where import choose
 
 LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_pie", "fq", "sfq", "netem")
 """LIMIT_IN_PACKETS are the qdiscs whose ``limit`` parameter counts packets, so rig.limit applies."""
@@ -318,7 +318,7 @@ def lanes(path: Path) -> tuple[Lane, Lane]:
             delay = Duration(back if name == "reverse" else path.senders[0].ns - back)
         words = qdisc_words(qdisc, path.limit)
         key = f"rig.{name}" if d.qdisc or d.rate is not None else "rig"
-        where = _choose(path, name, key, words, rate.bps, trace)
+        where = choose(path.bottleneck, path.emulator, name, key, words, rate.bps, trace, config_dir())
         loss = path.loss_probability if name == "forward" else 0.0
         out.append(Lane(name, 0 if trace else rate.bps, " ".join(words), delay.ns, loss, trace, where))
     return out[0], out[1]
@@ -385,50 +385,6 @@ def bottleneck(path: Path) -> str:
 def userspace_lanes(path: Path) -> list[Lane]:
     """Return the directions whose bottleneck is the delay link's (none, one or both)."""
     return [lane for lane in lanes(path) if lane.where == "userspace"]
-
-
-def _choose(path: Path, name: str, key: str, words: list[str], rate_bps: int, trace: str) -> str:
-    """_choose is the bottleneck of direction name (see :func:`bottleneck`); key is where its values were set."""
-    qdisc_key = f"{key}.qdisc"
-    kind = "py" if words[0].startswith("py:") else words[0]
-    if not rate_bps and not trace and name == "reverse":
-        # An unshaped reverse direction gets no qdisc: the veth's own (none).
-        return "kernel" if kind in qdiscs() else "none"
-    try:
-        if not trace and (path.bottleneck == "kernel" or (path.bottleneck == "auto" and _kernel_has(kind, rate_bps))):
-            check_qdisc(kind)
-            if rate_bps:
-                check_qdisc("htb", "the bottleneck shaper")
-            return "kernel"
-    except RigError as e:
-        raise ConfigError("", str(e)) from None
-    if trace and path.bottleneck == "kernel":
-        raise ConfigError("rig.bottleneck", "kernel: a trace replays only on the userspace bottleneck (use auto)")
-    mine = userspace_kinds()
-    offers = ", ".join(sorted(mine)) or "none yet"
-    if kind not in mine:
-        if path.bottleneck == "userspace" or trace:
-            raise ConfigError("", f"{qdisc_key} {kind!r}: the userspace bottleneck lacks it; it implements: {offers}")
-        raise ConfigError(
-            "",
-            f"{qdisc_key} {kind!r}: this kernel lacks it; it has: {', '.join(sorted(qdiscs()))}; "
-            f"and the userspace bottleneck lacks it too; it implements: {offers}",
-        )
-    if not rate_bps and not trace:
-        raise ConfigError("", f"{key}.rate 0: the kernel lacks {kind!r}, and the userspace bottleneck needs a rate")
-    if path.emulator == "netem":
-        why = "a trace replays" if trace else f"the kernel lacks {kind!r}, and"
-        raise ConfigError("", f"rig.emulator netem: {why} the userspace bottleneck runs in the TUN link")
-    try:
-        queue_maker(" ".join(words), config_dir())
-    except ValueError as e:
-        raise ConfigError("", f"{qdisc_key} {' '.join(words)!r}: {e}") from None
-    return "userspace"
-
-
-def _kernel_has(kind: str, rate_bps: int) -> bool:
-    have = qdiscs()
-    return kind in have and (not rate_bps or "htb" in have)
 
 
 def summary(kind: str, path: Path, emulator: str) -> str:
