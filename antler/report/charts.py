@@ -247,6 +247,9 @@ def charts_time_series(
     fig = timeseries_figure(a, spec)
     if not fig.data:
         return None
+    from antler.report.events import draw_events, rig_events
+
+    draw_events(fig, rig_events(directory, a.t0))
 
     def draw(path: Path) -> None:
         matplotlib_timeseries(fig, path, spec.image_options)

@@ -122,6 +122,19 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
             ax2.set_ylabel(layout.yaxis2.title.text or "")
             ax2.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+        # A rig's changes (antler.report.events): the page's dotted lines, with their labels.
+        for shape, note in zip(layout.shapes or (), layout.annotations or (), strict=False):
+            ax.axvline(float(shape.x0), ls=":", lw=1, color="#555")
+            ax.text(
+                float(shape.x0),
+                1,
+                f" {note.text}",
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize="x-small",
+                transform=ax.get_xaxis_transform(),
+            )
         handles = [h for a in (ax, ax2) if a is not None for h in a.get_legend_handles_labels()[0]]
         legend = (
             m.legend(handles=handles, loc="lower center", ncols=min(len(handles), 4), fontsize="small")

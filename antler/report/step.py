@@ -183,7 +183,12 @@ class StepContext:
                 f" {hosts.get('left')} ({ifaces.get('left', '?')}) → {hosts.get('mid')} ({mid})"
                 f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
             )
-        if rig.get("rate_bps"):
+        fwd, ret = rig.get("forward"), rig.get("reverse")
+        if fwd and ret:
+            # Each direction's bottleneck: a download's rate is never a surprise either.
+            ways = [_direction(fwd), _direction(ret)]
+            parts.append(f"{ways[0]} each way" if ways[0] == ways[1] else f"→ {ways[0]}, ← {ways[1]}")
+        elif rig.get("rate_bps"):
             where = f" ({rig['bottleneck']})" if rig.get("bottleneck") else ""
             parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}{where}".rstrip())
         if rig.get("rtt_ms"):
@@ -192,3 +197,14 @@ class StepContext:
             parts.append(f"loss {100 * rig['loss']:g}%")
         parts.append(f"delay by {rig.get('emulator', '?')}")
         return f"{title} ({', '.join(parts)})"
+
+
+def _direction(d: dict[str, Any]) -> str:
+    """_direction is one direction of a rig in a title: its rate (or trace) and queue, or unshaped."""
+    if d.get("trace"):
+        pace = f"trace {str(d['trace']).rsplit('/', 1)[-1]}"
+    elif d.get("rate_bps"):
+        pace = f"{d['rate_bps'] / 1e6:g} Mbit/s"
+    else:
+        return "unshaped"
+    return f"{pace} {d.get('qdisc', '')} ({d.get('bottleneck', '?')})"

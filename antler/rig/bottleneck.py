@@ -60,6 +60,7 @@ class Bottleneck:
         self.queue = make_queue(self.dropped)
         self.ns_per_byte = 8e9 / rate_bps
         self.link_free_ns = 0
+        self.paused = False
         self.record = record
         self.arrived = self.sent = self.dropped_count = self.marked = 0
         # The backlog at each held packet's enqueue, for its record (only kept when recording).
@@ -92,7 +93,7 @@ class Bottleneck:
 
     def next_start_ns(self) -> int:
         """Return when the line can send the next packet (ns), or -1 when nothing is queued."""
-        return self.link_free_ns if self.queue.backlog_packets else -1
+        return self.link_free_ns if self.queue.backlog_packets and not self.paused else -1
 
     def send(self, now_ns: int) -> tuple[int, bytes] | None:
         """Dequeue the next packet if the line is free at now_ns: its transmission's end (ns) and its bytes.
@@ -101,7 +102,7 @@ class Bottleneck:
         discipline marked comes back with its ECN bits set to CE (IPv4's
         checksum fixed).
         """
-        if now_ns < self.link_free_ns:
+        if now_ns < self.link_free_ns or self.paused:
             return None
         pkt = self.queue.dequeue(now_ns)
         if pkt is None:
@@ -109,6 +110,10 @@ class Bottleneck:
         start = max(self.link_free_ns, now_ns - CATCH_UP_NS)
         end = start + int((pkt.length + ETHERNET_HEADER_BYTES) * self.ns_per_byte)
         self.link_free_ns = end
+        return end, self.sent_bytes(pkt, now_ns)
+
+    def sent_bytes(self, pkt: Packet, now_ns: int) -> bytes:
+        """Count (and record) a packet whose transmission begins at now_ns; return its bytes, CE set if marked."""
         self.sent += 1
         data = pkt.data
         verdict = SENT
@@ -120,7 +125,17 @@ class Bottleneck:
         if self.record is not None:
             backlog = self._backlog_at.pop(id(pkt), (0, 0))
             self.record(pkt, verdict, now_ns - pkt.t_enqueue_ns, pkt.ecn, *backlog)
-        return end, data
+        return data
+
+    def set_rate(self, rate_bps: int, now_ns: int) -> None:
+        """Serialise at rate_bps from the next packet on (a schedule's step); 0 stops the line until a rate returns.
+
+        The packet on the line finishes at the old rate, as on a real link.
+        """
+        self.paused = rate_bps <= 0
+        if not self.paused:
+            self.ns_per_byte = 8e9 / rate_bps
+            self.link_free_ns = max(self.link_free_ns, now_ns)
 
     def text(self) -> str:
         """Return the bottleneck's counts as words for the link's log line."""

@@ -8,7 +8,7 @@ kernel sends into it for the link's delay (the engine:
 device enters the kernel as if received on it, so the kernel routes it on,
 this time by the main table, towards its destination::
 
-    python -m antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms
+    python -m antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms --control antler-delay-control
     python -m antler.rig.delay wait d-fwd d-ret     # until both are attached
     python -m antler.rig.delay stop d-fwd d-ret     # interrupt the link holding them, and wait
 
@@ -19,6 +19,12 @@ spelled as tc spells it (:mod:`antler.rig.bottleneck`), then delays::
 
     python -m antler.rig.delay run --link d-fwd:10ms --link d-ret:10ms \
         --bottleneck d-fwd --rate 50mbit --qdisc "pfifo limit 1000"
+
+Each direction can be a bottleneck: ``--bottleneck``, ``--rate`` and
+``--qdisc`` repeat, the n-th of each together; a rate ``trace:FILE`` paces
+that link by a Mahimahi trace instead (:mod:`antler.rig.trace`). With
+``--control NAME`` a schedule changes delays, loss and rates while it runs
+(:mod:`antler.rig.link_control`).
 
 The process runs at SCHED_FIFO priority by default, so other processes on a
 busy host do not delay it. It ends on SIGINT or SIGTERM and prints per-link
@@ -49,7 +55,9 @@ from antler.node.metric import Bitrate, Duration
 from antler.node.runners.packet.timer import set_timer_slack
 from antler.rig.bottleneck import Bottleneck, queue_maker
 from antler.rig.delay_link import DEFAULT_QUEUE_LIMIT, DEFAULT_SPIN, DelayError, Link, LinkSpec, serve
+from antler.rig.link_control import Control
 from antler.rig.queue_records import DEFAULT_LIMIT as DEFAULT_RECORDS, QueueRecords
+from antler.rig.trace import TraceBottleneck, read_trace
 
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
@@ -154,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=None, help="seed of the random loss, for repeatable runs")
     r.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT, help="packets held per link at most")
     r.add_argument("--duration", default=None, help="stop after this long (default: until a signal)")
-    r.add_argument("--bottleneck", default=None, metavar="DEV", help="the link that is also the bottleneck")
-    r.add_argument("--rate", default=None, help="the bottleneck's rate, e.g. 50mbit")
-    r.add_argument("--qdisc", default="pfifo", help="the bottleneck's queue discipline as tc spells it")
+    r.add_argument("--bottleneck", action="append", default=[], metavar="DEV", help="a link that is also a bottleneck")
+    r.add_argument("--rate", action="append", default=[], help="its rate, e.g. 50mbit, or trace:FILE")
+    r.add_argument("--qdisc", action="append", default=[], help="its queue discipline as tc spells it (pfifo)")
+    r.add_argument("--control", default=None, metavar="NAME", help="take changes on this abstract socket")
     r.add_argument("--config-dir", default=None, help="the folder of a py:MODULE:CLASS qdisc's MODULE.py")
     r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
     r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
@@ -195,15 +204,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"delay: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
-    records = QueueRecords(limit=args.records_limit) if args.records and shaped is not None else None
+    first = shaped[0][0] if shaped else None
+    records = QueueRecords(limit=args.records_limit) if args.records and first is not None else None
     links: list[Link] = []
+    control = None
     try:
         for spec in specs:
-            bn = None
-            if shaped is not None and spec.dev == args.bottleneck:
-                bn = Bottleneck(shaped[1], shaped[0], None if records is None else records.record)
+            bn: Bottleneck | None = None
+            for dev, pace, maker in shaped:
+                if spec.dev == dev:
+                    record = None if records is None or dev != first else records.record
+                    if isinstance(pace, tuple):
+                        bn = TraceBottleneck(maker, pace, time.monotonic_ns(), record)
+                    else:
+                        bn = Bottleneck(maker, pace, record)
             links.append(Link(spec, rng, args.queue_limit, bn))
-    except DelayError as e:
+        if args.control:
+            control = Control(args.control, links)
+    except (DelayError, OSError) as e:
         for link in links:
             link.close()
         print(f"delay: {e}", file=sys.stderr)
@@ -223,14 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     priority = f"SCHED_FIFO {args.realtime}" if args.realtime else "normal priority"
-    shaping = f"; bottleneck {args.bottleneck} {args.rate} {args.qdisc} (userspace)" if shaped else ""
+    shaping = "".join(
+        f"; bottleneck {d} {r} {q} (userspace)" for d, r, q in zip(args.bottleneck, args.rate, args.qdisc, strict=False)
+    )
     print(
         f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority}){shaping}", flush=True
     )
     code = 0
     started = time.monotonic()
     try:
-        serve(links, spin_ns, run_for)
+        serve(links, spin_ns, run_for, control)
     except Stop:
         pass
     except DelayError as e:
@@ -260,20 +280,34 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> tuple[int, Any] | None:
-    """Return the bottleneck's rate (bit/s) and queue maker from the command line, or None; raises ValueError."""
-    if args.bottleneck is None:
-        if args.rate is not None:
-            raise ValueError("--rate needs --bottleneck DEV (the link to shape)")
-        return None
-    if args.bottleneck not in [s.dev for s in specs]:
-        raise ValueError(f"--bottleneck {args.bottleneck!r} is not one of the --link devices")
-    if args.rate is None:
-        raise ValueError("--bottleneck needs --rate (e.g. 50mbit)")
-    rate_bps = Bitrate.parse(args.rate).bps
-    if rate_bps <= 0:
-        raise ValueError(f"--rate {args.rate!r} must be above 0")
-    return rate_bps, queue_maker(args.qdisc, Path(args.config_dir) if args.config_dir else None)
+def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> list[tuple[str, Any, Any]]:
+    """Return each bottleneck's device, pace (bit/s, or a trace's times) and queue maker; raises ValueError.
+
+    The n-th ``--bottleneck``, ``--rate`` and ``--qdisc`` go together; one
+    bottleneck may leave ``--qdisc`` out (pfifo).
+    """
+    devs, rates, qdiscs = args.bottleneck, args.rate, args.qdisc or ["pfifo"] * len(args.bottleneck)
+    if rates and not devs:
+        raise ValueError("--rate needs --bottleneck DEV (the link to shape)")
+    if len(rates) != len(devs) or len(qdiscs) != len(devs):
+        raise ValueError(
+            f"{len(devs)} --bottleneck need as many --rate (got {len(rates)}) and --qdisc (got {len(qdiscs)})"
+        )
+    out: list[tuple[str, Any, Any]] = []
+    for dev, rate, qdisc in zip(devs, rates, qdiscs, strict=True):
+        if dev not in [s.dev for s in specs]:
+            raise ValueError(f"--bottleneck {dev!r} is not one of the --link devices")
+        if dev in [o[0] for o in out]:
+            raise ValueError(f"--bottleneck {dev!r} is given twice")
+        pace: Any
+        if rate.startswith("trace:"):
+            pace = read_trace(rate.removeprefix("trace:"))
+        else:
+            pace = Bitrate.parse(rate).bps
+            if pace <= 0:
+                raise ValueError(f"--rate {rate!r} must be above 0")
+        out.append((dev, pace, queue_maker(qdisc, Path(args.config_dir) if args.config_dir else None)))
+    return out
 
 
 if __name__ == "__main__":

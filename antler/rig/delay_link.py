@@ -36,6 +36,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from antler.node.metric import Duration, Probability, UnitError
 from antler.rig.bottleneck import Bottleneck
@@ -58,6 +59,19 @@ LATENESS_EDGES_US = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 class DelayError(Exception):
     """A link that could not be parsed or opened."""
+
+
+class Controlled(Protocol):
+    """What changes the links while they run (:class:`antler.rig.link_control.Control`): an fd to select, a handler."""
+
+    @property
+    def fd(self) -> int:
+        """The fd that is readable when a change waits."""
+        ...
+
+    def handle(self) -> None:
+        """Apply the changes waiting."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -161,13 +175,13 @@ def open_tun(dev: str) -> int:
     return fd
 
 
-def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> None:
-    """Move packets through the links until Stop is raised (or run_for_ns has passed)."""
+def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None, control: Controlled | None = None) -> None:
+    """Move packets through the links until Stop is raised (or run_for_ns has passed); control may change them."""
     # Locals: this is the hot loop of the process.
     now_ns = time.monotonic_ns
     sel = select.select
     read, write = os.read, os.write
-    fds = [link.fd for link in links]
+    fds = [link.fd for link in links] + ([control.fd] if control is not None else [])
     by_fd = {link.fd: link for link in links}
     shaped = [link for link in links if link.bottleneck is not None]
     edges_ns = [e * 1000 for e in LATENESS_EDGES_US]
@@ -223,6 +237,10 @@ def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> Non
             timeout = max(0.0, min(timeout, (end - now) / 1e9))
         ready, _, _ = sel(fds, (), (), timeout)
         for fd in ready:
+            if fd not in by_fd:
+                assert control is not None
+                control.handle()
+                continue
             link = by_fd[fd]
             queue = link.queue
             st = link.stats

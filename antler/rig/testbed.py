@@ -94,6 +94,8 @@ class Testbed(path.Path):
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()  # hosts, ifaces and nodes check themselves as they are parsed
+        if self.senders:
+            raise path.FieldError("senders", "several senders are the dumbbell's (namespaces on one host)")
 
 
 def params(data: Any, where: str = "rig") -> Testbed:
@@ -109,6 +111,10 @@ def check(rig: Testbed) -> str:
     naming what it has).
     """
     return path.check(rig)
+
+
+EVENTS = "/tmp/antler-events-testbed.jsonl"
+"""EVENTS is where mid's schedule process keeps its changes until tear-down (one rig per mid host)."""
 
 
 def setup_runs(data: Any) -> list[dict[str, Any]]:
@@ -134,7 +140,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         _reset(_mid_removals(rig, emulator)),
         *path_steps.address(i.mid_left, a.mid_left),
         *path_steps.address(i.mid_right, a.mid_right),
-        *path_steps.mid_setup(rig, i, a, emulator),
+        *path_steps.mid_setup(rig, i, a, emulator, events=EVENTS),
     ]
     right = [
         _reset(path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)),
@@ -146,7 +152,9 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         *path_steps.warmup(rig, a.right),
     ]
     # Every host is checked before any is changed: a refusal leaves all three as they were.
-    return [*checks, child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    runs = [*checks, child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    go = path_steps.schedule_go(rig, EVENTS)
+    return runs + ([child(nodes["mid"], go)] if go else [])
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
@@ -155,7 +163,7 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
-    mid = [*path_steps.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
+    mid = [*path_steps.mid_teardown(rig, i, emulator, events=EVENTS), *(sys_step(c) for c in _mid_addresses(rig))]
     left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left, rig)]
     right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right, rig)]
     return [child(nodes["mid"], mid), child(nodes["left"], left), child(nodes["right"], right)]
@@ -185,7 +193,8 @@ def _mid_addresses(rig: Testbed) -> list[str]:
 def _mid_removals(rig: Testbed, emulator: str) -> list[str]:
     # Whatever emulator the failed test used: remove both kinds' leftovers.
     cmds = [c for e in ("tun", "netem") for c in path_steps.mid_removals(rig, rig.ifaces, e)]
-    cmds.append(f"tc qdisc del dev {rig.ifaces.mid_right} root")  # a kernel bottleneck's, whichever ran before
+    # The kernel bottlenecks', whichever ran before.
+    cmds += [f"tc qdisc del dev {rig.ifaces.mid_right} root", f"tc qdisc del dev {rig.ifaces.mid_left} root"]
     return list(dict.fromkeys(cmds)) + _mid_addresses(rig)
 
 
