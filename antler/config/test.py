@@ -16,7 +16,7 @@ from antler.testid import ID_PART, id_path, id_text
 
 @dataclass(frozen=True)
 class TestSpec:
-    """A test: its ID, output path, timeout, HMAC choice, run tree and reports.
+    """A test: its ID, output path, timeout, HMAC choice, run tree, reports and what a suspect run is.
 
     With ``hmac``, packets are signed with a key from ``ANTLER_HMAC_KEY``, else
     from the file ``hmac_key_file``, else a random key made for the test
@@ -31,6 +31,8 @@ class TestSpec:
     run: Run = field(default_factory=Run)
     during: During = field(default_factory=During)
     after: After = field(default_factory=After)
+    health: str = "warn"
+    """What a suspect test is (antler.report.verdict): ``warn`` says so and passes, ``fail`` fails it."""
 
     def validate(self) -> None:
         """Raise ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
@@ -42,6 +44,8 @@ class TestSpec:
                 raise ValueError(f"test ID key {k!r} must match {ID_PART.pattern}")
             if not ID_PART.fullmatch(v):
                 raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
+        if self.health not in ("warn", "fail"):
+            raise ValueError(f"health {self.health!r} must be warn or fail")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise ValueError(f"test path {self.path!r} must be relative, without '..'")
         if self.hmac and self.hmac_key_file:

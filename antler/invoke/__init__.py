@@ -39,6 +39,8 @@ class Outcome:
     ran: int = 0
     linked: int = 0
     failed: list[str] = field(default_factory=list)
+    suspect: list[str] = field(default_factory=list)
+    """suspect names the tests run whose testbed health was suspect, each with its reasons."""
     interrupted: bool = False
 
     @property
@@ -104,7 +106,7 @@ async def run_jobs(
         try:
             await sweep.run(hosts or [], per_host, reports)
         finally:
-            outcome.ran, outcome.failed = sweep.ran, sweep.failed
+            outcome.ran, outcome.failed, outcome.suspect = sweep.ran, sweep.failed, sweep.suspect
     except asyncio.CancelledError:
         outcome.interrupted = True
     finally:

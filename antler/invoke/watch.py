@@ -1,0 +1,112 @@
+"""Watching one test's testbed: provenance, health sampled during it, and its verdict, for its folder.
+
+:class:`TestWatch` is what :func:`antler.invoke.testdir.run_test` starts
+before a test's tree runs and stops after it: a sampler thread
+(:class:`antler.rig.health.Sampler`) records the host's CPU, the node and
+delay link processes' CPU and the rig namespaces' socket drops into
+``health.parquet``; once the rig is up it reads back what the kernel really
+has there (:func:`antler.rig.snapshot.read_rig`); the delay link's closing
+log line is caught on its way to the log; at the end the verdict
+(:func:`antler.report.verdict.judge`) goes into meta.json ``health`` beside
+``provenance``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from antler.config.compose import Job
+from antler.invoke.provenance import host_provenance, seeds
+from antler.node.items import Item, LogEntry
+from antler.node.launch.netns import inode
+from antler.report.verdict import Health, judge
+from antler.rig.health import PERIOD_S, Sampler
+from antler.rig.snapshot import qdisc_installed, read_rig
+
+HEALTH_FILE = "health.parquet"
+ROLES = ("left", "mid", "right")
+
+
+def rig_namespaces(config: dict[str, Any], renamed: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the namespaces of a job's rig on this host by role, or {} for no rig or one on other hosts.
+
+    ``renamed`` maps a namespace name to the one a placed test gives it.
+    """
+    rig = config.get("rig")
+    if not isinstance(rig, dict) or rig.get("kind") != "dumbbell":
+        return {}
+    out = {}
+    for role in ROLES:
+        netns = ((rig.get("nodes") or {}).get(role) or {}).get("netns") or {}
+        name = netns.get("name") or (rig.get("nodes") or {}).get(role, {}).get("id", "")
+        if name:
+            out[role] = (renamed or {}).get(name, name)
+    return out
+
+
+class TestWatch:
+    """Provenance and health of one test: start it before the tree runs, stop it after, merge meta()."""
+
+    def __init__(self, job: Job, directory: Path, renamed: dict[str, str] | None = None) -> None:
+        self.job = job
+        self.directory = directory
+        self.namespaces = rig_namespaces(job.config, renamed)
+        rig = job.config.get("rig") or {}
+        self._bottleneck = (str(rig.get("ifaces", {}).get("mid_right", "")), self._bottleneck_kind(rig))
+        self.rig_read: dict[str, Any] = {}
+        self.link_lines: list[str] = []
+        self.health = Health()
+        self.sampler = Sampler(list(self.namespaces.values()), PERIOD_S, self._rig_up if self.namespaces else None)
+
+    @staticmethod
+    def _bottleneck_kind(rig: dict[str, Any]) -> str:
+        rate = str(rig.get("rate", "0")).strip()
+        qdisc = str(rig.get("qdisc", "") or "pfifo").split()[0]
+        return qdisc if rate in ("0", "0bit", "") else "htb"
+
+    def _rig_up(self) -> bool:
+        """Read the rig back once its namespaces exist and mid has the bottleneck; it returns whether it did."""
+        if any(inode(ns) is None for ns in self.namespaces.values()):
+            return False
+        dev, kind = self._bottleneck
+        if dev and not qdisc_installed(self.namespaces["mid"], dev, kind):
+            return False
+        self.rig_read = read_rig(self.namespaces)
+        return True
+
+    def wrap(self, sink: Any) -> Any:
+        """Return a sink that passes every item on to sink, keeping the delay link's closing lines."""
+
+        def watched(item: Item) -> None:
+            if isinstance(item, LogEntry) and "release lateness" in item.text:
+                self.link_lines.extend(line for line in item.text.splitlines() if "release lateness" in line)
+            sink(item)
+
+        return watched
+
+    def start(self) -> None:
+        """Start sampling."""
+        self.sampler.start()
+
+    def stop(self) -> None:
+        """Stop sampling, write health.parquet and judge the test."""
+        table = self.sampler.stop()
+        pq.write_table(table, self.directory / HEALTH_FILE)
+        self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S)
+
+    def meta(self) -> dict[str, Any]:
+        """Return meta.json's ``provenance`` and ``health`` for the test."""
+        prov = {**host_provenance(), "seeds": seeds(self.job.config)}
+        if self.namespaces:
+            prov["rig"] = self.rig_read or {"error": "the rig was never up (the test ended before its set-up did)"}
+        health = {
+            **self.health.to_meta(),
+            "line": self.health.line(),
+            "started": self.sampler.started.isoformat(),
+            "period_s": PERIOD_S,
+            "sampler_errors": self.sampler.errors[:10],
+        }
+        return {"provenance": prov, "health": health}
