@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from antler.config.compose import Job
 from antler.invoke.provenance import host_provenance, seeds
-from antler.node.items import Item, LogEntry
+from antler.node.items import Batch, Item, LogEntry
 from antler.node.launch.netns import inode
 from antler.report.verdict import Health, judge
 from antler.rig.health import PERIOD_S, Sampler
@@ -54,12 +54,17 @@ class TestWatch:
         self.job = job
         self.directory = directory
         self.namespaces = rig_namespaces(job.config, renamed)
+        # Every namespace a node of the test lives in (the rig's among them) has its socket drops watched.
+        watched = {(renamed or {}).get(n.netns_name, n.netns_name) for n in job.test.run.nodes() if n.netns_name}
+        watched |= set(self.namespaces.values())
         rig = job.config.get("rig") or {}
         self._bottleneck = (str(rig.get("ifaces", {}).get("mid_right", "")), self._bottleneck_kind(rig))
         self.rig_read: dict[str, Any] = {}
         self.link_lines: list[str] = []
+        self._set_up = False
+        """_set_up turns True when the rig's set-up has ended: its warm-up ping answered, or a flow measured."""
         self.health = Health()
-        self.sampler = Sampler(list(self.namespaces.values()), PERIOD_S, self._rig_up if self.namespaces else None)
+        self.sampler = Sampler(sorted(watched), PERIOD_S, self._rig_up if self.namespaces else None)
 
     @staticmethod
     def _bottleneck_kind(rig: dict[str, Any]) -> str:
@@ -68,8 +73,8 @@ class TestWatch:
         return qdisc if rate in ("0", "0bit", "") else "htb"
 
     def _rig_up(self) -> bool:
-        """Read the rig back once its namespaces exist and mid has the bottleneck; it returns whether it did."""
-        if any(inode(ns) is None for ns in self.namespaces.values()):
+        """Read the rig back once its set-up has ended and mid has the bottleneck; it returns whether it did."""
+        if not self._set_up or any(inode(ns) is None for ns in self.namespaces.values()):
             return False
         dev, kind = self._bottleneck
         if dev and not qdisc_installed(self.namespaces["mid"], dev, kind):
@@ -81,8 +86,13 @@ class TestWatch:
         """Return a sink that passes every item on to sink, keeping the delay link's closing lines."""
 
         def watched(item: Item) -> None:
-            if isinstance(item, LogEntry) and "release lateness" in item.text:
-                self.link_lines.extend(line for line in item.text.splitlines() if "release lateness" in line)
+            if isinstance(item, LogEntry):
+                if "release lateness" in item.text:
+                    self.link_lines.extend(line for line in item.text.splitlines() if "release lateness" in line)
+                elif "packets transmitted" in item.text:  # the rig's warm-up ping, its set-up's last step
+                    self._set_up = True
+            elif isinstance(item, Batch):
+                self._set_up = True
             sink(item)
 
         return watched

@@ -119,13 +119,13 @@ def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str
 
 def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: Path) -> str:
     """Return the sortable table of every test and flow (a test without flows is one row)."""
-    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "first error"]
+    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "health", "first error"]
     rows: list[list[Any]] = []
     classes = []
     nan = float("nan")
     for s in summaries:
         ids = [s.test.id.get(k, "") for k in id_keys]
-        tail = [Markup(_status(s.status)), s.first_error or s.problem]
+        tail = [Markup(_status(s.status)), _health(s.test.meta.get("health")), s.first_error or s.problem]
         link = next((c.page for c in s.charts if c.page is not None), None)
         flows = s.flows if s.flows is not None else pd.DataFrame()
         if flows.empty:
@@ -150,6 +150,15 @@ def _float(v: Any) -> float:
 
 def _status(status: str) -> str:
     return f'<span class="status-{html.escape(status)}">{html.escape(status)}</span>'
+
+
+def _health(health: Any) -> Any:
+    """Return a test's health cell: ``ok``, ``suspect`` with its reasons on hover, or "" without a verdict."""
+    if not isinstance(health, dict) or "status" not in health:
+        return ""
+    why = "; ".join(str(r.get("text", "")) for r in health.get("reasons", []))
+    css = "status-ok" if health["status"] == "ok" else "status-failed"
+    return Markup(f'<span class="{css}" title="{html.escape(why)}">{html.escape(str(health["status"]))}</span>')
 
 
 def _href(path: Path, result_dir: Path) -> str:

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
 
+from antler.report.html import health_banner
+
 if TYPE_CHECKING:
     from antler.report.analyze import Analysis
     from antler.results.tables import TestResult
@@ -160,6 +162,11 @@ class StepContext:
     def subtitle(self) -> str:
         """The test's ID as a chart's subtitle."""
         return self.test.id_text
+
+    @property
+    def banner(self) -> str:
+        """The test's health banner for its pages (antler.report.html.health_banner), "" without a verdict."""
+        return health_banner(self.test.meta.get("health"))
 
     def analysis(self) -> Analysis:
         """Return the test's analysis: the analyze step's, else one made now (default interval) and kept."""
