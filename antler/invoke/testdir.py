@@ -140,7 +140,7 @@ async def run_test(
     _RUNNING[directory] = (redact.value(meta), writer)  # what a second Ctrl-C writes: never the key
     sink = DuringSink(test.during, directory, writer.write, lambda item: live.item(item, host))
     # The testbed's health and provenance, sampled around the tree (antler.invoke.watch).
-    watch = TestWatch(job, directory, (extra or {}).get("placement", {}).get("netns"))
+    watch = TestWatch(job, directory, (extra or {}).get("placement", {}).get("netns"), inv.dir)
     sink = watch.wrap(sink)
 
     expected = test.run.expected_seconds()

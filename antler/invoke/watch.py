@@ -13,16 +13,19 @@ log line is caught on its way to the log; at the end the verdict
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from antler.config.compose import Job
+from antler.invoke.calibrate import key_hash, rig_key
 from antler.invoke.provenance import host_provenance, seeds
 from antler.node.items import Batch, Item, LogEntry
 from antler.node.launch.netns import inode
-from antler.report.verdict import Health, judge
+from antler.report.calibration import CALIBRATION_FILE
+from antler.report.verdict import Health, Reason, judge
 from antler.rig.health import PERIOD_S, Sampler
 from antler.rig.snapshot import qdisc_installed, read_rig
 
@@ -50,9 +53,12 @@ def rig_namespaces(config: dict[str, Any], renamed: dict[str, str] | None = None
 class TestWatch:
     """Provenance and health of one test: start it before the tree runs, stop it after, merge meta()."""
 
-    def __init__(self, job: Job, directory: Path, renamed: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, job: Job, directory: Path, renamed: dict[str, str] | None = None, result_dir: Path | None = None
+    ) -> None:
         self.job = job
         self.directory = directory
+        self.result_dir = result_dir
         self.namespaces = rig_namespaces(job.config, renamed)
         # Every namespace a node of the test lives in (the rig's among them) has its socket drops watched.
         watched = {(renamed or {}).get(n.netns_name, n.netns_name) for n in job.test.run.nodes() if n.netns_name}
@@ -106,6 +112,26 @@ class TestWatch:
         table = self.sampler.stop()
         pq.write_table(table, self.directory / HEALTH_FILE)
         self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S)
+        for reason in self._calibration_reasons():
+            self.health.add(reason)
+
+    def _calibration_reasons(self) -> list[Reason]:
+        """Return the calibration warnings of this test's rig (calibration.json of the result folder) as reasons."""
+        rig = self.job.config.get("rig")
+        if self.result_dir is None or not isinstance(rig, dict):
+            return []
+        try:
+            data = json.loads((self.result_dir / CALIBRATION_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        mine = key_hash(rig_key(rig))
+        return [
+            Reason("calibration", f"calibration: {f['text']}", float(f["value"]), str(f["unit"]), 0)
+            for entry in data.get("rigs", [])
+            if key_hash(entry.get("key", {})) == mine
+            for f in entry.get("findings", [])
+            if f.get("verdict") == "warning"
+        ]
 
     def meta(self) -> dict[str, Any]:
         """Return meta.json's ``provenance`` and ``health`` for the test."""

@@ -85,8 +85,9 @@ class Sweep:
                         self.failed.append(ran.job.test.id_text())
                     health = ran.meta.get("health") or {}
                     if health.get("status") == "suspect":
-                        why = "; ".join(r["text"] for r in health.get("reasons", []))
-                        self.suspect.append(f"{ran.job.test.id_text()}: {why}")
+                        reasons = [r["text"] for r in health.get("reasons", [])] or ["?"]
+                        more = f" and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+                        self.suspect.append(f"{ran.job.test.id_text()}: {reasons[0]}{more}")
                     for host in sorted(ran.lost_hosts & set(slots.sweep) - slots.lost):
                         slots.lose(host)
                         self.live.line(f"host {host!r}: a node there was lost; the tests still queued go to the others")
