@@ -177,13 +177,13 @@ async def _run_flows(rig: dict[str, Any], rate_bps: int, folder: Path, launch: L
     )
     if not ok:
         raise RuntimeError(errors[0] if errors else "the calibration run failed")
-    flows = analyze(TestResult(folder)).flows.set_index("flow")
-    out = {}
+    by_flow = {str(r["flow"]): r for r in analyze(TestResult(folder)).flows.to_dict("records")}
+    out: dict[str, float] = {}
     for flow in ("cal-unshaped", "cal-shaped"):
-        if flow in flows.index:
-            out[flow] = float(flows.loc[flow, "goodput_mbps"]) * 1e6
-    if "cal-rtt" in flows.index:
-        out["cal-rtt"] = float(flows.loc["cal-rtt", "rtt_ms_median"])
+        if flow in by_flow:
+            out[flow] = float(by_flow[flow]["goodput_mbps"]) * 1e6
+    if "cal-rtt" in by_flow:
+        out["cal-rtt"] = float(by_flow["cal-rtt"]["rtt_ms_median"])
     return out
 
 
