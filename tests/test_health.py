@@ -20,7 +20,8 @@ import pytest
 from antler.invoke.provenance import git_state, seeds
 from antler.node.launch.netns import enter
 from antler.report.calibration import judge_calibration
-from antler.report.verdict import judge, link_stats, longest_run_s
+from antler.report.provenance import short
+from antler.report.verdict import bottleneck_drops, judge, link_stats, longest_run_s
 from antler.rig.health import Sampler, cpu_use, read_proc_stat, udp_counters, wait_share
 from tests.lab.netns import NetnsFactory
 
@@ -202,3 +203,39 @@ def test_the_sampler_counts_datagrams_a_receiver_never_read(netns: NetnsFactory)
     h = judge(rows, [])
     assert "socket_drops" in [r.rule for r in h.reasons]
     assert {"cpu", "cpu0"} <= set(rows["source"])
+
+
+def test_the_bottleneck_drops_are_read_from_the_rigs_closing_tc_output() -> None:
+    text = (
+        "qdisc htb 1: root refcnt 3 r2q 10 default 0x1 direct_packets_stat 0 direct_qlen 1000\n"
+        " Sent 65977244 bytes 44115 pkt (dropped 62, overlimits 0 requeues 0) \n"
+        " backlog 0b 0p requeues 0\n"
+        "qdisc pfifo 10: parent 1:1 limit 1000p\n"
+        " Sent 65977244 bytes 44115 pkt (dropped 62, overlimits 0 requeues 0) \n"
+        " backlog 0b 0p requeues 0"
+    )
+    assert bottleneck_drops(text) == 62
+    assert bottleneck_drops("no qdisc here") is None
+    # A figure, never a reason: the queue drops what it is there to drop.
+    h = judge(_rows([30.0] * 3), [], 0.1, bottleneck_drops(text))
+    assert h.status == "ok" and h.figures["bottleneck_drops"] == 62
+
+
+def test_the_short_provenance_names_version_dirty_kernel_cpu_and_the_offloads_left_on() -> None:
+    prov = {
+        "antler_ray": {"version": "0.1.0", "commit": "43498a0f70d6402e71839313c870de610aeaea82", "dirty": True},
+        "kernel": {"release": "6.18.44"},
+        "cpu": {"model": "AMD EPYC", "cpus": 2, "governor": "none (no cpufreq)"},
+        "clocksource": "tsc",
+        "rig": {
+            "sysctls": {"left": {"net.ipv4.tcp_congestion_control": "bbr"}},
+            "offloads": {
+                "left/l-mid": {"generic-receive-offload": "off", "tcp-segmentation-offload": "off"},
+                "mid/d-fwd": {"generic-segmentation-offload": "on", "generic-receive-offload": "on"},
+            },
+        },
+    }
+    assert short(prov) == (
+        "antler-ray 0.1.0 43498a0f70 (dirty); kernel 6.18.44; 2 x AMD EPYC (none (no cpufreq)); clocksource tsc; "
+        "default cca bbr; offloads on: mid/d-fwd gso+gro"
+    )

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import antler
+from antler.report.provenance import short
 from antler.rig.kernel import kernel_release, qdiscs
+
+__all__ = ["git_state", "host_provenance", "seeds", "short"]
 
 CCA_FILE = "/proc/sys/net/ipv4/tcp_available_congestion_control"
 CLOCKSOURCE_FILE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
@@ -106,27 +109,3 @@ def seeds(config: Any, at: str = "") -> dict[str, Any]:
         for i, v in enumerate(config):
             found.update(seeds(v, f"{at}[{i}]"))
     return found
-
-
-def short(prov: dict[str, Any]) -> str:
-    """Return the provenance as one line: version and commit, kernel, CPU, clocksource, the rig's CCA and offloads."""
-    a = prov.get("antler_ray", {})
-    commit = (a.get("commit") or "no git")[:10]
-    dirty = " (dirty)" if a.get("dirty") else ""
-    cpu = prov.get("cpu", {})
-    parts = [
-        f"antler-ray {a.get('version', '?')} {commit}{dirty}",
-        f"kernel {prov.get('kernel', {}).get('release', '?')}",
-        f"{cpu.get('cpus', '?')} x {cpu.get('model', '?')} ({cpu.get('governor', '?')})",
-        f"clocksource {prov.get('clocksource', '?')}",
-    ]
-    rig = prov.get("rig") or {}
-    sysctls = rig.get("sysctls") or {}
-    ccas = sorted({s.get("net.ipv4.tcp_congestion_control", "?") for s in sysctls.values()})
-    if ccas:
-        parts.append(f"default cca {','.join(ccas)}")
-    offloads = rig.get("offloads") or {}
-    on = sorted(f"{dev}:{k}" for dev, feats in offloads.items() for k, v in feats.items() if v == "on")
-    if offloads:
-        parts.append(f"offloads on: {', '.join(on) if on else 'none'}")
-    return "; ".join(parts)

@@ -25,7 +25,7 @@ from antler.invoke.provenance import host_provenance, seeds
 from antler.node.items import Batch, Item, LogEntry
 from antler.node.launch.netns import inode
 from antler.report.calibration import CALIBRATION_FILE
-from antler.report.verdict import Health, Reason, judge
+from antler.report.verdict import Health, Reason, bottleneck_drops, judge
 from antler.rig.health import PERIOD_S, Sampler
 from antler.rig.snapshot import qdisc_installed, read_rig
 
@@ -67,6 +67,8 @@ class TestWatch:
         self._bottleneck = (str(rig.get("ifaces", {}).get("mid_right", "")), self._bottleneck_kind(rig))
         self.rig_read: dict[str, Any] = {}
         self.link_lines: list[str] = []
+        self.bottleneck_dropped: int | None = None
+        self._mid = str(((rig.get("nodes") or {}).get("mid") or {}).get("id", "")) if self.namespaces else ""
         self._set_up = False
         """_set_up turns True when the rig's set-up has ended: its warm-up ping answered, or a flow measured."""
         self.health = Health()
@@ -95,6 +97,9 @@ class TestWatch:
             if isinstance(item, LogEntry):
                 if "release lateness" in item.text:
                     self.link_lines.extend(line for line in item.text.splitlines() if "release lateness" in line)
+                elif item.node_id == self._mid and item.text.startswith("qdisc ") and " Sent " in item.text:
+                    # The rig's tear-down logs tc -s qdisc show dev MID_RIGHT: the bottleneck's drops, for the record.
+                    self.bottleneck_dropped = bottleneck_drops(item.text)
                 elif "packets transmitted" in item.text:  # the rig's warm-up ping, its set-up's last step
                     self._set_up = True
             elif isinstance(item, Batch):
@@ -111,7 +116,7 @@ class TestWatch:
         """Stop sampling, write health.parquet and judge the test."""
         table = self.sampler.stop()
         pq.write_table(table, self.directory / HEALTH_FILE)
-        self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S)
+        self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S, self.bottleneck_dropped)
         for reason in self._calibration_reasons():
             self.health.add(reason)
 

@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
 from antler.report.calibration import calibration_html
 from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
+from antler.report.provenance import provenance_html
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
 from antler.results.tables import Results, load
@@ -228,6 +229,8 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
     figs, chart_notes = compare_figures(summaries, spec, keys)
     parts = [f"<p class='note'>{html.escape(n)}</p>" for n in (notes or [])]
     parts.append(calibration_html(result_dir))  # the rig checked before the tests (antler.report.calibration)
+    provenances = {provenance_html(s.test.meta.get("provenance")) for s in summaries} - {""}
+    parts += sorted(provenances)
     if figs:
         parts.append('<div class="charts">' + "".join(f"<div>{figure_div(f)}</div>" for f in figs) + "</div>")
         if any(not s.ok for s in summaries):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
 
 from antler.report.html import health_banner
+from antler.report.provenance import provenance_html
 
 if TYPE_CHECKING:
     from antler.report.analyze import Analysis
@@ -165,8 +166,8 @@ class StepContext:
 
     @property
     def banner(self) -> str:
-        """The test's health banner for its pages (antler.report.html.health_banner), "" without a verdict."""
-        return health_banner(self.test.meta.get("health"))
+        """The test's health banner and short provenance for its pages ("" without either)."""
+        return health_banner(self.test.meta.get("health")) + provenance_html(self.test.meta.get("provenance"))
 
     def analysis(self) -> Analysis:
         """Return the test's analysis: the analyze step's, else one made now (default interval) and kept."""

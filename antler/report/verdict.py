@@ -142,9 +142,29 @@ def _late(hist: dict[str, int], late_us: int) -> int:
     return n
 
 
-def judge(health: pd.DataFrame, link_lines: list[str], period_s: float = 0.1) -> Health:
-    """Return the verdict of one test from its health rows (SCHEMA of antler.rig.health) and delay link lines."""
+_QDISC = re.compile(r"^qdisc (\S+) (\S+) [^\n]*\n\s*Sent \d+ bytes (\d+) pkt \(dropped (\d+),", re.M)
+
+
+def bottleneck_drops(tc_text: str) -> int | None:
+    """Return the packets a bottleneck dropped, from ``tc -s qdisc show dev DEV`` text, or None if it has no qdisc.
+
+    The largest count among the device's qdiscs: htb's root counts its leaf's drops too.
+    """
+    counts = [int(m[4]) for m in _QDISC.finditer(tc_text)]
+    return max(counts) if counts else None
+
+
+def judge(
+    health: pd.DataFrame, link_lines: list[str], period_s: float = 0.1, bottleneck_dropped: int | None = None
+) -> Health:
+    """Return the verdict of one test from its health rows (SCHEMA of antler.rig.health) and delay link lines.
+
+    ``bottleneck_dropped`` (the packets the bottleneck queue dropped) is a
+    figure, never a reason: the queue drops what it is there to drop.
+    """
     h = Health()
+    if bottleneck_dropped is not None:
+        h.figures["bottleneck_drops"] = bottleneck_dropped
     if not health.empty:
         _judge_cpu(h, health, period_s)
         _judge_drops(h, health)
