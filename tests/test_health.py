@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from antler.cli import main
 from antler.invoke.provenance import git_state, seeds
 from antler.node.launch.netns import enter
 from antler.report.calibration import judge_calibration
@@ -239,3 +240,15 @@ def test_the_short_provenance_names_version_dirty_kernel_cpu_and_the_offloads_le
         "antler-ray 0.1.0 43498a0f70 (dirty); kernel 6.18.44; 2 x AMD EPYC (none (no cpufreq)); clocksource tsc; "
         "default cca bbr; offloads on: mid/d-fwd gso+gro"
     )
+
+
+def test_bad_health_and_calibrate_values_are_config_errors_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["vet", "+experiment=hello", "+test.health=maybe"]) == 2
+    assert "config error: test.health: 'maybe' must be warn or fail" in capsys.readouterr().err
+    assert main(["vet", "+experiment=hello", "calibrate=sometimes"]) == 2
+    assert "config error: calibrate: 'sometimes' must be auto, always or off" in capsys.readouterr().err
+    assert main(["vet", "+experiment=hello", "+test.health=fail", "calibrate=off"]) == 0
+    assert not (tmp_path / "results").exists()

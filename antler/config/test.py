@@ -9,7 +9,7 @@ from typing import Any
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
-from antler.node.spec import ConfigError, parse
+from antler.node.spec import ConfigError, FieldError, parse
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 
@@ -45,7 +45,7 @@ class TestSpec:
             if not ID_PART.fullmatch(v):
                 raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
         if self.health not in ("warn", "fail"):
-            raise ValueError(f"health {self.health!r} must be warn or fail")
+            raise FieldError("health", f"{self.health!r} must be warn or fail")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise ValueError(f"test path {self.path!r} must be relative, without '..'")
         if self.hmac and self.hmac_key_file:

@@ -6,7 +6,8 @@ the default, measures one not measured before on this host and kernel;
 
 1. the host's idle CPU (/proc/stat over half a second) and timer error
    (how late 200 sleeps of 1 ms wake, p99, at the real-time priority the
-   packet senders and the delay link use);
+   packet senders and the delay link use), by every invocation, as they are
+   facts of the moment;
 2. through the rig, built as configured: a 1 s UDP echo flow on the idle
    path (its median RTT is the base RTT); a 3 s TCP flow with the
    bottleneck opened to 10 Gbit/s (its goodput is the path's unshaped
@@ -16,7 +17,8 @@ the default, measures one not measured before on this host and kernel;
 The calibration is a run tree built from the rig's own set-up and
 tear-down steps in namespaces named ``<prefix>c-left`` and so on, run on
 the test's launchers; its data is kept under
-``<results root>/.calibration/<key>/`` with the verdicts
+``<results root>/.calibration/<key>/`` with its figures (the cache), judged
+by every invocation
 (:func:`antler.report.calibration.judge_calibration`), and the
 invocation's folder gets ``calibration.json``.
 """
@@ -188,30 +190,45 @@ async def _run_flows(rig: dict[str, Any], rate_bps: int, folder: Path, launch: L
 
 
 async def calibrate_rig(rig: dict[str, Any], cache: Path, launch: Launch) -> dict[str, Any]:
-    """Measure one rig (see the module) into cache and return its calibration.json entry."""
+    """Measure one rig's flows (see the module) into cache and return its calibration.json entry, unjudged.
+
+    The entry's ``flows`` are what is cached: the host's idle CPU and timer
+    are measured again by every invocation (:func:`judged`), as they are
+    facts of the moment, not of the rig.
+    """
     params = dumbbell.params(rig)
     emulator = dumbbell.check(params)
-    idle = await asyncio.to_thread(idle_cpu_pct)
-    timer, priority = await asyncio.to_thread(timer_p99_us)
     if cache.exists():
         shutil.rmtree(cache)
     measured = await _run_flows(rig, params.rate.bps, cache / "flows", launch)
-    findings = judge_calibration(
-        params.rate.bps,
-        params.rtt.ns / 1e6,
-        measured.get("cal-unshaped"),
-        measured.get("cal-rtt"),
-        timer,
-        measured.get("cal-shaped"),
-        idle,
-    )
     return {
         "rig": dumbbell.path.summary(dumbbell.KIND, params, emulator),
         "key": rig_key(rig),
         "measured": datetime.now(UTC).isoformat(),
-        "timer_priority": priority,
-        "findings": findings_meta(findings),
+        "flows": {
+            "unshaped_bps": measured.get("cal-unshaped"),
+            "base_rtt_ms": measured.get("cal-rtt"),
+            "shaped_bps": measured.get("cal-shaped"),
+        },
     }
+
+
+async def judged(rig: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """Return a calibration entry with this moment's idle CPU and timer error, and every finding judged."""
+    params = dumbbell.params(rig)
+    idle = await asyncio.to_thread(idle_cpu_pct)
+    timer, priority = await asyncio.to_thread(timer_p99_us)
+    flows = entry.get("flows") or {}
+    findings = judge_calibration(
+        params.rate.bps,
+        params.rtt.ns / 1e6,
+        flows.get("unshaped_bps"),
+        flows.get("base_rtt_ms"),
+        timer,
+        flows.get("shaped_bps"),
+        idle,
+    )
+    return {**entry, "timer_priority": priority, "findings": findings_meta(findings)}
 
 
 def mode_of(jobs: list[Job]) -> str:
@@ -248,15 +265,16 @@ async def calibrate_jobs(jobs: list[Job], result_dir: Path, root_dir: Path, laun
         seen.add(h)
         cache = root_dir / CACHE_DIR / h
         entry_file = cache / "entry.json"
-        if mode == "auto" and entry_file.exists():
-            entry = {**json.loads(entry_file.read_text()), "cached": True}
-        else:
-            live.line(f"calibrating the rig ({TCP_S * 2 + ECHO_S}s of flows; calibrate=off skips it)")
-            try:
+        try:
+            if mode == "auto" and entry_file.exists():
+                entry = {**json.loads(entry_file.read_text()), "cached": True}
+            else:
+                live.line(f"calibrating the rig ({TCP_S * 2 + ECHO_S}s of flows; calibrate=off skips it)")
                 entry = await calibrate_rig(rig, cache, launch)
                 entry_file.write_text(json.dumps(entry, indent=2) + "\n")
-            except Exception as e:  # the tests still run; the page and the output say it was not calibrated
-                entry = {"rig": str(key), "key": key, "error": f"{type(e).__name__}: {e}", "findings": []}
+            entry = await judged(rig, entry)
+        except Exception as e:  # the tests still run; the page and the output say it was not calibrated
+            entry = {"rig": str(key), "key": key, "error": f"{type(e).__name__}: {e}", "findings": []}
         entries.append(entry)
         warnings = warnings_of(entry)
         figures = ", ".join(f["text"] for f in entry["findings"] if f["verdict"] == "ok")
