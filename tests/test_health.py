@@ -252,3 +252,12 @@ def test_bad_health_and_calibrate_values_are_config_errors_naming_the_key(
     assert "config error: calibrate: 'sometimes' must be auto, always or off" in capsys.readouterr().err
     assert main(["vet", "+experiment=hello", "+test.health=fail", "calibrate=off"]) == 0
     assert not (tmp_path / "results").exists()
+
+
+def test_saturation_before_the_flows_measured_is_no_reason() -> None:
+    # 2.3 s saturated while the nodes launch and the rig is built, then 30 % while the flows measure (from 3 s).
+    busy = [100.0] * 23 + [30.0] * 7 + [30.0] * 100
+    assert judge(_rows(busy), []).status == "suspect"
+    h = judge(_rows(busy), [], 0.1, None, (3_000_000_000, 12_900_000_000))
+    assert h.status == "ok", h.reasons
+    assert h.figures["host_busy_pct_max"] == 30.0 and h.figures["measured_s"] == 9.9

@@ -68,6 +68,7 @@ class TestWatch:
         self.rig_read: dict[str, Any] = {}
         self.link_lines: list[str] = []
         self.bottleneck_dropped: int | None = None
+        self.measured_ns: tuple[int, int] | None = None
         self._mid = str(((rig.get("nodes") or {}).get("mid") or {}).get("id", "")) if self.namespaces else ""
         self._set_up = False
         """_set_up turns True when the rig's set-up has ended: its warm-up ping answered, or a flow measured."""
@@ -104,6 +105,9 @@ class TestWatch:
                     self._set_up = True
             elif isinstance(item, Batch):
                 self._set_up = True
+                # The span in which the flows measured: the CPU rules judge it (antler.report.verdict.judge).
+                t_ns = self.sampler.elapsed_ns()
+                self.measured_ns = (self.measured_ns[0] if self.measured_ns else t_ns, t_ns)
             sink(item)
 
         return watched
@@ -116,7 +120,7 @@ class TestWatch:
         """Stop sampling, write health.parquet and judge the test."""
         table = self.sampler.stop()
         pq.write_table(table, self.directory / HEALTH_FILE)
-        self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S, self.bottleneck_dropped)
+        self.health = judge(table.to_pandas(), self.link_lines, PERIOD_S, self.bottleneck_dropped, self.measured_ns)
         for reason in self._calibration_reasons():
             self.health.add(reason)
 

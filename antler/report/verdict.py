@@ -1,6 +1,7 @@
 """A test's health verdict: ``ok``, or ``suspect`` with each reason and its figure.
 
-The rules are issue 26's. A test is suspect when, during it,
+The rules are issue 26's. A test is suspect when, while its flows measured
+(the CPU rules; the counters cover the whole test),
 
 - the host was CPU-saturated (all cores together at least
   ``HOST_BUSY_PCT`` busy) for more than ``SATURATED_S`` in a row, or a
@@ -155,18 +156,31 @@ def bottleneck_drops(tc_text: str) -> int | None:
 
 
 def judge(
-    health: pd.DataFrame, link_lines: list[str], period_s: float = 0.1, bottleneck_dropped: int | None = None
+    health: pd.DataFrame,
+    link_lines: list[str],
+    period_s: float = 0.1,
+    bottleneck_dropped: int | None = None,
+    measured_ns: tuple[int, int] | None = None,
 ) -> Health:
     """Return the verdict of one test from its health rows (SCHEMA of antler.rig.health) and delay link lines.
 
-    ``bottleneck_dropped`` (the packets the bottleneck queue dropped) is a
-    figure, never a reason: the queue drops what it is there to drop.
+    ``measured_ns`` is the span of the rows' ``t_ns`` in which the flows
+    measured (their first and last samples): the CPU rules judge only it,
+    as the rig's set-up and the nodes' launch (forks, Ray workers) measure
+    nothing; None judges every row. ``bottleneck_dropped`` (the packets the
+    bottleneck queue dropped) is a figure, never a reason: the queue drops
+    what it is there to drop.
     """
     h = Health()
     if bottleneck_dropped is not None:
         h.figures["bottleneck_drops"] = bottleneck_dropped
     if not health.empty:
-        _judge_cpu(h, health, period_s)
+        during = health
+        if measured_ns is not None:
+            start, end = measured_ns
+            during = health[(health["t_ns"] >= start) & (health["t_ns"] <= end + int(period_s * 1e9))]
+            h.figures["measured_s"] = round((end - start) / 1e9, 1)
+        _judge_cpu(h, during, period_s)
         _judge_drops(h, health)
     _judge_link(h, link_stats(link_lines))
     return h

@@ -183,6 +183,10 @@ class Sampler:
         self._pressure: tuple[int, int] | None = None
         self._me = psutil.Process()
 
+    def elapsed_ns(self) -> int:
+        """Return the time since sampling began, on the rows' ``t_ns`` axis."""
+        return time.monotonic_ns() - self._t0
+
     def start(self) -> Sampler:
         """Start sampling; it returns the sampler."""
         self._thread.start()
