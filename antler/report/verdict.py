@@ -197,7 +197,7 @@ def _judge_cpu(h: Health, health: pd.DataFrame, period_s: float) -> None:
         cores = int(health.loc[health["source"].str.fullmatch(r"cpu\d+"), "source"].nunique())
         procs = health[(health["metric"] == "cpu_pct")]
         own = procs.groupby("t_ns")["value"].sum().mean() / max(1, cores) if len(procs) else 0.0
-        waits = health[(health["metric"] == "wait_pct") & (health["source"] != "delay_link")]
+        waits = health[(health["metric"] == "wait_pct") & (health["source"] != "delay_link")]  # the node processes
         h.figures["host_busy_pct_mean"] = round(float(host["value"].mean()), 1)
         h.figures["host_busy_pct_max"] = round(float(host["value"].max()), 1)
         h.figures["test_cpu_pct_of_host"] = round(float(own), 1)

@@ -6,11 +6,12 @@ A :class:`Sampler` is a thread of the driver that, every ``period_s``
 - ``cpu``, ``cpu0``, ``cpu1``, ...: ``busy_pct`` and ``steal_pct`` of the
   host, all cores and each, from /proc/stat (100 % is every core of
   ``cpu`` busy);
-- ``delay_link`` and each node process (``NAME[PID]``: the Ray node actors
-  and what runs in the rig's namespaces, from this process's descendants):
-  ``cpu_pct`` of one core (100 % is one core busy all the time), from
+- ``delay_link``, each node process (``node actor[PID]``, and ``NAME[PID]``
+  for what runs in the test's namespaces) and the command's own processes
+  (``tool driver[PID]``, ``tool raylet[PID]``, ...: this process and its
+  descendants): ``cpu_pct`` of one core (100 % is one core busy all the time), from
   their user and system times;
-- the same processes' ``wait_pct`` each second: the share of the time they
+- the same processes' (but the tool's) ``wait_pct`` each second: the share of the time they
   were runnable that they spent waiting for a CPU (the run delay of
   /proc/PID/task/*/schedstat against it plus their run time): 0 % is a
   CPU whenever they wanted one, 50 % waiting as long as running;
@@ -45,6 +46,8 @@ PERIOD_S = 0.1
 REFRESH_S = 1.0
 """REFRESH_S is how often the processes watched are looked for again (a node's processes come and go)."""
 DELAY_LINK_MODULE = "antler.rig.delay"
+TOOL = "tool "
+"""TOOL starts the source of the command's own processes and its Ray's (``tool driver[PID]``, ``tool raylet[PID]``)."""
 SCHEMA = pa.schema([("t_ns", pa.int64()), ("source", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
 """SCHEMA is health.parquet's: time since the sampling began (ns), what was measured, which figure, its value."""
 
@@ -256,7 +259,7 @@ class Sampler:
                 except NetnsError as e:
                     self.errors.append(str(e))
         try:
-            children = self._me.children(recursive=True)
+            children = [self._me, *self._me.children(recursive=True)]
         except psutil.Error:
             return
         for p in children:
@@ -275,12 +278,15 @@ class Sampler:
             elif in_rig:
                 label = f"{p.name()}[{p.pid}]"
             else:
-                continue
+                # The command itself and the Ray it started: the test's cost too, though no node's.
+                label = f"{TOOL}{'driver' if p.pid == self._me.pid else p.name()}[{p.pid}]"
             self._procs[p.pid] = (label, p, times.user + times.system)
 
     def _sample_wait(self, t_ns: int) -> None:
         """Sample, each REFRESH_S, the watched processes' wait for a CPU and the host's CPU pressure."""
         for pid, (label, _, _) in self._procs.items():
+            if label.startswith(TOOL):
+                continue
             now = schedstat(pid)
             if pid in self._sched:
                 self._add(t_ns, label, "wait_pct", wait_share(self._sched[pid], now))
