@@ -46,6 +46,8 @@ PERIOD_S = 0.1
 REFRESH_S = 1.0
 """REFRESH_S is how often the processes watched are looked for again (a node's processes come and go)."""
 DELAY_LINK_MODULE = "antler.rig.delay"
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+"""RAY_AGENTS are the Ray processes titled ``ray::`` that are no workers."""
 TOOL = "tool "
 """TOOL starts the source of the command's own processes and its Ray's (``tool driver[PID]``, ``tool raylet[PID]``)."""
 SCHEMA = pa.schema([("t_ns", pa.int64()), ("source", pa.string()), ("metric", pa.string()), ("value", pa.float64())])
@@ -273,7 +275,8 @@ class Sampler:
                 continue
             if cmd and DELAY_LINK_MODULE in cmd and "run" in cmd:
                 label = "delay_link"
-            elif cmd and cmd[0].startswith("ray::NodeActor"):
+            elif cmd and cmd[0].startswith("ray::") and not cmd[0].startswith(RAY_AGENTS):
+                # A Ray worker: a node actor (its title is ray::NodeActor.METHOD in a call, ray::IDLE between).
                 label = f"node actor[{p.pid}]"
             elif in_rig:
                 label = f"{p.name()}[{p.pid}]"
