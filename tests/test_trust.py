@@ -84,7 +84,7 @@ def test_the_demo_says_in_one_line_that_it_is_healthy_and_records_its_provenance
         # Only other work on this shared host may make it suspect, and then the reasons say it was others.
         rules = {r["rule"] for r in health["reasons"]}
         assert rules <= OTHERS_LOAD, health["reasons"]
-        assert f["other_cpu_pct_of_host"] > 50, f
+        assert f["other_cpu_pct_of_host"] > f["test_cpu_pct_of_host"], f
         assert "1 suspect (experiment=cubic: " in last
     cal = json.loads((tmp_path / "results" / "latest" / "calibration.json").read_text())
     (entry,) = cal["rigs"]
