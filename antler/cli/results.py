@@ -48,9 +48,17 @@ def cmd_report(a: argparse.Namespace) -> int:
     return exitcode.OK
 
 
-@command("results", "list result folders and their tests", _root_arg)
+def _results_args(p: argparse.ArgumentParser) -> None:
+    _root_arg(p)
+    p.add_argument(
+        "--provenance", action="store_true", help="print each test's provenance (versions, kernel, CPU, rig) too"
+    )
+
+
+@command("results", "list result folders and their tests", _results_args)
 def cmd_results(a: argparse.Namespace) -> int:
-    """Print each result folder with its tests and their status."""
+    """Print each result folder with its tests, their status and health (and provenance, if asked)."""
+    from antler.invoke.provenance import short
     from antler.results.tables import load
 
     root = Path(a.root)
@@ -68,7 +76,14 @@ def cmd_results(a: argparse.Namespace) -> int:
             print(f"  unreadable: {e}")
             continue
         for key, test in results.items():
-            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}{_linked(test.meta)}")
+            health = (test.meta.get("health") or {}).get("status")
+            shown = f"  health {health}" if health else ""
+            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}{shown}{_linked(test.meta)}")
+            if a.provenance:
+                prov = test.meta.get("provenance")
+                print(f"    provenance: {short(prov) if prov else 'not recorded (made before antler-ray recorded it)'}")
+                for reason in (test.meta.get("health") or {}).get("reasons", []):
+                    print(f"    suspect: {reason.get('text', '')}")
     return exitcode.OK
 
 

@@ -87,13 +87,16 @@ def cmd_run(a: argparse.Namespace) -> int:
             launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
     counts = f"ran {outcome.ran} of {len(jobs)} tests, linked {outcome.linked}"
+    # The testbed's verdict (antler.report.verdict): a suspect run may have measured the host, not the path.
+    health = f", {len(outcome.suspect)} suspect ({'; '.join(outcome.suspect)})" if outcome.suspect else ""
+    healthy = ", all healthy" if outcome.ran and not outcome.suspect else ""
     if outcome.interrupted:
-        print(f"interrupted ({counts}); results so far in {where}", file=sys.stderr)
+        print(f"interrupted ({counts}{health}); results so far in {where}", file=sys.stderr)
     elif outcome.failed:
         print(f"{len(outcome.failed)} of {outcome.ran} tests run failed: {'; '.join(outcome.failed)}", file=sys.stderr)
-        print(f"{counts}; results in {where}", file=sys.stderr)
+        print(f"{counts}{health}; results in {where}", file=sys.stderr)
     else:
-        print(f"{counts}, all passed; results in {where}")
+        print(f"{counts}, all passed{healthy}{health}; results in {where}")
     return outcome.exit_code
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
-from antler.node.spec import ConfigError, parse
+from antler.node.spec import ConfigError, FieldError, parse
 from antler.report.expect import ExpectationError, parse_expectation
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
@@ -17,7 +17,7 @@ from antler.testid import ID_PART, id_path, id_text
 
 @dataclass(frozen=True)
 class TestSpec:
-    """A test: its ID, output path, timeout, HMAC choice, run tree and reports.
+    """A test: its ID, output path, timeout, HMAC choice, run tree, reports and what a suspect run is.
 
     With ``hmac``, packets are signed with a key from ``ANTLER_HMAC_KEY``, else
     from the file ``hmac_key_file``, else a random key made for the test
@@ -34,6 +34,8 @@ class TestSpec:
     after: After = field(default_factory=After)
     expect: list[str] = field(default_factory=list)
     """expect lists conditions on the results that pass or fail after the analysis (antler.report.expect)."""
+    health: str = "warn"
+    """What a suspect test is (antler.report.verdict): ``warn`` says so and passes, ``fail`` fails it."""
 
     def validate(self) -> None:
         """Raise ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
@@ -45,6 +47,8 @@ class TestSpec:
                 raise ValueError(f"test ID key {k!r} must match {ID_PART.pattern}")
             if not ID_PART.fullmatch(v):
                 raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
+        if self.health not in ("warn", "fail"):
+            raise FieldError("health", f"{self.health!r} must be warn or fail")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise ValueError(f"test path {self.path!r} must be relative, without '..'")
         if self.hmac and self.hmac_key_file:

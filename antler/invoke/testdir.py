@@ -22,6 +22,7 @@ import yaml
 
 from antler.config.compose import Job
 from antler.invoke.live import Live
+from antler.invoke.watch import TestWatch
 from antler.node import lease
 from antler.node.hmac import env_key, resolve_key
 from antler.node.items import ROOT_NODE_ID, LogEntry, now
@@ -140,6 +141,9 @@ async def run_test(
     writer = TestWriter(directory)
     _RUNNING[directory] = (redact.value(meta), writer)  # what a second Ctrl-C writes: never the key
     sink = DuringSink(test.during, directory, writer.write, lambda item: live.item(item, host))
+    # The testbed's health and provenance, sampled around the tree (antler.invoke.watch).
+    watch = TestWatch(job, directory, (extra or {}).get("placement", {}).get("netns"), inv.dir)
+    sink = watch.wrap(sink)
 
     expected = test.run.expected_seconds()
     because = f"{why}; " if why else ""
@@ -149,6 +153,7 @@ async def run_test(
         sink(LogEntry(now(), ROOT_NODE_ID, lease.TAG, note))
     start = time.monotonic()
     status = "failed"
+    watch.start()
     try:
         ok = await do(
             run, sink, timeout=test.timeout, launch=launch, hmac_key=resolve_key(test.hmac, test.hmac_key_file)
@@ -159,6 +164,10 @@ async def run_test(
         raise
     finally:
         writer.close()
+        watch.stop()
+        meta.update(watch.meta())
+        if status == "ok" and test.health == "fail" and watch.health.status != "ok":
+            status = "failed"  # test.health=fail: a run that cannot be believed fails
         meta.update(
             status=status,
             ended=datetime.now(UTC).isoformat(),
@@ -171,7 +180,7 @@ async def run_test(
         meta = redact.value(meta)
         write_meta(directory, meta)
         _RUNNING.pop(directory, None)
-        live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")
+        live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s; {watch.health.line()}")
     return Ran(job, directory, meta, status)
 
 

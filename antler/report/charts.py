@@ -206,6 +206,7 @@ def write_figure(
     subtitle: str,
     draw_image: Any,
     root: Path | None = None,
+    banner: str = "",
 ) -> list[Path]:
     """Write the figure's page(s) and image(s) to the names in directory.
 
@@ -221,7 +222,7 @@ def write_figure(
             title = str(fig.layout.title.text or name)
             body = figure_div(fig) + "<h2>Flows</h2>" + table_html
             script = write_plotly_js(directory if root is None else root)
-            _write_new(path, page(title, body, subtitle, script_tag(path.parent, script)).encode())
+            _write_new(path, page(title, body, subtitle, script_tag(path.parent, script), banner).encode())
         elif path.suffix in IMAGE_SUFFIXES:
             draw_image(path)
         else:
@@ -237,7 +238,12 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 def charts_time_series(
-    a: Analysis, spec: ChartsTimeSeries, directory: Path, subtitle: str = "", root: Path | None = None
+    a: Analysis,
+    spec: ChartsTimeSeries,
+    directory: Path,
+    subtitle: str = "",
+    root: Path | None = None,
+    banner: str = "",
 ) -> go.Figure | None:
     """Write the time series page and image; returns the figure.
 
@@ -254,12 +260,12 @@ def charts_time_series(
     def draw(path: Path) -> None:
         matplotlib_timeseries(fig, path, spec.image_options)
 
-    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root)
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root, banner)
     return fig
 
 
 def charts_fct(
-    a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "", root: Path | None = None
+    a: Analysis, spec: ChartsFCT, directory: Path, subtitle: str = "", root: Path | None = None, banner: str = ""
 ) -> go.Figure | None:
     """Write the FCT page and image; returns the figure.
 
@@ -275,5 +281,5 @@ def charts_fct(
     def draw(path: Path) -> None:
         matplotlib_fct(fig, path, spec.image_options)
 
-    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root)
+    write_figure(fig, directory, spec.to, flow_table(a.flows, spec.flow_label), subtitle, draw, root, banner)
     return fig

@@ -25,6 +25,8 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .status-running { color: #b3261e; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 1em; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; } .card { width: 340px; font-size: 0.9em; }
+.banner { padding: 0.5em 0.8em; border-left: 4px solid #b3261e; background: #fff4f2; }
+.banner.ok { border-color: #2e7d32; background: #f1f8f1; }
 .card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
 .note { color: #555; font-size: 0.9em; }
 """
@@ -124,13 +126,33 @@ def _cell(v: Any) -> str:
     return html.escape(str(v))
 
 
-def page(title: str, body: str, subtitle: str = "", head: str = "") -> str:
-    """Return a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag)."""
+def page(title: str, body: str, subtitle: str = "", head: str = "", banner: str = "") -> str:
+    """Return a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag).
+
+    ``banner`` is an HTML fragment shown under the title (a test's health: see health_banner).
+    """
     sub = f'<p class="id">{html.escape(subtitle)}</p>' if subtitle else ""
+    sub += banner
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>{head}<style>{STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{sub}{body}</body></html>\n"
+    )
+
+
+def health_banner(health: Mapping[str, Any] | None) -> str:
+    """Return a test page's health banner from meta.json ``health`` ("" when the test has none).
+
+    A suspect test gets a red banner with each reason; a healthy one a green line with its figures.
+    """
+    if not health:
+        return ""
+    if health.get("status") == "ok":
+        return f'<p class="banner ok">{html.escape(str(health.get("line", "health ok")))}</p>'
+    reasons = "".join(f"<li>{html.escape(str(r.get('text', '')))}</li>" for r in health.get("reasons", []))
+    return (
+        '<div class="banner suspect"><b>Suspect run: the testbed, not only the path, may be in these results.</b>'
+        f"<ul>{reasons}</ul>What each check means and what to do: the README, Trusting the testbed.</div>"
     )
 
 

@@ -33,7 +33,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
+from antler.report.calibration import calibration_html
 from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
+from antler.report.provenance import provenance_html
 from antler.report.repeated import has_repetitions, repeated_figures, repeated_table
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
@@ -123,13 +125,13 @@ def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str
 
 def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: Path) -> str:
     """Return the sortable table of every test and flow (a test without flows is one row)."""
-    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "first error"]
+    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "health", "first error"]
     rows: list[list[Any]] = []
     classes = []
     nan = float("nan")
     for s in summaries:
         ids = [s.test.id.get(k, "") for k in id_keys]
-        tail = [Markup(_status(s.status)), s.first_error or s.problem]
+        tail = [Markup(_status(s.status)), _health(s.test.meta.get("health")), s.first_error or s.problem]
         link = next((c.page for c in s.charts if c.page is not None), None)
         flows = s.flows if s.flows is not None else pd.DataFrame()
         if flows.empty:
@@ -154,6 +156,15 @@ def _float(v: Any) -> float:
 
 def _status(status: str) -> str:
     return f'<span class="status-{html.escape(status)}">{html.escape(status)}</span>'
+
+
+def _health(health: Any) -> Any:
+    """Return a test's health cell: ``ok``, ``suspect`` with its reasons on hover, or "" without a verdict."""
+    if not isinstance(health, dict) or "status" not in health:
+        return ""
+    why = "; ".join(str(r.get("text", "")) for r in health.get("reasons", []))
+    css = "status-ok" if health["status"] == "ok" else "status-failed"
+    return Markup(f'<span class="{css}" title="{html.escape(why)}">{html.escape(str(health["status"]))}</span>')
 
 
 def _href(path: Path, result_dir: Path) -> str:
@@ -224,6 +235,9 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
     else:
         figs, chart_notes = compare_figures(summaries, spec, keys)
     parts = [f"<p class='note'>{html.escape(n)}</p>" for n in (notes or [])]
+    parts.append(calibration_html(result_dir))  # the rig checked before the tests (antler.report.calibration)
+    provenances = {provenance_html(s.test.meta.get("provenance")) for s in summaries} - {""}
+    parts += sorted(provenances)
     if figs:
         parts.append('<div class="charts">' + "".join(f"<div>{figure_div(f)}</div>" for f in figs) + "</div>")
         if any(not s.ok for s in summaries):

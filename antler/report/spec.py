@@ -133,7 +133,7 @@ class ChartsTimeSeries(TimeSeriesOptions, Step):
 
         spec = replace(self, title=ctx.title(self.title))
         # None: nothing to draw (no flows, or no samples), so no empty chart.
-        if charts_time_series(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+        if charts_time_series(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root, ctx.banner) is None:
             return []
         return [ctx.path / n for n in self.to]
 
@@ -156,7 +156,7 @@ class ChartsFCT(FCTOptions, Step):
         from antler.report.charts import charts_fct
 
         spec = replace(self, title=ctx.title(self.title))
-        if charts_fct(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+        if charts_fct(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root, ctx.banner) is None:
             return []
         return [ctx.path / n for n in self.to]
 

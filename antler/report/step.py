@@ -33,6 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
 
+from antler.report.html import health_banner
+from antler.report.provenance import provenance_html
+
 if TYPE_CHECKING:
     from antler.report.analyze import Analysis
     from antler.results.tables import TestResult
@@ -160,6 +163,11 @@ class StepContext:
     def subtitle(self) -> str:
         """The test's ID as a chart's subtitle."""
         return self.test.id_text
+
+    @property
+    def banner(self) -> str:
+        """The test's health banner and short provenance for its pages ("" without either)."""
+        return health_banner(self.test.meta.get("health")) + provenance_html(self.test.meta.get("provenance"))
 
     def analysis(self) -> Analysis:
         """Return the test's analysis: the analyze step's, else one made now (default interval) and kept."""

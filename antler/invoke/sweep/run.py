@@ -51,6 +51,8 @@ class Sweep:
         """ran counts the tests that ran (or were running at a Ctrl-C)."""
         self.failed: list[str] = []
         """failed names the tests that failed (or could not run), as ID text."""
+        self.suspect: list[str] = []
+        """suspect names the tests whose testbed health was suspect, with the reasons (antler.report.verdict)."""
 
     async def run(self, hosts: list[str], per_host: int, reports: list[asyncio.Task[None]]) -> None:
         """Start the queued tests as hosts have room until all have run; Ctrl-C stops every running test."""
@@ -82,6 +84,11 @@ class Sweep:
                     self.ran += 1
                     if not ran.ok:
                         self.failed.append(ran.job.test.id_text())
+                    health = ran.meta.get("health") or {}
+                    if health.get("status") == "suspect":
+                        reasons = [r["text"] for r in health.get("reasons", [])] or ["?"]
+                        more = f" and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+                        self.suspect.append(f"{ran.job.test.id_text()}: {reasons[0]}{more}")
                     for host in sorted(ran.lost_hosts & set(slots.sweep) - slots.lost):
                         slots.lose(host)
                         self.live.line(f"host {host!r}: a node there was lost; the tests still queued go to the others")
