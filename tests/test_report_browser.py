@@ -35,7 +35,8 @@ pytestmark = [
 PLOTS = """[...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
   title: gd._fullLayout.title.text,
   traces: gd._fullData.map((t, i) => {
-    const layer = gd.querySelectorAll('.scatterlayer .trace')[i];
+    // Matched by the trace its SVG group is bound to: a hidden trace (legendonly) draws no group.
+    const layer = [...gd.querySelectorAll('.scatterlayer .trace')].find(l => l.__data__ && l.__data__[0] && l.__data__[0].trace && l.__data__[0].trace.index === t.index);
     return {name: t.name, x: Array.from(t.x), y: Array.from(t.y), yaxis: t.yaxis, mode: t.mode,
             symbols: t.marker ? [].concat(t.marker.symbol) : [],
             points: layer ? layer.querySelectorAll('path.point').length : 0,
@@ -149,8 +150,10 @@ def test_every_test_page_draws_its_flows_offline(tmp_path: Path) -> None:
             assert problems(page) == [], path
             flows = pd.read_parquet(path.parent / "flows.parquet").set_index("flow")
             traces = {t["name"]: t for t in plot["traces"]}
-            assert set(traces) == {"tcp", "udp RTT"} and plot["axes"] == ["yaxis", "yaxis2"]
-            tcp, udp = traces["tcp"], traces["udp RTT"]
+            # The stream flow is named with its CCA; its raw samples are a hidden trace beside it.
+            tcp_name = f"tcp {str(flows.loc['tcp', 'cca'])}"
+            assert set(traces) == {tcp_name, f"{tcp_name} samples", "udp RTT"} and plot["axes"] == ["yaxis", "yaxis2"]
+            tcp, udp = traces[tcp_name], traces["udp RTT"]
             # Goodput on the left axis: its steady value is the flow's goodput.
             assert tcp["yaxis"] == "y" and np.median(tcp["y"]) == pytest.approx(flows.loc["tcp", "goodput_mbps"])
             # Every echoed packet's RTT is a point on the right axis, with the flow's median and p99.

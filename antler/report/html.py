@@ -27,6 +27,9 @@ tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .stat
 .cards { display: flex; flex-wrap: wrap; gap: 1em; } .card { width: 340px; font-size: 0.9em; }
 .card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
 .note { color: #555; font-size: 0.9em; }
+table.flows { font-size: 0.85em; max-width: 100%; } table.flows th { vertical-align: bottom; }
+table.flows td.text { text-align: left; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
+table.flows th, table.flows td { padding: 0.25em 0.4em; }
 """
 
 _AXIS = {
@@ -89,6 +92,9 @@ TABLE_COLUMNS = {
 """TABLE_COLUMNS are the flow table's columns and their headings."""
 
 
+_TEXT_COLUMNS = {"error"}
+
+
 def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     """Render per-flow metrics as an HTML table, leaving out columns no flow has."""
     if flows.empty:
@@ -100,8 +106,11 @@ def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> 
     df = df[keep]
     head = "".join(f"<th>{html.escape(TABLE_COLUMNS[c])}</th>" for c in keep)
     rows = []
+    # Free text (an error message) wraps in its own cell, so a 1400 px page
+    # shows every column without a scrollbar (issue 30).
+    opens = ['<td class="text">' if c in _TEXT_COLUMNS else "<td>" for c in keep]
     for rec in df.itertuples(index=False):
-        cells = "".join(f"<td>{_cell(v)}</td>" for v in rec)
+        cells = "".join(f"{o}{_cell(v)}</td>" for o, v in zip(opens, rec, strict=True))
         rows.append(f"<tr>{cells}</tr>")
     return f'<table class="flows"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 

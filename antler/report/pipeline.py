@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from dataclasses import replace
@@ -72,7 +73,11 @@ class AfterRun:
                 f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
             )
         if rig.get("rate_bps"):
-            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}".rstrip())
+            rate = f"{rig['rate_bps'] / 1e6:g} Mbit/s"
+            if changes_rate((self.test.meta.get("config") or {}).get("test")):
+                # The rate built is only where the test started (issue 30).
+                rate += " at the start, changed during the test"
+            parts.append(f"{rate} {rig.get('qdisc', '')}".rstrip())
         if rig.get("rtt_ms"):
             parts.append(f"RTT {rig['rtt_ms']:g} ms")
         if rig.get("loss"):
@@ -81,7 +86,7 @@ class AfterRun:
         return f"{title} ({', '.join(parts)})"
 
     def _analyze(self, cfg: Any) -> None:
-        self.analysis = analyze(self.test, cfg.interval.seconds)
+        self.analysis = analyze(self.test, cfg.interval.seconds if cfg.interval is not None else None)
         path = self.test.path / cfg.to
         if path.exists():
             raise FileExistsError(f"{path} exists; reports never overwrite")
@@ -119,6 +124,26 @@ class AfterRun:
         from antler.report.encode import encode
 
         self.written += encode(self.test.path, cfg.file, cfg.extension, cfg.level, cfg.destructive)
+
+
+_TC_RATE = re.compile(r"\btc\s+(class|qdisc)\s+(change|replace)\b.*\brate\b")
+
+
+def changes_rate(node: Any) -> bool:
+    """Tell whether a test config (``test`` of meta.json) changes a link's rate as it runs.
+
+    A ``system`` command that changes or replaces a tc class or qdisc with a
+    ``rate`` (antler's ratedrop) does; the rig's rate is then where the test
+    started, not what it ran at throughout.
+    """
+    if isinstance(node, dict):
+        system = node.get("system")
+        if isinstance(system, dict) and _TC_RATE.search(str(system.get("command", ""))):
+            return True
+        return any(changes_rate(v) for k, v in node.items() if k != "after")
+    if isinstance(node, list):
+        return any(changes_rate(v) for v in node)
+    return False
 
 
 def run_after(directory: Path, after: After, out: TextIO = sys.stdout, root: Path | None = None) -> list[str]:

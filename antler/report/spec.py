@@ -25,11 +25,13 @@ from antler.results.codec import ENCODED
 class Analyze:
     """Computes per-flow metrics into ``to`` and the series the charts use.
 
-    ``interval`` is the goodput interval of the time series.
+    ``interval`` is the goodput interval of the time series; unset, it
+    follows the path: four of the rig's RTTs, at least 100 ms
+    (antler.report.analyze.streams.default_interval_s).
     """
 
     to: str = "flows.parquet"
-    interval: Duration = field(default_factory=lambda: Duration(100_000_000))
+    interval: Duration | None = None
 
 
 @dataclass(frozen=True)

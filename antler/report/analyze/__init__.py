@@ -33,7 +33,7 @@ from antler.report.analyze.columnar import empty_series
 from antler.report.analyze.flows import FLOW_COLUMNS, column_dtype, fill_columns
 from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
-from antler.report.analyze.streams import analyze_streams
+from antler.report.analyze.streams import analyze_streams, default_interval_s, goodput_samples
 from antler.results.tables import TestResult
 
 __all__ = [
@@ -77,6 +77,11 @@ class Analysis:
       owd_ms its first arrival at the server minus that send, in ms, or NaN
       when it never arrived (in flows whose server recorded any arrival).
 
+    ``goodput_interval_s`` is the goodput series' interval (seconds), and
+    ``goodput_samples`` the raw rate between consecutive receiver samples
+    (same columns; see :func:`.streams.goodput_samples`), which after a loss
+    can lie far above the link rate.
+
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
     ``clocks`` has a row per packet flow whose ends ran on two hosts
@@ -89,6 +94,8 @@ class Analysis:
     owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    goodput_interval_s: float = 0.1
+    goodput_samples: pd.DataFrame = field(default_factory=lambda: empty_series("goodput_mbps"))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -108,16 +115,20 @@ class Analysis:
         return both.astype({"flow": "category"})
 
 
-def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
+def analyze(test: TestResult, interval_s: float | None = None) -> Analysis:
     """Compute the flow metrics and series of one stored test.
 
     ``interval_s`` is the goodput interval in seconds: each point is the
-    goodput between the last receiver samples of consecutive intervals. A
+    goodput between the last receiver samples of consecutive intervals. By
+    default it follows the path: four of the rig's RTTs (meta.json's
+    ``rig.rtt_ms``), at least 100 ms (see :func:`.streams.default_interval_s`). A
     table the test lacks counts as empty; a stored table that cannot be read,
     or lacks a column analysis reads (see TCP_INFO_READ and its siblings),
     raises pyarrow's ArrowInvalid (a ValueError).
     """
     nodes = test.meta.get("nodes") or []
+    if interval_s is None:
+        interval_s = default_interval_s((test.meta.get("rig") or {}).get("rtt_ms"))
     stream_info = on_driver_clock(test["stream_info"], nodes)
     packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
@@ -127,10 +138,12 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         stream_io = _read(test, "stream_io", STREAM_IO_READ)
         tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
         stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
+        samples = goodput_samples(stream_io, stream_info, t0)
         del stream_io
         packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
         packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
         a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+        a.goodput_interval_s, a.goodput_samples = interval_s, samples
         a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
     errors = test["errors"]
     first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
@@ -165,12 +178,14 @@ def analyze_frames(
     if t0 is None and not _rows(stream_io) and not _rows(packet_io):
         return _no_flows()
     t0 = t0 if t0 is not None else _EPOCH
+    s_io = _frame_table(stream_io, "stream_io", STREAM_IO_READ)
     stream_flows, goodput = analyze_streams(
-        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ),
-        _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
+        s_info, s_io, _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
     )  # fmt: skip
     packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a.goodput_interval_s, a.goodput_samples = interval_s, goodput_samples(s_io, s_info, t0)
+    return a
 
 
 def stream_flows(
