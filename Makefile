@@ -45,7 +45,7 @@ typecheck: deps
 
 # The reliability tests at their long counts (200 stream clients, 50 packet
 # flows, ~100,000 fuzzed datagrams; ~15 min), then docs/reliability.md
-# from the figures they record (tests/figures.py), written even when a test
+# from the figures they record (tests/lab/figures.py), written even when a test
 # fails (the page says which); the status is the tests'.
 reliability: deps
 	@mkdir -p docs; figures=$$(mktemp --suffix=.jsonl); \
@@ -53,11 +53,11 @@ reliability: deps
 	  tests/test_leaks.py tests/test_reclaim.py tests/test_interrupt.py tests/test_incremental.py \
 	  tests/test_terminal.py tests/test_hangs.py tests/test_config_property.py tests/test_fuzz.py \
 	  tests/test_load.py tests/test_secrets.py $(PYTEST_ARGS); status=$$?; \
-	$(PY) -m tests.reliability_report $$figures > docs/reliability.md && rm -f $$figures; \
+	$(PY) -m tests.lab.reliability_report $$figures > docs/reliability.md && rm -f $$figures; \
 	echo "docs/reliability.md written"; exit $$status
 
 bench: deps
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .apt-stamp

@@ -13,7 +13,7 @@ of 1M rows), then times, each in a fresh process, side by side:
 
 It prints report time as a ratio to read time, and each process's peak
 memory (targets: ratio <= 3, peak <= 3 GB). Not a test: run it by hand,
-``.venv/bin/python bench/analyze.py``; the machine's load shows in the figures.
+``.venv/bin/python -m bench.analyze``; the machine's load shows in the figures.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from antler.node.schemas import SCHEMAS
 from antler.results.store import write_meta
+from bench.common import ROOT
 
 PACKET_FLOWS = 10
 PACKETS_PER_FLOW = 251_900  # ~x4 rows (client send, server receive, server echo, client receive)
@@ -208,7 +207,11 @@ def child(stage: str, d: Path) -> None:
 def run(stage: str, d: Path) -> dict[str, float]:
     """Time a stage in a fresh process (so each peak memory is its own)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", stage, str(d)], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "bench.analyze", "--child", stage, str(d)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 

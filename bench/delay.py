@@ -11,7 +11,7 @@ side in one run:
 - the release lateness the delay process reports.
 
 A row with rtt 0 (no delay link) gives the path's own RTT for reference.
-Run as root: ``.venv/bin/python bench/delay.py``. The machine is shared, so
+Run as root: ``.venv/bin/python -m bench.delay``. The machine is shared, so
 read ratios between rows of one run, not absolute figures.
 """
 
@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from antler.rig.dumbbell import setup_runs
+from tests.lab.netns import NetnsFactory, sh
 
 RTT_MS = 20.0
 LOAD = "50M"
@@ -43,45 +44,26 @@ VARIANTS: list[tuple[str, float, list[str]]] = [
 ]
 
 
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    """Run a command and fail loudly."""
-    r = subprocess.run(argv, capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
-    return r
-
-
 class Rig:
-    """One dumbbell under test, entered through holder processes.
+    """One dumbbell under test, in namespaces of the lab's (deleted by close)."""
 
-    Other test sessions on this machine delete namespace names they did not
-    make; a ``sleep`` holder in each namespace keeps it alive and reachable
-    (``nsenter --net=/proc/PID/ns/net``) even if its name goes.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.holders: dict[str, subprocess.Popen[bytes]] = {}
+    def __init__(self) -> None:
+        self.made = NetnsFactory()
+        self.names: dict[str, str] = {}
 
     def enter(self, node: str) -> list[str]:
         """Return the command prefix that runs a command in node's namespace."""
-        return ["nsenter", f"--net=/proc/{self.holders[node].pid}/ns/net"]
+        return ["ip", "netns", "exec", self.names[node]]
 
     def build(self, rtt_ms: float, extra: list[str]) -> subprocess.Popen[str] | None:
         """Make the namespaces and run the rig's set-up steps; it returns the delay process."""
-        names = {n: f"{self.prefix}{n}" for n in ("left", "mid", "right")}
+        self.names = {n: self.made.new(f"bd{n[0]}").name for n in ("left", "mid", "right")}
         rig: dict[str, Any] = {
             "rate": "0",
             "rtt": f"{rtt_ms:g}ms",
             "emulator": "tun",
-            "nodes": {n: {"id": n, "netns": {"name": names[n], "create": True}} for n in names},
+            "nodes": {n: {"id": n, "netns": {"name": name, "create": True}} for n, name in self.names.items()},
         }
-        for n, name in names.items():
-            sh("ip", "netns", "add", name)
-            self.holders[n] = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "1000"])
-        time.sleep(0.1)
-        for n in names:
-            sh(*self.enter(n), "ip", "link", "set", "lo", "up")
         delay: subprocess.Popen[str] | None = None
         for child in setup_runs(rig):
             node = child["child"]["node"]["id"]
@@ -93,18 +75,14 @@ class Rig:
                         [*self.enter(node), *argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
                     )
                 else:
-                    r = subprocess.run([*self.enter(node), *argv], capture_output=True, text=True)
+                    r = sh(*self.enter(node), *argv, check=False)
                     if r.returncode and not s.get("ignore_errors"):
                         raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
         return delay
 
     def close(self) -> None:
-        """End the holders and remove the names; the namespaces go with their last process."""
-        for p in self.holders.values():
-            p.kill()
-            p.wait()
-        for n in ("left", "mid", "right"):
-            subprocess.run(["ip", "netns", "del", f"{self.prefix}{n}"], capture_output=True)
+        """Delete the namespaces."""
+        self.made.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,9 +104,9 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def measure(name: str, rtt_ms: float, extra: list[str], n: int) -> dict[str, Any]:
+def measure(name: str, rtt_ms: float, extra: list[str]) -> dict[str, Any]:
     """Build a rig with one variant of the delay link and measures it idle and loaded."""
-    rig = Rig(f"bd{os.getpid() % 100000}-{n}-")
+    rig = Rig()
     delay = None
     server = None
     try:
@@ -187,8 +165,8 @@ def main() -> int:
         f"{'variant':32} {'idle med':>8} {'idle p99':>8} {'load med':>8} {'load p99':>8} {'cpu %':>6} "
         f"{'Mbit/s':>6} {'loss %':>6} {'late':>10}"
     )
-    for n, (name, rtt, extra) in enumerate(VARIANTS):
-        r = measure(name, rtt, extra, n)
+    for name, rtt, extra in VARIANTS:
+        r = measure(name, rtt, extra)
         print(
             f"{r['name']:32} {r['idle_med']:8.3f} {r['idle_p99']:8.3f} {r['load_med']:8.3f} {r['load_p99']:8.3f} "
             f"{r['cpu']:6.0f} {r['mbps']:6.1f} {r['loss']:6.2f} {r['late']:>10}",

@@ -6,7 +6,7 @@ first runner's output (a ``date +%s.%N`` on the first node), for a test on
 - no node (``hello``-like, the command's own floor),
 - 1 local node in a namespace it creates,
 - 8 local nodes, each in a namespace it creates,
-- 1 SSH node through a real sshd on 127.0.0.1 (tests/sshd.py), with the node
+- 1 SSH node through a real sshd on 127.0.0.1 (tests/lab/sshd.py), with the node
   code uploaded (a fresh cache) and with it already on the host,
 
 each run ``--rounds`` times, interleaved; medians.
@@ -21,7 +21,7 @@ run's receiver goodput, samples per second and the CPU time its two node
 processes spent per GB moved, and the median ratios local/Ray: what moving the
 samples over the wire costs, against Ray.
 
-Usage (root, from the repository root): ``.venv/bin/python bench/launch.py``
+Usage (root, from the repository root): ``.venv/bin/python -m bench.launch``
 (``--rounds 3 --pairs 3 --seconds 5``). Only 127.0.0.1 and 10.77.14.0/24
 inside the benchmark's own namespaces are used; everything is deleted after.
 """
@@ -44,15 +44,13 @@ from typing import Any
 import psutil
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, Node, do
 from antler.node.launch import Launchers
-from antler.node.launch.ssh_upload import CACHE_ENV
+from antler.node.launch.ssh.upload import CACHE_ENV
 from antler.node.run import NodeHandle
-from tests.nettools import Netns, netns_factory, netns_list, unique_name
-from tests.sshd import sshd
+from tests.lab.netns import Netns, netns_factory, netns_list, unique_name
+from tests.lab.sshd import sshd
 
 CLIENT_IP, SERVER_IP = "10.77.14.1", "10.77.14.2"
 

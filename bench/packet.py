@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: packet_client/packet_server against irtt and ping between two namespaces.
 
-Run as root from the repository: ``.venv/bin/python bench/packet.py``. It
+Run as root from the repository: ``.venv/bin/python -m bench.packet``. It
 builds two namespaces joined by a veth (10.77.42.1 and .2), then:
 
 1. ``ping`` RTT on the path (the floor for RTT).
@@ -40,50 +40,30 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from antler.config.test import parse_run
 from antler.node.items import Batch, Item, PacketInfo
 from antler.node.root import do
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze import packet_flows
+from bench.common import ROOT
+from tests.lab.netns import netns_factory, sh
 
 CLIENT_ADDR, SERVER_ADDR = "10.77.42.1", "10.77.42.2"
 OUR_PORT, IRTT_PORT = 7790, 2112
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
 @contextlib.contextmanager
 def namespaces() -> Iterator[tuple[str, str]]:
-    """Yield a client and a server namespace joined by a veth, as holder PIDs, removed on exit.
-
-    The namespaces are unnamed (held by a sleeping process each) because test
-    suites running beside the benchmark delete named namespaces that appear
-    while they run.
-    """
-    tag = os.getpid() % 100000
-    holders = [subprocess.Popen(["unshare", "--net", "sleep", "100000"]) for _ in range(2)]
-    try:
-        time.sleep(0.2)
-        a, b = (str(h.pid) for h in holders)
-        sh("ip", "link", "add", f"bva{tag}", "netns", a, "type", "veth", "peer", "name", f"bvb{tag}", "netns", b)
-        for ns, dev, addr in ((a, f"bva{tag}", CLIENT_ADDR), (b, f"bvb{tag}", SERVER_ADDR)):
-            sh(*nsexec(ns), "ip", "link", "set", "lo", "up")
-            sh(*nsexec(ns), "ip", "addr", "add", f"{addr}/24", "dev", dev)
-            sh(*nsexec(ns), "ip", "link", "set", dev, "up")
-        yield a, b
-    finally:
-        for h in holders:
-            h.kill()
-            h.wait()
+    """Yield a client and a server namespace joined by a veth (CLIENT_ADDR, SERVER_ADDR), deleted on exit."""
+    with netns_factory() as made:
+        a, b = made.new("bpc"), made.new("bps")
+        made.link(a, f"{CLIENT_ADDR}/24", b, f"{SERVER_ADDR}/24")
+        yield a.name, b.name
 
 
 def nsexec(ns: str) -> list[str]:
-    """Return the command prefix that runs a command in the namespace held by PID ns."""
-    return ["nsenter", "-t", ns, "-n"]
+    """Return the command prefix that runs a command in the namespace ns."""
+    return ["ip", "netns", "exec", ns]
 
 
 def stats(x: np.ndarray) -> tuple[float, float, float]:
@@ -121,7 +101,7 @@ def our_server(b: str) -> Iterator[None]:
         [*nsexec(b), sys.executable, "-c", SERVER_CODE % OUR_PORT],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
     )
     try:
         assert p.stdout is not None
@@ -136,8 +116,8 @@ def our_server(b: str) -> Iterator[None]:
 
 def run_ours(a: str, interval_s: float, length: int, seconds: float) -> dict[str, Any]:
     """Run one echo flow in namespace a (a client process, as the root node) and return its figures."""
-    cmd = [*nsexec(a), sys.executable, __file__, "--client-run", str(interval_s), str(length), str(seconds)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cmd = [*nsexec(a), sys.executable, "-m", "bench.packet", "--client-run", str(interval_s), str(length), str(seconds)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     r: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return r
 

@@ -1,4 +1,4 @@
-"""Runs every benchmark in turn (`make bench`); each prints its own figures.
+"""Run every benchmark in turn (`make bench`, or `python -m bench.run_all` from the repository root); each prints its figures.
 
 They measure side by side in one run, so their ratios hold on a noisy
 machine; still, run them on an otherwise idle one. Record what they print in
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-BENCHES = ("stream.py", "packet.py", "delay.py", "startup.py", "launch.py", "analyze.py", "sweep.py")
+from bench.common import ROOT
+
+BENCHES = ("stream", "packet", "delay", "startup", "launch", "analyze", "sweep")
 
 
 def main() -> int:
     """Run each benchmark script and return non-zero if any failed."""
-    here = Path(__file__).parent
     failed = []
     for name in BENCHES:
-        print(f"== bench/{name}", flush=True)
-        if subprocess.run([sys.executable, str(here / name)], check=False).returncode != 0:
+        print(f"== bench.{name}", flush=True)
+        if subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False, cwd=ROOT).returncode != 0:
             failed.append(name)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -15,12 +15,11 @@ Prints, per round:
 - peak memory of all its processes (RSS summed, and PSS, which counts shared
   pages once), sampled every 100 ms.
 
-Usage: ``.venv/bin/python bench/startup.py [rounds]`` (default 2). Needs root.
+Usage: ``.venv/bin/python -m bench.startup [rounds]`` (default 2). Needs root.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import psutil
 import yaml
+
+from bench.common import TIMED_CLI, env_without, timed_cli_seconds
 
 THREE_NODES = {
     "test": {
@@ -55,42 +56,10 @@ HELLO_NODE = {
         },
     }
 }
-TIMED_CLI = """
-import sys, time
-t0 = time.monotonic()
-import ray
-
-spent = [time.monotonic() - t0]  # importing Ray is Ray's own cost too: the bare command pays it
-
-
-def timed(f):
-    def call(*args, **kwargs):
-        t = time.monotonic()
-        try:
-            return f(*args, **kwargs)
-        finally:
-            spent[0] += time.monotonic() - t
-
-    return call
-
-
-ray.init, ray.shutdown = timed(ray.init), timed(ray.shutdown)
-from antler.cli import main
-
-code = main(sys.argv[1:])
-print(f"RAY_SECONDS {spent[0]:.3f}")
-sys.exit(code)
-"""
-"""TIMED_CLI runs the command with its own ``import ray``, ray.init and ray.shutdown timed, in the same process."""
 HELLO_SECONDS = 0.1
 """HELLO_SECONDS is hello's own work (a 100 ms sleep)."""
 RUN_SECONDS = 0.02
 """RUN_SECONDS is the three-node test's own work (two 10 ms sleeps)."""
-
-
-def env() -> dict[str, str]:
-    """Return this environment without RAY_ADDRESS, so the tool starts its embedded Ray."""
-    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
 class PeakMemory:
@@ -131,7 +100,9 @@ class PeakMemory:
 def timed(argv: list[str], cwd: Path, memory: bool = False) -> tuple[float, float, PeakMemory | None, str]:
     """Run a command; it returns its start (wall clock), duration, memory and output."""
     start_wall, start = time.time(), time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env_without("RAY_ADDRESS"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     mem = PeakMemory(proc.pid) if memory else None
     out, _ = proc.communicate()
     took = time.monotonic() - start
@@ -167,11 +138,11 @@ def main() -> None:
             _, t_hello, _, _ = timed([cli, "run", "+experiment=hello"], cwd)
             hello_node = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=hello-node"]
             _, t_hn, _, out_hn = timed(hello_node, cwd)
-            t_ray_hn = float(out_hn.rsplit("RAY_SECONDS ", 1)[1].split()[0])
+            t_ray_hn, _ = timed_cli_seconds(out_hn)
             three = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=three"]
             w0, t_three, mem, out = timed(three, cwd, memory=True)
             assert mem is not None
-            t_ray = float(out.rsplit("RAY_SECONDS ", 1)[1].split()[0])
+            t_ray, _ = timed_cli_seconds(out)
             figures = {
                 "bare ray.init+shutdown s": t_bare,
                 "hello command s": t_hello,

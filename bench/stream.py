@@ -1,6 +1,6 @@
 """Benchmark: one TCP stream flow over veth between two namespaces, ours against iperf3.
 
-Run as root from the repository root: ``python bench/stream.py`` (options:
+Run as root from the repository root: ``python -m bench.stream`` (options:
 ``--seconds 10 --pairs 3``). It prints, for each pair of runs taken side by
 side, the goodput of ``stream_client`` and of ``iperf3`` on the same path, and
 the CPU time each spent per gigabyte moved (both ends), then the medians and
@@ -25,15 +25,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from antler.config.test import parse_run
 from antler.node import Batch, Duration, Item, StreamInfo, do
 from antler.node.launch import Launchers
-from tests.nettools import Netns, NetnsFactory, netns_factory, netns_list
+from tests.lab.netns import Netns, NetnsFactory, netns_factory, netns_list
 
 CLIENT_IP, SERVER_IP = "10.77.9.1", "10.77.9.2"
 IPERF_PORT = 5299

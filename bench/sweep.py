@@ -19,15 +19,13 @@ meta.json and log (medians over the eight tests):
 - close: -> the test's end (cancelers, node close, Parquet files written);
 - gap: -> the next test on that host starts.
 
-Usage: ``.venv/bin/python bench/sweep.py [rounds]`` (default 1). Needs root.
+Usage: ``.venv/bin/python -m bench.sweep [rounds]`` (default 1). Needs root.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,86 +33,15 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import psutil
+
+from bench.common import TIMED_CLI, env_without, timed_cli_seconds
+from tests.lab.ray import free_ports, ray_start, ray_stop, wait_for_hosts
 
 TESTS = ["cca=cubic,reno", "rig.rtt=10ms,20ms,30ms,40ms"]
 TEST_S = 5.0
 LEAD, DURATION = "1s", "4s"
-TIMED_CLI = """
-import sys, time
-t0 = time.monotonic()
-import ray
-
-spent = [time.monotonic() - t0]
-
-
-def timed(f):
-    def call(*args, **kwargs):
-        t = time.monotonic()
-        try:
-            return f(*args, **kwargs)
-        finally:
-            spent[0] += time.monotonic() - t
-
-    return call
-
-
-ray.init, ray.shutdown = timed(ray.init), timed(ray.shutdown)
-from antler.cli import main
-
-t1 = time.monotonic()
-code = main(sys.argv[1:])
-print(f"RAY_SECONDS {spent[0]:.3f} WALL {time.monotonic() - t0:.3f}", file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def free_ports(n: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def ray_start(args: list[str], log: Path, ports: list[int]) -> subprocess.Popen[bytes]:
-    names = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")  # fmt: skip
-    port_args = [a for name, p in zip(names, ports, strict=True) for a in (name, str(p))]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen(
-        [ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
-         "--object-store-memory", str(100 * 2**20), "--min-worker-port", "0", "--max-worker-port", "0",
-         *port_args, *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    except psutil.Error:
-        tree = [proc.pid]
-    for pid in reversed(tree):
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).kill()
-    proc.wait(10)
-
-
-def wait_for_hosts(address: str) -> None:
-    code = (
-        "import ray, time\n"
-        f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray_cluster import cluster_hosts\n"
-        "end = time.time() + 90\n"
-        "while sorted(cluster_hosts()) != ['a', 'b'] and time.time() < end: time.sleep(0.5)\n"
-        "print(sorted(cluster_hosts()))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=150)
-    if out.stdout.strip() != "['a', 'b']":
-        raise SystemExit(f"the cluster did not come up: {out.stderr[-2000:]}")
+TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
+"""TOKEN_AUTH turns on token auth in the raylets, as ``ray start`` does by default."""
 
 
 def sweep(address: str, hosts: str, root: Path) -> tuple[float, float]:
@@ -122,12 +49,13 @@ def sweep(address: str, hosts: str, root: Path) -> tuple[float, float]:
     argv = [sys.executable, "-c", TIMED_CLI, "run", "-a", "-m", "+experiment=cubic", *TESTS, f"lead={LEAD}",
             f"duration={DURATION}", f"rig.netns_prefix=bsw{os.getpid() % 10000}-", f"sweep.hosts={hosts}",
             f"ray.address={address}", f"results.root_dir={root}"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env=env_without("RAY_AUTH_MODE", "RAY_ADDRESS"), timeout=900
+    )
     if done.returncode != 0:
         raise SystemExit(f"sweep on {hosts} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    words = done.stderr.split("RAY_SECONDS")[-1].split()
-    return float(words[2]), float(words[0])
+    ray_s, wall_s = timed_cli_seconds(done.stderr)
+    return wall_s, ray_s
 
 
 def phases(root: Path) -> tuple[dict[str, float], list[float]]:
@@ -168,33 +96,40 @@ def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     n = 2 * 4
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    ports = free_ports(14)
+    free = free_ports(14)
+    port, client_port = next(free), next(free)
     temp = Path("/tmp") / f"bs{os.getpid()}"
     procs = [
         ray_start(
             [
                 "--head",
                 "--port",
-                str(ports[0]),
+                str(port),
                 "--temp-dir",
                 str(temp),
                 "--include-dashboard",
                 "false",
                 "--ray-client-server-port",
-                str(ports[1]),
+                str(client_port),
                 "--resources",
                 json.dumps({"host:a": 1}),
             ],
             work / "head.log",
-            ports[2:8],
+            free,
+            TOKEN_AUTH,
         )
     ]
-    address = f"127.0.0.1:{ports[0]}"
+    address = f"127.0.0.1:{port}"
     try:
         procs.append(
-            ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], work / "b.log", ports[8:14])
+            ray_start(
+                ["--address", address, "--resources", json.dumps({"host:b": 1})], work / "b.log", free, TOKEN_AUTH
+            )
         )
-        wait_for_hosts(address)
+        try:
+            wait_for_hosts(address, {"a", "b"}, work, TOKEN_AUTH)
+        except AssertionError as e:
+            raise SystemExit(f"the cluster did not come up: {e}") from e
         print(f"cluster of two raylets at {address}; {n} tests of {TEST_S:g}s (lead {LEAD}, duration {DURATION})")
         print(
             f"{'round':>5} {'hosts':>6} {'wall s':>7} {'ray s':>6} {'per test s':>10} {'overhead s':>10} goodput Mb/s"
@@ -224,7 +159,7 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                stop(p)
+                ray_stop(p)
         subprocess.run(["rm", "-rf", str(temp), str(work)], check=False)
     return 0
 

@@ -4,7 +4,7 @@ The leak check fails a test that leaves behind a network namespace, a child
 process, a Ray actor or a listening socket that it created. Ray's own
 processes (one instance per session) are not counted. Node processes count as
 child processes: a local node's is the test's descendant, and so is an SSH
-node's, under the sshd the test started (tests/sshd.py).
+node's, under the sshd the test started (tests/lab/sshd.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests import figures
-from tests.nettools import NetnsFactory, netns_factory, netns_list
+from tests.lab import figures
+from tests.lab.netns import NetnsFactory, netns_factory, netns_list
 
 _RAY_PROC = re.compile(
     r"raylet|gcs_server|ray::|ray/_private|ray/dashboard|ray/autoscaler|default_worker|log_monitor|runtime_env"
@@ -79,7 +79,7 @@ def _ray_actors() -> set[str]:
 
 
 # On a machine shared with other test runs (several developers at once),
-# ANTLER_TEST_SHARED=1 counts only the namespaces nettools.unique_name made in
+# ANTLER_TEST_SHARED=1 counts only the namespaces lab.netns.unique_name made in
 # this process: others' come and go during our tests. CI runs alone and
 # checks every namespace.
 _SHARED = os.environ.get("ANTLER_TEST_SHARED") == "1"
@@ -103,7 +103,7 @@ def _track_created(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _made_here(name: str) -> bool:
-    # Test helpers name theirs letters, this PID, "-" (nettools.unique_name):
+    # Test helpers name theirs letters, this PID, "-" (lab.netns.unique_name):
     # anchored, so another session's PID that ends in ours is not taken for it.
     # The launcher's are tracked.
     return name in _created_here or re.match(rf"[a-zA-Z]*{os.getpid() % 100000}-", name) is not None
@@ -200,7 +200,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record each test's outcome among the reliability figures (tests/figures.py)."""
+    """Record each test's outcome among the reliability figures (tests/lab/figures.py)."""
     if not os.environ.get(figures.FIGURES_ENV):
         return
     phases = _phases.setdefault(report.nodeid, [])

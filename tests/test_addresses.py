@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from antler.cli import main
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import Error, Item, LogEntry, do
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.metric import Duration
-from tests.nettools import NetnsFactory, sh
+from antler.node.spec import ConfigError
+from tests.lab.netns import NetnsFactory, sh
 
 
 @pytest.mark.parametrize(

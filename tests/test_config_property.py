@@ -36,7 +36,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as st
 
 from antler.cli import main
-from tests import figures
+from tests.lab import figures
 
 LONG = os.environ.get("ANTLER_RELIABILITY_LONG") == "1"
 EXAMPLES = 2000 if LONG else 100

@@ -53,7 +53,7 @@ from antler.node.runners.packet.wire import (
 from antler.node.runners.stream.header import MAGIC, MAX_BODY, Header
 from antler.node.runners.stream.server import StreamServer
 from antler.node.runtime import NodeRuntime
-from tests import figures
+from tests.lab import figures
 
 pytestmark = pytest.mark.no_netns
 

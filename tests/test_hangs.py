@@ -25,8 +25,8 @@ from antler.node.items import Batch, Error, FlowStatus, Item, LogEntry
 from antler.node.launch import Launchers
 from antler.node.launch.netns import enter, launch_thread
 from antler.node.metric import Duration
-from tests import figures
-from tests.nettools import Netns, NetnsFactory, unique_name
+from tests.lab import figures
+from tests.lab.netns import Netns, NetnsFactory, unique_name
 
 GRACE_S = 10.0
 """GRACE_S is the promise: a stuck test ends within its timeout plus this."""

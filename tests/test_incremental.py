@@ -22,7 +22,7 @@ from antler.results import load
 from antler.results.incremental import config_changes
 from antler.results.store import IN_PROGRESS, LATEST
 from antler.testid import IdFilter
-from tests import figures
+from tests.lab import figures
 
 pytestmark = pytest.mark.no_netns
 

@@ -22,8 +22,8 @@ import pytest
 from antler.node import lease
 from antler.results import TestResult, load
 from antler.results.store import read_arrows
-from tests import figures
-from tests.nettools import netns_list, unique_name
+from tests.lab import figures
+from tests.lab.netns import netns_list, unique_name
 
 pytestmark = pytest.mark.slow
 

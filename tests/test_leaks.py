@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import figures
+from tests.lab import figures
 
 pytest_plugins = ["pytester"]
 
@@ -39,10 +39,12 @@ def test_leak_check_fails_a_leaky_test(
     pkg = pytester.path / "tests"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in ("conftest.py", "nettools.py", "figures.py"):
-        shutil.copy(here / name, pkg / name)
+    shutil.copy(here / "conftest.py", pkg / "conftest.py")
+    (pkg / "lab").mkdir()
+    for name in ("__init__.py", "netns.py", "figures.py"):
+        shutil.copy(here / "lab" / name, pkg / "lab" / name)
     (pkg / "test_leaky.py").write_text(
-        f"from tests.nettools import unique_name\n\nNAME = unique_name('lk')\nLEAK = []\n\ndef test_leaky():\n    {body}\n"
+        f"from tests.lab.netns import unique_name\n\nNAME = unique_name('lk')\nLEAK = []\n\ndef test_leaky():\n    {body}\n"
     )
     with monkeypatch.context() as m:
         m.delenv(figures.FIGURES_ENV, raising=False)  # its leaky test is no reliability figure

@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 
 from antler.results import TestResult, load
-from tests import figures
-from tests.nettools import Netns, NetnsFactory
+from tests.lab import figures
+from tests.lab.netns import Netns, NetnsFactory
 
 LONG = os.environ.get("ANTLER_RELIABILITY_LONG") == "1"
 STREAM_CLIENTS = 200 if LONG else 20

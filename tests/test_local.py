@@ -14,16 +14,16 @@ import psutil
 import pytest
 
 from antler.cli import main
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import Control, Duration, Node, do
 from antler.node.items import Item
 from antler.node.launch import Launchers, child
 from antler.node.launch.local import command
 from antler.node.nodespec import Launcher, Local, Netns
+from antler.node.spec import ConfigError
 from antler.results import load
-from tests.nettools import netns_list, unique_name
-from tests.trees import errors, local, logs, processes_with, run_tree, veth, write_experiment
+from tests.lab.netns import netns_list, unique_name
+from tests.lab.trees import errors, local, logs, processes_with, run_tree, veth, write_experiment
 
 NET = "10.77.12"
 """NET is the /24 these tests put on the veths between their namespaces."""

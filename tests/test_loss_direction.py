@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from antler.node.launch.netns import launch_thread as launch
 from antler.report.html import flow_table
-from tests.nettools import NetnsFactory
-from tests.test_packet import on, run_tree
+from tests.lab.netns import NetnsFactory
+from tests.lab.trees import on, run_tree
 
 N = 200
 
@@ -31,22 +32,22 @@ def test_every_tenth_packet_dropped_one_way_shows_on_that_way_only(
     # Every tenth packet is dropped on arrival: replies at the client, or requests at the server.
     (a if where == "client" else b).run("iptables", "-A", "INPUT", "-p", "udp", port, "7781", "-m", "statistic",
                                         "--mode", "nth", "--every", "10", "--packet", "0", "-j", "DROP")  # fmt: skip
-    out = run_tree(_echo_flow(a.name, b.name))
+    out = run_tree(_echo_flow(a.name, b.name), launch=launch, timeout="90s")
     assert out.ok, out.errors()
-    f = out.flows().loc["dir"]
+    f = out.packet_flows().loc["dir"]
     assert f.sent == N
     assert (f.lost_up, f.lost_down) == (up, down), f
     assert f.loss_up_pct == pytest.approx(100 * up / N)
     # Down counts against what the server echoed: every request that reached it.
     assert f.loss_down_pct == pytest.approx(100 * down / (N - up))
-    page = flow_table(out.flows().reset_index())
+    page = flow_table(out.packet_flows().reset_index())
     assert "lost up" in page and "lost down" in page and "loss down (%)" in page
 
 
 def test_a_flow_without_echo_has_no_down_direction(netns: NetnsFactory) -> None:
     a, b = netns.new("dc"), netns.new("ds")
     netns.link(a, "10.77.44.1/24", b, "10.77.44.2/24")
-    out = run_tree(_echo_flow(a.name, b.name, echo=False))
+    out = run_tree(_echo_flow(a.name, b.name, echo=False), launch=launch, timeout="90s")
     assert out.ok, out.errors()
-    f = out.flows().loc["dir"]
+    f = out.packet_flows().loc["dir"]
     assert f.lost_up == 0 and f.lost_down != f.lost_down  # NaN: there is no reply path

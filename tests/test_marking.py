@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
+from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.packet.server import _Flow
+from antler.node.spec import ConfigError
 from antler.results import load
-from tests.nettools import NetnsFactory
-from tests.test_packet import on, run_tree
+from tests.lab.netns import NetnsFactory
+from tests.lab.trees import on, run_tree
 
 N = 10
 
@@ -53,7 +54,8 @@ def test_echo_replies_leave_with_the_requests_dscp_and_ecn(netns: NetnsFactory, 
                                 "sender": [{"unresponsive": {"wait": ["5ms"], "length": [64], "duration": "50ms",
                                                             "echo": True}}]}}),
                 ]
-            }
+            },
+            launch=launch, timeout="90s",
         )  # fmt: skip
         text, _ = cap.communicate(timeout=20)
     finally:

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from antler.node.launch.netns import launch_thread as launch
 from antler.report.analyze import analyze_frames
 from antler.report.charts import timeseries_figure
 from antler.report.decimate import decimate
 from antler.report.spec import ChartsTimeSeries
-from tests.nettools import NetnsFactory
-from tests.test_packet import on, run_tree
+from tests.lab.netns import NetnsFactory
+from tests.lab.trees import on, run_tree
 
 OUTAGE = (1.5, 2.5)  # seconds after the flows start: every packet into the server is dropped
 
@@ -37,7 +38,8 @@ def test_an_outage_is_zero_goodput_and_a_break_in_the_rtt(netns: NetnsFactory) -
                     ]}},
                 ]},
             ]
-        }
+        },
+        launch=launch, timeout="90s",
     )  # fmt: skip
     assert out.ok, out.errors()
     stream_info = pd.DataFrame([vars(i) for i in out.items if type(i).__name__ == "StreamInfo"]).rename(
@@ -46,7 +48,7 @@ def test_an_outage_is_zero_goodput_and_a_break_in_the_rtt(netns: NetnsFactory) -
     a_ = analyze_frames(
         stream_info=stream_info,
         stream_io=out.table("stream_io"),
-        packet_info=out.info(),
+        packet_info=out.packet_info(),
         packet_io=out.table("packet_io"),
     )
     g = a_.goodput[a_.goodput["flow"] == "bulk"]

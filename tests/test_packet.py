@@ -2,67 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from antler.config.parse import ConfigError, parse
 from antler.config.test import parse_run
 from antler.node import hmac
 from antler.node.flow import check_flow
-from antler.node.items import Batch, Error, Item, LogEntry, PacketInfo
 from antler.node.launch.netns import launch_thread as launch
-from antler.node.metric import Duration
-from antler.node.root import do
 from antler.node.runners.packet import Unresponsive
 from antler.node.runners.packet.wire import BadPacket, Packet, PacketFlag, PacketHeader, decode, reply_to
-from antler.node.schemas import SCHEMAS
+from antler.node.spec import ConfigError, parse
 from antler.report.analyze import analyze_frames, arrival_counts, packet_flows
-from tests.nettools import NetnsFactory
+from tests.lab.netns import NetnsFactory
+from tests.lab.trees import on, run_tree
 
-GARBAGE = str(Path(__file__).with_name("packet_garbage.py"))
+GARBAGE = str(Path(__file__).parent / "lab" / "packet_garbage.py")
 PORT = 7778
-
-
-@dataclass
-class Outcome:
-    """What a test tree produced."""
-
-    ok: bool
-    items: list[Item] = field(default_factory=list)
-
-    def table(self, kind: str) -> pd.DataFrame:
-        batches = [i.batch for i in self.items if isinstance(i, Batch) and i.kind == kind]
-        return pa.Table.from_batches(batches, schema=SCHEMAS[kind]).to_pandas()
-
-    def info(self) -> pd.DataFrame:
-        rows = [vars(i) for i in self.items if isinstance(i, PacketInfo)]
-        return pd.DataFrame(rows, columns=["tinit", "flow", "server", "node_id"])
-
-    def logs(self, tag: str) -> list[str]:
-        return [i.text for i in self.items if isinstance(i, LogEntry) and i.tag == tag]
-
-    def errors(self) -> list[str]:
-        return [i.message for i in self.items if isinstance(i, Error)]
-
-    def flows(self) -> pd.DataFrame:
-        return packet_flows(self.info(), self.table("packet_io")).set_index("flow")
-
-
-def run_tree(tree: dict[str, Any], hmac_key: bytes | None = None) -> Outcome:
-    out = Outcome(False)
-    out.ok = asyncio.run(
-        do(parse_run(tree), out.items.append, launch=launch, hmac_key=hmac_key, timeout=Duration.parse("90s"))
-    )
-    return out
 
 
 @pytest.fixture
@@ -71,10 +32,6 @@ def pair(netns: NetnsFactory) -> tuple[str, str]:
     a, b = netns.new("pc"), netns.new("ps")
     netns.link(a, "10.77.41.1/24", b, "10.77.41.2/24")
     return a.name, b.name
-
-
-def on(ns: str, run: dict[str, Any]) -> dict[str, Any]:
-    return {"child": {"node": {"id": ns, "netns": {"name": ns, "create": False}}, **run}}
 
 
 def server(ns: str) -> dict[str, Any]:
@@ -87,17 +44,21 @@ def client(ns: str, flow: str, **sender: Any) -> dict[str, Any]:
 
 def test_echo_flow_records_rtt_and_both_ends(pair: tuple[str, str]) -> None:
     a, b = pair
-    out = run_tree({"serial": [server(b), client(a, "echo", wait=["5ms"], length=[100], duration="1s", echo=True)]})
+    out = run_tree(
+        {"serial": [server(b), client(a, "echo", wait=["5ms"], length=[100], duration="1s", echo=True)]},
+        launch=launch,
+        timeout="90s",
+    )
     assert out.ok, out.errors()
-    f = out.flows().loc["echo"]
+    f = out.packet_flows().loc["echo"]
     assert (f.sent, f.received, f.lost, f.duplicates) == (200, 200, 0, 0)
     assert f.server_received == 200
     # A veth round trip inside one host is well under the 5 ms between packets.
     assert 0 < f.rtt_ms_median < 5
     assert 0 < f.owd_ms_median < f.rtt_ms_median
-    rtt = analyze_frames(packet_info=out.info(), packet_io=out.table("packet_io")).rtt
+    rtt = analyze_frames(packet_info=out.packet_info(), packet_io=out.table("packet_io")).rtt
     assert len(rtt) == 200 and (rtt.rtt_ms > 0).all()
-    info = out.info()
+    info = out.packet_info()
     assert sorted(zip(info.flow, info.server, strict=True)) == [("echo", False), ("echo", True)]
     io = out.table("packet_io")
     replies = io[~io.server & ~io.sent]
@@ -149,9 +110,13 @@ def test_one_percent_random_loss_is_measured_within_half_a_point(netns: NetnsFac
         "-m", "statistic", "--mode", "random", "--probability", "0.01", "-j", "DROP",
     )  # fmt: skip
     # 20,000 packets at 0.2 ms: 4 s.
-    out = run_tree({"serial": [server(b.name), client(a.name, "loss", wait=["200us"], length=[64], duration="4s")]})
+    out = run_tree(
+        {"serial": [server(b.name), client(a.name, "loss", wait=["200us"], length=[64], duration="4s")]},
+        launch=launch,
+        timeout="90s",
+    )
     assert out.ok, out.errors()
-    f = out.flows().loc["loss"]
+    f = out.packet_flows().loc["loss"]
     assert f.sent == 20_000
     assert 0.5 <= f.loss_pct <= 1.5, f
     dropped = int(b.run("iptables", "-L", "INPUT", "-v", "-n", "-x").stdout.split("\n")[2].split()[0])
@@ -163,7 +128,11 @@ def test_sequential_and_random_waits_and_lengths_follow_the_lists(pair: tuple[st
     a, b = pair
     seq = {"wait": ["1ms", "3ms"], "length": [60, 120, 200], "duration": "400ms"}
     rnd = {**seq, "random_wait": True, "random_length": True, "wait_first": True, "seed": 3}
-    out = run_tree({"serial": [server(b), {"parallel": [client(a, "seq", **seq), client(a, "rnd", **rnd)]}]})
+    out = run_tree(
+        {"serial": [server(b), {"parallel": [client(a, "seq", **seq), client(a, "rnd", **rnd)]}]},
+        launch=launch,
+        timeout="90s",
+    )
     assert out.ok, out.errors()
     io = out.table("packet_io")
     tx = io[~io.server & io.sent].sort_values("seq")
@@ -197,12 +166,12 @@ def test_server_survives_random_datagrams_then_echoes_a_real_client(pair: tuple[
     a, b = pair
     garbage = on(a, {"system": {"args": [sys.executable, GARBAGE, "10.77.41.2", str(PORT), "5000"]}})
     real = client(a, "real", wait=["2ms"], length=[80], duration="200ms", echo=True)
-    out = run_tree({"serial": [server(b), garbage, real]})
+    out = run_tree({"serial": [server(b), garbage, real]}, launch=launch, timeout="90s")
     assert out.ok, out.errors()
-    f = out.flows()
+    f = out.packet_flows()
     assert list(f.index) == ["real"]  # nothing of the garbage was recorded as a flow
     assert f.loc["real"].received == f.loc["real"].sent == 100
-    (summary,) = [t for t in out.logs("packet_server") if t.startswith("received")]
+    (summary,) = [t for t in out.logs(tag="packet_server") if t.startswith("received")]
     dropped = sum(
         int(w) for w in summary.replace(",", " ").split()[summary.split().index("echoed") + 2 :] if w.isdigit()
     )
@@ -215,12 +184,12 @@ def test_hmac_forged_packets_are_dropped_and_counted(pair: tuple[str, str]) -> N
     a, b = pair
     forged = on(a, {"system": {"args": [sys.executable, GARBAGE, "10.77.41.2", str(PORT), "600", "forged"]}})
     real = client(a, "signed", wait=["2ms"], length=[80], duration="200ms", echo=True)
-    out = run_tree({"serial": [server(b), forged, real]}, hmac_key=b"test key")
+    out = run_tree({"serial": [server(b), forged, real]}, hmac_key=b"test key", launch=launch, timeout="90s")
     assert out.ok, out.errors()
-    assert any("dropped 600 with a missing or bad signature" in t for t in out.logs("packet_server")), out.logs(
+    assert any("dropped 600 with a missing or bad signature" in t for t in out.logs(tag="packet_server")), out.logs(
         "packet_server"
     )
-    f = out.flows()
+    f = out.packet_flows()
     assert list(f.index) == ["signed"]
     assert f.loc["signed"].received == 100
     io = out.table("packet_io")
@@ -230,9 +199,13 @@ def test_hmac_forged_packets_are_dropped_and_counted(pair: tuple[str, str]) -> N
 
 def test_a_lost_server_gives_loss_figures_not_a_hang(pair: tuple[str, str]) -> None:
     a, _ = pair
-    out = run_tree({"serial": [client(a, "lost", wait=["10ms"], length=[64], duration="300ms", echo=True)]})
+    out = run_tree(
+        {"serial": [client(a, "lost", wait=["10ms"], length=[64], duration="300ms", echo=True)]},
+        launch=launch,
+        timeout="90s",
+    )
     assert out.ok, out.errors()
-    f = out.flows().loc["lost"]
+    f = out.packet_flows().loc["lost"]
     assert (f.sent, f.received, f.lost) == (30, 0, 30)
     assert np.isnan(f.rtt_ms_median)
 
@@ -240,17 +213,15 @@ def test_a_lost_server_gives_loss_figures_not_a_hang(pair: tuple[str, str]) -> N
 def test_a_flow_cut_short_by_the_test_timeout_stops_its_sender_and_keeps_what_it_sent(pair: tuple[str, str]) -> None:
     a, b = pair
     tree = {"serial": [server(b), client(a, "cut", wait=["2ms"], length=[64], duration="60s", echo=True)]}
-    items: list[Item] = []
-    ok = asyncio.run(do(parse_run(tree), items.append, launch=launch, timeout=Duration.parse("1s")))
-    out = Outcome(ok, items)
+    out = run_tree(tree, launch=launch, timeout="1s")
     # The timeout, and the flow it found running (what held the test up).
-    assert not ok and out.errors() == [
+    assert not out.ok and [e.message for e in out.errors()] == [
         "still running (flow cut) when the test timed out after 1s",
         "test timed out after 1s",
     ]
     # The sender process reported every packet it sent before it was stopped
     # (the leak check fails the test if the process outlived it).
-    (log,) = out.logs("packet_client")
+    (log,) = out.logs(tag="packet_client")
     sent = int(log.split("sent ")[1].split()[0])
     io = out.table("packet_io")
     assert 300 <= sent <= 500

@@ -8,7 +8,6 @@ process can join only one Ray cluster).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import ray
 import yaml
@@ -31,10 +29,12 @@ from antler.node import Child, Control, Duration, Netns, Node, Run, do
 from antler.node.context import Context
 from antler.node.feedback import Feedback
 from antler.node.items import Batch, Item
-from antler.node.launch import Launchers, ray as ray_launch, ray_handle
+from antler.node.launch import Launchers, ray as ray_launch
+from antler.node.launch.ray import handle as ray_handle
 from antler.node.schemas import SCHEMAS
-from tests.nettools import NetnsFactory, netns_list, unique_name
-from tests.trees import errors, logs, processes_with, wait_for
+from tests.lab.netns import NetnsFactory, netns_list, unique_name
+from tests.lab.ray import free_ports, ray_start, ray_stop, wait_for_hosts
+from tests.lab.trees import errors, logs, processes_with, run_tree, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
@@ -98,14 +98,6 @@ class Samples:
         return {}
 
 
-def run_tree(run: Run, **kw: Any) -> tuple[bool, list[Item], Launchers]:
-    """Run a tree with the default launchers on the session's Ray."""
-    items: list[Item] = []
-    launchers = Launchers()
-    ok = asyncio.run(do(run, items.append, launch=launchers, **kw))
-    return ok, items, launchers
-
-
 def test_child_in_created_namespace_sees_only_its_interfaces() -> None:
     nid = unique_name("rn")
     run = parse_run(
@@ -121,7 +113,7 @@ def test_child_in_created_namespace_sees_only_its_interfaces() -> None:
             }
         }
     )
-    ok, items, launchers = run_tree(run)
+    ok, items, launchers, _ = run_tree(run)
     assert ok, errors(items)
     ident, links, namespaces = logs(items, nid)
     assert ident == nid
@@ -155,7 +147,7 @@ def test_two_namespaced_nodes_talk_over_a_veth_and_feedback_crosses_nodes(
             Run(child=Child(node=client, system=Dial())),  # type: ignore[arg-type]
         )
     )
-    ok, items, _ = run_tree(run)
+    ok, items, _, _ = run_tree(run)
     assert ok, errors(items)
     assert any("1 received" in t for t in logs(items, "client"))
     assert any(t.startswith("got 'hello from server' from 10.77.51.1:") for t in logs(items, "client"))
@@ -183,14 +175,14 @@ def test_nested_child_runs_on_a_node_launched_by_the_driver() -> None:
             }
         }
     )
-    ok, items, launchers = run_tree(run)
+    ok, items, launchers, _ = run_tree(run)
     assert ok, errors(items)
     assert logs(items, outer) == [outer] and logs(items, inner) == [inner]
     assert [f["id"] for f in launchers.take_facts()] == [outer, inner]
 
 
 def test_measurements_reach_the_driver_as_arrow_batches() -> None:
-    ok, items, _ = run_tree(Run(child=Child(node=Node(id=unique_name("rs")), system=Samples(20000))))  # type: ignore[arg-type]
+    ok, items, _, _ = run_tree(Run(child=Child(node=Node(id=unique_name("rs")), system=Samples(20000))))  # type: ignore[arg-type]
     assert ok, errors(items)
     batches = [i for i in items if isinstance(i, Batch)]
     assert sum(b.batch.num_rows for b in batches) == 20000
@@ -224,7 +216,7 @@ def test_unknown_host_is_refused_before_any_run(tmp_path: Path) -> None:
             ]
         }
     )
-    ok, items, _ = run_tree(run)
+    ok, items, _, _ = run_tree(run)
     assert not ok
     (err,) = errors(items)
     assert "host 'nowhere' is not in the Ray cluster; its hosts:" in err.message
@@ -233,7 +225,7 @@ def test_unknown_host_is_refused_before_any_run(tmp_path: Path) -> None:
 
 def test_version_mismatch_is_an_error_at_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray_launch, "code_version", lambda: "0.0.0+stale")
-    ok, items, _ = run_tree(parse_run({"child": {"node": {"id": "v"}, "sleep": "1ms"}}))
+    ok, items, _, _ = run_tree(parse_run({"child": {"node": {"id": "v"}, "sleep": "1ms"}}))
     assert not ok
     (err,) = errors(items)
     assert "the driver runs 0.0.0+stale" in err.message and "runs antler 0.1.0+" in err.message
@@ -272,7 +264,7 @@ def test_killed_actor_ends_the_test_with_an_error_naming_it_and_leaves_nothing(t
         }
     )
     start = time.monotonic()
-    ok, items, _ = run_tree(run)
+    ok, items, _, _ = run_tree(run)
     elapsed = time.monotonic() - start
     assert not ok
     assert elapsed < 20, f"the test took {elapsed:.1f}s after its node died"
@@ -302,7 +294,7 @@ def test_closing_a_node_ends_even_if_its_poller_missed_the_cancel(monkeypatch: p
     monkeypatch.setattr(ray_handle.RayHandle, "_drain_now", drain_swallowing_one_cancel)
     monkeypatch.setattr(ray_handle, "POLL_SECONDS", 0.001)
     start = time.monotonic()
-    ok, items, _ = run_tree(parse_run({"child": {"node": {"id": unique_name("rp")}, "sleep": "300ms"}}))
+    ok, items, _, _ = run_tree(parse_run({"child": {"node": {"id": unique_name("rp")}, "sleep": "300ms"}}))
     assert ok, errors(items)
     assert swallowed, "the poller's drain was never canceled"
     assert time.monotonic() - start < 30
@@ -341,7 +333,7 @@ def test_cancel_reaches_every_node() -> None:
 def test_timeout_ends_a_test_running_on_nodes() -> None:
     run = parse_run({"child": {"node": {"id": unique_name("rt"), "netns": {"create": True}}, "sleep": "60s"}})
     start = time.monotonic()
-    ok, items, _ = run_tree(run, timeout=Duration.parse("1s"))
+    ok, items, _, _ = run_tree(run, timeout=Duration.parse("1s"))
     assert not ok
     assert any("timed out" in e.message for e in errors(items))
     assert time.monotonic() - start < 30
@@ -371,66 +363,6 @@ def test_meta_json_records_each_nodes_host_and_clock(tmp_path: Path, monkeypatch
 # --- a Ray cluster of two raylets on this machine
 
 
-def free_ports(n: int) -> Iterator[int]:
-    """Yield n distinct TCP ports free on loopback right now.
-
-    All n are bound at once: ports taken one at a time, each socket closed
-    before the next, can repeat (a head raylet once got the same port for two
-    components and never started).
-    """
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        ports = [int(s.getsockname()[1]) for s in socks]
-    yield from ports
-
-
-def _ray_start(args: list[str], log: Path, free: Iterator[int]) -> subprocess.Popen[bytes]:
-    ports = [
-        "--node-manager-port", str(next(free)),
-        "--object-manager-port", str(next(free)),
-        "--dashboard-agent-listen-port", str(next(free)),
-        "--dashboard-agent-grpc-port", str(next(free)),
-        "--runtime-env-agent-port", str(next(free)),
-        "--metrics-export-port", str(next(free)),
-        "--min-worker-port", "0", "--max-worker-port", "0",
-    ]  # fmt: skip
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen(
-        [ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
-         "--object-store-memory", str(100 * 2**20), *ports, *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """_Stop ends a `ray start --block` and every process under it, by PID."""
-    try:
-        tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    except psutil.Error:
-        tree = [proc.pid]
-    for pid in reversed(tree):
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).kill()
-    proc.wait(10)
-
-
-def _wait_for_hosts(address: str, want: set[str], tmp: Path) -> None:
-    code = (
-        "import ray, time, sys\n"
-        f"ray.init(address={address!r}, logging_level='ERROR')\n"
-        "from antler.node.launch.ray_cluster import cluster_hosts\n"
-        "end = time.time() + 90\n"
-        f"while not {sorted(want)!r} == sorted(cluster_hosts()) and time.time() < end: time.sleep(0.5)\n"
-        "print(sorted(cluster_hosts()))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=150, cwd=tmp)
-    assert out.stdout.strip() == repr(sorted(want)), out.stderr[-2000:]
-
-
 @dataclass
 class Cluster:
     """A test-local Ray cluster: its address and the `ray start` of host b."""
@@ -445,7 +377,7 @@ def two_hosts(tmp_path: Path) -> Iterator[Cluster]:
     free = free_ports(14)  # 6 per raylet, the head's GCS and its client server
     port = next(free)
     temp = Path("/tmp") / f"rn{os.getpid()}-{port}"  # short: Ray's socket paths have a length limit
-    head = _ray_start(
+    head = ray_start(
         ["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard", "false",
          "--ray-client-server-port", str(next(free)), "--resources", json.dumps({"host:a": 1})],
         tmp_path / "head.log", free,
@@ -454,14 +386,14 @@ def two_hosts(tmp_path: Path) -> Iterator[Cluster]:
     try:
         address = f"127.0.0.1:{port}"
         procs.append(
-            _ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], tmp_path / "b.log", free)
+            ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], tmp_path / "b.log", free)
         )
-        _wait_for_hosts(address, {"a", "b"}, tmp_path)
+        wait_for_hosts(address, {"a", "b"}, tmp_path)
         yield Cluster(address, procs[1])
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                _stop(p)
+                ray_stop(p)
         subprocess.run(["rm", "-rf", str(temp)], check=False)
 
 
@@ -555,7 +487,7 @@ def test_two_raylet_cluster_places_nodes_on_named_hosts(two_hosts: Cluster, tmp_
         while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         assert marker.exists(), proc.communicate()[0]
-        _stop(two_hosts.host_b)
+        ray_stop(two_hosts.host_b)
         down = time.monotonic()
         out, _ = proc.communicate(timeout=60)
         ended = time.monotonic() - down
@@ -591,7 +523,7 @@ def test_background_commands_on_a_ray_node_are_interrupted_not_killed(tmp_path: 
             ]
         }
     )
-    ok, items, _ = run_tree(run)
+    ok, items, _, _ = run_tree(run)
     assert ok
     # Killed after the grace period instead, it would have said nothing.
     assert "interrupted" in logs(items, "bg")

@@ -19,8 +19,8 @@ from antler.node.launch import netns
 from antler.node.launch.reclaim import reclaim_left
 from antler.node.lease import Proc
 from antler.node.nodespec import Netns
-from tests import figures
-from tests.nettools import netns_list, sh, unique_name
+from tests.lab import figures
+from tests.lab.netns import netns_list, sh, unique_name
 
 # A process that makes what a node makes (a namespace with a command in it, a
 # command in a session of its own, with a child) and then just lives.

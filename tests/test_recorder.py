@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from antler.config.parse import parse
 from antler.node.filter import ResultStream
 from antler.node.items import Batch, Error, FileData, Item, LogEntry, PacketInfo, StreamInfo, now
 from antler.node.recorder import Recorder
 from antler.node.runners.result_stream import ResultStreamRunner
+from antler.node.spec import parse
 
 pytestmark = pytest.mark.no_netns
 

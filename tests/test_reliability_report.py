@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import figures
-from tests.reliability_report import PROMISES
+from tests.lab import figures
+from tests.lab.reliability_report import PROMISES
 
 pytestmark = pytest.mark.no_netns
 
@@ -25,7 +25,7 @@ def sections(markdown: str) -> dict[str, str]:
 
 def report(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.reliability_report", str(path)],
+        [sys.executable, "-m", "tests.lab.reliability_report", str(path)],
         cwd=Path(__file__).parents[1],
         capture_output=True,
         text=True,

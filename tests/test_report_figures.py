@@ -1,7 +1,7 @@
 """Figures a paper can use (issue 30): goodput no higher than the link, legends and titles that say what differs, tables that fit.
 
 The goodput series is checked in analysis and then as headless Chromium draws
-it (see tests/browser.py): the points plotted, read back from the page.
+it (see tests/lab/browser.py): the points plotted, read back from the page.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from antler.report.charts import charts_time_series, timeseries_figure
 from antler.report.pipeline import run_after
 from antler.report.spec import ChartsTimeSeries
 from antler.results import load
-from tests.browser import CHROMIUM, Browser
-from tests.test_report_browser import DRAWN, PLOTS, problems
-from tests.test_report_pages import REPORTS, SWEEP
+from tests.lab.browser import CHROMIUM, DRAWN, PLOTS, Browser, problems
+from tests.lab.results import REPORTS, SWEEP
 
 pytestmark = pytest.mark.no_netns
 

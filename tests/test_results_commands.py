@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from antler.cli import main
-from antler.config.parse import ConfigError, parse
+from antler.node.spec import ConfigError, parse
 from antler.report.index import index_html
 from antler.report.spec import IndexSpec
 from antler.results import load

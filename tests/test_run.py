@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import FeedbackConflict, Run, do, merge
 from antler.node.context import Context
@@ -17,14 +16,8 @@ from antler.node.feedback import Feedback
 from antler.node.items import Item
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.sleep import Sleep
-from tests.trees import errors, logs, wait_for
-
-
-def run_tree(data: Any, **kw: Any) -> tuple[bool, list[Item]]:
-    items: list[Item] = []
-    ok = asyncio.run(do(parse_run(data), items.append, launch=launch, **kw))
-    return ok, items
-
+from antler.node.spec import ConfigError
+from tests.lab.trees import errors, logs, run_tree, wait_for
 
 # --- feedback merging: antler once shipped a merge that merged nothing ---
 
@@ -42,7 +35,7 @@ def test_merge_refuses_a_repeated_key_naming_it() -> None:
 
 
 def test_empty_run_is_valid_and_does_nothing() -> None:
-    ok, items = run_tree({})
+    ok, items, _, _ = run_tree({}, launch=launch)
     assert ok and items == []
 
 
@@ -81,14 +74,15 @@ def test_child_without_node_is_refused() -> None:
 
 
 def test_serial_runs_in_order_and_stops_at_first_failure() -> None:
-    ok, items = run_tree(
+    ok, items, _, _ = run_tree(
         {
             "serial": [
                 {"system": {"command": "echo one"}},
                 {"system": {"command": "false"}},
                 {"system": {"command": "echo three"}},
             ]
-        }
+        },
+        launch=launch,
     )
     assert not ok
     assert logs(items) == ["one", "not started: system (system failed: false: exited with status 1)"]
@@ -97,7 +91,7 @@ def test_serial_runs_in_order_and_stops_at_first_failure() -> None:
 
 def test_parallel_runs_concurrently() -> None:
     start = time.monotonic()
-    ok, _ = run_tree({"parallel": [{"sleep": "1s"}, {"sleep": "1s"}, {"sleep": "1s"}]})
+    ok, _, _, _ = run_tree({"parallel": [{"sleep": "1s"}, {"sleep": "1s"}, {"sleep": "1s"}]}, launch=launch)
     assert ok
     # one after another would take 3 s; the margin is for a busy machine
     assert time.monotonic() - start < 2
@@ -105,8 +99,9 @@ def test_parallel_runs_concurrently() -> None:
 
 def test_parallel_failure_cancels_siblings() -> None:
     start = time.monotonic()
-    ok, items = run_tree(
-        {"parallel": [{"sleep": "10s"}, {"serial": [{"sleep": "50ms"}, {"system": {"command": "false"}}]}]}
+    ok, items, _, _ = run_tree(
+        {"parallel": [{"sleep": "10s"}, {"serial": [{"sleep": "50ms"}, {"system": {"command": "false"}}]}]},
+        launch=launch,
     )
     assert not ok
     assert time.monotonic() - start < 3
@@ -132,7 +127,9 @@ def test_schedule_random_waits_come_from_the_list() -> None:
 def test_schedule_starts_runs_after_waits_and_overlaps_them() -> None:
     cmd = {"command": "date +%s.%N", "stdout": "stream"}
     start = time.time()
-    ok, items = run_tree({"schedule": {"wait": ["200ms"], "run": [{"system": cmd}, {"system": cmd}, {"system": cmd}]}})
+    ok, items, _, _ = run_tree(
+        {"schedule": {"wait": ["200ms"], "run": [{"system": cmd}, {"system": cmd}, {"system": cmd}]}}, launch=launch
+    )
     assert ok
     times = sorted(float(t) - start for t in logs(items))
     assert times[1] - times[0] == pytest.approx(0.2, abs=0.1)
@@ -141,8 +138,9 @@ def test_schedule_starts_runs_after_waits_and_overlaps_them() -> None:
 
 def test_sequential_schedule_waits_for_each_run() -> None:
     start = time.monotonic()
-    ok, _ = run_tree(
-        {"schedule": {"wait": ["100ms"], "sequential": True, "run": [{"sleep": "200ms"}, {"sleep": "200ms"}]}}
+    ok, _, _, _ = run_tree(
+        {"schedule": {"wait": ["100ms"], "sequential": True, "run": [{"sleep": "200ms"}, {"sleep": "200ms"}]}},
+        launch=launch,
     )
     assert ok
     assert time.monotonic() - start >= 0.5
@@ -226,7 +224,7 @@ def test_background_commands_are_stopped_in_reverse_order_at_the_end(tmp_path: A
             wait_for(*ready),
         ]
     }
-    ok, _items = run_tree(tree)
+    ok, _items, _, _ = run_tree(tree, launch=launch)
     assert ok
     assert log.read_text().split() == ["2", "1"]
 
@@ -248,7 +246,7 @@ def test_timeout_cancels_the_tree_and_cleanup_still_runs(tmp_path: Any) -> None:
     from antler.node.metric import Duration
 
     start = time.monotonic()
-    ok, items = run_tree(tree, timeout=Duration.parse("300ms"))
+    ok, items, _, _ = run_tree(tree, timeout=Duration.parse("300ms"), launch=launch)
     assert not ok
     assert time.monotonic() - start < 5
     assert marker.exists()
@@ -305,10 +303,10 @@ def test_a_cancel_during_cleanup_is_raised_after_the_cleanup(tmp_path: Any) -> N
 
 
 def test_child_nodes_in_namespaces_are_launched_before_runs_and_removed_after() -> None:
-    from tests.nettools import netns_list, unique_name
+    from tests.lab.netns import netns_list, unique_name
 
     name = unique_name("c")
-    ok, items = run_tree(
+    ok, items, _, _ = run_tree(
         {
             "serial": [
                 {"system": {"command": "ip netns list", "stdout": "stream"}},
@@ -319,7 +317,8 @@ def test_child_nodes_in_namespaces_are_launched_before_runs_and_removed_after() 
                     }
                 },
             ]
-        }
+        },
+        launch=launch,
     )
     assert ok
     lines = logs(items)

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from antler.cli import main
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node import hmac
 from antler.node.items import FileData, LogEntry, SysInfo, now
 from antler.node.nodespec import Env
 from antler.node.secrets import MASK, REDACTED, Redactor, command_env, looks_secret, mask_env
+from antler.node.spec import ConfigError
 from antler.report.sysinfo import sysinfo_html
-from tests import figures
-from tests.nettools import unique_name
+from tests.lab import figures
+from tests.lab.netns import unique_name
 
 KEY = "s3cret-key-" + "7" * 20
 

@@ -23,7 +23,7 @@ from antler.node.items import Error, FlowStatus, Item, LogEntry
 from antler.node.launch.netns import launch_thread
 from antler.node.root import do
 from antler.results import load
-from tests.nettools import NetnsFactory, unique_name
+from tests.lab.netns import NetnsFactory, unique_name
 
 ISSUE_TREE = """# @package _global_
 test:

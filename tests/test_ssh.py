@@ -1,6 +1,6 @@
 """The SSH launcher against a real OpenSSH server on 127.0.0.1: shipping the node, running it, and every fault.
 
-The server (tests/sshd.py) listens on a spare loopback port with a temporary
+The server (tests/lab/sshd.py) listens on a spare loopback port with a temporary
 host key; each test gets its own client HOME (key and known_hosts) and its own
 node cache folder on the "host" (ANTLER_NODE_CACHE), deleted afterwards. The
 nodes run the tests' own interpreter (``python: sys.executable``), which has
@@ -23,11 +23,11 @@ import pytest
 from antler.cli import main
 from antler.node import Duration
 from antler.node.items import Batch
-from antler.node.launch.ssh_upload import CACHE_ENV
+from antler.node.launch.ssh.upload import CACHE_ENV
 from antler.results import load
-from tests.nettools import NetnsFactory, netns_list, unique_name
-from tests.sshd import SSHServer, keygen, spare_port, sshd
-from tests.trees import errors, local, logs, run_tree, veth, write_experiment
+from tests.lab.netns import NetnsFactory, netns_list, unique_name
+from tests.lab.sshd import SSHServer, keygen, spare_port, sshd
+from tests.lab.trees import errors, local, logs, run_tree, veth, write_experiment
 
 NET = "10.77.13"
 """NET is the /24 these tests put between their namespaces."""

@@ -8,30 +8,27 @@ import socket
 import sys
 import textwrap
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
-from antler.node import Control, Error, Item, LogEntry, StreamInfo, do
+from antler.node import Control, Item, do
 from antler.node.flow import check_flow
-from antler.node.items import Batch, info_row
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.runners.stream.header import MAGIC, Header, HeaderError, frame
 from antler.node.runners.stream.sock import available_ccas, get_cca
-from antler.node.schemas import SCHEMAS
 from antler.node.sockopt import Sockopt, set_tos
+from antler.node.spec import ConfigError
 from antler.report.analyze import analyze_frames, stream_flows
 from antler.report.pipeline import run_after
 from antler.report.spec import After, Analyze, Report
 from antler.results import store
-from tests.nettools import Netns, NetnsFactory
+from tests.lab.netns import Netns, NetnsFactory
+from tests.lab.trees import run_tree
 
 CLIENT_IP, SERVER_IP = "10.77.3.1", "10.77.3.2"
 
@@ -61,50 +58,9 @@ def pair(netns: NetnsFactory) -> Pair:
     return Pair(c, s, ci, si)
 
 
-@dataclass
-class Outcome:
-    """What a test tree produced: whether it passed, its items as tables."""
-
-    ok: bool
-    items: list[Item]
-    seconds: float
-
-    def errors(self) -> list[Error]:
-        return [i for i in self.items if isinstance(i, Error)]
-
-    def logs(self) -> list[str]:
-        return [i.text for i in self.items if isinstance(i, LogEntry)]
-
-    def table(self, kind: str) -> pd.DataFrame:
-        if kind == "stream_info":
-            rows = [info_row(i)[1] for i in self.items if isinstance(i, StreamInfo)]
-            return pa.Table.from_pylist(rows, schema=SCHEMAS[kind]).to_pandas()
-        batches = [i.batch for i in self.items if isinstance(i, Batch) and i.kind == kind]
-        return pa.Table.from_batches(batches, schema=SCHEMAS[kind]).to_pandas()
-
-    def flows(self) -> pd.DataFrame:
-        return stream_flows(self.table("stream_info"), self.table("stream_io")).set_index("flow")
-
-
 def metric(flows: pd.DataFrame, flow: str, column: str) -> float:
     """Return one flow's value in a column of the per-flow table (indexed by flow)."""
     return float(flows[column][flow])
-
-
-def run_tree(
-    tree: dict[str, Any], timeout: str = "60s", control: Control | None = None, hmac_key: bytes | None = None
-) -> Outcome:
-    items: list[Item] = []
-    run = parse_run(tree)
-    start = time.monotonic()
-    ok = asyncio.run(do(run, items.append, launch=launch, timeout=_dur(timeout), control=control, hmac_key=hmac_key))
-    return Outcome(ok, items, time.monotonic() - start)
-
-
-def _dur(text: str) -> Any:
-    from antler.node import Duration
-
-    return Duration.parse(text)
 
 
 def server(pair: Pair, listen: str = f"{SERVER_IP}:0", **extra: Any) -> dict[str, Any]:
@@ -195,7 +151,9 @@ def test_upload_and_download_record_both_ends_and_stop_by_duration_and_length(pa
                     download("down", length="20MB", duration="10s"),
                 ),
             ]
-        }
+        },
+        launch=launch,
+        timeout="60s",
     )
     assert out.ok, out.errors()
     info = out.table("stream_info")
@@ -220,7 +178,7 @@ def test_upload_and_download_record_both_ends_and_stop_by_duration_and_length(pa
     assert 10 <= sent_up["n"] <= 30
     # The download's server sends exactly 20 MB; the client reads exactly that.
     assert ends[("down", True, True)]["total"] == ends[("down", False, False)]["total"] == 20_000_000
-    flows = out.flows()
+    flows = out.stream_flows()
     assert set(flows.direction) == {"up", "down"}
     assert metric(flows, "up", "goodput_mbps") > 50
     assert math.isnan(metric(flows, "up", "fct_s"))
@@ -236,7 +194,7 @@ def test_three_parallel_flows_each_keep_their_own_cca_and_samples(pair: Pair) ->
         (download if cca == "bbr" else upload)(flow, duration="1s", cca=cca, tcp_info_interval="20ms")
         for flow, cca in flows.items()
     ]
-    out = run_tree({"serial": [server(pair), pair.on("client", {"parallel": par})]})
+    out = run_tree({"serial": [server(pair), pair.on("client", {"parallel": par})]}, launch=launch, timeout="60s")
     assert out.ok, out.errors()
     info = out.table("stream_info")
     tcp = out.table("tcp_info")
@@ -259,9 +217,13 @@ def test_a_50mbit_shaper_gives_44_to_50_mbps_of_goodput(pair: Pair) -> None:
     pair.client.run(
         "tc", "class", "add", "dev", pair.client_if, "parent", "1:", "classid", "1:1", "htb", "rate", "50mbit"
     )
-    out = run_tree({"serial": [server(pair), client(pair, upload("shaped", duration="4s", cca="cubic"))]})
+    out = run_tree(
+        {"serial": [server(pair), client(pair, upload("shaped", duration="4s", cca="cubic"))]},
+        launch=launch,
+        timeout="60s",
+    )
     assert out.ok, out.errors()
-    goodput = metric(out.flows(), "shaped", "goodput_mbps")
+    goodput = metric(out.stream_flows(), "shaped", "goodput_mbps")
     assert 44 <= goodput <= 50, goodput
     series = analyze_frames(out.table("stream_info"), out.table("stream_io"), interval_s=0.5).goodput
     steady = series[(series.t_s > 1) & (series.t_s <= 4)]
@@ -279,7 +241,9 @@ def test_an_address_in_use_fails_the_second_server_with_node_and_cause(pair: Pai
                 pair.on("server", {"stream_server": {"listen_addr": listen}}),
                 pair.on("server", {"stream_server": {"listen_addr": listen}}),
             ]
-        }
+        },
+        launch=launch,
+        timeout="60s",
     )
     assert not out.ok
     (err,) = out.errors()
@@ -288,7 +252,11 @@ def test_an_address_in_use_fails_the_second_server_with_node_and_cause(pair: Pai
 
 
 def test_a_refused_connect_fails_the_flow_at_once(pair: Pair) -> None:
-    out = run_tree(client(pair, {"stream_client": {"addr": f"{SERVER_IP}:9", "upload": {"flow": "nobody"}}}))
+    out = run_tree(
+        client(pair, {"stream_client": {"addr": f"{SERVER_IP}:9", "upload": {"flow": "nobody"}}}),
+        launch=launch,
+        timeout="60s",
+    )
     assert not out.ok and out.seconds < 10
     (err,) = out.errors()
     assert err.node_id == "client" and err.tag == "stream_client"
@@ -298,7 +266,7 @@ def test_a_refused_connect_fails_the_flow_at_once(pair: Pair) -> None:
 def test_an_unanswered_connect_times_out(pair: Pair) -> None:
     # Nothing has 10.77.3.9: ARP gets no answer, so the SYN never leaves.
     spec = {"addr": "10.77.3.9:5000", "connect_timeout": "300ms", "upload": {"flow": "void"}}
-    out = run_tree(client(pair, {"stream_client": spec}))
+    out = run_tree(client(pair, {"stream_client": spec}), launch=launch, timeout="60s")
     assert not out.ok and out.seconds < 5
     (err,) = out.errors()
     assert "flow void" in err.message and "no answer within 300ms" in err.message
@@ -306,12 +274,18 @@ def test_an_unanswered_connect_times_out(pair: Pair) -> None:
 
 def test_an_unknown_cca_lists_what_the_kernel_offers(pair: Pair) -> None:
     out = run_tree(
-        client(pair, {"stream_client": {"addr": f"{SERVER_IP}:9", "upload": {"flow": "x", "cca": "nosuch"}}})
+        client(pair, {"stream_client": {"addr": f"{SERVER_IP}:9", "upload": {"flow": "x", "cca": "nosuch"}}}),
+        launch=launch,
+        timeout="60s",
     )
     (err,) = out.errors()
     assert "nosuch" in err.message and "cubic" in err.message and "flow x" in err.message
     # For a download the server sets the CCA; its refusal reaches the client.
-    out = run_tree({"serial": [server(pair), client(pair, download("y", cca="nosuch", duration="1s"))]})
+    out = run_tree(
+        {"serial": [server(pair), client(pair, download("y", cca="nosuch", duration="1s"))]},
+        launch=launch,
+        timeout="60s",
+    )
     (err,) = out.errors()
     assert err.node_id == "client" and "nosuch" in err.message and "kernel offers" in err.message
 
@@ -349,7 +323,9 @@ def test_a_server_survives_garbage_headers_and_serves_the_next_client(pair: Pair
                     },
                 ),
             ]
-        }
+        },
+        launch=launch,
+        timeout="60s",
     )
     # Bad input is not the test's error: the server drops each client, counts
     # it by reason, logs the counts when it stops, and serves the next flow.
@@ -360,7 +336,7 @@ def test_a_server_survives_garbage_headers_and_serves_the_next_client(pair: Pair
     assert "dropped 24 clients with bad input" in line, line
     assert "bad-magic" in line and "cut-short" in line and "too-long" in line, line
     assert "not-json" in line and "1 timeout (first: client" in line and "within 1s" in line, line
-    assert metric(out.flows(), "after", "bytes") > 1_000_000
+    assert metric(out.stream_flows(), "after", "bytes") > 1_000_000
 
 
 def test_cancel_mid_transfer_ends_both_ends_promptly_and_keeps_samples(pair: Pair) -> None:
@@ -371,6 +347,8 @@ def test_cancel_mid_transfer_ends_both_ends_promptly_and_keeps_samples(pair: Pai
         out = run_tree(
             {"serial": [server(pair), client(pair, download("long", duration="60s", tcp_info_interval="100ms"))]},
             control=control,
+            launch=launch,
+            timeout="60s",
         )
     finally:
         timer.cancel()
@@ -385,7 +363,9 @@ def test_cancel_mid_transfer_ends_both_ends_promptly_and_keeps_samples(pair: Pai
 
 
 def test_a_client_feedback_key_that_is_missing_names_the_keys_there(pair: Pair) -> None:
-    out = run_tree({"serial": [server(pair), client(pair, upload("lost", addr_key="other"))]})
+    out = run_tree(
+        {"serial": [server(pair), client(pair, upload("lost", addr_key="other"))]}, launch=launch, timeout="60s"
+    )
     (err,) = out.errors()
     assert "'other'" in err.message and "srv" in err.message
 
@@ -519,16 +499,18 @@ def test_tcp6_over_loopback_in_a_namespace(pair: Pair) -> None:
                     },
                 ]
             },
-        )
+        ),
+        launch=launch,
+        timeout="60s",
     )
     assert out.ok, out.errors()
-    assert out.flows().loc["six", "bytes"] == 1_000_000
+    assert out.stream_flows().loc["six", "bytes"] == 1_000_000
 
 
 @pytest.mark.usefixtures("ray_session")
 def test_the_stream_experiment_writes_flows_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from antler.cli import main
-    from tests.nettools import unique_name
+    from tests.lab.netns import unique_name
 
     monkeypatch.chdir(tmp_path)
     assert main(["run", "+experiment=stream", f"ns={unique_name('x')}", "duration=1s", "cca=reno"]) == 0
@@ -579,9 +561,11 @@ def test_with_hmac_signed_headers_pass_and_unsigned_ones_are_refused_and_counted
             ]
         },
         hmac_key=b"test-secret-key",
+        launch=launch,
+        timeout="60s",
     )
     assert out.ok, out.errors()
-    assert metric(out.flows(), "signed", "bytes") > 100_000
+    assert metric(out.stream_flows(), "signed", "bytes") > 100_000
     logs = out.logs()
     assert any("missing or bad HMAC signature" in line and "error" in line for line in logs)
     assert any("dropped 1 clients with bad input: 1 bad-signature" in line for line in logs), logs

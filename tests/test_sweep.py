@@ -24,13 +24,13 @@ import psutil
 import pytest
 
 from antler.config.compose import compose_jobs
-from antler.config.parse import ConfigError
 from antler.config.sweep import sweep_spec
-from antler.node.place import place
-from antler.placement import DRIVER, Hosts, Needs, Queue, needs_of
+from antler.invoke.sweep.placement import DRIVER, Hosts, Needs, Queue, needs_of
+from antler.invoke.sweep.tree import place
+from antler.node.spec import ConfigError
 from antler.results import load
-from tests.nettools import netns_list, unique_name
-from tests.test_raynodes import _ray_start, _stop, _wait_for_hosts, free_ports
+from tests.lab.netns import netns_list, unique_name
+from tests.lab.ray import free_ports, ray_start, ray_stop, wait_for_hosts
 
 # --- placement
 
@@ -179,15 +179,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     procs = []
     try:
         procs.append(
-            _ray_start(
+            ray_start(
                 ["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard", "false",
                  "--ray-client-server-port", str(next(free)), "--resources", json.dumps({"host:a": 1})],
                 logs / "head.log", free,
             )
         )  # fmt: skip
         address = f"127.0.0.1:{port}"
-        procs.append(_ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], logs / "b.log", free))
-        _wait_for_hosts(address, {"a", "b"}, logs)
+        procs.append(ray_start(["--address", address, "--resources", json.dumps({"host:b": 1})], logs / "b.log", free))
+        wait_for_hosts(address, {"a", "b"}, logs)
         yield Cluster(address, procs[1])
     finally:
         if saved is None:
@@ -196,7 +196,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
             os.environ["RAY_AUTH_MODE"] = saved
         for p in reversed(procs):
             if p.poll() is None:
-                _stop(p)
+                ray_stop(p)
         subprocess.run(["rm", "-rf", str(temp)], check=False)
 
 
@@ -345,7 +345,7 @@ def test_a_lost_host_fails_only_its_running_test(cluster: Cluster, tmp_path: Pat
             lines.append(line)
             if not line or (line.startswith("[b]") and "packet_server: listening" in line):
                 break
-        _stop(cluster.host_b)  # host b goes down while its test measures
+        ray_stop(cluster.host_b)  # host b goes down while its test measures
         out, _ = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:

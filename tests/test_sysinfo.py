@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from antler.config.parse import ConfigError
 from antler.config.test import parse_run
 from antler.node.items import Item, SysInfo
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.root import do
+from antler.node.spec import ConfigError
 from antler.report.sysinfo import sysinfo_html
-from tests.nettools import NetnsFactory
+from tests.lab.netns import NetnsFactory
 
 
 def test_sysinfo_in_a_namespace_reads_its_sysctls_and_commands(netns: NetnsFactory) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from antler.results import load
 from antler.terminal import Terminal
-from tests import figures
-from tests.nettools import unique_name
+from tests.lab import figures
+from tests.lab.netns import unique_name
 
 ANTLER = [sys.executable, "-m", "antler"]
 

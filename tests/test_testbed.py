@@ -1,4 +1,4 @@
-"""The testbed rig and the cluster launcher, on namespace hosts with their own sshd (tests/hosts.py).
+"""The testbed rig and the cluster launcher, on namespace hosts with their own sshd (tests/lab/hosts.py).
 
 The fast tests build the testbed rig on the hosts' test network with nodes
 that join the hosts' namespaces from this process. The slow one does what
@@ -30,19 +30,19 @@ import yaml
 from omegaconf import OmegaConf
 
 from antler.config.compose import compose_config, compose_jobs
-from antler.config.parse import ConfigError, parse
 from antler.config.test import parse_run
-from antler.node import Duration, Item, LogEntry, do
-from antler.node.items import Error
+from antler.node import Duration, Item, do
 from antler.node.launch.netns import launch_thread as launch
 from antler.node.schemas import SCHEMAS
+from antler.node.spec import ConfigError, parse
 from antler.report.analyze import analyze, owd_clocks
 from antler.report.charts import clock_note
 from antler.report.pipeline import run_after
 from antler.report.spec import After
 from antler.results import load
-from tests.hosts import Host, NamespaceHosts, namespace_hosts
-from tests.nettools import netns_list
+from tests.lab.hosts import Host, NamespaceHosts, namespace_hosts
+from tests.lab.netns import netns_list
+from tests.lab.trees import errors, logs
 
 RTT_MS = 20
 FIXTURE = Path(__file__).parent / "data" / "result" / "cca-cubic"
@@ -75,16 +75,6 @@ def build_rig(overrides: list[str], body: list[dict[str, Any]]) -> tuple[bool, l
     tree = parse_run({"serial": [setup, *body, teardown]})
     ok = asyncio.run(do(tree, items.append, launch=launch, timeout=Duration(120_000_000_000)))
     return ok, items, plain["rig"]
-
-
-def logs(items: list[Item], node: str | None = None) -> list[str]:
-    """Return the log texts, of one node or all."""
-    return [i.text for i in items if isinstance(i, LogEntry) and (node is None or i.node_id == node)]
-
-
-def errors(items: list[Item]) -> list[str]:
-    """Return the error messages."""
-    return [i.message for i in items if isinstance(i, Error)]
 
 
 def network_state(host: Host) -> dict[str, str]:
@@ -162,7 +152,7 @@ def test_testbed_rig_refuses_an_interface_in_use_and_touches_nothing() -> None:
         ok, items, _ = build_rig(overrides, [])
         after = [network_state(h) for h in tb.hosts]
     assert not ok
-    assert any("check --iface mgmt0" in e for e in errors(items)), errors(items)
+    assert any("check --iface mgmt0" in e.message for e in errors(items)), errors(items)
     assert any("'mgmt0' has 10.77.140.11/24, which the rig did not assign" in t for t in logs(items, "left"))
     assert after == before
 

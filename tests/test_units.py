@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from antler.config.compose import compose_jobs
-from antler.config.parse import ConfigError, to_plain
+from antler.node.spec import ConfigError, to_plain
 from antler.rig import dumbbell
 
 

@@ -21,9 +21,9 @@ import sys
 from antler import exitcode
 from antler.cli import init, results, run
 from antler.cli.registry import COMMANDS
-from antler.config.parse import ConfigError
 from antler.node.hmac import take_env_key
 from antler.node.launch import ClusterError
+from antler.node.spec import ConfigError
 from antler.results.store import ResultsError
 from antler.terminal import Terminal, redirected
 

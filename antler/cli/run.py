@@ -18,11 +18,10 @@ from antler import exitcode
 from antler.cli.interrupt import Interrupts
 from antler.cli.registry import command
 from antler.config.compose import Job, compose_jobs, experiments
-from antler.config.parse import ConfigError, to_plain
-from antler.config.sweep import sweep_spec
 from antler.node import lease
-from antler.node.launch import Launchers, ray_address
+from antler.node.launch import Launchers
 from antler.node.launch.reclaim import reclaim_left, release_invocation
+from antler.node.spec import ConfigError, to_plain
 from antler.results.incremental import Action, Plan, Wanted, plan
 from antler.results.store import IN_PROGRESS, ResultsError, owner
 from antler.testid import IdFilter
@@ -55,9 +54,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     needs doing, nothing is written and latest stays as it is.
     """
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
-    root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
-    sweep = sweep_spec(jobs[0].config, jobs[0].swept)
-    if sweep.enabled and not (ray_address(jobs[0].config) or os.environ.get("RAY_ADDRESS")):
+    root = Path(jobs[0].root.results.root_dir)
+    sweep, ray_address = jobs[0].root.sweep, jobs[0].root.ray.address
+    if sweep.enabled and not (ray_address or os.environ.get("RAY_ADDRESS")):
         # The embedded Ray has no hosts: say so before starting it (6 s).
         raise ConfigError("sweep.hosts", "needs a Ray cluster to place tests on: set ray.address=HEAD:PORT")
     plan = _plan(jobs, root, a)
@@ -76,7 +75,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     # What killed runs left on this host goes before anything starts; the first test's log says what it was.
     notes = reclaim_left()
     # Reusing node actors saves each test of a sweep Ray's worker start (1-2 s).
-    launchers = Launchers(ray_address(jobs[0].config), reuse=len(running) > 1)
+    launchers = Launchers(ray_address, reuse=len(running) > 1)
     with Interrupts(lambda: _exit_now(me)) as interrupts:
         try:
             run_jobs = _start(launchers, running, sweep.enabled)
@@ -147,11 +146,10 @@ def _import_quietly(module: str) -> None:
 def cmd_vet(a: argparse.Namespace) -> int:
     """Validate every job, print its resolved test tree, then the plan of ``run``; nothing runs."""
     jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
-    root = Path(str(jobs[0].config.get("results", {}).get("root_dir", "results")))
+    root = Path(jobs[0].root.results.root_dir)
     for job in jobs:
         print(f"# test {job.test.id_text()}")
         print(yaml.safe_dump({"test": to_plain(job.test)}, sort_keys=False, allow_unicode=True), end="")
-    sweep_spec(jobs[0].config, jobs[0].swept)
     the_plan = _plan(jobs, root, a)
     print("# what `run` with these arguments would do:")
     for d in the_plan.decisions:

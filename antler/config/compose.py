@@ -3,14 +3,15 @@
 Hydra's compose API builds each job's config; the sweep is expanded here the
 way Hydra's BasicSweeper does (the cartesian product of the swept values), so
 that no ``outputs/`` or ``multirun/`` folder is ever created and every job is
-checked before any test runs.
+checked before any test runs: each job's config is parsed once into its
+:class:`~antler.config.root.RootSpec`.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
-from antler.config.parse import ConfigError, parse
-from antler.config.test import TestSpec, flows_text
-from antler.node.items import first_line
-from antler.report.spec import IndexSpec
+from antler.config.root import RootSpec, parse_root
+from antler.config.test import TestSpec
+from antler.node.spec import ConfigError, first_line
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -41,13 +41,22 @@ def packaged_conf_dir() -> Path:
 
 @dataclass
 class Job:
-    """One test of an invocation: its overrides, config and parsed test."""
+    """One test of an invocation: its overrides, the keys it sweeps, its resolved config and that config parsed.
+
+    ``config`` is the resolved config as plain data, for meta.json and
+    config.yaml and for an incremental run to compare; everything else reads
+    ``root``, the typed config parsed once.
+    """
 
     overrides: list[str]
     swept: dict[str, str]
     config: dict[str, Any]
-    test: TestSpec
-    cfg: DictConfig = field(repr=False)
+    root: RootSpec
+
+    @property
+    def test(self) -> TestSpec:
+        """The job's test (``root.test``)."""
+        return self.root.test
 
 
 def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
@@ -172,25 +181,9 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     for k, v in swept.items():
         ids.setdefault(id_value("overrides", k), id_value(k, v))
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
-    test = parse(TestSpec, test_data, "test")
-    test.check_flow_names("test")
-    check_index(parse(IndexSpec, plain.get("index"), "index"), test)
     plain["test"] = test_data
-    return Job(overrides, swept, {str(k): v for k, v in plain.items()}, test, cfg)
-
-
-def check_index(spec: IndexSpec, test: TestSpec, path: str = "index") -> None:
-    """Raise ConfigError when ``index.flow`` matches none of a test's flows.
-
-    The index charts the flows it matches, so a pattern that matches none
-    draws nothing; the default ``.*`` is fine for a test without flows.
-    """
-    flows = test.flows()
-    if not flows and spec.flow == IndexSpec.flow:
-        return
-    pattern = re.compile(spec.flow)
-    if not any(pattern.search(f) for f in flows):
-        raise ConfigError(f"{path}.flow", f"no flow matches {spec.flow!r} ({flows_text(flows)})")
+    config = {str(k): v for k, v in plain.items()}
+    return Job(overrides, swept, config, parse_root(config, swept))
 
 
 def experiments(config_dir: str | None = None) -> list[str]:

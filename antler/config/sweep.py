@@ -3,7 +3,7 @@
 With ``sweep.hosts`` empty (the default) the tests of an invocation run one
 after another, their nodes on the driver's host unless a node names its own.
 With hosts named, each test runs wholly on one of them, the tests in parallel
-across the hosts (antler.invoke, antler.placement). The names are the hosts'
+across the hosts (antler.invoke.sweep, which schedules them). The names are the hosts'
 ``host:NAME`` Ray resources; ``all`` takes every host the cluster declares.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from antler.config.parse import ConfigError
 from antler.node.nodespec import NODE_ID
+from antler.node.spec import ConfigError
 
 ALL = "all"
 """ALL as sweep.hosts takes every host the cluster has."""

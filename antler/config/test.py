@@ -6,11 +6,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from antler.config.parse import ConfigError, parse
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
-from antler.node.runners import DrivesFlow
+from antler.node.spec import ConfigError, parse
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 
@@ -65,18 +64,13 @@ class TestSpec:
         return id_text(self.id)
 
     def flows(self, kind: str = "") -> list[str]:
-        """List, sorted, the IDs of the flows the run tree drives (its stream and packet clients).
+        """List, sorted, the IDs of the flows the run tree drives (its stream and packet clients: Run.flows).
 
         With ``kind`` (``stream`` or ``packet``), only the flows of that kind.
         The tree is the resolved one, so IDs made by resolvers
         (``${each:...}``) are in it.
         """
-        found = set()
-        for _, run in self.run.walk():
-            runner = run.runner()
-            if runner is not None and isinstance(runner[1], DrivesFlow) and kind in ("", runner[1].flow_kind):
-                found.add(runner[1].flow)
-        return sorted(found)
+        return list(self.run.flows(kind))
 
     def check_flow_names(self, path: str = "test") -> None:
         """Check every flow the reports name against the run tree's flows.

@@ -18,11 +18,10 @@ from typing import TextIO
 
 from antler import exitcode
 from antler.config.compose import Job
-from antler.config.parse import parse
 from antler.invoke.live import Live
 from antler.invoke.sweep import Sweep
 from antler.invoke.testdir import interrupt_running, link_test
-from antler.node.launch import Launchers, ray_address
+from antler.node.launch import Launchers
 from antler.node.root import Launch
 from antler.node.shield import shielded
 from antler.report.index import write_index
@@ -66,7 +65,7 @@ async def run_jobs(
     run stopped part-way leaves a folder the next run can resume from. Then
     the others run: one after another, or, with ``hosts`` (sweep.hosts,
     resolved), at once across those hosts, at most per_host at a time on each,
-    each test wholly on one (antler.placement, antler.node.place); ``launch``
+    each test wholly on one (antler.invoke.sweep); ``launch``
     must then be Launchers. A host where a node was lost takes no more tests.
     Without a plan every job runs. Without a ``launch`` the nodes are launched
     by the launcher each names, on the Ray cluster at the first job's
@@ -80,7 +79,7 @@ async def run_jobs(
     runs = plan.of(Action.RUN)
     own: Launchers | None = None
     if launch is None:
-        launch = own = Launchers(ray_address(jobs[0].config) if jobs else None)
+        launch = own = Launchers(jobs[0].root.ray.address if jobs else None)
     if hosts and not isinstance(launch, Launchers):
         raise TypeError("tests placed on hosts need Launchers")
     inv = Invocation(root_dir)
@@ -152,7 +151,6 @@ def exit_now() -> list[str]:
 
 def _write_index(directory: Path, jobs: list[Job], out: TextIO) -> None:
     try:
-        spec = parse(IndexSpec, jobs[0].config.get("index") if jobs else None, "index")
-        write_index(directory, spec)
+        write_index(directory, jobs[0].root.index if jobs else IndexSpec())
     except Exception as e:  # an index problem must not lose the results being finished
         print(f"index.html not written: {type(e).__name__}: {e}", file=out)

@@ -2,7 +2,7 @@
 
 A test that runs gets its config, overrides and meta.json (its status kept
 up to date: running, then ok, failed or interrupted), and its data items go
-through the during pipeline (:class:`DuringSink`) to its writer and the live
+through the during pipeline (antler.report.pipeline.DuringSink) to its writer and the live
 output. A test an incremental run need not run is hard-linked from the prior
 folder, with changed reports made again. Its reports are left to the caller.
 """
@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,39 +24,15 @@ from antler.config.compose import Job
 from antler.invoke.live import Live
 from antler.node import lease
 from antler.node.hmac import env_key, resolve_key
-from antler.node.items import ROOT_NODE_ID, Error, FileData, Item, LogEntry, now
+from antler.node.items import ROOT_NODE_ID, LogEntry, now
 from antler.node.launch import ReportsFacts
 from antler.node.root import Launch, do
 from antler.node.run import Run
 from antler.node.secrets import Redactor
-from antler.report.pipeline import after_of, report_output, report_outputs, run_after
-from antler.report.spec import During
+from antler.report.pipeline import DuringSink, after_of, report_output, report_outputs, run_after
 from antler.results.incremental import Decision, Plan
 from antler.results.store import Invocation, TestWriter, host_facts, link_tree, versions, write_meta
 from antler.rig.resolvers import rig_facts
-
-
-class DuringSink:
-    """Applies the during pipeline (``test.during``) to each item, beside the writer that stores it."""
-
-    def __init__(
-        self, spec: During, directory: Path, store: Callable[[Item], None], live: Callable[[Item], None]
-    ) -> None:
-        self.spec = spec
-        self._store = store
-        self._live = live if "-" in spec.emit_log else None
-        self._files = [directory / name for name in spec.emit_log if name != "-"]
-
-    def __call__(self, item: Item) -> None:
-        if isinstance(item, FileData) and not self.spec.save_files:
-            return
-        self._store(item)
-        if isinstance(item, (LogEntry, Error)):
-            if self._live is not None:
-                self._live(item)
-            for path in self._files:
-                with open(path, "a") as f:
-                    f.write(str(item) + "\n")
 
 
 @dataclass

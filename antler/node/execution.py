@@ -23,10 +23,10 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from antler.node.feedback import Feedback, FeedbackConflict, merge
-from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, first_line, now
-from antler.node.nodespec import set_fields
+from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
 from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope, timed_out
 from antler.node.runners import DrivesFlow
+from antler.node.spec import first_line, set_fields
 
 if TYPE_CHECKING:
     from antler.node.context import Context
@@ -109,19 +109,8 @@ def _failure(r: Run, e: BaseException) -> str:
 
 def _not_started(ctx: Context, runs: tuple[Run, ...], reason: str) -> None:
     """_Not_started logs the runners of runs that will never start, and records their flows as cancelled."""
-    names: Counter[str] = Counter()
-    flows: list[str] = []
-    for run in runs:
-        for _, r in run.walk():
-            found = r.runner()
-            if found is None:
-                continue
-            tag, runner = found
-            if isinstance(runner, DrivesFlow):
-                flows.append(runner.flow)
-                names[f"{tag} flow {runner.flow}"] += 1
-            else:
-                names[tag] += 1
+    names = Counter(describe(r) for run in runs for _, r in run.walk() if r.runner() is not None)
+    flows = sorted({flow for run in runs for flow in run.flows()})
     if not names:
         return
     what = ", ".join(name if n == 1 else f"{n} x {name}" for name, n in names.items())

@@ -75,12 +75,6 @@ class RunnerError(Exception):
         self.error = error
 
 
-def first_line(e: BaseException) -> str:
-    """Return an exception said in one line: its message's first line, or its type's name if it has none."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 @dataclass(frozen=True)
 class FileData:
     """A chunk of a file to be saved in the test's result folder.

@@ -1,8 +1,8 @@
 """Node specs: what to launch (antler's ``Node``, ``Netns``, ``Local``, ``SSH``), as plain values.
 
 A :class:`Node` is a hashable value: the same spec used twice in a tree is the
-same node, launched once. This module imports only the standard library, so
-the config layer and the rigs can build node specs without the runtime
+same node, launched once. This module imports only the standard library (and
+the spec engine, as stdlib-only), so the config layer and the rigs can build node specs without the runtime
 (numpy, pyarrow) that executes them.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from antler.node.hmac import KEY_ENV
+from antler.node.spec import set_fields
 
 NODE_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 """NODE_ID is the pattern a whole node ID (and a namespace name) must match."""
@@ -208,25 +209,3 @@ class Node:
     def netns_name(self) -> str | None:
         """The namespace the node runs in, or None when it runs in its host's."""
         return self.netns.name_for(self.id) if self.netns.enabled else None
-
-
-def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
-    """Name the fields of a dataclass value that are not None, in field order.
-
-    The "exactly one of" unions (a run, a launcher, a report step, a packet
-    sender, a stream client's transfer) count them; ``among`` limits the
-    count to those fields.
-    """
-    return [
-        f.name
-        for f in fields(value)  # type: ignore[arg-type]
-        if (not among or f.name in among) and getattr(value, f.name) is not None
-    ]
-
-
-def check_regex(key: str, pattern: str) -> None:
-    """Raise ValueError, naming the key and the pattern, if pattern is not a Python regex."""
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        raise ValueError(f"{key} {pattern!r}: {e}") from None

@@ -40,8 +40,8 @@ from antler.node.conn import Channel, Conn, stdio_conn
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
 from antler.node.launch.clock import boot_id
-from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, prepare, remove_with_processes
+from antler.node.launch.process_launchers import ProcessLaunchers
 from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node

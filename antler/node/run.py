@@ -19,8 +19,8 @@ from typing import Protocol, runtime_checkable
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
-from antler.node.nodespec import Node, set_fields
-from antler.node.runners import Estimates, Runner
+from antler.node.nodespec import Node
+from antler.node.runners import DrivesFlow, Estimates, Runner
 from antler.node.runners.packet.client import PacketClient
 from antler.node.runners.packet.server import PacketServer
 from antler.node.runners.result_stream import ResultStreamRunner
@@ -28,6 +28,7 @@ from antler.node.runners.sleep import Sleep
 from antler.node.runners.stream import StreamClient, StreamServer
 from antler.node.runners.sysinfo import SysInfoRunner
 from antler.node.runners.system import System
+from antler.node.spec import set_fields
 
 COMBINATORS = ("serial", "parallel", "schedule", "child")
 
@@ -83,6 +84,22 @@ class Run:
             if r.child is not None and r.child.node is not None:
                 seen.setdefault(r.child.node, None)
         return list(seen)
+
+    def flows(self, kind: str = "") -> dict[str, str]:
+        """Map the ID of every flow the tree drives (its stream and packet clients') to its kind, sorted by ID.
+
+        The kind is ``stream`` or ``packet``, as flows.parquet's ``kind``
+        column says it; with ``kind``, only the flows of that kind. This is
+        the one list of a test's flows: the config checks the flows its
+        reports name against it, the analysis gives each a row, and the
+        executor records those of runs that never start as cancelled.
+        """
+        found: dict[str, str] = {}
+        for _, r in self.walk():
+            runner = r.runner()
+            if runner is not None and isinstance(runner[1], DrivesFlow) and kind in ("", runner[1].flow_kind):
+                found.setdefault(runner[1].flow, runner[1].flow_kind)
+        return dict(sorted(found.items()))
 
     def children(self) -> Iterator[Child]:
         """Yield the child runs this run reaches without passing through another child run."""

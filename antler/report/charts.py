@@ -31,10 +31,10 @@ import plotly.graph_objects as go
 
 from antler.report.analyze import Analysis
 from antler.report.assets import script_tag, write_plotly_js
+from antler.report.chartspec import FCTOptions as ChartsFCT, TimeSeriesOptions as ChartsTimeSeries
 from antler.report.decimate import flow_points
 from antler.report.html import TEMPLATE, figure_div, flow_table, page
 from antler.report.images import IMAGE_SUFFIXES, matplotlib_fct, matplotlib_timeseries
-from antler.report.spec import ChartsFCT, ChartsTimeSeries
 
 
 def label(flow: str, labels: Mapping[str, str], cca: str = "") -> str:

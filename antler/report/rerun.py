@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from antler.config.parse import parse
+from antler.node.spec import parse
 from antler.report.index import write_index
 from antler.report.pipeline import after_of, report_output, report_outputs, run_after
 from antler.report.spec import IndexSpec

@@ -1,4 +1,4 @@
-"""The report pipelines' config: ``test.during`` and ``test.after``, as in antler.
+"""The report pipelines' config, ``test.during`` and ``test.after``, as in antler, and the built-in after steps.
 
 Each pipeline has a ``default`` list (antler's DuringDefault/AfterDefault) and
 a ``report`` list a test adds after it; a test replaces the defaults by setting
@@ -9,20 +9,41 @@ a ``report`` list a test adds after it; a test replaces the defaults by setting
         report:
           - charts_time_series: {flow_label: {bulk: "CUBIC upload"}, to: [bulk.html]}
           - encode: {file: ["*.pcap"], extension: .zst, destructive: true}
+
+Each step is one class (antler.report.step): its fields are its config, and
+it knows its outputs and how to run on a test's data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from antler.node.metric import Duration
-from antler.node.nodespec import check_regex, set_fields
+from antler.node.spec import check_regex
+from antler.report.chartspec import FCTOptions, FlowSeries, TimeSeriesOptions
+from antler.report.step import Report, Step, StepContext, register
 from antler.results.codec import ENCODED
 
+__all__ = [
+    "DEFAULT_AFTER",
+    "After",
+    "Analyze",
+    "ChartsFCT",
+    "ChartsTimeSeries",
+    "During",
+    "EmitLog",
+    "EmitSysInfo",
+    "Encode",
+    "FlowSeries",
+    "IndexSpec",
+    "Report",
+]
 
+
+@register("analyze")
 @dataclass(frozen=True)
-class Analyze:
+class Analyze(Step):
     """Computes per-flow metrics into ``to`` and the series the charts use.
 
     ``interval`` is the goodput interval of the time series; unset, it
@@ -33,9 +54,29 @@ class Analyze:
     to: str = "flows.parquet"
     interval: Duration | None = None
 
+    def outputs(self) -> set[str]:
+        """Return the flows table's name."""
+        return {self.to}
 
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Analyse the test (the later steps use it) and write its flows table; raise FileExistsError if it exists."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from antler.report.analyze import analyze
+
+        ctx.analysis_made = analyze(ctx.test, self.interval.seconds if self.interval is not None else None)
+        path = ctx.path / self.to
+        if path.exists():
+            raise FileExistsError(f"{path} exists; reports never overwrite")
+        table = pa.Table.from_pandas(ctx.analysis_made.flows, preserve_index=False)
+        pq.write_table(table, path, compression="zstd")
+        return [path]
+
+
+@register("emit_log")
 @dataclass(frozen=True)
-class EmitLog:
+class EmitLog(Step):
     """Writes the test's log entries and errors, sorted by time, to each of ``to`` ("-" is stdout).
 
     A file that exists already (the writer's own log.txt) is left as it is.
@@ -43,72 +84,85 @@ class EmitLog:
 
     to: tuple[str, ...] = ("log.txt",)
 
+    def outputs(self) -> set[str]:
+        """Return the log files' names (not stdout)."""
+        return {n for n in self.to if n != "-"}
 
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Write the log (see antler.report.logs.emit_log)."""
+        from antler.report.logs import emit_log
+
+        return emit_log(ctx.test, self.to)
+
+
+@register("emit_sysinfo")
 @dataclass(frozen=True)
-class EmitSysInfo:
+class EmitSysInfo(Step):
     """Renders each node's system information as an HTML page; ``{node}`` is its ID."""
 
     to: str = "sysinfo_{node}.html"
 
+    def outputs(self) -> set[str]:
+        """Return the pages' name pattern (any node)."""
+        return {self.to.replace("{node}", "*")}
 
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Write the pages (see antler.report.sysinfo.emit_sysinfo)."""
+        from antler.report.sysinfo import emit_sysinfo
+
+        return emit_sysinfo(ctx.path, self.to)
+
+
+@register("charts_time_series")
 @dataclass(frozen=True)
-class FlowSeries:
-    """Groups the flows whose ID matches ``pattern`` (a Python regex) into series ``name``."""
+class ChartsTimeSeries(TimeSeriesOptions, Step):
+    """Draws goodput (left axis) and delay (right axis) against time (the options: TimeSeriesOptions)."""
 
-    pattern: str = ""
-    name: str = ""
+    def outputs(self) -> set[str]:
+        """Return the chart's pages and images."""
+        return {n for n in self.to if n != "-"}
 
-    def validate(self) -> None:
-        """Raise ValueError for a missing pattern or name, or a pattern that does not compile."""
-        if not self.pattern or not self.name:
-            raise ValueError("a flow series needs a pattern and a name")
-        check_regex("pattern", self.pattern)
+    def charts(self) -> tuple[str, ...]:
+        """Return the chart's pages and images."""
+        return self.to
+
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Draw the chart with the rig in its title; nothing when there is nothing to draw."""
+        from antler.report.charts import charts_time_series
+
+        spec = replace(self, title=ctx.title(self.title))
+        # None: nothing to draw (no flows, or no samples), so no empty chart.
+        if charts_time_series(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+            return []
+        return [ctx.path / n for n in self.to]
 
 
+@register("charts_fct")
 @dataclass(frozen=True)
-class ChartsTimeSeries:
-    """Draws goodput (left axis) and delay (right axis) against time.
+class ChartsFCT(FCTOptions, Step):
+    """Draws flow completion time against length (the options: FCTOptions)."""
 
-    ``to`` lists outputs: ``.html`` pages (interactive, plotly.js inline) and
-    ``.png``/``.svg``/``.pdf`` images (matplotlib). ``delay`` is ``rtt`` or
-    ``owd``; ``flow_label`` renames flows in the legend. ``options`` update the
-    plotly layout (e.g. ``{title: {text: ...}, height: 500}``) and
-    ``image_options`` the matplotlib rcParams. ``max_points`` caps the points
-    drawn per flow (min/max per time bucket, so peaks stay); 0 draws all.
-    """
+    def outputs(self) -> set[str]:
+        """Return the chart's pages and images."""
+        return {n for n in self.to if n != "-"}
 
-    to: tuple[str, ...] = ("timeseries.html", "timeseries.png")
-    title: str = "Time Series"
-    delay: str = "rtt"
-    flow_label: dict[str, str] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    image_options: dict[str, Any] = field(default_factory=dict)
-    max_points: int = 20_000
+    def charts(self) -> tuple[str, ...]:
+        """Return the chart's pages and images."""
+        return self.to
 
-    def validate(self) -> None:
-        """Raise ValueError for a delay kind other than rtt or owd."""
-        if self.delay not in ("rtt", "owd"):
-            raise ValueError(f"delay must be rtt or owd, not {self.delay!r}")
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Draw the chart with the rig in its title; nothing when no flow completed."""
+        from antler.report.charts import charts_fct
+
+        spec = replace(self, title=ctx.title(self.title))
+        if charts_fct(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+            return []
+        return [ctx.path / n for n in self.to]
 
 
+@register("encode")
 @dataclass(frozen=True)
-class ChartsFCT:
-    """Draws flow completion time against length (log axis), one series per FlowSeries.
-
-    Without ``series`` every stream flow is one series; with it, flows matching
-    none of the patterns are left out.
-    """
-
-    to: tuple[str, ...] = ("fct.html", "fct.png")
-    title: str = "Flow Completion Time vs Length"
-    series: tuple[FlowSeries, ...] = ()
-    flow_label: dict[str, str] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    image_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Encode:
+class Encode(Step):
     """Compresses the files matching ``file`` (globs) to ``extension`` (.zst, .gz or .xz).
 
     With ``destructive`` the original is removed once its encoded copy is
@@ -125,29 +179,15 @@ class Encode:
         if self.extension not in ENCODED:
             raise ValueError(f"extension must be one of {', '.join(ENCODED)}, not {self.extension!r}")
 
+    def outputs(self) -> set[str]:
+        """Return nothing: the encoded copies are the test's data, not reports made afresh."""
+        return set()
 
-@dataclass(frozen=True)
-class Report:
-    """One step of the after pipeline: exactly one field set."""
+    def run(self, ctx: StepContext) -> list[Path]:
+        """Encode the files (see antler.report.encode.encode)."""
+        from antler.report.encode import encode
 
-    analyze: Analyze | None = None
-    emit_log: EmitLog | None = None
-    emit_sysinfo: EmitSysInfo | None = None
-    charts_time_series: ChartsTimeSeries | None = None
-    charts_fct: ChartsFCT | None = None
-    encode: Encode | None = None
-
-    def validate(self) -> None:
-        """Raise ValueError unless exactly one report is set."""
-        set_ = set_fields(self)
-        if len(set_) != 1:
-            choices = ", ".join(f.name for f in fields(Report))
-            raise ValueError(f"a report step has exactly one of {choices}; found {', '.join(set_) or 'none'}")
-
-    def step(self) -> tuple[str, Any]:
-        """Return the report's name and config."""
-        name = set_fields(self)[0]
-        return name, getattr(self, name)
+        return encode(ctx.path, self.file, self.extension, self.level, self.destructive)
 
 
 DEFAULT_AFTER: tuple[Report, ...] = (
@@ -199,7 +239,7 @@ class IndexSpec:
     tests' images (empty: the first key that varies). The charts draw the
     flows matching ``flow`` (a regex, searched in each flow ID; it must match
     a flow of every test that has flows, see
-    antler.config.compose.check_index).
+    antler.config.root.check_index).
     """
 
     group_by: str = ""

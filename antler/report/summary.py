@@ -20,7 +20,6 @@ from antler.report.spec import IndexSpec
 from antler.results.tables import Results, TestResult
 
 _NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+")
-_CHART_STEPS = ("charts_time_series", "charts_fct")
 _BROWSER_IMAGES = (".png", ".svg")
 
 
@@ -143,11 +142,9 @@ def charts_of(test: TestResult) -> list[Chart]:
     except ValueError:
         after = After()  # a config this code no longer parses: look for the default charts
     out = []
-    for step in after.steps():
-        name, cfg = step.step()
-        if name not in _CHART_STEPS:
-            continue
-        found = [test.path / n for n in cfg.to if (test.path / n).is_file()]
+    for report in after.steps():
+        _, step = report.step()
+        found = [test.path / n for n in step.charts() if (test.path / n).is_file()]
         pages = [p for p in found if p.suffix == ".html"]
         images = [p for p in found if p.suffix in _BROWSER_IMAGES]
         if pages or images:

@@ -10,7 +10,8 @@ core, and the rig's SCHED_FIFO delay link and packet senders preempt it).
 The worker is ``python -m antler.report.worker``: a fresh interpreter (never
 forked from the driver's Ray threads), started when the sweep starts so its
 imports (about a second) happen during the first test. It reads one request
-per line on stdin (JSON: the test folder and its ``test.after``) and answers
+per line on stdin (JSON: the test folder and its parsed ``test.after``,
+pickled) and answers
 one line on stdout (the errors and what the reports printed); it ignores
 Ctrl-C, so the driver decides what to finish, and ends when stdin closes.
 """
@@ -18,16 +19,17 @@ Ctrl-C, so the driver decides what to finish, and ends when stdin closes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
 import os
+import pickle
 import signal
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from antler.config.parse import parse
 from antler.report.spec import After
 
 NICE = 19
@@ -54,14 +56,15 @@ class ReportWorker:
         )
         return cls(proc)
 
-    async def run_after(self, directory: Path, after: Any, out: TextIO) -> list[str]:
+    async def run_after(self, directory: Path, after: After, out: TextIO) -> list[str]:
         """Run a test's after pipeline in the worker, copy what it printed to out, and return its errors.
 
-        ``after`` is the test's ``test.after`` config as plain data (as it
-        parsed, so ``default: []`` stays empty). Raises RuntimeError when the
-        worker has died.
+        ``after`` is the test's parsed ``test.after``; it travels pickled (the
+        worker runs this same code), so it arrives exactly as parsed. Raises
+        RuntimeError when the worker has died.
         """
-        request = json.dumps({"dir": str(directory), "after": after}, default=str) + "\n"
+        after_data = base64.b64encode(pickle.dumps(after)).decode()
+        request = json.dumps({"dir": str(directory), "after": after_data}) + "\n"
         async with self._lock:
             assert self._proc.stdin is not None and self._proc.stdout is not None
             try:
@@ -102,7 +105,7 @@ def main() -> None:
         request = json.loads(line)
         out = io.StringIO()
         try:
-            after = parse(After, request["after"], "test.after")
+            after = pickle.loads(base64.b64decode(request["after"]))
             errors = run_after(Path(request["dir"]), after, out)
         except Exception as e:  # the test folder vanished, say: the driver reports it
             errors = [f"reports failed: {type(e).__name__}: {e}"]

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from antler.config.parse import parse
+from antler.node.spec import parse
 from antler.rig import path, path_steps
 from antler.rig.kernel import kernel_release, qdiscs
 from antler.rig.path import Addresses, Ifaces, Nodes

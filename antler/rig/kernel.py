@@ -65,7 +65,7 @@ def qdiscs() -> frozenset[str]:
     """
     if shutil.which("tc") is None or shutil.which("ip") is None:
         raise RigError("tc and ip (iproute2) are needed to detect qdiscs")
-    # Named as tests/nettools.unique_name names them: prefix, pid, counter.
+    # Named as tests/lab/netns.unique_name names them: prefix, pid, counter.
     ns = f"rq{os.getpid() % 100000}-{next(_scratch)}"
     _run("ip", "netns", "add", ns)
     try:

@@ -26,10 +26,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from antler.config.parse import ConfigError, FieldError
-from antler.node.items import first_line
 from antler.node.metric import Bitrate, Duration, Probability
 from antler.node.nodespec import Node
+from antler.node.spec import ConfigError, FieldError, first_line
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
 
 LIMIT_IN_PACKETS = ("pfifo", "pfifo_head_drop", "fq_codel", "codel", "pie", "fq_pie", "fq", "sfq", "netem")

@@ -46,7 +46,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from antler.config.parse import parse, to_plain
+from antler.node.spec import parse, to_plain
 from antler.rig import path, path_steps
 from antler.rig.kernel import RigError, check_qdisc, choose_emulator
 from antler.rig.path import Addresses, Ifaces, Nodes

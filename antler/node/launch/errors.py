@@ -1,4 +1,4 @@
-"""LaunchError: a node that could not be launched, with the cause in the user's terms."""
+"""Launch errors: a node that could not be launched (LaunchError), a Ray cluster not joined (ClusterError)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class LaunchError(Exception):
     Its message names the node and the cause; the root records it as an Error
     and the test fails before any run starts.
     """
+
+
+class ClusterError(Exception):
+    """A Ray cluster this command cannot join, with what to do about it in one line."""

@@ -1,7 +1,7 @@
 """Launching a tree of nodes: each node, then the nodes it launches itself, before any run starts.
 
 The root (node.root) launches the nodes of its tree through this, and so do
-a node process (node.process) and a Ray node (launch.ray_actor) for the local and SSH
+a node process (node.process) and a Ray node (launch.ray.actor) for the local and SSH
 nodes under them (run.node_tree says which node launches which).
 """
 

@@ -27,13 +27,8 @@ EXIT_MISSING = 3
 """EXIT_MISSING is the node zipapp's exit status when the host lacks Python 3.11 or a dependency."""
 DEPENDENCIES = ("numpy", "pyarrow")
 """DEPENDENCIES are the packages a node imports beyond the standard library (the host must have them)."""
-_LEAVE_OUT = (
-    "node/launch/ray.py",
-    "node/launch/ray_actor.py",
-    "node/launch/ray_cluster.py",
-    "node/launch/ray_handle.py",
-)
-"""_LEAVE_OUT are modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)."""
+_LEAVE_OUT = ("node/launch/ray/",)
+"""_LEAVE_OUT are the folders of modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)."""
 
 BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout."""
 import sys
@@ -94,7 +89,7 @@ def build() -> bytes:
     entries = {"__main__.py": BOOTSTRAP.encode()}
     for p in files:
         rel = p.relative_to(root).as_posix()
-        if rel not in _LEAVE_OUT:
+        if not rel.startswith(_LEAVE_OUT):
             entries[f"antler/{rel}"] = p.read_bytes()
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:

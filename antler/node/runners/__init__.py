@@ -3,11 +3,11 @@
 Beside the core :class:`Runner`, a runner may declare optional capabilities,
 each a protocol of its own (as antler's ``canceler``, ``validater``, ...):
 
-- :class:`antler.config.parse.Validates` and :class:`antler.config.parse.FromScalar`,
+- :class:`antler.node.spec.Validates` and :class:`antler.node.spec.FromScalar`,
   checked by the config parser;
 - :class:`Estimates`, its expected run time, for the progress line;
 - :class:`DrivesFlow`, the flow it drives, which reports may name
-  (antler.config.test.TestSpec.flows);
+  (antler.node.run.Run.flows);
 - cancellation: a runner that leaves something running (a server, a
   background command) registers a canceler with ``ctx.on_cancel``.
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from antler.node.feedback import Feedback
 from antler.node.items import SysInfo
-from antler.node.nodespec import check_regex
 from antler.node.secrets import mask_env
+from antler.node.spec import check_regex
 
 if TYPE_CHECKING:
     from antler.node.context import Context

@@ -15,30 +15,23 @@ import numpy as np
 import pandas as pd
 
 from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK
-from antler.node.runners import DrivesFlow
+from antler.node.run import Run
+from antler.node.spec import ConfigError, parse
 
 _RANK = {FLOW_FAILED: 0, FLOW_CANCELLED: 1, FLOW_OK: 2}
 """_RANK orders a flow's records: a failure says most, then a cancellation."""
 
 
 def named_flows(config: dict[str, Any]) -> dict[str, str]:
-    """Map each flow the test's run tree names to its kind, in order ({} if the config does not parse)."""
-    from antler.config.parse import ConfigError
-    from antler.config.test import parse_run
-
+    """Map each flow the test's run tree names to its kind, sorted by ID ({} if the config does not parse)."""
     test = config.get("test") if isinstance(config, dict) else None
     if not isinstance(test, dict):
         return {}
     try:
-        run = parse_run(test.get("run"), "test.run")
+        run = parse(Run, test.get("run"), "test.run")
     except (ConfigError, ValueError):
         return {}  # a config of an older version: the records still give the statuses
-    out: dict[str, str] = {}
-    for _, r in run.walk():
-        found = r.runner()
-        if found is not None and isinstance(found[1], DrivesFlow):
-            out.setdefault(found[1].flow, found[1].flow_kind)
-    return out
+    return run.flows()
 
 
 def with_outcomes(

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 from antler.node.metric import Duration
-from antler.node.nodespec import set_fields
 from antler.node.runners.packet.wire import MAX_UDP_PAYLOAD
+from antler.node.spec import set_fields
 
 SendPlan = Iterator[tuple[int, int, bool]]
 """SendPlan yields (offset from the flow start in ns, packet length, echo) for each packet, in time order."""

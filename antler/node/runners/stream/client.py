@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
-from antler.node.nodespec import set_fields
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
 from antler.node.runners.stream.header import Header, HeaderError, read_frame
 from antler.node.runners.stream.pump import PumpParams, run_end
 from antler.node.runners.stream.sock import get_cca, set_cca
 from antler.node.runners.stream.transfer import Download, Transfer, Upload
 from antler.node.sockopt import check_addr, set_tos, split_host_port, zoned
+from antler.node.spec import set_fields
 
 if TYPE_CHECKING:
     from antler.node.context import Context

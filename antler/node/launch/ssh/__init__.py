@@ -2,11 +2,11 @@
 
 Launching a node (all before any run starts):
 
-1. Connect and authenticate with keys (:mod:`antler.node.launch.ssh_connect`:
+1. Connect and authenticate with keys (:mod:`antler.node.launch.ssh.connect`:
    the SSH agent, the default keys, ``key_file``, ``~/.ssh/config``); the host
    key is checked against known_hosts, and one that ``accept_new_host_key``
    adds is logged with its fingerprint.
-2. Ship the node code (:mod:`antler.node.launch.ssh_upload`): the node
+2. Ship the node code (:mod:`antler.node.launch.ssh.upload`): the node
    zipapp (:mod:`antler.node.launch.zipapp`), built once per process, goes
    over SFTP to the host's cache, once per host, unless the host has it
    already: the log says which.
@@ -17,7 +17,7 @@ Launching a node (all before any run starts):
 Every failure is a LaunchError that names the node, the destination and the
 cause in the user's terms (refused, no answer, unknown or changed host key,
 authentication, no python3, a missing package), within
-:data:`~antler.node.launch.ssh_connect.CONNECT_TIMEOUT_SECONDS` of trying for
+:data:`~antler.node.launch.ssh.connect.CONNECT_TIMEOUT_SECONDS` of trying for
 a host that does not answer.
 """
 
@@ -34,8 +34,8 @@ import paramiko
 from antler.node.items import LogEntry, now
 from antler.node.launch.child import ChildHandle, conn_of
 from antler.node.launch.errors import LaunchError
-from antler.node.launch.ssh_connect import CONNECT_TIMEOUT_SECONDS, Target, connect, target
-from antler.node.launch.ssh_upload import cache_dir, upload
+from antler.node.launch.ssh.connect import CONNECT_TIMEOUT_SECONDS, Target, connect, target
+from antler.node.launch.ssh.upload import cache_dir, upload
 from antler.node.launch.zipapp import EXIT_MISSING, NodeApp, node_app
 from antler.node.nodespec import SSH, Node
 from antler.node.recorder import Sink

@@ -27,12 +27,13 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from antler.node.feedback import Feedback
-from antler.node.items import DIAGNOSTICS_TAG, Error, LogEntry, RunnerError, first_line, now
+from antler.node.items import DIAGNOSTICS_TAG, Error, LogEntry, RunnerError, now
 from antler.node.launch.clock import boot_id, relative_to
 from antler.node.launch.netns import call_on, remove_with_processes
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle, NodeTree, Run, cancel_reason
+from antler.node.spec import first_line
 
 POLL_SECONDS = 0.2
 """POLL_SECONDS is how often the driver drains each node's data items."""

@@ -1,6 +1,6 @@
-"""An invocation's sweep: its tests run one after another, or placed on hosts and run at once.
+"""Running an invocation's tests: one after another, or placed on hosts and run at once.
 
-A placed test runs wholly on one host (antler.placement, antler.node.place),
+A placed test runs wholly on one host (:mod:`.placement`, :mod:`.tree`),
 at most ``per_host`` at a time on each; a host where a node was lost takes no
 more tests. Each test's reports are made from its stored data as soon as it
 ends, in the report worker while the next test runs.
@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from antler.config.compose import Job
 from antler.invoke.live import Live, Progress
+from antler.invoke.sweep.placement import DRIVER, Hosts, Needs, Placement, Queue, needs_of
+from antler.invoke.sweep.tree import place
 from antler.invoke.testdir import Ran, run_test
 from antler.node.launch import Launchers, TestLaunch
-from antler.node.place import place
 from antler.node.root import Launch
-from antler.placement import DRIVER, Hosts, Needs, Placement, Queue, needs_of
 from antler.report.pipeline import run_after
 from antler.report.worker import ReportWorker
 from antler.results.store import Invocation, write_meta
@@ -147,8 +147,7 @@ class Sweep:
     async def _reports(self, ran: Ran) -> None:
         """_Reports runs a test's after pipeline from its stored data, exactly as `antler-ray report` does later."""
         if self.worker is not None:
-            after = (ran.job.config.get("test") or {}).get("after")
-            errors = await self.worker.run_after(ran.directory, after, self.live.out)
+            errors = await self.worker.run_after(ran.directory, ran.job.test.after, self.live.out)
         else:
             errors = await asyncio.to_thread(run_after, ran.directory, ran.job.test.after, self.live.out)
         if errors:

@@ -9,7 +9,7 @@ reserves the hosts it names, so later tests cannot keep them busy for ever
 (a test pinned to two hosts would otherwise starve behind tests using one).
 
 Every running test gets a tag no other running test has, for the names of
-the namespaces it creates (antler.node.place): two tests on one kernel never
+the namespaces it creates (:mod:`antler.invoke.sweep.tree`): two tests on one kernel never
 collide, whichever host names they run under.
 """
 

@@ -7,10 +7,10 @@ naming a file, each figure is appended to it as a JSON line, and so are the
 outcome of every test of the session and the session's own facts
 (:func:`outcome`, :func:`session`, called from tests/conftest.py).
 ``make reliability`` then renders them with ``python -m
-tests.reliability_report FIGURES.jsonl > docs/reliability.md``; without the
+tests.lab.reliability_report FIGURES.jsonl > docs/reliability.md``; without the
 variable, nothing is written.
 
-Promises (the keys of :data:`tests.reliability_report.PROMISES`): ``leaks``,
+Promises (the keys of :data:`tests.lab.reliability_report.PROMISES`): ``leaks``,
 ``lost``, ``hangs``, ``config``, ``hostile``, ``load``, ``secrets``.
 """
 

@@ -10,9 +10,9 @@ raylet by node affinity. A host name the cluster does not have fails at launch,
 listing the hosts it has, before any run starts.
 
 The launcher's parts, one module each: joining the cluster
-(:mod:`~antler.node.launch.ray_cluster`), the actor that hosts a node on its
-host (:mod:`~antler.node.launch.ray_actor`) and the driver's handle that
-calls it, drains its data and watches it (:mod:`~antler.node.launch.ray_handle`).
+(:mod:`~antler.node.launch.ray.cluster`), the actor that hosts a node on its
+host (:mod:`~antler.node.launch.ray.actor`) and the driver's handle that
+calls it, drains its data and watches it (:mod:`~antler.node.launch.ray.handle`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from antler.node.launch.clock import clock_offset
 from antler.node.launch.errors import LaunchError
-from antler.node.launch.ray_actor import NodeActor
-from antler.node.launch.ray_cluster import HOST_RESOURCE, RaySession, cluster_hosts, code_version
-from antler.node.launch.ray_handle import RayHandle, divert_raylet_errors, wait_ref, watch_worker
+from antler.node.launch.ray.actor import NodeActor
+from antler.node.launch.ray.cluster import HOST_RESOURCE, RaySession, cluster_hosts, code_version
+from antler.node.launch.ray.handle import RayHandle, divert_raylet_errors, wait_ref, watch_worker
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
 from antler.node.run import NodeHandle

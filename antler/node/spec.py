@@ -1,5 +1,9 @@
 """Building spec dataclasses from plain config data, with the path of every error.
 
+The specs of every layer (the run tree and its nodes here, a rig's, a report
+step's, the root config's) are dataclasses parsed by this one engine, at the
+base of the layers beside the units it parses (:mod:`antler.node.metric`).
+
 The run tree is recursive and its runners form a union, two things Hydra's
 structured configs support only partly (see STYLE.md), so the tree is parsed
 here: dataclasses are the schema, YAML holds the values, and every error names
@@ -8,12 +12,15 @@ the path of the offending node, e.g. ``test.run.serial[2].child.serial[0]``.
 A dataclass may accept a scalar in place of a mapping (``sleep: 100ms``) by
 being :class:`FromScalar`, and check itself after parsing by being
 :class:`Validates`; a ValueError either raises becomes a ConfigError with the
-path.
+path. :func:`set_fields` and :func:`check_regex` help specs check themselves.
+A class written as a one-key mapping whose key names its kind, from
+kinds registered at run time (a report step), is :class:`OneOf`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -40,6 +47,25 @@ class FromScalar(Protocol):
     @classmethod
     def from_scalar(cls, value: Any) -> Any:
         """Build the spec from the scalar, raising ValueError (or UnitError) if it cannot."""
+        ...
+
+
+@runtime_checkable
+class OneOf(Protocol):
+    """A spec written as a mapping with one key, the name of its kind: ``analyze: {to: flows.parquet}``.
+
+    The parser checks the keys against :meth:`kinds`, parses each value as its
+    kind's type (a null value is no value) and builds the spec with :meth:`of`.
+    """
+
+    @classmethod
+    def kinds(cls) -> Mapping[str, type]:
+        """Return the spec type of each kind, by name, in the order errors list them."""
+        ...
+
+    @classmethod
+    def of(cls, given: dict[str, Any]) -> Any:
+        """Build the spec from the parsed values by kind name; raise ValueError unless there is exactly one."""
         ...
 
 
@@ -117,6 +143,8 @@ def _parse(tp: Any, data: Any, path: str) -> Any:
         return {str(k): _parse(val_tp, v, f"{path}.{k}") for k, v in data.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _parse_dataclass(tp, data, path)
+    if isinstance(tp, type) and issubclass(tp, OneOf):
+        return _parse_one_of(tp, data, path)
     if tp is bool:
         if isinstance(data, bool):
             return data
@@ -169,6 +197,23 @@ def _parse_dataclass(cls: type, data: Any, path: str) -> Any:
     return obj
 
 
+def _parse_one_of(cls: type[OneOf], data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {_describe(data)}")
+    kinds = cls.kinds()
+    unknown = [str(k) for k in data if str(k) not in kinds]
+    if unknown:
+        known = ", ".join(sorted(kinds))
+        raise ConfigError(f"{path}.{unknown[0]}", f"unknown key {unknown[0]!r} (known keys: {known})")
+    given = {name: _parse(tp, data[name], f"{path}.{name}") for name, tp in kinds.items() if data.get(name) is not None}
+    try:
+        return cls.of(given)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
+
+
 def _validate(obj: Any, path: str) -> None:
     if isinstance(obj, Validates):
         try:
@@ -208,3 +253,31 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def set_fields(value: object, among: tuple[str, ...] = ()) -> list[str]:
+    """Name the fields of a dataclass value that are not None, in field order.
+
+    The "exactly one of" unions (a run, a launcher, a report step, a packet
+    sender, a stream client's transfer) count them; ``among`` limits the
+    count to those fields.
+    """
+    return [
+        f.name
+        for f in dataclasses.fields(value)  # type: ignore[arg-type]
+        if (not among or f.name in among) and getattr(value, f.name) is not None
+    ]
+
+
+def check_regex(key: str, pattern: str) -> None:
+    """Raise ValueError, naming the key and the pattern, if pattern is not a Python regex."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{key} {pattern!r}: {e}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """Return an exception said in one line: its message's first line, or its type's name if it has none."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

@@ -9,7 +9,7 @@ server's address found on one node reaches a client on another through the
 object store. Nodes can call nodes: each actor gets the handles of every
 node of the test, and its calls go out from its host-namespace loop. Its
 data items wait in the actor until the driver drains them
-(antler.node.launch.ray_handle).
+(antler.node.launch.ray.handle).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from antler.node.feedback import Feedback
 from antler.node.items import Item, RunnerError
 from antler.node.launch.clock import boot_id
 from antler.node.launch.errors import LaunchError
-from antler.node.launch.launchers import ProcessLaunchers
 from antler.node.launch.netns import LoopThread, kill_processes_in, prepare, remove
-from antler.node.launch.ray_cluster import code_version
-from antler.node.launch.ray_handle import TAG, RayHandle
+from antler.node.launch.process_launchers import ProcessLaunchers
+from antler.node.launch.ray.cluster import code_version
+from antler.node.launch.ray.handle import TAG, RayHandle
 from antler.node.launch.reclaim import reclaim_left
 from antler.node.launch.tree import launch_nodes
 from antler.node.nodespec import Node
