@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -187,7 +188,8 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
     """Render rows under the headings columns as a table SORT_JS sorts.
 
     A float cell is shown as the flow table shows it and sorts by its value
-    (NaN: blank, last); other cells sort as text. HTML in a cell is escaped,
+    (NaN: blank, last); a :class:`SortsAs` cell is shown as its text and
+    sorts by its value; other cells sort as text. HTML in a cell is escaped,
     except in a :class:`Markup` cell.
     """
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -199,6 +201,9 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
             if isinstance(v, float):
                 data = "" if pd.isna(v) else repr(v)
                 cells.append(f'<td data-v="{data}">{_cell(v)}</td>')
+            elif isinstance(v, SortsAs):
+                data = "" if v.value is None else repr(v.value)
+                cells.append(f'<td data-v="{data}">{html.escape(v.text)}</td>')
             elif isinstance(v, Markup):
                 cells.append(f"<td>{v}</td>")
             else:
@@ -206,6 +211,14 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
         body.append(f'<tr class="{cls}">' if cls else "<tr>")
         body.append("".join(cells) + "</tr>")
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class SortsAs:
+    """A table cell shown as ``text`` that sorts by ``value`` (an ID value: ``1s`` after ``500ms``); None sorts last."""
+
+    text: str
+    value: float | None
 
 
 class Markup(str):
