@@ -68,13 +68,15 @@ def interrupt_running() -> None:
 
 
 async def link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: Live) -> None:
-    """Hard-link a test that need not run from the prior folder, and re-makes changed reports."""
-    assert d.source is not None and plan.prior is not None
+    """Hard-link a test that need not run from its source folder (the prior or an earlier one), and re-makes changed reports."""
+    assert d.source is not None
     directory = inv.test_dir(d.path)
     meta: dict[str, Any] = json.loads((d.source / "meta.json").read_text())
+    # The result folder the test is linked from: the prior one, or an earlier one (issue 30).
+    source_folder = d.source.parents[len(Path(d.path).parts) - 1].name
     # Where the test really ran, through any chain of links.
-    meta.setdefault("ran_in", plan.prior.name)
-    meta["linked_from"] = plan.prior.name
+    meta.setdefault("ran_in", source_folder)
+    meta["linked_from"] = source_folder
     if d.keep_config:
         link_tree(d.source, directory)
         write_meta(directory, meta)
