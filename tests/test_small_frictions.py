@@ -1,0 +1,68 @@
+"""Small frictions of a first hour (issue 30): vet knows this host's CCAs, Ray's notices go to its log, one --root."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from antler.cli import main
+from antler.node.launch.ray.cluster import DIAGNOSTICS_LOG, ray_diagnostics_to_log
+from antler.node.runners.stream import sock
+
+pytestmark = pytest.mark.no_netns
+
+
+@pytest.fixture
+def kernel_offers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This host's kernel offers reno and cubic (a stand-in for /proc's list)."""
+    path = tmp_path / "tcp_available_congestion_control"
+    path.write_text("reno cubic\n")
+    monkeypatch.setattr(sock, "AVAILABLE_CCA_PATH", str(path))
+    return path
+
+
+def test_vet_refuses_a_cca_this_kernel_lacks(
+    kernel_offers: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30: cca=bbr2 passed vet; run failed after the rig was built."""
+    root = tmp_path / "results"
+    assert main(["vet", "+experiment=cubic", "cca=bbr2", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "upload.cca: 'bbr2' is not a congestion control" in err, err
+    assert "(reno cubic)" in err and not root.exists()
+    # run refuses it the same way, before anything is built or written.
+    assert main(["run", "+experiment=cubic", "cca=bbr2", "--root", str(root)]) == 2
+    assert "'bbr2'" in capsys.readouterr().err and not root.exists()
+    assert main(["vet", "+experiment=cubic", "cca=cubic", "--root", str(root)]) == 0
+
+
+def test_ray_notices_go_to_its_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 30: "Token authentication is enabled ..." was printed on every run."""
+    ray_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    logging.getLogger("ray").addHandler(stderr := logging.StreamHandler())
+    try:
+        with ray_diagnostics_to_log(lambda: tmp_path) as kept:
+            ray_logger.warning("Token authentication is enabled for this Ray cluster.")
+    finally:
+        logging.getLogger("ray").removeHandler(stderr)
+    assert len(kept) == 1
+    assert "Token authentication" not in capfd.readouterr().err
+    assert "Token authentication is enabled" in (tmp_path / DIAGNOSTICS_LOG).read_text()
+    # Outside the block the logger is as it was.
+    assert ray_logger.propagate and not ray_logger.handlers
+
+
+def test_run_and_the_results_commands_take_one_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 30: the result root was --root on some commands and results.root_dir on run."""
+    root = tmp_path / "mine"
+    assert main(["run", "+experiment=hello", "--root", str(root)]) == 0
+    assert list((root / "latest").rglob("meta.json"))
+    capsys.readouterr()
+    assert main(["results", "--root", str(root)]) == 0
+    assert "experiment=hello  ok" in capsys.readouterr().out
+    assert main(["vet", "+experiment=hello", "--root", str(root)]) == 0
+    assert f"compared with {root}" in capsys.readouterr().err
+    assert main(["vet", "+experiment=hello", "results.root_dir=elsewhere", "--root", str(root)]) == 2
+    assert "name two result roots" in capsys.readouterr().err
