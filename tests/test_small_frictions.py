@@ -66,3 +66,22 @@ def test_run_and_the_results_commands_take_one_root(tmp_path: Path, capsys: pyte
     assert f"compared with {root}" in capsys.readouterr().err
     assert main(["vet", "+experiment=hello", "results.root_dir=elsewhere", "--root", str(root)]) == 2
     assert "name two result roots" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["+durration=5s"], ["+durration=5s,10s"]])
+def test_a_key_nothing_reads_is_refused_naming_the_nearest(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30: +durration=5s was accepted, and a sweep over it planned identical tests."""
+    assert main(["vet", "-m", "+experiment=cubic", *args, "--root", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("antler-ray: config error: durration: no part"), err
+    assert "did you mean 'duration'?" in err and "labels" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_labels_are_the_place_for_free_form_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from antler.config.compose import compose_jobs
+
+    (job,) = compose_jobs(["+experiment=hello", "+labels.why=first try"])
+    assert job.config["labels"] == {"why": "first try"}

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from antler.config import resolvers
 from antler.config.root import RootSpec, parse_root
 from antler.config.test import TestSpec
+from antler.config.unread import check_read
 from antler.node.spec import ConfigError, first_line
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
@@ -211,6 +212,7 @@ def hydra_problem(e: BaseException) -> str:
 def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     if "test" not in cfg or cfg.test is None:
         raise ConfigError("test", "no test: choose an experiment with +experiment=NAME (see antler-ray list)")
+    check_read(cfg, overrides)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
