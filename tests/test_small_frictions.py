@@ -85,3 +85,48 @@ def test_labels_are_the_place_for_free_form_notes(tmp_path: Path, capsys: pytest
 
     (job,) = compose_jobs(["+experiment=hello", "+labels.why=first try"])
     assert job.config["labels"] == {"why": "first try"}
+
+
+def test_a_socket_option_the_kernel_changes_says_what_was_granted() -> None:
+    """Issue 30: what the kernel grants is recorded when it differs from what was asked."""
+    import socket
+
+    from antler.node.sockopt import Sockopt
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        asked = 1 << 30  # far beyond wmem_max: the kernel caps it
+        note = Sockopt("SOL_SOCKET", "SO_SNDBUF", asked, name="SO_SNDBUF").apply(s)
+        granted = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert granted != asked and note == f"sockopt SO_SNDBUF: asked {asked}, granted {granted}"
+        assert Sockopt("SOL_SOCKET", "SO_PRIORITY", 3).apply(s) == ""  # granted as asked
+
+
+def test_a_flow_logs_the_socket_option_the_kernel_granted() -> None:
+    import asyncio
+
+    from antler.config.test import parse_run
+    from antler.node import Item, LogEntry, do
+
+    run = parse_run(
+        {
+            "serial": [
+                {"stream_server": {"listen_addr": "127.0.0.1:0", "listen_addr_key": "a"}},
+                {
+                    "stream_client": {
+                        "addr_key": "a",
+                        "upload": {
+                            "flow": "lo",
+                            "length": "100KB",
+                            "sockopt": [
+                                {"level": "SOL_SOCKET", "opt": "SO_SNDBUF", "value": 1 << 30, "name": "SO_SNDBUF"}
+                            ],
+                        },
+                    }
+                },
+            ]
+        }
+    )
+    items: list[Item] = []
+    assert asyncio.run(do(run, items.append))
+    said = [i.text for i in items if isinstance(i, LogEntry) and "SO_SNDBUF" in i.text]
+    assert len(said) == 1 and said[0].startswith(f"flow lo: sockopt SO_SNDBUF: asked {1 << 30}, granted "), said
