@@ -130,3 +130,20 @@ def test_a_flow_logs_the_socket_option_the_kernel_granted() -> None:
     assert asyncio.run(do(run, items.append))
     said = [i.text for i in items if isinstance(i, LogEntry) and "SO_SNDBUF" in i.text]
     assert len(said) == 1 and said[0].startswith(f"flow lo: sockopt SO_SNDBUF: asked {1 << 30}, granted "), said
+
+
+def test_a_table_that_cannot_be_written_is_a_write_error_and_no_file(tmp_path: Path) -> None:
+    """Issue 30: a full disk must fail the test, and leave no half-written table looking like a result."""
+    from antler.node import LogEntry
+    from antler.node.items import now
+    from antler.results.store import TestWriter
+
+    (tmp_path / "log.arrows").symlink_to("/dev/full")  # every write to it: ENOSPC, as on a full disk
+    writer = TestWriter(tmp_path)
+    for i in range(3):
+        writer.write(LogEntry(now(), "root", "system", f"line {i}"))
+    writer.close()
+    (error,) = writer.write_errors
+    assert error.startswith("writing log: ") and "No space left on device" in error, error
+    assert not (tmp_path / "log.parquet").exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not (tmp_path / "log.arrows").exists()

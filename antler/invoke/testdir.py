@@ -159,17 +159,27 @@ async def run_test(
         raise
     finally:
         writer.close()
+        if writer.write_errors and status == "ok":
+            status = "failed"  # a result that could not be written is no result (issue 30)
         meta.update(
             status=status,
             ended=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - start, 3),
-            errors=len(writer.errors),
+            errors=len(writer.errors) + len(writer.write_errors),
         )
+        if writer.write_errors:
+            meta["write_errors"] = writer.write_errors
+            for message in writer.write_errors:
+                live.line(f"test {k} of {n}{on}: {message}")
         if isinstance(launch, ReportsFacts):
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
             meta["nodes"] = launch.take_facts()
         meta = redact.value(meta)
-        write_meta(directory, meta)
+        try:
+            write_meta(directory, meta)
+        except OSError as e:
+            status = "failed"
+            live.line(f"test {k} of {n}{on}: meta.json could not be written: {e.strerror or e}; the test failed")
         _RUNNING.pop(directory, None)
         live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")
     return Ran(job, directory, meta, status)
