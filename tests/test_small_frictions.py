@@ -147,3 +147,26 @@ def test_a_table_that_cannot_be_written_is_a_write_error_and_no_file(tmp_path: P
     assert error.startswith("writing log: ") and "No space left on device" in error, error
     assert not (tmp_path / "log.parquet").exists() and not list(tmp_path.glob(".*.tmp"))
     assert not (tmp_path / "log.arrows").exists()
+
+
+def test_vet_refuses_a_client_key_no_server_publishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every bound a runner checks, vet checks first: the client's addr_key failed only once the test ran."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "keys.yaml").write_text(
+        "# @package _global_\n"
+        "test:\n"
+        "  id: {experiment: keys}\n"
+        "  run:\n"
+        "    serial:\n"
+        "      - stream_server: {listen_addr: '127.0.0.1:0', listen_addr_key: srv}\n"
+        "      - stream_client: {addr_key: svr, upload: {flow: tcp, duration: 1s}}\n"
+    )
+    root = tmp_path / "r"
+    args = ["--config-dir", str(conf), "+experiment=keys", "--root", str(root)]
+    assert main(["vet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "test.run.serial[1].stream_client.addr_key: no server of the test publishes 'svr' (servers' listen_addr_key: srv)"
+    ), err
+    assert main(["run", *args]) == 2 and not root.exists()
