@@ -116,10 +116,11 @@ class TestSpec:
             if found is None:
                 continue
             name, runner = found
-            if getattr(runner, "listen_addr_key", ""):
-                published.add(str(runner.listen_addr_key))
-            if getattr(runner, "addr_key", "") and not getattr(runner, "addr", ""):
-                wanted.append((f"{at}.{name}.addr_key", str(runner.addr_key)))
+            listen_key, addr_key = getattr(runner, "listen_addr_key", ""), getattr(runner, "addr_key", "")
+            if listen_key:
+                published.add(str(listen_key))
+            if addr_key and not getattr(runner, "addr", ""):
+                wanted.append((f"{at}.{name}.addr_key", str(addr_key)))
         for at, key in wanted:
             if key not in published:
                 keys = ", ".join(sorted(published)) or "none"
