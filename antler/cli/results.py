@@ -30,18 +30,28 @@ def _resolve(path: str | None, root: str) -> Path:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", help="a result folder (default: ROOT/latest)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="index.KEY=VALUE",
+        help="change the comparison page's settings, e.g. index.x=rig_limit",
+    )
     _root_arg(p)
 
 
 @command("report", "re-run the after reports from stored data into a new result folder", _report_args)
 def cmd_report(a: argparse.Namespace) -> int:
     """Copy a result folder's data into a new folder and run each test's after pipeline there."""
+    from antler.node.spec import ConfigError
     from antler.report.rerun import report
 
-    src = _resolve(a.path, a.root).resolve()
+    path, overrides = a.path, list(a.overrides)
+    if path is not None and "=" in path and not Path(path).exists():
+        path, overrides = None, [path, *overrides]  # `report index.x=rig_limit`: the latest results
+    src = _resolve(path, a.root).resolve()
     try:
-        dst = report(src, Path(a.root))
-    except FormatError as e:
+        dst = report(src, Path(a.root), overrides=overrides)
+    except (FormatError, ConfigError) as e:
         print(f"antler-ray: {e}", file=sys.stderr)
         return exitcode.CONFIG
     print(f"reports in {dst}")

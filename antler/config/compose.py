@@ -21,7 +21,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override, Transformer
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -30,6 +30,7 @@ from antler.config import resolvers
 from antler.config.resolvers import REP
 from antler.config.root import RootSpec, parse_root
 from antler.config.test import TestSpec
+from antler.config.unread import check_read
 from antler.node.spec import ConfigError, first_line
 from antler.rig.path import set_config_dir
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
@@ -62,14 +63,20 @@ class Job:
         return self.root.test
 
 
-def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
+def expand(
+    overrides: list[str], multirun: bool, config_dir: str | None = None
+) -> list[tuple[list[str], dict[str, str]]]:
     """Return each job's overrides and its swept keys with the values they apply.
 
     A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
     limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
-    50000``, so both give the same tests. Raises ConfigError for overrides
-    Hydra cannot parse, a sweep without ``multirun``, or a sweep that is not a
-    list of values.
+    50000``, so both give the same tests. Every sweep Hydra's grammar can
+    enumerate is expanded as its BasicSweeper does: a list (``a=1,2``,
+    ``choice(1,2)``, ``shuffle(...)``, ``sort(...)``), ``range(1,4)`` and
+    ``glob(*)`` over a config group (``+experiment=glob(c*)``). Raises
+    ConfigError for overrides Hydra cannot parse, a sweep without
+    ``multirun``, and ``interval(...)``, which is continuous (a sampler's
+    sweep, not a list of tests).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -82,19 +89,36 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
         if o.is_sweep_override():
             if not multirun:
                 raise ConfigError(key, f"{o.input_line!r} is a sweep: add -m (--multirun) to run one test per value")
-            if not o.is_discrete_sweep():
-                raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
-            spellings = list(o.sweep_string_iterator())
-            sweep = o.value()
-            assert isinstance(sweep, ChoiceSweep)  # a discrete sweep
-            applied = [_applied(v) for v in sweep.list]
-            lists.append([(key, s, a, True) for s, a in zip(spellings, applied, strict=True)])
+            lists.append([(key, spelled, applied, True) for spelled, applied in _sweep_values(o, config_dir)])
         else:
             lists.append([(key, o.get_value_element_as_str(), "", False)])
     jobs = []
     for combo in itertools.product(*lists):
         jobs.append(([f"{k}={v}" for k, v, _, _ in combo], {k: a for k, _, a, swept in combo if swept}))
     return jobs
+
+
+def _sweep_values(o: Override, config_dir: str | None) -> list[tuple[str, str]]:
+    """_sweep_values lists a sweep override's values, each as spelled in an override and as applied."""
+    key = o.get_key_element()
+    value = o.value()
+    if isinstance(value, Glob):
+        names = value.filter(_group_options(o.key_or_group, config_dir))
+        if not names:
+            raise ConfigError(key, f"{o.input_line!r} matches no config of the group {o.key_or_group!r}")
+        return [(n, n) for n in names]
+    if not o.is_discrete_sweep():
+        kind = "interval(...) is a continuous range, not" if isinstance(value, IntervalSweep) else "not"
+        raise ConfigError(key, f"{o.input_line!r}: {kind} a list of tests; sweep a list (a=1,2), range(1,4) or glob(*)")
+    # Enumerated once, so the spelling and the applied value of a shuffled sweep stay paired.
+    elements = list(o.sweep_iterator())
+    return [(Transformer.str(e), _applied(e)) for e in elements]
+
+
+def _group_options(group: str, config_dir: str | None) -> list[str]:
+    """_group_options lists the configs of a config group (``experiment``), packaged and in config_dir."""
+    folders = [packaged_conf_dir() / group, *([Path(config_dir) / group] if config_dir else [])]
+    return sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
 
 
 def _applied(value: Any) -> str:
@@ -121,7 +145,7 @@ def id_value(key: str, value: str) -> str:
 def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
     """Build and check every job of an invocation, raising ConfigError."""
     jobs = []
-    for job_overrides, swept in expand(overrides, multirun):
+    for job_overrides, swept in expand(overrides, multirun, config_dir):
         cfg = compose_config(job_overrides, config_dir)
         job = _job(cfg, job_overrides, swept)
         repeat = job.root.sweep.repeat
@@ -162,13 +186,37 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
             raise ConfigError(
                 "experiment", f"unknown experiment {name!r} (available: {', '.join(experiments(config_dir))})"
             ) from None
-        raise ConfigError("overrides", first_line(e)) from None
+        raise ConfigError("overrides", hydra_problem(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_path(e), first_line(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError("experiment", f"invalid YAML: {' '.join(str(e).split())}") from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def hydra_problem(e: BaseException) -> str:
+    """Return a Hydra override error as one line, with its hint: a key not in the config needs ``+``.
+
+    Hydra puts its hint on a second line ("To append to your config use
+    +rep=1"), or gives none ("Could not override 'rep'. No match in the
+    defaults list."); either way the line says to add the key with ``+``.
+    """
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    text = lines[0]
+    m = re.match(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        given = next((line.split(" use ", 1)[1] for line in lines[1:] if line.startswith("To append")), "")
+        add = given or f"+{key}=VALUE"
+        if "Did you mean" in " ".join(lines[1:]):
+            text += " " + " ".join(lines[1:])
+        return f"{text} {key!r} is not in the config: add it with a +, as {add}"
+    if text.startswith("Could not append to config"):
+        return " ".join(lines)
+    return text
 
 
 def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str], rep: int | None = None) -> Job:
@@ -179,6 +227,7 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str], rep: int 
     """
     if "test" not in cfg or cfg.test is None:
         raise ConfigError("test", "no test: choose an experiment with +experiment=NAME (see antler-ray list)")
+    check_read(cfg, overrides)
     if rep is not None:
         cfg = cfg.copy()
         with open_dict(cfg):

@@ -164,7 +164,13 @@ def _fill(node: Any, values: dict[str, Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """_plain is a value as plain data, also inside a dict or list (``{cca: ${ccas}}`` holds a ListConfig)."""
+    """_plain returns a resolver's argument as plain lists and dicts, at any depth.
+
+    OmegaConf hands a resolver a literal mapping as a dict, but a value in it
+    that is an interpolation of a config node (``{rate: ${trace.rates}}``) as
+    that node (a ListConfig): resolved here, so an interpolated list is taken
+    like one written inline (issue 30).
+    """
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):

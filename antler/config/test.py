@@ -114,6 +114,32 @@ class TestSpec:
                                 f"no stream flow matches {series.pattern!r} ({flows_text(streams, 'stream flows')})",
                             )
 
+    def check_feedback_keys(self, path: str = "test") -> None:
+        """Check that each client's ``addr_key`` is a ``listen_addr_key`` some server of the tree publishes.
+
+        The client reads its server's address from the feedback under that
+        key when it starts; a key no server sets fails only then, after the
+        rig is built (issue 30: every bound a runner checks, vet checks
+        first). Raises ConfigError naming the client's key and the keys the
+        servers publish.
+        """
+        published: set[str] = set()
+        wanted: list[tuple[str, str]] = []
+        for at, r in self.run.walk(f"{path}.run"):
+            found = r.runner()
+            if found is None:
+                continue
+            name, runner = found
+            listen_key, addr_key = getattr(runner, "listen_addr_key", ""), getattr(runner, "addr_key", "")
+            if listen_key:
+                published.add(str(listen_key))
+            if addr_key and not getattr(runner, "addr", ""):
+                wanted.append((f"{at}.{name}.addr_key", str(addr_key)))
+        for at, key in wanted:
+            if key not in published:
+                keys = ", ".join(sorted(published)) or "none"
+                raise ConfigError(at, f"no server of the test publishes {key!r} (servers' listen_addr_key: {keys})")
+
 
 FLOWS_SHOWN = 10
 """FLOWS_SHOWN is how many flow IDs an error message lists (an fct test has 40)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,9 @@ tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .stat
 .banner.ok { border-color: #2e7d32; background: #f1f8f1; }
 .card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
 .note { color: #555; font-size: 0.9em; }
+table.flows { font-size: 0.85em; max-width: 100%; } table.flows th { vertical-align: bottom; }
+table.flows td.text { text-align: left; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
+table.flows th, table.flows td { padding: 0.25em 0.4em; }
 """
 
 _AXIS = {
@@ -99,6 +103,9 @@ TABLE_COLUMNS = {
 """TABLE_COLUMNS are the flow table's columns and their headings."""
 
 
+_TEXT_COLUMNS = {"error"}
+
+
 def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     """Render per-flow metrics as an HTML table, leaving out columns no flow has."""
     if flows.empty:
@@ -110,8 +117,11 @@ def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> 
     df = df[keep]
     head = "".join(f"<th>{html.escape(TABLE_COLUMNS[c])}</th>" for c in keep)
     rows = []
+    # Free text (an error message) wraps in its own cell, so a 1400 px page
+    # shows every column without a scrollbar (issue 30).
+    opens = ['<td class="text">' if c in _TEXT_COLUMNS else "<td>" for c in keep]
     for rec in df.itertuples(index=False):
-        cells = "".join(f"<td>{_cell(v)}</td>" for v in rec)
+        cells = "".join(f"{o}{_cell(v)}</td>" for o, v in zip(opens, rec, strict=True))
         rows.append(f"<tr>{cells}</tr>")
     return f'<table class="flows"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -208,7 +218,8 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
     """Render rows under the headings columns as a table SORT_JS sorts.
 
     A float cell is shown as the flow table shows it and sorts by its value
-    (NaN: blank, last); other cells sort as text. HTML in a cell is escaped,
+    (NaN: blank, last); a :class:`SortsAs` cell is shown as its text and
+    sorts by its value; other cells sort as text. HTML in a cell is escaped,
     except in a :class:`Markup` cell.
     """
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -220,6 +231,9 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
             if isinstance(v, float):
                 data = "" if pd.isna(v) else repr(v)
                 cells.append(f'<td data-v="{data}">{_cell(v)}</td>')
+            elif isinstance(v, SortsAs):
+                data = "" if v.value is None else repr(v.value)
+                cells.append(f'<td data-v="{data}">{html.escape(v.text)}</td>')
             elif isinstance(v, Markup):
                 cells.append(f"<td>{v}</td>")
             else:
@@ -227,6 +241,14 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
         body.append(f'<tr class="{cls}">' if cls else "<tr>")
         body.append("".join(cells) + "</tr>")
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class SortsAs:
+    """A table cell shown as ``text`` that sorts by ``value`` (an ID value: ``1s`` after ``500ms``); None sorts last."""
+
+    text: str
+    value: float | None
 
 
 class Markup(str):

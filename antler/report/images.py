@@ -102,6 +102,8 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
         # The queue panel (axes y3 and y4) is on the page only; the image keeps goodput and delay.
         for i, tr in enumerate(tr for tr in fig.data if tr.yaxis not in ("y3", "y4")):
+            if tr.visible == "legendonly":
+                continue  # the page's hidden traces (raw samples) are not in the image
             color = colors[i % len(colors)]
             x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
             # An image is ~1300 px wide: more points than a few per pixel only cost time.
@@ -117,7 +119,7 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
         ax.set_xlabel(layout.xaxis.title.text or "")
         ax.set_ylabel(layout.yaxis.title.text or "")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=layout.yaxis.range[1] if layout.yaxis.range else None)
         if ax2 is not None:
             ax2.set_ylabel(layout.yaxis2.title.text or "")
             ax2.set_ylim(bottom=0)

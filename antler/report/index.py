@@ -34,11 +34,12 @@ import plotly.graph_objects as go
 
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
 from antler.report.calibration import calibration_html
-from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
+from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, SortsAs, figure_div, page, sortable_table
 from antler.report.provenance import provenance_html
 from antler.report.repeated import has_repetitions, repeated_figures, repeated_table
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
+from antler.results.ids import id_magnitude
 from antler.results.tables import Results, load
 
 SUMMARY_METRICS = ("goodput_mbps", "fct_s", "rtt_ms_median", "rtt_ms_p99", "loss_pct", "retrans")
@@ -129,8 +130,14 @@ def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: 
     rows: list[list[Any]] = []
     classes = []
     nan = float("nan")
+    # ID values that are all numbers or quantities sort by magnitude (1s after 500ms), not as text (issue 30).
+    by_value = {
+        k for k in id_keys if all(id_magnitude(v) is not None for s in summaries if (v := s.test.id.get(k)) is not None)
+    }
     for s in summaries:
-        ids = [s.test.id.get(k, "") for k in id_keys]
+        ids: list[Any] = [
+            SortsAs(v, id_magnitude(v)) if k in by_value else v for k in id_keys for v in [s.test.id.get(k, "")]
+        ]
         tail = [Markup(_status(s.status)), _health(s.test.meta.get("health")), s.first_error or s.problem]
         link = next((c.page for c in s.charts if c.page is not None), None)
         flows = s.flows if s.flows is not None else pd.DataFrame()

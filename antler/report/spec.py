@@ -16,7 +16,7 @@ it knows its outputs and how to run on a test's data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from antler.node.metric import Duration
@@ -46,11 +46,13 @@ __all__ = [
 class Analyze(Step):
     """Computes per-flow metrics into ``to`` and the series the charts use.
 
-    ``interval`` is the goodput interval of the time series.
+    ``interval`` is the goodput interval of the time series; unset, it
+    follows the path: four of the rig's RTTs, at least 100 ms
+    (antler.report.analyze.streams.default_interval_s).
     """
 
     to: str = "flows.parquet"
-    interval: Duration = field(default_factory=lambda: Duration(100_000_000))
+    interval: Duration | None = None
 
     def outputs(self) -> set[str]:
         """Return the flows table's name and the summary table's (antler.report.summary_file)."""
@@ -66,7 +68,7 @@ class Analyze(Step):
         from antler.report.analyze import analyze
         from antler.report.summary_file import write_summary
 
-        ctx.analysis_made = analyze(ctx.test, self.interval.seconds)
+        ctx.analysis_made = analyze(ctx.test, self.interval.seconds if self.interval is not None else None)
         path = ctx.path / self.to
         if path.exists():
             raise FileExistsError(f"{path} exists; reports never overwrite")

@@ -27,6 +27,7 @@ steps are in :mod:`antler.report.spec`.
 
 from __future__ import annotations
 
+import re
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,25 @@ if TYPE_CHECKING:
     from antler.results.tables import TestResult
 
 S = TypeVar("S", bound="type[Step]")
+
+_TC_RATE = re.compile(r"\btc\s+(class|qdisc)\s+(change|replace)\b.*\brate\b")
+
+
+def changes_rate(node: Any) -> bool:
+    """Tell whether a test config (``test`` of meta.json) changes a link's rate as it runs.
+
+    A ``system`` command that changes or replaces a tc class or qdisc with a
+    ``rate`` (antler's ratedrop) does; the rig's rate is then where the test
+    started, not what it ran at throughout.
+    """
+    if isinstance(node, dict):
+        system = node.get("system")
+        if isinstance(system, dict) and _TC_RATE.search(str(system.get("command", ""))):
+            return True
+        return any(changes_rate(v) for k, v in node.items() if k != "after")
+    if isinstance(node, list):
+        return any(changes_rate(v) for v in node)
+    return False
 
 
 class Step(ABC):
@@ -191,14 +211,20 @@ class StepContext:
                 f" {hosts.get('left')} ({ifaces.get('left', '?')}) → {hosts.get('mid')} ({mid})"
                 f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
             )
+        # The rate built is only where the test started when a schedule or a tc command changes it (issue 30).
+        changed = changes_rate((self.test.meta.get("config") or {}).get("test")) or any(
+            isinstance(step, dict) and step.get("rate_bps") is not None for step in rig.get("schedule") or []
+        )
+        at_start = " at the start, changed during the test" if changed else ""
         fwd, ret = rig.get("forward"), rig.get("reverse")
         if fwd and ret:
             # Each direction's bottleneck: a download's rate is never a surprise either.
             ways = [_direction(fwd), _direction(ret)]
-            parts.append(f"{ways[0]} each way" if ways[0] == ways[1] else f"→ {ways[0]}, ← {ways[1]}")
+            parts.append((f"{ways[0]} each way" if ways[0] == ways[1] else f"→ {ways[0]}, ← {ways[1]}") + at_start)
         elif rig.get("rate_bps"):
             where = f" ({rig['bottleneck']})" if rig.get("bottleneck") else ""
-            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}{where}".rstrip())
+            rate = f"{rig['rate_bps'] / 1e6:g} Mbit/s{at_start}"
+            parts.append(f"{rate} {rig.get('qdisc', '')}{where}".rstrip())
         if rig.get("rtt_ms"):
             parts.append(f"RTT {rig['rtt_ms']:g} ms")
         if rig.get("loss"):

@@ -35,7 +35,7 @@ from antler.report.analyze.flows import FLOW_COLUMNS, column_dtype, fill_columns
 from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
 from antler.report.analyze.queue import QUEUE_FLOW_COLUMNS, SERIES_COLUMNS, queue_flows, queue_series
-from antler.report.analyze.streams import analyze_streams
+from antler.report.analyze.streams import analyze_streams, default_interval_s, goodput_samples
 from antler.report.analyze.summary import SUMMARY_COLUMNS, conclude
 from antler.results.tables import TestResult
 
@@ -83,6 +83,11 @@ class Analysis:
       owd_ms its first arrival at the server minus that send, in ms, or NaN
       when it never arrived (in flows whose server recorded any arrival).
 
+    ``goodput_interval_s`` is the goodput series' interval (seconds), and
+    ``goodput_samples`` the raw rate between consecutive receiver samples
+    (same columns; see :func:`.streams.goodput_samples`), which after a loss
+    can lie far above the link rate.
+
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
     ``received`` (RECEIVED_COLUMNS: flow, t_s, bytes) is each stream
@@ -105,6 +110,8 @@ class Analysis:
     received: pd.DataFrame = field(default_factory=lambda: empty_series("bytes"))
     summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS, dtype=float))
     queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SERIES_COLUMNS))
+    goodput_interval_s: float = 0.1
+    goodput_samples: pd.DataFrame = field(default_factory=lambda: empty_series("goodput_mbps"))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -124,16 +131,20 @@ class Analysis:
         return both.astype({"flow": "category"})
 
 
-def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
+def analyze(test: TestResult, interval_s: float | None = None) -> Analysis:
     """Compute the flow metrics and series of one stored test.
 
     ``interval_s`` is the goodput interval in seconds: each point is the
-    goodput between the last receiver samples of consecutive intervals. A
+    goodput between the last receiver samples of consecutive intervals. By
+    default it follows the path: four of the rig's RTTs (meta.json's
+    ``rig.rtt_ms``), at least 100 ms (see :func:`.streams.default_interval_s`). A
     table the test lacks counts as empty; a stored table that cannot be read,
     or lacks a column analysis reads (see TCP_INFO_READ and its siblings),
     raises pyarrow's ArrowInvalid (a ValueError).
     """
     nodes = test.meta.get("nodes") or []
+    if interval_s is None:
+        interval_s = default_interval_s((test.meta.get("rig") or {}).get("rtt_ms"))
     stream_info = on_driver_clock(test["stream_info"], nodes)
     packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
@@ -144,11 +155,13 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
         stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
         received = received_curves(stream_info, stream_io, t0)
+        samples = goodput_samples(stream_io, stream_info, t0)
         del stream_io
         packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
         packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
         a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
         a.received = received
+        a.goodput_interval_s, a.goodput_samples = interval_s, samples
         a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
         a.queue = queue_series(test, stream_info, packet_info, t0, interval_s)
         extra = queue_flows(test, stream_info, packet_info)
@@ -187,13 +200,14 @@ def analyze_frames(
     if t0 is None and not _rows(stream_io) and not _rows(packet_io):
         return _no_flows()
     t0 = t0 if t0 is not None else _EPOCH
+    s_io = _frame_table(stream_io, "stream_io", STREAM_IO_READ)
     stream_flows, goodput = analyze_streams(
-        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ),
-        _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
+        s_info, s_io, _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
     )  # fmt: skip
     packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
     a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
     a.received = received_curves(s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ), t0)
+    a.goodput_interval_s, a.goodput_samples = interval_s, goodput_samples(s_io, s_info, t0)
     return _conclude(a, {})
 
 

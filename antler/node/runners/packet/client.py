@@ -133,7 +133,8 @@ class PacketClient:
         try:
             set_tos(s, self.dscp, self.ecn)
             for opt in self.sockopt:
-                opt.apply(s)
+                if granted := opt.apply(s):
+                    ctx.rec.log(f"flow {self.flow}: {granted}")
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
             psock.enable_rx_tos(s)  # replies' marking, as it arrives, goes into packet_io.tos
