@@ -100,7 +100,7 @@ def test_the_demo_says_in_one_line_that_it_is_healthy_and_records_its_provenance
     assert len(prov["antler_ray"]["commit"]) == 40 and isinstance(prov["antler_ray"]["dirty"], bool)
     assert {"release", "qdiscs", "ccas"} <= set(prov["kernel"]) and "cubic" in prov["kernel"]["ccas"]
     assert {"model", "cpus", "governor"} <= set(prov["cpu"])
-    assert prov["seeds"] == {"rig.seed": None}
+    assert prov["seeds"] == {"rig.seed": None, "sweep.seed": 0}  # the defaults (conf/config.yaml)
     rig = prov["rig"]
     assert set(rig["sysctls"]) == {"left", "mid", "right"}
     assert all(set(s) >= SYSCTLS for s in rig["sysctls"].values())
