@@ -31,10 +31,10 @@ queue's probability decays as the kernel's timer would decay it.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 
 from antler.rig.aqm.base import DropSink, Packet, ignore_drop, mark_ce
+from antler.rig.aqm.fifo import PacketFifo
 
 PIE_TARGET_NS = 15_000_000
 """PIE_TARGET_NS is QDELAY_REF, the target queueing delay: 15 ms (RFC 8033 section 4.2, the kernel's default)."""
@@ -57,7 +57,7 @@ AUTO_TUNING = ((0.000001, 2048), (0.00001, 512), (0.0001, 128), (0.001, 32), (0.
 NS_PER_S = 1e9
 
 
-class Pie:
+class Pie(PacketFifo):
     """PIE on one FIFO of at most ``limit`` packets (RFC 8033; the kernel's sch_pie with its defaults).
 
     Times are ns; ``alpha`` and ``beta`` in 1/s (0.125 and 1.25; tc's
@@ -98,8 +98,7 @@ class Pie:
         self.max_burst_ns = max_burst_ns
         self.uniform = uniform if uniform is not None else random.Random(8033).random
         self.drop = drop
-        self._q: deque[Packet] = deque()
-        self._bytes = 0
+        super().__init__()
         self._next_update_ns: int | None = None
         self.drop_prob = 0.0
         self.qdelay_ns = 0
@@ -163,27 +162,12 @@ class Pie:
                 self.early_drops += 1
                 return False
             self.marks += 1
-        self._q.append(pkt)
-        self._bytes += pkt.length
+        self._push(pkt)
         return True
 
     def dequeue(self, now_ns: int) -> Packet | None:
         """Return the oldest packet at now_ns, or None when empty; its sojourn is PIE's queueing delay (section 4.3)."""
         self._catch_up(now_ns)
-        if not self._q:
-            self.qdelay_ns = 0
-            return None
-        pkt = self._q.popleft()
-        self._bytes -= pkt.length
-        self.qdelay_ns = now_ns - pkt.t_enqueue_ns if self._q else 0
+        pkt = self._pop()
+        self.qdelay_ns = now_ns - pkt.t_enqueue_ns if pkt is not None and self._q else 0
         return pkt
-
-    @property
-    def backlog_packets(self) -> int:
-        """The packets held now."""
-        return len(self._q)
-
-    @property
-    def backlog_bytes(self) -> int:
-        """The bytes held now (IP lengths)."""
-        return self._bytes
