@@ -12,7 +12,7 @@ import sys
 
 from bench.common import ROOT
 
-BENCHES = ("stream", "packet", "delay", "startup", "launch", "analyze", "sweep")
+BENCHES = ("stream", "packet", "delay", "startup", "launch", "analyze", "sweep", "bottleneck")
 
 
 def main() -> int:

@@ -145,6 +145,33 @@ def test_vet_lists_what_would_run_and_be_linked_and_runs_nothing(cwd: Path, caps
     assert folders(cwd) == before and (runs(cwd, 1), runs(cwd, 2)) == (1, 1)
 
 
+def test_a_sweep_after_another_experiment_links_from_the_earlier_folder(
+    cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30: only latest was consulted, so a run of anything else in between made the sweep run again."""
+    (cwd / "fixed").touch()
+    assert main(sweep()) == 0
+    sweep_folder = latest(cwd)
+    assert main(["run", "--config-dir", "conf", "+experiment=inc", "x=5"]) == 0  # another test: latest lacks the sweep
+    assert latest(cwd) != sweep_folder
+    capsys.readouterr()
+    assert main(["vet", *sweep()[1:]]) == 0
+    out = capsys.readouterr().out
+    for x in (1, 2):
+        assert f"# link experiment=inc x={x}: passed in {sweep_folder.name}" in out, out
+    # The run makes a folder of the whole sweep, every test linked, none run.
+    assert main(sweep()) == 0
+    assert (runs(cwd, 1), runs(cwd, 2)) == (1, 1)
+    res = load(latest(cwd))
+    assert sorted(res) == ["experiment-inc_x-1", "experiment-inc_x-2"]
+    assert {t.meta["linked_from"] for t in res.values()} == {sweep_folder.name}
+    assert main(sweep()) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    # A changed config is still run, naming the change the newest folder saw.
+    assert main(sweep("+test.timeout=30s")) == 0
+    assert (runs(cwd, 1), runs(cwd, 2)) == (2, 2)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

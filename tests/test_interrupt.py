@@ -28,6 +28,8 @@ from tests.lab.netns import netns_list, unique_name
 pytestmark = pytest.mark.slow
 
 ANTLER = [sys.executable, "-m", "antler"]
+NO_CALIBRATION = ("calibrate=off",)
+"""NO_CALIBRATION: these tests time the test itself; the calibration before it (15-40 s here) is tests/test_trust.py's."""
 
 
 class Command:
@@ -105,7 +107,7 @@ def prefix() -> str:
 
 
 def test_ctrl_c_during_cubic_exits_130_within_10s_keeping_what_was_measured(tmp_path: Path, prefix: str) -> None:
-    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}")
+    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}", *NO_CALIBRATION)
     try:
         folder = tmp_path / "results" / "in-progress" / "experiment-cubic"
         until("3 s of the upload on disk", lambda: stream_samples_s(folder) >= 3.0)
@@ -136,7 +138,7 @@ def test_ctrl_c_during_cubic_exits_130_within_10s_keeping_what_was_measured(tmp_
 
 
 def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, prefix: str) -> None:
-    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}")
+    cmd = Command(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}", *NO_CALIBRATION)
     try:
         folder = tmp_path / "results" / "in-progress" / "experiment-cubic"
         until("1 s of the upload on disk", lambda: stream_samples_s(folder) >= 1.0)
@@ -159,7 +161,7 @@ def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, prefi
 
 
 def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path: Path, prefix: str) -> None:
-    args = ("run", "+experiment=cubic", "duration=8s", f"rig.netns_prefix={prefix}")
+    args = ("run", "+experiment=cubic", "duration=8s", f"rig.netns_prefix={prefix}", *NO_CALIBRATION)
     cmd = Command(tmp_path, *args)
     try:
         # The moment of the kill: 2 s of the upload on disk, whatever else has been flushed.

@@ -96,3 +96,20 @@ def test_the_rule_catches_a_test_module_importing_another(tmp_path: Path) -> Non
         "tests/test_b.py:2: imports tests.nettools",
         "bench/x.py:2: edits sys.path",
     ]
+
+
+def test_the_labs_paths_name_the_checkout_and_the_test_data() -> None:
+    # The lab sits a folder below the tests: a path made from its own __file__
+    # must climb one more level (the hosts once shared tests/, not the checkout).
+    from tests.lab import hosts, results
+    from tests.lab.hosts import private_tmp
+
+    assert (hosts.CHECKOUT / "pyproject.toml").is_file()
+    assert (results.DATA / "make_fixture.py").is_file()
+    under_tmp = Path("/tmp/antler-ci-clone")
+    original = hosts.SHARED_UNDER_TMP
+    try:
+        hosts.SHARED_UNDER_TMP = [under_tmp]
+        assert f"mount --bind {under_tmp} /x/antler-ci-clone" in private_tmp(Path("/x"))
+    finally:
+        hosts.SHARED_UNDER_TMP = original

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 FIXTURE = ROOT / "tests" / "data" / "result"
 SWEEP = ROOT / "tests" / "data" / "sweep"
+COMPETE = ROOT / "tests" / "data" / "compete"
 
 
 def execute(name: str) -> tuple[str, int]:
@@ -36,7 +37,7 @@ def execute(name: str) -> tuple[str, int]:
     return printed, images
 
 
-@pytest.mark.parametrize("name", ["analysis.ipynb", "sweep.ipynb"])
+@pytest.mark.parametrize("name", ["analysis.ipynb", "sweep.ipynb", "study.ipynb"])
 def test_notebooks_are_stored_without_outputs(name: str) -> None:
     nb = json.loads((NOTEBOOKS / name).read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -90,3 +91,23 @@ def test_the_sweep_notebook_compares_every_test(monkeypatch: pytest.MonkeyPatch)
         # The dataset over every test's packet_io counts what each sent.
         assert f"{key} udp: {SWEEP_PACKETS} packets sent" in printed
     assert images == 2  # the three metrics against rig_rtt; the RTT distributions
+
+
+def test_the_study_notebook_answers_from_the_stored_repetitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import antler.results
+
+    monkeypatch.setenv("ANTLER_RESULTS", str(COMPETE))
+    printed, images = execute("study.ipynb")
+    assert f"6 tests in {COMPETE}, repetitions per buffer: {{'100': 3, '1000': 3}}" in printed
+    for metric in ("share_cubic", "share_bbr", "jain", "induced_latency_ms"):
+        iv = antler.results.intervals(COMPETE, metric, table="summary")
+        for row in iv.itertuples():
+            assert (
+                f"rig_limit={row.rig_limit} {metric}: mean {row.mean:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] over 3 runs"
+                in printed
+            )
+    assert "shares sum to 1 in every test: True" in printed
+    share = antler.results.intervals(COMPETE, "share_bbr", table="summary").set_index("rig_limit")["mean"]
+    assert f"BBR's share: {share['100']:.2f} with 100 packets, {share['1000']:.2f} with 1000" in printed
+    assert "intervals overlap: False" in printed
+    assert images == 2  # shares, Jain and latency with intervals; the goodput boxes

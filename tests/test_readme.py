@@ -331,7 +331,31 @@ def test_yaml_examples_vet(i: int, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def python_blocks() -> list[str]:
-    return [body for lang, body in fenced(README.read_text()) if lang == "python"]
+    """Return the Python examples on results (the queue discipline example is tested on its own)."""
+    return [body for lang, body in fenced(README.read_text()) if lang == "python" and not is_aqm(body)]
+
+
+def is_aqm(body: str) -> bool:
+    """Report whether a Python block is a queue discipline (the README's own-AQM example)."""
+    return "def dequeue(self, now_ns" in body
+
+
+def test_the_own_aqm_example_is_complete_short_and_the_packaged_one(tmp_path: Path) -> None:
+    from antler.rig.aqm import ECT0, NOT_ECT, Packet, make_queue
+
+    (body,) = [b for lang, b in fenced(README.read_text()) if lang == "python" and is_aqm(b)]
+    assert len(body.strip().splitlines()) < 40
+    packaged = (ROOT / "antler" / "rig" / "aqm" / "step_marker.py").read_text()
+    assert body.strip() in packaged
+    (tmp_path / "mine.py").write_text(body)
+    dropped: list[Packet] = []
+    q = make_queue("py:mine:StepMarker threshold=1ms", drop=lambda p, t: dropped.append(p), config_dir=tmp_path)
+    for ecn in (ECT0, NOT_ECT, ECT0):
+        assert q.enqueue(Packet(b"", 100, ecn, None, 0), 0)
+    first = q.dequeue(2_000_000)  # 2 ms late: marked CE, the not-ECT one after it dropped
+    assert first is not None and first.marked and first.ecn == 3
+    second = q.dequeue(2_000_000)
+    assert second is not None and second.marked and len(dropped) == 1
 
 
 @pytest.mark.parametrize("i", range(len(python_blocks())))
@@ -406,7 +430,8 @@ def test_every_top_level_and_rig_key_is_in_the_guide() -> None:
     """Every key of conf/config.yaml and of the rigs is named in the README as it is written on the command line."""
     text = README.read_text()
     config = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
-    keys = [f"{group}.{key}" for group, values in config.items() for key in values]
+    keys = [f"{group}.{key}" for group, values in config.items() if isinstance(values, dict) for key in values]
+    keys += [group for group, value in config.items() if not isinstance(value, dict)]  # calibrate
     for rig in ("dumbbell", "testbed"):
         keys += [f"rig.{key}" for key in yaml.safe_load((ROOT / "conf" / "rig" / f"{rig}.yaml").read_text())]
     assert [k for k in keys if k != "rig.kind" and not re.search(rf"{re.escape(k)}\b", text)] == []
@@ -441,6 +466,12 @@ def test_docs_give_every_column_of_every_stored_table(kind: str) -> None:
 
 def test_docs_give_every_column_of_the_flows_table() -> None:
     assert table_section("flows: one row per flow") == FLOW_COLUMNS
+
+
+def test_docs_give_every_column_of_the_summary_table() -> None:
+    from antler.report.analyze import SUMMARY_COLUMNS
+
+    assert table_section("summary: one row per test") == SUMMARY_COLUMNS
 
 
 def test_the_readme_points_to_the_column_docs() -> None:

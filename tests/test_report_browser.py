@@ -24,33 +24,13 @@ from antler.report.index import write_index
 from antler.report.pipeline import run_after
 from antler.report.spec import IndexSpec
 from antler.results import load
-from tests.lab.browser import CHROMIUM, Browser, Page
+from tests.lab.browser import CHROMIUM, DRAWN, PLOTS, Browser, Page, problems
 from tests.lab.results import FIXTURE, REPORTS, sweep_with_failures
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
     pytest.mark.no_netns,
 ]
-
-PLOTS = """[...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
-  title: gd._fullLayout.title.text,
-  traces: gd._fullData.map((t, i) => {
-    const layer = gd.querySelectorAll('.scatterlayer .trace')[i];
-    return {name: t.name, x: Array.from(t.x), y: Array.from(t.y), yaxis: t.yaxis, mode: t.mode,
-            symbols: t.marker ? [].concat(t.marker.symbol) : [],
-            points: layer ? layer.querySelectorAll('path.point').length : 0,
-            line: layer && layer.querySelector('path.js-line') ? layer.querySelector('path.js-line').getAttribute('d') : ''};
-  }),
-  axes: Object.keys(gd._fullLayout).filter(k => /^yaxis[0-9]*$/.test(k)).sort(),
-}))"""
-"""PLOTS reads back every chart of a page: the series plotly drew (its full data) and the SVG it drew them as."""
-
-DRAWN = "document.querySelectorAll('.js-plotly-plot').length > 0 && [...document.querySelectorAll('.js-plotly-plot')].every(gd => gd._fullLayout && gd.querySelector('.main-svg'))"
-
-
-def problems(page: Page) -> list[str]:
-    """Return the page's console lines that are errors or warnings (a failed load is one)."""
-    return [line for line in page.console if not line.startswith(("verbose:", "info:", "debug:"))]
 
 
 def column(page: Page, heading: str) -> list[str]:
@@ -149,8 +129,11 @@ def test_every_test_page_draws_its_flows_offline(tmp_path: Path) -> None:
             assert problems(page) == [], path
             flows = pd.read_parquet(path.parent / "flows.parquet").set_index("flow")
             traces = {t["name"]: t for t in plot["traces"]}
-            assert set(traces) == {"tcp", "udp RTT"} and plot["axes"] == ["yaxis", "yaxis2"]
-            tcp, udp = traces["tcp"], traces["udp RTT"]
+            # The stream flow is named with its CCA; its raw samples are a hidden trace beside it.
+            cca = str(flows.loc["tcp", "cca"])
+            tcp_name = f"tcp {cca}"
+            assert set(traces) == {tcp_name, f"{tcp_name} samples", "udp RTT"} and plot["axes"] == ["yaxis", "yaxis2"]
+            tcp, udp = traces[tcp_name], traces["udp RTT"]
             # Goodput on the left axis: its steady value is the flow's goodput.
             assert tcp["yaxis"] == "y" and np.median(tcp["y"]) == pytest.approx(flows.loc["tcp", "goodput_mbps"])
             # Every echoed packet's RTT is a point on the right axis, with the flow's median and p99.

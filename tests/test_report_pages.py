@@ -71,7 +71,7 @@ def test_no_chart_without_data(tmp_path: Path) -> None:
         (tcp_only / f"{table}.parquet").unlink()
     a = analyze(load(tcp_only)["."])
     layout = timeseries_figure(a, ChartsTimeSeries()).to_plotly_json()["layout"]
-    assert "yaxis2" not in layout and layout["yaxis"]["title"]["text"] == "Goodput (Mbit/s)"
+    assert "yaxis2" not in layout and layout["yaxis"]["title"]["text"] == "Goodput (Mbit/s per 100 ms)"
     udp_only = result / "udp-only"
     shutil.copytree(SWEEP / "experiment-cubic_cca-cubic_rig_rtt-10ms", udp_only)
     for table in ("stream_io", "stream_info", "tcp_info", "flows"):

@@ -208,7 +208,10 @@ def test_one_way_delay_across_hosts_is_corrected_by_the_clock_offset_and_the_cha
     info["node_id"] = np.where(info["server"], "right", "left")
     info.loc[info["server"], "tinit"] += pd.Timedelta(250, "ms")
     pq.write_table(
-        pa.Table.from_pandas(info, schema=SCHEMAS["packet_info"], preserve_index=False),
+        # The fixture's columns (it predates packet_info's local and remote), typed as stored.
+        pa.Table.from_pandas(
+            info, schema=pa.schema([SCHEMAS["packet_info"].field(c) for c in info.columns]), preserve_index=False
+        ),
         test_dir / "packet_info.parquet",
     )
     meta = json.loads((test_dir / "meta.json").read_text())

@@ -7,6 +7,8 @@ tool (tc, iperf3) reach it in that tool's own unambiguous spelling.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from antler.config.compose import compose_jobs
@@ -21,6 +23,8 @@ def _commands(test: object) -> list[str]:
         if isinstance(node, dict):
             if "command" in node and isinstance(node["command"], str):
                 out.append(node["command"])
+            if "args" in node and isinstance(node["args"], list):
+                out.append(" ".join(str(a) for a in node["args"]))
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):
@@ -63,14 +67,20 @@ def test_rig_loss_as_a_percentage_reaches_the_emulators_as_one() -> None:
                                               ("1.25MB/s", "10000000bit"), ("10MBps", "80000000bit")])  # fmt: skip
 def test_ratedrop_hands_tc_bits_per_second_whatever_the_spelling(low_rate: str, tc: str) -> None:
     (job,) = compose_jobs(["+experiment=ratedrop", f"low_rate={low_rate}"])
-    (change,) = [c for c in _commands(job.test) if c.startswith("tc class change")]
-    assert f"htb rate {tc} ceil {tc} " in change
+    (run,) = [c for c in _commands(job.test) if "antler.rig.schedule_run run" in c]
+    plan = json.loads(run.split(" --plan ", 1)[1])
+    drop, back = (a["changes"] for a in plan)
+    # Both directions' bottlenecks change, each on its own egress.
+    assert [c["tc"][0].split()[3] for c in drop] == ["m-right", "m-left"]
+    assert all(f"htb rate {tc} ceil {tc} " in c["tc"][0] for c in drop)
+    assert all("htb rate 50000000bit ceil 50000000bit " in c["tc"][0] for c in back)
 
 
-def test_ratedrop_refuses_an_amount_as_its_rate_naming_the_parameter() -> None:
+def test_ratedrop_refuses_an_amount_as_its_rate_naming_the_schedule_step() -> None:
+    # low_rate lands in the rig's schedule: the step that takes it is named.
     with pytest.raises(ConfigError) as e:
         compose_jobs(["+experiment=ratedrop", "low_rate=10MB"])
-    assert e.value.path == "low_rate"
+    assert e.value.path == "rig.schedule[0].rate"
     assert "amount of data, not a rate" in str(e.value)
 
 

@@ -7,7 +7,7 @@ test ends it with status 1; an interrupt with 130.
 
 Each subcommand module registers its commands with
 :func:`antler.cli.registry.command`: tests in :mod:`antler.cli.run`, stored
-results in :mod:`antler.cli.results`, a starter project in :mod:`antler.cli.init`.
+results in :mod:`antler.cli.results` and :mod:`antler.cli.compare`, a starter project in :mod:`antler.cli.init`.
 Nothing below this package imports it.
 """
 
@@ -19,7 +19,7 @@ import os
 import sys
 
 from antler import exitcode
-from antler.cli import init, results, run
+from antler.cli import compare, init, results, run
 from antler.cli.registry import COMMANDS
 from antler.node.hmac import take_env_key
 from antler.node.launch import ClusterError
@@ -27,9 +27,9 @@ from antler.node.spec import ConfigError
 from antler.results.store import ResultsError
 from antler.terminal import Terminal, redirected
 
-__all__ = ["init", "main", "results", "run"]
+__all__ = ["compare", "init", "main", "results", "run"]
 
-HELP_ORDER = ("run", "vet", "list", "init", "results", "log", "report", "remove", "server")
+HELP_ORDER = ("run", "vet", "list", "init", "results", "compare", "log", "report", "remove", "server")
 """HELP_ORDER is the order the subcommands are listed in ``antler-ray --help``."""
 
 

@@ -30,27 +30,45 @@ def _resolve(path: str | None, root: str) -> Path:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", help="a result folder (default: ROOT/latest)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="index.KEY=VALUE",
+        help="change the comparison page's settings, e.g. index.x=rig_limit",
+    )
     _root_arg(p)
 
 
 @command("report", "re-run the after reports from stored data into a new result folder", _report_args)
 def cmd_report(a: argparse.Namespace) -> int:
     """Copy a result folder's data into a new folder and run each test's after pipeline there."""
+    from antler.node.spec import ConfigError
     from antler.report.rerun import report
 
-    src = _resolve(a.path, a.root).resolve()
+    path, overrides = a.path, list(a.overrides)
+    if path is not None and "=" in path and not Path(path).exists():
+        path, overrides = None, [path, *overrides]  # `report index.x=rig_limit`: the latest results
+    src = _resolve(path, a.root).resolve()
     try:
-        dst = report(src, Path(a.root))
-    except FormatError as e:
+        dst = report(src, Path(a.root), overrides=overrides)
+    except (FormatError, ConfigError) as e:
         print(f"antler-ray: {e}", file=sys.stderr)
         return exitcode.CONFIG
     print(f"reports in {dst}")
     return exitcode.OK
 
 
-@command("results", "list result folders and their tests", _root_arg)
+def _results_args(p: argparse.ArgumentParser) -> None:
+    _root_arg(p)
+    p.add_argument(
+        "--provenance", action="store_true", help="print each test's provenance (versions, kernel, CPU, rig) too"
+    )
+
+
+@command("results", "list result folders and their tests", _results_args)
 def cmd_results(a: argparse.Namespace) -> int:
-    """Print each result folder with its tests and their status."""
+    """Print each result folder with its tests, their status and health (and provenance, if asked)."""
+    from antler.invoke.provenance import short
     from antler.results.tables import load
 
     root = Path(a.root)
@@ -68,7 +86,14 @@ def cmd_results(a: argparse.Namespace) -> int:
             print(f"  unreadable: {e}")
             continue
         for key, test in results.items():
-            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}{_linked(test.meta)}")
+            health = (test.meta.get("health") or {}).get("status")
+            shown = f"  health {health}" if health else ""
+            print(f"  {key}  {test.id_text}  {test.meta.get('status', '?')}{shown}{_linked(test.meta)}")
+            if a.provenance:
+                prov = test.meta.get("provenance")
+                print(f"    provenance: {short(prov) if prov else 'not recorded (made before antler-ray recorded it)'}")
+                for reason in (test.meta.get("health") or {}).get("reasons", []):
+                    print(f"    suspect: {reason.get('text', '')}")
     return exitcode.OK
 
 

@@ -42,7 +42,22 @@ def _hydra_args(p: argparse.ArgumentParser) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="run every test, even those that passed before")
     p.add_argument("--filter", action="append", default=[], metavar="[KEY=]REGEX", help=FILTER_HELP)
+    p.add_argument("--root", help="the results root folder, as the other commands name it (= results.root_dir=DIR)")
     _hydra_args(p)
+
+
+def _overrides(a: argparse.Namespace) -> list[str]:
+    """_Overrides returns the command's Hydra overrides, ``--root DIR`` as ``results.root_dir=DIR``.
+
+    One name for the result root on every command (issue 30); ConfigError
+    when both are given and differ.
+    """
+    if not a.root:
+        return list(a.overrides)
+    given = [o.split("=", 1)[1] for o in a.overrides if o.lstrip("+").startswith("results.root_dir=")]
+    if any(g != a.root for g in given):
+        raise ConfigError("--root", f"{a.root!r} and results.root_dir={given[0]} name two result roots: give one")
+    return [*a.overrides, f"results.root_dir={a.root}"] if not given else list(a.overrides)
 
 
 @command("run", "run an experiment's tests (only those new, failed or changed since the latest results)", _run_args)
@@ -53,7 +68,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     linked there instead of run (antler.results.incremental); when nothing
     needs doing, nothing is written and latest stays as it is.
     """
-    jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
+    jobs = compose_jobs(_overrides(a), a.multirun, a.config_dir)
+    _check_kernel(jobs)  # before anything is built
     root = Path(jobs[0].root.results.root_dir)
     sweep, ray_address = jobs[0].root.sweep, jobs[0].root.ray.address
     if sweep.enabled and not (ray_address or os.environ.get("RAY_ADDRESS")):
@@ -87,13 +103,16 @@ def cmd_run(a: argparse.Namespace) -> int:
             launchers.close()  # on this thread, like the ray.init it undoes
     where = outcome.result_dir
     counts = f"ran {outcome.ran} of {len(jobs)} tests, linked {outcome.linked}"
+    # The testbed's verdict (antler.report.verdict): a suspect run may have measured the host, not the path.
+    health = f", {len(outcome.suspect)} suspect ({'; '.join(outcome.suspect)})" if outcome.suspect else ""
+    healthy = ", all healthy" if outcome.ran and not outcome.suspect else ""
     if outcome.interrupted:
-        print(f"interrupted ({counts}); results so far in {where}", file=sys.stderr)
+        print(f"interrupted ({counts}{health}); results so far in {where}", file=sys.stderr)
     elif outcome.failed:
         print(f"{len(outcome.failed)} of {outcome.ran} tests run failed: {'; '.join(outcome.failed)}", file=sys.stderr)
-        print(f"{counts}; results in {where}", file=sys.stderr)
+        print(f"{counts}{health}; results in {where}", file=sys.stderr)
     else:
-        print(f"{counts}, all passed; results in {where}")
+        print(f"{counts}, all passed{healthy}{health}; results in {where}")
     return outcome.exit_code
 
 
@@ -145,8 +164,9 @@ def _import_quietly(module: str) -> None:
 @command("vet", "check an experiment's config, print its test trees and what run would run or link", _run_args)
 def cmd_vet(a: argparse.Namespace) -> int:
     """Validate every job, print its resolved test tree, then the plan of ``run``; nothing runs."""
-    jobs = compose_jobs(a.overrides, a.multirun, a.config_dir)
+    jobs = compose_jobs(_overrides(a), a.multirun, a.config_dir)
     root = Path(jobs[0].root.results.root_dir)
+    notes = _check_kernel(jobs)
     for job in jobs:
         print(f"# test {job.test.id_text()}")
         print(yaml.safe_dump({"test": to_plain(job.test)}, sort_keys=False, allow_unicode=True), end="")
@@ -154,8 +174,23 @@ def cmd_vet(a: argparse.Namespace) -> int:
     print("# what `run` with these arguments would do:")
     for d in the_plan.decisions:
         print(f"# {d.line()}")
+    for note in notes:
+        print(f"# {note}")
     print(f"# {len(jobs)} test{'s' if len(jobs) != 1 else ''} ok; {the_plan.summary()}", file=sys.stderr)
     return 0
+
+
+def _check_kernel(jobs: list[Job]) -> list[str]:
+    """_Check_kernel checks each job's CCAs against this host's kernel (ConfigError), returning what it could not check."""
+    from antler.config.kernel import check_ccas
+
+    if jobs and jobs[0].root.sweep.enabled:
+        return ["congestion controls not checked here: the tests run on the sweep.hosts, which run checks"]
+    notes: dict[str, None] = {}
+    for job in jobs:
+        for note in check_ccas(job.test.run):
+            notes.setdefault(f"{job.test.id_text()}: {note}", None)
+    return list(notes)
 
 
 def _config_dir_arg(p: argparse.ArgumentParser) -> None:

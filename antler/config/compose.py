@@ -10,6 +10,7 @@ checked before any test runs: each job's config is parsed once into its
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -20,15 +21,18 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override, Transformer
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from antler.config import resolvers
+from antler.config.resolvers import REP
 from antler.config.root import RootSpec, parse_root
 from antler.config.test import TestSpec
+from antler.config.unread import check_read
 from antler.node.spec import ConfigError, first_line
+from antler.rig.path import set_config_dir
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
 
 _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -59,14 +63,20 @@ class Job:
         return self.root.test
 
 
-def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[str, str]]]:
+def expand(
+    overrides: list[str], multirun: bool, config_dir: str | None = None
+) -> list[tuple[list[str], dict[str, str]]]:
     """Return each job's overrides and its swept keys with the values they apply.
 
     A swept value is the value Hydra applies, not its spelling: ``pfifo,"bfifo
     limit 50000"`` and ``pfifo,bfifo limit 50000`` both sweep ``bfifo limit
-    50000``, so both give the same tests. Raises ConfigError for overrides
-    Hydra cannot parse, a sweep without ``multirun``, or a sweep that is not a
-    list of values.
+    50000``, so both give the same tests. Every sweep Hydra's grammar can
+    enumerate is expanded as its BasicSweeper does: a list (``a=1,2``,
+    ``choice(1,2)``, ``shuffle(...)``, ``sort(...)``), ``range(1,4)`` and
+    ``glob(*)`` over a config group (``+experiment=glob(c*)``). Raises
+    ConfigError for overrides Hydra cannot parse, a sweep without
+    ``multirun``, and ``interval(...)``, which is continuous (a sampler's
+    sweep, not a list of tests).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -79,19 +89,36 @@ def expand(overrides: list[str], multirun: bool) -> list[tuple[list[str], dict[s
         if o.is_sweep_override():
             if not multirun:
                 raise ConfigError(key, f"{o.input_line!r} is a sweep: add -m (--multirun) to run one test per value")
-            if not o.is_discrete_sweep():
-                raise ConfigError(key, "only lists of values (a=1,2,3) can be swept")
-            spellings = list(o.sweep_string_iterator())
-            sweep = o.value()
-            assert isinstance(sweep, ChoiceSweep)  # a discrete sweep
-            applied = [_applied(v) for v in sweep.list]
-            lists.append([(key, s, a, True) for s, a in zip(spellings, applied, strict=True)])
+            lists.append([(key, spelled, applied, True) for spelled, applied in _sweep_values(o, config_dir)])
         else:
             lists.append([(key, o.get_value_element_as_str(), "", False)])
     jobs = []
     for combo in itertools.product(*lists):
         jobs.append(([f"{k}={v}" for k, v, _, _ in combo], {k: a for k, _, a, swept in combo if swept}))
     return jobs
+
+
+def _sweep_values(o: Override, config_dir: str | None) -> list[tuple[str, str]]:
+    """_sweep_values lists a sweep override's values, each as spelled in an override and as applied."""
+    key = o.get_key_element()
+    value = o.value()
+    if isinstance(value, Glob):
+        names = value.filter(_group_options(o.key_or_group, config_dir))
+        if not names:
+            raise ConfigError(key, f"{o.input_line!r} matches no config of the group {o.key_or_group!r}")
+        return [(n, n) for n in names]
+    if not o.is_discrete_sweep():
+        kind = "interval(...) is a continuous range, not" if isinstance(value, IntervalSweep) else "not"
+        raise ConfigError(key, f"{o.input_line!r}: {kind} a list of tests; sweep a list (a=1,2), range(1,4) or glob(*)")
+    # Enumerated once, so the spelling and the applied value of a shuffled sweep stay paired.
+    elements = list(o.sweep_iterator())
+    return [(Transformer.str(e), _applied(e)) for e in elements]
+
+
+def _group_options(group: str, config_dir: str | None) -> list[str]:
+    """_group_options lists the configs of a config group (``experiment``), packaged and in config_dir."""
+    folders = [packaged_conf_dir() / group, *([Path(config_dir) / group] if config_dir else [])]
+    return sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
 
 
 def _applied(value: Any) -> str:
@@ -118,9 +145,11 @@ def id_value(key: str, value: str) -> str:
 def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> list[Job]:
     """Build and check every job of an invocation, raising ConfigError."""
     jobs = []
-    for job_overrides, swept in expand(overrides, multirun):
+    for job_overrides, swept in expand(overrides, multirun, config_dir):
         cfg = compose_config(job_overrides, config_dir)
-        jobs.append(_job(cfg, job_overrides, swept))
+        job = _job(cfg, job_overrides, swept)
+        repeat = job.root.sweep.repeat
+        jobs += [job] if repeat == 1 else [_job(cfg, job_overrides, swept, k) for k in range(1, repeat + 1)]
     seen: dict[str, list[str]] = {}
     for job in jobs:
         out = job.test.output_path()
@@ -129,6 +158,9 @@ def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str |
                 "test.id", f"two tests have the same ID or path {out!r} ({seen[out]} and {job.overrides})"
             )
         seen[out] = job.overrides
+    if jobs and jobs[0].root.sweep.shuffle:
+        # sweep is not sweepable, so every job has the same shuffle and seed.
+        random.Random(jobs[0].root.sweep.seed).shuffle(jobs)
     return jobs
 
 
@@ -138,6 +170,8 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         if not Path(config_dir).is_dir():
             raise ConfigError("--config-dir", f"{config_dir} is not a folder")
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"]
+    # A py:MODULE:CLASS rig.qdisc finds MODULE.py in the config dir.
+    set_config_dir(Path(config_dir).resolve() if config_dir is not None else None)
     resolvers.register()
     register_rig_resolvers()
     GlobalHydra.instance().clear()
@@ -152,7 +186,7 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
             raise ConfigError(
                 "experiment", f"unknown experiment {name!r} (available: {', '.join(experiments(config_dir))})"
             ) from None
-        raise ConfigError("overrides", first_line(e)) from None
+        raise ConfigError("overrides", hydra_problem(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_path(e), first_line(e)) from None
     except yaml.YAMLError as e:
@@ -161,9 +195,43 @@ def compose_config(overrides: list[str], config_dir: str | None = None) -> DictC
         GlobalHydra.instance().clear()
 
 
-def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
+def hydra_problem(e: BaseException) -> str:
+    """Return a Hydra override error as one line, with its hint: a key not in the config needs ``+``.
+
+    Hydra puts its hint on a second line ("To append to your config use
+    +rep=1"), or gives none ("Could not override 'rep'. No match in the
+    defaults list."); either way the line says to add the key with ``+``.
+    """
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    text = lines[0]
+    m = re.match(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        given = next((line.split(" use ", 1)[1] for line in lines[1:] if line.startswith("To append")), "")
+        add = given or f"+{key}=VALUE"
+        if "Did you mean" in " ".join(lines[1:]):
+            text += " " + " ".join(lines[1:])
+        return f"{text} {key!r} is not in the config: add it with a +, as {add}"
+    if text.startswith("Could not append to config"):
+        return " ".join(lines)
+    return text
+
+
+def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str], rep: int | None = None) -> Job:
+    """_job resolves and parses one job's config; ``rep``, its repetition, is set as the root key ``rep``.
+
+    The seeded resolvers read ``rep`` (antler.config.resolvers), and the
+    test's ID gets the key ``rep``.
+    """
     if "test" not in cfg or cfg.test is None:
         raise ConfigError("test", "no test: choose an experiment with +experiment=NAME (see antler-ray list)")
+    check_read(cfg, overrides)
+    if rep is not None:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg[REP] = rep
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
@@ -180,6 +248,10 @@ def _job(cfg: DictConfig, overrides: list[str], swept: dict[str, str]) -> Job:
     ids = dict(test_data.get("id") or {})
     for k, v in swept.items():
         ids.setdefault(id_value("overrides", k), id_value(k, v))
+    if rep is not None:
+        if REP in ids:
+            raise ConfigError(f"test.id.{REP}", "is the repetition's ID key (sweep.repeat): name the key otherwise")
+        ids[REP] = str(rep)
     test_data["id"] = {str(k): str(v) for k, v in ids.items()}
     plain["test"] = test_data
     config = {str(k): v for k, v in plain.items()}

@@ -2,7 +2,8 @@
 
 Experiments draw flow lengths and waits from these at composition time, so
 the drawn values are in the resolved config (``config.yaml``, ``meta.json``)
-and the same ``seed`` gives the same test::
+and the same ``seed`` gives the same test (in each repetition of
+``sweep.repeat`` a different one, see :func:`_rng`)::
 
     fct:
       lengths: ${lognormal:${seed},40,64K,2M}      # P5 = 64 KB, P95 = 2 MB
@@ -40,12 +41,25 @@ Z95 = 1.6448536269514722
 """Z95 is the standard normal quantile at 0.95: P5 and P95 are mu -/+ Z95 sigma."""
 
 
-def _rng(seed: Any, salt: str) -> random.Random:
-    # Salted, so lengths and waits drawn with the same seed are independent.
-    return random.Random(f"{seed}:{salt}")
+REP = "rep"
+"""REP is the root config key antler.config.compose sets to a test's repetition (1..sweep.repeat)."""
 
 
-def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
+def _rng(seed: Any, salt: str, root: Any = None) -> random.Random:
+    """_rng is the generator of one draw: seeded by seed, the draw's kind and the test's repetition.
+
+    Salted, so lengths and waits drawn with the same seed are independent.
+    Repetition 1 (and a test without repetitions) draws what it always has;
+    repetition k > 1 draws from ``seed:rep<k>:salt``, so each repetition
+    differs and each is repeatable.
+    """
+    rep = root.get(REP) if isinstance(root, DictConfig) else None
+    if rep is None or int(rep) == 1:
+        return random.Random(f"{seed}:{salt}")
+    return random.Random(f"{seed}:rep{int(rep)}:{salt}")
+
+
+def lognormal(seed: Any, n: int, p5: Any, p95: Any, _root_: Any = None) -> list[int]:
     """Draw n byte counts whose 5th and 95th percentiles are p5 and p95.
 
     Raises ValueError unless 0 < p5 < p95 (UnitError, a ValueError, for a bad amount).
@@ -55,21 +69,21 @@ def lognormal(seed: Any, n: int, p5: Any, p95: Any) -> list[int]:
         raise ValueError(f"lognormal needs 0 < P5 < P95, got {p5} and {p95}")
     mu = (math.log(lo) + math.log(hi)) / 2
     sigma = (math.log(hi) - math.log(lo)) / (2 * Z95)
-    rng = _rng(seed, "lognormal")
+    rng = _rng(seed, "lognormal", _root_)
     return [max(1, round(rng.lognormvariate(mu, sigma))) for _ in range(int(n))]
 
 
-def exponential(seed: Any, n: int, mean: Any) -> list[str]:
+def exponential(seed: Any, n: int, mean: Any, _root_: Any = None) -> list[str]:
     """Draw n waits with the given mean (Poisson arrivals), as durations in µs."""
     m = Duration.parse(mean).seconds
-    rng = _rng(seed, "exponential")
+    rng = _rng(seed, "exponential", _root_)
     return [f"{max(1, round(rng.expovariate(1 / m) * 1e6))}us" for _ in range(int(n))]
 
 
-def uniform(seed: Any, n: int, lo: Any, hi: Any) -> list[str]:
+def uniform(seed: Any, n: int, lo: Any, hi: Any, _root_: Any = None) -> list[str]:
     """Draw n durations uniformly between lo and hi, in µs."""
     a, b = Duration.parse(lo).ns / 1e3, Duration.parse(hi).ns / 1e3
-    rng = _rng(seed, "uniform")
+    rng = _rng(seed, "uniform", _root_)
     return [f"{round(rng.uniform(a, b))}us" for _ in range(int(n))]
 
 
@@ -150,8 +164,19 @@ def _fill(node: Any, values: dict[str, Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    """_plain returns a resolver's argument as plain lists and dicts, at any depth.
+
+    OmegaConf hands a resolver a literal mapping as a dict, but a value in it
+    that is an interpolation of a config node (``{rate: ${trace.rates}}``) as
+    that node (a ListConfig): resolved here, so an interpolated list is taken
+    like one written inline (issue 30).
+    """
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
 
 

@@ -1,4 +1,4 @@
-"""RootSpec: a job's whole config, parsed once: ``results``, ``ray``, ``sweep``, ``index`` and ``test``.
+"""RootSpec: a job's whole config, parsed once: ``results``, ``ray``, ``sweep``, ``index``, ``calibrate``, ``test``.
 
 :func:`antler.config.compose.compose_jobs` builds one per job from the
 resolved config; the commands, the sweep and the reports read these typed
@@ -52,6 +52,11 @@ class RootSpec:
     ray: RaySpec = field(default_factory=RaySpec)
     sweep: SweepSpec = field(default_factory=SweepSpec)
     index: IndexSpec = field(default_factory=IndexSpec)
+    calibrate: str = "auto"
+    """When the rig is calibrated before the tests: ``auto`` (once per host, kernel and rig setting), ``always``, ``off``."""
+
+
+CALIBRATE_MODES = ("auto", "always", "off")
 
 
 def parse_root(config: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> RootSpec:
@@ -63,15 +68,25 @@ def parse_root(config: Mapping[str, Any], swept: Mapping[str, str] | None = None
     """
     test = parse(TestSpec, config.get("test"), "test")
     test.check_flow_names("test")
+    test.check_feedback_keys("test")
     root = RootSpec(
         test=test,
         results=parse(ResultsSpec, config.get("results"), "results"),
         ray=parse(RaySpec, config.get("ray"), "ray"),
         sweep=sweep_spec(config, swept),
         index=parse(IndexSpec, config.get("index"), "index"),
+        calibrate=_calibrate(config.get("calibrate", "auto")),
     )
     check_index(root.index, test)
     return root
+
+
+def _calibrate(value: Any) -> str:
+    # YAML reads a bare off as False.
+    mode = "off" if value is False else value
+    if mode not in CALIBRATE_MODES:
+        raise ConfigError("calibrate", f"{value!r} must be auto, always or off")
+    return str(mode)
 
 
 def check_index(spec: IndexSpec, test: TestSpec, path: str = "index") -> None:

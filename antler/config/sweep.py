@@ -5,6 +5,12 @@ after another, their nodes on the driver's host unless a node names its own.
 With hosts named, each test runs wholly on one of them, the tests in parallel
 across the hosts (antler.invoke.sweep, which schedules them). The names are the hosts'
 ``host:NAME`` Ray resources; ``all`` takes every host the cluster declares.
+
+``repeat: N`` runs each combination N times, as the tests whose ID key
+``rep`` is 1..N (antler.config.compose); ``shuffle: true`` runs the
+invocation's tests in the order of a random permutation seeded with
+``seed`` (flent's way of spreading slow drifts of the testbed over the
+combinations), each test's meta.json recording its ``order``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class SweepSpec:
     hosts: tuple[str, ...] = ()
     all_hosts: bool = False
     per_host: int = 1
+    repeat: int = 1
+    shuffle: bool = False
+    seed: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -64,15 +73,22 @@ def sweep_spec(config: Mapping[str, Any], swept: Mapping[str, str] | None = None
     data = config.get("sweep") or {}
     if not isinstance(data, Mapping):
         raise ConfigError("sweep", f"expected a mapping, got {data!r}")
-    unknown = set(data) - {"hosts", "per_host"}
+    unknown = set(data) - {"hosts", "per_host", "repeat", "shuffle", "seed"}
     if unknown:
-        raise ConfigError(f"sweep.{sorted(unknown)[0]}", "unknown key (sweep has hosts and per_host)")
+        raise ConfigError(
+            f"sweep.{sorted(unknown)[0]}", "unknown key (sweep has hosts, per_host, repeat, shuffle and seed)"
+        )
     hosts = data.get("hosts") or ()
-    per_host = data.get("per_host", 1)
-    if isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1:
-        raise ConfigError("sweep.per_host", f"{per_host!r} must be a whole number >= 1")
+    per_host = _whole(data, "per_host", 1, 1)
+    order = {
+        "repeat": _whole(data, "repeat", 1, 1),
+        "shuffle": data.get("shuffle", False),
+        "seed": _whole(data, "seed", 0, 0),
+    }
+    if not isinstance(order["shuffle"], bool):
+        raise ConfigError("sweep.shuffle", f"{order['shuffle']!r} must be true or false")
     if hosts == ALL:
-        return SweepSpec(all_hosts=True, per_host=per_host)
+        return SweepSpec(all_hosts=True, per_host=per_host, **order)
     if isinstance(hosts, str):
         hosts = [hosts]
     if not isinstance(hosts, (list, tuple)):
@@ -83,4 +99,12 @@ def sweep_spec(config: Mapping[str, Any], swept: Mapping[str, str] | None = None
             raise ConfigError("sweep.hosts", f"{h!r} is not a host name")
     if len(set(names)) != len(names):
         raise ConfigError("sweep.hosts", f"{list(names)} names a host twice (use sweep.per_host for more per host)")
-    return SweepSpec(hosts=names, per_host=per_host)
+    return SweepSpec(hosts=names, per_host=per_host, **order)
+
+
+def _whole(data: Mapping[str, Any], key: str, default: int, least: int) -> int:
+    """_whole is ``sweep.KEY`` as a whole number >= least, raising ConfigError naming it."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"sweep.{key}", f"{value!r} must be a whole number >= {least}")
+    return value

@@ -9,14 +9,15 @@ from typing import Any
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
-from antler.node.spec import ConfigError, parse
+from antler.node.spec import ConfigError, FieldError, parse
+from antler.report.expect import ExpectationError, parse_expectation
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
 from antler.testid import ID_PART, id_path, id_text
 
 
 @dataclass(frozen=True)
 class TestSpec:
-    """A test: its ID, output path, timeout, HMAC choice, run tree and reports.
+    """A test: its ID, output path, timeout, HMAC choice, run tree, reports and what a suspect run is.
 
     With ``hmac``, packets are signed with a key from ``ANTLER_HMAC_KEY``, else
     from the file ``hmac_key_file``, else a random key made for the test
@@ -31,6 +32,10 @@ class TestSpec:
     run: Run = field(default_factory=Run)
     during: During = field(default_factory=During)
     after: After = field(default_factory=After)
+    expect: list[str] = field(default_factory=list)
+    """expect lists conditions on the results that pass or fail after the analysis (antler.report.expect)."""
+    health: str = "warn"
+    """What a suspect test is (antler.report.verdict): ``warn`` says so and passes, ``fail`` fails it."""
 
     def validate(self) -> None:
         """Raise ValueError for an empty ID, a key or value off ID_PART, a path that leaves the folder,
@@ -42,6 +47,8 @@ class TestSpec:
                 raise ValueError(f"test ID key {k!r} must match {ID_PART.pattern}")
             if not ID_PART.fullmatch(v):
                 raise ValueError(f"test ID value {v!r} (key {k!r}) must match {ID_PART.pattern}")
+        if self.health not in ("warn", "fail"):
+            raise FieldError("health", f"{self.health!r} must be warn or fail")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise ValueError(f"test path {self.path!r} must be relative, without '..'")
         if self.hmac and self.hmac_key_file:
@@ -78,11 +85,18 @@ class TestSpec:
         A ``flow_label`` key must be a flow of the tree, and a ``charts_fct``
         series pattern must match one of its stream flows (the chart draws
         only those): a typo would otherwise draw nothing and say nothing.
+        Each ``expect`` entry must parse and name a known table, column and
+        flow (antler.report.expect), e.g. ``test.expect[0]: ... unknown flow``.
         Raises ConfigError with the path below ``path`` (the config's ``test``
         key), e.g. ``test.after.report[0].charts_time_series.flow_label.bluk:
         no flow 'bluk' (flows: rtt, tcp)``.
         """
         flows = self.flows()
+        for i, text in enumerate(self.expect):
+            try:
+                parse_expectation(text, flows)
+            except ExpectationError as e:
+                raise ConfigError(f"{path}.expect[{i}]", str(e)) from None
         for group, steps in (("default", self.after.default), ("report", self.after.report)):
             for i, step in enumerate(steps):
                 name, spec = step.step()
@@ -99,6 +113,32 @@ class TestSpec:
                                 f"{at}.series[{j}].pattern",
                                 f"no stream flow matches {series.pattern!r} ({flows_text(streams, 'stream flows')})",
                             )
+
+    def check_feedback_keys(self, path: str = "test") -> None:
+        """Check that each client's ``addr_key`` is a ``listen_addr_key`` some server of the tree publishes.
+
+        The client reads its server's address from the feedback under that
+        key when it starts; a key no server sets fails only then, after the
+        rig is built (issue 30: every bound a runner checks, vet checks
+        first). Raises ConfigError naming the client's key and the keys the
+        servers publish.
+        """
+        published: set[str] = set()
+        wanted: list[tuple[str, str]] = []
+        for at, r in self.run.walk(f"{path}.run"):
+            found = r.runner()
+            if found is None:
+                continue
+            name, runner = found
+            listen_key, addr_key = getattr(runner, "listen_addr_key", ""), getattr(runner, "addr_key", "")
+            if listen_key:
+                published.add(str(listen_key))
+            if addr_key and not getattr(runner, "addr", ""):
+                wanted.append((f"{at}.{name}.addr_key", str(addr_key)))
+        for at, key in wanted:
+            if key not in published:
+                keys = ", ".join(sorted(published)) or "none"
+                raise ConfigError(at, f"no server of the test publishes {key!r} (servers' listen_addr_key: {keys})")
 
 
 FLOWS_SHOWN = 10

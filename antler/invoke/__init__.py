@@ -18,6 +18,7 @@ from typing import TextIO
 
 from antler import exitcode
 from antler.config.compose import Job
+from antler.invoke.calibrate import calibrate_jobs
 from antler.invoke.live import Live
 from antler.invoke.sweep import Sweep
 from antler.invoke.testdir import interrupt_running, link_test
@@ -39,6 +40,8 @@ class Outcome:
     ran: int = 0
     linked: int = 0
     failed: list[str] = field(default_factory=list)
+    suspect: list[str] = field(default_factory=list)
+    """suspect names the tests run whose testbed health was suspect, each with its reasons."""
     interrupted: bool = False
 
     @property
@@ -99,12 +102,15 @@ async def run_jobs(
         for d in plan.of(Action.LINK):
             await link_test(inv, d, by_path[d.path], plan, live)
             outcome.linked += 1
+        if runs and not hosts:
+            # Before the first test: does the rig deliver what it is asked for (antler.invoke.calibrate)?
+            await calibrate_jobs([by_path[d.path] for d in runs], inv.dir, launch, live)
         sweep = Sweep(inv, [by_path[d.path] for d in runs], [d.reason for d in runs], launch, live, worker)
         sweep.notes = list(notes or [])
         try:
             await sweep.run(hosts or [], per_host, reports)
         finally:
-            outcome.ran, outcome.failed = sweep.ran, sweep.failed
+            outcome.ran, outcome.failed, outcome.suspect = sweep.ran, sweep.failed, sweep.suspect
     except asyncio.CancelledError:
         outcome.interrupted = True
     finally:

@@ -22,6 +22,7 @@ import yaml
 
 from antler.config.compose import Job
 from antler.invoke.live import Live
+from antler.invoke.watch import TestWatch
 from antler.node import lease
 from antler.node.hmac import env_key, resolve_key
 from antler.node.items import ROOT_NODE_ID, LogEntry, now
@@ -68,13 +69,15 @@ def interrupt_running() -> None:
 
 
 async def link_test(inv: Invocation, d: Decision, job: Job, plan: Plan, live: Live) -> None:
-    """Hard-link a test that need not run from the prior folder, and re-makes changed reports."""
-    assert d.source is not None and plan.prior is not None
+    """Hard-link a test that need not run from its source folder (the prior or an earlier one), and re-makes changed reports."""
+    assert d.source is not None
     directory = inv.test_dir(d.path)
     meta: dict[str, Any] = json.loads((d.source / "meta.json").read_text())
+    # The result folder the test is linked from: the prior one, or an earlier one (issue 30).
+    source_folder = d.source.parents[len(Path(d.path).parts) - 1].name
     # Where the test really ran, through any chain of links.
-    meta.setdefault("ran_in", plan.prior.name)
-    meta["linked_from"] = plan.prior.name
+    meta.setdefault("ran_in", source_folder)
+    meta["linked_from"] = source_folder
     if d.keep_config:
         link_tree(d.source, directory)
         write_meta(directory, meta)
@@ -120,6 +123,8 @@ async def run_test(
         "path": test.output_path(),
         "status": "running",
         "started": datetime.now(UTC).isoformat(),
+        # The test's place in the order the invocation runs them (sweep.shuffle permutes it).
+        "order": k,
         "overrides": job.overrides,
         # The values the sweep applied (the ID holds them made safe for folder names).
         "swept": job.swept,
@@ -138,6 +143,9 @@ async def run_test(
     writer = TestWriter(directory)
     _RUNNING[directory] = (redact.value(meta), writer)  # what a second Ctrl-C writes: never the key
     sink = DuringSink(test.during, directory, writer.write, lambda item: live.item(item, host))
+    # The testbed's health and provenance, sampled around the tree (antler.invoke.watch).
+    watch = TestWatch(job, directory, (extra or {}).get("placement", {}).get("netns"), inv.dir)
+    sink = watch.wrap(sink)
 
     expected = test.run.expected_seconds()
     because = f"{why}; " if why else ""
@@ -147,6 +155,7 @@ async def run_test(
         sink(LogEntry(now(), ROOT_NODE_ID, lease.TAG, note))
     start = time.monotonic()
     status = "failed"
+    watch.start()
     try:
         ok = await do(
             run, sink, timeout=test.timeout, launch=launch, hmac_key=resolve_key(test.hmac, test.hmac_key_file)
@@ -157,19 +166,33 @@ async def run_test(
         raise
     finally:
         writer.close()
+        watch.stop()
+        meta.update(watch.meta())
+        if status == "ok" and test.health == "fail" and watch.health.status != "ok":
+            status = "failed"  # test.health=fail: a run that cannot be believed fails
+        if writer.write_errors and status == "ok":
+            status = "failed"  # a result that could not be written is no result (issue 30)
         meta.update(
             status=status,
             ended=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - start, 3),
-            errors=len(writer.errors),
+            errors=len(writer.errors) + len(writer.write_errors),
         )
+        if writer.write_errors:
+            meta["write_errors"] = writer.write_errors
+            for message in writer.write_errors:
+                live.line(f"test {k} of {n}{on}: {message}")
         if isinstance(launch, ReportsFacts):
             # Where each node ran and its clock offset, to correct one-way delays across hosts.
             meta["nodes"] = launch.take_facts()
         meta = redact.value(meta)
-        write_meta(directory, meta)
+        try:
+            write_meta(directory, meta)
+        except OSError as e:
+            status = "failed"
+            live.line(f"test {k} of {n}{on}: meta.json could not be written: {e.strerror or e}; the test failed")
         _RUNNING.pop(directory, None)
-        live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s")
+        live.line(f"test {k} of {n}{on}: {status} in {time.monotonic() - start:.1f}s; {watch.health.line()}")
     return Ran(job, directory, meta, status)
 
 

@@ -99,6 +99,8 @@ class StreamInfo:
     server: bool
     node_id: str = ROOT_NODE_ID
     length: int = 0  # the flow's length limit in bytes (a flow-completion-time flow), 0 for none
+    local: str = ""  # this end's socket address, "ADDR:PORT" ("[ADDR]:PORT" for IPv6), "" if unknown
+    remote: str = ""  # the other end's socket address, likewise
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class PacketInfo:
     flow: str
     server: bool
     node_id: str = ROOT_NODE_ID
+    local: str = ""  # a client's socket address "ADDR:PORT" (the wildcard address if unbound to one), or ""
+    remote: str = ""  # a client's server address "ADDR:PORT", or ""
 
 
 FLOW_OK, FLOW_FAILED, FLOW_CANCELLED = "ok", "failed", "cancelled"
@@ -221,5 +225,22 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error | FlowStatus) -> t
             "server": item.server,
             "node_id": item.node_id,
             "length_bytes": item.length,
+            "local": item.local,
+            "remote": item.remote,
         }
-    return "packet_info", {"tinit": item.tinit, "flow": item.flow, "server": item.server, "node_id": item.node_id}
+    return "packet_info", {
+        "tinit": item.tinit,
+        "flow": item.flow,
+        "server": item.server,
+        "node_id": item.node_id,
+        "local": item.local,
+        "remote": item.remote,
+    }
+
+
+def sockaddr_text(addr: object) -> str:
+    """Return a socket address as ``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6), or "" for one that is not (host, port, ...)."""
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return ""
+    host, port = str(addr[0]), addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

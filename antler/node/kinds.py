@@ -28,6 +28,10 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("server", "bool"),
         ("node_id", "string"),
         ("length_bytes", "int64"),
+        # The socket addresses, "ADDR:PORT", so a flow's packets can be found
+        # by their 5-tuple (e.g. in a bottleneck's queue.parquet).
+        ("local", "string"),
+        ("remote", "string"),
     ),
     # How each flow the test named ended (ok, failed, cancelled) and why; format 2.
     "flow_status": (
@@ -37,7 +41,15 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("status", "string"),
         ("message", "string"),
     ),
-    "packet_info": (("tinit", "timestamp"), ("flow", "string"), ("server", "bool"), ("node_id", "string")),
+    # A client's local and remote socket addresses ("ADDR:PORT"; "" at a server).
+    "packet_info": (
+        ("tinit", "timestamp"),
+        ("flow", "string"),
+        ("server", "bool"),
+        ("node_id", "string"),
+        ("local", "string"),
+        ("remote", "string"),
+    ),
     # One sample after a read or write: total bytes so far on this end.
     "stream_io": (
         ("flow", "string"),
@@ -48,7 +60,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
     # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
-    # unacked, lost, total_retrans and delivered_ce in segments, rates in bits
+    # unacked, lost, total_retrans, delivered and delivered_ce in segments, ecn
+    # whether ECN was negotiated (TCPI_OPT_ECN), rates in bits
     # per second (the kernel's bytes/s times 8; u64 max means unlimited).
     "tcp_info": (
         ("flow", "string"),
@@ -75,11 +88,13 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("notsent_bytes", "uint32"),
         ("delivered_ce", "uint32"),
         ("snd_wnd_bytes", "uint32"),
+        ("delivered", "uint32"),
+        ("ecn", "bool"),
     ),
     # One packet sent or received by a packet client or server. sched_t_ns is
     # when a client's packet was scheduled to be sent (null for other rows), so
     # t_ns - sched_t_ns is the send-time error. Received times are the
-    # kernel's (SO_"timestamp"NS) where available. tos is the IP TOS / IPv6
+    # kernel's (SO_TIMESTAMPNS) where available. tos is the IP TOS / IPv6
     # traffic class byte (DSCP << 2 | ECN) the packet was sent with, or
     # arrived with as the kernel read it (IP_RECVTOS / IPV6_RECVTCLASS), so a
     # CE mark on either path shows (result format 2; null in older results).

@@ -65,12 +65,36 @@ class Sockopt:
         """Name the option for messages."""
         return self.name or f"{self.level}/{self.opt}"
 
-    def apply(self, sock: socket.socket) -> None:
-        """Set the option on sock, raising OSError (naming the option) if the kernel refuses it."""
+    def apply(self, sock: socket.socket) -> str:
+        """Set the option on sock and read it back; return what the kernel granted when it differs, else "".
+
+        The note reads ``sockopt SO_SNDBUF: asked 1000000, granted 425984``:
+        the kernel may cap a value (SO_SNDBUF at wmem_max), double it (the
+        socket buffers' bookkeeping) or round it, and a reader must see what
+        the flow ran with, not only what the config asked (issue 30). An
+        option that cannot be read back gives "". Raises OSError (naming the
+        option) if the kernel refuses it.
+        """
+        level, opt, value = _number(self.level), _number(self.opt), self.encoded()
         try:
-            sock.setsockopt(_number(self.level), _number(self.opt), self.encoded())
+            sock.setsockopt(level, opt, value)
         except OSError as e:
             raise OSError(e.errno, f"setting sockopt {self.label()}: {e.strerror or e}") from None
+        try:
+            if isinstance(value, int):
+                granted: int | bytes = sock.getsockopt(level, opt)
+            else:
+                granted = sock.getsockopt(level, opt, max(len(value), 1) + 1).rstrip(b"\0")
+        except OSError:
+            return ""  # a write-only option
+        asked = value if isinstance(value, int) else value.rstrip(b"\0")
+        if granted == asked:
+            return ""
+        return f"sockopt {self.label()}: asked {_shown(asked)}, granted {_shown(granted)}"
+
+
+def _shown(v: int | bytes) -> str:
+    return str(v) if isinstance(v, int) else repr(v.decode(errors="replace"))
 
 
 def _integer(v: Any) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -25,8 +26,13 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .status-running { color: #b3261e; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 1em; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; } .card { width: 340px; font-size: 0.9em; }
+.banner { padding: 0.5em 0.8em; border-left: 4px solid #b3261e; background: #fff4f2; }
+.banner.ok { border-color: #2e7d32; background: #f1f8f1; }
 .card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
 .note { color: #555; font-size: 0.9em; }
+table.flows { font-size: 0.85em; max-width: 100%; } table.flows th { vertical-align: bottom; }
+table.flows td.text { text-align: left; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
+table.flows th, table.flows td { padding: 0.25em 0.4em; }
 """
 
 _AXIS = {
@@ -84,9 +90,20 @@ TABLE_COLUMNS = {
     "late": "late",
     "early": "early",
     "retrans": "retrans",
+    "qdelay_ms_median": "queue delay median (ms)",
+    "qdelay_ms_p99": "queue delay p99 (ms)",
+    "drops": "drops",
+    "marks": "marks",
+    "ecn": "ECN",
+    "ce_pct": "CE (%)",
+    "ce_up": "CE up",
+    "ce_down": "CE down",
     "error": "error",
 }
 """TABLE_COLUMNS are the flow table's columns and their headings."""
+
+
+_TEXT_COLUMNS = {"error"}
 
 
 def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
@@ -100,8 +117,11 @@ def flow_table(flows: pd.DataFrame, labels: Mapping[str, str] | None = None) -> 
     df = df[keep]
     head = "".join(f"<th>{html.escape(TABLE_COLUMNS[c])}</th>" for c in keep)
     rows = []
+    # Free text (an error message) wraps in its own cell, so a 1400 px page
+    # shows every column without a scrollbar (issue 30).
+    opens = ['<td class="text">' if c in _TEXT_COLUMNS else "<td>" for c in keep]
     for rec in df.itertuples(index=False):
-        cells = "".join(f"<td>{_cell(v)}</td>" for v in rec)
+        cells = "".join(f"{o}{_cell(v)}</td>" for o, v in zip(opens, rec, strict=True))
         rows.append(f"<tr>{cells}</tr>")
     return f'<table class="flows"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -116,13 +136,33 @@ def _cell(v: Any) -> str:
     return html.escape(str(v))
 
 
-def page(title: str, body: str, subtitle: str = "", head: str = "") -> str:
-    """Return a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag)."""
+def page(title: str, body: str, subtitle: str = "", head: str = "", banner: str = "") -> str:
+    """Return a complete HTML document; ``head`` goes into its <head> (the plotly.js script tag).
+
+    ``banner`` is an HTML fragment shown under the title (a test's health: see health_banner).
+    """
     sub = f'<p class="id">{html.escape(subtitle)}</p>' if subtitle else ""
+    sub += banner
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>{head}<style>{STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{sub}{body}</body></html>\n"
+    )
+
+
+def health_banner(health: Mapping[str, Any] | None) -> str:
+    """Return a test page's health banner from meta.json ``health`` ("" when the test has none).
+
+    A suspect test gets a red banner with each reason; a healthy one a green line with its figures.
+    """
+    if not health:
+        return ""
+    if health.get("status") == "ok":
+        return f'<p class="banner ok">{html.escape(str(health.get("line", "health ok")))}</p>'
+    reasons = "".join(f"<li>{html.escape(str(r.get('text', '')))}</li>" for r in health.get("reasons", []))
+    return (
+        '<div class="banner suspect"><b>Suspect run: the testbed, not only the path, may be in these results.</b>'
+        f"<ul>{reasons}</ul>What each check means and what to do: the README, Trusting the testbed.</div>"
     )
 
 
@@ -178,7 +218,8 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
     """Render rows under the headings columns as a table SORT_JS sorts.
 
     A float cell is shown as the flow table shows it and sorts by its value
-    (NaN: blank, last); other cells sort as text. HTML in a cell is escaped,
+    (NaN: blank, last); a :class:`SortsAs` cell is shown as its text and
+    sorts by its value; other cells sort as text. HTML in a cell is escaped,
     except in a :class:`Markup` cell.
     """
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -190,6 +231,9 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
             if isinstance(v, float):
                 data = "" if pd.isna(v) else repr(v)
                 cells.append(f'<td data-v="{data}">{_cell(v)}</td>')
+            elif isinstance(v, SortsAs):
+                data = "" if v.value is None else repr(v.value)
+                cells.append(f'<td data-v="{data}">{html.escape(v.text)}</td>')
             elif isinstance(v, Markup):
                 cells.append(f"<td>{v}</td>")
             else:
@@ -197,6 +241,14 @@ def sortable_table(columns: list[str], rows: list[list[Any]], row_classes: list[
         body.append(f'<tr class="{cls}">' if cls else "<tr>")
         body.append("".join(cells) + "</tr>")
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class SortsAs:
+    """A table cell shown as ``text`` that sorts by ``value`` (an ID value: ``1s`` after ``500ms``); None sorts last."""
+
+    text: str
+    value: float | None
 
 
 class Markup(str):

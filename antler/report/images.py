@@ -100,7 +100,10 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
         # The right axis only where the page has one (delay beside goodput).
         ax2 = ax.twinx() if any(tr.yaxis == "y2" for tr in fig.data) else None
         colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, tr in enumerate(fig.data):
+        # The queue panel (axes y3 and y4) is on the page only; the image keeps goodput and delay.
+        for i, tr in enumerate(tr for tr in fig.data if tr.yaxis not in ("y3", "y4")):
+            if tr.visible == "legendonly":
+                continue  # the page's hidden traces (raw samples) are not in the image
             color = colors[i % len(colors)]
             x, y = np.asarray(tr.x, dtype=float), np.asarray(tr.y, dtype=float)
             # An image is ~1300 px wide: more points than a few per pixel only cost time.
@@ -116,11 +119,24 @@ def matplotlib_timeseries(fig: go.Figure, path: Path, rc: Mapping[str, Any]) -> 
         ax.set_xlabel(layout.xaxis.title.text or "")
         ax.set_ylabel(layout.yaxis.title.text or "")
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=layout.yaxis.range[1] if layout.yaxis.range else None)
         if ax2 is not None:
             ax2.set_ylabel(layout.yaxis2.title.text or "")
             ax2.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+        # A rig's changes (antler.report.events): the page's dotted lines, with their labels.
+        for shape, note in zip(layout.shapes or (), layout.annotations or (), strict=False):
+            ax.axvline(float(shape.x0), ls=":", lw=1, color="#555")
+            ax.text(
+                float(shape.x0),
+                1,
+                f" {note.text}",
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize="x-small",
+                transform=ax.get_xaxis_transform(),
+            )
         handles = [h for a in (ax, ax2) if a is not None for h in a.get_legend_handles_labels()[0]]
         legend = (
             m.legend(handles=handles, loc="lower center", ncols=min(len(handles), 4), fontsize="small")

@@ -4,6 +4,9 @@ The page has, in order:
 
 - for a sweep, a chart per compared flow metric (``index.compare``) against
   the swept key, one line per flow and value of the other varying keys;
+  with repetitions (ID key ``rep``) instead their means with interval bars,
+  Jain's index, the CCA shares, an RTT CDF and box plots
+  (:mod:`antler.report.repeated`);
 - a table of every test and flow (the ID keys, the flow's goodput, FCT, RTT
   median and p99, loss and retransmits, the test's status and first error),
   sorted by a column when its heading is clicked (a few lines of inline
@@ -30,9 +33,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from antler.report.assets import PLOTLY_JS, link_referenced, plotly_js_name, script_tag, write_plotly_js
-from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, figure_div, page, sortable_table
+from antler.report.calibration import calibration_html
+from antler.report.html import SORT_JS, TABLE_COLUMNS, TEMPLATE, Markup, SortsAs, figure_div, page, sortable_table
+from antler.report.provenance import provenance_html
+from antler.report.repeated import has_repetitions, repeated_figures, repeated_table
 from antler.report.spec import IndexSpec
 from antler.report.summary import TestSummary, group_key, sort_key, summarize, varying_keys, x_key
+from antler.results.ids import id_magnitude
 from antler.results.tables import Results, load
 
 SUMMARY_METRICS = ("goodput_mbps", "fct_s", "rtt_ms_median", "rtt_ms_p99", "loss_pct", "retrans")
@@ -119,13 +126,19 @@ def compare_figure(summaries: list[TestSummary], spec: IndexSpec, keys: list[str
 
 def summary_table(summaries: list[TestSummary], id_keys: list[str], result_dir: Path) -> str:
     """Return the sortable table of every test and flow (a test without flows is one row)."""
-    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "first error"]
+    columns = [*id_keys, "flow", *(TABLE_COLUMNS[m] for m in SUMMARY_METRICS), "status", "health", "first error"]
     rows: list[list[Any]] = []
     classes = []
     nan = float("nan")
+    # ID values that are all numbers or quantities sort by magnitude (1s after 500ms), not as text (issue 30).
+    by_value = {
+        k for k in id_keys if all(id_magnitude(v) is not None for s in summaries if (v := s.test.id.get(k)) is not None)
+    }
     for s in summaries:
-        ids = [s.test.id.get(k, "") for k in id_keys]
-        tail = [Markup(_status(s.status)), s.first_error or s.problem]
+        ids: list[Any] = [
+            SortsAs(v, id_magnitude(v)) if k in by_value else v for k in id_keys for v in [s.test.id.get(k, "")]
+        ]
+        tail = [Markup(_status(s.status)), _health(s.test.meta.get("health")), s.first_error or s.problem]
         link = next((c.page for c in s.charts if c.page is not None), None)
         flows = s.flows if s.flows is not None else pd.DataFrame()
         if flows.empty:
@@ -150,6 +163,15 @@ def _float(v: Any) -> float:
 
 def _status(status: str) -> str:
     return f'<span class="status-{html.escape(status)}">{html.escape(status)}</span>'
+
+
+def _health(health: Any) -> Any:
+    """Return a test's health cell: ``ok``, ``suspect`` with its reasons on hover, or "" without a verdict."""
+    if not isinstance(health, dict) or "status" not in health:
+        return ""
+    why = "; ".join(str(r.get("text", "")) for r in health.get("reasons", []))
+    css = "status-ok" if health["status"] == "ok" else "status-failed"
+    return Markup(f'<span class="{css}" title="{html.escape(why)}">{html.escape(str(health["status"]))}</span>')
 
 
 def _href(path: Path, result_dir: Path) -> str:
@@ -215,13 +237,21 @@ def comparison_page(results: Results, spec: IndexSpec, notes: list[str] | None =
     summaries = [summarize(test, key) for key, test in results.items()]
     # Tests in the order of their ID values, numbers as numbers (10ms before 100ms).
     summaries.sort(key=lambda s: [sort_key(s.test.id.get(k, "")) for k in [group_by, *id_keys] if k])
-    figs, chart_notes = compare_figures(summaries, spec, keys)
+    if has_repetitions(keys):
+        figs, chart_notes = repeated_figures(results, spec, keys)
+    else:
+        figs, chart_notes = compare_figures(summaries, spec, keys)
     parts = [f"<p class='note'>{html.escape(n)}</p>" for n in (notes or [])]
+    parts.append(calibration_html(result_dir))  # the rig checked before the tests (antler.report.calibration)
+    provenances = {provenance_html(s.test.meta.get("provenance")) for s in summaries} - {""}
+    parts += sorted(provenances)
     if figs:
         parts.append('<div class="charts">' + "".join(f"<div>{figure_div(f)}</div>" for f in figs) + "</div>")
         if any(not s.ok for s in summaries):
             parts.append("<p class='note'>A cross marks a test that did not pass (its status is in the table).</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in chart_notes]
+    if has_repetitions(keys):
+        parts.append(repeated_table(results, spec, keys))
     parts.append("<h2>Tests and flows</h2>")
     parts.append("<p class='note'>Click a heading to sort by it.</p>")
     parts.append(summary_table(summaries, id_keys, result_dir))

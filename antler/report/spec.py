@@ -16,7 +16,7 @@ it knows its outputs and how to run on a test's data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from antler.node.metric import Duration
@@ -46,30 +46,35 @@ __all__ = [
 class Analyze(Step):
     """Computes per-flow metrics into ``to`` and the series the charts use.
 
-    ``interval`` is the goodput interval of the time series.
+    ``interval`` is the goodput interval of the time series; unset, it
+    follows the path: four of the rig's RTTs, at least 100 ms
+    (antler.report.analyze.streams.default_interval_s).
     """
 
     to: str = "flows.parquet"
-    interval: Duration = field(default_factory=lambda: Duration(100_000_000))
+    interval: Duration | None = None
 
     def outputs(self) -> set[str]:
-        """Return the flows table's name."""
-        return {self.to}
+        """Return the flows table's name and the summary table's (antler.report.summary_file)."""
+        from antler.report.summary_file import SUMMARY_FILE
+
+        return {self.to, SUMMARY_FILE}
 
     def run(self, ctx: StepContext) -> list[Path]:
-        """Analyse the test (the later steps use it) and write its flows table; raise FileExistsError if it exists."""
+        """Analyse the test (the later steps use it), write its flows and summary tables; raise FileExistsError if one exists."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from antler.report.analyze import analyze
+        from antler.report.summary_file import write_summary
 
-        ctx.analysis_made = analyze(ctx.test, self.interval.seconds)
+        ctx.analysis_made = analyze(ctx.test, self.interval.seconds if self.interval is not None else None)
         path = ctx.path / self.to
         if path.exists():
             raise FileExistsError(f"{path} exists; reports never overwrite")
         table = pa.Table.from_pandas(ctx.analysis_made.flows, preserve_index=False)
         pq.write_table(table, path, compression="zstd")
-        return [path]
+        return [path, write_summary(ctx.analysis_made, path.parent)]
 
 
 @register("emit_log")
@@ -130,7 +135,7 @@ class ChartsTimeSeries(TimeSeriesOptions, Step):
 
         spec = replace(self, title=ctx.title(self.title))
         # None: nothing to draw (no flows, or no samples), so no empty chart.
-        if charts_time_series(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+        if charts_time_series(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root, ctx.banner) is None:
             return []
         return [ctx.path / n for n in self.to]
 
@@ -153,7 +158,7 @@ class ChartsFCT(FCTOptions, Step):
         from antler.report.charts import charts_fct
 
         spec = replace(self, title=ctx.title(self.title))
-        if charts_fct(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root) is None:
+        if charts_fct(ctx.analysis(), spec, ctx.path, ctx.subtitle, ctx.root, ctx.banner) is None:
             return []
         return [ctx.path / n for n in self.to]
 

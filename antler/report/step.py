@@ -27,17 +27,40 @@ steps are in :mod:`antler.report.spec`.
 
 from __future__ import annotations
 
+import re
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
 
+from antler.report.html import health_banner
+from antler.report.provenance import provenance_html
+
 if TYPE_CHECKING:
     from antler.report.analyze import Analysis
     from antler.results.tables import TestResult
 
 S = TypeVar("S", bound="type[Step]")
+
+_TC_RATE = re.compile(r"\btc\s+(class|qdisc)\s+(change|replace)\b.*\brate\b")
+
+
+def changes_rate(node: Any) -> bool:
+    """Tell whether a test config (``test`` of meta.json) changes a link's rate as it runs.
+
+    A ``system`` command that changes or replaces a tc class or qdisc with a
+    ``rate`` (antler's ratedrop) does; the rig's rate is then where the test
+    started, not what it ran at throughout.
+    """
+    if isinstance(node, dict):
+        system = node.get("system")
+        if isinstance(system, dict) and _TC_RATE.search(str(system.get("command", ""))):
+            return True
+        return any(changes_rate(v) for k, v in node.items() if k != "after")
+    if isinstance(node, list):
+        return any(changes_rate(v) for v in node)
+    return False
 
 
 class Step(ABC):
@@ -161,6 +184,11 @@ class StepContext:
         """The test's ID as a chart's subtitle."""
         return self.test.id_text
 
+    @property
+    def banner(self) -> str:
+        """The test's health banner and short provenance for its pages ("" without either)."""
+        return health_banner(self.test.meta.get("health")) + provenance_html(self.test.meta.get("provenance"))
+
     def analysis(self) -> Analysis:
         """Return the test's analysis: the analyze step's, else one made now (default interval) and kept."""
         if self.analysis_made is None:
@@ -183,11 +211,34 @@ class StepContext:
                 f" {hosts.get('left')} ({ifaces.get('left', '?')}) → {hosts.get('mid')} ({mid})"
                 f" → {hosts.get('right')} ({ifaces.get('right', '?')})"
             )
-        if rig.get("rate_bps"):
-            parts.append(f"{rig['rate_bps'] / 1e6:g} Mbit/s {rig.get('qdisc', '')}".rstrip())
+        # The rate built is only where the test started when a schedule or a tc command changes it (issue 30).
+        changed = changes_rate((self.test.meta.get("config") or {}).get("test")) or any(
+            isinstance(step, dict) and step.get("rate_bps") is not None for step in rig.get("schedule") or []
+        )
+        at_start = " at the start, changed during the test" if changed else ""
+        fwd, ret = rig.get("forward"), rig.get("reverse")
+        if fwd and ret:
+            # Each direction's bottleneck: a download's rate is never a surprise either.
+            ways = [_direction(fwd), _direction(ret)]
+            parts.append((f"{ways[0]} each way" if ways[0] == ways[1] else f"→ {ways[0]}, ← {ways[1]}") + at_start)
+        elif rig.get("rate_bps"):
+            where = f" ({rig['bottleneck']})" if rig.get("bottleneck") else ""
+            rate = f"{rig['rate_bps'] / 1e6:g} Mbit/s{at_start}"
+            parts.append(f"{rate} {rig.get('qdisc', '')}{where}".rstrip())
         if rig.get("rtt_ms"):
             parts.append(f"RTT {rig['rtt_ms']:g} ms")
         if rig.get("loss"):
             parts.append(f"loss {100 * rig['loss']:g}%")
         parts.append(f"delay by {rig.get('emulator', '?')}")
         return f"{title} ({', '.join(parts)})"
+
+
+def _direction(d: dict[str, Any]) -> str:
+    """_direction is one direction of a rig in a title: its rate (or trace) and queue, or unshaped."""
+    if d.get("trace"):
+        pace = f"trace {str(d['trace']).rsplit('/', 1)[-1]}"
+    elif d.get("rate_bps"):
+        pace = f"{d['rate_bps'] / 1e6:g} Mbit/s"
+    else:
+        return "unshaped"
+    return f"{pace} {d.get('qdisc', '')} ({d.get('bottleneck', '?')})"

@@ -10,16 +10,15 @@ charts against another (:func:`x_key`), swept values in numeric order
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from antler.report.spec import IndexSpec
+from antler.results.ids import id_sort_key
 from antler.results.tables import Results, TestResult
 
-_NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+")
 _BROWSER_IMAGES = (".png", ".svg")
 
 
@@ -33,9 +32,8 @@ def varying_keys(results: Results) -> list[str]:
 
 
 def sort_key(value: str) -> tuple[int, float, str]:
-    """Order swept values by their leading number (10ms, 40ms, 100ms), else as text after the numbers."""
-    m = _NUMBER.match(value)
-    return (0, float(m.group()), value) if m else (1, 0.0, value)
+    """Order swept values by magnitude (10ms, 40ms, 1s; 100 before 1000), else as text after them."""
+    return id_sort_key(value)
 
 
 def flows_of(test: TestResult) -> pd.DataFrame:
@@ -51,19 +49,26 @@ def flows_of(test: TestResult) -> pd.DataFrame:
     return analyze(test).flows
 
 
+REPETITION_KEYS = frozenset({"rep"})
+"""REPETITION_KEYS are ID keys that number repetitions of one combination: never a chart's x nor a group."""
+
+
 def group_key(keys: list[str], spec: IndexSpec) -> str:
-    """Return the ID key the index groups tests by: ``spec.group_by``, else the first varying key."""
-    return spec.group_by or (keys[0] if keys else "")
+    """Return the ID key the index groups tests by: ``spec.group_by``, else the first varying key not a repetition."""
+    return spec.group_by or next((k for k in keys if k not in REPETITION_KEYS), "")
 
 
 def x_key(keys: list[str], spec: IndexSpec) -> str:
     """Return the ID key the charts' x axis sweeps: ``spec.x``, else the first varying key not grouped by.
 
     With one varying key it is that key, so a two-key sweep draws a line per
-    flow and group value across the other key, not single dots.
+    flow and group value across the other key, not single dots. A repetition
+    key (``rep``) is never chosen: the repetitions of one combination are
+    not a quantity to draw a metric against (issue 30).
     """
     group_by = group_key(keys, spec)
-    return spec.x or next((k for k in keys if k != group_by), keys[0] if keys else "")
+    candidates = [k for k in keys if k not in REPETITION_KEYS]
+    return spec.x or next((k for k in candidates if k != group_by), candidates[0] if candidates else "")
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def summarize(test: TestResult, key: str) -> TestSummary:
 
 
 def first_error(test: TestResult) -> str:
-    """Return a test's first error by time as ``node tag: message``, else its first failed report, else ""."""
+    """Return a test's first error by time as ``node tag: message``, else its first failed report, else its failed expectations, else ""."""
     try:
         errors = test.arrow("errors").sort_by("time").slice(0, 1).to_pylist()
     except Exception as e:  # an unreadable errors table is itself the first thing to say
@@ -129,7 +134,10 @@ def first_error(test: TestResult) -> str:
         first = errors[0]
         return f"{first['node_id']} {first['tag']}: {first['message']}"
     reports = test.meta.get("report_errors") or []
-    return str(reports[0]) if reports else ""
+    if reports:
+        return str(reports[0])
+    unmet = test.meta.get("failed_expectations") or []
+    return "expectation failed: " + "; ".join(map(str, unmet)) if unmet else ""
 
 
 def charts_of(test: TestResult) -> list[Chart]:

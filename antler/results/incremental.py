@@ -14,7 +14,12 @@ folder (failed or not, as antler does), or skipped when it lacks them.
 The prior folder is the one ``latest`` points at, unless a killed run left an
 ``in-progress`` folder (its writer is gone): that one is newer, so a sweep
 killed at test k resumes from it. A sweep stopped with Ctrl-C ends normally,
-so its folder is ``latest``. Only meta.json files are read here.
+so its folder is ``latest``. A test that did not pass there with the same
+config is looked for in the root's other result folders, newest first, and
+linked from the first where it did (issue 30: running another experiment in
+between made ``latest`` a folder without the sweep, so all of it ran
+again); the plan's reason names the folder. Only meta.json files are read
+here.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from antler.results.store import IN_PROGRESS, LATEST, RESULT_FORMAT_VERSION, owner
+from antler.results.store import IN_PROGRESS, LATEST, RESULT_FORMAT_VERSION, owner, result_folders
 from antler.testid import IdFilter, id_text
 
 MAX_CHANGES_SHOWN = 3
@@ -88,8 +93,16 @@ class Plan:
 
     @property
     def nothing_to_do(self) -> bool:
-        """True when no test runs and no linked test's reports change: no folder is made then."""
-        return not self.of(Action.RUN) and not any(d.rerun_reports for d in self.of(Action.LINK))
+        """True when no test runs and every linked test is the prior folder's as it stands: no folder is made then.
+
+        Tests linked from an earlier folder make a new one, so ``latest``
+        holds the whole sweep again.
+        """
+        links = self.of(Action.LINK)
+        from_prior = all(
+            self.prior is not None and d.source is not None and d.source.is_relative_to(self.prior) for d in links
+        )
+        return not self.of(Action.RUN) and not any(d.rerun_reports for d in links) and from_prior
 
     def moved(self, old: Path, new: Path) -> Plan:
         """Return the plan with sources under folder old found under new (a recovered in-progress)."""
@@ -141,12 +154,24 @@ def prior_tests(folder: Path | None) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
+def earlier_folders(root: Path, prior: Path | None) -> list[Path]:
+    """Return the result folders under root other than prior and in-progress, newest first."""
+    skip = {IN_PROGRESS, prior.name if prior is not None else ""}
+    return [f for f in reversed(result_folders(root)) if f.name not in skip]
+
+
 def plan(wanted: list[Wanted], root: Path, run_all: bool = False, selected: IdFilter | None = None) -> Plan:
-    """Decide, for each wanted test, whether to run it, link it from the prior folder, or skip it."""
+    """Decide, for each wanted test, whether to run it, link it from a result folder, or skip it.
+
+    Without ``selected``, a test links from the prior folder where it passed
+    with the same config there, else from the newest earlier folder where it
+    did; else it runs, for the reason the prior folder gives.
+    """
     prior = prior_folder(root)
     tests = prior_tests(prior)
     where = prior.name if prior is not None else ""
     out = Plan(prior)
+    earlier: list[tuple[str, dict[str, tuple[Path, dict[str, Any]]]]] | None = None
     for w in wanted:
         found = tests.get(w.path)
         if run_all:
@@ -163,7 +188,14 @@ def plan(wanted: list[Wanted], root: Path, run_all: bool = False, selected: IdFi
                 reason = f"not selected by --filter; linked as it stands in {where}{note}"
                 out.decisions.append(Decision(w.path, w.test_id, Action.LINK, reason, found[0], keep_config=True))
         else:
-            out.decisions.append(_incremental(w, found, where))
+            decision = _incremental(w, found, where)
+            if decision.action is not Action.LINK:
+                if earlier is None:
+                    # Read only when some test needs it: a root can hold many folders.
+                    earlier = [(f.name, prior_tests(f)) for f in earlier_folders(root, prior)]
+                older = (_incremental(w, t[w.path], name) for name, t in earlier if w.path in t)
+                decision = next((d for d in older if d.action is Action.LINK), decision)
+            out.decisions.append(decision)
     return out
 
 

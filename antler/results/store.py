@@ -235,25 +235,40 @@ class TestWriter:
         self._files: dict[str, Any] = {}
         self._last_flush = time.monotonic()
         self.errors: list[Error] = []
+        self.write_errors: list[str] = []
+        """write_errors say what could not be written (a full disk, a read-only folder): the test then failed."""
         self.closed = False
 
+    def _failed(self, what: str, e: OSError) -> None:
+        """_failed records a write error once per thing written (a full disk fails every later write too)."""
+        message = f"writing {what}: {e.strerror or e}"
+        if not any(m.startswith(f"writing {what}:") for m in self.write_errors):
+            self.write_errors.append(message)
+
     def write(self, item: Item) -> None:
-        """Store one item."""
+        """Store one item; a write the system refuses is kept in ``write_errors``, never raised into the sink."""
         with self._lock:
-            if isinstance(item, Batch):
-                self._stream(item.kind).write_batch(item.batch)
-            elif isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo, FlowStatus)):
-                kind, row = info_row(item)
-                self._rows.setdefault(kind, []).append(row)
-                if isinstance(item, Error):
-                    self.errors.append(item)
-            elif isinstance(item, FileData):
-                self._file(item)
-            elif isinstance(item, SysInfo):
-                path = self.dir / f"sysinfo_{item.node_id}.json"
-                path.write_text(json.dumps(item.data, indent=2, default=str))
-            if time.monotonic() - self._last_flush > 1.0:
-                self._flush_rows()
+            try:
+                self._write(item)
+            except OSError as e:
+                self._failed(_kind_of(item), e)
+
+    def _write(self, item: Item) -> None:
+        """_write stores one item (the lock held); OSError when the system refuses the write."""
+        if isinstance(item, Batch):
+            self._stream(item.kind).write_batch(item.batch)
+        elif isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo, FlowStatus)):
+            kind, row = info_row(item)
+            self._rows.setdefault(kind, []).append(row)
+            if isinstance(item, Error):
+                self.errors.append(item)
+        elif isinstance(item, FileData):
+            self._file(item)
+        elif isinstance(item, SysInfo):
+            path = self.dir / f"sysinfo_{item.node_id}.json"
+            path.write_text(json.dumps(item.data, indent=2, default=str))
+        if time.monotonic() - self._last_flush > 1.0:
+            self._flush_rows()
 
     def _stream(self, kind: str) -> ipc.RecordBatchStreamWriter:
         writer = self._streams.get(kind)
@@ -280,7 +295,10 @@ class TestWriter:
     def _flush_rows(self) -> None:
         for kind, rows in self._rows.items():
             if rows:
-                self._stream(kind).write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMAS[kind]))
+                try:
+                    self._stream(kind).write_batch(pa.RecordBatch.from_pylist(rows, schema=SCHEMAS[kind]))
+                except OSError as e:
+                    self._failed(kind, e)
                 rows.clear()
         self._last_flush = time.monotonic()
 
@@ -301,22 +319,43 @@ class TestWriter:
             if self.closed:
                 return
             self._flush_rows()
-            for writer in self._streams.values():
-                writer.close()
-            for f in self._files.values():
-                f.close()
+            for kind, writer in self._streams.items():
+                try:
+                    writer.close()
+                except OSError as e:
+                    self._failed(kind, e)
+            for name, f in self._files.items():
+                try:
+                    f.close()
+                except OSError as e:
+                    self._failed(name, e)
+                if any(m.startswith(f"writing {name}:") for m in self.write_errors):
+                    (self.dir / name).unlink(missing_ok=True)  # half a file is no result
             for kind in self._streams:
                 arrows = self.dir / f"{kind}.arrows"
-                table = read_arrows(arrows)
-                if kind in ("log", "errors"):
-                    table = table.sort_by("time")
-                # Whole or not at all: a reader prefers the Parquet file, and a
-                # process killed mid-write must leave the stream readable.
                 tmp = self.dir / f".{kind}.parquet.tmp"
-                pq.write_table(table, tmp, compression="zstd")
-                os.replace(tmp, self.dir / f"{kind}.parquet")
-                arrows.unlink()
-            self._write_log_txt()
+                failed = any(m.startswith(f"writing {kind}:") for m in self.write_errors)
+                try:
+                    if failed:
+                        # Not whole: no Parquet file may look like the table (issue 30).
+                        arrows.unlink(missing_ok=True)
+                        continue
+                    table = read_arrows(arrows)
+                    if kind in ("log", "errors"):
+                        table = table.sort_by("time")
+                    # Whole or not at all: a reader prefers the Parquet file, and a
+                    # process killed mid-write must leave the stream readable.
+                    pq.write_table(table, tmp, compression="zstd")
+                    os.replace(tmp, self.dir / f"{kind}.parquet")
+                    arrows.unlink()
+                except OSError as e:
+                    self._failed(kind, e)
+                    tmp.unlink(missing_ok=True)
+            try:
+                self._write_log_txt()
+            except OSError as e:
+                self._failed("log.txt", e)
+                (self.dir / "log.txt").unlink(missing_ok=True)
             self.closed = True
 
     def _write_log_txt(self) -> None:
@@ -332,6 +371,17 @@ class TestWriter:
         with open(self.dir / "log.txt", "x") as f:
             for _, line in lines:
                 f.write(line + "\n")
+
+
+def _kind_of(item: Item) -> str:
+    """_kind_of names what an item is written into, for a write error's message."""
+    if isinstance(item, Batch):
+        return item.kind
+    if isinstance(item, FileData):
+        return item.name
+    if isinstance(item, SysInfo):
+        return f"sysinfo_{item.node_id}.json"
+    return info_row(item)[0] if isinstance(item, (LogEntry, Error, StreamInfo, PacketInfo, FlowStatus)) else "?"
 
 
 def read_arrows(path: Path) -> pa.Table:
@@ -381,8 +431,12 @@ def link_tree(src: Path, dst: Path, leave_out: Callable[[Path], bool] = lambda r
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
-    """Write meta.json (replacing the test's own earlier meta.json)."""
+    """Write meta.json (replacing the test's own earlier meta.json) whole or not at all; OSError if it cannot."""
     meta = {"format_version": RESULT_FORMAT_VERSION, **meta}
     tmp = directory / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(tmp, directory / "meta.json")
+    try:
+        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        os.replace(tmp, directory / "meta.json")
+    except OSError:
+        tmp.unlink(missing_ok=True)  # never half a meta.json beside the whole one
+        raise

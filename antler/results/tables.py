@@ -116,12 +116,17 @@ class Results(Mapping[str, TestResult]):
         key); then the table's own columns; then one column per ID key,
         named as the key, or ``id_<key>`` where the table has a column of
         that name already (flows' ``cca`` is each flow's, ``id_cca`` the
-        test's), see id_columns. A test without the table adds no rows; a
+        test's), see id_columns. ID columns keep their values' type: numbers
+        as numbers, quantities (``40ms``) as a categorical ordered by
+        magnitude (antler.results.ids.typed_id_column). A test without the table adds no rows; a
         kind that no test has and no schema knows raises KeyError.
         """
         import pandas as pd
 
+        from antler.results.ids import typed_id_column
+
         frames = []
+        id_names: dict[str, None] = {}
         for key, test in self._tests.items():
             try:
                 df = test[kind].copy()
@@ -130,12 +135,17 @@ class Results(Mapping[str, TestResult]):
             df.insert(0, "test", key)
             for k, name in id_columns(test.id, df.columns).items():
                 df[name] = test.id[k]
+                id_names[name] = None
             frames.append(df)
         if not frames:
             if kind not in SCHEMAS:
                 raise KeyError(f"no test in {self.path} has a {kind} table")
             return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True)
+        out = pd.concat(frames, ignore_index=True)
+        for name in id_names:
+            # Numbers and quantities sort as such: '100' before '1000' (issue 30).
+            out[name] = typed_id_column(out[name].astype(object).where(out[name].notna(), None))
+        return out
 
 
 def id_columns(test_id: Mapping[str, str], columns: Iterable[str]) -> dict[str, str]:

@@ -8,9 +8,23 @@ kernel sends into it for the link's delay (the engine:
 device enters the kernel as if received on it, so the kernel routes it on,
 this time by the main table, towards its destination::
 
-    python -m antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms
+    python -m antler.rig.delay run --link d-fwd:10ms:1% --link d-ret:10ms --control antler-delay-control
     python -m antler.rig.delay wait d-fwd d-ret     # until both are attached
     python -m antler.rig.delay stop d-fwd d-ret     # interrupt the link holding them, and wait
+
+With ``--bottleneck DEV --rate RATE --qdisc QDISC`` the link on DEV is also
+the path's bottleneck: it sends at RATE (IP length plus 14 bytes of Ethernet
+header per packet, as htb counts on a veth) from the queue discipline QDISC,
+spelled as tc spells it (:mod:`antler.rig.bottleneck`), then delays::
+
+    python -m antler.rig.delay run --link d-fwd:10ms --link d-ret:10ms \
+        --bottleneck d-fwd --rate 50mbit --qdisc "pfifo limit 1000"
+
+Each direction can be a bottleneck: ``--bottleneck``, ``--rate`` and
+``--qdisc`` repeat, the n-th of each together; a rate ``trace:FILE`` paces
+that link by a Mahimahi trace instead (:mod:`antler.rig.trace`). With
+``--control NAME`` a schedule changes delays, loss and rates while it runs
+(:mod:`antler.rig.link_control`).
 
 The process runs at SCHED_FIFO priority by default, so other processes on a
 busy host do not delay it. It ends on SIGINT or SIGTERM and prints per-link
@@ -27,16 +41,23 @@ import fcntl
 import gc
 import os
 import random
+import resource
 import signal
 import socket
 import struct
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from antler.node.metric import Duration
+from antler.node.metric import Bitrate, Duration
 from antler.node.runners.packet.timer import set_timer_slack
+from antler.rig.bottleneck import Bottleneck, queue_maker
 from antler.rig.delay_link import DEFAULT_QUEUE_LIMIT, DEFAULT_SPIN, DelayError, Link, LinkSpec, serve
+from antler.rig.link_control import Control
+from antler.rig.queue_records import DEFAULT_LIMIT as DEFAULT_RECORDS, QueueRecords
+from antler.rig.trace import TraceBottleneck, read_trace
 
 SIOCGIFFLAGS = 0x8913
 IFF_RUNNING = 0x40
@@ -141,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=None, help="seed of the random loss, for repeatable runs")
     r.add_argument("--queue-limit", type=int, default=DEFAULT_QUEUE_LIMIT, help="packets held per link at most")
     r.add_argument("--duration", default=None, help="stop after this long (default: until a signal)")
+    r.add_argument("--bottleneck", action="append", default=[], metavar="DEV", help="a link that is also a bottleneck")
+    r.add_argument("--rate", action="append", default=[], help="its rate, e.g. 50mbit, or trace:FILE")
+    r.add_argument("--qdisc", action="append", default=[], help="its queue discipline as tc spells it (pfifo)")
+    r.add_argument("--control", default=None, metavar="NAME", help="take changes on this abstract socket")
+    r.add_argument("--config-dir", default=None, help="the folder of a py:MODULE:CLASS qdisc's MODULE.py")
+    r.add_argument("--records", default=None, metavar="FILE", help="write the bottleneck's per-packet records here")
+    r.add_argument("--records-limit", type=int, default=DEFAULT_RECORDS, help="records kept at most")
     r.add_argument(
         "--realtime",
         type=int,
@@ -171,15 +199,29 @@ def main(argv: list[str] | None = None) -> int:
         specs = [LinkSpec.parse(t) for t in args.link]
         spin_ns = Duration.parse(args.spin).ns
         run_for = None if args.duration is None else Duration.parse(args.duration).ns
+        shaped = _bottleneck_args(args, specs)
     except (DelayError, ValueError) as e:
         print(f"delay: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
+    first = shaped[0][0] if shaped else None
+    records = QueueRecords(limit=args.records_limit) if args.records and first is not None else None
     links: list[Link] = []
+    control = None
     try:
         for spec in specs:
-            links.append(Link(spec, rng, args.queue_limit))
-    except DelayError as e:
+            bn: Bottleneck | None = None
+            for dev, pace, maker in shaped:
+                if spec.dev == dev:
+                    record = None if records is None or dev != first else records.record
+                    if isinstance(pace, tuple):
+                        bn = TraceBottleneck(maker, pace, time.monotonic_ns(), record)
+                    else:
+                        bn = Bottleneck(maker, pace, record)
+            links.append(Link(spec, rng, args.queue_limit, bn))
+        if args.control:
+            control = Control(args.control, links)
+    except (DelayError, OSError) as e:
         for link in links:
             link.close()
         print(f"delay: {e}", file=sys.stderr)
@@ -199,10 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     priority = f"SCHED_FIFO {args.realtime}" if args.realtime else "normal priority"
-    print(f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority})", flush=True)
+    shaping = "".join(
+        f"; bottleneck {d} {r} {q} (userspace)" for d, r, q in zip(args.bottleneck, args.rate, args.qdisc, strict=False)
+    )
+    print(
+        f"delay: holding {', '.join(str(s) for s in specs)} (spin {Duration(spin_ns)}, {priority}){shaping}", flush=True
+    )
     code = 0
+    started = time.monotonic()
     try:
-        serve(links, spin_ns, run_for)
+        serve(links, spin_ns, run_for, control)
     except Stop:
         pass
     except DelayError as e:
@@ -213,9 +261,53 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for link in links:
             link.close()
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        print(
+            f"delay: cpu {used.ru_utime:.2f}s user {used.ru_stime:.2f}s system over {time.monotonic() - started:.1f}s"
+        )
         for link in links:
             print(link.stats.text(link.spec), flush=True)
+            if link.bottleneck is not None:
+                print(f"link {link.spec.dev} {link.bottleneck.text()}", flush=True)
+        if records is not None:
+            try:
+                records.write(args.records)
+            except OSError as e:
+                print(f"delay: writing queue records to {args.records}: {e.strerror}", file=sys.stderr)
+                return 1
+            left_out = f", {records.left_out} left out past the limit" if records.left_out else ""
+            print(f"delay: {records.rows} queue records in {args.records}{left_out}", flush=True)
     return code
+
+
+def _bottleneck_args(args: argparse.Namespace, specs: list[LinkSpec]) -> list[tuple[str, Any, Any]]:
+    """Return each bottleneck's device, pace (bit/s, or a trace's times) and queue maker; raises ValueError.
+
+    The n-th ``--bottleneck``, ``--rate`` and ``--qdisc`` go together; one
+    bottleneck may leave ``--qdisc`` out (pfifo).
+    """
+    devs, rates, qdiscs = args.bottleneck, args.rate, args.qdisc or ["pfifo"] * len(args.bottleneck)
+    if rates and not devs:
+        raise ValueError("--rate needs --bottleneck DEV (the link to shape)")
+    if len(rates) != len(devs) or len(qdiscs) != len(devs):
+        raise ValueError(
+            f"{len(devs)} --bottleneck need as many --rate (got {len(rates)}) and --qdisc (got {len(qdiscs)})"
+        )
+    out: list[tuple[str, Any, Any]] = []
+    for dev, rate, qdisc in zip(devs, rates, qdiscs, strict=True):
+        if dev not in [s.dev for s in specs]:
+            raise ValueError(f"--bottleneck {dev!r} is not one of the --link devices")
+        if dev in [o[0] for o in out]:
+            raise ValueError(f"--bottleneck {dev!r} is given twice")
+        pace: Any
+        if rate.startswith("trace:"):
+            pace = read_trace(rate.removeprefix("trace:"))
+        else:
+            pace = Bitrate.parse(rate).bps
+            if pace <= 0:
+                raise ValueError(f"--rate {rate!r} must be above 0")
+        out.append((dev, pace, queue_maker(qdisc, Path(args.config_dir) if args.config_dir else None)))
+    return out
 
 
 if __name__ == "__main__":

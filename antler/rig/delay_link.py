@@ -17,6 +17,13 @@ set to 1 µs so the kernel wakes it on time), then spins, polling the fds
 without blocking, and releases at the deadline. The delay is constant per
 link, so deadlines are in arrival order and each link's queue is a FIFO
 deque of ``(deadline_ns, packet)``; releases are in order by construction.
+
+A link may also be the path's bottleneck (``--rate`` and ``--qdisc`` on its
+command line): then each packet it reads waits in a queue discipline that a
+:class:`antler.rig.bottleneck.Bottleneck` empties at the rate, and enters
+the delay stage (and the random loss) when its transmission ends. The line's
+next free moment is one more deadline for the same loop, so the design stays
+one thread; transmissions end in order, so the delay FIFO stays ordered.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from antler.node.metric import Duration, Probability, UnitError
+from antler.rig.bottleneck import Bottleneck
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -50,6 +59,19 @@ LATENESS_EDGES_US = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 class DelayError(Exception):
     """A link that could not be parsed or opened."""
+
+
+class Controlled(Protocol):
+    """What changes the links while they run (:class:`antler.rig.link_control.Control`): an fd to select, a handler."""
+
+    @property
+    def fd(self) -> int:
+        """The fd that is readable when a change waits."""
+        ...
+
+    def handle(self) -> None:
+        """Apply the changes waiting."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -115,13 +137,22 @@ class LinkStats:
 class Link:
     """An open delay link: the TUN fd, its FIFO of held packets and its stats."""
 
-    def __init__(self, spec: LinkSpec, rng: random.Random, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+    def __init__(
+        self,
+        spec: LinkSpec,
+        rng: random.Random,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        bottleneck: Bottleneck | None = None,
+        fd: int | None = None,
+    ) -> None:
+        """Attach to spec's TUN device (or use fd, e.g. one end of a socket pair in tests)."""
         self.spec = spec
-        self.fd = open_tun(spec.dev)
+        self.fd = open_tun(spec.dev) if fd is None else fd
         self.queue: deque[tuple[int, bytes]] = deque()
         self.stats = LinkStats()
         self.rng = rng
         self.queue_limit = queue_limit
+        self.bottleneck = bottleneck
 
     def close(self) -> None:
         """Close the TUN fd; packets still held are dropped with it."""
@@ -144,14 +175,15 @@ def open_tun(dev: str) -> int:
     return fd
 
 
-def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> None:
-    """Move packets through the links until Stop is raised (or run_for_ns has passed)."""
+def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None, control: Controlled | None = None) -> None:
+    """Move packets through the links until Stop is raised (or run_for_ns has passed); control may change them."""
     # Locals: this is the hot loop of the process.
     now_ns = time.monotonic_ns
     sel = select.select
     read, write = os.read, os.write
-    fds = [link.fd for link in links]
+    fds = [link.fd for link in links] + ([control.fd] if control is not None else [])
     by_fd = {link.fd: link for link in links}
+    shaped = [link for link in links if link.bottleneck is not None]
     edges_ns = [e * 1000 for e in LATENESS_EDGES_US]
     end = None if run_for_ns is None else now_ns() + run_for_ns
     while True:
@@ -184,6 +216,18 @@ def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> Non
                 now = now_ns()
             if queue and (next_deadline < 0 or queue[0][0] < next_deadline):
                 next_deadline = queue[0][0]
+        for link in shaped:
+            bn = link.bottleneck
+            assert bn is not None
+            sent = bn.send(now)
+            while sent is not None:
+                _hold(link, sent[0] + link.spec.delay_ns, sent[1])
+                sent = bn.send(now)
+            start = bn.next_start_ns()
+            if start >= 0 and (next_deadline < 0 or start < next_deadline):
+                next_deadline = start
+            if link.queue and (next_deadline < 0 or link.queue[0][0] < next_deadline):
+                next_deadline = link.queue[0][0]
         if next_deadline < 0:
             timeout: float = 0.5
         else:
@@ -193,10 +237,15 @@ def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> Non
             timeout = max(0.0, min(timeout, (end - now) / 1e9))
         ready, _, _ = sel(fds, (), (), timeout)
         for fd in ready:
+            if fd not in by_fd:
+                assert control is not None
+                control.handle()
+                continue
             link = by_fd[fd]
             queue = link.queue
             st = link.stats
             delay, loss, rng = link.spec.delay_ns, link.spec.loss, link.rng
+            bn = link.bottleneck
             while True:
                 try:
                     packet = read(fd, READ_SIZE)
@@ -206,9 +255,23 @@ def serve(links: list[Link], spin_ns: int, run_for_ns: int | None = None) -> Non
                     raise DelayError(f"reading {link.spec.dev}: {e.strerror} (was the device deleted?)") from None
                 t = now_ns()
                 st.received += 1
-                if loss and rng.random() < loss:
+                if bn is not None:
+                    # Loss and delay come after the bottleneck: at the transmission's end (_hold).
+                    bn.arrive(packet, t)
+                elif loss and rng.random() < loss:
                     st.lost += 1
                 elif len(queue) >= link.queue_limit:
                     st.overflowed += 1
                 else:
                     queue.append((t + delay, packet))
+
+
+def _hold(link: Link, deadline_ns: int, packet: bytes) -> None:
+    """Put a packet the bottleneck has sent into the link's delay stage, unless the random loss takes it."""
+    st = link.stats
+    if link.spec.loss and link.rng.random() < link.spec.loss:
+        st.lost += 1
+    elif len(link.queue) >= link.queue_limit:
+        st.overflowed += 1
+    else:
+        link.queue.append((deadline_ns, packet))

@@ -40,10 +40,13 @@ work because the steps are computed from the composed ``rig`` values.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from antler.node.spec import parse
+from antler.node.nodespec import Node
+from antler.node.spec import ConfigError, parse
 from antler.rig import path, path_steps
 from antler.rig.kernel import kernel_release, qdiscs
 from antler.rig.path import Addresses, Ifaces, Nodes
@@ -75,11 +78,11 @@ class Dumbbell(path.Path):
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()
-        for name in path.ROLES:
-            if not getattr(self.addr, name).startswith(DUMBBELL_NET):
+        for name in (*path.ROLES, *path.SENDERS):
+            if getattr(self.addr, name) and not getattr(self.addr, name).startswith(DUMBBELL_NET):
                 raise ValueError(f"addr.{name} {getattr(self.addr, name)!r} must be in 10.77.0.0/16")
-        for n in (self.nodes.left, self.nodes.mid, self.nodes.right):
-            if not n.netns.create:
+        for n in (self.nodes.left, self.nodes.mid, self.nodes.right, *(getattr(self.nodes, s) for s in path.SENDERS)):
+            if n is not None and not n.netns.create:
                 raise ValueError(f"node {n.id!r} needs netns: {{create: true}} so the rig is deleted with the test")
 
 
@@ -98,23 +101,61 @@ def check(rig: Dumbbell) -> str:
 
 
 def setup_runs(data: Any) -> list[dict[str, Any]]:
-    """Return the run-tree steps that build the rig, as plain run data (a list of runs)."""
+    """Return the run-tree steps that build the rig, as plain run data (a list of runs).
+
+    With rig.senders, the left nodes are left1, left2, ... instead of left,
+    each with its own veth into a bridge at mid (named as mid_left, holding
+    mid_left's address), so the reverse bottleneck at the bridge's egress
+    and the forward one at mid_right's are shared by all of them.
+    """
     rig = params(data)
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
-    ns_left, ns_right = rig.nodes.left.netns_name, rig.nodes.right.netns_name
+    ns_right = rig.nodes.right.netns_name
+    senders = sender_names(rig)
+    if senders:
+        links = [sys_step(f"ip link add {i.mid_left} type bridge")]
+        for n, name in enumerate(senders, 1):
+            port = f"{i.mid_left}{n}"
+            links += [
+                sys_step(f"ip link add {port} type veth peer name {i.left} netns {_node(rig, name).netns_name}"),
+                sys_step(f"ip link set {port} master {i.mid_left}"),
+                sys_step(f"ip link set {port} up"),
+                *path_steps.offloads(rig, port),
+            ]
+    else:
+        links = [sys_step(f"ip link add {i.mid_left} type veth peer name {i.left} netns {rig.nodes.left.netns_name}")]
     mid: list[dict[str, Any]] = [
         sys_step("echo", path.summary(KIND, rig, emulator)),
-        sys_step(f"ip link add {i.mid_left} type veth peer name {i.left} netns {ns_left}"),
+        *links,
         sys_step(f"ip link add {i.mid_right} type veth peer name {i.right} netns {ns_right}"),
         *path_steps.address(i.mid_left, a.mid_left),
         *path_steps.address(i.mid_right, a.mid_right),
-        *path_steps.mid_setup(rig, i, a, emulator),
+        *path_steps.mid_setup(
+            rig, i, a, emulator, records_file(rig), events_file(rig), tuple(getattr(a, s) for s in senders)
+        ),
     ]
-    left = [*path_steps.end_setup(rig, i.left, a.left, a.net("right"), a.mid_left), *path_steps.warmup(rig, a.right)]
     right = path_steps.end_setup(rig, i.right, a.right, a.net("left"), a.mid_right)
-    return [child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    runs = [child(nodes["mid"], mid), child(nodes["right"], right)]
+    for name in senders or ["left"]:
+        addr = getattr(a, name)
+        left = [*path_steps.end_setup(rig, i.left, addr, a.net("right"), a.mid_left), *path_steps.warmup(rig, a.right)]
+        runs.append(child(nodes[name], left))
+    go = path_steps.schedule_go(rig, events_file(rig))
+    return runs + ([child(nodes["mid"], go)] if go else [])
+
+
+def sender_names(rig: Dumbbell) -> list[str]:
+    """Return the left nodes of rig.senders (left1, left2, ...), or [] for the one left node."""
+    return list(path.SENDERS[: len(rig.senders)])
+
+
+def _node(rig: Dumbbell, name: str) -> Node:
+    node = getattr(rig.nodes, name)
+    if node is None:
+        raise ConfigError(f"rig.nodes.{name}", "missing: rig.senders needs a node for each sender")
+    return node
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
@@ -123,12 +164,24 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
     i = rig.ifaces
+    ports = [sys_step(f"ip link del {i.mid_left}{n}") for n in range(1, len(rig.senders) + 1)]
     steps = [
-        *path_steps.mid_teardown(rig, i, emulator),
+        *path_steps.mid_teardown(rig, i, emulator, records_file(rig), events_file(rig)),
         sys_step(f"ip link del {i.mid_left}"),
+        *ports,
         sys_step(f"ip link del {i.mid_right}"),
     ]
     return [child(nodes["mid"], steps)]
+
+
+def records_file(rig: Dumbbell) -> str:
+    """Return where mid's userspace bottleneck keeps its queue records until tear-down (one file per rig)."""
+    return os.path.join(tempfile.gettempdir(), f"antler-queue-{rig.nodes.mid.netns_name}.bin")
+
+
+def events_file(rig: Dumbbell) -> str:
+    """Return where mid's schedule process keeps its changes until tear-down (one file per rig)."""
+    return os.path.join(tempfile.gettempdir(), f"antler-events-{rig.nodes.mid.netns_name}.jsonl")
 
 
 def facts(data: Any) -> dict[str, Any]:

@@ -82,6 +82,20 @@ def qdiscs() -> frozenset[str]:
         _run("ip", "netns", "del", ns, check=False)
 
 
+@functools.cache
+def tcp_ecn_accepts(value: int) -> bool:
+    """Report whether this kernel's net.ipv4.tcp_ecn takes value (3 is AccECN, Linux 6.18+ with it built).
+
+    Written in a scratch namespace, so the host's setting is never touched.
+    """
+    ns = f"rq{os.getpid() % 100000}-{next(_scratch)}"
+    _run("ip", "netns", "add", ns)
+    try:
+        return _run("ip", "netns", "exec", ns, "sysctl", "-w", f"net.ipv4.tcp_ecn={value}", check=False).returncode == 0
+    finally:
+        _run("ip", "netns", "del", ns, check=False)
+
+
 def has_tun() -> bool:
     """Report whether TUN devices can be opened (/dev/net/tun)."""
     return os.path.exists("/dev/net/tun")

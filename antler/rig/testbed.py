@@ -94,6 +94,8 @@ class Testbed(path.Path):
         if self.kind != KIND:
             raise ValueError(f"rig kind {self.kind!r} is not {KIND!r}")
         self.validate_path()  # hosts, ifaces and nodes check themselves as they are parsed
+        if self.senders:
+            raise path.FieldError("senders", "several senders are the dumbbell's (namespaces on one host)")
 
 
 def params(data: Any, where: str = "rig") -> Testbed:
@@ -111,6 +113,10 @@ def check(rig: Testbed) -> str:
     return path.check(rig)
 
 
+EVENTS = "/tmp/antler-events-testbed.jsonl"
+"""EVENTS is where mid's schedule process keeps its changes until tear-down (one rig per mid host)."""
+
+
 def setup_runs(data: Any) -> list[dict[str, Any]]:
     """Return the run-tree steps that build the rig on its hosts, as plain run data."""
     rig = params(data)
@@ -118,7 +124,10 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
     py = rig.python_exe
-    kernel_args = f"--qdisc {rig.qdisc_kind} --shaper {'htb' if rig.rate.bps else 'none'} --emulator {emulator}"
+    if path.bottleneck(rig) == "kernel":
+        kernel_args = f"--qdisc {rig.qdisc_kind} --shaper {'htb' if rig.rate.bps else 'none'} --emulator {emulator}"
+    else:
+        kernel_args = f"--emulator {emulator}"  # the userspace bottleneck needs no qdisc of mid's kernel
     checks = [
         child(nodes["mid"], [
             sys_step("echo", path.summary(KIND, rig, emulator), f"on {rig.hosts.mid}"),
@@ -131,7 +140,7 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         _reset(_mid_removals(rig, emulator)),
         *path_steps.address(i.mid_left, a.mid_left),
         *path_steps.address(i.mid_right, a.mid_right),
-        *path_steps.mid_setup(rig, i, a, emulator),
+        *path_steps.mid_setup(rig, i, a, emulator, events=EVENTS),
     ]
     right = [
         _reset(path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)),
@@ -143,7 +152,9 @@ def setup_runs(data: Any) -> list[dict[str, Any]]:
         *path_steps.warmup(rig, a.right),
     ]
     # Every host is checked before any is changed: a refusal leaves all three as they were.
-    return [*checks, child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    runs = [*checks, child(nodes["mid"], mid), child(nodes["right"], right), child(nodes["left"], left)]
+    go = path_steps.schedule_go(rig, EVENTS)
+    return runs + ([child(nodes["mid"], go)] if go else [])
 
 
 def teardown_runs(data: Any) -> list[dict[str, Any]]:
@@ -152,9 +163,9 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
     emulator = check(rig)
     nodes = path.node_data(KIND, data)
     a, i = rig.addr, rig.ifaces
-    mid = [*path_steps.mid_teardown(rig, i, emulator), *(sys_step(c) for c in _mid_addresses(rig))]
-    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left)]
-    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right)]
+    mid = [*path_steps.mid_teardown(rig, i, emulator, events=EVENTS), *(sys_step(c) for c in _mid_addresses(rig))]
+    left = [sys_step(c) for c in path_steps.end_removals(i.left, a.left, a.net("right"), a.mid_left, rig)]
+    right = [sys_step(c) for c in path_steps.end_removals(i.right, a.right, a.net("left"), a.mid_right, rig)]
     return [child(nodes["mid"], mid), child(nodes["left"], left), child(nodes["right"], right)]
 
 
@@ -182,6 +193,8 @@ def _mid_addresses(rig: Testbed) -> list[str]:
 def _mid_removals(rig: Testbed, emulator: str) -> list[str]:
     # Whatever emulator the failed test used: remove both kinds' leftovers.
     cmds = [c for e in ("tun", "netem") for c in path_steps.mid_removals(rig, rig.ifaces, e)]
+    # The kernel bottlenecks', whichever ran before.
+    cmds += [f"tc qdisc del dev {rig.ifaces.mid_right} root", f"tc qdisc del dev {rig.ifaces.mid_left} root"]
     return list(dict.fromkeys(cmds)) + _mid_addresses(rig)
 
 

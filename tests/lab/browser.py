@@ -201,3 +201,25 @@ class Page:
                 {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
                 self.session,
             )
+
+
+PLOTS = """[...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
+  title: gd._fullLayout.title.text,
+  traces: gd._fullData.map((t, i) => {
+    // Matched by the trace its SVG group is bound to: a hidden trace (legendonly) draws no group.
+    const layer = [...gd.querySelectorAll('.scatterlayer .trace')].find(l => l.__data__ && l.__data__[0] && l.__data__[0].trace && l.__data__[0].trace.index === t.index);
+    return {name: t.name, x: Array.from(t.x), y: Array.from(t.y), yaxis: t.yaxis, mode: t.mode,
+            symbols: t.marker ? [].concat(t.marker.symbol) : [],
+            points: layer ? layer.querySelectorAll('path.point').length : 0,
+            line: layer && layer.querySelector('path.js-line') ? layer.querySelector('path.js-line').getAttribute('d') : ''};
+  }),
+  axes: Object.keys(gd._fullLayout).filter(k => /^yaxis[0-9]*$/.test(k)).sort(),
+}))"""
+"""PLOTS reads back every chart of a page: the series plotly drew (its full data) and the SVG it drew them as."""
+
+DRAWN = "document.querySelectorAll('.js-plotly-plot').length > 0 && [...document.querySelectorAll('.js-plotly-plot')].every(gd => gd._fullLayout && gd.querySelector('.main-svg'))"
+
+
+def problems(page: Page) -> list[str]:
+    """Return the page's console lines that are errors or warnings (a failed load is one)."""
+    return [line for line in page.console if not line.startswith(("verbose:", "info:", "debug:"))]

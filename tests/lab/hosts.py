@@ -81,8 +81,11 @@ mkdir -p /run/sshd
 exec /usr/sbin/sshd -D -e -f "$2/sshd/sshd_config"
 """
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""CHECKOUT is the repository these tests run from (tests/lab/hosts.py is two folders down)."""
+
 SHARED_UNDER_TMP = sorted(
-    {Path(p).resolve() for p in (Path(__file__).parents[1], sys.prefix) if Path(p).resolve().is_relative_to("/tmp")}
+    {Path(p).resolve() for p in (CHECKOUT, sys.prefix) if Path(p).resolve().is_relative_to("/tmp")}
 )
 """SHARED_UNDER_TMP are the checkout and virtualenv of these tests when they lie under /tmp (a CI clone):
 every host sees them through its own /tmp, as it would on a shared disk (without, `ray` was "not found")."""

@@ -20,6 +20,7 @@ from antler.invoke.sweep.tree import place
 from antler.invoke.testdir import Ran, run_test
 from antler.node.launch import Launchers, TestLaunch
 from antler.node.root import Launch
+from antler.report.expect import apply_expectations
 from antler.report.pipeline import run_after
 from antler.report.worker import ReportWorker
 from antler.results.store import Invocation, write_meta
@@ -50,6 +51,8 @@ class Sweep:
         """ran counts the tests that ran (or were running at a Ctrl-C)."""
         self.failed: list[str] = []
         """failed names the tests that failed (or could not run), as ID text."""
+        self.suspect: list[str] = []
+        """suspect names the tests whose testbed health was suspect, with the reasons (antler.report.verdict)."""
 
     async def run(self, hosts: list[str], per_host: int, reports: list[asyncio.Task[None]]) -> None:
         """Start the queued tests as hosts have room until all have run; Ctrl-C stops every running test."""
@@ -81,6 +84,11 @@ class Sweep:
                     self.ran += 1
                     if not ran.ok:
                         self.failed.append(ran.job.test.id_text())
+                    health = ran.meta.get("health") or {}
+                    if health.get("status") == "suspect":
+                        reasons = [r["text"] for r in health.get("reasons", [])] or ["?"]
+                        more = f" and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+                        self.suspect.append(f"{ran.job.test.id_text()}: {reasons[0]}{more}")
                     for host in sorted(ran.lost_hosts & set(slots.sweep) - slots.lost):
                         slots.lose(host)
                         self.live.line(f"host {host!r}: a node there was lost; the tests still queued go to the others")
@@ -153,6 +161,12 @@ class Sweep:
         if errors:
             ran.meta["report_errors"] = errors
             write_meta(ran.directory, ran.meta)
+        # test.expect: a failed expectation fails the test (meta.json says which), and so the command.
+        unmet = await asyncio.to_thread(apply_expectations, ran.directory, ran.meta)
+        if unmet:
+            self.live.line(f"{ran.job.test.id_text()}: expectation failed: {'; '.join(unmet)}")
+        if unmet and ran.ok:
+            self.failed.append(f"{ran.job.test.id_text()} (expected {'; '.join(unmet)})")
 
     async def _tick(self) -> None:
         if not sys.stderr.isatty():

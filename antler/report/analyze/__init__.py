@@ -30,22 +30,28 @@ import pyarrow.parquet as pq
 from antler.node.schemas import SCHEMAS
 from antler.report.analyze.clocks import CLOCK_COLUMNS, on_driver_clock, owd_clocks
 from antler.report.analyze.columnar import empty_series
+from antler.report.analyze.fairness import RECEIVED_COLUMNS, jain, received_curves
 from antler.report.analyze.flows import FLOW_COLUMNS, column_dtype, fill_columns
 from antler.report.analyze.outcomes import named_flows, with_outcomes
 from antler.report.analyze.packets import analyze_packets, count_arrivals
-from antler.report.analyze.streams import analyze_streams
+from antler.report.analyze.queue import QUEUE_FLOW_COLUMNS, SERIES_COLUMNS, queue_flows, queue_series
+from antler.report.analyze.streams import analyze_streams, default_interval_s, goodput_samples
+from antler.report.analyze.summary import SUMMARY_COLUMNS, conclude
 from antler.results.tables import TestResult
 
 __all__ = [
     "CLOCK_COLUMNS",
     "FLOW_COLUMNS",
     "PACKET_IO_READ",
+    "RECEIVED_COLUMNS",
     "STREAM_IO_READ",
+    "SUMMARY_COLUMNS",
     "TCP_INFO_READ",
     "Analysis",
     "analyze",
     "analyze_frames",
     "arrival_counts",
+    "jain",
     "on_driver_clock",
     "owd_clocks",
     "packet_flows",
@@ -77,10 +83,22 @@ class Analysis:
       owd_ms its first arrival at the server minus that send, in ms, or NaN
       when it never arrived (in flows whose server recorded any arrival).
 
+    ``goodput_interval_s`` is the goodput series' interval (seconds), and
+    ``goodput_samples`` the raw rate between consecutive receiver samples
+    (same columns; see :func:`.streams.goodput_samples`), which after a loss
+    can lie far above the link rate.
+
     ``t0`` is the test's start, the earliest ``tinit`` of any flow end (UTC;
     None without flows; the Unix epoch for tables in memory without info rows).
+    ``received`` (RECEIVED_COLUMNS: flow, t_s, bytes) is each stream
+    receiver's running byte count, from (its start, 0); the common window,
+    shares and fairness are taken from it (:mod:`.fairness`). ``summary``
+    is the test's one row of summary.parquet (SUMMARY_COLUMNS, then any
+    ``share_<cca>``; :mod:`.summary`).
     ``clocks`` has a row per packet flow whose ends ran on two hosts
-    (CLOCK_COLUMNS, see :func:`owd_clocks`).
+    (CLOCK_COLUMNS, see :func:`owd_clocks`). ``queue`` is the bottleneck
+    queue over time, per flow and interval (SERIES_COLUMNS, see
+    :mod:`.queue`; empty without queue.parquet or qdisc.parquet).
     """
 
     flows: pd.DataFrame
@@ -89,6 +107,11 @@ class Analysis:
     owd: pd.DataFrame = field(default_factory=lambda: empty_series("owd_ms"))
     t0: pd.Timestamp | None = None
     clocks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLOCK_COLUMNS))
+    received: pd.DataFrame = field(default_factory=lambda: empty_series("bytes"))
+    summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUMMARY_COLUMNS, dtype=float))
+    queue: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SERIES_COLUMNS))
+    goodput_interval_s: float = 0.1
+    goodput_samples: pd.DataFrame = field(default_factory=lambda: empty_series("goodput_mbps"))
 
     def delay(self, kind: str = "rtt") -> pd.DataFrame:
         """Return the RTT or one-way delay series as columns flow, t_s, delay_ms.
@@ -108,16 +131,20 @@ class Analysis:
         return both.astype({"flow": "category"})
 
 
-def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
+def analyze(test: TestResult, interval_s: float | None = None) -> Analysis:
     """Compute the flow metrics and series of one stored test.
 
     ``interval_s`` is the goodput interval in seconds: each point is the
-    goodput between the last receiver samples of consecutive intervals. A
+    goodput between the last receiver samples of consecutive intervals. By
+    default it follows the path: four of the rig's RTTs (meta.json's
+    ``rig.rtt_ms``), at least 100 ms (see :func:`.streams.default_interval_s`). A
     table the test lacks counts as empty; a stored table that cannot be read,
     or lacks a column analysis reads (see TCP_INFO_READ and its siblings),
     raises pyarrow's ArrowInvalid (a ValueError).
     """
     nodes = test.meta.get("nodes") or []
+    if interval_s is None:
+        interval_s = default_interval_s((test.meta.get("rig") or {}).get("rtt_ms"))
     stream_info = on_driver_clock(test["stream_info"], nodes)
     packet_info = on_driver_clock(test["packet_info"], nodes)
     t0 = _t0(stream_info, packet_info)
@@ -127,11 +154,19 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         stream_io = _read(test, "stream_io", STREAM_IO_READ)
         tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
         stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
+        received = received_curves(stream_info, stream_io, t0)
+        samples = goodput_samples(stream_io, stream_info, t0)
         del stream_io
         packet_cols = PACKET_IO_READ + _optional(test, "packet_io", ["sched_t_ns"])
         packet_flows, rtt, owd = analyze_packets(packet_info, _read(test, "packet_io", packet_cols), t0)
         a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+        a.received = received
+        a.goodput_interval_s, a.goodput_samples = interval_s, samples
         a.clocks = owd_clocks(packet_info, nodes, (test.meta.get("host") or {}).get("hostname", ""))
+        a.queue = queue_series(test, stream_info, packet_info, t0, interval_s)
+        extra = queue_flows(test, stream_info, packet_info)
+        if len(extra):
+            a.flows = a.flows.drop(columns=QUEUE_FLOW_COLUMNS).merge(extra, on="flow", how="left")
     errors = test["errors"]
     first_error = str(errors.sort_values("time")["message"].iloc[0]) if len(errors) else ""
     flows = with_outcomes(
@@ -142,7 +177,7 @@ def analyze(test: TestResult, interval_s: float = 0.1) -> Analysis:
         recorded=test.format_version >= 2,
     )
     a.flows = fill_columns(flows)[FLOW_COLUMNS].sort_values(["start_s", "flow"], kind="stable").reset_index(drop=True)
-    return a
+    return _conclude(a, test.meta)
 
 
 def analyze_frames(
@@ -165,12 +200,15 @@ def analyze_frames(
     if t0 is None and not _rows(stream_io) and not _rows(packet_io):
         return _no_flows()
     t0 = t0 if t0 is not None else _EPOCH
+    s_io = _frame_table(stream_io, "stream_io", STREAM_IO_READ)
     stream_flows, goodput = analyze_streams(
-        s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ),
-        _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
+        s_info, s_io, _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
     )  # fmt: skip
     packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
-    return _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
+    a.received = received_curves(s_info, _frame_table(stream_io, "stream_io", STREAM_IO_READ), t0)
+    a.goodput_interval_s, a.goodput_samples = interval_s, goodput_samples(s_io, s_info, t0)
+    return _conclude(a, {})
 
 
 def stream_flows(
@@ -269,6 +307,13 @@ def _combine(
         .reset_index(drop=True)
     )
     return Analysis(flows=flows, goodput=goodput, rtt=rtt, owd=owd, t0=t0)
+
+
+def _conclude(a: Analysis, meta: dict) -> Analysis:
+    """_conclude fills in the flows' shares and latency under load and makes the test's summary row."""
+    flows, a.summary = conclude(a.flows, a.received, a.rtt, a.owd, meta)
+    a.flows = flows[FLOW_COLUMNS]
+    return a
 
 
 def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:

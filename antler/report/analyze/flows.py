@@ -18,6 +18,7 @@ FLOW_COLUMNS = [
     "bytes",
     "duration_s",
     "goodput_mbps",
+    "share",
     "fct_s",
     "sent",
     "received",
@@ -34,9 +35,21 @@ FLOW_COLUMNS = [
     "rtt_ms_p99",
     "owd_ms_median",
     "owd_ms_p99",
+    "rtt_ms_idle_median",
+    "rtt_ms_loaded_median",
+    "rtt_ms_loaded_p99",
+    "induced_latency_ms",
     "retrans",
     "send_err_us_median",
     "send_err_us_p99",
+    "qdelay_ms_median",
+    "qdelay_ms_p99",
+    "drops",
+    "marks",
+    "ce_pct",
+    "ecn",
+    "ce_up",
+    "ce_down",
     "status",
     "error",
 ]
@@ -70,6 +83,10 @@ duration_s          s         the receiver's time from its tinit (else      the 
                               start_s) to the last byte's arrival
 goodput_mbps        Mbit/s    bytes * 8 / duration_s / 1e6 (NaN when        -
                               duration_s <= 0)
+share                         its part of the stream flows' bytes in the    -
+                              common window, x_i / sum x_j
+                              (antler.report.analyze.fairness); NaN
+                              outside the window
 fct_s               s         start_s to the last byte's arrival (flow      -
                               completion time); NaN unless the flow was
                               length-limited and received all of it (in
@@ -105,12 +122,32 @@ owd_ms_median       ms        -                                             medi
                                                                             (across two hosts: on the driver's clock by
                                                                             their measured offsets, see Analysis.clocks)
 owd_ms_p99          ms        -                                             99th percentile of the same
+rtt_ms_idle_median  ms        -                                             median RTT of the echoes sent while no
+                                                                            stream flow ran
+                                                                            (antler.report.analyze.underload)
+rtt_ms_loaded_      ms        -                                             median RTT of the echoes sent while a
+median                                                                      stream flow ran
+rtt_ms_loaded_p99   ms        -                                             99th percentile of the same
+induced_latency_ms  ms        -                                             rtt_ms_loaded_median - rtt_ms_idle_median
 retrans             segments  the sender's total_retrans (its largest       -
                               sample)
 send_err_us_median  µs        -                                             median send-time error of the client's
                                                                             sends: sent minus scheduled (NaN without
                                                                             sched_t_ns)
 send_err_us_p99     µs        -                                             99th percentile of the same
+qdelay_ms_median    ms        median sojourn in a userspace bottleneck of   the same, of its packets (requests and
+                              the flow's packets it sent (queue.parquet;    echoes alike)
+                              NaN without one)
+qdelay_ms_p99       ms        99th percentile of the same                   99th percentile of the same
+drops               packets   the flow's packets the userspace bottleneck   the same
+                              dropped
+marks               packets   the flow's packets it sent with CE set there  the same
+ce_pct              %         the sender's delivered_ce over delivered      -
+                              (its last TCP_INFO sample)
+ecn                           1 if the connection negotiated ECN, else 0    -
+                              (TCP_INFO's TCPI_OPT_ECN)
+ce_up               packets   -                                             requests that reached the server with CE
+ce_down             packets   -                                             echoes that reached the client with CE
 status                        "ok", "failed" or "cancelled": how the flow   the same
                               ended (antler.report.analyze.outcomes); ""
                               in results before format 2

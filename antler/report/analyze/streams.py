@@ -101,6 +101,42 @@ def analyze_streams(
     return out, series
 
 
+def goodput_samples(io: pa.Table, info: pd.DataFrame, t0: pd.Timestamp) -> pd.DataFrame:
+    """Return the raw goodput: the rate between each two consecutive receiver samples (columns flow, t_s, goodput_mbps).
+
+    This is what the receiver read, at its own sample interval and with the
+    jitter of its reads (a read that empties a full socket buffer, a sample
+    timer late by a few ms), so a point can lie above the link rate; there is
+    no zero in an outage, only a long span to the next sample. The charts
+    draw the binned series (:func:`analyze_streams`) and keep these one click
+    away.
+    """
+    flows = sorted_flows(io, info["flow"])
+    if not flows:
+        return empty_series("goodput_mbps")
+    ends = Ends(info, flows, t0)
+    rx = split_parts(io, flows, ["sent"], {0: ["server", "t_ns", "total_bytes"], 1: ["server", "t_ns"]})[0]
+    rt = ends.at(rx.code, rx["server"]) + rx["t_ns"]
+    rcode, rt, rtotal = take(flow_time_order(rx.code, rt), rx.code, rt, rx["total_bytes"])
+    return _goodput_series(rcode, rt, rtotal, ends, flows, 1e-9, idle=False)
+
+
+def default_interval_s(rtt_ms: float | None) -> float:
+    """Return the goodput interval a reader can trust on a path of base RTT ``rtt_ms``: 4 RTTs, at least 100 ms.
+
+    A receiver reads in bursts: after a loss the data held back behind the
+    hole arrives at once, a stall of about an RTT under load. Over an
+    interval of several RTTs such a burst averages out with the stall before
+    it; under 100 ms the intervals are shorter than the sample timers' own
+    jitter. Rounded up to 1, 2 or 5 times a power of ten (ms) so the chart's
+    name for it reads plainly.
+    """
+    want_ms = max(100.0, 4 * rtt_ms) if rtt_ms and rtt_ms > 0 else 100.0
+    scale = 10 ** np.floor(np.log10(want_ms))
+    step = next(m for m in (1, 2, 5, 10) if m * scale >= want_ms - 1e-9)
+    return float(step * scale / 1000)
+
+
 def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
     """_flow_info returns one info row per flow, the client's where both ends reported."""
     if info.empty:
@@ -111,15 +147,25 @@ def _flow_info(info: pd.DataFrame, flows: list[str]) -> pd.DataFrame:
 
 
 def _goodput_series(
-    code: np.ndarray, t: np.ndarray, total: np.ndarray, ends: Ends, flows: list[str], interval_s: float
+    code: np.ndarray,
+    t: np.ndarray,
+    total: np.ndarray,
+    ends: Ends,
+    flows: list[str],
+    interval_s: float,
+    idle: bool = True,
 ) -> pd.DataFrame:
-    """_goodput_series is the goodput between the last receiver samples of consecutive intervals.
+    """Return the goodput between the last receiver samples of consecutive intervals.
 
     Using the samples' own times (not the interval edges) keeps the rate exact
     when samples and intervals do not line up; the first point counts from the
-    server end's start (see below) with zero bytes. An interval in which
-    nothing was delivered (see :func:`_idle_intervals`) is a point of zero
-    goodput at its end, so a chart never draws a line across an outage.
+    server end's start (see below) with zero bytes. With ``idle``, an interval
+    in which nothing was delivered (see :func:`_idle_intervals`) is a point of
+    zero goodput at its end, so a chart never draws a line across an outage;
+    the point after such intervals counts from the last delivery before them,
+    not from their end: what the receiver reads then is mostly what the
+    network delivered during the stall and TCP held back behind a hole
+    (issue 30: counted from the stall's end, a 50 Mbit/s link showed 153).
     """
     if not len(code):
         return empty_series("goodput_mbps")
@@ -128,18 +174,31 @@ def _goodput_series(
     last = np.ones(len(code), bool)
     last[:-1] = (code[1:] != code[:-1]) | (b[1:] != b[:-1])
     pc_, pt, ptotal = code[last], t[last], total[last]
-    idle = _idle_intervals(code, t, total, interval_ns, len(flows))
-    if idle is not None:
+    gaps = _idle_intervals(code, t, total, interval_ns, len(flows)) if idle else None
+    is_idle = np.zeros(len(pc_), bool)
+    if gaps is not None:
         # Idle intervals join the points with the byte count they stayed at:
-        # the rate into them is 0, and the next point counts from their end.
-        ic, it, itotal = idle
+        # the rate into them is 0.
+        ic, it, itotal = gaps
         order = np.lexsort((np.concatenate([pt, it]), np.concatenate([pc_, ic])))
         pc_, pt, ptotal = (np.concatenate(pair)[order] for pair in ((pc_, ic), (pt, it), (ptotal, itotal)))
+        is_idle = np.concatenate([is_idle, np.ones(len(ic), bool)])[order]
     first = np.ones(len(pc_), bool)
     first[1:] = pc_[1:] != pc_[:-1]
-    prev_t = np.empty_like(pt)
-    prev_total = np.empty_like(ptotal)
-    prev_t[1:], prev_total[1:] = pt[:-1], ptotal[:-1]
+    # Each point counts from the point before it, but a delivery after idle
+    # intervals from the last delivery before them (the idle points carry
+    # that delivery's byte count, so only the time differs).
+    real = np.where(~is_idle, np.arange(len(pc_)), -1)
+    last_real = np.maximum.accumulate(real)
+    prev = np.arange(len(pc_)) - 1
+    after_idle = ~is_idle & np.concatenate([[False], is_idle[:-1]])
+    before = np.concatenate([[-1], last_real[:-1]])
+    prev[after_idle] = before[after_idle]
+    prev = np.maximum(prev, 0)
+    prev_t, prev_total = pt[prev], ptotal[prev]
+    # A point counting from before its flow began (no delivery since it
+    # started) is that flow's first, handled below.
+    first |= pc_[prev] != pc_
     # The first point counts from the server end's tinit, else the client's:
     # the receiver's start for an upload, but the sender's for a download
     # (duration_s, in analyze_streams, takes the receiver's either way).

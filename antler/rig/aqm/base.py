@@ -87,3 +87,17 @@ class QueueDiscipline(Protocol):
 
 def ignore_drop(pkt: Packet, now_ns: int) -> None:
     """Drop sink that forgets the packet (the default)."""
+
+
+def mark_ce(pkt: Packet) -> bool:
+    """Mark pkt Congestion Experienced if it is ECN-capable; return whether it now carries CE.
+
+    As the kernel's ``INET_ECN_set_ce``: ECT(0) and ECT(1) become CE, a packet
+    that arrived CE stays CE (and counts as marked here), a not-ECT packet is
+    left alone and False tells the caller to drop it instead (RFC 3168 section 5).
+    """
+    if pkt.ecn == NOT_ECT:
+        return False
+    pkt.ecn = CE
+    pkt.marked = True
+    return True

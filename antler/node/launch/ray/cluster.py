@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,56 @@ def runtime_env() -> dict[str, Any]:
     return {"py_modules": [str(package_dir())], **({"env_vars": env} if env else {})}
 
 
+RAY_DIAGNOSTIC_LOGGERS = ("ray._private.authentication",)
+"""RAY_DIAGNOSTIC_LOGGERS are Ray's loggers whose start-up notices (its token authentication mode) are Ray's, not the tool's."""
+DIAGNOSTICS_LOG = "antler-driver.log"
+"""DIAGNOSTICS_LOG is the file in Ray's session logs folder the diverted notices go to."""
+
+
+@contextlib.contextmanager
+def ray_diagnostics_to_log(logs_dir: Callable[[], Path | None]) -> Iterator[list[logging.LogRecord]]:
+    """Divert the notices of RAY_DIAGNOSTIC_LOGGERS made in the block from stderr into Ray's session log.
+
+    Ray prints "Token authentication is enabled ..." on every start (issue
+    30); the tool's output should be the tool's. The records are kept while
+    the block runs and then appended to DIAGNOSTICS_LOG in the folder
+    ``logs_dir()`` returns (Ray's session logs, where its other messages
+    are), or dropped when it returns None. Yields the list of records.
+    """
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    handler = Keep()
+    loggers = [logging.getLogger(name) for name in RAY_DIAGNOSTIC_LOGGERS]
+    saved = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        yield kept
+    finally:
+        for lg, propagate in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+        folder = logs_dir() if kept else None
+        if folder is not None:
+            with contextlib.suppress(OSError), open(folder / DIAGNOSTICS_LOG, "a") as f:
+                for record in kept:
+                    f.write(f"{record.levelname} {record.name}: {record.getMessage()}\n")
+
+
+def _ray_logs_dir() -> Path | None:
+    """_ray_logs_dir returns this process's Ray session logs folder, or None when not connected."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        return Path(node.get_logs_dir_path()) if node is not None else None
+    except Exception:  # a Ray without a session folder here (ray:// client)
+        return None
+
+
 class RaySession:
     """Connects this process to Ray: the configured cluster, or an embedded local one.
 
@@ -91,19 +141,24 @@ class RaySession:
                 return
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-            if address:
-                if address != "auto" and not address.startswith("ray://"):
-                    use_token_if_any()
-                    probe(address)
-                # The driver's own package, so a cluster host never runs a stale copy.
-                ray.init(address=address, runtime_env=runtime_env(), **quiet)
-            else:
-                # An embedded Ray runs on this machine, from this very package:
-                # shipping it would only cost each actor 1-2 s of runtime-env set-up.
-                # "local": a new one, never the last `ray start` cluster Ray finds
-                # recorded in /tmp/ray (a stale record made a run wait 80 s and fail).
-                ray.init(address="local", include_dashboard=False, **quiet)
-                self.started = True
+            with ray_diagnostics_to_log(_ray_logs_dir):
+                self._init(address, quiet)
+
+    def _init(self, address: str | None, quiet: dict[str, Any]) -> None:
+        """_init connects to the cluster at address, or starts an embedded Ray."""
+        if address:
+            if address != "auto" and not address.startswith("ray://"):
+                use_token_if_any()
+                probe(address)
+            # The driver's own package, so a cluster host never runs a stale copy.
+            ray.init(address=address, runtime_env=runtime_env(), **quiet)
+        else:
+            # An embedded Ray runs on this machine, from this very package:
+            # shipping it would only cost each actor 1-2 s of runtime-env set-up.
+            # "local": a new one, never the last `ray start` cluster Ray finds
+            # recorded in /tmp/ray (a stale record made a run wait 80 s and fail).
+            ray.init(address="local", include_dashboard=False, **quiet)
+            self.started = True
 
     def shutdown(self) -> None:
         """Stop Ray if this session started it."""

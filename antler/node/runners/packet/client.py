@@ -23,7 +23,7 @@ import antler.node.runners.packet.sendproc as sendproc
 import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
 from antler.node.flow import check_flow
-from antler.node.items import PacketInfo
+from antler.node.items import PacketInfo, sockaddr_text
 from antler.node.kinds import NULL
 from antler.node.runners.packet.clock import FlowClock
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
@@ -133,7 +133,8 @@ class PacketClient:
         try:
             set_tos(s, self.dscp, self.ecn)
             for opt in self.sockopt:
-                opt.apply(s)
+                if granted := opt.apply(s):
+                    ctx.rec.log(f"flow {self.flow}: {granted}")
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
             psock.enable_rx_tos(s)  # replies' marking, as it arrives, goes into packet_io.tos
@@ -170,7 +171,8 @@ class _Flow:
         self.sockaddr = sockaddr
         self.key = ctx.hmac_key
         self.clock = FlowClock()
-        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id))
+        local, remote = sockaddr_text(s.getsockname()), sockaddr_text(sockaddr)
+        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id, local, remote))
         self.cols: Columns = ctx.rec.columns("packet_io", spec.flow, server=False)
         self.sent = 0
         self.echo_sent = 0

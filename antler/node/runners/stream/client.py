@@ -117,7 +117,8 @@ class StreamClient:
                 if t.tos:
                     set_tos(sock, t.dscp, t.ecn)
                 for opt in t.sockopt:
-                    opt.apply(sock)
+                    if granted := opt.apply(sock):
+                        ctx.rec.log(f"flow {flow}: {granted}")
             except (ValueError, OSError) as e:
                 raise StreamError(f"flow {flow}: {e}") from None
             await self._connect(sock, sockaddr, addr, flow)

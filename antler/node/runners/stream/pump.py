@@ -30,9 +30,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from antler.node.items import sockaddr_text
 from antler.node.runners.stream.sock import TCP_INFO_COLUMNS, read_tcp_info
 from antler.node.runners.stream.transfer import Stream
 
@@ -291,6 +292,8 @@ class Pump:
 async def run_end(ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool) -> None:
     """Record one end's StreamInfo and run its data phase, sampling as asked."""
     info = stream.info(server, ctx.node_id, params.length)
+    with contextlib.suppress(OSError):  # a socket already reset has no peer: the addresses stay unknown
+        info = replace(info, local=sockaddr_text(sock.getsockname()), remote=sockaddr_text(sock.getpeername()))
     t0 = time.monotonic_ns()
     ctx.rec.send(info)
     io = ctx.rec.columns("stream_io", stream.flow, server=server, sent=params.sender)

@@ -83,6 +83,8 @@ TCP_INFO_COLUMNS = (
     "notsent_bytes",
     "delivered_ce",
     "snd_wnd_bytes",
+    "delivered",
+    "ecn",
 )
 """TCP_INFO_COLUMNS are the tcp_info columns read_tcp_info returns, in order (after t_ns)."""
 
@@ -102,7 +104,7 @@ def read_tcp_info(sock: socket.socket) -> tuple[int, ...]:
     pacing, _max_pacing, acked, received = v[32:36]
     _segs_out, _segs_in, notsent, min_rtt, _dsi, _dso = v[36:42]
     delivery_rate = v[42]
-    _delivered, delivered_ce = v[46:48]
+    delivered, delivered_ce = v[46:48]
     bytes_sent, bytes_retrans = v[48:50]
     snd_wnd = v[53]
     return (
@@ -126,10 +128,14 @@ def read_tcp_info(sock: socket.socket) -> tuple[int, ...]:
         notsent,
         delivered_ce,
         snd_wnd,
+        delivered,
+        bool(v[5] & TCPI_OPT_ECN),
     )
 
 
 _U64_MAX = 2**64 - 1
+TCPI_OPT_ECN = 8
+"""TCPI_OPT_ECN is tcpi_options' bit for a connection that negotiated ECN (linux/tcp.h)."""
 
 
 def _bits(bytes_per_second: int) -> int:
