@@ -66,9 +66,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
     # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
-    # unacked, lost, total_retrans, delivered and delivered_ce in segments, ecn
-    # whether ECN was negotiated (TCPI_OPT_ECN), rates in bits
-    # per second (the kernel's bytes/s times 8; u64 max means unlimited).
+    # unacked, sacked (SACKed, not yet cumulatively acknowledged), lost,
+    # total_retrans, delivered and delivered_ce in segments, ecn whether ECN
+    # was negotiated (TCPI_OPT_ECN), rates in bits per second (the kernel's
+    # bytes/s times 8; u64 max means unlimited).
     "tcp_info": pa.schema(
         [
             ("flow", pa.string()),
@@ -97,6 +98,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("snd_wnd_bytes", pa.uint32()),
             ("delivered", pa.uint32()),
             ("ecn", pa.bool_()),
+            ("sacked", pa.uint32()),
         ]
     ),
     # One packet sent or received by a packet client or server. sched_t_ns is
