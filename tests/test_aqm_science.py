@@ -18,7 +18,7 @@ from antler.cli import main
 from antler.report.analyze import analyze
 from antler.results import TestResult, load
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+pytestmark = [pytest.mark.slow, pytest.mark.science, pytest.mark.usefixtures("ray_session")]
 LOADED_S = 6.0
 """LOADED_S: the echo's RTT counts as under load from 6 s on (the upload starts at 2 s; slow start is over by 6 s)."""
 

@@ -29,6 +29,7 @@ CHARTS = """[...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
 }))"""
 """CHARTS reads back every chart of a page: its traces as plotly drew them, and the error bars and boxes in its SVG."""
 DRAWN = "document.querySelectorAll('.js-plotly-plot').length > 0 && [...document.querySelectorAll('.js-plotly-plot')].every(gd => gd._fullLayout && gd.querySelector('.main-svg'))"
+pytestmark = [pytest.mark.slow, pytest.mark.science]
 ARGS = ["-m", "+experiment=compete", "ccas=[cubic,bbr]", "rig.limit=100,1000", "sweep.repeat=3", "duration=20s"]
 
 

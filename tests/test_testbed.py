@@ -317,6 +317,7 @@ def diagnostics(tb: NamespaceHosts, *outputs: subprocess.CompletedProcess[str]) 
     return "\n".join(parts)
 
 
+@pytest.mark.science
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ray_up_runs_cubic_on_the_testbed_rig_across_three_hosts_and_ray_down_leaves_nothing() -> None:
