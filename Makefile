@@ -10,10 +10,15 @@ STAMP := $(VENV)/.installed
 # offline; tcpdump to see on the wire how packets are marked).
 APT_PACKAGES := iproute2 iptables iperf3 irtt iputils-ping procps openssh-server openssh-client ethtool rsync chromium tcpdump
 
-.PHONY: test demo lint typecheck unit bench deps clean reliability
+.PHONY: test science demo lint typecheck unit bench deps clean reliability
 
+# The tests, but the long science and cluster checks (marker `science`, about
+# 20 minutes more): `make test` stays under 20 minutes; `make science` runs those.
 test: deps lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not science" $(PYTEST_ARGS)
+
+science: deps
+	$(PY) -m pytest -q -p no:cacheprovider -m science $(PYTEST_ARGS)
 
 demo: deps
 	$(VENV)/bin/antler-ray run +experiment=cubic

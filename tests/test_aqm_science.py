@@ -18,7 +18,7 @@ from antler.cli import main
 from antler.report.analyze import analyze
 from antler.results import TestResult, load
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+pytestmark = [pytest.mark.slow, pytest.mark.science, pytest.mark.usefixtures("ray_session")]
 LOADED_S = 6.0
 """LOADED_S: the echo's RTT counts as under load from 6 s on (the upload starts at 2 s; slow start is over by 6 s)."""
 
@@ -129,7 +129,8 @@ def test_the_kernel_pfifos_backlog_over_time(tmp_path: Path) -> None:
     # The last sample's drops are those tc -s logged at the tear-down.
     log = (t.path / "log.txt").read_text()
     logged = [int(n) for n in re.findall(r"pfifo 10: parent 1:1 .*?\n.*?dropped (\d+)", log)]
-    assert logged and int(leaf["drops"].iloc[-1]) == logged[-1] > 0
+    # tc -s prints both directions' pfifos, in either order; the forward one (the upload's) has the drops.
+    assert logged and int(leaf["drops"].iloc[-1]) == max(logged) > 0
     assert analyze(t).queue["backlog_packets"].max() >= 900
 
 

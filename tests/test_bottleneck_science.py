@@ -14,7 +14,7 @@ from antler.cli import main
 from antler.report.analyze import analyze
 from antler.results import TestResult, load
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+pytestmark = [pytest.mark.slow, pytest.mark.science, pytest.mark.usefixtures("ray_session")]
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def test_removing_the_original_keeps_the_linked_data_readable(cwd: Path, capsys:
     second = latest(cwd)
     capsys.readouterr()
     assert main(["results"]) == 0
-    assert f"experiment=inc x=1  ok  linked from {first.name}" in capsys.readouterr().out
+    assert f"experiment=inc x=1  ok  health ok  linked from {first.name}" in capsys.readouterr().out
     assert main(["remove", first.name]) == 0
     assert "hard-linked from other result folders, which keep them" in capsys.readouterr().out
     assert not first.exists()

@@ -39,6 +39,7 @@ def goodputs(test: TestResult) -> dict[str, float]:
     return {str(f): float(g) for f, g in pairs if g == g}  # NaN: no goodput (a packet flow)
 
 
+@pytest.mark.science
 def test_two_downloads_through_the_default_dumbbell_share_its_50_mbits(cwd: Path) -> None:
     assert main(["run", "+experiment=tcp_ndown", "n=2", "duration=10s", PREFIX]) == 0
     test = only_test(cwd)
@@ -62,6 +63,7 @@ def test_a_reverse_rate_shapes_a_download_while_the_forward_direction_stays_unsh
     assert "→ unshaped, ← 20 Mbit/s pfifo limit 1000 (kernel)" in (test.path / "timeseries.html").read_text()
 
 
+@pytest.mark.science
 def test_ratedrop_on_the_schedule_changes_within_5_ms_and_goodput_follows(cwd: Path) -> None:
     assert main(["run", "+experiment=ratedrop", "duration=15s", PREFIX]) == 0
     test = only_test(cwd)
@@ -103,6 +105,7 @@ def test_a_constant_trace_of_one_opportunity_a_millisecond_gives_a_cubic_upload_
     assert "trace const-12mbit.trace" in (test.path / "timeseries.html").read_text()
 
 
+@pytest.mark.science
 def test_rtt_fair_senders_keep_their_own_rtts_and_share_the_bottleneck(cwd: Path) -> None:
     assert main(["run", "+experiment=rtt_fair", "duration=10s", PREFIX]) == 0
     test = only_test(cwd)
@@ -114,6 +117,7 @@ def test_rtt_fair_senders_keep_their_own_rtts_and_share_the_bottleneck(cwd: Path
     assert test.meta["rig"]["senders_rtt_ms"] == [10.0, 40.0]
 
 
+@pytest.mark.science
 def test_rrul_runs_eight_marked_flows_and_a_capture_at_mid_shows_each_dscp_both_ways(cwd: Path) -> None:
     # rrul as shipped, with a capture at mid's left interface (both directions pass it) beside its flows.
     shipped = Path(__file__).parents[1] / "antler" / "conf" / "experiment" / "rrul.yaml"
@@ -150,6 +154,7 @@ def test_rrul_runs_eight_marked_flows_and_a_capture_at_mid_shows_each_dscp_both_
     assert {"0x0", "0x20", "0xa0", "0xb8"} <= tos["up"] and {"0x0", "0x20", "0xa0", "0xb8"} <= tos["down"], tos
 
 
+@pytest.mark.science
 def test_a_square_wave_trace_gives_goodput_that_follows_its_phases(cwd: Path) -> None:
     # 5 s at 12 Mbit/s (11.6 of goodput), 5 s at 3 (2.9), repeating; its phase starts with the link, at set-up.
     assert main(["run", "+experiment=trace", "rig.trace=square-12-3mbit-5s", "duration=20s", PREFIX]) == 0
@@ -184,6 +189,7 @@ test:
 """
 
 
+@pytest.mark.science
 def test_an_upload_with_a_download_beside_it_each_gets_its_own_bottleneck(cwd: Path) -> None:
     conf = cwd / "conf" / "experiment"
     conf.mkdir(parents=True)

@@ -60,7 +60,8 @@ CHEAP_EXPERIMENTS = {"hello", "first"}
 """CHEAP_EXPERIMENTS run for real: commands on the root node only, under a second, no Ray, no namespaces."""
 
 ALLOWED = {
-    "make test": "the set-up itself: runs this whole suite",
+    "make test": "the set-up itself: runs this whole suite but its science tests",
+    "make science": "runs this suite's science tests (pytest -m science), which make test leaves out",
     "make demo": "runs antler-ray run +experiment=cubic (a 35 s test through the rig), vetted from the README's prose",
     "source .venv/bin/activate": "a shell built-in that puts the venv made by make on PATH",
     "pip install jupyterlab": "installs from PyPI; tests/test_notebook.py executes the notebook without it",

@@ -53,6 +53,39 @@ def test_goodput_after_a_stall_is_not_above_the_link() -> None:
     assert np.median(g["goodput_mbps"]) == pytest.approx(LINK_MBPS, rel=1e-3)
 
 
+MSS = 1448
+
+
+def sender_tcp_info(every_ms: int = 10) -> pd.DataFrame:
+    """Return the sender's tcp_info of stalled_upload's flow: SACKs count what arrives in the stall, ACKs only after."""
+    t_ns = np.arange(every_ms * 1_000_000, 3_000_000_001, every_ms * 1_000_000, dtype=np.int64)
+    delivered = (t_ns / 1e9 * LINK_MBPS * 1e6 / 8).astype(np.int64) // MSS * MSS
+    t_s = t_ns / 1e9
+    stalled = (t_s > STALL_S[0]) & (t_s < STALL_S[1])
+    acked = np.where(stalled, delivered[np.searchsorted(t_s, STALL_S[0], side="right") - 1], delivered)
+    return pd.DataFrame(
+        {"flow": "tcp", "server": False, "t_ns": t_ns, "rtt_us": 20_000, "total_retrans": 1,
+         "bytes_acked": acked, "sacked": (delivered - acked) // MSS, "snd_mss": MSS}
+    )  # fmt: skip
+
+
+def test_goodput_counts_what_the_sender_saw_delivered_where_tcp_info_has_it() -> None:
+    """The bytes SACKed in a loss's recovery count when they arrived, not when the receiver read them."""
+    info = pd.DataFrame(
+        {"flow": ["tcp", "tcp"], "server": [False, True], "tinit": [pd.Timestamp("2026-01-01", tz="UTC")] * 2,
+         "cca": ["cubic"] * 2, "direction": ["up"] * 2, "length_bytes": [0, 0]}
+    )  # fmt: skip
+    a = analyze_frames(stream_info=info, stream_io=stalled_upload(), tcp_info=sender_tcp_info())
+    g = a.goodput
+    # The network delivered throughout: no zero in the stall, no burst after it, one point per 100 ms.
+    assert g["goodput_mbps"].max() <= LINK_MBPS * 1.001 and g["goodput_mbps"].iloc[1:].min() >= LINK_MBPS * 0.95
+    assert len(g) == 31 and g["t_s"].iloc[:30].diff().dropna().between(0.099, 0.101).all()  # and the sample at 3 s
+    # Without sacked (results of older releases), or sampled more sparsely than the interval: the receiver's reads.
+    for tcp in (sender_tcp_info().drop(columns="sacked"), sender_tcp_info(every_ms=500)):
+        g = analyze_frames(stream_info=info, stream_io=stalled_upload(), tcp_info=tcp).goodput
+        assert (g[g["t_s"].between(1.15, 1.2)]["goodput_mbps"] == 0).any()
+
+
 @pytest.mark.parametrize(
     ("rtt_ms", "interval_s"), [(None, 0.1), (0, 0.1), (20, 0.1), (40, 0.2), (100, 0.5), (300, 2.0)]
 )

@@ -77,6 +77,7 @@ test:
 """
 
 
+@pytest.mark.science
 def test_two_flows_of_one_cca_share_the_bottleneck(cwd: Path) -> None:
     (cwd / "c" / "experiment").mkdir(parents=True)
     (cwd / "c" / "experiment" / "twoflows.yaml").write_text(TWO_FLOWS)

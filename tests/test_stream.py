@@ -394,12 +394,14 @@ def test_goodput_series_uses_receiver_bytes_and_a_stall_is_zero() -> None:
     # sender's (9x larger) counts never enter. The samples come at least 49 ms
     # apart, so nothing was read from 248 ms until the sample at 450 ms: the
     # interval 0.3 s to 0.4 s is a point of zero (issue 16: the rate was
-    # averaged across the stall, a line that was never measured), and the
-    # last point counts from its end. 0.2 s to 0.3 s may have had reads
-    # before 248 ms: it has no point.
+    # averaged across the stall, a line that was never measured). The last
+    # point counts from the last read before the stall, at 199 ms: what a
+    # receiver reads after a stall is what TCP held back during it (issue 30:
+    # counted from the stall's end, a 50 Mbit/s link read 153). 0.2 s to
+    # 0.3 s may have had reads before 248 ms: it has no point.
     assert s.flow.astype(str).tolist() == ["a"] * 4
     assert s.t_s.round(3).tolist() == [0.099, 0.199, 0.4, 0.45]
-    assert s.goodput_mbps.tolist() == pytest.approx([1e6 / 99e3, 10.0, 0.0, 20.0])
+    assert s.goodput_mbps.tolist() == pytest.approx([1e6 / 99e3, 10.0, 0.0, 125_000 * 8 / 251e3])
 
 
 def test_flows_use_the_receiver_and_fct_only_for_length_flows() -> None:

@@ -91,6 +91,22 @@ def test_place_renames_created_namespaces_everywhere_and_puts_unpinned_nodes_on_
     assert {n.netns_name for n in job.test.run.nodes()} == {"ar-mid", "ar-right", "ar-left"}
 
 
+@pytest.mark.parametrize("bottleneck", ["kernel", "userspace"])
+def test_two_placements_of_a_test_share_no_file_at_mid(bottleneck: str) -> None:
+    # Two tests at once on one kernel: each one's queue records, qdisc samples
+    # and schedule events are its own, or one's tear-down stops the other's recorder.
+    schedule = "+rig.schedule=[{at: 1s, rate: 10mbit}]"
+    (job,) = compose_jobs(["+experiment=cubic", "rig.netns_prefix=ar-", f"rig.bottleneck={bottleneck}", schedule])
+
+    def files(suffix: str) -> set[str]:
+        run, _ = place(job.test.run, "a", suffix)
+        words = (w for _, r in run.walk() if r.system for w in (r.system.command, *r.system.args))
+        return {f for w in words for f in w.split() if f.startswith("/tmp/")}
+
+    t0, t1 = files("-t0"), files("-t1")
+    assert t0 and len(t0) == len(t1) and not t0 & t1, (t0, t1)
+
+
 def test_place_keeps_pinned_hosts_joined_user_namespaces_and_similar_words() -> None:
     from antler.config.test import parse_run
 

@@ -61,7 +61,9 @@ def busy_loops() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_the_demo_says_in_one_line_that_it_is_healthy_and_records_its_provenance(tmp_path: Path, prefix: str) -> None:
-    done = antler(tmp_path, "run", "+experiment=cubic", "duration=10s", f"rig.netns_prefix={prefix}")
+    # The demo as shipped (30 s): in 10 s the start's transient is a third of
+    # the test, and the delay link's late releases then reached 1.0 % on a quiet host.
+    done = antler(tmp_path, "run", "+experiment=cubic", f"rig.netns_prefix={prefix}")
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     folder = tmp_path / "results" / "latest" / "experiment-cubic"
@@ -116,6 +118,7 @@ def test_the_demo_says_in_one_line_that_it_is_healthy_and_records_its_provenance
     assert f"kernel {prov['kernel']['release']}" in listing and "clocksource" in listing
 
 
+@pytest.mark.science
 def test_a_host_saturated_by_busy_loops_is_suspect_naming_the_cpu_and_fails_with_health_fail(
     tmp_path: Path, prefix: str, busy_loops: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -146,6 +149,7 @@ def test_a_host_saturated_by_busy_loops_is_suspect_naming_the_cpu_and_fails_with
     assert "suspect" in (tmp_path / "results" / "latest" / "index.html").read_text()
 
 
+@pytest.mark.science
 def test_a_rate_above_what_the_delay_link_delivers_gets_a_calibration_warning_naming_the_capacity(
     tmp_path: Path, prefix: str
 ) -> None:

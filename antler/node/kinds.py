@@ -60,8 +60,9 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     # One TCP_INFO sample of a stream flow's sending socket (linux/tcp.h
     # struct tcp_info). Units: times in microseconds, snd_cwnd, snd_ssthresh,
-    # unacked, lost, total_retrans, delivered and delivered_ce in segments, ecn
-    # whether ECN was negotiated (TCPI_OPT_ECN), rates in bits
+    # unacked, sacked (SACKed, not yet cumulatively acknowledged), lost,
+    # total_retrans, delivered and delivered_ce in segments, ecn whether ECN
+    # was negotiated (TCPI_OPT_ECN), rates in bits
     # per second (the kernel's bytes/s times 8; u64 max means unlimited).
     "tcp_info": (
         ("flow", "string"),
@@ -90,6 +91,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("snd_wnd_bytes", "uint32"),
         ("delivered", "uint32"),
         ("ecn", "bool"),
+        ("sacked", "uint32"),
     ),
     # One packet sent or received by a packet client or server. sched_t_ns is
     # when a client's packet was scheduled to be sent (null for other rows), so

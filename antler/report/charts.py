@@ -53,10 +53,12 @@ def timeseries_figure(a: Analysis, spec: ChartsTimeSeries) -> go.Figure:
     """Return goodput per stream flow (left axis) and delay per packet flow (right axis).
 
     Goodput is drawn per ``a.goodput_interval_s`` (the axis title names it),
-    the raw receiver samples beside it as a hidden trace per flow ("samples",
-    shown by a click on its legend entry): after a loss the receiver reads
-    what TCP held back at once, so those can lie far above the link rate,
-    and the goodput axis is scaled to the binned series, not to them. The
+    counted as the sender's TCP_INFO saw it delivered where it sampled that
+    (see :class:`Analysis`), the raw receiver samples beside it as a hidden
+    trace per flow ("samples", shown by a click on its legend entry): after
+    a loss the receiver reads what TCP held back at once, so those can lie
+    far above the link rate, and the goodput axis is scaled to the binned
+    series, not to them. The
     legend names each stream flow with its CCA (``tcp cubic``). An axis is
     there only for series it has: without goodput points the delay takes the
     left axis, without delay points there is no right axis, and without

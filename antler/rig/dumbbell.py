@@ -175,13 +175,19 @@ def teardown_runs(data: Any) -> list[dict[str, Any]]:
 
 
 def records_file(rig: Dumbbell) -> str:
-    """Return where mid's userspace bottleneck keeps its queue records until tear-down (one file per rig)."""
-    return os.path.join(tempfile.gettempdir(), f"antler-queue-{rig.nodes.mid.netns_name}.bin")
+    """Return where mid's userspace bottleneck keeps its queue records until tear-down (one file per rig).
+
+    The file is named by mid's namespace as a whole word (``@`` on both
+    sides), so a sweep that runs tests at once on one kernel, which renames
+    each test's namespaces wherever they are whole words
+    (:func:`antler.invoke.sweep.tree.place`), gives each test a file of its own.
+    """
+    return os.path.join(tempfile.gettempdir(), f"antler-queue@{rig.nodes.mid.netns_name}@.bin")
 
 
 def events_file(rig: Dumbbell) -> str:
-    """Return where mid's schedule process keeps its changes until tear-down (one file per rig)."""
-    return os.path.join(tempfile.gettempdir(), f"antler-events-{rig.nodes.mid.netns_name}.jsonl")
+    """Return where mid's schedule process keeps its changes until tear-down (one file per rig; named as records_file)."""
+    return os.path.join(tempfile.gettempdir(), f"antler-events@{rig.nodes.mid.netns_name}@.jsonl")
 
 
 def facts(data: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ JSON line to a file at mid; the tear-down stops it (one last sample, taken
 once the traffic has ended, so the last row's counters are ``tc -s``'s) and
 turns the file into the test's ``qdisc.parquet``::
 
-    python -m antler.rig.qdisc_stats record m-right /tmp/antler-qdisc-ar-mid.jsonl --interval 100ms
-    python -m antler.rig.qdisc_stats stop /tmp/antler-qdisc-ar-mid.jsonl
-    python -m antler.rig.qdisc_stats parquet /tmp/antler-qdisc-ar-mid.jsonl > qdisc.parquet
+    python -m antler.rig.qdisc_stats record m-right /tmp/antler-queue@ar-mid@.qdisc.jsonl --interval 100ms
+    python -m antler.rig.qdisc_stats stop /tmp/antler-queue@ar-mid@.qdisc.jsonl
+    python -m antler.rig.qdisc_stats parquet /tmp/antler-queue@ar-mid@.qdisc.jsonl > qdisc.parquet
 
 One row per qdisc per sample (:data:`COLUMNS`): ``t_ns`` (Unix time, ns),
 the qdisc's ``kind``, ``handle`` and ``parent`` (the htb shaper is ``1:``,

@@ -6,7 +6,7 @@ reaches its bottleneck (:class:`QueueRecords`, the standard library's
 to a file at mid (:meth:`QueueRecords.write`: a JSON header line, then each
 column's raw bytes). The rig's tear-down then runs this module on mid::
 
-    python -m antler.rig.queue_records /tmp/antler-queue-ar-mid.bin
+    python -m antler.rig.queue_records /tmp/antler-queue@ar-mid@.bin
 
 which prints the records as Parquet on stdout, into the test's result folder
 as ``queue.parquet`` (the system runner's ``stdout: FILE``), and deletes the

@@ -74,7 +74,11 @@ class Analysis:
       point in Mbit/s (for the first, since the server end's tinit, else
       the client's); and a point of 0 at the end of each interval in which
       certainly nothing was delivered (an outage), so nothing is
-      interpolated across it.
+      interpolated across it. Where the sender sampled TCP_INFO about once
+      per interval or more often, the bytes are instead those it counted
+      delivered (acknowledged plus SACKed), at its samples: data that
+      arrived behind a hole counts when it arrived, not when the receiver
+      could read it (see :func:`.streams._delivery_series`).
     - ``rtt``: flow, t_s, rtt_ms. Per packet that asked for an echo: t_s its
       first send, rtt_ms its first echo's arrival minus that send, in ms, or
       NaN when no echo came (a break in a line chart; in flows that got any
@@ -152,7 +156,7 @@ def analyze(test: TestResult, interval_s: float | None = None) -> Analysis:
         a = _no_flows()
     else:
         stream_io = _read(test, "stream_io", STREAM_IO_READ)
-        tcp_info = _read(test, "tcp_info", TCP_INFO_READ)
+        tcp_info = _read(test, "tcp_info", TCP_INFO_READ + _all_or_none(test, "tcp_info", TCP_INFO_DELIVERY))
         stream_flows, goodput = analyze_streams(stream_info, stream_io, tcp_info, t0, interval_s)
         received = received_curves(stream_info, stream_io, t0)
         samples = goodput_samples(stream_io, stream_info, t0)
@@ -202,7 +206,7 @@ def analyze_frames(
     t0 = t0 if t0 is not None else _EPOCH
     s_io = _frame_table(stream_io, "stream_io", STREAM_IO_READ)
     stream_flows, goodput = analyze_streams(
-        s_info, s_io, _frame_table(tcp_info, "tcp_info", TCP_INFO_READ), t0, interval_s,
+        s_info, s_io, _frame_table(tcp_info, "tcp_info", TCP_INFO_READ, TCP_INFO_DELIVERY), t0, interval_s,
     )  # fmt: skip
     packet_flows, rtt, owd = analyze_packets(p_info, _frame_table(packet_io, "packet_io", PACKET_IO_READ), t0)
     a = _combine(stream_flows, packet_flows, goodput, rtt, owd, t0)
@@ -250,6 +254,9 @@ STREAM_IO_READ = ["flow", "server", "t_ns", "total_bytes", "sent"]
 """STREAM_IO_READ are the stream_io columns analysis reads."""
 TCP_INFO_READ = ["flow", "server", "rtt_us", "total_retrans"]
 """TCP_INFO_READ are the tcp_info columns analysis reads (of the fields the sender samples, sock.TCP_INFO_COLUMNS)."""
+TCP_INFO_DELIVERY = ["t_ns", "bytes_acked", "sacked", "snd_mss"]
+"""TCP_INFO_DELIVERY are the tcp_info columns of the goodput series' delivery count, read where a table has them all
+(``sacked`` is new in this release: older results draw the receiver's reads)."""
 PACKET_IO_READ = ["flow", "server", "t_ns", "seq", "length", "flags", "sent"]
 """PACKET_IO_READ are the packet_io columns analysis reads (``sched_t_ns`` too where present)."""
 _EPOCH = pd.Timestamp(0, tz="UTC")
@@ -276,10 +283,15 @@ def _info(df: pd.DataFrame | None, kind: str) -> pd.DataFrame:
     return df.assign(tinit=pd.to_datetime(df["tinit"], utc=True))
 
 
-def _frame_table(df: pd.DataFrame | None, kind: str, columns: list[str]) -> pa.Table:
-    """_frame_table is a table in memory as Arrow: the columns analysis reads, plus sched_t_ns if present."""
+def _frame_table(df: pd.DataFrame | None, kind: str, columns: list[str], together: list[str] | None = None) -> pa.Table:
+    """_frame_table is a table in memory as Arrow: the columns analysis reads, plus sched_t_ns if present.
+
+    ``together`` are optional columns taken only if the frame has them all.
+    """
     schema = SCHEMAS[kind]
     names = columns + (["sched_t_ns"] if df is not None and "sched_t_ns" in df.columns else [])
+    if together and df is not None and set(together) <= set(df.columns):
+        names += together
     sub = pa.schema([schema.field(n) for n in names])
     if df is None or df.empty:
         return sub.empty_table()
@@ -321,6 +333,12 @@ def _optional(test: TestResult, kind: str, columns: list[str]) -> list[str]:
     path = test.path / f"{kind}.parquet"
     names = pq.read_schema(path).names if path.exists() else test.arrow(kind).schema.names
     return [c for c in columns if c in names]
+
+
+def _all_or_none(test: TestResult, kind: str, columns: list[str]) -> list[str]:
+    """_all_or_none is the columns if the stored table has every one of them, else none."""
+    have = _optional(test, kind, columns)
+    return columns if len(have) == len(columns) else []
 
 
 def _read(test: TestResult, kind: str, columns: list[str]) -> pa.Table:

@@ -85,6 +85,7 @@ TCP_INFO_COLUMNS = (
     "snd_wnd_bytes",
     "delivered",
     "ecn",
+    "sacked",
 )
 """TCP_INFO_COLUMNS are the tcp_info columns read_tcp_info returns, in order (after t_ns)."""
 
@@ -130,6 +131,7 @@ def read_tcp_info(sock: socket.socket) -> tuple[int, ...]:
         snd_wnd,
         delivered,
         bool(v[5] & TCPI_OPT_ECN),
+        u32[5],
     )
 
 
