@@ -7,7 +7,10 @@ first runner's output (a ``date +%s.%N`` on the first node), for a test on
 - 1 local node in a namespace it creates,
 - 8 local nodes, each in a namespace it creates,
 - 1 SSH node through a real sshd on 127.0.0.1 (tests/lab/sshd.py), with the node
-  code uploaded (a fresh cache) and with it already on the host,
+  code uploaded (a fresh cache) and with it already on the host, on each
+  host Python of ``--ssh-python``: ``venv`` (this one) and ``bare`` (a
+  package-free Python 3.9 started with ``-I``, as a fresh host has;
+  tests/lab/pythons.py),
 
 each run ``--rounds`` times, interleaved; medians.
 
@@ -22,7 +25,7 @@ processes spent per GB moved, and the median ratios local/Ray: what moving the
 samples over the wire costs, against Ray.
 
 Usage (root, from the repository root): ``.venv/bin/python -m bench.launch``
-(``--rounds 3 --pairs 3 --seconds 5``). Only 127.0.0.1 and 10.77.14.0/24
+(``--rounds 3 --pairs 3 --seconds 5 --part both --ssh-python venv,bare``). Only 127.0.0.1 and 10.77.14.0/24
 inside the benchmark's own namespaces are used; everything is deleted after.
 """
 
@@ -50,6 +53,7 @@ from antler.node.launch import Launchers
 from antler.node.launch.ssh.upload import CACHE_ENV
 from antler.node.run import NodeHandle
 from tests.lab.netns import Netns, netns_factory, netns_list, unique_name
+from tests.lab.pythons import find_bare_python
 from tests.lab.sshd import sshd
 
 CLIENT_IP, SERVER_IP = "10.77.14.1", "10.77.14.2"
@@ -79,16 +83,19 @@ def first_runner(folder: Path, name: str, start_wall: float) -> float:
     raise SystemExit(f"no output of the first runner in log.txt:\n{log}")
 
 
-def startup(rounds: int) -> None:
-    """Run part 1 and print its figures."""
+def startup(rounds: int, ssh_pythons: tuple[str, ...] = ("venv",)) -> None:
+    """Run part 1 and print its figures; ssh_pythons are the SSH host's interpreters (``venv``, ``bare``)."""
+    commands = {"venv": sys.executable, "bare": find_bare_python()}
+    for which in ssh_pythons:
+        if not commands.get(which):
+            raise SystemExit(f"no {which} python for the SSH node here")
     cli = str(Path(sys.executable).with_name("antler-ray"))
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         folder = Path(tmp)
         with sshd(folder / "sshd") as server:
             env = {**os.environ, "HOME": str(server.home), CACHE_ENV: str(folder / "cache")}
             env.pop("RAY_ADDRESS", None)
-            ssh = {"launcher": {"ssh": {"destination": server.destination, "python": sys.executable}}}
-            tests = {
+            tests: dict[str, list[dict[str, Any]]] = {
                 "none": [],
                 "local1": [
                     {"id": "l0", "launcher": {"local": {}}, "netns": {"name": unique_name("bl"), "create": True}}
@@ -97,9 +104,12 @@ def startup(rounds: int) -> None:
                     {"id": f"l{k}", "launcher": {"local": {}}, "netns": {"name": unique_name("bl"), "create": True}}
                     for k in range(8)
                 ],
-                "ssh1-upload": [{"id": "s0", **ssh}],
-                "ssh1-cached": [{"id": "s0", **ssh}],
             }
+            for which in ssh_pythons:
+                ssh = {"launcher": {"ssh": {"destination": server.destination, "python": commands[which]}}}
+                suffix = "" if which == "venv" else f"-{which}"
+                tests[f"ssh1-upload{suffix}"] = [{"id": "s0", **ssh}]
+                tests[f"ssh1-cached{suffix}"] = [{"id": "s0", **ssh}]
             (folder / "experiment").mkdir()
             for name, nodes in tests.items():
                 exp = experiment(name, nodes)
@@ -108,7 +118,7 @@ def startup(rounds: int) -> None:
             for r in range(rounds):
                 figures = {}
                 for name in tests:
-                    if name == "ssh1-upload":
+                    if name.startswith("ssh1-upload"):
                         shutil.rmtree(folder / "cache", ignore_errors=True)
                     argv = [cli, "run", "--config-dir", str(folder), f"+experiment={name}"]
                     start_wall, start = time.time(), time.monotonic()
@@ -250,12 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--buf-len", default="0,4096", help="read/write sizes of the flows, comma-separated (0: default)")
+    ap.add_argument("--part", choices=("startup", "streaming", "both"), default="both")
+    ap.add_argument("--ssh-python", default="venv,bare", help="the SSH node's pythons, comma-separated: venv, bare")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/launch.py needs root (namespaces, sshd)", file=sys.stderr)
         return 2
-    startup(args.rounds)
-    streaming(args.pairs, args.seconds, [int(b) for b in args.buf_len.split(",")])
+    if args.part in ("startup", "both"):
+        startup(args.rounds, tuple(args.ssh_python.split(",")))
+    if args.part in ("streaming", "both"):
+        streaming(args.pairs, args.seconds, [int(b) for b in args.buf_len.split(",")])
     return 0
 
 

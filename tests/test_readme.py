@@ -68,11 +68,6 @@ ALLOWED = {
     "ANTLER_RESULTS=$PWD/results/latest jupyter lab notebooks/sweep.ipynb": (
         "opens an interactive Jupyter server; tests/test_notebook.py executes sweep.ipynb with ANTLER_RESULTS set"
     ),
-    "apt-get install python3-numpy python3-venv": "installs Debian packages on an SSH host, not this one",
-    "python3 -m venv --system-site-packages /opt/antler-node": (
-        "makes a venv on an SSH host; tests/test_ssh.py launches SSH nodes with a given python: the same way"
-    ),
-    "/opt/antler-node/bin/pip install pyarrow": "installs from PyPI on an SSH host, into the venv above",
     "head -c 32 /dev/urandom | base64 > /etc/antler-hmac.key && chmod 600 /etc/antler-hmac.key": (
         "writes a secret into /etc; the run after it is vetted here with a key file made the same way in a scratch folder"
     ),

@@ -3,14 +3,16 @@
 The server (tests/lab/sshd.py) listens on a spare loopback port with a temporary
 host key; each test gets its own client HOME (key and known_hosts) and its own
 node cache folder on the "host" (ANTLER_NODE_CACHE), deleted afterwards. The
-nodes run the tests' own interpreter (``python: sys.executable``), which has
-numpy and pyarrow. The only addresses used are 127.0.0.1 and addresses inside
-namespaces the tests create.
+nodes run what a fresh host has (tests/lab/pythons.py): the oldest Python the
+node supports (3.9) with no third-party package at all, isolated (``-I``);
+so do the local nodes an SSH node launches. The only addresses used are
+127.0.0.1 and addresses inside namespaces the tests create.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,16 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from antler.cli import main
 from antler.node import Duration
 from antler.node.items import Batch
 from antler.node.launch.ssh.upload import CACHE_ENV
+from antler.node.runtime import FLUSH_SECONDS
 from antler.results import load
 from tests.lab.netns import NetnsFactory, netns_list, unique_name
+from tests.lab.pythons import bare_python, old_python, probe, python_version
 from tests.lab.sshd import SSHServer, keygen, spare_port, sshd
 from tests.lab.trees import errors, local, logs, run_tree, veth, write_experiment
 
+SHIPPED = re.compile(r".*/antler-node-[0-9a-f]{16}/antler")
+"""SHIPPED matches where a node's code lies when it runs the shipped zipapp: the folder it unpacked itself into."""
 NET = "10.77.13"
 """NET is the /24 these tests put between their namespaces."""
 
@@ -57,7 +64,7 @@ def ssh_node(srv: SSHServer, node_id: str, netns: str | None = None, **spec: Any
     """Return the config of a node on the test sshd, in a namespace it creates if netns is given."""
     node: dict[str, Any] = {
         "id": node_id,
-        "launcher": {"ssh": {"destination": srv.destination, "python": sys.executable, **spec}},
+        "launcher": {"ssh": {"destination": srv.destination, "python": bare_python(), **spec}},
     }
     if netns:
         node["netns"] = {"name": netns, "create": True}
@@ -110,7 +117,10 @@ def test_an_ssh_node_serves_a_packet_flow_in_its_namespace_to_a_local_client(
     mid = nodes["mid"]
     assert mid["launcher"] == "ssh" and mid["host"] == "127.0.0.1" and mid["destination"] == ssh.destination
     assert mid["netns"] == ns_m and mid["netns_created"] and mid["clock_rtt_ns"] > 0 and mid["same_clock"]
-    assert mid["code"].endswith(".pyz/antler"), "the node ran the shipped zipapp, not this checkout"
+    # The node ran the shipped zipapp (unpacked beside it in the host's cache), not this checkout.
+    assert SHIPPED.fullmatch(mid["code"]) and mid["code"].startswith(os.environ[CACHE_ENV])
+    assert list(Path(mid["code"]).glob("node/__pycache__/process.cpython-*.pyc")), "its bytecode is cached there"
+    assert mid["python"].startswith(python_version(bare_python()) + "."), "on the package-free python"
     log = (folder / "log.txt").read_text()
     assert "mid launch: uploaded the node code to 127.0.0.1:" in log
     assert f"mid packet_server: listening on {NET}.1:" in log and "(udp) with HMAC" in log
@@ -166,6 +176,108 @@ def test_a_mixed_tree_ray_node_ssh_middlebox_and_local_nodes_under_it(ssh: SSHSe
     batches = [i for i in items if isinstance(i, Batch) and i.kind == "stream_io"]
     assert {b.node_id for b in batches} == {"ray", "lan"}, "both ends of the flow measured"
     assert not {ns_r, ns_a, ns_b} & netns_list()
+
+
+def test_nodes_on_a_bare_python_record_1ms_stream_and_echo_flows_and_lose_no_rows(ssh: SSHServer) -> None:
+    # An SSH node on a Python 3.9 without any package launches two local nodes
+    # on its host (from the shipped zipapp, on that same python): one serves a
+    # stream and an echo flow sampled every millisecond, the other drives them.
+    ns_s, ns_c = unique_name("bs"), unique_name("bc")
+    sender = {"unresponsive": {"wait": ["1ms"], "length": [160], "duration": "1s", "echo": True}}
+    upload = {"flow": "up", "duration": "1s", "sample_io_interval": "1ms", "tcp_info_interval": "10ms"}
+    run = {
+        "child": {
+            "node": ssh_node(ssh, "mb"),
+            "serial": [
+                {
+                    "child": {
+                        "node": local("srv", ns_s),
+                        "serial": [
+                            *veth(NET, ns_c, "bs", "bc"),
+                            {"stream_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "stream"}},
+                            {"packet_server": {"listen_addr": f"{NET}.1:0", "listen_addr_key": "packet"}},
+                        ],
+                    }
+                },
+                {
+                    "child": {
+                        "node": local("cli", ns_c),
+                        "parallel": [
+                            {"stream_client": {"addr_key": "stream", "upload": upload}},
+                            {"packet_client": {"addr_key": "packet", "flow": "echo", "sender": [sender]}},
+                        ],
+                    }
+                },
+            ],
+        }
+    }
+    out = run_tree(run)
+    assert out.ok, out.errors()
+    facts = {f["id"]: f for f in out.launch.take_facts()}
+    version = python_version(bare_python()) + "."
+    assert [facts[n]["launcher"] for n in ("mb", "srv", "cli")] == ["ssh", "local", "local"]
+    assert all(facts[n]["python"].startswith(version) for n in ("mb", "srv", "cli")), facts
+    assert len({facts[n]["code"] for n in ("mb", "srv", "cli")}) == 1 and SHIPPED.fullmatch(facts["mb"]["code"])
+
+    io = out.table("packet_io")
+    sent = io[~io["server"] & io["sent"]]
+    assert len(sent) >= 500, "about one packet a millisecond for a second"
+    for server, is_sent in ((True, False), (True, True), (False, False)):
+        got = io[(io["server"] == server) & (io["sent"] == is_sent)]
+        assert sorted(got["seq"]) == sorted(sent["seq"]), "every packet recorded at every step of its echo"
+
+    sio = out.table("stream_io")
+    ends = {server: sio[sio["server"] == server] for server in (False, True)}
+    flush_ns = FLUSH_SECONDS * 1e9
+    for e in ends.values():
+        # A sample at most every millisecond (fewer when the node's threads wait for a core); a lost
+        # batch would leave a hole of a flush interval (FLUSH_SECONDS) or more in a sampled second.
+        assert len(e) >= 50 and e["t_ns"].is_monotonic_increasing
+        assert e["t_ns"].iloc[0] < flush_ns and e["t_ns"].diff().max() < flush_ns and e["t_ns"].iloc[-1] > 0.9e9
+    assert ends[False]["total_bytes"].iloc[-1] == ends[True]["total_bytes"].iloc[-1] > 0, "the last samples arrived"
+    tcp = out.table("tcp_info")
+    assert len(tcp) >= 50 and set(tcp["flow"]) == {"up"} and (tcp["rtt_us"] > 0).all()
+    assert not {ns_s, ns_c} & netns_list()
+
+
+def readme_ssh_child() -> dict[str, Any]:
+    """Return the README's example of an SSH node: the child run of its launchers block whose node is ssh."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        doc = yaml.safe_load(block)
+        runs = doc.get("test", {}).get("run", {}).get("serial", []) if isinstance(doc, dict) else []
+        for run in runs:
+            if "ssh" in run.get("child", {}).get("node", {}).get("launcher", {}):
+                return dict(run["child"])
+    raise AssertionError("the README shows no SSH node")
+
+
+def test_the_readmes_ssh_node_runs_on_the_hosts_own_python3(
+    ssh: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a new user would: the README's node, pointed at this sshd, with the
+    # default python (the python3 on the host's PATH: Debian's, without numpy
+    # or pyarrow on this machine).
+    system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    found = probe(system) if system else None
+    if found is None or found[0] < (3, 9) or found[1]:
+        pytest.skip(f"this host's python3 ({system}: {found}) is not a package-free Python >= 3.9")
+    assert system is not None
+    child = readme_ssh_child()
+    node = child["node"]
+    assert "python" not in node["launcher"]["ssh"], "the README's example takes the host's python3"
+    node["launcher"]["ssh"]["destination"] = ssh.destination
+    ns = unique_name("rd")
+    node["netns"] = {**node["netns"], "name": ns}
+    write_experiment(tmp_path / "conf", "readmessh", {"serial": [{"child": child}]})
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config-dir", str(tmp_path / "conf"), "+experiment=readmessh"]) == 0
+    folder = tmp_path / "results" / "latest" / "experiment-readmessh"
+    assert (folder / child["system"]["stdout"]).is_file()
+    (router,) = [n for n in load(tmp_path / "results" / "latest")["experiment-readmessh"].meta["nodes"]]
+    assert router["launcher"] == "ssh" and router["netns"] == ns and SHIPPED.fullmatch(router["code"])
+    assert router["python"].startswith(python_version(system) + ".")
+    assert ns not in netns_list()
 
 
 def test_an_ssh_node_that_dies_ends_the_test_naming_it_and_keeps_the_rest(ssh: SSHServer) -> None:
@@ -283,17 +395,22 @@ def test_a_host_without_the_python_interpreter_is_named(ssh: SSHServer, tmp_path
     message, took = launch_fails(ssh_node(ssh, "nopy", python="/nonexistent/python3"), tmp_path)
     assert message.startswith(
         "launching node 'nopy': node 'nopy' ended unexpectedly "
-        "(exit status 127: /nonexistent/python3 was not found on 127.0.0.1)"
+        "(exit status 127: /nonexistent/python3 was not found on 127.0.0.1 (the node needs Python 3.9+))"
     )
     assert took < 15
 
 
-def test_a_host_missing_numpy_and_pyarrow_says_which(ssh: SSHServer, tmp_path: Path) -> None:
-    bare = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    message, _ = launch_fails(ssh_node(ssh, "nodeps", python=str(bare / "bin" / "python3")), tmp_path)
-    assert "exit status 3: the host cannot run the node" in message
-    assert "Python packages missing on this host: numpy, pyarrow" in message
+def test_a_host_whose_python_is_older_than_3_9_is_named_with_the_version_found_and_needed(
+    ssh: SSHServer, tmp_path: Path
+) -> None:
+    old = old_python()
+    found = python_version(old)
+    message, took = launch_fails(ssh_node(ssh, "oldpy", python=old), tmp_path)
+    assert message == (
+        "launching node 'oldpy': node 'oldpy' ended unexpectedly (exit status 3: 127.0.0.1 cannot run the node); "
+        f"its stderr: antler node: this host's python is {found} ({old}); the node needs Python 3.9 or newer"
+    )
+    assert took < 15
 
 
 def test_an_unreachable_host_fails_within_15s(ssh: SSHServer, tmp_path: Path, netns: NetnsFactory) -> None:

@@ -9,10 +9,12 @@ as any run tree does.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from antler.node.items import (
     Item,
     LogEntry,
     PacketInfo,
+    Rows,
     RunnerError,
     StreamInfo,
     SysInfo,
@@ -41,6 +44,7 @@ from antler.node.items import (
 from antler.node.launch.child import ChildHandle
 from antler.node.launch.errors import LaunchError
 from antler.node.process import ServeError, serve
+from antler.node.recorder import Recorder
 from antler.node.run import Run
 from antler.node.schemas import SCHEMAS
 from antler.node.wire import (
@@ -279,6 +283,78 @@ def test_an_item_that_does_not_decode_is_a_corrupt_frame() -> None:
 
 
 # --- a node on the other end of pipe_conn()
+
+
+def recorded_packet_io() -> Batch:
+    """Return a packet_io Batch as a node's recorder ships it: three samples, one sched_t_ns missing."""
+    items: list[Item] = []
+    rec = Recorder("n", items.append)
+    cols = rec.columns("packet_io", "p1", server=False)
+    assert cols.names == ["t_ns", "seq", "length", "flags", "sent", "sched_t_ns", "tos"]
+    cols.append(10, 0, 160, 1, True, 9, 0)
+    cols.append(20, 1, 160, 1, True, None, 2)
+    cols.append(30, 2, 1500, 0, False, 29, 255)
+    rec.flush()
+    (item,) = items
+    assert isinstance(item, Batch)
+    return item
+
+
+PACKET_IO_ROWS = [
+    {"flow": "p1", "server": False, "t_ns": 10, "seq": 0, "length": 160, "flags": 1, "sent": True, "sched_t_ns": 9,
+     "tos": 0},
+    {"flow": "p1", "server": False, "t_ns": 20, "seq": 1, "length": 160, "flags": 1, "sent": True,
+     "sched_t_ns": None, "tos": 2},
+    {"flow": "p1", "server": False, "t_ns": 30, "seq": 2, "length": 1500, "flags": 0, "sent": False,
+     "sched_t_ns": 29, "tos": 255},
+]  # fmt: skip
+"""PACKET_IO_ROWS are recorded_packet_io's samples as the stored table has them (NULL is a null)."""
+
+
+def payload_of(chunks: list[Any]) -> bytes:
+    """Return the payload of an encoded frame."""
+    return b"".join(bytes(memoryview(c).cast("B")) for c in chunks[1:])
+
+
+def test_a_node_ships_plain_columns_and_the_driver_makes_the_arrow_batch() -> None:
+    item = recorded_packet_io()
+    assert isinstance(item.data, Rows) and item.data.constants == {"server": False, "flow": "p1"}
+    assert isinstance(item.data.columns["t_ns"], array), "no Python object per sample"
+    got = decode_item(Kind.BATCH, payload_of(encode_item(item)))
+    assert isinstance(got, Batch) and isinstance(got.data, Rows) and got.num_rows == 3
+    assert got.batch.schema.equals(SCHEMAS["packet_io"]) and got.batch.to_pylist() == PACKET_IO_ROWS
+
+
+def test_a_batch_from_a_node_of_the_other_byte_order_decodes_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    item = recorded_packet_io()
+    other = "big" if sys.byteorder == "little" else "little"
+    swapped: dict[str, Any] = {}
+    for name, values in item.rows.columns.items():
+        swapped[name] = array(values.typecode, values) if isinstance(values, array) else values
+        if isinstance(values, array):
+            swapped[name].byteswap()
+    foreign = Batch("packet_io", "p1", Rows(3, swapped, item.rows.constants), "n")
+    with monkeypatch.context() as m:
+        m.setattr(sys, "byteorder", other)  # what a node of the other byte order writes
+        payload = payload_of(encode_item(foreign))
+    got = decode_item(Kind.BATCH, payload)
+    assert isinstance(got, Batch) and got.batch.to_pylist() == PACKET_IO_ROWS
+
+
+def test_a_batch_frame_cut_short_or_of_the_wrong_columns_is_a_corrupt_frame() -> None:
+    payload = payload_of(encode_item(recorded_packet_io()))
+    with pytest.raises(CorruptFrame, match="cut short in column 'tos'"):
+        decode_item(Kind.BATCH, payload[:-1])
+    n = int.from_bytes(payload[:4], "big")
+    head = json.loads(payload[4 : 4 + n])
+    head["columns"][0][1] = "d"
+    bad = json.dumps(head).encode()
+    with pytest.raises(CorruptFrame, match="column 't_ns' is 'd', not 'q'"):
+        decode_item(Kind.BATCH, len(bad).to_bytes(4, "big") + bad + payload[4 + n :])
+    head["columns"][0][1], head["rows"] = "q", 4
+    bad = json.dumps(head).encode()
+    with pytest.raises(CorruptFrame, match="a packet_io batch of 4 rows whose column 't_ns' has 3"):
+        decode_item(Kind.BATCH, len(bad).to_bytes(4, "big") + bad + payload[4 + n :])
 
 
 def test_a_run_crosses_with_its_feedback_and_every_item_comes_back(loop: asyncio.AbstractEventLoop) -> None:

@@ -1,8 +1,8 @@
 """The node package: everything that runs on a test host (antler's ``node``).
 
 Its names load on first use (PEP 562): a process that needs one small module
-(a packet sender process, a node worker) does not import every runner and
-pyarrow. ``_MODULES`` is the list of public names; the ``TYPE_CHECKING``
+(a packet sender process, a node worker) does not import every runner.
+``_MODULES`` is the list of public names; the ``TYPE_CHECKING``
 block repeats them (as re-exports) for type checkers only.
 """
 

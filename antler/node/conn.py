@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Optional, Protocol
 
 from antler.node.items import Item
 from antler.node.wire import HEADER, Chunk, Kind, check_payload, encode_item, parse_header
@@ -122,7 +122,7 @@ def pipe_conn() -> tuple[Conn, Conn]:
 
 FrameHandler = Callable[[Kind, bytes], None]
 """FrameHandler receives each frame's kind and payload, on the channel's reader thread."""
-EndHandler = Callable[[BaseException | None], None]
+EndHandler = Callable[[Optional[BaseException]], None]
 """EndHandler is told, once, that the stream ended: None at a clean end, else why (a WireError, an OSError)."""
 
 
@@ -130,7 +130,7 @@ class Channel:
     """Sends and receives frames over a Conn, on a reader and a writer thread.
 
     ``send`` and ``send_item`` are thread-safe and never block: frames queue
-    for the writer, which encodes items (an Arrow batch's IPC stream too) off
+    for the writer, which encodes items (a batch's sample columns too) off
     the caller's thread. ``close`` lets the queued frames out, then closes the
     stream.
     """
@@ -237,7 +237,7 @@ def _coalesce(chunks: list[Chunk]) -> list[bytes | memoryview]:
     out: list[bytes | memoryview] = []
     small: list[bytes | memoryview] = []
     for c in chunks:
-        view = memoryview(c)  # type: ignore[arg-type]
+        view = memoryview(c).cast("B")  # a sample column's array: its bytes, so a write's count slices it right
         if view.nbytes < COALESCE_BYTES:
             small.append(view)
             continue

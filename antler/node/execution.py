@@ -22,6 +22,7 @@ import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import antler.node.compat as compat
 from antler.node.feedback import Feedback, FeedbackConflict, merge
 from antler.node.items import FLOW_CANCELLED, FLOW_FAILED, FLOW_OK, FlowStatus, RunnerError, now
 from antler.node.run import Children, Run, StopScope, cancel_reason, current_scope, enter_scope, timed_out
@@ -102,7 +103,7 @@ def describe(run: Run) -> str:
 
 def _failure(r: Run, e: BaseException) -> str:
     """_failure is why a run failed, as the reason its siblings stop: the first leaf error's first line."""
-    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+    while isinstance(e, compat.BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
     return f"{describe(r)} failed: {first_line(e)}"
 
@@ -123,7 +124,7 @@ async def _serial(
     runs: tuple[Run, ...], ctx: Context, feedback: Feedback, waits: list[float], children: Children
 ) -> Feedback:
     out: Feedback = {}
-    for i, (r, wait) in enumerate(zip(runs, waits, strict=True)):
+    for i, (r, wait) in enumerate(zip(runs, waits)):
         started = False
         try:
             if wait > 0:
@@ -164,8 +165,8 @@ async def _parallel(
 
     tasks: list[asyncio.Task[Feedback]] = []
     start = 0.0
-    async with asyncio.TaskGroup() as tg:
-        for r, wait in zip(runs, waits, strict=True):
+    async with compat.TaskGroup() as tg:
+        for r, wait in zip(runs, waits):
             start += wait
             tasks.append(tg.create_task(after(start, r)))
     return _merge(ctx, *(t.result() for t in tasks))

@@ -1,22 +1,26 @@
-"""Data items a node produces (the Arrow schemas they are stored with: :mod:`antler.node.schemas`).
+"""Data items a node produces (the columns they are stored with: :mod:`antler.node.kinds`).
 
 Single events (a log line, an error, a flow's info, a chunk of a file) travel
 as small dataclasses. Measurements (``stream_io``, ``tcp_info``, ``packet_io``)
 never travel one sample at a time: they are appended to columnar buffers in the
-recorder and shipped as :class:`Batch` es of Arrow record batches.
+recorder and shipped as :class:`Batch` es of plain columns (:class:`Rows`),
+which the driver's side turns into Arrow record batches.
 
 Times: ``time`` and ``tinit`` are absolute UTC times by the node's clock;
 ``t_ns`` values are nanoseconds relative to the flow's ``tinit``.
 
-This module imports no pyarrow, so the run tree's specs (and the config layer
-that parses them) do not pay for it.
+This module imports no pyarrow (a node process has none), so the run tree's
+specs (and the config layer that parses them) do not pay for it either.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Union
+
+from antler.node.compat import UTC
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,9 +31,6 @@ ROOT_NODE_ID = "-"
 DIAGNOSTICS_TAG = "diagnostics"
 """DIAGNOSTICS_TAG tags a log entry holding a launcher's own diagnostics (Ray's account of a dead worker):
 kept in the test's log under the node it concerns, never printed live, where the tool's own error leads."""
-
-NULL = -(1 << 63)
-"""NULL stands for a missing value in an int64 sample column (``None`` works too, but takes the slow path)."""
 
 
 def now() -> datetime:
@@ -143,16 +144,61 @@ class SysInfo:
 
 
 @dataclass(frozen=True)
+class Rows:
+    """Samples of one kind as plain columns: what a node records and ships, no Arrow needed.
+
+    ``columns`` maps a column's name to its values: a typed ``array`` (the
+    typecode :data:`antler.node.kinds.TYPECODES` gives its type; in an int64
+    column :data:`antler.node.kinds.NULL` is a missing value) or a list (strings). ``constants``
+    maps the name of a column that holds the same value in every row (the
+    flow, ``server``) to that value. ``n`` is the number of rows.
+    """
+
+    n: int
+    columns: dict[str, array[Any] | list[Any]]
+    constants: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Batch:
-    """A run of measurement samples of one kind and flow, as Arrow columns."""
+    """A run of measurement samples of one kind and flow.
+
+    ``data`` is what the node recorded (:class:`Rows`) or, on the driver, an
+    Arrow record batch; :attr:`batch` is always the record batch (built on
+    the driver's side, which has pyarrow; a node never asks for it).
+    """
 
     kind: str
     flow: str
-    batch: pa.RecordBatch
+    data: Rows | pa.RecordBatch
     node_id: str = ROOT_NODE_ID
 
+    @property
+    def batch(self) -> pa.RecordBatch:
+        """Return the samples as an Arrow record batch of the kind's schema (imports pyarrow)."""
+        if isinstance(self.data, Rows):
+            from antler.node.arrow import record_batch
 
-Item = LogEntry | Error | FileData | StreamInfo | PacketInfo | SysInfo | Batch | FlowStatus
+            rows = self.data
+            return record_batch(self.kind, rows.n, rows.columns, rows.constants)
+        return self.data
+
+    @property
+    def rows(self) -> Rows:
+        """Return the samples as plain columns (from a record batch, this imports pyarrow)."""
+        if isinstance(self.data, Rows):
+            return self.data
+        from antler.node.arrow import plain_columns
+
+        return Rows(self.data.num_rows, plain_columns(self.kind, self.data))
+
+    @property
+    def num_rows(self) -> int:
+        """Return the number of samples."""
+        return self.data.n if isinstance(self.data, Rows) else self.data.num_rows
+
+
+Item = Union[LogEntry, Error, FileData, StreamInfo, PacketInfo, SysInfo, Batch, FlowStatus]
 """Item is any data item a node sends towards the root's sink."""
 
 

@@ -36,9 +36,11 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from antler.node.compat import UTC
 
 NETNS, SESSION = "netns", "session"
 """NETNS and SESSION are the kinds of lease: a network namespace, a command's session."""

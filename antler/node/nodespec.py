@@ -3,7 +3,7 @@
 A :class:`Node` is a hashable value: the same spec used twice in a tree is the
 same node, launched once. This module imports only the standard library (and
 the spec engine, as stdlib-only), so the config layer and the rigs can build node specs without the runtime
-(numpy, pyarrow) that executes them.
+(the runners, the recorder) that executes them.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class SSH:
     ``~/.ssh``, or ``key_file``; the host key must be in ``~/.ssh/known_hosts``
     unless ``accept_new_host_key`` adds a host not seen before (a changed key
     is always refused). With ``root`` the node runs through ``sudo -n`` on the
-    host unless the SSH user is root. ``python`` is the host's Python 3.11+
+    host unless the SSH user is root. ``python`` is the host's Python 3.9+
     interpreter (a command on its PATH, or a path, e.g. a venv's).
     """
 

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import antler
+import antler.node.compat as compat
 from antler.node import lease
 from antler.node.conn import Channel, Conn, stdio_conn
 from antler.node.feedback import Feedback
@@ -83,7 +84,7 @@ class _Served:
     def __init__(self, node_id: str, conn: Conn) -> None:
         self.node_id = node_id
         self.channel = Channel(conn, f"node-{node_id}")
-        self.frames: asyncio.Queue[tuple[Kind | None, Any]] = asyncio.Queue()
+        self.frames: asyncio.Queue[tuple[Kind | None, Any]] | None = None  # made on the loop (3.9 binds it then)
         self.runtime: NodeRuntime | None = None
         self.thread: LoopThread | None = None
         self.netns: str | None = None
@@ -94,10 +95,11 @@ class _Served:
 
     async def serve(self, control: Control) -> None:
         loop = asyncio.get_running_loop()
+        frames = self.frames = asyncio.Queue()
 
         def post(kind: Kind | None, payload: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: we are done anyway
-                loop.call_soon_threadsafe(self.frames.put_nowait, (kind, payload))
+                loop.call_soon_threadsafe(frames.put_nowait, (kind, payload))
 
         self.channel.start(post, lambda why: post(None, why))
         heartbeat = asyncio.ensure_future(self._heartbeat())
@@ -120,8 +122,10 @@ class _Served:
 
     async def _dispatch(self) -> str | None:
         """_Dispatch handles frames until SHUTDOWN (None) or the end of the stream (why)."""
+        frames = self.frames
+        assert frames is not None, "serve makes the queue before it dispatches"
         while True:
-            kind, payload = await self.frames.get()
+            kind, payload = await frames.get()
             if kind is None:
                 if payload is None:
                     return "the parent closed the connection without shutting the node down"
@@ -159,7 +163,7 @@ class _Served:
             self._reply(call_id, Status.CANCELED, None)
         except RunnerError as e:
             self._reply(call_id, Status.ERROR, str(e))
-        except BaseExceptionGroup as eg:
+        except compat.BaseExceptionGroup as eg:
             self._reply(call_id, Status.ERROR, "; ".join(str(e) for e in eg.exceptions))
         except Exception as e:
             message = f"{type(e).__name__}: {e}" if method == "run" else str(e) or type(e).__name__

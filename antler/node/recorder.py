@@ -1,7 +1,8 @@
 """The recorder: how runners emit logs, errors, files and measurements.
 
 Measurements are appended to per-flow columnar buffers (:class:`Columns`) and
-leave the node as Arrow record batches, never as one message per sample. The
+leave the node as batches of plain columns (:class:`Rows`), never as one
+message per sample; the driver's side makes Arrow record batches of them. The
 node flushes the buffers every ``flush_interval`` and when its run tree ends.
 """
 
@@ -12,12 +13,9 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from antler.node.filter import ResultStream
-from antler.node.items import NULL, Batch, Error, FileData, Item, LogEntry, now
-from antler.node.schemas import SCHEMAS
+from antler.node.items import Batch, Error, FileData, Item, LogEntry, Rows, now
+from antler.node.kinds import COLUMNS, NULL, TYPECODES
 
 Sink = Callable[[Item], None]
 """Sink receives the data items of a node, in order; it must be thread-safe."""
@@ -26,44 +24,10 @@ BATCH_ROWS = 65536
 """BATCH_ROWS is the most rows a buffer holds before it is shipped."""
 
 
-_TYPECODES = {
-    pa.int64(): "q",
-    pa.int32(): "i",
-    pa.uint64(): "Q",
-    pa.uint32(): "I",
-    pa.uint8(): "B",
-    pa.bool_(): "b",
-    pa.float64(): "d",
-}
-"""_TYPECODES maps the Arrow types a column buffer holds natively to array module typecodes."""
-
-
-class _Column:
-    """_Column is one buffered column: a typed array (no Python object per value) or, for other types, a list.
-
-    In an int64 column, :data:`NULL` (or None) is a missing value.
-    """
-
-    __slots__ = ("append", "type", "values")
-
-    def __init__(self, type_: pa.DataType) -> None:
-        self.type = type_
-        code = _TYPECODES.get(type_)
-        self.values: array[Any] | list[Any] = array(code) if code else []
-        self.append: Callable[[Any], None] = self.values.append
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def arrow(self) -> pa.Array:
-        """Convert the column: typed arrays without a per-value loop."""
-        if isinstance(self.values, list):
-            return pa.array(self.values, type=self.type)
-        values = np.frombuffer(self.values, dtype=self.values.typecode)
-        if self.type == pa.bool_():
-            values = values.astype(bool)
-        mask = values == NULL if self.type == pa.int64() else None
-        return pa.array(values, type=self.type, mask=mask if mask is not None and mask.any() else None)
+def _new_column(type_: str) -> array[Any] | list[Any]:
+    """_new_column is an empty buffer for a column: a typed array (no Python object per value) or a list."""
+    code = TYPECODES.get(type_)
+    return array(code) if code else []
 
 
 class Columns:
@@ -72,25 +36,26 @@ class Columns:
     Appending is thread-safe, so a dedicated sender thread (the packet runner's
     timer) can record without going through the event loop. Numeric and
     boolean columns are typed arrays, so a buffer holds no Python object per
-    sample (the garbage collector never walks them), appending costs a C call
-    per value, and turning it into a record batch holds the GIL for
-    microseconds, not the milliseconds a conversion from lists takes: that
-    pause would land in a packet sender's send times.
+    sample (the garbage collector never walks them) and appending costs a C
+    call per value. Taking the buffer swaps it for an empty one: the node
+    ships the arrays as they are (:class:`Rows`) and the driver's side builds
+    the Arrow batch, so a node holds the GIL for no conversion, which would
+    land in a packet sender's send times. In an int64 column, :data:`NULL` (or
+    None) is a missing value.
     """
 
     def __init__(self, kind: str, flow: str, ship: Callable[[Columns], None], **constants: Any) -> None:
         self.kind = kind
         self.flow = flow
-        self.schema = SCHEMAS[kind]
-        self._constants = constants | {"flow": flow}
-        self._names = [n for n in self.schema.names if n not in self._constants]
-        self._types = [self.schema.field(n).type for n in self._names]
+        self._constants = {**constants, "flow": flow}
+        self._names = [n for n, _ in COLUMNS[kind] if n not in self._constants]
+        self._types = [t for n, t in COLUMNS[kind] if n not in self._constants]
         self._cols = self._new()
         self._lock = threading.Lock()
         self._ship = ship
 
-    def _new(self) -> list[_Column]:
-        return [_Column(t) for t in self._types]
+    def _new(self) -> list[array[Any] | list[Any]]:
+        return [_new_column(t) for t in self._types]
 
     @property
     def names(self) -> list[str]:
@@ -101,12 +66,14 @@ class Columns:
         """Add one sample, with values in the order of ``names``."""
         with self._lock:
             cols = self._cols
+            if len(values) != len(cols):
+                raise ValueError(f"{self.kind} sample of {len(values)} values for columns {self._names}")
             try:
-                for col, v in zip(cols, values, strict=True):
+                for col, v in zip(cols, values):
                     col.append(v)
             except TypeError:
                 self._append_nulls(values)
-            full = len(cols[0].values) >= BATCH_ROWS
+            full = len(cols[0]) >= BATCH_ROWS
         if full:
             self._ship(self)
 
@@ -115,24 +82,18 @@ class Columns:
         n = min(len(c) for c in self._cols)
         for c in self._cols:
             if len(c) > n:
-                c.values.pop()
-        for c, v in zip(self._cols, values, strict=True):
-            c.append(NULL if v is None and not isinstance(c.values, list) else v)
+                c.pop()
+        for c, v in zip(self._cols, values):
+            c.append(NULL if v is None and not isinstance(c, list) else v)
 
-    def take(self) -> pa.RecordBatch | None:
-        """Return the buffered samples as a record batch and empty the buffer."""
+    def take(self) -> Rows | None:
+        """Return the buffered samples as plain columns and empty the buffer (None if it is empty)."""
         with self._lock:
             cols, self._cols = self._cols, self._new()
         n = len(cols[0]) if cols else 0
         if n == 0:
             return None
-        arrays = []
-        for f in self.schema:
-            if f.name in self._constants:
-                arrays.append(pa.repeat(pa.scalar(self._constants[f.name], type=f.type), n))
-            else:
-                arrays.append(cols[self._names.index(f.name)].arrow())
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return Rows(n, dict(zip(self._names, cols)), dict(self._constants))
 
 
 class _Shared:

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Awaitable
 from typing import Any
 
+import antler.node.compat as compat
 from antler.node.feedback import Feedback
 from antler.node.hmac import env_key
 from antler.node.items import ROOT_NODE_ID, Error, Item, RunnerError
@@ -132,7 +133,7 @@ async def _run_watched(
         if not task.cancelled() or (control is None or not control.canceled):
             raise
         root.rec.log("test canceled", "node")
-    except (RunnerError, BaseExceptionGroup):
+    except (RunnerError, compat.BaseExceptionGroup):
         pass  # recorded as an Error already
     except TestTimeout as e:
         root.rec.error(str(e), "node")
@@ -152,9 +153,9 @@ async def _run_tree(root: NodeRuntime, run: Run, feedback: Feedback, timeout: Du
     # Scheduled before the timeout's own callback, so the runs it cancels can say why.
     why = asyncio.get_running_loop().call_later(timeout.seconds, root.stop.stop, f"{TIMED_OUT} {timeout}")
     try:
-        async with asyncio.timeout(timeout.seconds):
+        async with compat.timeout(timeout.seconds):
             return await root.run(run, feedback)
-    except TimeoutError:
+    except compat.AsyncTimeout:
         raise TestTimeout(f"test timed out after {timeout}") from None
     finally:
         why.cancel()

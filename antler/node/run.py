@@ -162,7 +162,7 @@ class Schedule:
         if self.sequential:
             return sum(waits) + sum(r.expected_seconds() for r in self.run)
         start, end = 0.0, 0.0
-        for w, r in zip(waits, self.run, strict=True):
+        for w, r in zip(waits, self.run):
             start += w
             end = max(end, start + r.expected_seconds())
         return end

@@ -110,7 +110,7 @@ def parse(cls: type[T], data: Any, path: str) -> T:
 
 def _parse(tp: Any, data: Any, path: str) -> Any:
     origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
+    if origin in (Union, getattr(types, "UnionType", Union)):  # types.UnionType: X | Y, from 3.10 on
         args = [a for a in get_args(tp) if a is not type(None)]
         if data is None:
             return None

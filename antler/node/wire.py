@@ -39,8 +39,14 @@ Kinds and payloads (integers big-endian, text UTF-8):
   type and fields; times as ``*_ns`` integers since the epoch, UTC), then raw
   bytes (a :class:`FileData`'s data; empty for other items).
 - ``BATCH`` (6), node to parent: JSON length (u32), ``{"kind", "flow",
-  "node_id"}``, then an Arrow IPC stream (schema and one record batch): the
-  measurements of one flow, thousands of samples per frame, never one.
+  "node_id", "rows", "byteorder", "constants", "columns"}``, then each
+  column's bytes in the order of ``columns``: the measurements of one flow,
+  thousands of samples per frame, never one. ``columns`` lists
+  ``[name, code, nbytes]``: ``code`` is the column's ``array`` typecode
+  (its raw items in ``byteorder``, "little" or "big") or ``"json"`` (a JSON
+  list, for strings); ``constants`` maps the columns that hold one value in
+  every row to it. Both ends need only the standard library; the driver's
+  side makes the Arrow record batch (:mod:`antler.node.arrow`).
 - ``LOST`` (7), node to parent: a message: a node this node launched was lost
   (its Error already went up as an ITEM).
 - ``HEARTBEAT`` (8), node to parent: empty, every :data:`HEARTBEAT_SECONDS`,
@@ -55,17 +61,29 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import sys
 import zlib
+from array import array
 from collections.abc import Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, Union
 
-import pyarrow as pa
-
-from antler.node.items import Batch, Error, FileData, FlowStatus, Item, LogEntry, PacketInfo, StreamInfo, SysInfo
-from antler.node.schemas import SCHEMAS
+from antler.node.compat import UTC
+from antler.node.items import (
+    Batch,
+    Error,
+    FileData,
+    FlowStatus,
+    Item,
+    LogEntry,
+    PacketInfo,
+    Rows,
+    StreamInfo,
+    SysInfo,
+)
+from antler.node.kinds import COLUMNS, TYPECODES
 
 MAGIC = b"AN"
 PROTOCOL_VERSION = 1
@@ -80,8 +98,8 @@ HEADER = struct.Struct("!2sBBII")
 _U32 = struct.Struct("!I")
 _REPLY = struct.Struct("!IB")
 
-Chunk: TypeAlias = bytes | bytearray | memoryview | pa.Buffer
-"""Chunk is a piece of a frame's payload, written as is (an Arrow buffer is not copied)."""
+Chunk = Union[bytes, bytearray, memoryview, "array[Any]"]
+"""Chunk is a piece of a frame's payload, written as is (a sample column's array is not copied)."""
 
 
 class Kind(IntEnum):
@@ -222,11 +240,7 @@ _ITEMS: dict[str, type] = {
 def encode_item(item: Item) -> list[Chunk]:
     """Return the ITEM or BATCH frame of a data item."""
     if isinstance(item, Batch):
-        head = json.dumps({"kind": item.kind, "flow": item.flow, "node_id": item.node_id}).encode()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, item.batch.schema) as w:
-            w.write_batch(item.batch)
-        return frame(Kind.BATCH, _U32.pack(len(head)), head, sink.getvalue())
+        return _encode_batch(item)
     obj: dict[str, Any] = {"type": type(item).__name__}
     tail = b""
     for f in fields(item):  # type: ignore[arg-type]
@@ -248,10 +262,7 @@ def decode_item(kind: Kind, payload: bytes) -> Item:
         head = json.loads(payload[_U32.size : _U32.size + n])
         rest = memoryview(payload)[_U32.size + n :]
         if kind == Kind.BATCH:
-            if head["kind"] not in SCHEMAS:
-                raise CorruptFrame(f"a batch of unknown kind {head['kind']!r}")
-            batch = pa.ipc.open_stream(pa.py_buffer(rest)).read_next_batch()
-            return Batch(head["kind"], head["flow"], batch, head["node_id"])
+            return _decode_batch(head, rest)
         cls = _ITEMS[head.pop("type")]
         args: dict[str, Any] = {}
         for f in fields(cls):
@@ -265,8 +276,68 @@ def decode_item(kind: Kind, payload: bytes) -> Item:
         return item
     except CorruptFrame:
         raise
-    except (KeyError, TypeError, ValueError, struct.error, pa.ArrowException) as e:
+    except (KeyError, TypeError, ValueError, struct.error) as e:
         raise CorruptFrame(f"bad {kind.name.lower()}: {type(e).__name__}: {e}") from None
+
+
+def _encode_batch(item: Batch) -> list[Chunk]:
+    rows = item.rows
+    parts: list[Chunk] = []
+    columns = []
+    for name, values in rows.columns.items():
+        part: Chunk = values if isinstance(values, array) else json.dumps(values).encode()
+        parts.append(part)
+        code = values.typecode if isinstance(values, array) else "json"
+        columns.append([name, code, memoryview(part).nbytes])  # type: ignore[arg-type]
+    head = {
+        "kind": item.kind,
+        "flow": item.flow,
+        "node_id": item.node_id,
+        "rows": rows.n,
+        "byteorder": sys.byteorder,
+        "constants": rows.constants,
+        "columns": columns,
+    }
+    encoded = json.dumps(head).encode()
+    return frame(Kind.BATCH, _U32.pack(len(encoded)), encoded, *parts)
+
+
+def _decode_batch(head: dict[str, Any], rest: memoryview) -> Batch:
+    kind = head["kind"]
+    if kind not in COLUMNS:
+        raise CorruptFrame(f"a batch of unknown kind {kind!r}")
+    types = dict(COLUMNS[kind])
+    n = int(head["rows"])
+    swap = head["byteorder"] != sys.byteorder
+    columns: dict[str, array[Any] | list[Any]] = {}
+    at = 0
+    for name, code, nbytes in head["columns"]:
+        if name not in types or name in columns:
+            raise CorruptFrame(f"a {kind} batch with a column {name!r} it has not or twice")
+        expected = TYPECODES.get(types[name], "json")
+        if code != expected:
+            raise CorruptFrame(f"a {kind} batch whose column {name!r} is {code!r}, not {expected!r}")
+        chunk = rest[at : at + nbytes]
+        at += nbytes
+        if len(chunk) != nbytes:
+            raise CorruptFrame(f"a {kind} batch cut short in column {name!r}")
+        values: array[Any] | list[Any]
+        if code == "json":
+            values = json.loads(bytes(chunk))
+            if not isinstance(values, list):
+                raise CorruptFrame(f"a {kind} batch whose column {name!r} is not a list")
+        else:
+            values = array(code)
+            values.frombytes(chunk)
+            if swap:
+                values.byteswap()
+        if len(values) != n:
+            raise CorruptFrame(f"a {kind} batch of {n} rows whose column {name!r} has {len(values)}")
+        columns[name] = values
+    constants = head["constants"]
+    if set(columns) | set(constants) != set(types) or at != len(rest):
+        raise CorruptFrame(f"a {kind} batch whose columns are not those of its kind")
+    return Batch(kind, head["flow"], Rows(n, columns, constants), head["node_id"])
 
 
 def _ns(t: datetime) -> int:

@@ -25,6 +25,7 @@ import itertools
 import time
 from typing import Any, Protocol
 
+import antler.node.compat as compat
 from antler.node.conn import Channel, Conn
 from antler.node.feedback import Feedback
 from antler.node.items import Error, LogEntry, RunnerError, now
@@ -122,7 +123,7 @@ class ChildHandle:
             facts = await asyncio.wait_for(self._expect("setup", self.node, netns), START_TIMEOUT_SECONDS)
             self.facts.update({k: v for k, v in facts.items() if v is not None or k not in self.facts})
             self.facts.update(await clock_offset(self._clock, str(facts["boot_id"])))
-        except TimeoutError:
+        except compat.AsyncTimeout:
             await self._abort()
             raise LaunchError(
                 f"node {self.node.id!r} did not start within {START_TIMEOUT_SECONDS:.0f}s{self._last_words()}"
@@ -179,7 +180,7 @@ class ChildHandle:
         """
         try:
             facts = await asyncio.wait_for(self._expect("launch_nodes", tree), LAUNCH_NODES_TIMEOUT_SECONDS)
-        except TimeoutError:
+        except compat.AsyncTimeout:
             raise LaunchError(
                 f"node {self.node.id!r} did not launch its nodes within {LAUNCH_NODES_TIMEOUT_SECONDS:.0f}s"
             ) from None
@@ -189,7 +190,7 @@ class ChildHandle:
         """Run the node's cancelers (and those of the nodes it launched) and ship its remaining data."""
         if self._dead is not None:
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(compat.AsyncTimeout):
             await asyncio.wait_for(self._expect("cleanup"), CLOSE_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
@@ -202,7 +203,7 @@ class ChildHandle:
         if self._dead is None:
             self._closing = True
             self.channel.send(frame(Kind.SHUTDOWN))
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(compat.AsyncTimeout):
                 await asyncio.wait_for(asyncio.shield(self._ended), CLOSE_TIMEOUT_SECONDS)
         self.channel.close()
         clean = self._dead is None

@@ -64,10 +64,20 @@ def node_argv(node_id: str) -> list[str]:
 
 
 def running_archive() -> str | None:
-    """Return the path of the node zipapp this process runs from, or None when it runs from files."""
+    """Return the path of the node zipapp this process runs from, or None when it runs from files.
+
+    A zipapp runs from the folder it unpacked itself into (``antler-node-HASH``
+    beside ``antler-node-HASH.pyz``, antler.node.launch.zipapp): that counts as
+    running from the archive.
+    """
     path = os.path.dirname(os.path.abspath(antler.__file__))
     head = os.path.dirname(path)
-    return head if os.path.isfile(head) else None
+    if os.path.isfile(head):
+        return head
+    unpacked_from = head + ".pyz"
+    if os.path.isfile(unpacked_from) and os.path.isfile(os.path.join(head, "__main__.py")):
+        return unpacked_from
+    return None
 
 
 def command(node: Node, spec: Local, euid: int | None = None, environ: dict[str, str] | None = None) -> Command:

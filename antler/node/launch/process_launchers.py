@@ -10,7 +10,7 @@ on first use: paramiko only when there is an SSH node.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 from antler.node.nodespec import Node
 from antler.node.recorder import Sink
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from antler.node.launch.ssh import SSHLaunch
 
 
-Facts = list[tuple[dict[str, Any], NodeHandle | None]]
+Facts = list[tuple[dict[str, Any], Optional[NodeHandle]]]
 """Facts is what a launcher remembers of the nodes it launched: each node's facts and, once up, its handle."""
 
 

@@ -35,7 +35,7 @@ async def launch_nodes(
     failed = False
     for wave in ([n for n in order if n.netns.create], [n for n in order if not n.netns.create]):
         launched = await asyncio.gather(*(launch(node, sink, nodes) for node in wave), return_exceptions=True)
-        for node, handle in zip(wave, launched, strict=True):
+        for node, handle in zip(wave, launched):
             if isinstance(handle, asyncio.CancelledError):
                 raise handle
             if isinstance(handle, BaseException):
@@ -57,7 +57,7 @@ async def launch_nodes(
     outcomes = await asyncio.gather(
         *(h.launch_nodes(sub) for h, sub in below if isinstance(h, LaunchesNodes)), return_exceptions=True
     )
-    for (handle, _), outcome in zip([b for b in below if isinstance(b[0], LaunchesNodes)], outcomes, strict=True):
+    for (handle, _), outcome in zip([b for b in below if isinstance(b[0], LaunchesNodes)], outcomes):
         if isinstance(outcome, asyncio.CancelledError):
             raise outcome
         if isinstance(outcome, RunnerError):

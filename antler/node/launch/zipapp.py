@@ -1,11 +1,16 @@
 """The node executable shipped to SSH hosts: a zipapp of the running package (antler's ``ExeSource``).
 
 It holds the pure-Python code a node imports (``antler/__init__.py``,
-``antler/lazy.py`` and ``antler/node/`` but its Ray launcher) and a
-``__main__.py`` that checks the host's Python (3.11 or newer) and the node's
-dependencies (numpy, pyarrow) before anything else, so a host that lacks one
-fails with a line that names it (exit status :data:`EXIT_MISSING`) rather than
-a traceback. It is built once per process, byte for byte the same for the same
+``antler/lazy.py`` and ``antler/node/`` but the driver's side of it: the Ray
+launcher and the Arrow conversion) and a ``__main__.py`` that checks the
+host's Python before anything else, so a host whose ``python3`` is older than
+:data:`NODE_PYTHON` fails with a line that names the version found and the
+one needed (exit status :data:`EXIT_MISSING`) rather than a traceback. The
+node needs nothing but that Python's standard library: no package is asked of
+the host. On its first start on a host the zipapp unpacks itself into a
+folder beside it (``antler-node-HASH``), and runs from there: Python caches
+the modules' bytecode in it, where from the archive it would compile every
+module at every start (about half a node's start-up). It is built once per process, byte for byte the same for the same
 code (sorted entries, fixed times), so its SHA-256 names it in the host's
 cache and an unchanged release is never uploaded twice. A node that itself
 runs from the zipapp ships the zipapp it runs from.
@@ -24,29 +29,56 @@ import antler
 from antler.node.launch.local import running_archive
 
 EXIT_MISSING = 3
-"""EXIT_MISSING is the node zipapp's exit status when the host lacks Python 3.11 or a dependency."""
-DEPENDENCIES = ("numpy", "pyarrow")
-"""DEPENDENCIES are the packages a node imports beyond the standard library (the host must have them)."""
-_LEAVE_OUT = ("node/launch/ray/",)
-"""_LEAVE_OUT are the folders of modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)."""
+"""EXIT_MISSING is the node zipapp's exit status when the host's Python is older than NODE_PYTHON."""
+NODE_PYTHON = (3, 9)
+"""NODE_PYTHON is the oldest Python a node process runs on (with its standard library alone)."""
+LEAVE_OUT = ("node/launch/ray/", "node/arrow.py", "node/schemas.py")
+"""LEAVE_OUT are the modules a node never imports: the Ray launcher's (a node process is not in a Ray cluster)
+and the Arrow side of the samples (the parent builds the record batches)."""
 
-BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout."""
+BOOTSTRAP = f'''"""An antler node: python3 THIS.pyz NODE_ID serves its parent on stdin and stdout.
+
+Kept parseable by any Python (no f-strings), so a too-old one reaches the
+version check and says so. The archive's files are unpacked once into a
+folder beside it (THIS without .pyz), so Python caches their bytecode
+there instead of compiling every module at every start.
+"""
+import os
 import sys
 
-if sys.version_info < (3, 11):
+if sys.version_info < {NODE_PYTHON!r}:
     sys.stderr.write(
-        "antler node: this host's python is %d.%d; the node needs Python 3.11 or newer\\n" % sys.version_info[:2]
+        "antler node: this host's python is %d.%d (%s); the node needs Python {NODE_PYTHON[0]}.{NODE_PYTHON[1]} or newer\\n"
+        % (sys.version_info[0], sys.version_info[1], sys.executable)
     )
     sys.exit({EXIT_MISSING})
-import importlib.util
 
-missing = [m for m in {DEPENDENCIES!r} if importlib.util.find_spec(m) is None]
-if missing:
-    sys.stderr.write(
-        "antler node: Python packages missing on this host: %s (install them for %s, e.g. "
-        "python3 -m pip install %s; see the README)\\n" % (", ".join(missing), sys.executable, " ".join(missing))
-    )
-    sys.exit({EXIT_MISSING})
+
+def _unpacked(archive):
+    folder = archive[:-4] if archive.endswith(".pyz") else archive + ".d"
+    if os.path.isfile(os.path.join(folder, "__main__.py")):
+        return folder
+    import shutil
+    import tempfile
+    import zipfile
+
+    tmp = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(archive) or ".")
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+        os.rename(tmp, folder)  # atomic: another node unpacking at once finds it whole or not at all
+        return folder
+    except OSError:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder if os.path.isfile(os.path.join(folder, "__main__.py")) else None
+
+
+if os.path.isfile(sys.path[0]):
+    folder = _unpacked(sys.path[0])
+    if folder is not None:
+        sys.path[0] = folder
 from antler.node.process import main
 
 sys.exit(main())
@@ -89,7 +121,7 @@ def build() -> bytes:
     entries = {"__main__.py": BOOTSTRAP.encode()}
     for p in files:
         rel = p.relative_to(root).as_posix()
-        if not rel.startswith(_LEAVE_OUT):
+        if not rel.startswith(LEAVE_OUT):
             entries[f"antler/{rel}"] = p.read_bytes()
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:

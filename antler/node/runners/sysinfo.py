@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import antler.node.compat as compat
 from antler.node.feedback import Feedback
 from antler.node.items import SysInfo
 from antler.node.secrets import mask_env
@@ -139,7 +140,7 @@ async def _output(argv: list[str], env: dict[str, str]) -> str:
         return f"(could not start: {e.strerror or e})"
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
-    except TimeoutError:
+    except compat.AsyncTimeout:
         proc.kill()
         await proc.wait()
         return f"(timed out after {COMMAND_TIMEOUT_S:g}s)"

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import antler.node.compat as compat
 from antler.node import lease
 from antler.node.feedback import Feedback
 from antler.node.items import RunnerError
@@ -158,7 +159,7 @@ async def _terminate(ctx: Context, proc: asyncio.subprocess.Process, kill: bool,
         os.killpg(proc.pid, sig)
     try:
         await asyncio.wait_for(asyncio.shield(proc.wait()), GRACE_SECONDS)
-    except TimeoutError:
+    except compat.AsyncTimeout:
         ctx.rec.log(f"{name}: still running {GRACE_SECONDS:g}s after SIGINT: killed")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+import antler.node.compat as compat
 from antler.node import lease
 from antler.node.feedback import Feedback
 from antler.node.items import Item, RunnerError
@@ -181,7 +182,7 @@ class NodeActor:
             return "canceled", None
         except RunnerError as e:
             return "error", str(e)
-        except BaseExceptionGroup as eg:
+        except compat.BaseExceptionGroup as eg:
             return "error", "; ".join(str(e) for e in eg.exceptions)
         except Exception as e:
             message = f"{type(e).__name__}: {e}"

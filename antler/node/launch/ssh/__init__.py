@@ -36,7 +36,7 @@ from antler.node.launch.child import ChildHandle, conn_of
 from antler.node.launch.errors import LaunchError
 from antler.node.launch.ssh.connect import CONNECT_TIMEOUT_SECONDS, Target, connect, target
 from antler.node.launch.ssh.upload import cache_dir, upload
-from antler.node.launch.zipapp import EXIT_MISSING, NodeApp, node_app
+from antler.node.launch.zipapp import EXIT_MISSING, NODE_PYTHON, NodeApp, node_app
 from antler.node.nodespec import SSH, Node
 from antler.node.recorder import Sink
 
@@ -117,9 +117,12 @@ class SSHProcess:
                 return f"the SSH connection to {self.to.host} was lost"
             return "killed by a signal: the SSH session ended without an exit status"
         if code == 127:
-            return f"exit status 127: {self.spec.python} was not found on {self.to.host}"
+            needs = "{}.{}".format(*NODE_PYTHON)
+            return (
+                f"exit status 127: {self.spec.python} was not found on {self.to.host} (the node needs Python {needs}+)"
+            )
         if code == EXIT_MISSING:
-            return f"exit status {code}: the host cannot run the node"
+            return f"exit status {code}: {self.to.host} cannot run the node"
         if code > 128:
             return f"exit status {code}, killed by signal {code - 128}"
         return f"exit status {code}"

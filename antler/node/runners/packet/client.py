@@ -23,8 +23,9 @@ import antler.node.runners.packet.sendproc as sendproc
 import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
 from antler.node.flow import check_flow
-from antler.node.items import NULL, PacketInfo, sockaddr_text
-from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
+from antler.node.items import PacketInfo, sockaddr_text
+from antler.node.kinds import NULL
+from antler.node.runners.packet.clock import FlowClock
 from antler.node.runners.packet.sender import PacketSenders, SendPlan
 from antler.node.runners.packet.wire import (
     ECHO,
@@ -128,7 +129,6 @@ class PacketClient:
             family, sockaddr = psock.resolve(addr, self.protocol, passive=False)
         except (OSError, ValueError) as e:
             raise OSError(f"flow {self.flow}: {e}") from None
-        warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
             set_tos(s, self.dscp, self.ecn)

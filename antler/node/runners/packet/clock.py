@@ -11,7 +11,9 @@ clock's reading is slower and may step.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from antler.node.compat import UTC
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -46,29 +48,3 @@ class FlowClock:
     def now(self) -> int:
         """Return the current relative time."""
         return time.monotonic_ns() - self._mono_base
-
-
-def warm_up_arrow() -> None:
-    """Build one packet_io batch, so pyarrow's lazy start-up is done before timing starts.
-
-    The first conversion in a process takes about 250 ms holding the GIL
-    (measured on the test machine); during a flow it would delay every packet
-    of the sender thread by that much.
-    """
-    import pyarrow as pa
-
-    from antler.node.schemas import SCHEMAS
-
-    schema = SCHEMAS["packet_io"]
-    row = {
-        "flow": "x",
-        "server": False,
-        "t_ns": 0,
-        "seq": 0,
-        "length": 0,
-        "flags": 0,
-        "sent": True,
-        "sched_t_ns": None,
-        "tos": 0,
-    }
-    pa.RecordBatch.from_arrays([pa.array([row[f.name]], type=f.type) for f in schema], schema=schema)

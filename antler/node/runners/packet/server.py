@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import antler.node.runners.packet.sock as psock
 from antler.node.feedback import Feedback
-from antler.node.items import NULL, PacketInfo
-from antler.node.runners.packet.clock import FlowClock, warm_up_arrow
+from antler.node.items import PacketInfo
+from antler.node.kinds import NULL
+from antler.node.runners.packet.clock import FlowClock
 from antler.node.runners.packet.wire import ECHO, MAX_UDP_PAYLOAD, REPLY, BadPacket, parse, reply_to
 from antler.node.sockopt import check_addr, sock_addr
 
@@ -62,7 +63,6 @@ class PacketServer:
     async def run(self, ctx: Context, feedback: Feedback) -> Feedback:
         """Bind the socket, start the receive thread and return; a canceler stops it."""
         family, sockaddr = psock.resolve(self.listen_addr, self.protocol, passive=True)
-        warm_up_arrow()
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
             s.bind(sockaddr)

@@ -14,6 +14,8 @@ PROTOCOLS = {"udp": socket.AF_UNSPEC, "udp4": socket.AF_INET, "udp6": socket.AF_
 """PROTOCOLS maps a packet protocol name to its address family (udp: either)."""
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+"""IP_RECVTOS is Linux's option number (linux/in.h), which Python names only from 3.10 on."""
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
 ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) + 2 * socket.CMSG_SPACE(_INT.size)
@@ -83,7 +85,7 @@ def enable_rx_tos(sock: socket.socket) -> None:
     mapped addresses) carry theirs that way.
     """
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
     if sock.family == socket.AF_INET6:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)

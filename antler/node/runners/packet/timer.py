@@ -2,7 +2,8 @@
 
 asyncio's sleeps round up to whole milliseconds on Python 3.11, so packets
 are released on a dedicated thread. ``time.sleep`` there is an absolute
-``clock_nanosleep`` (CPython 3.11) whose wake-up is late by the timer slack
+``clock_nanosleep`` from CPython 3.11 on (a ``select`` timeout on the 3.9
+and 3.10 a host may have), whose wake-up is late by the timer slack
 (50 µs by default, set to 1 ns for the sender thread) plus the scheduling
 latency, tens of µs on an idle machine and more on a busy one. So the thread
 sleeps until shortly before the deadline and spins the rest, as irtt's

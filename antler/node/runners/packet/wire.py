@@ -64,7 +64,7 @@ class BadPacket(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PacketHeader:
     """The header of a packet: flags, sequence number and flow."""
 
@@ -83,7 +83,7 @@ def header_len(flow: str, signed: bool) -> int:
     return FIXED_LEN + len(flow) + (hmac.TAG_LEN if signed else 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Packet:
     """A packet sent either way between a PacketClient and a PacketServer.
 

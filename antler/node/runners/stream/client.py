@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import antler.node.compat as compat
 from antler.node.feedback import Feedback
 from antler.node.metric import Duration
 from antler.node.runners.stream.addr import PROTOCOLS, check_protocol
@@ -161,9 +162,9 @@ class StreamClient:
     async def _connect(self, sock: socket.socket, sockaddr: tuple[object, ...], addr: str, flow: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout.seconds):
+            async with compat.timeout(self.connect_timeout.seconds):
                 await loop.sock_connect(sock, sockaddr)
-        except TimeoutError:
+        except compat.AsyncTimeout:
             raise StreamError(f"flow {flow}: connect to {addr}: no answer within {self.connect_timeout}") from None
         except OSError as e:
             # asyncio's message repeats the address; the errno's text is the cause.

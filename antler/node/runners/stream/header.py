@@ -29,6 +29,7 @@ import struct
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import antler.node.compat as compat
 import antler.node.hmac as hmac
 from antler.node.flow import check_flow
 
@@ -144,7 +145,7 @@ async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
     ``too-long``, ``timeout``, ``not-json``, ``cut-short``), for anything else.
     """
     try:
-        async with asyncio.timeout(timeout):
+        async with compat.timeout(timeout):
             prefix = await _read_exactly(sock, _PREFIX.size)
             magic, version, _flags, length = _PREFIX.unpack(prefix)
             if magic != MAGIC:
@@ -156,7 +157,7 @@ async def read_frame(sock: socket.socket, timeout: float) -> dict[str, Any]:
             if length > MAX_BODY:
                 raise HeaderError(f"header body of {length} bytes exceeds {MAX_BODY}", "too-long")
             data = await _read_exactly(sock, length)
-    except TimeoutError:
+    except compat.AsyncTimeout:
         raise HeaderError(f"no complete header within {timeout:g}s", "timeout") from None
     try:
         body = json.loads(data)
