@@ -101,16 +101,26 @@ def test_a_socket_option_the_kernel_changes_says_what_was_granted() -> None:
         assert Sockopt("SOL_SOCKET", "SO_PRIORITY", 3).apply(s) == ""  # granted as asked
 
 
-def test_a_flow_logs_the_socket_option_the_kernel_granted() -> None:
+def test_a_flow_logs_the_socket_option_the_kernel_granted_and_its_info_row_keeps_it() -> None:
     import asyncio
 
     from antler.config.test import parse_run
-    from antler.node import Item, LogEntry, do
+    from antler.node import Item, LogEntry, PacketInfo, StreamInfo, do
+    from antler.node.items import info_row
 
     run = parse_run(
         {
             "serial": [
                 {"stream_server": {"listen_addr": "127.0.0.1:0", "listen_addr_key": "a"}},
+                {"packet_server": {"listen_addr": "127.0.0.1:0", "listen_addr_key": "p"}},
+                {
+                    "packet_client": {
+                        "addr_key": "p",
+                        "flow": "pk",
+                        "sender": [{"unresponsive": {"wait": ["10ms"], "length": [100], "duration": "50ms"}}],
+                        "sockopt": [{"level": "SOL_SOCKET", "opt": "SO_SNDBUF", "value": 1, "name": "SO_SNDBUF"}],
+                    }
+                },
                 {
                     "stream_client": {
                         "addr_key": "a",
@@ -128,8 +138,16 @@ def test_a_flow_logs_the_socket_option_the_kernel_granted() -> None:
     )
     items: list[Item] = []
     assert asyncio.run(do(run, items.append))
-    said = [i.text for i in items if isinstance(i, LogEntry) and "SO_SNDBUF" in i.text]
-    assert len(said) == 1 and said[0].startswith(f"flow lo: sockopt SO_SNDBUF: asked {1 << 30}, granted "), said
+    said = {i.text.split(":")[0]: i.text for i in items if isinstance(i, LogEntry) and "SO_SNDBUF" in i.text}
+    assert said.keys() == {"flow lo", "flow pk"}, said
+    assert said["flow lo"].startswith(f"flow lo: sockopt SO_SNDBUF: asked {1 << 30}, granted "), said
+    assert said["flow pk"].startswith("flow pk: sockopt SO_SNDBUF: asked 1, granted "), said  # the kernel's minimum
+    # The flow's row says it too (stream_info, packet_info): the client's, as asked and granted; the server's "".
+    rows = [info_row(i)[1] for i in items if isinstance(i, (StreamInfo, PacketInfo))]
+    by_end = {(r["flow"], r["server"]): r["sockopts"] for r in rows}
+    assert by_end[("lo", False)] == said["flow lo"].removeprefix("flow lo: ")
+    assert by_end[("pk", False)] == said["flow pk"].removeprefix("flow pk: ")
+    assert by_end[("lo", True)] == ""
 
 
 def test_a_table_that_cannot_be_written_is_a_write_error_and_no_file(tmp_path: Path) -> None:

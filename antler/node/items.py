@@ -101,6 +101,9 @@ class StreamInfo:
     length: int = 0  # the flow's length limit in bytes (a flow-completion-time flow), 0 for none
     local: str = ""  # this end's socket address, "ADDR:PORT" ("[ADDR]:PORT" for IPv6), "" if unknown
     remote: str = ""  # the other end's socket address, likewise
+    sockopts: str = (
+        ""  # what the kernel granted where a sockopt differs ("sockopt SO_SNDBUF: asked 1000, granted 4608")
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class PacketInfo:
     node_id: str = ROOT_NODE_ID
     local: str = ""  # a client's socket address "ADDR:PORT" (the wildcard address if unbound to one), or ""
     remote: str = ""  # a client's server address "ADDR:PORT", or ""
+    sockopts: str = ""  # what the kernel granted where a sockopt differs from what was asked, as StreamInfo's
 
 
 FLOW_OK, FLOW_FAILED, FLOW_CANCELLED = "ok", "failed", "cancelled"
@@ -227,6 +231,7 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error | FlowStatus) -> t
             "length_bytes": item.length,
             "local": item.local,
             "remote": item.remote,
+            "sockopts": item.sockopts,
         }
     return "packet_info", {
         "tinit": item.tinit,
@@ -235,6 +240,7 @@ def info_row(item: StreamInfo | PacketInfo | LogEntry | Error | FlowStatus) -> t
         "node_id": item.node_id,
         "local": item.local,
         "remote": item.remote,
+        "sockopts": item.sockopts,
     }
 
 

@@ -32,6 +32,9 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         # by their 5-tuple (e.g. in a bottleneck's queue.parquet).
         ("local", "string"),
         ("remote", "string"),
+        # Each socket option the kernel granted otherwise than asked:
+        # "sockopt SO_SNDBUF: asked 1000, granted 4608", "; " between them; "" if none.
+        ("sockopts", "string"),
     ),
     # How each flow the test named ended (ok, failed, cancelled) and why; format 2.
     "flow_status": (
@@ -49,6 +52,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("node_id", "string"),
         ("local", "string"),
         ("remote", "string"),
+        ("sockopts", "string"),
     ),
     # One sample after a read or write: total bytes so far on this end.
     "stream_io": (

@@ -132,9 +132,9 @@ class PacketClient:
         s = socket.socket(family, socket.SOCK_DGRAM)
         try:
             set_tos(s, self.dscp, self.ecn)
-            for opt in self.sockopt:
-                if granted := opt.apply(s):
-                    ctx.rec.log(f"flow {self.flow}: {granted}")
+            granted = [g for g in (opt.apply(s) for opt in self.sockopt) if g]
+            for g in granted:
+                ctx.rec.log(f"flow {self.flow}: {g}")
             psock.grow_rcvbuf(s)
             psock.enable_rx_timestamps(s)
             psock.enable_rx_tos(s)  # replies' marking, as it arrives, goes into packet_io.tos
@@ -146,7 +146,7 @@ class PacketClient:
         except BaseException:
             s.close()
             raise
-        flow = _Flow(ctx, self, s, sockaddr, addr)
+        flow = _Flow(ctx, self, s, sockaddr, addr, "; ".join(granted))
         try:
             await flow.run()
         finally:
@@ -163,7 +163,9 @@ class _Flow:
     up by a spinning timer. Receive times come from the kernel.
     """
 
-    def __init__(self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any, addr: str) -> None:
+    def __init__(
+        self, ctx: Context, spec: PacketClient, s: socket.socket, sockaddr: Any, addr: str, sockopts: str = ""
+    ) -> None:
         self.ctx = ctx
         self.addr = addr
         self.spec = spec
@@ -172,7 +174,7 @@ class _Flow:
         self.key = ctx.hmac_key
         self.clock = FlowClock()
         local, remote = sockaddr_text(s.getsockname()), sockaddr_text(sockaddr)
-        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id, local, remote))
+        ctx.rec.send(PacketInfo(self.clock.tinit, spec.flow, False, ctx.node_id, local, remote, sockopts))
         self.cols: Columns = ctx.rec.columns("packet_io", spec.flow, server=False)
         self.sent = 0
         self.echo_sent = 0

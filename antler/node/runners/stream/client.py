@@ -116,9 +116,9 @@ class StreamClient:
                     set_cca(sock, t.cca)
                 if t.tos:
                     set_tos(sock, t.dscp, t.ecn)
-                for opt in t.sockopt:
-                    if granted := opt.apply(sock):
-                        ctx.rec.log(f"flow {flow}: {granted}")
+                granted = [g for g in (opt.apply(sock) for opt in t.sockopt) if g]
+                for g in granted:
+                    ctx.rec.log(f"flow {flow}: {g}")
             except (ValueError, OSError) as e:
                 raise StreamError(f"flow {flow}: {e}") from None
             await self._connect(sock, sockaddr, addr, flow)
@@ -152,7 +152,7 @@ class StreamClient:
                 tcp_info_interval_ns=t.tcp_info_interval.ns,
             )
             try:
-                await run_end(ctx, sock, t.stream(cca), params, server=False)
+                await run_end(ctx, sock, t.stream(cca), params, server=False, sockopts="; ".join(granted))
             except OSError as e:
                 raise StreamError(f"flow {flow}: {'sending to' if sender else 'receiving from'} {addr}: {e}") from None
         finally:

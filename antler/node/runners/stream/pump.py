@@ -289,9 +289,15 @@ class Pump:
         self.tcp_info.append(time.monotonic_ns() - self.t0, *values)
 
 
-async def run_end(ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool) -> None:
-    """Record one end's StreamInfo and run its data phase, sampling as asked."""
-    info = stream.info(server, ctx.node_id, params.length)
+async def run_end(
+    ctx: Context, sock: socket.socket, stream: Stream, params: PumpParams, server: bool, sockopts: str = ""
+) -> None:
+    """Record one end's StreamInfo and run its data phase, sampling as asked.
+
+    ``sockopts`` is what the kernel granted otherwise than the config asked
+    (:meth:`antler.node.sockopt.Sockopt.apply`'s notes, "; " between them).
+    """
+    info = replace(stream.info(server, ctx.node_id, params.length), sockopts=sockopts)
     with contextlib.suppress(OSError):  # a socket already reset has no peer: the addresses stay unknown
         info = replace(info, local=sockaddr_text(sock.getsockname()), remote=sockaddr_text(sock.getpeername()))
     t0 = time.monotonic_ns()
