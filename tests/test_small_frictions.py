@@ -188,3 +188,39 @@ def test_vet_refuses_a_client_key_no_server_publishes(tmp_path: Path, capsys: py
         "test.run.serial[1].stream_client.addr_key: no server of the test publishes 'svr' (servers' listen_addr_key: srv)"
     ), err
     assert main(["run", *args]) == 2 and not root.exists()
+
+
+@pytest.mark.parametrize(("hmac", "need"), [(False, 16), (True, 32)])
+def test_vet_refuses_a_packet_shorter_than_its_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], hmac: bool, need: int
+) -> None:
+    """Every bound a runner checks, vet checks first: a packet too short for its header failed only once the test ran."""
+    from antler.node.runners.packet.wire import header_len
+
+    assert header_len("udp", hmac) == need  # 13 fixed bytes, the 3-byte flow ID, the 16-byte tag
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "short.yaml").write_text(
+        "# @package _global_\n"
+        "test:\n"
+        "  id: {experiment: short}\n"
+        f"  hmac: {str(hmac).lower()}\n"
+        "  run:\n"
+        "    serial:\n"
+        "      - packet_server: {listen_addr: '127.0.0.1:0', listen_addr_key: p}\n"
+        "      - packet_client:\n"
+        "          addr_key: p\n"
+        "          flow: udp\n"
+        f"          sender: [{{unresponsive: {{wait: [10ms], length: [{need}], duration: 1s}}}},\n"
+        f"                   {{unresponsive: {{wait: [10ms], length: [{need - 1}], duration: 1s}}}}]\n"
+    )
+    root = tmp_path / "r"
+    args = ["--config-dir", str(conf), "+experiment=short", "--root", str(root)]
+    assert main(["vet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    tag = " and HMAC tag (test.hmac)" if hmac else ""
+    assert err.endswith(
+        f"test.run.serial[1].packet_client.sender[1]: packet length {need - 1} is shorter than flow 'udp'"
+        f"'s header{tag}: {need} bytes"
+    ), err
+    assert main(["run", *args]) == 2 and not root.exists()

@@ -69,6 +69,7 @@ def parse_root(config: Mapping[str, Any], swept: Mapping[str, str] | None = None
     test = parse(TestSpec, config.get("test"), "test")
     test.check_flow_names("test")
     test.check_feedback_keys("test")
+    test.check_packet_headers("test")
     root = RootSpec(
         test=test,
         results=parse(ResultsSpec, config.get("results"), "results"),

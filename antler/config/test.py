@@ -9,6 +9,7 @@ from typing import Any
 from antler.node.hmac import resolve_key
 from antler.node.metric import Duration
 from antler.node.run import Run
+from antler.node.runners.packet.wire import header_len
 from antler.node.spec import ConfigError, FieldError, parse
 from antler.report.expect import ExpectationError, parse_expectation
 from antler.report.spec import After, ChartsFCT, ChartsTimeSeries, During
@@ -139,6 +140,29 @@ class TestSpec:
             if key not in published:
                 keys = ", ".join(sorted(published)) or "none"
                 raise ConfigError(at, f"no server of the test publishes {key!r} (servers' listen_addr_key: {keys})")
+
+    def check_packet_headers(self, path: str = "test") -> None:
+        """Check that every packet a packet_client sends has room for its header (and HMAC tag, with ``hmac``).
+
+        The header holds the flow ID, so its length is the flow's
+        (:func:`antler.node.runners.packet.wire.header_len`); the client
+        refused a shorter packet only when it started, after the rig was
+        built (issue 30: every bound a runner checks, vet checks first).
+        Raises ConfigError naming the sender and the lengths.
+        """
+        for at, r in self.run.walk(f"{path}.run"):
+            client = r.packet_client
+            if client is None:
+                continue
+            need = header_len(client.flow, self.hmac)
+            for i, sender in enumerate(client.sender):
+                short = [n for n in sender.sender().length if n < need]
+                if short:
+                    tag = " and HMAC tag (test.hmac)" if self.hmac else ""
+                    raise ConfigError(
+                        f"{at}.packet_client.sender[{i}]",
+                        f"packet length {short[0]} is shorter than flow {client.flow!r}'s header{tag}: {need} bytes",
+                    )
 
 
 FLOWS_SHOWN = 10
