@@ -160,6 +160,7 @@ def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, prefi
     assert not [n for n in netns_list() if n.startswith(prefix)] and not leases_of(prefix)
 
 
+@pytest.mark.science
 def test_kill_9_mid_test_then_the_same_command_runs_and_leaves_nothing(tmp_path: Path, prefix: str) -> None:
     args = ("run", "+experiment=cubic", "duration=8s", f"rig.netns_prefix={prefix}", *NO_CALIBRATION)
     cmd = Command(tmp_path, *args)

@@ -98,7 +98,7 @@ def test_the_study_notebook_answers_from_the_stored_repetitions(monkeypatch: pyt
 
     monkeypatch.setenv("ANTLER_RESULTS", str(COMPETE))
     printed, images = execute("study.ipynb")
-    assert f"6 tests in {COMPETE}, repetitions per buffer: {{'100': 3, '1000': 3}}" in printed
+    assert f"6 tests in {COMPETE}, repetitions per buffer: {{100: 3, 1000: 3}}" in printed
     for metric in ("share_cubic", "share_bbr", "jain", "induced_latency_ms"):
         iv = antler.results.intervals(COMPETE, metric, table="summary")
         for row in iv.itertuples():
@@ -108,6 +108,6 @@ def test_the_study_notebook_answers_from_the_stored_repetitions(monkeypatch: pyt
             )
     assert "shares sum to 1 in every test: True" in printed
     share = antler.results.intervals(COMPETE, "share_bbr", table="summary").set_index("rig_limit")["mean"]
-    assert f"BBR's share: {share['100']:.2f} with 100 packets, {share['1000']:.2f} with 1000" in printed
+    assert f"BBR's share: {share[100]:.2f} with 100 packets, {share[1000]:.2f} with 1000" in printed
     assert "intervals overlap: False" in printed
     assert images == 2  # shares, Jain and latency with intervals; the goodput boxes
