@@ -65,7 +65,7 @@ def test_intervals_per_buffer_contain_their_means(sweep: Path) -> None:
         assert ((iv["ci_low"] <= iv["mean"]) & (iv["mean"] <= iv["ci_high"])).all()
         values = antler.results.load(sweep).concat("summary")
         for limit, g in values.groupby("rig_limit"):
-            low, high = iv.loc[str(limit), ["ci_low", "ci_high"]].to_numpy(float)
+            low, high = iv.loc[limit, ["ci_low", "ci_high"]].to_numpy(float)
             assert (float(low), float(high)) == bootstrap_ci(g[metric].to_numpy(float))
 
 
