@@ -67,7 +67,14 @@ def run(where: Path, seconds: int, rates: list[int], extra: list[str], qdisc: st
     """Run the cubic experiment at each rate through one bottleneck; return its tests."""
     args = ["-m", "+experiment=cubic", f"duration={seconds}s", f"rig.qdisc={qdisc}", *extra]
     args.append("rig.rate=" + ",".join(f"{r}mbit" for r in rates))
-    cmd = [sys.executable, "-c", "import sys; from antler.cli import main; sys.exit(main(sys.argv[1:]))", "run", *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from antler.cli import main; sys.exit(main(sys.argv[1:]))",
+        "run",
+        "-a",
+        *args,
+    ]
     subprocess.run(cmd, cwd=where, check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     return list(load(where / "results" / "latest").values())
 

@@ -120,7 +120,7 @@ def startup(rounds: int, ssh_pythons: tuple[str, ...] = ("venv",)) -> None:
                 for name in tests:
                     if name.startswith("ssh1-upload"):
                         shutil.rmtree(folder / "cache", ignore_errors=True)
-                    argv = [cli, "run", "--config-dir", str(folder), f"+experiment={name}"]
+                    argv = [cli, "run", "-a", "--config-dir", str(folder), f"+experiment={name}"]
                     start_wall, start = time.time(), time.monotonic()
                     done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True)
                     took = time.monotonic() - start

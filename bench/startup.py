@@ -135,11 +135,20 @@ def main() -> None:
         (cwd / "experiment" / "hello-node.yaml").write_text("# @package _global_\n" + yaml.safe_dump(HELLO_NODE))
         for r in range(rounds):
             _, t_bare, _, _ = timed(bare, cwd)
-            _, t_hello, _, _ = timed([cli, "run", "+experiment=hello"], cwd)
-            hello_node = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=hello-node"]
+            _, t_hello, _, _ = timed([cli, "run", "-a", "+experiment=hello"], cwd)
+            hello_node = [
+                sys.executable,
+                "-c",
+                TIMED_CLI,
+                "run",
+                "-a",
+                "--config-dir",
+                str(cwd),
+                "+experiment=hello-node",
+            ]
             _, t_hn, _, out_hn = timed(hello_node, cwd)
             t_ray_hn, _ = timed_cli_seconds(out_hn)
-            three = [sys.executable, "-c", TIMED_CLI, "run", "--config-dir", str(cwd), "+experiment=three"]
+            three = [sys.executable, "-c", TIMED_CLI, "run", "-a", "--config-dir", str(cwd), "+experiment=three"]
             w0, t_three, mem, out = timed(three, cwd, memory=True)
             assert mem is not None
             t_ray, _ = timed_cli_seconds(out)
