@@ -98,3 +98,35 @@ def test_report_refuses_an_override_it_does_not_take(tmp_path: Path, capsys: pyt
     assert main(["report", str(src), "index.nope=1", "--root", str(tmp_path / "results")]) == 2
     assert "nope" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("index.x=rep", "index.x: 'rep' numbers the repetitions, which the charts take the mean and interval over; "
+         "choose one of: rig_limit"),
+        ("index.group_by=rep", "index.group_by: 'rep' numbers the repetitions"),
+        ("index.x=rig_rtt", "index.x: 'rig_rtt' is not an ID key that varies here; choose one of: rig_limit"),
+    ],
+)  # fmt: skip
+def test_report_refuses_an_axis_that_is_the_repetition_or_does_not_vary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, says: str
+) -> None:
+    """Issue 30: `report DIR index.x=rep` ended in a KeyError traceback, after making a folder without a page."""
+    src = limit_sweep(tmp_path / "results" / "2026-01-01-000000Z", reps=2)
+    before = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert main(["report", str(src), override, "--root", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before
+
+
+def test_a_sweep_with_repetitions_refuses_the_repetition_as_its_axis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["-m", "+experiment=hello", "+rep=range(1,3)", "+test.id.k=a,b", "index.x=rep"]
+    for command in ("vet", "run"):
+        assert main([command, *args]) == 2
+        assert "index.x: 'rep' numbers the repetitions" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

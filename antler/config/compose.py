@@ -158,6 +158,7 @@ def compose_jobs(overrides: list[str], multirun: bool = False, config_dir: str |
                 "test.id", f"two tests have the same ID or path {out!r} ({seen[out]} and {job.overrides})"
             )
         seen[out] = job.overrides
+    _check_index_axis(jobs)
     if jobs and jobs[0].root.sweep.shuffle:
         # sweep is not sweepable, so every job has the same shuffle and seed.
         random.Random(jobs[0].root.sweep.seed).shuffle(jobs)
@@ -309,3 +310,25 @@ def _raw_at(data: Any, path: str) -> Any:
 def _omegaconf_path(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None)
     return str(key) if key else "config"
+
+
+def _check_index_axis(jobs: list[Job]) -> None:
+    """_check_index_axis refuses ``index.x`` or ``index.group_by`` set to the repetition key of a sweep with repetitions.
+
+    The comparison page takes each combination's mean and interval over the
+    repetitions, so that key is no axis; found only when the page was drawn,
+    after every test had run (issue 30). See
+    :func:`antler.report.summary.check_index_keys`.
+    """
+    from antler.report.summary import REPETITION_KEYS, check_index_keys
+
+    if len(jobs) < 2:
+        return
+    spec = jobs[0].root.index
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for k, v in job.test.id.items():
+            values.setdefault(k, set()).add(v)
+    keys = [k for k, vs in values.items() if len(vs) > 1]
+    if {spec.x, spec.group_by} & REPETITION_KEYS & set(keys):
+        check_index_keys(spec, keys)

@@ -13,6 +13,7 @@ from antler.node.spec import ConfigError, parse
 from antler.report.index import write_index
 from antler.report.pipeline import after_of, report_output, report_outputs, run_after
 from antler.report.spec import IndexSpec
+from antler.report.summary import check_index_keys, varying_keys
 from antler.results.store import Invocation, link_tree, write_meta
 from antler.results.tables import load
 
@@ -51,6 +52,8 @@ def report(src: Path, root: Path, out: TextIO | None = None, overrides: list[str
     results = load(src)  # refuses newer formats before anything is created
     config = next(iter(results.values())).meta.get("config", {}) if len(results) else {}
     index = parse(IndexSpec, index_overrides((config or {}).get("index"), overrides or []), "index")
+    if overrides:
+        check_index_keys(index, varying_keys(results))
     inv = Invocation(root)
     inv.begin()
     try:

@@ -53,6 +53,35 @@ REPETITION_KEYS = frozenset({"rep"})
 """REPETITION_KEYS are ID keys that number repetitions of one combination: never a chart's x nor a group."""
 
 
+def check_index_keys(spec: IndexSpec, keys: list[str], path: str = "index") -> None:
+    """Raise ConfigError when ``index.x`` or ``index.group_by`` names no varying ID key, or a repetition key.
+
+    ``keys`` are the results' varying ID keys (:func:`varying_keys`). The
+    charts draw the metric against ``x`` and a line per ``group_by`` value;
+    a key that does not vary gives one point, and with repetitions the
+    charts take each combination's mean and interval across them, so the
+    repetition key is no axis (issue 30: ``index.x=rep`` ended in a
+    KeyError traceback).
+    """
+    from antler.node.spec import ConfigError
+
+    choices = [k for k in keys if k not in REPETITION_KEYS]
+    for name, value in (("x", spec.x), ("group_by", spec.group_by)):
+        if not value:
+            continue
+        if value in REPETITION_KEYS and value in keys:
+            raise ConfigError(
+                f"{path}.{name}",
+                f"{value!r} numbers the repetitions, which the charts take the mean and interval over; "
+                f"choose one of: {', '.join(choices) or 'none (only the repetitions vary)'}",
+            )
+        if value not in keys:
+            raise ConfigError(
+                f"{path}.{name}",
+                f"{value!r} is not an ID key that varies here; choose one of: {', '.join(choices) or 'none'}",
+            )
+
+
 def group_key(keys: list[str], spec: IndexSpec) -> str:
     """Return the ID key the index groups tests by: ``spec.group_by``, else the first varying key not a repetition."""
     return spec.group_by or next((k for k in keys if k not in REPETITION_KEYS), "")
