@@ -142,6 +142,10 @@ def test_the_flows_table_fits_a_1400px_window(tmp_path: Path) -> None:
     a.flows["error"] = "stream_client: connection reset by peer after 2.5 s (errno 104, ECONNRESET)"
     for col, v in (("lost_up", 3.0), ("loss_up_pct", 2.0), ("lost_down", 1.0), ("loss_down_pct", 0.6667)):
         a.flows[col] = np.where(stream, np.nan, v)
+    # And every other metric the table can show (ECN, CE marks, the queue's): a real demo fills them.
+    for col in a.flows.columns:
+        if pd.api.types.is_float_dtype(a.flows[col]) and a.flows[col].isna().all():
+            a.flows[col] = 12.5
     assert charts_time_series(a, ChartsTimeSeries(to=("timeseries.html",)), tmp_path, "cca=cubic rig_rtt=10ms")
     with Browser(tmp_path / "profile", width=1400) as browser:
         page = browser.open((tmp_path / "timeseries.html").as_uri())

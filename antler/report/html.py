@@ -30,7 +30,7 @@ tr.not-ok td { background: #fff4f2; } .status-failed, .status-interrupted, .stat
 .banner.ok { border-color: #2e7d32; background: #f1f8f1; }
 .card img { width: 100%; border: 1px solid #ddd; } .card .none { color: #777; }
 .note { color: #555; font-size: 0.9em; }
-table.flows { font-size: 0.85em; max-width: 100%; } table.flows th { vertical-align: bottom; }
+table.flows { font-size: 0.85em; max-width: 100%; } table.flows th { vertical-align: bottom; overflow-wrap: anywhere; }
 table.flows td.text { text-align: left; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
 table.flows th, table.flows td { padding: 0.25em 0.4em; }
 """
