@@ -122,28 +122,24 @@ def _delivery_series(
     (``tcp_info_interval`` over 1.5 intervals), or results without these columns, keep
     the receiver's series. Columns flow, t_s, goodput_mbps.
     """
-    names = tcp.schema.names
-    if tcp.num_rows == 0 or not {"t_ns", "bytes_acked", "sacked", "snd_mss"} <= set(names):
+    cols = ["t_ns", "bytes_acked", "sacked", "snd_mss"]
+    if tcp.num_rows == 0 or not set(cols) <= set(tcp.schema.names):
         return empty_series("goodput_mbps")
-    df = tcp.select(["flow", "server", "t_ns", "bytes_acked", "sacked", "snd_mss"]).to_pandas()
-    code = pd.Categorical(df["flow"].astype(str), categories=flows).codes.astype(np.int64)
-    server = df["server"].to_numpy(dtype=bool)
-    keep = (code >= 0) & df[["t_ns", "bytes_acked", "sacked", "snd_mss"]].notna().all(axis=1).to_numpy()
-    keep &= server == send_end[np.maximum(code, 0)].astype(bool)
-    if not keep.any():
-        return empty_series("goodput_mbps")
-    df, code, server = df[keep], code[keep], server[keep]
-    t = ends.at(code, server.astype(np.int64)) + df["t_ns"].to_numpy(dtype=np.int64)
-    total = df["bytes_acked"].to_numpy(dtype=np.int64) + df["sacked"].to_numpy(dtype=np.int64) * df["snd_mss"].to_numpy(
-        dtype=np.int64
-    )
+    codes, times, totals = [], [], []
+    for end, part in split_parts(tcp, flows, ["server"], {0: cols, 1: cols}).items():
+        sender = send_end[part.code] == end  # the client of an upload, the server of a download
+        code = part.code[sender]
+        codes.append(code)
+        times.append(ends.offset[code, end] + part["t_ns"][sender].astype(np.int64))
+        acked, sacked, mss = (part[c][sender].astype(np.int64) for c in cols[1:])
+        totals.append(acked + sacked * mss)
+    code, t, total = (np.concatenate(a) for a in (codes, times, totals))
     code, t, total = take(flow_time_order(code, t), code, t, total)
     # Only flows sampled about once per interval or more often: the median
     # spacing of their samples within 1.5 intervals (a 100 ms timer's samples
     # land 100.2 ms apart; the rate stays exact over a bin with no sample).
-    spacing = pd.Series(np.diff(t, prepend=t[:1])).where(np.concatenate([[False], code[1:] == code[:-1]]))
-    dense = spacing.groupby(code).median().reindex(range(len(flows))) <= 1.5 * interval_s * 1e9
-    ok = dense.fillna(False).to_numpy(dtype=bool)[code]
+    spacing = pd.Series(t).groupby(code).diff().groupby(code).median()
+    ok = (spacing <= 1.5 * interval_s * 1e9).reindex(range(len(flows)), fill_value=False).to_numpy(dtype=bool)[code]
     if not ok.any():
         return empty_series("goodput_mbps")
     return _goodput_series(code[ok], t[ok], total[ok], ends, flows, interval_s, idle=False)
