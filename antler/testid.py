@@ -7,7 +7,7 @@ its keys and values match :data:`ID_PART`, so every ID is also a folder name.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 ID_PART = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
 """ID_PART is what a test ID's keys and values must match."""
@@ -21,6 +21,16 @@ def id_text(test_id: Mapping[str, str]) -> str:
 def id_path(test_id: Mapping[str, str]) -> str:
     """Return the folder a test's results go to when it sets no ``path``: ``k-v_k-v``."""
     return "_".join(f"{k}-{v}" for k, v in test_id.items())
+
+
+def varying_id_keys(ids: Iterable[Mapping[str, str]]) -> list[str]:
+    """List the keys whose values differ between the IDs, or that some ID lacks, in the order the IDs give them."""
+    ids = list(ids)
+    values: dict[str, set[str]] = {}
+    for test_id in ids:
+        for k, v in test_id.items():
+            values.setdefault(k, set()).add(v)
+    return [k for k, vs in values.items() if len(vs) > 1 or any(k not in i for i in ids)]
 
 
 class IdFilter:

@@ -34,6 +34,7 @@ from antler.config.unread import check_read
 from antler.node.spec import ConfigError, first_line
 from antler.rig.path import set_config_dir
 from antler.rig.resolvers import register_resolvers as register_rig_resolvers
+from antler.testid import varying_id_keys
 
 _ID_RUN_BAD = re.compile(r"[^a-zA-Z0-9_-]+")
 
@@ -320,15 +321,11 @@ def _check_index_axis(jobs: list[Job]) -> None:
     after every test had run (issue 30). See
     :func:`antler.report.summary.check_index_keys`.
     """
-    from antler.report.summary import REPETITION_KEYS, check_index_keys
-
-    if len(jobs) < 2:
+    spec = jobs[0].root.index if jobs else None
+    if len(jobs) < 2 or spec is None or not (spec.x or spec.group_by):
         return
-    spec = jobs[0].root.index
-    values: dict[str, set[str]] = {}
-    for job in jobs:
-        for k, v in job.test.id.items():
-            values.setdefault(k, set()).add(v)
-    keys = [k for k, vs in values.items() if len(vs) > 1]
+    from antler.report.summary import REPETITION_KEYS, check_index_keys  # pandas: only for a page with an axis set
+
+    keys = varying_id_keys(job.test.id for job in jobs)
     if {spec.x, spec.group_by} & REPETITION_KEYS & set(keys):
         check_index_keys(spec, keys)

@@ -15,20 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from antler.node.spec import ConfigError
 from antler.report.spec import IndexSpec
 from antler.results.ids import id_sort_key
 from antler.results.tables import Results, TestResult
+from antler.testid import varying_id_keys
 
 _BROWSER_IMAGES = (".png", ".svg")
 
 
 def varying_keys(results: Results) -> list[str]:
     """List the test ID keys whose values differ between tests, in ID order."""
-    values: dict[str, set[str]] = {}
-    for test in results.values():
-        for k, v in test.id.items():
-            values.setdefault(k, set()).add(v)
-    return [k for k, vs in values.items() if len(vs) > 1 or any(k not in t.id for t in results.values())]
+    return varying_id_keys(t.id for t in results.values())
 
 
 def sort_key(value: str) -> tuple[int, float, str]:
@@ -63,8 +61,6 @@ def check_index_keys(spec: IndexSpec, keys: list[str], path: str = "index") -> N
     repetition key is no axis (issue 30: ``index.x=rep`` ended in a
     KeyError traceback).
     """
-    from antler.node.spec import ConfigError
-
     choices = [k for k in keys if k not in REPETITION_KEYS]
     for name, value in (("x", spec.x), ("group_by", spec.group_by)):
         if not value:
