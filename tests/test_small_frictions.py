@@ -167,27 +167,33 @@ def test_a_table_that_cannot_be_written_is_a_write_error_and_no_file(tmp_path: P
     assert not (tmp_path / "log.arrows").exists()
 
 
-def test_vet_refuses_a_client_key_no_server_publishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every bound a runner checks, vet checks first: the client's addr_key failed only once the test ran."""
+def refused_by_vet_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], test_yaml: str) -> str:
+    """Vet, then run, the experiment ``test:`` + test_yaml; assert both exit 2 and nothing is written; return vet's error."""
     conf = tmp_path / "conf"
     (conf / "experiment").mkdir(parents=True)
-    (conf / "experiment" / "keys.yaml").write_text(
-        "# @package _global_\n"
-        "test:\n"
+    (conf / "experiment" / "bound.yaml").write_text("# @package _global_\ntest:\n" + test_yaml)
+    root = tmp_path / "r"
+    args = ["--config-dir", str(conf), "+experiment=bound", "--root", str(root)]
+    assert main(["vet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert main(["run", *args]) == 2 and not root.exists()
+    return err
+
+
+def test_vet_refuses_a_client_key_no_server_publishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every bound a runner checks, vet checks first: the client's addr_key failed only once the test ran."""
+    err = refused_by_vet_and_run(
+        tmp_path,
+        capsys,
         "  id: {experiment: keys}\n"
         "  run:\n"
         "    serial:\n"
         "      - stream_server: {listen_addr: '127.0.0.1:0', listen_addr_key: srv}\n"
-        "      - stream_client: {addr_key: svr, upload: {flow: tcp, duration: 1s}}\n"
+        "      - stream_client: {addr_key: svr, upload: {flow: tcp, duration: 1s}}\n",
     )
-    root = tmp_path / "r"
-    args = ["--config-dir", str(conf), "+experiment=keys", "--root", str(root)]
-    assert main(["vet", *args]) == 2
-    err = capsys.readouterr().err.strip()
     assert err.endswith(
         "test.run.serial[1].stream_client.addr_key: no server of the test publishes 'svr' (servers' listen_addr_key: srv)"
     ), err
-    assert main(["run", *args]) == 2 and not root.exists()
 
 
 @pytest.mark.parametrize(("hmac", "need"), [(False, 16), (True, 32)])
@@ -198,11 +204,9 @@ def test_vet_refuses_a_packet_shorter_than_its_header(
     from antler.node.runners.packet.wire import header_len
 
     assert header_len("udp", hmac) == need  # 13 fixed bytes, the 3-byte flow ID, the 16-byte tag
-    conf = tmp_path / "conf"
-    (conf / "experiment").mkdir(parents=True)
-    (conf / "experiment" / "short.yaml").write_text(
-        "# @package _global_\n"
-        "test:\n"
+    err = refused_by_vet_and_run(
+        tmp_path,
+        capsys,
         "  id: {experiment: short}\n"
         f"  hmac: {str(hmac).lower()}\n"
         "  run:\n"
@@ -212,15 +216,10 @@ def test_vet_refuses_a_packet_shorter_than_its_header(
         "          addr_key: p\n"
         "          flow: udp\n"
         f"          sender: [{{unresponsive: {{wait: [10ms], length: [{need}], duration: 1s}}}},\n"
-        f"                   {{unresponsive: {{wait: [10ms], length: [{need - 1}], duration: 1s}}}}]\n"
+        f"                   {{unresponsive: {{wait: [10ms], length: [{need - 1}], duration: 1s}}}}]\n",
     )
-    root = tmp_path / "r"
-    args = ["--config-dir", str(conf), "+experiment=short", "--root", str(root)]
-    assert main(["vet", *args]) == 2
-    err = capsys.readouterr().err.strip()
     tag = " and HMAC tag (test.hmac)" if hmac else ""
     assert err.endswith(
         f"test.run.serial[1].packet_client.sender[1]: packet length {need - 1} is shorter than flow 'udp'"
         f"'s header{tag}: {need} bytes"
     ), err
-    assert main(["run", *args]) == 2 and not root.exists()
